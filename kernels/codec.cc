@@ -1,0 +1,606 @@
+#include "kernels/codec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "kernels/internal/fast.h"
+#include "kernels/internal/half.h"
+#include "kernels/internal/page_format.h"
+#include "kernels/internal/reference.h"
+#include "kernels/internal/tensor_codec.h"
+
+namespace qaqkv {
+namespace {
+
+using internal::FloatToHalf;
+using internal::HalfToFloat;
+
+constexpr double kSqrt12 = 3.4641016151377544;
+
+bool ValidDType(DType t) { return t == DType::kF16 || t == DType::kBF16 || t == DType::kF32; }
+bool ValidLayout(Layout l) { return l == Layout::kNHD || l == Layout::kHND; }
+
+float LoadValue(const void* data, DType t, int64_t i) {
+  switch (t) {
+    case DType::kF16: {
+      uint16_t h;
+      std::memcpy(&h, static_cast<const uint8_t*>(data) + i * 2, 2);
+      return HalfToFloat(h);
+    }
+    case DType::kBF16: {
+      uint16_t h;
+      std::memcpy(&h, static_cast<const uint8_t*>(data) + i * 2, 2);
+      return internal::Bf16ToFloat(h);
+    }
+    case DType::kF32: {
+      float f;
+      std::memcpy(&f, static_cast<const uint8_t*>(data) + i * 4, 4);
+      return f;
+    }
+  }
+  return 0;
+}
+
+void StoreValue(void* data, DType t, int64_t i, float v) {
+  auto* p = static_cast<uint8_t*>(data);
+  switch (t) {
+    case DType::kF16: {
+      const uint16_t h = FloatToHalf(v);
+      std::memcpy(p + i * 2, &h, 2);
+      break;
+    }
+    case DType::kBF16: {
+      const uint16_t h = internal::FloatToBf16(v);
+      std::memcpy(p + i * 2, &h, 2);
+      break;
+    }
+    case DType::kF32: std::memcpy(p + i * 4, &v, 4); break;
+  }
+}
+
+// Offset of canonical (h, t, d) in `layout`.
+inline int64_t LayoutIndex(Layout l, const PageShape& s, int64_t h, int64_t t, int64_t d) {
+  return l == Layout::kHND ? (h * s.tokens + t) * s.head_dim + d
+                           : (t * s.kv_heads + h) * s.head_dim + d;
+}
+
+// Input in any dtype/layout -> canonical HND float. Finite values beyond fp16's
+// range cannot be stored by any codec, so they are rejected here.
+absl::Status ToCanonical(const TensorView& in, const PageShape& s, const char* name,
+                         std::vector<float>& out) {
+  out.resize(s.values());
+  for (int64_t h = 0; h < s.kv_heads; ++h)
+    for (int64_t t = 0; t < s.tokens; ++t)
+      for (int64_t d = 0; d < s.head_dim; ++d) {
+        const float v = LoadValue(in.data, in.dtype, LayoutIndex(in.layout, s, h, t, d));
+        if (std::isfinite(v) && std::fabs(v) > internal::kHalfMax) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(name, ": value ", v, " at token ", t, " head ", h, " channel ", d,
+                           " is beyond fp16 range"));
+        }
+        out[(h * s.tokens + t) * s.head_dim + d] = v;
+      }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateConfig(const CodecConfig& c) {
+  if (static_cast<uint8_t>(c.kind) > static_cast<uint8_t>(CodecKind::kQaq)) {
+    return absl::InvalidArgumentError("config.kind: unknown codec");
+  }
+  if (c.group != GroupLevel::kHead && c.group != GroupLevel::kLayer) {
+    return absl::InvalidArgumentError("config.group: unknown group level");
+  }
+  if (c.kind == CodecKind::kQaq) {
+    if (!(c.sigma_s > 0) || !std::isfinite(c.sigma_s)) {
+      return absl::InvalidArgumentError("config.sigma_s: must be finite and > 0");
+    }
+    if (!(c.sigma_x > 0) || !std::isfinite(c.sigma_x)) {
+      return absl::InvalidArgumentError("config.sigma_x: must be finite and > 0");
+    }
+    if (c.b_min < 0 || c.b_min > 8) return absl::InvalidArgumentError("config.b_min: must be in [0, 8]");
+    if (c.b_max < c.b_min || c.b_max > 8) {
+      return absl::InvalidArgumentError("config.b_max: must be in [b_min, 8]");
+    }
+    if (!(c.outlier_ratio >= 0) || !(c.outlier_ratio < 0.5f)) {
+      return absl::InvalidArgumentError("config.outlier_ratio: must be in [0, 0.5)");
+    }
+  }
+  if (c.kind == CodecKind::kKivi2) {
+    if (c.kivi_group < 1 || c.kivi_group > 256) {
+      return absl::InvalidArgumentError("config.kivi_group: must be in [1, 256]");
+    }
+    if (c.kivi_residual < 0) return absl::InvalidArgumentError("config.kivi_residual: must be >= 0");
+  }
+  if (c.key_channel_scale && c.kind != CodecKind::kQaq) {
+    return absl::InvalidArgumentError("config.key_channel_scale: only for qaq");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateShape(const PageShape& s) {
+  if (s.tokens < 1 || s.tokens > internal::kMaxTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("shape.tokens: ", s.tokens, " not in [1, ",
+                                                   internal::kMaxTokens, "]"));
+  }
+  if (s.kv_heads < 1 || s.kv_heads > internal::kMaxKvHeads) {
+    return absl::InvalidArgumentError(absl::StrCat("shape.kv_heads: ", s.kv_heads, " not in [1, ",
+                                                   internal::kMaxKvHeads, "]"));
+  }
+  if (s.head_dim < 1 || s.head_dim > internal::kMaxHeadDim) {
+    return absl::InvalidArgumentError(absl::StrCat("shape.head_dim: ", s.head_dim, " not in [1, ",
+                                                   internal::kMaxHeadDim, "]"));
+  }
+  if (s.values() > internal::kMaxPageValues) {
+    return absl::InvalidArgumentError("shape: page holds too many values");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateView(const void* data, DType t, Layout l, const char* name) {
+  if (data == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ".data: null"));
+  if (!ValidDType(t)) return absl::InvalidArgumentError(absl::StrCat(name, ".dtype: unknown"));
+  if (!ValidLayout(l)) return absl::InvalidArgumentError(absl::StrCat(name, ".layout: unknown"));
+  return absl::OkStatus();
+}
+
+int OutliersPerSide(const CodecConfig& c, int group_size) {
+  if (c.kind != CodecKind::kQaq || c.outlier_ratio <= 0) return 0;
+  // Computed once, in double, and stored in the header: no backend recomputes it.
+  const int k = static_cast<int>(std::ceil(double{c.outlier_ratio} / 2 * group_size - 1e-9));
+  return std::min(k, (group_size - 1) / 2);
+}
+
+// sqrt(12) * sigma_K per KV head (QAQ.md section 2), optionally corrected for
+// per-channel key scales: the score error then has variance
+// Q2 * mean(c_d^2) * sigma'^2, so sigma' = sigma_K / rms(c).
+std::vector<double> KeyE(const CodecConfig& c, const PageShape& s, const QaqSideInputs& side,
+                         int64_t T, std::span<const uint16_t> scales) {
+  const double t = static_cast<double>(std::max<int64_t>(T, 2));
+  const double ss = c.sigma_s;
+  std::vector<double> e(s.kv_heads);
+  for (int h = 0; h < s.kv_heads; ++h) {
+    const double q2 = side.q2.empty() ? kDefaultQ2 : std::max(double{side.q2[h]}, 1e-30);
+    double sigma = std::sqrt(std::log(t * t * t / (t - 1) * ss * ss + 1) / q2);
+    if (!scales.empty()) {
+      double sum = 0;
+      for (int d = 0; d < s.head_dim; ++d) {
+        const double v = HalfToFloat(scales[h * s.head_dim + d]);
+        sum += v * v;
+      }
+      sigma /= std::sqrt(sum / s.head_dim);
+    }
+    e[h] = kSqrt12 * sigma;
+  }
+  return e;
+}
+
+}  // namespace
+
+std::string_view CodecKindName(CodecKind kind) {
+  switch (kind) {
+    case CodecKind::kFp16: return "fp16";
+    case CodecKind::kInt8: return "int8";
+    case CodecKind::kInt4: return "int4";
+    case CodecKind::kKivi2: return "kivi2";
+    case CodecKind::kQaq: return "qaq";
+  }
+  return "unknown";
+}
+
+std::string CodecConfig::Name() const {
+  std::string n(CodecKindName(kind));
+  if (kind == CodecKind::kKivi2) {
+    return absl::StrCat(n, ":r=", kivi_residual, ",g=", kivi_group);
+  }
+  if (group == GroupLevel::kLayer) n += "-layer";
+  if (key_channel_scale) n += "-cs";
+  if (kind == CodecKind::kQaq) {
+    absl::StrAppend(&n, ":s=", sigma_s, ",x=", sigma_x, ",o=", outlier_ratio, ",b=", b_min,
+                    "-", b_max);
+  }
+  return n;
+}
+
+absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
+  // Debian's abseil has its own string_view type; convert once.
+  const absl::string_view text(text_in.data(), text_in.size());
+  CodecConfig c;
+  absl::string_view name = text, params;
+  if (const size_t colon = text.find(':'); colon != absl::string_view::npos) {
+    name = text.substr(0, colon);
+    params = text.substr(colon + 1);
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(name, '-');
+  const absl::string_view base = parts[0];
+  if (base == "fp16") c.kind = CodecKind::kFp16;
+  else if (base == "int8") c.kind = CodecKind::kInt8;
+  else if (base == "int4") c.kind = CodecKind::kInt4;
+  else if (base == "kivi2") c.kind = CodecKind::kKivi2;
+  else if (base == "qaq") c.kind = CodecKind::kQaq;
+  else return absl::InvalidArgumentError(absl::StrCat("codec: unknown codec '", base, "'"));
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i] == "layer" && c.kind != CodecKind::kKivi2 && c.kind != CodecKind::kFp16) {
+      c.group = GroupLevel::kLayer;
+    } else if (parts[i] == "cs" && c.kind == CodecKind::kQaq) {
+      c.key_channel_scale = true;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("codec: unknown variant '", parts[i], "' of ", base));
+    }
+  }
+  if (!params.empty()) {
+    for (absl::string_view kv : absl::StrSplit(params, ',')) {
+      std::pair<absl::string_view, absl::string_view> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+      const absl::string_view key = p.first, val = p.second;
+      bool ok = false;
+      if (c.kind == CodecKind::kQaq && key == "s") ok = absl::SimpleAtof(val, &c.sigma_s);
+      else if (c.kind == CodecKind::kQaq && key == "x") ok = absl::SimpleAtof(val, &c.sigma_x);
+      else if (c.kind == CodecKind::kQaq && key == "o") ok = absl::SimpleAtof(val, &c.outlier_ratio);
+      else if (c.kind == CodecKind::kQaq && key == "b") {
+        std::pair<absl::string_view, absl::string_view> b = absl::StrSplit(val, absl::MaxSplits('-', 1));
+        ok = absl::SimpleAtoi(b.first, &c.b_min) && absl::SimpleAtoi(b.second, &c.b_max);
+      } else if (c.kind == CodecKind::kKivi2 && key == "r") ok = absl::SimpleAtoi(val, &c.kivi_residual);
+      else if (c.kind == CodecKind::kKivi2 && key == "g") ok = absl::SimpleAtoi(val, &c.kivi_group);
+      if (!ok) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("codec: bad parameter '", kv, "' for ", base));
+      }
+    }
+  }
+  if (absl::Status s = ValidateConfig(c); !s.ok()) return s;
+  return c;
+}
+
+absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const PageShape& shape,
+                                                TensorView k, TensorView v,
+                                                const QaqSideInputs& side, Backend backend) {
+  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
+  if (absl::Status s = ValidateShape(shape); !s.ok()) return s;
+  if (absl::Status s = ValidateView(k.data, k.dtype, k.layout, "k"); !s.ok()) return s;
+  if (absl::Status s = ValidateView(v.data, v.dtype, v.layout, "v"); !s.ok()) return s;
+  const bool qaq = config.kind == CodecKind::kQaq;
+  const int64_t T = side.context_tokens > 0 ? side.context_tokens : shape.tokens;
+  if (side.context_tokens < 0) {
+    return absl::InvalidArgumentError("side.context_tokens: must be >= 0");
+  }
+  if (qaq && !side.attention.empty() &&
+      side.attention.size() != size_t(shape.tokens) * shape.kv_heads) {
+    return absl::InvalidArgumentError(absl::StrCat("side.attention: ", side.attention.size(),
+                                                   " values, expected tokens*kv_heads = ",
+                                                   int64_t{shape.tokens} * shape.kv_heads));
+  }
+  if (qaq && !side.q2.empty() && side.q2.size() != size_t(shape.kv_heads)) {
+    return absl::InvalidArgumentError(absl::StrCat("side.q2: ", side.q2.size(),
+                                                   " values, expected kv_heads = ", shape.kv_heads));
+  }
+  if (qaq) {
+    for (float a : side.attention) {
+      if (std::isnan(a) || a > 1.0f) {
+        return absl::InvalidArgumentError("side.attention: values must be <= 1 (or negative for unseen)");
+      }
+    }
+    for (float q : side.q2) {
+      if (!(q > 0) || !std::isfinite(q)) {
+        return absl::InvalidArgumentError("side.q2: values must be finite and > 0");
+      }
+    }
+  }
+
+  internal::PageHeader header;
+  header.kind = config.kind;
+  header.tokens = static_cast<uint32_t>(shape.tokens);
+  header.kv_heads = static_cast<uint16_t>(shape.kv_heads);
+  header.head_dim = static_cast<uint16_t>(shape.head_dim);
+  if (config.kind != CodecKind::kKivi2 && config.kind != CodecKind::kFp16 &&
+      config.group == GroupLevel::kLayer) {
+    header.flags |= internal::kFlagLayerGroups;
+  }
+  if (config.key_channel_scale) header.flags |= internal::kFlagKeyChannelScale;
+  if (config.kind == CodecKind::kKivi2) {
+    header.kivi_group = static_cast<uint16_t>(config.kivi_group);
+    header.kivi_residual = static_cast<uint32_t>(std::min(config.kivi_residual, shape.tokens));
+  }
+  const int group_size = config.group == GroupLevel::kLayer ? shape.kv_heads * shape.head_dim
+                                                            : shape.head_dim;
+  header.outliers = static_cast<uint16_t>(OutliersPerSide(config, group_size));
+
+  const bool use_fast = backend != Backend::kReference && internal::FastPathSupports(header);
+  std::vector<uint8_t> page(internal::kHeaderBytes);
+  size_t section_bytes[2] = {0, 0};
+  std::vector<float> raw, scaled;
+  for (int which = 0; which < 2; ++which) {
+    const bool keys = which == 0;
+    const TensorView& in = keys ? k : v;
+    const size_t before = page.size();
+    if (config.kind == CodecKind::kFp16) {
+      if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+      page.resize(before + raw.size() * 2);
+      for (size_t i = 0; i < raw.size(); ++i) internal::PutU16(page.data() + before + i * 2, FloatToHalf(raw[i]));
+      section_bytes[which] = page.size() - before;
+      continue;
+    }
+    internal::TensorTask task = internal::TaskShape(header, keys);
+    task.b_min = config.b_min;
+    task.b_max = config.b_max;
+    if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+    const float* x = raw.data();
+    if (keys && config.key_channel_scale) {
+      const int H = shape.kv_heads, D = shape.head_dim, TT = shape.tokens;
+      task.channel_scale.assign(size_t(H) * D, 0);
+      for (int h = 0; h < H; ++h)
+        for (int d = 0; d < D; ++d) {
+          float m = 0;
+          for (int t = 0; t < TT; ++t) {
+            const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d]);
+            if (std::isfinite(a)) m = std::max(m, a);
+          }
+          uint16_t c = internal::FloatToHalfUp(m);
+          if (!(HalfToFloat(c) > 0) || !std::isfinite(HalfToFloat(c))) c = FloatToHalf(1.0f);
+          task.channel_scale[size_t(h) * D + d] = c;
+        }
+      scaled.resize(raw.size());
+      for (int h = 0; h < H; ++h)
+        for (int t = 0; t < TT; ++t)
+          for (int d = 0; d < D; ++d) {
+            const size_t i = (size_t(h) * TT + t) * D + d;
+            scaled[i] = raw[i] / HalfToFloat(task.channel_scale[size_t(h) * D + d]);
+          }
+      x = scaled.data();
+    }
+    if (qaq) {
+      const int64_t G = task.geo.groups();
+      task.group_e.resize(G);
+      const bool layer = config.group == GroupLevel::kLayer;
+      if (keys) {
+        const std::vector<double> e = KeyE(config, shape, side, T, task.channel_scale);
+        const float emin = static_cast<float>(*std::min_element(e.begin(), e.end()));
+        for (int64_t g = 0; g < G; ++g) {
+          task.group_e[g] = layer ? emin : static_cast<float>(e[g / shape.tokens]);
+        }
+      } else {
+        const float ev = static_cast<float>(kSqrt12 * config.sigma_x / std::sqrt(double(T)));
+        for (int64_t g = 0; g < G; ++g) {
+          float a = 1.0f;
+          if (!side.attention.empty()) {
+            if (layer) {
+              a = 0;
+              for (int h = 0; h < shape.kv_heads; ++h) {
+                const float ah = side.attention[size_t(g) * shape.kv_heads + h];
+                a = (a < 0 || ah < 0) ? -1.0f : std::max(a, ah);
+              }
+            } else {
+              const int64_t h = g / shape.tokens, t = g % shape.tokens;
+              a = side.attention[size_t(t) * shape.kv_heads + h];
+            }
+          }
+          task.group_e[g] = internal::ValueE(ev, a);
+        }
+      }
+    }
+    internal::TensorEncoding enc;
+    if (use_fast) {
+      internal::EncodeTensorFast(task, x, raw.data(), enc);
+    } else {
+      internal::EncodeTensorReference(task, x, raw.data(), enc);
+    }
+    internal::SerializeSection(task, enc, page);
+    section_bytes[which] = page.size() - before;
+  }
+  if (section_bytes[0] > UINT32_MAX || section_bytes[1] > UINT32_MAX) {
+    return absl::InvalidArgumentError("shape: encoded page would exceed 4 GiB");
+  }
+  header.k_bytes = static_cast<uint32_t>(section_bytes[0]);
+  header.v_bytes = static_cast<uint32_t>(section_bytes[1]);
+  internal::WriteHeader(header, page.data());
+  const uint64_t sum = internal::PageChecksum(page);
+  page.resize(page.size() + internal::kChecksumBytes);
+  internal::PutU64(page.data() + page.size() - internal::kChecksumBytes, sum);
+  return page;
+}
+
+namespace {
+
+struct ParsedPage {
+  internal::PageHeader header;
+  std::span<const uint8_t> k_section, v_section;
+};
+
+absl::StatusOr<ParsedPage> ParsePage(std::span<const uint8_t> page) {
+  auto body = internal::VerifyChecksum(page);
+  if (!body.ok()) return body.status();
+  auto header = internal::ReadHeader(*body);
+  if (!header.ok()) return header.status();
+  ParsedPage p;
+  p.header = *header;
+  p.k_section = body->subspan(internal::kHeaderBytes, header->k_bytes);
+  p.v_section = body->subspan(internal::kHeaderBytes + header->k_bytes, header->v_bytes);
+  return p;
+}
+
+PageShape ShapeOf(const internal::PageHeader& h) {
+  return PageShape{static_cast<int>(h.tokens), h.kv_heads, h.head_dim};
+}
+
+}  // namespace
+
+absl::StatusOr<PageInfo> InspectPage(std::span<const uint8_t> page) {
+  auto p = ParsePage(page);
+  if (!p.ok()) return p.status();
+  PageInfo info;
+  info.version = internal::kPageVersion;
+  info.kind = p->header.kind;
+  info.group = (p->header.flags & internal::kFlagLayerGroups) ? GroupLevel::kLayer : GroupLevel::kHead;
+  info.shape = ShapeOf(p->header);
+  info.encoded_bytes = page.size();
+  return info;
+}
+
+absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, MutableTensorView v,
+                        const PageShape* expected, Backend backend) {
+  if (absl::Status s = ValidateView(k.data, k.dtype, k.layout, "k"); !s.ok()) return s;
+  if (absl::Status s = ValidateView(v.data, v.dtype, v.layout, "v"); !s.ok()) return s;
+  auto p = ParsePage(page);
+  if (!p.ok()) return p.status();
+  const PageShape shape = ShapeOf(p->header);
+  if (expected != nullptr && (expected->tokens != shape.tokens ||
+                              expected->kv_heads != shape.kv_heads ||
+                              expected->head_dim != shape.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page: shape ", shape.tokens, "x", shape.kv_heads, "x", shape.head_dim,
+        " does not match the expected ", expected->tokens, "x", expected->kv_heads, "x",
+        expected->head_dim));
+  }
+  internal::SectionView views[2];
+  for (int which = 0; which < 2; ++which) {
+    auto view = internal::ParseSection(p->header, which == 0,
+                                       which == 0 ? p->k_section : p->v_section);
+    if (!view.ok()) return view.status();
+    views[which] = *view;
+  }
+  std::vector<float> canon;
+  for (int which = 0; which < 2; ++which) {
+    const MutableTensorView& out = which == 0 ? k : v;
+    const internal::SectionView& view = views[which];
+    if (backend != Backend::kReference &&
+        internal::DecodeTensorFast(p->header, view, out.data, out.dtype, out.layout)) {
+      continue;
+    }
+    canon.resize(shape.values());
+    if (p->header.kind == CodecKind::kFp16) {
+      for (int64_t i = 0; i < shape.values(); ++i) {
+        canon[i] = HalfToFloat(internal::GetU16(view.exact_values.data() + i * 2));
+      }
+    } else {
+      internal::DecodeTensorReference(view, canon.data());
+    }
+    for (int64_t h = 0; h < shape.kv_heads; ++h)
+      for (int64_t t = 0; t < shape.tokens; ++t)
+        for (int64_t d = 0; d < shape.head_dim; ++d) {
+          StoreValue(out.data, out.dtype, LayoutIndex(out.layout, shape, h, t, d),
+                     canon[(h * shape.tokens + t) * shape.head_dim + d]);
+        }
+  }
+  return absl::OkStatus();
+}
+
+double PageStats::paper_bits_per_value() const {
+  const double quantized = static_cast<double>(values - outliers - exact_values);
+  const double avg_bits = quantized > 0 ? code_bits / quantized : 0;
+  const double r = values > 0 ? static_cast<double>(outliers + exact_values) / values : 0;
+  return avg_bits * (1 - r) + 16 * r;
+}
+
+absl::StatusOr<PageStats> ComputePageStats(std::span<const uint8_t> page) {
+  auto p = ParsePage(page);
+  if (!p.ok()) return p.status();
+  PageStats st;
+  const PageShape shape = ShapeOf(p->header);
+  st.values = 2 * shape.values();
+  st.encoded_bytes = static_cast<int64_t>(page.size());
+  for (int which = 0; which < 2; ++which) {
+    auto view = internal::ParseSection(p->header, which == 0,
+                                       which == 0 ? p->k_section : p->v_section);
+    if (!view.ok()) return view.status();
+    if (p->header.kind == CodecKind::kFp16) {
+      st.exact_values += shape.values();
+      continue;
+    }
+    st.exact_values += static_cast<int64_t>(view->exact_values.size() / 2 + view->residual.size() / 2);
+    const int64_t G = view->geo.groups();
+    int64_t next_exact = 0;
+    for (int64_t g = 0; g < G; ++g) {
+      if (next_exact < view->n_exact && internal::GetU32(view->exact_groups.data() + next_exact * 4) == g) {
+        ++next_exact;
+        continue;
+      }
+      const int n = view->geo.GroupSize(g);
+      st.outliers += 2 * view->outliers;
+      st.code_bits += double(n - 2 * view->outliers) * view->Width(g);
+    }
+  }
+  return st;
+}
+
+absl::StatusOr<WindowStats> ComputeWindowStats(const WindowInputs& in) {
+  if (in.context_tokens < 1) return absl::InvalidArgumentError("window.context_tokens: must be >= 1");
+  if (in.kv_heads < 1) return absl::InvalidArgumentError("window.kv_heads: must be >= 1");
+  if (in.q_heads < in.kv_heads || in.q_heads % in.kv_heads != 0) {
+    return absl::InvalidArgumentError("window.q_heads: must be a multiple of kv_heads");
+  }
+  if (in.head_dim < 1) return absl::InvalidArgumentError("window.head_dim: must be >= 1");
+  const int64_t T = in.context_tokens, H = in.kv_heads, Q = in.q_heads, D = in.head_dim;
+  const int64_t n = static_cast<int64_t>(in.query_positions.size());
+  if (in.keys.size() != size_t(T * H * D)) {
+    return absl::InvalidArgumentError(absl::StrCat("window.keys: ", in.keys.size(),
+                                                   " values, expected ", T * H * D));
+  }
+  if (in.queries.size() != size_t(n * Q * D)) {
+    return absl::InvalidArgumentError(absl::StrCat("window.queries: ", in.queries.size(),
+                                                   " values, expected ", n * Q * D));
+  }
+  for (int pos : in.query_positions) {
+    if (pos < 0 || pos >= T) {
+      return absl::InvalidArgumentError(absl::StrCat("window.query_positions: ", pos,
+                                                     " outside [0, ", T, ")"));
+    }
+  }
+  WindowStats out;
+  out.attention.assign(size_t(T * H), 0.0f);
+  std::vector<int> seen(size_t(T), 0);
+  const int64_t group = Q / H;
+  const double scale = 1.0 / std::sqrt(double(D));
+  std::vector<double> logits;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pos = in.query_positions[i];
+    for (int64_t t = 0; t <= pos; ++t) ++seen[t];
+    logits.resize(pos + 1);
+    for (int64_t qh = 0; qh < Q; ++qh) {
+      const int64_t h = qh / group;
+      const float* q = in.queries.data() + (i * Q + qh) * D;
+      double mx = -INFINITY;
+      for (int64_t t = 0; t <= pos; ++t) {
+        const float* kk = in.keys.data() + (t * H + h) * D;
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += double(q[d]) * kk[d];
+        logits[t] = dot * scale;
+        mx = std::max(mx, logits[t]);
+      }
+      double sum = 0;
+      for (int64_t t = 0; t <= pos; ++t) sum += (logits[t] = std::exp(logits[t] - mx));
+      for (int64_t t = 0; t <= pos; ++t) {
+        float& a = out.attention[t * H + h];
+        a = std::max(a, static_cast<float>(logits[t] / sum));
+      }
+    }
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    if (seen[t] < n) for (int64_t h = 0; h < H; ++h) out.attention[t * H + h] = -1.0f;
+  }
+  // Q2: 90th percentile of |q / sqrt(D)|^2 over the window, per KV head.
+  out.q2.resize(H);
+  std::vector<float> norms;
+  for (int64_t h = 0; h < H; ++h) {
+    norms.clear();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t qh = h * group; qh < (h + 1) * group; ++qh) {
+        const float* q = in.queries.data() + (i * Q + qh) * D;
+        double s = 0;
+        for (int64_t d = 0; d < D; ++d) s += double(q[d]) * q[d];
+        norms.push_back(static_cast<float>(s / D));
+      }
+    if (norms.empty()) {
+      out.q2[h] = kDefaultQ2;
+      continue;
+    }
+    std::sort(norms.begin(), norms.end());
+    const size_t idx = static_cast<size_t>(std::ceil(0.9 * norms.size())) - 1;
+    out.q2[h] = std::max(norms[std::min(idx, norms.size() - 1)], 1e-12f);
+  }
+  return out;
+}
+
+}  // namespace qaqkv

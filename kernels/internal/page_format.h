@@ -1,0 +1,159 @@
+// Page format v1 (docs/page-format.md): the byte layout shared by every
+// backend, the little-endian readers and writers, and the bit stream of codes.
+#ifndef QAQKV_KERNELS_INTERNAL_PAGE_FORMAT_H_
+#define QAQKV_KERNELS_INTERNAL_PAGE_FORMAT_H_
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "kernels/codec.h"
+
+namespace qaqkv::internal {
+
+inline constexpr uint32_t kPageMagic = 0x50514151u;  // "QAQP" little-endian
+inline constexpr uint16_t kPageVersion = 1;
+inline constexpr size_t kHeaderBytes = 32;
+inline constexpr size_t kChecksumBytes = 8;
+// Hard limits a header must respect; they keep size arithmetic in range and
+// let a decoder reject a lying page before allocating anything.
+inline constexpr int kMaxTokens = 1 << 20;
+inline constexpr int kMaxKvHeads = 1024;
+inline constexpr int kMaxHeadDim = 1024;
+inline constexpr int64_t kMaxPageValues = int64_t{1} << 30;
+
+inline constexpr uint8_t kFlagLayerGroups = 1u << 0;
+inline constexpr uint8_t kFlagKeyChannelScale = 1u << 1;
+
+struct PageHeader {
+  CodecKind kind = CodecKind::kQaq;
+  uint8_t flags = 0;
+  uint32_t tokens = 0;
+  uint16_t kv_heads = 0;
+  uint16_t head_dim = 0;
+  uint16_t outliers = 0;  // k per side per group (2k outliers per group)
+  uint16_t kivi_group = 0;
+  uint32_t kivi_residual = 0;
+  uint32_t k_bytes = 0;
+  uint32_t v_bytes = 0;
+};
+
+inline void PutU16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+inline void PutU32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline void PutU64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+inline uint16_t GetU16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
+inline uint32_t GetU32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+inline uint64_t GetU64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+
+void WriteHeader(const PageHeader& h, uint8_t* out);
+// Parses and sanity-checks the header of a page whose checksum already passed.
+absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> page);
+// Verifies length and XXH3-64; returns the page without its checksum.
+absl::StatusOr<std::span<const uint8_t>> VerifyChecksum(std::span<const uint8_t> page);
+uint64_t PageChecksum(std::span<const uint8_t> bytes);
+
+// Codes packed LSB-first: bit p of the stream is bit p%8 of byte p/8.
+class BitWriter {
+ public:
+  void Reserve(size_t bits) { bytes_.reserve(bits / 8 + 16); }
+  // Appends the low `n` bits of `v`, n <= 56.
+  void Put(uint64_t v, int n) {
+    acc_ |= v << fill_;
+    fill_ += n;
+    while (fill_ >= 8) {
+      bytes_.push_back(static_cast<uint8_t>(acc_));
+      acc_ >>= 8;
+      fill_ -= 8;
+    }
+  }
+  size_t bit_size() const { return bytes_.size() * 8 + fill_; }
+  std::vector<uint8_t> Finish() {
+    if (fill_ > 0) bytes_.push_back(static_cast<uint8_t>(acc_));
+    acc_ = 0;
+    fill_ = 0;
+    return std::move(bytes_);
+  }
+
+ private:
+  std::vector<uint8_t> bytes_;
+  uint64_t acc_ = 0;
+  int fill_ = 0;
+};
+
+// Reads `n` <= 57 bits at bit offset `pos` of `data`; the caller guarantees
+// pos + n <= 8 * data.size().
+inline uint64_t ReadBits(std::span<const uint8_t> data, uint64_t pos, int n) {
+  const size_t byte = pos >> 3;
+  const int shift = static_cast<int>(pos & 7);
+  uint64_t v = 0;
+  if (byte + 8 <= data.size()) {
+    std::memcpy(&v, data.data() + byte, 8);
+  } else {
+    std::memcpy(&v, data.data() + byte, data.size() - byte);
+  }
+  v >>= shift;
+  return n == 64 ? v : (v & ((uint64_t{1} << n) - 1));
+}
+
+// How one tensor (K or V) of a page is cut into groups. Element i of group g
+// lives at canonical index Index(g, i) of the [kv_heads][tokens][head_dim]
+// (HND) array.
+struct GroupGeometry {
+  enum class Kind : uint8_t { kHead, kLayer, kKiviKey, kKiviValue } kind = Kind::kHead;
+  int tokens = 0, kv_heads = 0, head_dim = 0;
+  int quant_tokens = 0;  // tokens covered by groups (kivi: excludes the residual)
+  int kivi_group = 0;
+
+  int64_t groups() const;
+  int GroupSize(int64_t g) const;
+  // Largest group size: decides the width of outlier indices.
+  int MaxGroupSize() const;
+  template <typename F>
+  void ForEachIndex(int64_t g, F&& f) const;  // f(i, canonical_index)
+};
+
+GroupGeometry MakeGeometry(const PageHeader& h, bool keys);
+
+// Size in bytes of one outlier index for groups of up to `max_group` values.
+inline int OutlierIndexBytes(int max_group) { return max_group <= 256 ? 1 : 2; }
+
+template <typename F>
+void GroupGeometry::ForEachIndex(int64_t g, F&& f) const {
+  const int64_t D = head_dim, T = tokens;
+  switch (kind) {
+    case Kind::kHead: {
+      const int64_t base = g * D;  // g = h * T + t
+      for (int i = 0; i < head_dim; ++i) f(i, base + i);
+      break;
+    }
+    case Kind::kLayer: {  // g = t, element i = h * D + d
+      for (int h = 0; h < kv_heads; ++h)
+        for (int d = 0; d < head_dim; ++d) f(h * head_dim + d, (h * T + g) * D + d);
+      break;
+    }
+    case Kind::kKiviKey: {  // g = (h * blocks + j) * D + d
+      const int64_t blocks = (quant_tokens + kivi_group - 1) / kivi_group;
+      const int64_t d = g % D, j = (g / D) % blocks, h = g / D / blocks;
+      const int64_t t0 = j * kivi_group;
+      const int64_t n = std::min<int64_t>(kivi_group, quant_tokens - t0);
+      for (int64_t i = 0; i < n; ++i) f(static_cast<int>(i), (h * T + t0 + i) * D + d);
+      break;
+    }
+    case Kind::kKiviValue: {  // g = (h * quant_tokens + t) * chunks + c
+      const int64_t chunks = (D + kivi_group - 1) / kivi_group;
+      const int64_t c = g % chunks, t = (g / chunks) % quant_tokens,
+                    h = g / chunks / quant_tokens;
+      const int64_t d0 = c * kivi_group;
+      const int64_t n = std::min<int64_t>(kivi_group, D - d0);
+      for (int64_t i = 0; i < n; ++i) f(static_cast<int>(i), (h * T + t) * D + d0 + i);
+      break;
+    }
+  }
+}
+
+}  // namespace qaqkv::internal
+
+#endif  // QAQKV_KERNELS_INTERNAL_PAGE_FORMAT_H_

@@ -1,0 +1,186 @@
+#include "kernels/internal/tensor_codec.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace qaqkv::internal {
+namespace {
+
+void AppendU16s(std::span<const uint16_t> v, std::vector<uint8_t>& out) {
+  const size_t at = out.size();
+  out.resize(at + v.size() * 2);
+  if (!v.empty()) std::memcpy(out.data() + at, v.data(), v.size() * 2);  // little-endian host
+}
+
+// Cuts `n` bytes off the front of `rest`, or reports the section as short.
+absl::StatusOr<std::span<const uint8_t>> Take(std::span<const uint8_t>& rest, uint64_t n,
+                                              const char* what, bool keys) {
+  if (n > rest.size()) {
+    return absl::DataLossError(absl::StrCat("page: ", keys ? "K" : "V", " section too short for ",
+                                            what, " (", n, " bytes needed, ", rest.size(),
+                                            " left)"));
+  }
+  auto s = rest.first(static_cast<size_t>(n));
+  rest = rest.subspan(static_cast<size_t>(n));
+  return s;
+}
+
+}  // namespace
+
+TensorTask TaskShape(const PageHeader& h, bool keys) {
+  TensorTask t;
+  t.geo = MakeGeometry(h, keys);
+  switch (h.kind) {
+    case CodecKind::kFp16: break;
+    case CodecKind::kInt8: t.fixed_bits = 8; break;
+    case CodecKind::kInt4: t.fixed_bits = 4; break;
+    case CodecKind::kKivi2: t.fixed_bits = 2; break;
+    case CodecKind::kQaq:
+      t.variable_widths = true;
+      t.outliers = h.outliers;
+      break;
+  }
+  return t;
+}
+
+void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<uint8_t>& out) {
+  AppendU16s(task.channel_scale, out);
+  const size_t at = out.size();
+  out.resize(at + 4 + enc.exact_groups.size() * 4);
+  PutU32(out.data() + at, static_cast<uint32_t>(enc.exact_groups.size()));
+  for (size_t i = 0; i < enc.exact_groups.size(); ++i) {
+    PutU32(out.data() + at + 4 + i * 4, enc.exact_groups[i]);
+  }
+  if (task.variable_widths) {
+    const size_t n = enc.widths.size();
+    const size_t w_at = out.size();
+    out.resize(w_at + (n + 1) / 2, 0);
+    for (size_t g = 0; g < n; ++g) out[w_at + g / 2] |= enc.widths[g] << ((g & 1) * 4);
+  }
+  AppendU16s(enc.lo, out);
+  AppendU16s(enc.step, out);
+  AppendU16s(enc.outlier_values, out);
+  if (OutlierIndexBytes(task.geo.MaxGroupSize()) == 1) {
+    for (uint16_t i : enc.outlier_index) out.push_back(static_cast<uint8_t>(i));
+  } else {
+    AppendU16s(enc.outlier_index, out);
+  }
+  AppendU16s(enc.exact_values, out);
+  const std::vector<uint8_t> codes = enc.codes.Finish();
+  out.insert(out.end(), codes.begin(), codes.end());
+  AppendU16s(enc.residual, out);
+}
+
+absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
+                                         std::span<const uint8_t> section) {
+  const TensorTask shape = TaskShape(h, keys);
+  SectionView v;
+  v.geo = shape.geo;
+  v.outliers = shape.outliers;
+  v.variable_widths = shape.variable_widths;
+  v.fixed_bits = shape.fixed_bits;
+  v.index_bytes = OutlierIndexBytes(v.geo.MaxGroupSize());
+  const int64_t H = h.kv_heads, D = h.head_dim, T = h.tokens;
+  std::span<const uint8_t> rest = section;
+  const char* side = keys ? "K" : "V";
+
+  if (h.kind == CodecKind::kFp16) {
+    auto all = Take(rest, uint64_t(H * T * D) * 2, "fp16 values", keys);
+    if (!all.ok()) return all.status();
+    v.exact_values = *all;
+  } else {
+    if (keys && (h.flags & kFlagKeyChannelScale)) {
+      auto cs = Take(rest, uint64_t(H * D) * 2, "channel scales", keys);
+      if (!cs.ok()) return cs.status();
+      v.channel_scale = *cs;
+    }
+    const int64_t G = v.geo.groups();
+    auto count = Take(rest, 4, "exact group count", keys);
+    if (!count.ok()) return count.status();
+    v.n_exact = GetU32(count->data());
+    if (v.n_exact > G) {
+      return absl::DataLossError(
+          absl::StrCat("page: ", side, " section lists ", v.n_exact, " exact groups of ", G));
+    }
+    auto exact = Take(rest, uint64_t(v.n_exact) * 4, "exact group list", keys);
+    if (!exact.ok()) return exact.status();
+    v.exact_groups = *exact;
+    int64_t exact_values = 0;
+    for (int64_t i = 0; i < v.n_exact; ++i) {
+      const uint32_t g = GetU32(v.exact_groups.data() + i * 4);
+      if (g >= G || (i > 0 && g <= GetU32(v.exact_groups.data() + (i - 1) * 4))) {
+        return absl::DataLossError(
+            absl::StrCat("page: ", side, " exact group list is not increasing or out of range"));
+      }
+      exact_values += v.geo.GroupSize(g);
+    }
+    if (v.variable_widths) {
+      auto w = Take(rest, uint64_t(G + 1) / 2, "bit widths", keys);
+      if (!w.ok()) return w.status();
+      v.widths = *w;
+    }
+    const int64_t quantized = G - v.n_exact;
+    auto lo = Take(rest, uint64_t(quantized) * 2, "offsets", keys);
+    if (!lo.ok()) return lo.status();
+    auto step = Take(rest, uint64_t(quantized) * 2, "steps", keys);
+    if (!step.ok()) return step.status();
+    v.lo = *lo;
+    v.step = *step;
+    const uint64_t n_out = uint64_t(quantized) * 2 * v.outliers;
+    auto ov = Take(rest, n_out * 2, "outlier values", keys);
+    if (!ov.ok()) return ov.status();
+    auto oi = Take(rest, n_out * v.index_bytes, "outlier indices", keys);
+    if (!oi.ok()) return oi.status();
+    v.outlier_values = *ov;
+    v.outlier_index = *oi;
+    auto ev = Take(rest, uint64_t(exact_values) * 2, "exact values", keys);
+    if (!ev.ok()) return ev.status();
+    v.exact_values = *ev;
+
+    // Widths and outlier indices decide how many code bits follow; check them
+    // all now so decoding never needs a bounds check per value.
+    uint64_t bits = 0;
+    int64_t next_exact = 0, q = 0;
+    for (int64_t g = 0; g < G; ++g) {
+      const int w = v.Width(g);
+      if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
+        ++next_exact;
+        continue;
+      }
+      if (w > 8) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " group ", g, " has bit width ", w));
+      }
+      const int n = v.geo.GroupSize(g);
+      if (2 * v.outliers >= n && v.outliers > 0) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " outlier count ", v.outliers,
+                                                " does not fit groups of ", n));
+      }
+      int prev = -1;
+      for (int j = 0; j < 2 * v.outliers; ++j) {
+        const uint64_t at = uint64_t(q) * 2 * v.outliers + j;
+        const int idx = v.index_bytes == 1 ? v.outlier_index[at]
+                                           : GetU16(v.outlier_index.data() + at * 2);
+        if (idx <= prev || idx >= n) {
+          return absl::DataLossError(
+              absl::StrCat("page: ", side, " group ", g, " has a bad outlier index ", idx));
+        }
+        prev = idx;
+      }
+      bits += uint64_t(n - 2 * v.outliers) * w;
+      ++q;
+    }
+    auto codes = Take(rest, (bits + 7) / 8, "codes", keys);
+    if (!codes.ok()) return codes.status();
+    v.codes = *codes;
+    const int64_t residual_tokens = T - v.geo.quant_tokens;
+    auto res = Take(rest, uint64_t(H * residual_tokens * D) * 2, "residual", keys);
+    if (!res.ok()) return res.status();
+    v.residual = *res;
+  }
+  if (!rest.empty()) {
+    return absl::DataLossError(
+        absl::StrCat("page: ", side, " section has ", rest.size(), " unexplained bytes"));
+  }
+  return v;
+}
+
+}  // namespace qaqkv::internal

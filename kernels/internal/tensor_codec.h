@@ -1,0 +1,77 @@
+// The middle layer of the codec: one tensor (K or V) of a page as groups,
+// independent of backend. Backends fill a TensorEncoding group by group;
+// Serialize/ParseSection turn it into section bytes and back.
+#ifndef QAQKV_KERNELS_INTERNAL_TENSOR_CODEC_H_
+#define QAQKV_KERNELS_INTERNAL_TENSOR_CODEC_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/internal/group_math.h"
+#include "kernels/internal/page_format.h"
+
+namespace qaqkv::internal {
+
+// What the encoder needs to know about one tensor.
+struct TensorTask {
+  GroupGeometry geo;
+  int outliers = 0;             // k per side per group
+  bool variable_widths = false; // QAQ: widths chosen per group and stored
+  int fixed_bits = 0;           // int8 / int4 / kivi2
+  int b_min = 0, b_max = 8;
+  // QAQ: e = sqrt(12) * sigma per group; negative means "use b_max".
+  std::vector<float> group_e;
+  // qaq-cs keys: per-channel fp16 scales [kv_heads * head_dim]; empty if unused.
+  std::vector<uint16_t> channel_scale;
+};
+
+struct TensorEncoding {
+  std::vector<uint32_t> exact_groups;
+  std::vector<uint8_t> widths;  // one per group (0 for exact groups)
+  std::vector<uint16_t> lo, step;
+  std::vector<uint16_t> outlier_values;
+  std::vector<uint16_t> outlier_index;
+  std::vector<uint16_t> exact_values;
+  BitWriter codes;
+  std::vector<uint16_t> residual;  // kivi: fp16 tokens kept exact, HND
+};
+
+// Appends the section bytes of `enc` to `out`.
+void SerializeSection(const TensorTask& task, TensorEncoding& enc,
+                      std::vector<uint8_t>& out);
+
+// Parsed, bounds-checked view of one section. Every span lies inside the page.
+struct SectionView {
+  GroupGeometry geo;
+  int outliers = 0;
+  int index_bytes = 1;
+  bool variable_widths = false;
+  int fixed_bits = 0;
+  std::span<const uint8_t> channel_scale;
+  std::span<const uint8_t> exact_groups;   // u32 each
+  std::span<const uint8_t> widths;         // nibbles
+  std::span<const uint8_t> lo, step;       // u16 each
+  std::span<const uint8_t> outlier_values; // u16 each
+  std::span<const uint8_t> outlier_index;  // index_bytes each
+  std::span<const uint8_t> exact_values;   // u16 each
+  std::span<const uint8_t> codes;
+  std::span<const uint8_t> residual;       // u16 each
+  int64_t n_exact = 0;
+
+  int Width(int64_t g) const {
+    if (!variable_widths) return fixed_bits;
+    return (widths[g >> 1] >> ((g & 1) * 4)) & 0xf;
+  }
+};
+
+absl::StatusOr<SectionView> ParseSection(const PageHeader& header, bool keys,
+                                         std::span<const uint8_t> section);
+
+// Task parameters that follow from the header alone (sizes, widths policy).
+TensorTask TaskShape(const PageHeader& header, bool keys);
+
+}  // namespace qaqkv::internal
+
+#endif  // QAQKV_KERNELS_INTERNAL_TENSOR_CODEC_H_
