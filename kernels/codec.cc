@@ -105,6 +105,9 @@ absl::Status ValidateConfig(const CodecConfig& c) {
     if (c.b_max < c.b_min || c.b_max > 8) {
       return absl::InvalidArgumentError("config.b_max: must be in [b_min, 8]");
     }
+    if (c.window < 1 || c.window > 4096) {
+      return absl::InvalidArgumentError("config.window: must be in [1, 4096]");
+    }
     if (!(c.outlier_ratio >= 0) || !(c.outlier_ratio < 0.5f)) {
       return absl::InvalidArgumentError("config.outlier_ratio: must be in [0, 0.5)");
     }
@@ -201,6 +204,7 @@ std::string CodecConfig::Name() const {
   if (kind == CodecKind::kQaq) {
     absl::StrAppend(&n, ":s=", sigma_s, ",x=", sigma_x, ",o=", outlier_ratio, ",b=", b_min,
                     "-", b_max);
+    if (window != 5) absl::StrAppend(&n, ",w=", window);
   }
   return n;
 }
@@ -240,6 +244,7 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
       if (c.kind == CodecKind::kQaq && key == "s") ok = absl::SimpleAtof(val, &c.sigma_s);
       else if (c.kind == CodecKind::kQaq && key == "x") ok = absl::SimpleAtof(val, &c.sigma_x);
       else if (c.kind == CodecKind::kQaq && key == "o") ok = absl::SimpleAtof(val, &c.outlier_ratio);
+      else if (c.kind == CodecKind::kQaq && key == "w") ok = absl::SimpleAtoi(val, &c.window);
       else if (c.kind == CodecKind::kQaq && key == "b") {
         std::pair<absl::string_view, absl::string_view> b = absl::StrSplit(val, absl::MaxSplits('-', 1));
         ok = absl::SimpleAtoi(b.first, &c.b_min) && absl::SimpleAtoi(b.second, &c.b_max);

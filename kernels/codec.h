@@ -57,6 +57,10 @@ struct CodecConfig {
   // scale (max |k| of the channel over the page) before per-token
   // quantization, since key outliers sit in fixed channels.
   bool key_channel_scale = false;
+  // QAQ attention window n: how many recent queries predict a token's
+  // attention. Used by whoever computes the side inputs (ComputeWindowStats,
+  // the evaluator); not stored in the page.
+  int window = 5;
   // KIVI knobs.
   int kivi_group = 32;
   int kivi_residual = 128;

@@ -17,3 +17,8 @@ bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* o
 }
 
 }  // namespace qaqkv::internal
+
+namespace qaqkv {
+bool CpuHasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2"); }
+bool CpuHasAvx512() { return CpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"); }
+}  // namespace qaqkv

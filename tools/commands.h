@@ -1,0 +1,42 @@
+// Subcommands of the `qaqkv` command line. Each returns the process exit code:
+// 0 on success, 2 on bad input (one clear line on stderr), 1 otherwise.
+#ifndef QAQKV_TOOLS_COMMANDS_H_
+#define QAQKV_TOOLS_COMMANDS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qaqkv::tools {
+
+struct EvalArgs {
+  std::vector<std::string> paths;
+  std::string synthetic;  // geometry preset; empty = use paths
+  int tokens = 1024;
+  uint64_t seed = 1;
+  int layers = 0;
+  std::vector<std::string> codecs;
+  bool sweep = false;
+  bool per_layer = false;
+  int max_queries = 0;
+  int page_tokens = 0;
+  int threads = 2;
+  std::string format = "table";
+};
+int RunEval(const EvalArgs& args);
+
+struct BenchCodecArgs {
+  std::string geometry = "llama3-8b";
+  int tokens = 256;
+  std::vector<std::string> codecs;
+  int repeats = 0;  // 0 = enough for about a second per codec
+  std::string format = "table";
+};
+int RunBenchCodec(const BenchCodecArgs& args);
+
+// The default comparison set of `qaqkv eval` and `qaqkv bench codec`.
+std::vector<std::string> DefaultCodecs();
+
+}  // namespace qaqkv::tools
+
+#endif  // QAQKV_TOOLS_COMMANDS_H_

@@ -1,0 +1,124 @@
+#include <cstdio>
+
+#include "absl/strings/str_split.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/codec.h"
+#include "tools/commands.h"
+#include "tools/eval/evaluator.h"
+#include "tools/eval/kv_source.h"
+#include "tools/internal/report.h"
+
+namespace qaqkv::tools {
+
+std::vector<std::string> DefaultCodecs() {
+  return {
+      "fp16",
+      "int8",
+      "int4",
+      "kivi2",
+      "kivi2:r=32",
+      "qaq:s=1e-3,x=1e-3,o=0.01",   // plain QAQ, 1% outliers (QAQ.md defaults)
+      "qaq:s=7e-4,x=2e-4,o=0",      // ablation: no outliers
+      "qaq:s=1e-3,x=1e-3,o=0",
+      "qaq:s=1e-3,x=1e-3,o=0.01,w=1",  // ablation: window n = 1
+      "qaq-layer:s=1e-3,x=1e-3,o=0.01",
+      "qaq-cs:s=1e-3,x=1e-3,o=0",
+      "qaq-cs:s=5e-4,x=2e-4,o=0",
+  };
+}
+
+namespace {
+
+std::vector<std::string> SweepCodecs() {
+  std::vector<std::string> out = {"fp16", "int8", "int4", "kivi2", "kivi2:r=32"};
+  const char* sigmas[] = {"1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "5e-3"};
+  for (const char* base : {"qaq", "qaq-layer", "qaq-cs"})
+    for (const char* o : {"0", "0.01"})
+      for (const char* s : sigmas)
+        for (const char* x : sigmas) out.push_back(absl::StrCat(base, ":s=", s, ",x=", x, ",o=", o));
+  return out;
+}
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "qaqkv eval: %s\n", msg.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int RunEval(const EvalArgs& args) {
+  Format format;
+  if (!ParseFormat(args.format, &format)) return Fail("--format: expected table, csv or json");
+  std::vector<std::string> names = args.sweep ? SweepCodecs() : DefaultCodecs();
+  if (!args.codecs.empty()) {
+    names.clear();
+    for (const std::string& arg : args.codecs)
+      for (absl::string_view n : absl::StrSplit(arg, absl::ByAnyChar("; "), absl::SkipEmpty()))
+        names.emplace_back(n);
+  }
+  std::vector<CodecConfig> configs;
+  for (const std::string& n : names) {
+    auto c = ParseCodecConfig(n);
+    if (!c.ok()) return Fail(std::string(c.status().message()));
+    configs.push_back(*c);
+  }
+  std::vector<eval::KvSample> samples;
+  if (!args.synthetic.empty()) {
+    if (!args.paths.empty()) return Fail("give input paths or --synthetic, not both");
+    eval::SyntheticOptions so;
+    so.geometry = args.synthetic;
+    so.tokens = args.tokens;
+    so.seed = args.seed;
+    so.max_layers = args.layers;
+    auto s = eval::GenerateSynthetic(so);
+    if (!s.ok()) return Fail(std::string(s.status().message()));
+    samples.push_back(std::move(*s));
+  } else {
+    if (args.paths.empty()) return Fail("no input: give safetensors files or directories, or --synthetic GEOMETRY");
+    for (const std::string& p : args.paths) {
+      auto loaded = eval::LoadSafetensorsPath(p);
+      if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+      for (auto& s : *loaded) {
+        if (args.layers > 0 && s.num_layers > args.layers) {
+          s.layers.resize(args.layers);
+          s.num_layers = args.layers;
+        }
+        samples.push_back(std::move(s));
+      }
+    }
+  }
+  eval::EvalOptions opt;
+  opt.max_queries = args.max_queries;
+  opt.page_tokens = args.page_tokens;
+  opt.threads = args.threads;
+  Progress progress("eval");
+  opt.progress = [&](int64_t d, int64_t t) { progress.Update(d, t); };
+  auto results = eval::Evaluate(samples, configs, opt);
+  if (!results.ok()) return Fail(std::string(results.status().message()));
+
+  std::vector<std::string> cols = {"codec",       "config",       "bits_per_value", "ratio",
+                                   "ratio_paper", "out_rel_err",  "attn_kl",        "top8"};
+  if (args.per_layer) cols.insert(cols.begin() + 2, "layer");
+  Report report(cols);
+  for (const auto& r : *results) {
+    auto row = [&](const std::string& layer, const eval::Metrics& m) {
+      std::vector<Cell> cells = {{r.codec}, {r.config}, {r.bits_per_value, 3}, {r.ratio, 3},
+                                 {r.ratio_paper, 3}, {m.out_rel_err, 5}, {m.attn_kl, 6},
+                                 {m.top8, 4}};
+      if (args.per_layer) cells.insert(cells.begin() + 2, Cell{layer});
+      report.Add(std::move(cells));
+    };
+    row("all", r.metrics);
+    if (args.per_layer) {
+      for (size_t l = 0; l < r.per_layer.size(); ++l) row(std::to_string(l), r.per_layer[l]);
+    }
+  }
+  if (format == Format::kTable) {
+    std::printf("# %zu sample(s), first 75%% of tokens cached; errors on held-out queries\n",
+                samples.size());
+  }
+  report.Print(format);
+  return 0;
+}
+
+}  // namespace qaqkv::tools
