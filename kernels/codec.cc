@@ -331,7 +331,11 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
     internal::TensorTask task = internal::TaskShape(header, keys);
     task.b_min = config.b_min;
     task.b_max = config.b_max;
-    if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+    // The fast path reads the caller's tensor in place; the reference works on
+    // a canonical fp32 copy.
+    if (!use_fast) {
+      if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+    }
     const float* x = raw.data();
     if (keys && config.key_channel_scale) {
       const int H = shape.kv_heads, D = shape.head_dim, TT = shape.tokens;
@@ -388,7 +392,9 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
     }
     internal::TensorEncoding enc;
     if (use_fast) {
-      internal::EncodeTensorFast(task, x, raw.data(), enc);
+      if (absl::Status s = internal::EncodeTensorFast(task, in, enc); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(keys ? "k: " : "v: ", s.message()));
+      }
     } else {
       internal::EncodeTensorReference(task, x, raw.data(), enc);
     }

@@ -1,24 +1,43 @@
 #include "kernels/internal/fast.h"
 
-#include "kernels/internal/reference.h"
-
-namespace qaqkv::internal {
-
-bool FastPathSupports(const PageHeader& header) { return false; }
-
-void EncodeTensorFast(const TensorTask& task, const float* x, const float* raw,
-                      TensorEncoding& enc) {
-  EncodeTensorReference(task, x, raw, enc);
-}
-
-bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
-                      DType dtype, Layout layout) {
-  return false;
-}
-
-}  // namespace qaqkv::internal
-
 namespace qaqkv {
-bool CpuHasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2"); }
-bool CpuHasAvx512() { return CpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"); }
+
+bool CpuHasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+  return has;
+}
+
+bool CpuHasAvx512() {
+  static const bool has = CpuHasAvx2() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+namespace internal {
+
+bool FastPathSupports(const PageHeader& h) {
+  const bool kind_ok = h.kind == CodecKind::kInt8 || h.kind == CodecKind::kInt4 ||
+                       h.kind == CodecKind::kQaq;
+  return kind_ok && CpuHasAvx2() && (h.flags & (kFlagLayerGroups | kFlagKeyChannelScale)) == 0 &&
+         h.outliers <= 1 && h.head_dim <= kMaxHeadDim;
+}
+
+absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in, TensorEncoding& enc) {
+  return CpuHasAvx512() ? avx512::EncodeHeadTensor(task, in, enc)
+                        : avx2::EncodeHeadTensor(task, in, enc);
+}
+
+bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out, DType dtype,
+                      Layout layout) {
+  if (!FastPathSupports(header)) return false;
+  if (CpuHasAvx512()) {
+    avx512::DecodeHeadTensor(view, out, dtype, layout);
+  } else {
+    avx2::DecodeHeadTensor(view, out, dtype, layout);
+  }
+  return true;
+}
+
+}  // namespace internal
 }  // namespace qaqkv

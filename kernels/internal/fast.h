@@ -10,13 +10,27 @@
 
 namespace qaqkv::internal {
 
+// Head-level groups of int8/int4/qaq with at most one outlier per side and
+// no key channel scaling, on a CPU with AVX2, FMA, F16C and BMI2.
 bool FastPathSupports(const PageHeader& header);
-void EncodeTensorFast(const TensorTask& task, const float* x, const float* raw,
-                      TensorEncoding& enc);
+// Reads the caller's tensor directly (no canonical copy). kInvalidArgument for
+// a finite value beyond fp16's range.
+absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in,
+                              TensorEncoding& enc);
 // Decodes straight into the caller's buffer; false when this view is not
 // covered (the caller then uses the reference).
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
                       DType dtype, Layout layout);
+
+#define QAQKV_DECLARE_FAST(ns)                                                     \
+  namespace ns {                                                                   \
+  absl::Status EncodeHeadTensor(const TensorTask& task, const TensorView& in,     \
+                                TensorEncoding& enc);                              \
+  void DecodeHeadTensor(const SectionView& v, void* out, DType dtype, Layout layout); \
+  }
+QAQKV_DECLARE_FAST(avx2)
+QAQKV_DECLARE_FAST(avx512)
+#undef QAQKV_DECLARE_FAST
 
 }  // namespace qaqkv::internal
 

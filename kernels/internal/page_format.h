@@ -69,6 +69,12 @@ class BitWriter {
       fill_ -= 8;
     }
   }
+  // Takes over bytes a fast encoder already packed in this same bit order.
+  void Adopt(std::vector<uint8_t> bytes) {
+    bytes_ = std::move(bytes);
+    acc_ = 0;
+    fill_ = 0;
+  }
   size_t bit_size() const { return bytes_.size() * 8 + fill_; }
   std::vector<uint8_t> Finish() {
     if (fill_ > 0) bytes_.push_back(static_cast<uint8_t>(acc_));
