@@ -7,6 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
+#include <utility>
 #include <span>
 #include <vector>
 
@@ -55,6 +58,25 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> page);
 absl::StatusOr<std::span<const uint8_t>> VerifyChecksum(std::span<const uint8_t> page);
 uint64_t PageChecksum(std::span<const uint8_t> bytes);
 
+// A byte vector whose resize does not zero the new bytes: code buffers are
+// sized for the worst case and then written once.
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using ByteBuffer = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
+
 // Codes packed LSB-first: bit p of the stream is bit p%8 of byte p/8.
 class BitWriter {
  public:
@@ -70,13 +92,13 @@ class BitWriter {
     }
   }
   // Takes over bytes a fast encoder already packed in this same bit order.
-  void Adopt(std::vector<uint8_t> bytes) {
+  void Adopt(ByteBuffer bytes) {
     bytes_ = std::move(bytes);
     acc_ = 0;
     fill_ = 0;
   }
   size_t bit_size() const { return bytes_.size() * 8 + fill_; }
-  std::vector<uint8_t> Finish() {
+  ByteBuffer Finish() {
     if (fill_ > 0) bytes_.push_back(static_cast<uint8_t>(acc_));
     acc_ = 0;
     fill_ = 0;
@@ -84,7 +106,7 @@ class BitWriter {
   }
 
  private:
-  std::vector<uint8_t> bytes_;
+  ByteBuffer bytes_;
   uint64_t acc_ = 0;
   int fill_ = 0;
 };

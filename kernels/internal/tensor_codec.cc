@@ -65,7 +65,7 @@ void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<u
     AppendU16s(enc.outlier_index, out);
   }
   AppendU16s(enc.exact_values, out);
-  const std::vector<uint8_t> codes = enc.codes.Finish();
+  const ByteBuffer codes = enc.codes.Finish();
   out.insert(out.end(), codes.begin(), codes.end());
   AppendU16s(enc.residual, out);
 }
