@@ -314,92 +314,107 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
   header.outliers = static_cast<uint16_t>(OutliersPerSide(config, group_size));
 
   const bool use_fast = backend != Backend::kReference && internal::FastPathSupports(header);
-  std::vector<uint8_t> page(internal::kHeaderBytes);
+  std::vector<uint8_t> page;
   size_t section_bytes[2] = {0, 0};
   std::vector<float> raw, scaled;
-  for (int which = 0; which < 2; ++which) {
-    const bool keys = which == 0;
-    const TensorView& in = keys ? k : v;
-    const size_t before = page.size();
-    if (config.kind == CodecKind::kFp16) {
-      if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+  if (config.kind == CodecKind::kFp16) {
+    page.reserve(internal::kHeaderBytes + shape.values() * 4 + internal::kChecksumBytes);
+    page.resize(internal::kHeaderBytes);
+    for (int which = 0; which < 2; ++which) {
+      const bool keys = which == 0;
+      if (absl::Status s = ToCanonical(keys ? k : v, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+      const size_t before = page.size();
       page.resize(before + raw.size() * 2);
       for (size_t i = 0; i < raw.size(); ++i) internal::PutU16(page.data() + before + i * 2, FloatToHalf(raw[i]));
-      section_bytes[which] = page.size() - before;
-      continue;
+      section_bytes[which] = raw.size() * 2;
     }
-    internal::TensorTask task = internal::TaskShape(header, keys);
-    task.b_min = config.b_min;
-    task.b_max = config.b_max;
-    // The fast path reads the caller's tensor in place; the reference works on
-    // a canonical fp32 copy.
-    if (!use_fast) {
-      if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
-    }
-    const float* x = raw.data();
-    if (keys && config.key_channel_scale) {
-      const int H = shape.kv_heads, D = shape.head_dim, TT = shape.tokens;
-      task.channel_scale.assign(size_t(H) * D, 0);
-      for (int h = 0; h < H; ++h)
-        for (int d = 0; d < D; ++d) {
-          float m = 0;
-          for (int t = 0; t < TT; ++t) {
-            const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d]);
-            if (std::isfinite(a)) m = std::max(m, a);
-          }
-          uint16_t c = internal::FloatToHalfUp(m);
-          if (!(HalfToFloat(c) > 0) || !std::isfinite(HalfToFloat(c))) c = FloatToHalf(1.0f);
-          task.channel_scale[size_t(h) * D + d] = c;
-        }
-      scaled.resize(raw.size());
-      for (int h = 0; h < H; ++h)
-        for (int t = 0; t < TT; ++t)
+  } else {
+    // Both tensors are encoded first so the page is allocated once, at its
+    // exact size.
+    internal::TensorTask tasks[2];
+    internal::TensorEncoding encs[2];
+    for (int which = 0; which < 2; ++which) {
+      const bool keys = which == 0;
+      const TensorView& in = keys ? k : v;
+      internal::TensorTask& task = tasks[which];
+      task = internal::TaskShape(header, keys);
+      task.b_min = config.b_min;
+      task.b_max = config.b_max;
+      // The fast path reads the caller's tensor in place; the reference works
+      // on a canonical fp32 copy.
+      if (!use_fast) {
+        if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+      }
+      const float* x = raw.data();
+      if (keys && config.key_channel_scale) {
+        const int H = shape.kv_heads, D = shape.head_dim, TT = shape.tokens;
+        task.channel_scale.assign(size_t(H) * D, 0);
+        for (int h = 0; h < H; ++h)
           for (int d = 0; d < D; ++d) {
-            const size_t i = (size_t(h) * TT + t) * D + d;
-            scaled[i] = raw[i] / HalfToFloat(task.channel_scale[size_t(h) * D + d]);
+            float m = 0;
+            for (int t = 0; t < TT; ++t) {
+              const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d]);
+              if (std::isfinite(a)) m = std::max(m, a);
+            }
+            uint16_t c = internal::FloatToHalfUp(m);
+            if (!(HalfToFloat(c) > 0) || !std::isfinite(HalfToFloat(c))) c = FloatToHalf(1.0f);
+            task.channel_scale[size_t(h) * D + d] = c;
           }
-      x = scaled.data();
-    }
-    if (qaq) {
-      const int64_t G = task.geo.groups();
-      task.group_e.resize(G);
-      const bool layer = config.group == GroupLevel::kLayer;
-      if (keys) {
-        const std::vector<double> e = KeyE(config, shape, side, T, task.channel_scale);
-        const float emin = static_cast<float>(*std::min_element(e.begin(), e.end()));
-        for (int64_t g = 0; g < G; ++g) {
-          task.group_e[g] = layer ? emin : static_cast<float>(e[g / shape.tokens]);
+        scaled.resize(raw.size());
+        for (int h = 0; h < H; ++h)
+          for (int t = 0; t < TT; ++t)
+            for (int d = 0; d < D; ++d) {
+              const size_t i = (size_t(h) * TT + t) * D + d;
+              scaled[i] = raw[i] / HalfToFloat(task.channel_scale[size_t(h) * D + d]);
+            }
+        x = scaled.data();
+      }
+      if (qaq) {
+        const int64_t G = task.geo.groups();
+        task.group_e.resize(G);
+        const bool layer = config.group == GroupLevel::kLayer;
+        if (keys) {
+          const std::vector<double> e = KeyE(config, shape, side, T, task.channel_scale);
+          const float emin = static_cast<float>(*std::min_element(e.begin(), e.end()));
+          for (int64_t g = 0; g < G; ++g) {
+            task.group_e[g] = layer ? emin : static_cast<float>(e[g % shape.kv_heads]);
+          }
+        } else {
+          const float ev = static_cast<float>(kSqrt12 * config.sigma_x / std::sqrt(double(T)));
+          for (int64_t g = 0; g < G; ++g) {
+            float a = 1.0f;
+            if (!side.attention.empty()) {
+              if (layer) {
+                a = 0;
+                for (int h = 0; h < shape.kv_heads; ++h) {
+                  const float ah = side.attention[size_t(g) * shape.kv_heads + h];
+                  a = (a < 0 || ah < 0) ? -1.0f : std::max(a, ah);
+                }
+              } else {
+                a = side.attention[size_t(g)];  // head-level g = t * kv_heads + h
+              }
+            }
+            task.group_e[g] = internal::ValueE(ev, a);
+          }
+        }
+      }
+      internal::TensorEncoding& enc = encs[which];
+      if (use_fast) {
+        if (absl::Status s = internal::EncodeTensorFast(task, in, enc); !s.ok()) {
+          return absl::Status(s.code(), absl::StrCat(keys ? "k: " : "v: ", s.message()));
         }
       } else {
-        const float ev = static_cast<float>(kSqrt12 * config.sigma_x / std::sqrt(double(T)));
-        for (int64_t g = 0; g < G; ++g) {
-          float a = 1.0f;
-          if (!side.attention.empty()) {
-            if (layer) {
-              a = 0;
-              for (int h = 0; h < shape.kv_heads; ++h) {
-                const float ah = side.attention[size_t(g) * shape.kv_heads + h];
-                a = (a < 0 || ah < 0) ? -1.0f : std::max(a, ah);
-              }
-            } else {
-              const int64_t h = g / shape.tokens, t = g % shape.tokens;
-              a = side.attention[size_t(t) * shape.kv_heads + h];
-            }
-          }
-          task.group_e[g] = internal::ValueE(ev, a);
-        }
+        internal::EncodeTensorReference(task, x, raw.data(), enc);
       }
     }
-    internal::TensorEncoding enc;
-    if (use_fast) {
-      if (absl::Status s = internal::EncodeTensorFast(task, in, enc); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat(keys ? "k: " : "v: ", s.message()));
-      }
-    } else {
-      internal::EncodeTensorReference(task, x, raw.data(), enc);
-    }
-    internal::SerializeSection(task, enc, page);
-    section_bytes[which] = page.size() - before;
+    const size_t k_size = internal::SectionSize(tasks[0], encs[0]);
+    const size_t v_size = internal::SectionSize(tasks[1], encs[1]);
+    page.reserve(internal::kHeaderBytes + k_size + v_size + internal::kChecksumBytes);
+    page.resize(internal::kHeaderBytes);
+    internal::SerializeSection(tasks[0], encs[0], page);
+    internal::SerializeSection(tasks[1], encs[1], page);
+    section_bytes[0] = k_size;
+    section_bytes[1] = v_size;
   }
   if (section_bytes[0] > UINT32_MAX || section_bytes[1] > UINT32_MAX) {
     return absl::InvalidArgumentError("shape: encoded page would exceed 4 GiB");

@@ -1,11 +1,18 @@
 // `qaqkv`: the command line. Subcommands: eval (codec quality), bench
 // (throughput). See README.md and docs/.
+#include <malloc.h>
+
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
 #include "tools/commands.h"
 
 int main(int argc, char** argv) {
+  // Pages are hundreds of KiB: above glibc's default mmap threshold, so every
+  // page buffer would be a fresh mmap that page-faults on first touch. Keep
+  // freed memory in the allocator instead (the service does the same).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   CLI::App app{"qaqkv: KV-cache offload with QAQ compression"};
   app.require_subcommand(1);
 

@@ -46,16 +46,17 @@ struct GroupParams {
 
 // Offset and step of a group whose non-outlier values span [lo, hi] with bit
 // width `bits`; falls back to an exact group when fp16 cannot hold them.
+template <typename Half = SoftHalf>
 QAQKV_HD GroupParams MakeGroupParams(float lo, float hi, int bits) {
   GroupParams p;
   p.bits = bits;
-  p.lo = FloatToHalfDown(lo);
-  const float lo16 = HalfToFloat(p.lo);
+  p.lo = FloatToHalfDown<Half>(lo);
+  const float lo16 = Half::ToFloat(p.lo);
   const float range = hi - lo16;
   float levels = 1.0f;
   for (int i = 0; i < bits; ++i) levels *= 2.0f;
-  p.step = FloatToHalfUp(range / levels);
-  const float step = HalfToFloat(p.step);
+  p.step = FloatToHalfUp<Half>(range / levels);
+  const float step = Half::ToFloat(p.step);
   if (!(lo16 >= -kHalfMax) || !(step <= kHalfMax)) {
     p.bits = kExactWidth;
     p.lo = 0;
@@ -64,9 +65,14 @@ QAQKV_HD GroupParams MakeGroupParams(float lo, float hi, int bits) {
   return p;
 }
 
-QAQKV_HD uint32_t QuantizeValue(float x, float lo, float step, int bits) {
-  if (!(step > 0.0f)) return 0;
-  const float q = (x - lo) / step;
+// The quantizer multiplies by the fp32 reciprocal of the step instead of
+// dividing (a division per value was the encoder's bottleneck). Every
+// backend computes `inv_step` once per group as 1.0f / step, IEEE-rounded.
+QAQKV_HD float InverseStep(float step) { return step > 0.0f ? 1.0f / step : 0.0f; }
+
+QAQKV_HD uint32_t QuantizeValue(float x, float lo, float inv_step, int bits) {
+  if (!(inv_step > 0.0f)) return 0;
+  const float q = (x - lo) * inv_step;
   const float max_code = static_cast<float>((1u << bits) - 1u);
   if (!(q > 0.0f)) return 0;  // also catches -0 and values below lo
   const float f = q >= max_code ? max_code : static_cast<float>(static_cast<int32_t>(q));

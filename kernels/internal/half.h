@@ -74,17 +74,26 @@ QAQKV_HD uint16_t HalfNextUp(uint16_t h) {
   return (h & 0x8000u) ? static_cast<uint16_t>(h - 1) : static_cast<uint16_t>(h + 1);
 }
 
+// The conversions above as a policy type, so shared math can be instantiated
+// with hardware conversions (F16C, CUDA) that give the same results.
+struct SoftHalf {
+  QAQKV_HD static uint16_t ToHalf(float f) { return FloatToHalf(f); }
+  QAQKV_HD static float ToFloat(uint16_t h) { return HalfToFloat(h); }
+};
+
 // Directed roundings used for a group's offset (down) and step (up), so that
 // every non-outlier value lies inside [lo, lo + 2^B * s] and decodes within
 // half a step of itself.
+template <typename Half = SoftHalf>
 QAQKV_HD uint16_t FloatToHalfDown(float f) {
-  uint16_t h = FloatToHalf(f);
-  if (HalfToFloat(h) > f) h = HalfNextDown(h);
+  uint16_t h = Half::ToHalf(f);
+  if (Half::ToFloat(h) > f) h = HalfNextDown(h);
   return h;
 }
+template <typename Half = SoftHalf>
 QAQKV_HD uint16_t FloatToHalfUp(float f) {
-  uint16_t h = FloatToHalf(f);
-  if (HalfToFloat(h) < f) h = HalfNextUp(h);
+  uint16_t h = Half::ToHalf(f);
+  if (Half::ToFloat(h) < f) h = HalfNextUp(h);
   return h;
 }
 

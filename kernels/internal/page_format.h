@@ -98,6 +98,7 @@ class BitWriter {
     fill_ = 0;
   }
   size_t bit_size() const { return bytes_.size() * 8 + fill_; }
+  size_t byte_size() const { return bytes_.size() + (fill_ > 0 ? 1 : 0); }
   ByteBuffer Finish() {
     if (fill_ > 0) bytes_.push_back(static_cast<uint8_t>(acc_));
     acc_ = 0;
@@ -152,8 +153,9 @@ template <typename F>
 void GroupGeometry::ForEachIndex(int64_t g, F&& f) const {
   const int64_t D = head_dim, T = tokens;
   switch (kind) {
-    case Kind::kHead: {
-      const int64_t base = g * D;  // g = h * T + t
+    case Kind::kHead: {  // g = t * kv_heads + h: token-major, the order of NHD memory
+      const int64_t t = g / kv_heads, h = g % kv_heads;
+      const int64_t base = (h * T + t) * D;
       for (int i = 0; i < head_dim; ++i) f(i, base + i);
       break;
     }

@@ -74,10 +74,10 @@ void EncodeTensorReference(const TensorTask& task, const float* x, const float* 
     enc.step.push_back(p.step);
     for (int i : outl) enc.outlier_values.push_back(FloatToHalf(raws[i]));
     for (int i : outl) enc.outlier_index.push_back(static_cast<uint16_t>(i));
-    const float lo = HalfToFloat(p.lo), step = HalfToFloat(p.step);
+    const float lo = HalfToFloat(p.lo), inv = InverseStep(HalfToFloat(p.step));
     for (int i = 0, o = 0; i < n; ++i) {
       if (o < static_cast<int>(outl.size()) && outl[o] == i) { ++o; continue; }
-      if (p.bits > 0) enc.codes.Put(QuantizeValue(vals[i], lo, step, p.bits), p.bits);
+      if (p.bits > 0) enc.codes.Put(QuantizeValue(vals[i], lo, inv, p.bits), p.bits);
     }
   }
   // kivi: the newest tokens stay fp16.

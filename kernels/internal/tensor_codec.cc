@@ -42,6 +42,15 @@ TensorTask TaskShape(const PageHeader& h, bool keys) {
   return t;
 }
 
+size_t SectionSize(const TensorTask& task, const TensorEncoding& enc) {
+  size_t n = task.channel_scale.size() * 2 + 4 + enc.exact_groups.size() * 4;
+  if (task.variable_widths) n += (enc.widths.size() + 1) / 2;
+  n += (enc.lo.size() + enc.step.size() + enc.outlier_values.size()) * 2;
+  n += enc.outlier_index.size() * OutlierIndexBytes(task.geo.MaxGroupSize());
+  n += (enc.exact_values.size() + enc.residual.size()) * 2;
+  return n + enc.codes.byte_size();
+}
+
 void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<uint8_t>& out) {
   AppendU16s(task.channel_scale, out);
   const size_t at = out.size();

@@ -38,6 +38,9 @@ struct TensorEncoding {
   std::vector<uint16_t> residual;  // kivi: fp16 tokens kept exact, HND
 };
 
+// Exact size in bytes of the section SerializeSection will write.
+size_t SectionSize(const TensorTask& task, const TensorEncoding& enc);
+
 // Appends the section bytes of `enc` to `out`.
 void SerializeSection(const TensorTask& task, TensorEncoding& enc,
                       std::vector<uint8_t>& out);
