@@ -34,7 +34,8 @@ std::string ReadAll(const std::string& path) {
 }
 
 void WriteAll(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 std::string LengthPrefix(uint64_t n) {
@@ -59,7 +60,8 @@ double Rms(const std::vector<float>& x) {
 class KvSourceFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kv_source_test.XXXXXX").string();
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "kv_source_test.XXXXXX").string();
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;
     const std::string bytes = ReadAll(kDev00);
@@ -102,7 +104,8 @@ TEST_F(KvSourceFileTest, LoadsDev00) {
     ASSERT_EQ(l.v.size(), 1u * 1024 * 64);
     ASSERT_EQ(l.q.size(), 2u * 1024 * 64);
     for (const auto* t : {&l.k, &l.v, &l.q}) {
-      EXPECT_TRUE(std::all_of(t->begin(), t->end(), [](float x) { return std::isfinite(x); }));
+      EXPECT_TRUE(
+          std::all_of(t->begin(), t->end(), [](float x) { return std::isfinite(x); }));
     }
   }
   // Values read with Python's struct '<e' from the same file.
@@ -132,7 +135,8 @@ TEST_F(KvSourceFileTest, LoadsDirectorySorted) {
   EXPECT_EQ(one->front().layers[1].q, (*all)[0].layers[1].q);
 
   EXPECT_EQ(LoadSafetensorsPath(dir_).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(LoadSafetensorsPath(dir_ + "/nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadSafetensorsPath(dir_ + "/nope").status().code(),
+            absl::StatusCode::kNotFound);
   WriteAll(dir_ + "/a.safetensors", "garbage");
   EXPECT_EQ(LoadSafetensorsPath(dir_).status().code(), absl::StatusCode::kDataLoss);
 }
@@ -146,8 +150,8 @@ TEST_F(KvSourceFileTest, MissingFileIsNotFound) {
 
 TEST_F(KvSourceFileTest, TruncationIsDataLoss) {
   const std::string full = Safetensors(header_.dump(), data_);
-  for (size_t len : {size_t{0}, size_t{7}, size_t{8}, size_t{200}, size_t{100000},
-                     full.size() - 1}) {
+  for (size_t len :
+       {size_t{0}, size_t{7}, size_t{8}, size_t{200}, size_t{100000}, full.size() - 1}) {
     absl::Status st = Load(full.substr(0, len)).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << len << ": " << st;
     EXPECT_THAT(st.message(), HasSubstr(dir_));
@@ -177,17 +181,33 @@ TEST_F(KvSourceFileTest, CorruptHeaderFieldsAreInvalidArgument) {
   const Corruption cases[] = {
       {"missing tensor", [](json& h) { h.erase("layers.2.q"); }, "layers.2.q"},
       {"bad dtype", [](json& h) { h["layers.1.k"]["dtype"] = "I16"; }, "layers.1.k"},
-      {"F32 with F16 bytes", [](json& h) { h["layers.1.k"]["dtype"] = "F32"; }, "layers.1.k"},
+      {"F32 with F16 bytes", [](json& h) { h["layers.1.k"]["dtype"] = "F32"; },
+       "layers.1.k"},
       {"dtype not string", [](json& h) { h["layers.1.k"]["dtype"] = 16; }, "dtype"},
-      {"shape vs metadata", [](json& h) { h["layers.1.v"]["shape"] = {1, 512, 128}; },
+      {"shape vs metadata",
+       [](json& h) {
+         h["layers.1.v"]["shape"] = {1, 512, 128};
+       },
        "layers.1.v"},
-      {"shape rank", [](json& h) { h["layers.3.v"]["shape"] = {1024, 64}; }, "layers.3.v"},
-      {"shape negative", [](json& h) { h["layers.0.v"]["shape"] = {1, -1024, -64}; },
+      {"shape rank",
+       [](json& h) {
+         h["layers.3.v"]["shape"] = {1024, 64};
+       },
+       "layers.3.v"},
+      {"shape negative",
+       [](json& h) {
+         h["layers.0.v"]["shape"] = {1, -1024, -64};
+       },
        "layers.0.v"},
       {"shape huge",
-       [](json& h) { h["layers.0.v"]["shape"] = {2147483647, 2147483647, 2147483647}; },
+       [](json& h) {
+         h["layers.0.v"]["shape"] = {2147483647, 2147483647, 2147483647};
+       },
        "layers.0.v"},
-      {"shape float", [](json& h) { h["layers.0.v"]["shape"] = {1.0, 1024, 64}; },
+      {"shape float",
+       [](json& h) {
+         h["layers.0.v"]["shape"] = {1.0, 1024, 64};
+       },
        "layers.0.v"},
       {"metadata q heads", [](json& h) { h["__metadata__"]["num_q_heads"] = "4"; },
        "layers.0.q"},
@@ -199,16 +219,26 @@ TEST_F(KvSourceFileTest, CorruptHeaderFieldsAreInvalidArgument) {
       {"gqa ratio", [](json& h) { h["__metadata__"]["num_kv_heads"] = "3"; },
        "num_kv_heads"},
       {"byte length",
-       [](json& h) { h["layers.0.v"]["data_offsets"][1] = h["layers.0.v"]["data_offsets"][1].get<uint64_t>() - 2; },
+       [](json& h) {
+         h["layers.0.v"]["data_offsets"][1] =
+             h["layers.0.v"]["data_offsets"][1].get<uint64_t>() - 2;
+       },
        "layers.0.v"},
-      {"offsets reversed", [](json& h) { h["layers.0.k"]["data_offsets"] = {131072, 0}; },
+      {"offsets reversed",
+       [](json& h) {
+         h["layers.0.k"]["data_offsets"] = {131072, 0};
+       },
        "layers.0.k"},
       {"offsets outside data area",
        [](json& h) {
          auto& off = h["layers.3.q"]["data_offsets"];
-         off = {off[0].get<uint64_t>() + (uint64_t{1} << 40), off[1].get<uint64_t>() + (uint64_t{1} << 40)};
+         off = {off[0].get<uint64_t>() + (uint64_t{1} << 40),
+                off[1].get<uint64_t>() + (uint64_t{1} << 40)};
        },
        "layers.3.q"},
+      {"offsets overlap",
+       [](json& h) { h["layers.0.v"]["data_offsets"] = h["layers.0.k"]["data_offsets"]; },
+       "overlap"},
       {"offsets not array", [](json& h) { h["layers.2.k"]["data_offsets"] = 7; },
        "layers.2.k"},
   };
@@ -225,11 +255,15 @@ TEST_F(KvSourceFileTest, CorruptHeaderFieldsAreInvalidArgument) {
 // A tiny file without metadata: F16 keys with special values, BF16 values, F32
 // queries.
 std::string TinyFile() {
-  const uint16_t halves[8] = {0x0001, 0x03ff, 0x8000, 0x7c00, 0xfc00, 0x3c00, 0x7bff, 0xc000};
-  const uint16_t bf16[8] = {0x3f80, 0xc000, 0x0000, 0x4049, 0x7f80, 0x0001, 0xbf80, 0x3e80};
+  const uint16_t halves[8] = {0x0001, 0x03ff, 0x8000, 0x7c00,
+                              0xfc00, 0x3c00, 0x7bff, 0xc000};
+  const uint16_t bf16[8] = {0x3f80, 0xc000, 0x0000, 0x4049,
+                            0x7f80, 0x0001, 0xbf80, 0x3e80};
   std::string data;
-  for (uint16_t h : halves) data += {static_cast<char>(h & 0xff), static_cast<char>(h >> 8)};
-  for (uint16_t h : bf16) data += {static_cast<char>(h & 0xff), static_cast<char>(h >> 8)};
+  for (uint16_t h : halves)
+    data += {static_cast<char>(h & 0xff), static_cast<char>(h >> 8)};
+  for (uint16_t h : bf16)
+    data += {static_cast<char>(h & 0xff), static_cast<char>(h >> 8)};
   for (int i = 0; i < 8; ++i) {
     const float f = 0.5f * i - 1.0f;
     char b[4];
@@ -238,8 +272,10 @@ std::string TinyFile() {
   }
   const json header = {
       {"layers.0.k", {{"dtype", "F16"}, {"shape", {1, 1, 8}}, {"data_offsets", {0, 16}}}},
-      {"layers.0.v", {{"dtype", "BF16"}, {"shape", {1, 1, 8}}, {"data_offsets", {16, 32}}}},
-      {"layers.0.q", {{"dtype", "F32"}, {"shape", {1, 1, 8}}, {"data_offsets", {32, 64}}}},
+      {"layers.0.v",
+       {{"dtype", "BF16"}, {"shape", {1, 1, 8}}, {"data_offsets", {16, 32}}}},
+      {"layers.0.q",
+       {{"dtype", "F32"}, {"shape", {1, 1, 8}}, {"data_offsets", {32, 64}}}},
   };
   return Safetensors(header.dump(), data);
 }
@@ -266,8 +302,8 @@ TEST_F(KvSourceFileTest, InfersGeometryAndConvertsDtypes) {
               ::testing::ElementsAre(1.0f, -2.0f, 0.0f, 3.140625f,
                                      std::numeric_limits<float>::infinity(),
                                      std::ldexp(1.0f, -133), -1.0f, 0.25f));
-  EXPECT_THAT(s->layers[0].q, ::testing::ElementsAre(-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 1.5f,
-                                                     2.0f, 2.5f));
+  EXPECT_THAT(s->layers[0].q,
+              ::testing::ElementsAre(-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 2.5f));
 
   // NaN keeps being NaN.
   std::string nan_file = TinyFile();
@@ -283,14 +319,15 @@ TEST_F(KvSourceFileTest, RandomCorruptionNeverCrashes) {
   const std::string good = TinyFile();
   std::mt19937_64 rng(12345);
   int ok = 0;
-  for (int i = 0; i < 2000; ++i) {
+  for (int i = 0; i < 600; ++i) {
     std::string bad = good;
     const int flips = 1 + static_cast<int>(rng() % 4);
     for (int f = 0; f < flips; ++f) bad[rng() % bad.size()] = static_cast<char>(rng());
     if (rng() % 4 == 0) bad.resize(rng() % bad.size());
     absl::StatusOr<KvSample> s = Load(bad);
     const absl::StatusCode code = s.status().code();
-    EXPECT_TRUE(code == absl::StatusCode::kOk || code == absl::StatusCode::kInvalidArgument ||
+    EXPECT_TRUE(code == absl::StatusCode::kOk ||
+                code == absl::StatusCode::kInvalidArgument ||
                 code == absl::StatusCode::kDataLoss)
         << s.status();
     ok += s.ok();
@@ -341,12 +378,14 @@ TEST(SyntheticTest, RejectsBadOptions) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(GenerateSynthetic({.max_layers = -1}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(GenerateSynthetic({.geometry = "llama2-7b", .tokens = 1 << 20}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      GenerateSynthetic({.geometry = "llama2-7b", .tokens = 1 << 20}).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SyntheticTest, DeterministicPerSeedAndLayer) {
-  const SyntheticOptions opts{.geometry = "llama3-8b", .tokens = 64, .seed = 7, .max_layers = 3};
+  const SyntheticOptions opts{
+      .geometry = "llama3-8b", .tokens = 64, .seed = 7, .max_layers = 3};
   absl::StatusOr<KvSample> a = GenerateSynthetic(opts);
   absl::StatusOr<KvSample> b = GenerateSynthetic(opts);
   ASSERT_TRUE(a.ok() && b.ok());
@@ -372,11 +411,27 @@ TEST(SyntheticTest, DeterministicPerSeedAndLayer) {
   EXPECT_NE(a->layers[0].k, a->layers[1].k);
 }
 
+// Golden values: a change here changes every synthetic evaluation result.
+TEST(SyntheticTest, MatchesGoldenValues) {
+  absl::StatusOr<KvSample> s = GenerateSynthetic({.geometry = "tinylm", .tokens = 4});
+  ASSERT_TRUE(s.ok()) << s.status();
+  const LayerKv& l0 = s->layers[0];
+  const LayerKv& l3 = s->layers[3];
+  EXPECT_FLOAT_EQ(l0.k[0], 0.0748240799f);
+  EXPECT_FLOAT_EQ(l0.k[63], -0.290602952f);
+  EXPECT_FLOAT_EQ(l3.k[100], 1.45188713f);
+  EXPECT_FLOAT_EQ(l3.k[255], -0.352489978f);
+  EXPECT_FLOAT_EQ(l3.v[7], 0.0649189577f);
+  EXPECT_FLOAT_EQ(l3.v[200], -0.642643213f);
+  EXPECT_FLOAT_EQ(l3.q[0], 1.41860831f);
+  EXPECT_FLOAT_EQ(l3.q[511], -2.44726801f);
+}
+
 // Causal softmax(q.k / sqrt(D)) statistics of one sample, over all query heads.
 struct AttentionStats {
   int heads = 0;
-  int heads_with_sink = 0;          // heads whose largest mean attention is token 0
-  std::vector<float> max_probs;     // per (head, query)
+  int heads_with_sink = 0;       // heads whose largest mean attention is token 0
+  std::vector<float> max_probs;  // per (head, query)
 };
 
 AttentionStats Attention(const KvSample& s) {
@@ -413,9 +468,14 @@ AttentionStats Attention(const KvSample& s) {
 }
 
 TEST(SyntheticTest, AttentionHasSinksAndIsNeitherUniformNorOneHot) {
-  for (const char* geometry : {"llama3-8b", "tinylm", "qwen2.5-7b"}) {
-    absl::StatusOr<KvSample> s =
-        GenerateSynthetic({.geometry = geometry, .tokens = 512, .seed = 3, .max_layers = 2});
+  const SyntheticOptions cases[] = {
+      {.geometry = "llama3-8b", .tokens = 512, .seed = 3, .max_layers = 2},
+      {.geometry = "qwen2.5-7b", .tokens = 512, .seed = 3, .max_layers = 2},
+      {.geometry = "tinylm", .tokens = 1024, .seed = 3},
+  };
+  for (const SyntheticOptions& opts : cases) {
+    const std::string& geometry = opts.geometry;
+    absl::StatusOr<KvSample> s = GenerateSynthetic(opts);
     ASSERT_TRUE(s.ok()) << s.status();
     AttentionStats a = Attention(*s);
     EXPECT_GE(a.heads_with_sink, a.heads * 7 / 10) << geometry << " of " << a.heads;
@@ -428,8 +488,8 @@ TEST(SyntheticTest, AttentionHasSinksAndIsNeitherUniformNorOneHot) {
 }
 
 TEST(SyntheticTest, KeysHaveOutlierChannelsAndValuesAreTame) {
-  absl::StatusOr<KvSample> s =
-      GenerateSynthetic({.geometry = "llama3-8b", .tokens = 1024, .seed = 5, .max_layers = 4});
+  absl::StatusOr<KvSample> s = GenerateSynthetic(
+      {.geometry = "llama3-8b", .tokens = 1024, .seed = 5, .max_layers = 4});
   ASSERT_TRUE(s.ok()) << s.status();
   const int t_n = s->tokens, d = s->head_dim;
   for (const LayerKv& l : s->layers) {

@@ -96,10 +96,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   }
   if (ec) return absl::InternalError(absl::StrCat(path, ": ", ec.message()));
   if (!fs::is_regular_file(st)) return Invalid(path, "not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes;
-  if (in) bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  if (!in && !in.eof()) return absl::InternalError(absl::StrCat(path, ": cannot read"));
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  const std::streamoff size = in ? static_cast<std::streamoff>(in.tellg()) : -1;
+  if (size < 0) return absl::InternalError(absl::StrCat(path, ": cannot open"));
+  std::string bytes(static_cast<size_t>(size), '\0');
+  in.seekg(0);
+  if (!in.read(bytes.data(), size)) {
+    return absl::InternalError(absl::StrCat(path, ": cannot read"));
+  }
   return bytes;
 }
 
@@ -108,7 +112,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 absl::StatusOr<TensorInfo> ParseTensor(const std::string& path, const std::string& name,
                                        const json& e) {
   const std::string where = absl::StrCat("tensor ", name);
-  if (!e.is_object()) return Invalid(path, absl::StrCat(where, ": entry is not an object"));
+  if (!e.is_object()) {
+    return Invalid(path, absl::StrCat(where, ": entry is not an object"));
+  }
   TensorInfo t;
   const auto dt = e.find("dtype");
   if (dt == e.end() || !dt->is_string()) {
@@ -134,7 +140,8 @@ absl::StatusOr<TensorInfo> ParseTensor(const std::string& path, const std::strin
     // Dims above INT_MAX cannot fit a KvSample; refusing them also keeps the
     // byte count below from overflowing.
     if (!d.is_number_unsigned() || d.get<uint64_t>() > INT_MAX) {
-      return Invalid(path, absl::StrCat(where, ": shape entries must be integers in [0, 2^31)"));
+      return Invalid(
+          path, absl::StrCat(where, ": shape entries must be integers in [0, 2^31)"));
     }
     const uint64_t dim = d.get<uint64_t>();
     if (dim != 0 && bytes > (uint64_t{1} << 62) / dim) {
@@ -146,7 +153,8 @@ absl::StatusOr<TensorInfo> ParseTensor(const std::string& path, const std::strin
   const auto off = e.find("data_offsets");
   if (off == e.end() || !off->is_array() || off->size() != 2 ||
       !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned()) {
-    return Invalid(path, absl::StrCat(where, ": data_offsets must be two non-negative integers"));
+    return Invalid(
+        path, absl::StrCat(where, ": data_offsets must be two non-negative integers"));
   }
   t.begin = (*off)[0].get<uint64_t>();
   t.end = (*off)[1].get<uint64_t>();
@@ -174,7 +182,8 @@ absl::StatusOr<std::optional<int>> MetaInt(const std::string& path, const json* 
     ok = true;
   }
   if (!ok || value <= 0) {
-    return Invalid(path, absl::StrCat("metadata field ", field, " is not a positive integer"));
+    return Invalid(path,
+                   absl::StrCat("metadata field ", field, " is not a positive integer"));
   }
   return value;
 }
@@ -224,35 +233,48 @@ absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
     tensors.emplace(it.key(), *std::move(t));
   }
 
-  // Data past the end is truncation when the header describes the packed
-  // layout every writer produces; otherwise the header itself is wrong.
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const auto& [name, t] : tensors) ranges.emplace_back(t.begin, t.end);
-  std::sort(ranges.begin(), ranges.end());
+  // Tensors may not overlap (as the format requires), which also bounds the
+  // decoded size by the file size. Data past the end is truncation when the
+  // header describes the packed layout every writer produces; otherwise the
+  // header itself is wrong.
+  std::vector<std::pair<const TensorInfo*, const std::string*>> order;
+  for (const auto& [name, t] : tensors) order.emplace_back(&t, &name);
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.first->begin, a.first->end) <
+           std::pair(b.first->begin, b.first->end);
+  });
   bool packed = true;
-  uint64_t expected_begin = 0;
-  for (const auto& [b, e] : ranges) {
-    packed = packed && b == expected_begin;
-    expected_begin = e;
+  uint64_t prev_end = 0;
+  for (const auto& [t, name] : order) {
+    if (t->begin < prev_end) {
+      return Invalid(path, absl::StrCat("tensor ", *name, ": data_offsets [", t->begin,
+                                        ", ", t->end, "] overlap another tensor"));
+    }
+    packed = packed && t->begin == prev_end;
+    prev_end = t->end;
   }
-  for (const auto& [name, t] : tensors) {
-    if (t.end <= data_size) continue;
+  if (prev_end > data_size) {
     if (packed) {
       return absl::DataLossError(absl::StrCat(path, ": truncated: tensor data needs ",
-                                              ranges.back().second, " bytes, file holds ",
+                                              prev_end, " bytes, file holds ",
                                               data_size));
     }
-    return Invalid(path, absl::StrCat("tensor ", name, ": data_offsets [", t.begin, ", ",
-                                      t.end, "] outside the data area of ", data_size,
-                                      " bytes"));
+    for (const auto& [t, name] : order) {
+      if (t->end > data_size) {
+        return Invalid(path, absl::StrCat("tensor ", *name, ": data_offsets [", t->begin,
+                                          ", ", t->end, "] outside the data area of ",
+                                          data_size, " bytes"));
+      }
+    }
   }
 
   auto find = [&](const std::string& name) -> absl::StatusOr<const TensorInfo*> {
     const auto it = tensors.find(name);
     if (it == tensors.end()) return Invalid(path, absl::StrCat("missing tensor ", name));
     if (it->second.shape.size() != 3) {
-      return Invalid(path, absl::StrCat("tensor ", name, " has shape ",
-                                        ShapeString(it->second.shape), ", expected rank 3"));
+      return Invalid(path,
+                     absl::StrCat("tensor ", name, " has shape ",
+                                  ShapeString(it->second.shape), ", expected rank 3"));
     }
     return &it->second;
   };
@@ -373,36 +395,34 @@ namespace {
 // Marsaglia-Tsang ziggurat with 256 strips (Doornik's ZIGNOR constants).
 // std::normal_distribution differs between standard libraries, and Box-Muller
 // costs a log and a sincos per pair, too slow for the ~200 M draws of a full
-// llama3-8b sample.
+// llama3-8b sample. Each 64-bit draw yields two normals of float precision.
 class Ziggurat {
  public:
   Ziggurat() {
-    x_[0] = kV / std::exp(-0.5 * kR * kR);
-    x_[1] = kR;
+    double x[257];
+    x[0] = kV / std::exp(-0.5 * kR * kR);
+    x[1] = kR;
     for (int i = 2; i < 256; ++i) {
-      x_[i] = std::sqrt(-2.0 * std::log(kV / x_[i - 1] + std::exp(-0.5 * x_[i - 1] * x_[i - 1])));
+      x[i] = std::sqrt(-2.0 *
+                       std::log(kV / x[i - 1] + std::exp(-0.5 * x[i - 1] * x[i - 1])));
     }
-    x_[256] = 0.0;
-    for (int i = 0; i <= 256; ++i) f_[i] = std::exp(-0.5 * x_[i] * x_[i]);
+    x[256] = 0.0;
+    for (int i = 0; i <= 256; ++i) {
+      x_[i] = x[i];
+      f_[i] = std::exp(-0.5 * x[i] * x[i]);
+      scaled_[i] = static_cast<float>(x[i] * 0x1p-31);
+      inner_[i] = static_cast<float>(x[i]);
+    }
   }
 
-  double Normal(std::mt19937_64& rng) const {
-    for (;;) {
-      const uint64_t r = rng();
-      const int i = static_cast<int>(r & 0xff);  // bits 0-7: strip
-      const double u = 2.0 * static_cast<double>(r >> 11) * 0x1p-53 - 1.0;  // bits 11-63
-      const double x = u * x_[i];
-      if (std::fabs(x) < x_[i + 1]) return x;
-      if (i == 0) {  // the tail beyond kR
-        double a, b;
-        do {
-          a = -std::log(Open01(rng)) / kR;
-          b = -std::log(Open01(rng));
-        } while (b + b < a * a);
-        return u < 0 ? -(kR + a) : kR + a;
-      }
-      if (f_[i] + Open01(rng) * (f_[i + 1] - f_[i]) < std::exp(-0.5 * x * x)) return x;
-    }
+  // One normal from the 32 bits `w`: bits 0-7 pick the strip, bits 8-31 read
+  // as a signed number are the position in it.
+  float Normal(uint32_t w, std::mt19937_64& rng) const {
+    const int i = static_cast<int>(w & 0xff);
+    const float x =
+        static_cast<float>(static_cast<int32_t>(w & 0xffffff00u)) * scaled_[i];
+    if (std::fabs(x) < inner_[i + 1]) return x;
+    return Rejected(w, rng);
   }
 
   static double Open01(std::mt19937_64& rng) {
@@ -410,18 +430,60 @@ class Ziggurat {
   }
 
  private:
+  // The ~1% of draws outside the strip's inner rectangle, which may need
+  // more draws from `rng`.
+  [[gnu::noinline]] float Rejected(uint32_t w, std::mt19937_64& rng) const {
+    for (;;) {
+      const int i = static_cast<int>(w & 0xff);
+      const double u = static_cast<int32_t>(w & 0xffffff00u) * 0x1p-31;
+      const double x = u * x_[i];
+      if (std::fabs(x) < x_[i + 1]) return static_cast<float>(x);
+      if (i == 0) {  // the tail beyond kR
+        double a, b;
+        do {
+          a = -std::log(Open01(rng)) / kR;
+          b = -std::log(Open01(rng));
+        } while (b + b < a * a);
+        return static_cast<float>(u < 0 ? -(kR + a) : kR + a);
+      }
+      if (f_[i] + Open01(rng) * (f_[i + 1] - f_[i]) < std::exp(-0.5 * x * x)) {
+        return static_cast<float>(x);
+      }
+      w = static_cast<uint32_t>(rng());
+    }
+  }
+
   static constexpr double kR = 3.6541528853610088;
   static constexpr double kV = 0.00492867323399;
   std::array<double, 257> x_;
   std::array<double, 257> f_;
+  // The fast path in float: x_ * 2^-31 and x_.
+  std::array<float, 257> scaled_;
+  std::array<float, 257> inner_;
 };
 
 class Rng {
  public:
   Rng(uint64_t seed, const Ziggurat& zig) : eng_(seed), zig_(zig) {}
-  float Normal() { return static_cast<float>(zig_.Normal(eng_)); }
+  // Fills out[0, n) with standard normals.
+  void Normals(float* out, int n) {
+    int i = 0;
+    for (; i + 1 < n; i += 2) {
+      const uint64_t r = eng_();
+      out[i] = zig_.Normal(static_cast<uint32_t>(r), eng_);
+      out[i + 1] = zig_.Normal(static_cast<uint32_t>(r >> 32), eng_);
+    }
+    if (i < n) out[i] = zig_.Normal(static_cast<uint32_t>(eng_()), eng_);
+  }
+  float Normal() {
+    float x;
+    Normals(&x, 1);
+    return x;
+  }
   double Uniform(double lo, double hi) { return lo + (hi - lo) * Ziggurat::Open01(eng_); }
-  int Below(int n) { return std::min(n - 1, static_cast<int>(Ziggurat::Open01(eng_) * n)); }
+  int Below(int n) {
+    return std::min(n - 1, static_cast<int>(Ziggurat::Open01(eng_) * n));
+  }
 
  private:
   std::mt19937_64 eng_;
@@ -496,7 +558,8 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
   const float sqrt_d = std::sqrt(static_cast<float>(d));
   const float support = static_cast<float>(2 * (half - low));
   // Key RMS grows with depth, as in real models (tinylm-kv: 1.1 to 2.4).
-  const float key_rms = 1.3f + 1.0f * static_cast<float>(l) / std::max(1, g.num_layers - 1);
+  const float key_rms =
+      1.3f + 1.0f * static_cast<float>(l) / std::max(1, g.num_layers - 1);
   const size_t kv_size = static_cast<size_t>(g.kv_heads) * tokens * d;
   out.k.resize(kv_size);
   out.v.resize(kv_size);
@@ -506,7 +569,7 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
   std::vector<float> hitter(tokens, 0.0f);
   const int num_hitters = tokens > 1 ? std::max(1, (tokens * 3 + 100) / 200) : 0;
   for (int i = 0; i < num_hitters; ++i) {
-    hitter[1 + rng.Below(tokens - 1)] = static_cast<float>(rng.Uniform(2.5, 4.0));
+    hitter[1 + rng.Below(tokens - 1)] = static_cast<float>(rng.Uniform(2.0, 3.0));
   }
 
   std::vector<float> k_scale(d), k_offset(d), v_scale(d), pre(d);
@@ -524,11 +587,14 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
     for (int j = 0; j < num_outliers; ++j) {
       std::swap(pairs[j], pairs[j + rng.Below(static_cast<int>(pairs.size()) - j)]);
       const int c = pairs[j] + (rng.Below(2) == 1 ? half : 0);
-      k_offset[c] = static_cast<float>((rng.Below(2) == 1 ? 1 : -1) * rng.Uniform(12, 16));
-      k_scale[c] = 1.5f;
+      k_offset[c] =
+          static_cast<float>((rng.Below(2) == 1 ? 1 : -1) * rng.Uniform(12, 16));
+      k_scale[c] = 2.0f;
     }
     double mean_square = 0;
-    for (int c = 0; c < d; ++c) mean_square += k_scale[c] * k_scale[c] + k_offset[c] * k_offset[c];
+    for (int c = 0; c < d; ++c) {
+      mean_square += k_scale[c] * k_scale[c] + k_offset[c] * k_offset[c];
+    }
     const float sigma = key_rms / static_cast<float>(std::sqrt(mean_square / d));
     for (int c = 0; c < d; ++c) {
       k_scale[c] *= sigma;
@@ -540,19 +606,21 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
     const float q_sigma = 1.0f / sigma;
     const float q_mean_norm = 0.7f * sqrt_d * q_sigma;
     // Most heads have a sink whose logit is 4.5-6.5; the rest a weak one.
-    const double sink_logit = rng.Uniform(0, 1) < 0.85 ? rng.Uniform(4.5, 6.5)
-                                                       : rng.Uniform(0.5, 2.0);
+    const double sink_logit =
+        rng.Uniform(0, 1) < 0.9 ? rng.Uniform(4.5, 6.5) : rng.Uniform(0.5, 2.0);
     const float logit_to_coef = sqrt_d / q_mean_norm;
 
     for (int t = 0; t < tokens; ++t) {
       const float noise = t == 0 ? 0.3f : 1.0f;
-      const float align =
-          t == 0 ? static_cast<float>(sink_logit) * logit_to_coef : hitter[t] * logit_to_coef;
+      const float align = t == 0 ? static_cast<float>(sink_logit) * logit_to_coef
+                                 : hitter[t] * logit_to_coef;
+      rng.Normals(pre.data(), d);
       for (int c = 0; c < d; ++c) {
-        pre[c] = k_offset[c] + noise * k_scale[c] * rng.Normal() + align * u[c];
+        pre[c] = k_offset[c] + noise * k_scale[c] * pre[c] + align * u[c];
       }
       rope.Apply(t, 0, half, pre.data());
-      std::copy(pre.begin(), pre.end(), out.k.begin() + (static_cast<size_t>(h) * tokens + t) * d);
+      std::copy(pre.begin(), pre.end(),
+                out.k.begin() + (static_cast<size_t>(h) * tokens + t) * d);
     }
 
     double v_norm2 = 0;
@@ -565,13 +633,16 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
     if (l == 0) v_scale[rng.Below(d)] *= 4.0f;
     float* v = &out.v[static_cast<size_t>(h) * tokens * d];
     for (int t = 0; t < tokens; ++t) {
+      float* row = v + static_cast<size_t>(t) * d;
+      rng.Normals(row, d);
       const float sink_scale = t == 0 ? 0.1f : 1.0f;
-      for (int c = 0; c < d; ++c) v[static_cast<size_t>(t) * d + c] = sink_scale * v_scale[c] * rng.Normal();
+      for (int c = 0; c < d; ++c) row[c] *= sink_scale * v_scale[c];
     }
 
     for (int qh = h * group; qh < (h + 1) * group; ++qh) {
       // Heads of a group share most of the KV head's direction (|u - uq| ~ 0.3).
-      const std::vector<float> uq = LowFreqDirection(rng, d, low, u.data(), 0.3f / std::sqrt(support));
+      const std::vector<float> uq =
+          LowFreqDirection(rng, d, low, u.data(), 0.3f / std::sqrt(support));
       float* q = &out.q[static_cast<size_t>(qh) * tokens * d];
       for (int t = 0; t < tokens; ++t) {
         // Isotropic noise is invariant under rotation, so only the mean part
@@ -580,7 +651,8 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
         const float norm = q_mean_norm * std::exp(0.15f * rng.Normal());
         for (int c = 0; c < d; ++c) pre[c] = norm * uq[c];
         rope.Apply(t, low, half, pre.data());
-        for (int c = 0; c < d; ++c) row[c] = pre[c] + q_sigma * rng.Normal();
+        rng.Normals(row, d);
+        for (int c = 0; c < d; ++c) row[c] = pre[c] + q_sigma * row[c];
       }
     }
   }
@@ -598,13 +670,15 @@ absl::StatusOr<KvSample> GenerateSynthetic(const SyntheticOptions& opts) {
   }
   KvSample s;
   s.name = absl::StrCat("synthetic:", g->name, ":seed=", opts.seed);
-  s.num_layers = opts.max_layers == 0 ? g->num_layers : std::min(opts.max_layers, g->num_layers);
+  s.num_layers =
+      opts.max_layers == 0 ? g->num_layers : std::min(opts.max_layers, g->num_layers);
   s.kv_heads = g->kv_heads;
   s.q_heads = g->q_heads;
   s.head_dim = g->head_dim;
   s.tokens = opts.tokens;
-  const uint64_t floats = static_cast<uint64_t>(s.num_layers) * (2 * s.kv_heads + s.q_heads) *
-                          static_cast<uint64_t>(s.tokens) * s.head_dim;
+  const uint64_t floats = static_cast<uint64_t>(s.num_layers) *
+                          (2 * s.kv_heads + s.q_heads) * static_cast<uint64_t>(s.tokens) *
+                          s.head_dim;
   if (floats > kMaxSyntheticFloats) {
     return absl::InvalidArgumentError(
         absl::StrCat("synthetic: ", floats, " floats requested, limit is 2^31"));

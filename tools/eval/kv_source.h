@@ -60,8 +60,9 @@ absl::StatusOr<Geometry> FindGeometry(std::string_view name);
 //   kInvalidArgument anything else malformed: header length over 100 MiB, header
 //                    not a JSON object, bad metadata value, missing tensor, other
 //                    dtype, shape that disagrees with the metadata or with layer 0,
-//                    data_offsets whose length does not match shape and dtype, or
-//                    that point outside the data area of a non-packed layout;
+//                    data_offsets whose length does not match shape and dtype,
+//                    that overlap, or that point outside the data area of a
+//                    non-packed layout;
 //   kInternal        the file exists but cannot be read.
 // Never reads out of bounds, whatever the input.
 absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path);
@@ -80,15 +81,23 @@ struct SyntheticOptions {
   int max_layers = 0;
 };
 
-// Generates a synthetic sample, bit-identical for the same options on any
-// platform with IEEE floats. Per layer and KV head it has: 2-4 fixed outlier key
-// channels (offsets of 8-14x the typical channel scale) in low-frequency RoPE
-// pairs; RoPE on keys and queries (NeoX rotate_half, theta 500000 for llama3-*,
-// 10000 otherwise); queries drawn around a per-head mean direction; in most
-// heads an attention sink at token 0 and, in all heads, ~1.5% heavy-hitter
-// tokens whose keys align with that direction; Gaussian values of RMS ~1 with
-// mildly varying channel scales (one strong channel in layer 0) and a small
-// value at the sink token.
+// Generates a synthetic sample with the structure of large LLaMA-family KV
+// caches, per layer and KV head:
+//   keys:    2-4 fixed outlier channels in low-frequency RoPE pairs, with
+//            offsets of 12-16x a typical channel's standard deviation; RMS
+//            growing from 1.3 (layer 0) to 2.3 (last layer);
+//   RoPE:    on keys and queries, NeoX rotate_half, theta 500000 for llama3-*
+//            and 10000 otherwise;
+//   queries: a per-head mean direction (shared mostly within a GQA group) plus
+//            isotropic noise, scaled so that the logits' spread over keys is ~1.2;
+//   sinks:   in ~90% of KV heads token 0's key aligns with the mean query
+//            direction (logit 4.5-6.5 above typical); in the rest weakly;
+//   hitters: ~1.5% of the tokens (shared by the heads of a layer) align too
+//            (logit 2-3 above typical);
+//   values:  Gaussian, RMS ~1, mildly varying channel scales, one 4x channel
+//            per head in layer 0, and a 10x smaller value at token 0.
+// The same options give the same sample on every run, bit for bit; other
+// platforms agree up to last-bit differences of their std::exp/log/cos.
 // Errors: kNotFound for an unknown geometry; kInvalidArgument for tokens < 1,
 // max_layers < 0 or a sample of more than 2^31 floats.
 absl::StatusOr<KvSample> GenerateSynthetic(const SyntheticOptions& opts);
