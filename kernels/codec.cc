@@ -121,6 +121,9 @@ absl::Status ValidateConfig(const CodecConfig& c) {
   if (c.key_channel_scale && c.kind != CodecKind::kQaq) {
     return absl::InvalidArgumentError("config.key_channel_scale: only for qaq");
   }
+  if (c.key_channel_center && c.kind != CodecKind::kQaq) {
+    return absl::InvalidArgumentError("config.key_channel_center: only for qaq");
+  }
   return absl::OkStatus();
 }
 
@@ -201,6 +204,7 @@ std::string CodecConfig::Name() const {
   }
   if (group == GroupLevel::kLayer) n += "-layer";
   if (key_channel_scale) n += "-cs";
+  if (key_channel_center) n += "-cc";
   if (kind == CodecKind::kQaq) {
     absl::StrAppend(&n, ":s=", sigma_s, ",x=", sigma_x, ",o=", outlier_ratio, ",b=", b_min,
                     "-", b_max);
@@ -231,6 +235,8 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
       c.group = GroupLevel::kLayer;
     } else if (parts[i] == "cs" && c.kind == CodecKind::kQaq) {
       c.key_channel_scale = true;
+    } else if (parts[i] == "cc" && c.kind == CodecKind::kQaq) {
+      c.key_channel_center = true;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("codec: unknown variant '", parts[i], "' of ", base));
@@ -305,6 +311,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
     header.flags |= internal::kFlagLayerGroups;
   }
   if (config.key_channel_scale) header.flags |= internal::kFlagKeyChannelScale;
+  if (config.key_channel_center) header.flags |= internal::kFlagKeyChannelCenter;
   if (config.kind == CodecKind::kKivi2) {
     header.kivi_group = static_cast<uint16_t>(config.kivi_group);
     header.kivi_residual = static_cast<uint32_t>(std::min(config.kivi_residual, shape.tokens));
@@ -346,26 +353,53 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
         if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
       }
       const float* x = raw.data();
-      if (keys && config.key_channel_scale) {
+      if (keys && (config.key_channel_scale || config.key_channel_center)) {
         const int H = shape.kv_heads, D = shape.head_dim, TT = shape.tokens;
-        task.channel_scale.assign(size_t(H) * D, 0);
-        for (int h = 0; h < H; ++h)
-          for (int d = 0; d < D; ++d) {
-            float m = 0;
-            for (int t = 0; t < TT; ++t) {
-              const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d]);
-              if (std::isfinite(a)) m = std::max(m, a);
+        // Centering first: the mean of each channel over the page's finite
+        // values, rounded to fp16, is what the decoder adds back.
+        std::vector<float> center(size_t(H) * D, 0.0f);
+        if (config.key_channel_center) {
+          task.channel_offset.assign(size_t(H) * D, 0);
+          for (int h = 0; h < H; ++h)
+            for (int d = 0; d < D; ++d) {
+              double sum = 0;
+              int64_t n = 0;
+              for (int t = 0; t < TT; ++t) {
+                const float a = raw[(size_t(h) * TT + t) * D + d];
+                if (std::isfinite(a)) {
+                  sum += a;
+                  ++n;
+                }
+              }
+              const uint16_t m = FloatToHalf(n > 0 ? static_cast<float>(sum / n) : 0.0f);
+              task.channel_offset[size_t(h) * D + d] = m;
+              center[size_t(h) * D + d] = HalfToFloat(m);
             }
-            uint16_t c = internal::FloatToHalfUp(m);
-            if (!(HalfToFloat(c) > 0) || !std::isfinite(HalfToFloat(c))) c = FloatToHalf(1.0f);
-            task.channel_scale[size_t(h) * D + d] = c;
-          }
+        }
+        std::vector<float> scale(size_t(H) * D, 1.0f);
+        if (config.key_channel_scale) {
+          task.channel_scale.assign(size_t(H) * D, 0);
+          for (int h = 0; h < H; ++h)
+            for (int d = 0; d < D; ++d) {
+              float m = 0;
+              for (int t = 0; t < TT; ++t) {
+                const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d] - center[size_t(h) * D + d]);
+                if (std::isfinite(a)) m = std::max(m, a);
+              }
+              uint16_t c = internal::FloatToHalfUp(m);
+              if (!(HalfToFloat(c) > 0) || !std::isfinite(HalfToFloat(c))) c = FloatToHalf(1.0f);
+              task.channel_scale[size_t(h) * D + d] = c;
+              scale[size_t(h) * D + d] = HalfToFloat(c);
+            }
+        }
+        // x' = (x - center) / scale; decode computes x'^ * scale + center.
         scaled.resize(raw.size());
         for (int h = 0; h < H; ++h)
           for (int t = 0; t < TT; ++t)
             for (int d = 0; d < D; ++d) {
               const size_t i = (size_t(h) * TT + t) * D + d;
-              scaled[i] = raw[i] / HalfToFloat(task.channel_scale[size_t(h) * D + d]);
+              const size_t c = size_t(h) * D + d;
+              scaled[i] = (raw[i] - center[c]) / scale[c];
             }
         x = scaled.data();
       }
@@ -603,8 +637,10 @@ absl::StatusOr<WindowStats> ComputeWindowStats(const WindowInputs& in) {
       }
     }
   }
+  // Tokens seen by fewer than n queries (all of them when there are none)
+  // have no prediction: -1 selects b_max.
   for (int64_t t = 0; t < T; ++t) {
-    if (seen[t] < n) for (int64_t h = 0; h < H; ++h) out.attention[t * H + h] = -1.0f;
+    if (n == 0 || seen[t] < n) for (int64_t h = 0; h < H; ++h) out.attention[t * H + h] = -1.0f;
   }
   // Q2: 90th percentile of |q / sqrt(D)|^2 over the window, per KV head.
   out.q2.resize(H);

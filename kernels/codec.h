@@ -57,6 +57,12 @@ struct CodecConfig {
   // scale (max |k| of the channel over the page) before per-token
   // quantization, since key outliers sit in fixed channels.
   bool key_channel_scale = false;
+  // Variant `qaq-cc` (beyond the paper): the per-channel mean of the keys over
+  // the page (fp16) is subtracted before per-token quantization and added
+  // back on decode. LLaMA-family key outliers are mostly large constant
+  // offsets in fixed channels; centering removes them from every token's
+  // range without amplifying the error the way scaling does.
+  bool key_channel_center = false;
   // QAQ attention window n: how many recent queries predict a token's
   // attention. Used by whoever computes the side inputs (ComputeWindowStats,
   // the evaluator); not stored in the page.

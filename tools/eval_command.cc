@@ -17,13 +17,15 @@ std::vector<std::string> DefaultCodecs() {
       "int4",
       "kivi2",
       "kivi2:r=32",
-      "qaq:s=1e-3,x=1e-3,o=0.01",   // plain QAQ, 1% outliers (QAQ.md defaults)
-      "qaq:s=7e-4,x=2e-4,o=0",      // ablation: no outliers
-      "qaq:s=1e-3,x=1e-3,o=0",
+      "qaq:s=1e-3,x=1e-3,o=0.01",      // plain QAQ, QAQ.md defaults (1% outliers)
       "qaq:s=1e-3,x=1e-3,o=0.01,w=1",  // ablation: window n = 1
-      "qaq-layer:s=1e-3,x=1e-3,o=0.01",
-      "qaq-cs:s=1e-3,x=1e-3,o=0",
+      "qaq:s=1e-3,x=1e-3,o=0",         // ablation: no outliers
+      "qaq:s=5e-4,x=2e-4,o=0",
+      "qaq-layer:s=5e-4,x=2e-4,o=0",
       "qaq-cs:s=5e-4,x=2e-4,o=0",
+      "qaq-cc:s=5e-4,x=2e-4,o=0",
+      "qaq-cc:s=3e-4,x=2e-2,o=0",
+      "qaq-cc:s=5e-4,x=2e-2,o=0",
   };
 }
 
@@ -31,11 +33,14 @@ namespace {
 
 std::vector<std::string> SweepCodecs() {
   std::vector<std::string> out = {"fp16", "int8", "int4", "kivi2", "kivi2:r=32"};
-  const char* sigmas[] = {"1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "5e-3"};
-  for (const char* base : {"qaq", "qaq-layer", "qaq-cs"})
-    for (const char* o : {"0", "0.01"})
-      for (const char* s : sigmas)
-        for (const char* x : sigmas) out.push_back(absl::StrCat(base, ":s=", s, ",x=", x, ",o=", o));
+  const char* key_sigmas[] = {"1e-4", "3e-4", "5e-4", "1e-3", "2e-3", "5e-3"};
+  const char* value_sigmas[] = {"2e-4", "5e-4", "1e-3", "2e-3", "5e-3", "1e-2", "2e-2", "5e-2"};
+  const std::pair<const char*, const char*> variants[] = {
+      {"qaq", "0.01"}, {"qaq", "0"},    {"qaq-layer", "0.01"},
+      {"qaq-layer", "0"}, {"qaq-cs", "0"}, {"qaq-cc", "0"}};
+  for (const auto& [base, o] : variants)
+    for (const char* s : key_sigmas)
+      for (const char* x : value_sigmas) out.push_back(absl::StrCat(base, ":s=", s, ",x=", x, ",o=", o));
   return out;
 }
 

@@ -1,10 +1,21 @@
 #include "kernels/internal/fast.h"
 
+#include <cpuid.h>
+
 namespace qaqkv {
+
+namespace {
+// F16C is read from CPUID directly: clang 14 does not know it as a
+// __builtin_cpu_supports feature name.
+bool CpuHasF16c() {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+}  // namespace
 
 bool CpuHasAvx2() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+                          __builtin_cpu_supports("bmi2") && CpuHasF16c();
   return has;
 }
 
@@ -19,7 +30,8 @@ namespace internal {
 bool FastPathSupports(const PageHeader& h) {
   const bool kind_ok = h.kind == CodecKind::kInt8 || h.kind == CodecKind::kInt4 ||
                        h.kind == CodecKind::kQaq;
-  return kind_ok && CpuHasAvx2() && (h.flags & (kFlagLayerGroups | kFlagKeyChannelScale)) == 0 &&
+  return kind_ok && CpuHasAvx2() &&
+         (h.flags & (kFlagLayerGroups | kFlagKeyChannelScale | kFlagKeyChannelCenter)) == 0 &&
          h.outliers <= 1 && h.head_dim <= kMaxHeadDim;
 }
 

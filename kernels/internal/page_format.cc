@@ -59,7 +59,7 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
   h.kivi_residual = GetU32(p + 20);
   h.k_bytes = GetU32(p + 24);
   h.v_bytes = GetU32(p + 28);
-  if ((h.flags & ~(kFlagLayerGroups | kFlagKeyChannelScale)) != 0) {
+  if ((h.flags & ~(kFlagLayerGroups | kFlagKeyChannelScale | kFlagKeyChannelCenter)) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("page: unknown flags ", h.flags));
   }
   if (h.tokens == 0 || h.tokens > kMaxTokens || h.kv_heads == 0 ||
@@ -68,6 +68,9 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
     return absl::InvalidArgumentError(
         absl::StrCat("page: impossible shape tokens=", h.tokens, " kv_heads=", h.kv_heads,
                      " head_dim=", h.head_dim));
+  }
+  if ((h.flags & (kFlagKeyChannelScale | kFlagKeyChannelCenter)) != 0 && h.kind != CodecKind::kQaq) {
+    return absl::InvalidArgumentError("page: key channel transforms are only valid for qaq");
   }
   if (h.kind == CodecKind::kKivi2 && (h.kivi_group == 0 || h.kivi_residual > h.tokens)) {
     return absl::InvalidArgumentError("page: bad kivi group or residual");

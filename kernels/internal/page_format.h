@@ -30,6 +30,7 @@ inline constexpr int64_t kMaxPageValues = int64_t{1} << 30;
 
 inline constexpr uint8_t kFlagLayerGroups = 1u << 0;
 inline constexpr uint8_t kFlagKeyChannelScale = 1u << 1;
+inline constexpr uint8_t kFlagKeyChannelCenter = 1u << 2;
 
 struct PageHeader {
   CodecKind kind = CodecKind::kQaq;

@@ -120,7 +120,9 @@ void DecodeTensorReference(const SectionView& v, float* out) {
         bitpos += w;
       }
       float r = DequantizeValue(code, lo, step);
-      if (!v.channel_scale.empty()) r *= HalfToFloat(GetU16(v.channel_scale.data() + (idx / (T * D) * D + idx % D) * 2));
+      const int64_t channel = idx / (T * D) * D + idx % D;
+      if (!v.channel_scale.empty()) r *= HalfToFloat(GetU16(v.channel_scale.data() + channel * 2));
+      if (!v.channel_offset.empty()) r += HalfToFloat(GetU16(v.channel_offset.data() + channel * 2));
       out[idx] = r;
     });
     ++q;

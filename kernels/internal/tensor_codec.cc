@@ -43,7 +43,8 @@ TensorTask TaskShape(const PageHeader& h, bool keys) {
 }
 
 size_t SectionSize(const TensorTask& task, const TensorEncoding& enc) {
-  size_t n = task.channel_scale.size() * 2 + 4 + enc.exact_groups.size() * 4;
+  size_t n = (task.channel_scale.size() + task.channel_offset.size()) * 2 + 4 +
+             enc.exact_groups.size() * 4;
   if (task.variable_widths) n += (enc.widths.size() + 1) / 2;
   n += (enc.lo.size() + enc.step.size() + enc.outlier_values.size()) * 2;
   n += enc.outlier_index.size() * OutlierIndexBytes(task.geo.MaxGroupSize());
@@ -53,6 +54,7 @@ size_t SectionSize(const TensorTask& task, const TensorEncoding& enc) {
 
 void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<uint8_t>& out) {
   AppendU16s(task.channel_scale, out);
+  AppendU16s(task.channel_offset, out);
   const size_t at = out.size();
   out.resize(at + 4 + enc.exact_groups.size() * 4);
   PutU32(out.data() + at, static_cast<uint32_t>(enc.exact_groups.size()));
@@ -101,6 +103,11 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
       auto cs = Take(rest, uint64_t(H * D) * 2, "channel scales", keys);
       if (!cs.ok()) return cs.status();
       v.channel_scale = *cs;
+    }
+    if (keys && (h.flags & kFlagKeyChannelCenter)) {
+      auto cc = Take(rest, uint64_t(H * D) * 2, "channel offsets", keys);
+      if (!cc.ok()) return cc.status();
+      v.channel_offset = *cc;
     }
     const int64_t G = v.geo.groups();
     auto count = Take(rest, 4, "exact group count", keys);

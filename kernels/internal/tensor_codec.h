@@ -25,6 +25,8 @@ struct TensorTask {
   std::vector<float> group_e;
   // qaq-cs keys: per-channel fp16 scales [kv_heads * head_dim]; empty if unused.
   std::vector<uint16_t> channel_scale;
+  // qaq-cc keys: per-channel fp16 means subtracted before quantization.
+  std::vector<uint16_t> channel_offset;
 };
 
 struct TensorEncoding {
@@ -52,7 +54,8 @@ struct SectionView {
   int index_bytes = 1;
   bool variable_widths = false;
   int fixed_bits = 0;
-  std::span<const uint8_t> channel_scale;
+  std::span<const uint8_t> channel_scale;   // u16 each, empty unless qaq-cs
+  std::span<const uint8_t> channel_offset;  // u16 each, empty unless qaq-cc
   std::span<const uint8_t> exact_groups;   // u32 each
   std::span<const uint8_t> widths;         // nibbles
   std::span<const uint8_t> lo, step;       // u16 each

@@ -417,14 +417,14 @@ TEST(SyntheticTest, MatchesGoldenValues) {
   ASSERT_TRUE(s.ok()) << s.status();
   const LayerKv& l0 = s->layers[0];
   const LayerKv& l3 = s->layers[3];
-  EXPECT_FLOAT_EQ(l0.k[0], 0.0748240799f);
-  EXPECT_FLOAT_EQ(l0.k[63], -0.290602952f);
-  EXPECT_FLOAT_EQ(l3.k[100], 1.45188713f);
-  EXPECT_FLOAT_EQ(l3.k[255], -0.352489978f);
-  EXPECT_FLOAT_EQ(l3.v[7], 0.0649189577f);
-  EXPECT_FLOAT_EQ(l3.v[200], -0.642643213f);
-  EXPECT_FLOAT_EQ(l3.q[0], 1.41860831f);
-  EXPECT_FLOAT_EQ(l3.q[511], -2.44726801f);
+  EXPECT_FLOAT_EQ(l0.k[0], 0.1138237f);
+  EXPECT_FLOAT_EQ(l0.k[63], -0.44207022f);
+  EXPECT_FLOAT_EQ(l3.k[100], 2.2169442f);
+  EXPECT_FLOAT_EQ(l3.k[255], -0.53823102f);
+  EXPECT_FLOAT_EQ(l3.v[7], -0.020010635f);
+  EXPECT_FLOAT_EQ(l3.v[200], 0.6334843f);
+  EXPECT_FLOAT_EQ(l3.q[0], 0.21399787f);
+  EXPECT_FLOAT_EQ(l3.q[511], 1.804914f);
 }
 
 // Causal softmax(q.k / sqrt(D)) statistics of one sample, over all query heads.
@@ -511,11 +511,15 @@ TEST(SyntheticTest, KeysHaveOutlierChannelsAndValuesAreTame) {
       for (int c = 0; c < d; ++c) {
         sink_v += std::fabs(l.v[static_cast<size_t>(h) * t_n * d + c]) / d;
       }
-      for (auto* m : {&mean_abs, &max_abs}) {
+      // Outlier channels are large constant offsets: far above the median by
+      // mean |k|, and still clearly above it by max |k| (which the median
+      // channel's noise tail inflates).
+      const std::pair<std::vector<double>*, double> metrics[] = {{&mean_abs, 5.0}, {&max_abs, 3.0}};
+      for (const auto& [m, ratio] : metrics) {
         std::vector<double> sorted = *m;
         std::sort(sorted.begin(), sorted.end());
-        EXPECT_GT(sorted.back() / sorted[d / 2], 5.0) << "head " << h;
-        EXPECT_GT(sorted[d - 2] / sorted[d / 2], 4.0) << "head " << h;  // at least 2
+        EXPECT_GT(sorted.back() / sorted[d / 2], ratio) << "head " << h;
+        EXPECT_GT(sorted[d - 2] / sorted[d / 2], ratio * 0.8) << "head " << h;  // at least 2
       }
       EXPECT_LT(sink_v, 0.3);
     }

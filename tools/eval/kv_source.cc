@@ -588,7 +588,7 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
       std::swap(pairs[j], pairs[j + rng.Below(static_cast<int>(pairs.size()) - j)]);
       const int c = pairs[j] + (rng.Below(2) == 1 ? half : 0);
       k_offset[c] =
-          static_cast<float>((rng.Below(2) == 1 ? 1 : -1) * rng.Uniform(12, 16));
+          static_cast<float>((rng.Below(2) == 1 ? 1 : -1) * rng.Uniform(7, 10));
       k_scale[c] = 2.0f;
     }
     double mean_square = 0;
@@ -631,12 +631,20 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
     const float v_norm = static_cast<float>(std::sqrt(d / v_norm2));
     for (float& s : v_scale) s *= v_norm;
     if (l == 0) v_scale[rng.Below(d)] *= 4.0f;
+    // Values of real models share a per-head mean direction (the output of
+    // attention is not an average of independent noise); without it every
+    // codec's relative output error is inflated several times.
+    std::vector<float> v_mean(d);
+    rng.Normals(v_mean.data(), d);
     float* v = &out.v[static_cast<size_t>(h) * tokens * d];
     for (int t = 0; t < tokens; ++t) {
       float* row = v + static_cast<size_t>(t) * d;
       rng.Normals(row, d);
       const float sink_scale = t == 0 ? 0.1f : 1.0f;
-      for (int c = 0; c < d; ++c) row[c] *= sink_scale * v_scale[c];
+      // Mean and noise of unit variance each: divide by sqrt(2) to keep RMS ~1.
+      for (int c = 0; c < d; ++c) {
+        row[c] = sink_scale * v_scale[c] * (row[c] + v_mean[c]) * 0.70710678f;
+      }
     }
 
     for (int qh = h * group; qh < (h + 1) * group; ++qh) {

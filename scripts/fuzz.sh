@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the `fuzz` preset (clang, libFuzzer + ASan + UBSan), seeds a corpus
+# with valid pages of every codec and fuzzes the page decoder.
+#   FUZZ_SECONDS=600 scripts/fuzz.sh          # longer run
+#   FUZZ_CORPUS=/path scripts/fuzz.sh          # keep the corpus elsewhere
+# Exits non-zero when the fuzzer finds a crash (the reproducer is written to
+# build/fuzz/artifacts/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${FUZZ_SECONDS:-60}"
+corpus="${FUZZ_CORPUS:-build/fuzz/corpus}"
+artifacts=build/fuzz/artifacts
+
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz --target page_decode_fuzzer page_seed_writer
+mkdir -p "$corpus" "$artifacts"
+build/fuzz/tests/fuzz/page_seed_writer "$corpus"
+build/fuzz/tests/fuzz/page_decode_fuzzer -max_total_time="$seconds" -max_len=8192 \
+  -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+  -artifact_prefix="$artifacts/" "$corpus"

@@ -1,0 +1,241 @@
+// The fast CPU backend must write exactly the reference's bytes and decode to
+// exactly the reference's values, on random inputs drawn fresh each run.
+// Reproduce a failure with QAQKV_TEST_SEED=<printed seed>.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/codec.h"
+#include "kernels/internal/half.h"
+
+namespace qaqkv {
+namespace {
+
+using internal::FloatToHalf;
+
+uint64_t TestSeed() {
+  static const uint64_t seed = [] {
+    if (const char* s = std::getenv("QAQKV_TEST_SEED")) return static_cast<uint64_t>(std::strtoull(s, nullptr, 0));
+    std::random_device rd;
+    return (uint64_t{rd()} << 32) | rd();
+  }();
+  return seed;
+}
+
+enum class Fill { kNormal, kTies, kConstantGroups, kNonFinite, kHeavyTails, kCount };
+
+const char* FillName(Fill f) {
+  switch (f) {
+    case Fill::kNormal: return "normal";
+    case Fill::kTies: return "ties";
+    case Fill::kConstantGroups: return "constant-groups";
+    case Fill::kNonFinite: return "nan-inf";
+    case Fill::kHeavyTails: return "heavy-tails";
+    case Fill::kCount: break;
+  }
+  return "?";
+}
+
+// Values in NHD order, already representable in fp16 range.
+std::vector<float> Values(std::mt19937_64& rng, const PageShape& s, Fill fill) {
+  std::normal_distribution<float> n(0, 1);
+  std::vector<float> x(s.values());
+  const float scale = std::exp2(static_cast<float>(static_cast<int>(rng() % 13) - 6));
+  switch (fill) {
+    case Fill::kNormal:
+    case Fill::kNonFinite:
+      for (auto& v : x) v = n(rng) * scale;
+      break;
+    case Fill::kTies: {
+      const float set[] = {-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 2.0f};
+      const int m = 1 + static_cast<int>(rng() % 6);
+      for (auto& v : x) v = set[rng() % m] * scale;
+      break;
+    }
+    case Fill::kConstantGroups:
+      for (auto& v : x) v = n(rng) * scale;
+      // Whole tokens (all heads) and single head rows made constant.
+      for (int t = 0; t < s.tokens; ++t) {
+        const int r = static_cast<int>(rng() % 4);
+        if (r == 0) {
+          const float c = n(rng);
+          for (int64_t i = int64_t{t} * s.kv_heads * s.head_dim;
+               i < int64_t{t + 1} * s.kv_heads * s.head_dim; ++i)
+            x[i] = c;
+        } else if (r == 1) {
+          const int h = static_cast<int>(rng() % s.kv_heads);
+          const float c = (rng() & 1) ? 0.0f : n(rng);
+          for (int d = 0; d < s.head_dim; ++d) x[(int64_t{t} * s.kv_heads + h) * s.head_dim + d] = c;
+        }
+      }
+      break;
+    case Fill::kHeavyTails:
+      for (auto& v : x) {
+        v = n(rng) * scale;
+        if (rng() % 50 == 0) v *= 1000.0f;
+        if (std::fabs(v) > 60000.0f) v = std::copysign(60000.0f, v);
+      }
+      break;
+    case Fill::kCount: break;
+  }
+  if (fill == Fill::kNonFinite) {
+    const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity()};
+    const int64_t count = 1 + static_cast<int64_t>(rng() % 6);
+    for (int64_t i = 0; i < count; ++i) x[rng() % x.size()] = specials[rng() % 3];
+  }
+  return x;
+}
+
+std::vector<uint8_t> ToBytes(const std::vector<float>& nhd, const PageShape& s, DType dt,
+                             Layout l) {
+  const size_t es = dt == DType::kF32 ? 4 : 2;
+  std::vector<uint8_t> out(nhd.size() * es);
+  for (int t = 0; t < s.tokens; ++t)
+    for (int h = 0; h < s.kv_heads; ++h)
+      for (int d = 0; d < s.head_dim; ++d) {
+        const float x = nhd[(int64_t{t} * s.kv_heads + h) * s.head_dim + d];
+        const int64_t o = l == Layout::kNHD ? (int64_t{t} * s.kv_heads + h) * s.head_dim + d
+                                            : (int64_t{h} * s.tokens + t) * s.head_dim + d;
+        if (dt == DType::kF32) {
+          std::memcpy(out.data() + o * 4, &x, 4);
+        } else {
+          const uint16_t b = dt == DType::kF16 ? FloatToHalf(x) : internal::FloatToBf16(x);
+          std::memcpy(out.data() + o * 2, &b, 2);
+        }
+      }
+  return out;
+}
+
+struct Case {
+  std::string codec;
+  PageShape shape;
+  DType dtype;
+  Layout layout;
+  Fill fill;
+  int side;  // 0 none, 1 attention + q2, 2 attention with negatives + q2
+};
+
+std::string Describe(const Case& c) {
+  return c.codec + " " + std::to_string(c.shape.tokens) + "x" + std::to_string(c.shape.kv_heads) +
+         "x" + std::to_string(c.shape.head_dim) + " dtype " + std::to_string(int(c.dtype)) +
+         " layout " + std::to_string(int(c.layout)) + " fill " + FillName(c.fill) + " side " +
+         std::to_string(c.side);
+}
+
+void RunCase(std::mt19937_64& rng, const Case& c) {
+  SCOPED_TRACE(Describe(c));
+  auto cfg = ParseCodecConfig(c.codec);
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  const PageShape& s = c.shape;
+  const auto kx = Values(rng, s, c.fill), vx = Values(rng, s, c.fill);
+  const auto kb = ToBytes(kx, s, c.dtype, c.layout), vb = ToBytes(vx, s, c.dtype, c.layout);
+  std::vector<float> att, q2;
+  QaqSideInputs side;
+  if (c.side > 0) {
+    std::uniform_real_distribution<float> u(0, 1);
+    att.resize(size_t(s.tokens) * s.kv_heads);
+    for (auto& a : att) {
+      const float r = u(rng);
+      a = r < 0.1f ? 0.0f : r < 0.3f ? std::pow(10.0f, -8 * u(rng)) : u(rng);
+      if (c.side == 2 && rng() % 5 == 0) a = -1.0f;
+    }
+    q2.resize(s.kv_heads);
+    for (auto& q : q2) q = std::pow(10.0f, 4 * u(rng) - 2);
+    side.attention = att;
+    side.q2 = q2;
+    if (rng() % 3 == 0) side.context_tokens = s.tokens + static_cast<int64_t>(rng() % 4096);
+  }
+  const TensorView k{kb.data(), c.dtype, c.layout}, v{vb.data(), c.dtype, c.layout};
+  auto ref = EncodePage(*cfg, s, k, v, side, Backend::kReference);
+  auto fast = EncodePage(*cfg, s, k, v, side, Backend::kFast);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  ASSERT_EQ(ref->size(), fast->size());
+  if (*ref != *fast) {
+    size_t i = 0;
+    while ((*ref)[i] == (*fast)[i]) ++i;
+    FAIL() << "encoded pages differ first at byte " << i << " of " << ref->size();
+  }
+  for (DType odt : {DType::kF16, DType::kBF16, DType::kF32})
+    for (Layout ol : {Layout::kNHD, Layout::kHND}) {
+      const size_t n = s.values() * (odt == DType::kF32 ? 4 : 2);
+      // Poisoned outputs: every byte must be written by both backends.
+      std::vector<uint8_t> kr(n, 0xa5), vr(n, 0xa5), kf(n, 0x5a), vf(n, 0x5a);
+      ASSERT_EQ(DecodePage(*ref, {kr.data(), odt, ol}, {vr.data(), odt, ol}, &s,
+                           Backend::kReference),
+                absl::OkStatus());
+      ASSERT_EQ(DecodePage(*ref, {kf.data(), odt, ol}, {vf.data(), odt, ol}, &s, Backend::kFast),
+                absl::OkStatus());
+      for (int which = 0; which < 2; ++which) {
+        const auto& r = which ? vr : kr;
+        const auto& f = which ? vf : kf;
+        if (r != f) {
+          size_t i = 0;
+          while (r[i] == f[i]) ++i;
+          FAIL() << (which ? "V" : "K") << " decode differs at byte " << i << " for output dtype "
+                 << int(odt) << " layout " << int(ol);
+        }
+      }
+    }
+}
+
+const char* const kCodecs[] = {"int8",      "int4",        "kivi2",      "kivi2:r=32,g=16",
+                               "qaq:o=0",   "qaq:o=0.01",  "qaq-layer",  "qaq-cs", "qaq-cc",
+                               "qaq:o=0.01,b=2-6", "int8-layer", "int4-layer", "qaq-layer-cs",
+                               "fp16"};
+
+TEST(FastPath, MatchesReferenceByteForByte) {
+  const uint64_t seed = TestSeed();
+  SCOPED_TRACE(testing::Message() << "QAQKV_TEST_SEED=" << seed);
+  std::printf("fast path: %s AVX2=%d AVX-512=%d seed %llu\n", "checking", CpuHasAvx2(),
+              CpuHasAvx512(), static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const DType dtypes[] = {DType::kF16, DType::kBF16, DType::kF32};
+  const Layout layouts[] = {Layout::kNHD, Layout::kHND};
+  int i = 0;
+  for (int tokens : {1, 7, 67, 255, 256, 257})
+    for (int head_dim : {64, 128, 256})
+      for (const char* codec : kCodecs) {
+        Case c;
+        c.codec = codec;
+        // Big pages get fewer heads to keep the sweep quick.
+        const int max_heads = tokens * head_dim > 20000 ? 2 : 4;
+        c.shape = {tokens, 1 + static_cast<int>(rng() % max_heads), head_dim};
+        c.dtype = dtypes[rng() % 3];
+        c.layout = layouts[rng() % 2];
+        c.fill = static_cast<Fill>(i % static_cast<int>(Fill::kCount));
+        c.side = i % 3;
+        ++i;
+        RunCase(rng, c);
+        if (HasFatalFailure() || HasFailure()) return;
+      }
+}
+
+TEST(FastPath, AwkwardShapes) {
+  const uint64_t seed = TestSeed() ^ 0x9e3779b97f4a7c15ull;
+  SCOPED_TRACE(testing::Message() << "QAQKV_TEST_SEED=" << TestSeed());
+  std::mt19937_64 rng(seed);
+  // Head dims that are not multiples of a vector, layer groups over many heads.
+  const PageShape shapes[] = {{1, 1, 1},  {3, 1, 7},   {5, 3, 33},  {17, 8, 64},
+                              {9, 4, 96}, {2, 16, 128}, {31, 2, 257}, {4, 1, 1024}};
+  int i = 0;
+  for (const PageShape& s : shapes)
+    for (const char* codec : kCodecs)
+      for (DType dt : {DType::kF16, DType::kBF16, DType::kF32}) {
+        Case c{codec, s, dt, (i & 1) ? Layout::kHND : Layout::kNHD,
+               static_cast<Fill>(i % static_cast<int>(Fill::kCount)), (i / 2) % 3};
+        ++i;
+        RunCase(rng, c);
+        if (HasFatalFailure() || HasFailure()) return;
+      }
+}
+
+}  // namespace
+}  // namespace qaqkv
