@@ -642,25 +642,43 @@ absl::StatusOr<WindowStats> ComputeWindowStats(const WindowInputs& in) {
   for (int64_t t = 0; t < T; ++t) {
     if (n == 0 || seen[t] < n) for (int64_t h = 0; h < H; ++h) out.attention[t * H + h] = -1.0f;
   }
-  // Q2: 90th percentile of |q / sqrt(D)|^2 over the window, per KV head.
-  out.q2.resize(H);
-  std::vector<float> norms;
-  for (int64_t h = 0; h < H; ++h) {
+  auto q2 = ComputeQ2(in.queries, in.q_heads, in.kv_heads, in.head_dim, 0.9);
+  if (!q2.ok()) return q2.status();
+  out.q2 = std::move(*q2);
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> ComputeQ2(std::span<const float> queries, int q_heads,
+                                             int kv_heads, int head_dim, double percentile) {
+  if (kv_heads < 1) return absl::InvalidArgumentError("q2.kv_heads: must be >= 1");
+  if (q_heads < kv_heads || q_heads % kv_heads != 0) {
+    return absl::InvalidArgumentError("q2.q_heads: must be a multiple of kv_heads");
+  }
+  if (head_dim < 1) return absl::InvalidArgumentError("q2.head_dim: must be >= 1");
+  if (!(percentile > 0 && percentile <= 1)) {
+    return absl::InvalidArgumentError("q2.percentile: must be in (0, 1]");
+  }
+  const int64_t Q = q_heads, D = head_dim, group = q_heads / kv_heads;
+  if (queries.size() % size_t(Q * D) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("q2.queries: ", queries.size(),
+                                                   " values is not a multiple of q_heads*head_dim"));
+  }
+  const int64_t n = static_cast<int64_t>(queries.size()) / (Q * D);
+  std::vector<float> out(kv_heads, kDefaultQ2), norms;
+  if (n == 0) return out;
+  for (int64_t h = 0; h < kv_heads; ++h) {
     norms.clear();
     for (int64_t i = 0; i < n; ++i)
       for (int64_t qh = h * group; qh < (h + 1) * group; ++qh) {
-        const float* q = in.queries.data() + (i * Q + qh) * D;
+        const float* q = queries.data() + (i * Q + qh) * D;
         double s = 0;
         for (int64_t d = 0; d < D; ++d) s += double(q[d]) * q[d];
         norms.push_back(static_cast<float>(s / D));
       }
-    if (norms.empty()) {
-      out.q2[h] = kDefaultQ2;
-      continue;
-    }
-    std::sort(norms.begin(), norms.end());
-    const size_t idx = static_cast<size_t>(std::ceil(0.9 * norms.size())) - 1;
-    out.q2[h] = std::max(norms[std::min(idx, norms.size() - 1)], 1e-12f);
+    const size_t idx = std::min(norms.size() - 1,
+                                static_cast<size_t>(std::ceil(percentile * norms.size())) - 1);
+    std::nth_element(norms.begin(), norms.begin() + idx, norms.end());
+    out[h] = std::max(norms[idx], 1e-12f);
   }
   return out;
 }

@@ -187,6 +187,15 @@ struct WindowStats {
 };
 absl::StatusOr<WindowStats> ComputeWindowStats(const WindowInputs& in);
 
+// Q2 per KV head from any set of queries `queries[i][q_head][d]` (after RoPE,
+// unscaled): the `percentile` (in (0, 1]) of |q / sqrt(D)|^2 over the queries
+// and the query heads of each KV head's group. The paper measures this
+// percentile over the model's query distribution; a worker can feed every
+// query of the prefix, which is steadier than the window alone.
+absl::StatusOr<std::vector<float>> ComputeQ2(std::span<const float> queries, int q_heads,
+                                             int kv_heads, int head_dim,
+                                             double percentile = 0.9);
+
 // Names for messages and flags.
 std::string_view CodecKindName(CodecKind kind);
 bool CpuHasAvx2();

@@ -148,5 +148,34 @@ TEST(WindowStats, BadInputs) {
   ExpectInvalid(in, "window.query_positions");
 }
 
+// Q2 from an arbitrary set of queries: 2 kv heads, 4 query heads (groups of
+// 2), D = 4, three queries. |q/2|^2 of query head j at query i is
+// (i + 1) * (j + 1) when every component is sqrt(i + 1) * sqrt(j + 1).
+TEST(ComputeQ2Test, PercentileOverQueriesAndGroupHeads) {
+  const int n = 3, Q = 4, H = 2, D = 4;
+  std::vector<float> q(size_t(n) * Q * D);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < Q; ++j)
+      for (int d = 0; d < D; ++d) q[(size_t(i) * Q + j) * D + d] = std::sqrt(float((i + 1) * (j + 1)));
+  // KV head 0 sees {1,2,3} x {1,2} = {1,2,2,3,4,6}; head 1 sees {1,2,3} x {3,4}.
+  auto p90 = ComputeQ2(q, Q, H, D, 0.9);
+  ASSERT_TRUE(p90.ok()) << p90.status();
+  EXPECT_FLOAT_EQ((*p90)[0], 6.0f);   // ceil(0.9 * 6) = 6th of 6
+  EXPECT_FLOAT_EQ((*p90)[1], 12.0f);  // {3,4,6,8,9,12}
+  auto p50 = ComputeQ2(q, Q, H, D, 0.5);
+  ASSERT_TRUE(p50.ok());
+  EXPECT_FLOAT_EQ((*p50)[0], 2.0f);  // 3rd of {1,2,2,3,4,6}
+  EXPECT_FLOAT_EQ((*p50)[1], 6.0f);  // 3rd of {3,4,6,8,9,12}
+  auto none = ComputeQ2({}, Q, H, D);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, std::vector<float>(H, kDefaultQ2));
+  EXPECT_EQ(ComputeQ2(q, Q, H, D, 0.0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ComputeQ2(q, 3, H, D).status().code(), absl::StatusCode::kInvalidArgument);
+  const std::vector<float> ragged(5, 1.0f);
+  auto r = ComputeQ2(ragged, Q, H, D);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("q2.queries"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace qaqkv

@@ -85,7 +85,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
   auto work = [&]() {
     std::vector<double> s_exact, x_exact, s_apx, x_apx;
     std::vector<int> top_exact, top_apx;
-    std::vector<float> k_nhd, q_win, kd, vd;
+    std::vector<float> k_nhd, q_win, q_all, kd, vd;
     for (size_t u = next++; u < units.size(); u = next++) {
       const KvSample& smp = *units[u].s;
       const int layer = units[u].layer;
@@ -128,6 +128,19 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
             return;
           }
           ws = std::move(*r);
+          // Q2 over every query of the prefix (the cache has seen them all):
+          // the 90th percentile of ten window norms is too noisy a bound.
+          q_all.resize(size_t(P) * Q * D);
+          for (int t = 0; t < P; ++t)
+            for (int qh = 0; qh < Q; ++qh)
+              std::copy_n(L.q.data() + (size_t(qh) * T + t) * D, D, q_all.data() + (size_t(t) * Q + qh) * D);
+          auto q2 = ComputeQ2(q_all, Q, H, D, 0.9);
+          if (!q2.ok()) {
+            absl::MutexLock l(&mu);
+            first_error.Update(q2.status());
+            return;
+          }
+          ws.q2 = std::move(*q2);
           side.q2 = ws.q2;
         }
         // Encode the prefix page by page (HND fp32 input), decode to HND fp32.
