@@ -152,6 +152,22 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
     if (!ev.ok()) return ev.status();
     v.exact_values = *ev;
 
+    // An encoder only writes finite offsets, non-negative finite steps and
+    // finite outliers (non-finite input goes to exact groups); anything else
+    // is a corrupt page, not data.
+    auto finite_half = [](uint16_t h) { return (h & 0x7c00u) != 0x7c00u; };
+    for (int64_t i = 0; i < quantized; ++i) {
+      const uint16_t lo_h = GetU16(v.lo.data() + i * 2), step_h = GetU16(v.step.data() + i * 2);
+      if (!finite_half(lo_h) || !finite_half(step_h) || (step_h & 0x8000u) != 0) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " quantized group ", i,
+                                                " has a non-finite offset or a bad step"));
+      }
+    }
+    for (uint64_t i = 0; i < n_out; ++i) {
+      if (!finite_half(GetU16(v.outlier_values.data() + i * 2))) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " outlier ", i, " is not finite"));
+      }
+    }
     // Widths and outlier indices decide how many code bits follow; check them
     // all now so decoding never needs a bounds check per value.
     uint64_t bits = 0;
