@@ -353,7 +353,11 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
         if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
       }
       const float* x = raw.data();
-      if (keys && (config.key_channel_scale || config.key_channel_center)) {
+      if (keys && use_fast && (config.key_channel_scale || config.key_channel_center)) {
+        internal::KeyChannelStatsFast(in, shape, config.key_channel_center,
+                                      config.key_channel_scale, task.channel_offset,
+                                      task.channel_scale);
+      } else if (keys && (config.key_channel_scale || config.key_channel_center)) {
         const int H = shape.kv_heads, D = shape.head_dim, TT = shape.tokens;
         // Centering first: the mean of each channel over the page's finite
         // values, rounded to fp16, is what the decoder adds back.

@@ -30,14 +30,22 @@ namespace internal {
 bool FastPathSupports(const PageHeader& h) {
   const bool kind_ok = h.kind == CodecKind::kInt8 || h.kind == CodecKind::kInt4 ||
                        h.kind == CodecKind::kQaq;
-  return kind_ok && CpuHasAvx2() &&
-         (h.flags & (kFlagLayerGroups | kFlagKeyChannelScale | kFlagKeyChannelCenter)) == 0 &&
+  return kind_ok && CpuHasAvx2() && (h.flags & kFlagLayerGroups) == 0 &&
          h.outliers <= 1 && h.head_dim <= kMaxHeadDim;
 }
 
 absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in, TensorEncoding& enc) {
   return CpuHasAvx512() ? avx512::EncodeHeadTensor(task, in, enc)
                         : avx2::EncodeHeadTensor(task, in, enc);
+}
+
+void KeyChannelStatsFast(const TensorView& in, const PageShape& s, bool center, bool scale,
+                         std::vector<uint16_t>& offsets, std::vector<uint16_t>& scales) {
+  if (CpuHasAvx512()) {
+    avx512::KeyChannelStats(in, s.tokens, s.kv_heads, s.head_dim, center, scale, offsets, scales);
+  } else {
+    avx2::KeyChannelStats(in, s.tokens, s.kv_heads, s.head_dim, center, scale, offsets, scales);
+  }
 }
 
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out, DType dtype,

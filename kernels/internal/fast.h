@@ -10,13 +10,18 @@
 
 namespace qaqkv::internal {
 
-// Head-level groups of int8/int4/qaq with at most one outlier per side and
-// no key channel scaling, on a CPU with AVX2, FMA, F16C and BMI2.
+// Head-level groups of int8/int4/qaq (with qaq-cs / qaq-cc keys) with at most
+// one outlier per side, on a CPU with AVX2, FMA, F16C and BMI2.
 bool FastPathSupports(const PageHeader& header);
 // Reads the caller's tensor directly (no canonical copy). kInvalidArgument for
 // a finite value beyond fp16's range.
 absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in,
                               TensorEncoding& enc);
+// qaq-cc / qaq-cs channel statistics of the keys read in place: the same
+// values the reference computes from its canonical copy (fp16 channel means
+// of the finite values, fp16 max |k - mean| rounded up, 1 where that is 0).
+void KeyChannelStatsFast(const TensorView& in, const PageShape& shape, bool center, bool scale,
+                         std::vector<uint16_t>& offsets, std::vector<uint16_t>& scales);
 // Decodes straight into the caller's buffer; false when this view is not
 // covered (the caller then uses the reference).
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
@@ -27,6 +32,9 @@ bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* o
   absl::Status EncodeHeadTensor(const TensorTask& task, const TensorView& in,     \
                                 TensorEncoding& enc);                              \
   void DecodeHeadTensor(const SectionView& v, void* out, DType dtype, Layout layout); \
+  void KeyChannelStats(const TensorView& in, int tokens, int kv_heads, int head_dim,    \
+                       bool center, bool scale, std::vector<uint16_t>& offsets,          \
+                       std::vector<uint16_t>& scales);                                   \
   }
 QAQKV_DECLARE_FAST(avx2)
 QAQKV_DECLARE_FAST(avx512)
