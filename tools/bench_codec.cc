@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -93,14 +94,36 @@ int RunBenchCodec(const BenchCodecArgs& args) {
   std::vector<uint8_t> src(fp16_bytes), dst(fp16_bytes);
   std::memcpy(src.data(), k16.data(), fp16_bytes / 2);
   std::memcpy(src.data() + fp16_bytes / 2, v16.data(), fp16_bytes / 2);
+  // Hot: one page, again and again, so it stays in cache. Stream: a run
+  // over `pages` distinct pages whose total far exceeds the last-level
+  // cache, as when a worker offloads a whole context from DRAM.
+  const int pages = std::max(1, static_cast<int>((int64_t{args.stream_mib} << 20) / fp16_bytes));
+  std::vector<uint8_t> stream_src(fp16_bytes * pages), stream_dst(fp16_bytes * pages);
+  for (int p = 0; p < pages; ++p) std::memcpy(stream_src.data() + p * fp16_bytes, src.data(), fp16_bytes);
+  std::memset(stream_dst.data(), 0, stream_dst.size());
+  const int stream_repeats = args.repeats > 0 ? args.repeats : 5;
   const double t_memcpy = MedianSeconds(RepeatsFor(args.repeats, 1e-4), [&] {
     std::memcpy(dst.data(), src.data(), fp16_bytes);
     asm volatile("" : : "r"(dst.data()) : "memory");
   });
+  const double t_memcpy_stream = MedianSeconds(stream_repeats, [&] {
+    std::memcpy(stream_dst.data(), stream_src.data(), stream_src.size());
+    asm volatile("" : : "r"(stream_dst.data()) : "memory");
+  });
   const double memcpy_gbps = fp16_bytes / t_memcpy / 1e9;
+  const double memcpy_stream_gbps = double(stream_src.size()) / t_memcpy_stream / 1e9;
 
   Report report({"codec", "config", "ratio", "encode_gbps", "decode_gbps", "memcpy_gbps",
-                 "encode_vs_memcpy", "decode_vs_memcpy"});
+                 "encode_vs_memcpy", "decode_vs_memcpy", "encode_stream_gbps",
+                 "decode_stream_gbps", "memcpy_stream_gbps", "encode_vs_memcpy_stream",
+                 "decode_vs_memcpy_stream"});
+  auto add = [&](const std::string& codec, const std::string& config, double ratio, double eg,
+                 double dg, double egs, double dgs) {
+    report.Add({{codec}, {config}, {ratio, 3}, {eg, 2}, {dg, 2}, {memcpy_gbps, 2},
+                {eg / memcpy_gbps, 3}, {dg / memcpy_gbps, 3}, {egs, 2}, {dgs, 2},
+                {memcpy_stream_gbps, 2}, {egs / memcpy_stream_gbps, 3},
+                {dgs / memcpy_stream_gbps, 3}});
+  };
   // zstd level 1 on the same fp16 bytes: the general-purpose alternative.
   {
     std::vector<uint8_t> z(ZSTD_compressBound(fp16_bytes));
@@ -112,11 +135,11 @@ int RunBenchCodec(const BenchCodecArgs& args) {
     const double td = MedianSeconds(RepeatsFor(args.repeats, 1e-3), [&] {
       ZSTD_decompress(dst.data(), fp16_bytes, z.data(), zn);
     });
-    report.Add({{"zstd-1"}, {"zstd level 1"}, {double(fp16_bytes) / zn, 3},
-                {fp16_bytes / te / 1e9, 2}, {fp16_bytes / td / 1e9, 2}, {memcpy_gbps, 2},
-                {fp16_bytes / te / 1e9 / memcpy_gbps, 3}, {fp16_bytes / td / 1e9 / memcpy_gbps, 3}});
+    add("zstd-1", "zstd level 1", double(fp16_bytes) / zn, fp16_bytes / te / 1e9,
+        fp16_bytes / td / 1e9, std::nan(""), std::nan(""));
   }
   std::vector<uint16_t> kout(shape.values()), vout(shape.values());
+  std::vector<std::vector<uint8_t>> encoded(pages);
   for (const std::string& name : names) {
     auto cfg = ParseCodecConfig(name);
     if (!cfg.ok()) return Fail(std::string(cfg.status().message()));
@@ -137,16 +160,35 @@ int RunBenchCodec(const BenchCodecArgs& args) {
     const double td = MedianSeconds(RepeatsFor(args.repeats, once / 2), [&] {
       st.Update(DecodePage(*page, ko, vo));
     });
+    // Streaming: every page read from (or decoded into) its own DRAM region.
+    const double tes = MedianSeconds(stream_repeats, [&] {
+      for (int p = 0; p < pages; ++p) {
+        const uint8_t* base = stream_src.data() + size_t(p) * fp16_bytes;
+        auto e = EncodePage(*cfg, shape, {base, DType::kF16, Layout::kNHD},
+                            {base + fp16_bytes / 2, DType::kF16, Layout::kNHD}, side);
+        st.Update(e.status());
+        if (e.ok()) encoded[p] = std::move(*e);
+      }
+    });
+    const double tds = MedianSeconds(stream_repeats, [&] {
+      for (int p = 0; p < pages; ++p) {
+        uint8_t* base = stream_dst.data() + size_t(p) * fp16_bytes;
+        st.Update(DecodePage(encoded[p], {base, DType::kF16, Layout::kNHD},
+                             {base + fp16_bytes / 2, DType::kF16, Layout::kNHD}));
+      }
+    });
     if (!st.ok()) return Fail(std::string(st.message()));
-    const double eg = fp16_bytes / te / 1e9, dg = fp16_bytes / td / 1e9;
-    report.Add({{std::string(CodecKindName(cfg->kind))}, {cfg->Name()},
-                {double(fp16_bytes) / page->size(), 3}, {eg, 2}, {dg, 2}, {memcpy_gbps, 2},
-                {eg / memcpy_gbps, 3}, {dg / memcpy_gbps, 3}});
+    const double stream_bytes = double(fp16_bytes) * pages;
+    add(std::string(CodecKindName(cfg->kind)), cfg->Name(), double(fp16_bytes) / page->size(),
+        fp16_bytes / te / 1e9, fp16_bytes / td / 1e9, stream_bytes / tes / 1e9,
+        stream_bytes / tds / 1e9);
   }
   if (format == Format::kTable) {
     std::printf("# %s page: %d tokens x %d kv heads x %d dims, K+V fp16 %zu bytes, one thread, "
-                "median of repeats; fast path: avx2=%d avx512=%d\n",
-                args.geometry.c_str(), T, H, D, fp16_bytes, CpuHasAvx2(), CpuHasAvx512());
+                "median of repeats; stream: %d distinct pages (%zu MiB); fast path: avx2=%d "
+                "avx512=%d\n",
+                args.geometry.c_str(), T, H, D, fp16_bytes, pages, (fp16_bytes * pages) >> 20,
+                CpuHasAvx2(), CpuHasAvx512());
   }
   report.Print(format);
   return 0;

@@ -29,7 +29,8 @@ struct BenchCodecArgs {
   std::string geometry = "llama3-8b";
   int tokens = 256;
   std::vector<std::string> codecs;
-  int repeats = 0;  // 0 = enough for about a second per codec
+  int repeats = 0;  // 0 = enough for about half a second per codec
+  int stream_mib = 128;  // fp16 bytes of the streaming run (beyond the LLC)
   std::string format = "table";
 };
 int RunBenchCodec(const BenchCodecArgs& args);

@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   bc->add_option("--tokens", bench.tokens, "tokens per page")->default_val(256);
   bc->add_option("--codecs", bench.codecs, "codec configs (default: the eval set)");
   bc->add_option("--repeats", bench.repeats, "timed runs per codec (0 = about 0.5 s each)");
+  bc->add_option("--stream-mib", bench.stream_mib,
+                 "MiB of fp16 KV in the streaming run (pages beyond the last-level cache)")
+      ->default_val(128);
   bc->add_option("--format", bench.format, "table, csv or json")->default_val("table");
 
   try {
