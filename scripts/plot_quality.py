@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Plots attention-output error against honest compression ratio, one series
-per codec family, from the CSV of `qaqkv eval --format csv`.
+"""Plots attention-output error against honest compression ratio for every
+codec family, from the CSV of `qaqkv eval --format csv`, and prints the
+Pareto frontier and the QAQ configs that beat int4 and kivi2 as Markdown.
 
     scripts/plot_quality.py SWEEP.csv OUT.png [TITLE]
 
@@ -16,37 +17,70 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def family(row):
     cfg = row["config"]
+    if row["codec"] == "kivi2":
+        return cfg.split(",")[0]
     if row["codec"] != "qaq":
-        return cfg.split(":")[0] if row["codec"] != "kivi2" else cfg
+        return cfg
     name = cfg.split(":")[0]
-    outliers = "o=0.01" in cfg
-    return f"{name} ({'1% outliers' if outliers else 'no outliers'})"
+    return f"{name} ({'1% outliers' if 'o=0.01' in cfg else 'no outliers'})"
+
+
+def dominates(a, b):
+    """a has a higher ratio than b at an equal or lower error."""
+    return a["ratio"] > b["ratio"] and a["err"] <= b["err"]
 
 
 def main():
     src, out = sys.argv[1], sys.argv[2]
     title = sys.argv[3] if len(sys.argv) > 3 else src
-    rows = list(csv.DictReader(open(src)))
+    rows = []
+    for r in csv.DictReader(open(src)):
+        r["ratio"] = float(r["ratio"])
+        r["err"] = float(r["out_rel_err"])
+        rows.append(r)
     series = {}
     for r in rows:
-        series.setdefault(family(r), []).append((float(r["ratio"]), float(r["out_rel_err"])))
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+        series.setdefault(family(r), []).append((r["ratio"], r["err"]))
+    fig, ax = plt.subplots(figsize=(9, 6))
+    markers = {"fp16": "s", "int8": "D", "int4": "D", "kivi2:r=128": "^", "kivi2:r=32": "v"}
     for name, pts in sorted(series.items()):
         pts.sort()
         xs, ys = zip(*pts)
         if name.startswith("qaq"):
-            ax.scatter(xs, ys, s=12, label=name, alpha=0.8)
+            ax.plot(xs, ys, marker="o", markersize=3, linestyle="none", label=name, alpha=0.75)
         else:
-            ax.plot(xs, ys, marker="D", markersize=8, linestyle="none", label=name)
+            ax.plot(xs, ys, marker=markers.get(name, "*"), markersize=10, linestyle="none",
+                    label=name, color="black" if name.startswith("int") else None)
     ax.set_xlabel("honest compression ratio (fp16 bytes / stored bytes)")
     ax.set_ylabel("attention-output relative L2 error (held-out queries)")
     ax.set_yscale("log")
-    ax.set_xlim(1, 8)
+    ax.set_xlim(1, 10)
+    ax.set_ylim(5e-4, 1)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
+
+    front, best = [], float("inf")
+    for r in sorted(rows, key=lambda r: -r["ratio"]):
+        if r["err"] < best:
+            best = r["err"]
+            front.append(r)
+    print("| config | ratio | ratio (paper) | out_rel_err | attn_kl | top8 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in reversed(front):
+        print(f"| `{r['config']}` | {r['ratio']:.3f} | {float(r['ratio_paper']):.3f} | "
+              f"{r['err']:.5f} | {float(r['attn_kl']):.6f} | {float(r['top8']):.4f} |")
+    base = {r["config"]: r for r in rows if r["codec"] != "qaq"}
+    for name in ("int4", "kivi2:r=128,g=32"):
+        b = base[name]
+        wins = [r for r in rows if r["codec"] == "qaq" and dominates(r, b)]
+        wins.sort(key=lambda r: -r["ratio"])
+        print(f"\nQAQ configs with a higher ratio than {name} ({b['ratio']:.3f}x) at an equal "
+              f"or lower error ({b['err']:.5f}): {len(wins)}; highest ratios:")
+        for r in wins[:3]:
+            print(f"- `{r['config']}`: {r['ratio']:.3f}x, error {r['err']:.5f}")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,19 @@ struct Lie {
   absl::StatusCode code;
 };
 
+// Writes each lie into a copy of `page`, re-signs it and checks the code.
+template <size_t N>
+void ExpectLies(const std::vector<uint8_t>& page, const Lie (&lies)[N]) {
+  for (const Lie& l : lies) {
+    auto bad = page;
+    if (l.size == 1) bad[l.at] = static_cast<uint8_t>(l.value);
+    if (l.size == 2) Put16(bad, l.at, static_cast<uint16_t>(l.value));
+    if (l.size == 4) Put32(bad, l.at, l.value);
+    Resign(bad);
+    ExpectCode(bad, l.code, l.what);
+  }
+}
+
 TEST(PageCorruption, LyingHeaderWithValidChecksum) {
   const auto page = Encode("qaq", {5, 2, 16}, 4);
   const uint32_t kb = Get32(page, kKBytes), vb = Get32(page, kVBytes);
@@ -152,14 +165,7 @@ TEST(PageCorruption, LyingHeaderWithValidChecksum) {
       {"v_bytes + 1", kVBytes, 4, vb + 1, kDataLoss},
       {"v_bytes 0", kVBytes, 4, 0, kDataLoss},
   };
-  for (const Lie& l : lies) {
-    auto bad = page;
-    if (l.size == 1) bad[l.at] = static_cast<uint8_t>(l.value);
-    if (l.size == 2) Put16(bad, l.at, static_cast<uint16_t>(l.value));
-    if (l.size == 4) Put32(bad, l.at, l.value);
-    Resign(bad);
-    ExpectCode(bad, l.code, l.what);
-  }
+  ExpectLies(page, lies);
   // Sizes that add up but split the sections at the wrong place.
   for (int delta : {-3, -1, 1, 2, 64}) {
     auto bad = page;
@@ -190,14 +196,7 @@ TEST(PageCorruption, LyingKiviHeader) {
       {"group 65535", kKiviGroup, 2, 65535, kDataLoss},
       {"codec int8", kCodec, 1, 1, kDataLoss},
   };
-  for (const Lie& l : lies) {
-    auto bad = page;
-    if (l.size == 1) bad[l.at] = static_cast<uint8_t>(l.value);
-    if (l.size == 2) Put16(bad, l.at, static_cast<uint16_t>(l.value));
-    if (l.size == 4) Put32(bad, l.at, l.value);
-    Resign(bad);
-    ExpectCode(bad, l.code, l.what);
-  }
+  ExpectLies(page, lies);
 }
 
 TEST(PageCorruption, ExactGroupList) {
