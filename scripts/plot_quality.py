@@ -42,15 +42,23 @@ def main():
     for r in rows:
         series.setdefault(family(r), []).append((r["ratio"], r["err"]))
     fig, ax = plt.subplots(figsize=(9, 6))
-    markers = {"fp16": "s", "int8": "D", "int4": "D", "kivi2:r=128": "^", "kivi2:r=32": "v"}
+    baselines = {"int8": ("D", "black"), "int4": ("s", "black"), "kivi2:r=128": ("^", "red"),
+                 "kivi2:r=32": ("v", "red")}
+    qaq_styles = ["o", "x", "+", "1", "*", "."]
+    qaq_index = 0
     for name, pts in sorted(series.items()):
-        pts.sort()
+        pts = sorted(p for p in pts if p[1] > 0)  # fp16 has no error to plot
+        if not pts:
+            continue
         xs, ys = zip(*pts)
         if name.startswith("qaq"):
-            ax.plot(xs, ys, marker="o", markersize=3, linestyle="none", label=name, alpha=0.75)
+            ax.plot(xs, ys, marker=qaq_styles[qaq_index % len(qaq_styles)], markersize=5,
+                    linestyle="none", label=name, alpha=0.8)
+            qaq_index += 1
         else:
-            ax.plot(xs, ys, marker=markers.get(name, "*"), markersize=10, linestyle="none",
-                    label=name, color="black" if name.startswith("int") else None)
+            marker, color = baselines.get(name, ("*", "gray"))
+            ax.plot(xs, ys, marker=marker, markersize=11, linestyle="none", label=name,
+                    color=color, markerfacecolor="none" if name != "int4" else color)
     ax.set_xlabel("honest compression ratio (fp16 bytes / stored bytes)")
     ax.set_ylabel("attention-output relative L2 error (held-out queries)")
     ax.set_yscale("log")
