@@ -2,6 +2,8 @@
 
 #include <cpuid.h>
 
+#include <atomic>
+
 namespace qaqkv {
 
 namespace {
@@ -27,6 +29,14 @@ bool CpuHasAvx512() {
 }
 
 namespace internal {
+namespace {
+std::atomic<bool> force_avx2{false};
+
+// The AVX-512 build runs when the CPU has it, unless a test asked for AVX2.
+bool UseAvx512() { return CpuHasAvx512() && !force_avx2.load(std::memory_order_relaxed); }
+}  // namespace
+
+void ForceAvx2ForTesting(bool on) { force_avx2.store(on, std::memory_order_relaxed); }
 
 bool FastPathSupports(const PageHeader& h) {
   const bool kind_ok = h.kind == CodecKind::kInt8 || h.kind == CodecKind::kInt4 ||
@@ -36,13 +46,13 @@ bool FastPathSupports(const PageHeader& h) {
 }
 
 absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in, TensorEncoding& enc) {
-  return CpuHasAvx512() ? avx512::EncodeHeadTensor(task, in, enc)
+  return UseAvx512() ? avx512::EncodeHeadTensor(task, in, enc)
                         : avx2::EncodeHeadTensor(task, in, enc);
 }
 
 void KeyChannelStatsFast(const TensorView& in, const PageShape& s, bool center, bool scale,
                          std::vector<uint16_t>& offsets, std::vector<uint16_t>& scales) {
-  if (CpuHasAvx512()) {
+  if (UseAvx512()) {
     avx512::KeyChannelStats(in, s.tokens, s.kv_heads, s.head_dim, center, scale, offsets, scales);
   } else {
     avx2::KeyChannelStats(in, s.tokens, s.kv_heads, s.head_dim, center, scale, offsets, scales);
@@ -52,7 +62,7 @@ void KeyChannelStatsFast(const TensorView& in, const PageShape& s, bool center, 
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out, DType dtype,
                       Layout layout) {
   if (!FastPathSupports(header)) return false;
-  if (CpuHasAvx512()) {
+  if (UseAvx512()) {
     avx512::DecodeHeadTensor(view, out, dtype, layout);
   } else {
     avx2::DecodeHeadTensor(view, out, dtype, layout);

@@ -13,6 +13,9 @@ namespace qaqkv::internal {
 // Head-level groups of int8/int4/qaq (with qaq-cs / qaq-cc keys) with at most
 // one outlier per side, on a CPU with AVX2, FMA, F16C and BMI2.
 bool FastPathSupports(const PageHeader& header);
+// Makes the fast path use its AVX2 build even on an AVX-512 CPU, so tests
+// can hold both builds against the reference on one machine.
+void ForceAvx2ForTesting(bool on);
 // Reads the caller's tensor directly (no canonical copy). kInvalidArgument for
 // a finite value beyond fp16's range.
 absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in,

@@ -11,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/codec.h"
+#include "kernels/internal/fast.h"
 #include "kernels/internal/half.h"
 
 namespace qaqkv {
@@ -191,11 +192,20 @@ const char* const kCodecs[] = {"int8",      "int4",        "kivi2",      "kivi2:
                                "qaq:o=0.01,b=2-6", "int8-layer", "int4-layer", "qaq-layer-cs",
                                "fp16"};
 
-TEST(FastPath, MatchesReferenceByteForByte) {
+// Both fast-path builds are held against the reference: the native one
+// (AVX-512 where the CPU has it) and the AVX2 one, forced.
+class FastPath : public testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { internal::ForceAvx2ForTesting(GetParam()); }
+  void TearDown() override { internal::ForceAvx2ForTesting(false); }
+};
+
+TEST_P(FastPath, MatchesReferenceByteForByte) {
   const uint64_t seed = TestSeed();
   SCOPED_TRACE(testing::Message() << "QAQKV_TEST_SEED=" << seed);
-  std::printf("fast path: %s AVX2=%d AVX-512=%d seed %llu\n", "checking", CpuHasAvx2(),
-              CpuHasAvx512(), static_cast<unsigned long long>(seed));
+  std::printf("fast path: %s AVX2=%d AVX-512=%d seed %llu\n",
+              GetParam() ? "forced AVX2 build" : "native build", CpuHasAvx2(), CpuHasAvx512(),
+              static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(seed);
   const DType dtypes[] = {DType::kF16, DType::kBF16, DType::kF32};
   const Layout layouts[] = {Layout::kNHD, Layout::kHND};
@@ -218,7 +228,7 @@ TEST(FastPath, MatchesReferenceByteForByte) {
       }
 }
 
-TEST(FastPath, AwkwardShapes) {
+TEST_P(FastPath, AwkwardShapes) {
   const uint64_t seed = TestSeed() ^ 0x9e3779b97f4a7c15ull;
   SCOPED_TRACE(testing::Message() << "QAQKV_TEST_SEED=" << TestSeed());
   std::mt19937_64 rng(seed);
@@ -236,6 +246,11 @@ TEST(FastPath, AwkwardShapes) {
         if (HasFatalFailure() || HasFailure()) return;
       }
 }
+
+INSTANTIATE_TEST_SUITE_P(Builds, FastPath, testing::Values(false, true),
+                         [](const testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("Avx2") : std::string("Native");
+                         });
 
 }  // namespace
 }  // namespace qaqkv
