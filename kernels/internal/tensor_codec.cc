@@ -1,5 +1,7 @@
 #include "kernels/internal/tensor_codec.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace qaqkv::internal {
@@ -171,34 +173,66 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
     // Widths and outlier indices decide how many code bits follow; check them
     // all now so decoding never needs a bounds check per value.
     uint64_t bits = 0;
-    int64_t next_exact = 0, q = 0;
-    for (int64_t g = 0; g < G; ++g) {
-      const int w = v.Width(g);
-      if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
-        ++next_exact;
-        continue;
-      }
-      if (w > 8) {
-        return absl::DataLossError(absl::StrCat("page: ", side, " group ", g, " has bit width ", w));
-      }
-      const int n = v.geo.GroupSize(g);
-      if (2 * v.outliers >= n && v.outliers > 0) {
+    const bool uniform = v.geo.kind == GroupGeometry::Kind::kHead ||
+                         v.geo.kind == GroupGeometry::Kind::kLayer;
+    if (uniform && v.variable_widths) {
+      // Every group has n values: the code bits are (n - 2k) times the sum of
+      // the widths of the quantized groups. Widths are summed and bounded
+      // over the whole nibble array (exact groups must carry 0), which is a
+      // plain byte loop instead of a branch per group.
+      const int n = v.geo.GroupSize(0);
+      if (v.outliers > 0 && 2 * v.outliers >= n) {
         return absl::DataLossError(absl::StrCat("page: ", side, " outlier count ", v.outliers,
                                                 " does not fit groups of ", n));
       }
-      int prev = -1;
-      for (int j = 0; j < 2 * v.outliers; ++j) {
-        const uint64_t at = uint64_t(q) * 2 * v.outliers + j;
-        const int idx = v.index_bytes == 1 ? v.outlier_index[at]
-                                           : GetU16(v.outlier_index.data() + at * 2);
-        if (idx <= prev || idx >= n) {
-          return absl::DataLossError(
-              absl::StrCat("page: ", side, " group ", g, " has a bad outlier index ", idx));
-        }
-        prev = idx;
+      uint64_t sum = 0;
+      uint8_t worst = 0;
+      for (size_t i = 0; i < v.widths.size(); ++i) {
+        const uint8_t lo_w = v.widths[i] & 0xf, hi_w = v.widths[i] >> 4;
+        sum += lo_w + hi_w;
+        worst = std::max<uint8_t>(worst, std::max(lo_w, hi_w));
       }
-      bits += uint64_t(n - 2 * v.outliers) * w;
-      ++q;
+      if (worst > 8) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " has a bit width of ", worst));
+      }
+      if ((G & 1) != 0 && (v.widths.back() >> 4) != 0) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " width padding is not zero"));
+      }
+      for (int64_t i = 0; i < v.n_exact; ++i) {
+        if (v.Width(GetU32(v.exact_groups.data() + i * 4)) != 0) {
+          return absl::DataLossError(
+              absl::StrCat("page: ", side, " an exact group has a nonzero width"));
+        }
+      }
+      bits = sum * uint64_t(n - 2 * v.outliers);
+    }
+    if (uniform) {
+      const int n = v.geo.GroupSize(0);
+      const int per_group = 2 * v.outliers;
+      for (int64_t q = 0; q < quantized; ++q) {
+        int prev = -1;
+        for (int j = 0; j < per_group; ++j) {
+          const uint64_t at = uint64_t(q) * per_group + j;
+          const int idx = v.index_bytes == 1 ? v.outlier_index[at]
+                                             : GetU16(v.outlier_index.data() + at * 2);
+          if (idx <= prev || idx >= n) {
+            return absl::DataLossError(absl::StrCat("page: ", side, " quantized group ", q,
+                                                    " has a bad outlier index ", idx));
+          }
+          prev = idx;
+        }
+      }
+      if (!v.variable_widths) bits = uint64_t(quantized) * (n - per_group) * v.fixed_bits;
+    } else {
+      // kivi2: group sizes vary at the edges; no outliers.
+      int64_t next_exact = 0;
+      for (int64_t g = 0; g < G; ++g) {
+        if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
+          ++next_exact;
+          continue;
+        }
+        bits += uint64_t(v.geo.GroupSize(g)) * v.Width(g);
+      }
     }
     auto codes = Take(rest, (bits + 7) / 8, "codes", keys);
     if (!codes.ok()) return codes.status();
