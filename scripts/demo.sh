@@ -14,4 +14,4 @@ echo "== qaqkv eval: codecs on the six tinylm-kv dev caches (real KV of a traine
 ./build/release/tools/qaqkv eval data/tinylm-kv "$@"
 echo
 echo "== qaqkv bench codec: one-thread throughput on llama3-8b pages of 256 tokens =="
-./build/release/tools/qaqkv bench codec --codecs "int8 int4 kivi2 qaq:s=1e-3,x=1e-3,o=0.01 qaq-cs:s=5e-4,x=2e-4,o=0"
+./build/release/tools/qaqkv bench codec --codecs "int8 int4 kivi2 qaq:s=1e-3,x=1e-3,o=0.01 qaq-cc:s=3e-4,x=2e-2,o=0"
