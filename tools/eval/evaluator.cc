@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 
 namespace qaqkv::eval {
 namespace {
@@ -77,7 +77,8 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
   for (const KvSample& s : samples)
     for (int l = 0; l < s.num_layers; ++l) units.push_back({&s, l});
 
-  absl::Mutex mu;
+  // std::mutex, not absl::Mutex: TSan cannot see through Debian's prebuilt abseil.
+  std::mutex mu;
   absl::Status first_error;
   std::atomic<size_t> next{0};
   std::atomic<int64_t> done{0};
@@ -123,7 +124,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
           WindowInputs wi{P, H, Q, D, k_nhd, q_win, wpos};
           auto r = ComputeWindowStats(wi);
           if (!r.ok()) {
-            absl::MutexLock l(&mu);
+            std::lock_guard<std::mutex> l(mu);
             first_error.Update(r.status());
             return;
           }
@@ -136,7 +137,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
               std::copy_n(L.q.data() + (size_t(qh) * T + t) * D, D, q_all.data() + (size_t(t) * Q + qh) * D);
           auto q2 = ComputeQ2(q_all, Q, H, D, 0.9);
           if (!q2.ok()) {
-            absl::MutexLock l(&mu);
+            std::lock_guard<std::mutex> l(mu);
             first_error.Update(q2.status());
             return;
           }
@@ -172,7 +173,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
           }
           absl::StatusOr<PageStats> ps = st.ok() ? ComputePageStats(*bytes) : st;
           if (!ps.ok()) {
-            absl::MutexLock l(&mu);
+            std::lock_guard<std::mutex> l(mu);
             first_error.Update(absl::Status(ps.status().code(),
                                             absl::StrCat(cfg.Name(), ": ", ps.status().message())));
             return;
@@ -215,7 +216,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
         }
       }
       {
-        absl::MutexLock l(&mu);
+        std::lock_guard<std::mutex> l(mu);
         for (size_t c = 0; c < C; ++c) {
           Accum& a = accum[c][layer];
           a.rel += local[c].rel;
@@ -230,7 +231,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
       }
       const int64_t d = ++done;
       if (opt.progress) {
-        absl::MutexLock l(&mu);
+        std::lock_guard<std::mutex> l(mu);
         opt.progress(d, static_cast<int64_t>(units.size()));
       }
     }
