@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   cmake ninja-build g++ clang libclang-rt-14-dev pkg-config
-  libabsl-dev libxxhash-dev libzstd-dev nlohmann-json3-dev libcli11-dev
+  libabsl-dev libxxhash-dev libzstd-dev nlohmann-json3-dev libcli11-dev librocksdb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-matplotlib python3-numpy
 )
