@@ -27,19 +27,31 @@
 
 namespace rocksdb {
 class DB;
+class Env;
 class ColumnFamilyHandle;
 }  // namespace rocksdb
 
 namespace qaqkv::storage {
 
 struct RocksDbTierOptions {
-  std::string path;             // created if missing
+  std::string path;             // created if missing (ignored in memory)
+  // Keep the whole database in memory (RocksDB's in-memory Env): the same
+  // semantics without a disk, for memory-only caches and tests.
+  bool in_memory = false;
   bool sync = false;            // fsync each write before acknowledging
   uint64_t min_blob_size = 4096;
   uint64_t block_cache_bytes = 64ull << 20;
 };
 
 enum class Column : uint8_t { kPages = 0, kBlocks = 1, kSessions = 2 };
+
+// One write of an atomic batch; `erase` deletes `key` instead.
+struct Mutation {
+  Column column = Column::kPages;
+  std::string_view key;
+  std::string_view value;
+  bool erase = false;
+};
 
 struct RocksDbTierStats {
   uint64_t checksum_failures = 0;
@@ -66,6 +78,8 @@ class RocksDbTier {
   // Small records of the blocks and sessions columns (and raw page access
   // for tests and tools through Column::kPages).
   absl::Status Put(Column column, std::string_view key, std::string_view value);
+  // All or nothing, in one WAL record.
+  absl::Status Write(const std::vector<Mutation>& batch);
   absl::StatusOr<std::string> Get(Column column, std::string_view key);
   absl::Status Delete(Column column, std::string_view key);
   // Deletes every key of `column` starting with `prefix`.
@@ -93,6 +107,7 @@ class RocksDbTier {
   rocksdb::ColumnFamilyHandle* Handle(Column c) const;
 
   RocksDbTierOptions options_;
+  std::unique_ptr<rocksdb::Env> env_;  // in-memory mode only; outlives db_
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned by db_, destroyed first
   std::atomic<uint64_t> checksum_failures_{0};

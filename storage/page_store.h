@@ -1,0 +1,76 @@
+// The page store: what the service calls. Pages are keyed by (tenant, block
+// key, layer). A block becomes visible (Lookup, GetPage) only once every one
+// of its layers is stored; pages may arrive in any order and from several
+// streams, and writing a layer of a committed block again is an idempotent
+// success. A write returns once the page is durable (RocksDB's WAL) unless
+// the store runs memory-only by choice.
+//
+// Thread-safety: implementations are safe to call from any number of
+// threads.
+#ifndef QAQKV_STORAGE_PAGE_STORE_H_
+#define QAQKV_STORAGE_PAGE_STORE_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "storage/block_record.h"
+#include "storage/dram_tier.h"
+#include "storage/keys.h"
+
+namespace qaqkv::storage {
+
+struct PutPageRequest {
+  std::string_view tenant;
+  BlockKey block{};
+  uint32_t layer = 0;
+  uint32_t num_layers = 0;       // layers the block has (1..kMaxLayers)
+  std::string_view descriptor;   // geometry + codec of the block; must agree across its pages
+  std::string_view page;         // encoded page bytes with their XXH3-64 trailer
+};
+
+struct PutPageResult {
+  bool committed = false;          // the block is complete (now or before)
+  bool already_committed = false;  // it was complete before this write
+};
+
+struct TenantUsage {
+  uint64_t bytes = 0;   // page bytes of the tenant's blocks, committed or not
+  uint64_t blocks = 0;
+};
+
+class PageStore {
+ public:
+  virtual ~PageStore() = default;
+
+  // Errors: kInvalidArgument (bad tenant, layer >= num_layers, num_layers out
+  // of range, page checksum wrong; the message names the field),
+  // kFailedPrecondition (num_layers or descriptor differ from the block's
+  // earlier pages), kResourceExhausted (tenant quota); nothing is stored.
+  virtual absl::StatusOr<PutPageResult> PutPage(const PutPageRequest& request) = 0;
+
+  // The page of a committed block. kNotFound when the block is unknown or
+  // not committed (the same answer as for another tenant's block),
+  // kDataLoss when the stored copy fails its checksum (it is then dropped).
+  virtual absl::StatusOr<PageBuffer> GetPage(std::string_view tenant, const BlockKey& block,
+                                             uint32_t layer) = 0;
+
+  // How many leading blocks of `chain` are committed for `tenant`.
+  virtual absl::StatusOr<size_t> Lookup(std::string_view tenant,
+                                        std::span<const BlockKey> chain) = 0;
+
+  // The block's record, committed or not; kNotFound when unknown.
+  virtual absl::StatusOr<BlockRecord> GetBlock(std::string_view tenant, const BlockKey& block) = 0;
+
+  // Removes the block and all its pages; kNotFound when unknown.
+  virtual absl::Status DeleteBlock(std::string_view tenant, const BlockKey& block) = 0;
+
+  virtual TenantUsage Usage(std::string_view tenant) const = 0;
+};
+
+}  // namespace qaqkv::storage
+
+#endif  // QAQKV_STORAGE_PAGE_STORE_H_

@@ -1,0 +1,214 @@
+#include "storage/tiered_store.h"
+
+#include <chrono>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+
+namespace qaqkv::storage {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Debian's abseil has its own string_view type.
+absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions& options) {
+  RocksDbTierOptions disk_options;
+  disk_options.path = options.memory_only ? "/qaqkv-memory" : options.data_dir;
+  disk_options.in_memory = options.memory_only;
+  disk_options.sync = options.sync;
+  if (!options.memory_only && options.data_dir.empty()) {
+    return absl::InvalidArgumentError("store.data_dir: empty (or choose memory_only)");
+  }
+  auto disk = RocksDbTier::Open(disk_options);
+  if (!disk.ok()) return disk.status();
+  auto dram = DramTier::Create({options.memory_bytes, options.dram_shards});
+  if (!dram.ok()) return dram.status();
+  auto store = std::make_unique<TieredStore>(Token(), options, std::move(*disk), std::move(*dram));
+
+  // Usage is derived from the records, so it matches the data after any
+  // crash: 'B' tenant_len tenant block(16).
+  auto keys = store->disk_->Keys(Column::kBlocks, "B");
+  if (!keys.ok()) return keys.status();
+  for (const std::string& key : *keys) {
+    auto bytes = store->disk_->Get(Column::kBlocks, key);
+    if (!bytes.ok()) return bytes.status();
+    auto record = DecodeBlockRecord(*bytes);
+    if (!record.ok()) {
+      return absl::DataLossError(absl::StrCat("block record ", Absl(key.substr(0, 2)), "...: ",
+                                              record.status().message()));
+    }
+    const size_t tenant_len = static_cast<uint8_t>(key[1]);
+    store->AddUsage(std::string_view(key).substr(2, tenant_len),
+                    static_cast<int64_t>(record->bytes), 1);
+  }
+  return store;
+}
+
+TieredStore::TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> disk,
+                         std::unique_ptr<DramTier> dram)
+    : options_(std::move(options)), disk_(std::move(disk)), dram_(std::move(dram)) {}
+
+internal::Mutex& TieredStore::StripeFor(std::string_view record_key) {
+  return stripes_[absl::HashOf(record_key) % kStripes];
+}
+
+void TieredStore::AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks) {
+  internal::MutexLock lock(&usage_mu_);
+  TenantUsage& u = usage_[Absl(tenant)];
+  u.bytes = static_cast<uint64_t>(static_cast<int64_t>(u.bytes) + bytes);
+  u.blocks = static_cast<uint64_t>(static_cast<int64_t>(u.blocks) + blocks);
+}
+
+bool TieredStore::ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks) {
+  internal::MutexLock lock(&usage_mu_);
+  TenantUsage& u = usage_[Absl(tenant)];
+  if (options_.tenant_quota_bytes > 0 && u.bytes + bytes > options_.tenant_quota_bytes) {
+    return false;
+  }
+  u.bytes += bytes;
+  u.blocks = static_cast<uint64_t>(static_cast<int64_t>(u.blocks) + blocks);
+  return true;
+}
+
+TenantUsage TieredStore::Usage(std::string_view tenant) const {
+  internal::MutexLock lock(&usage_mu_);
+  auto it = usage_.find(Absl(tenant));
+  return it == usage_.end() ? TenantUsage{} : it->second;
+}
+
+absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
+  if (absl::Status s = ValidateTenant(req.tenant); !s.ok()) return s;
+  if (req.num_layers == 0 || req.num_layers > kMaxLayers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_layers: ", req.num_layers, " not in [1, ", kMaxLayers, "]"));
+  }
+  if (req.layer >= req.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer: ", req.layer, " not below num_layers ", req.num_layers));
+  }
+  if (!PageChecksumOk(req.page)) {
+    return absl::InvalidArgumentError("page: checksum does not match its contents");
+  }
+  const std::string record_key = BlockRecordKey(req.tenant, req.block);
+  internal::MutexLock lock(&StripeFor(record_key));
+
+  BlockRecord record;
+  bool existed = false;
+  auto stored = disk_->Get(Column::kBlocks, record_key);
+  if (stored.ok()) {
+    auto decoded = DecodeBlockRecord(*stored);
+    if (!decoded.ok()) return decoded.status();
+    record = std::move(*decoded);
+    existed = true;
+  } else if (stored.status().code() == absl::StatusCode::kNotFound) {
+    record = NewBlockRecord(req.num_layers, req.descriptor, NowMs());
+  } else {
+    return stored.status();
+  }
+  if (record.num_layers != req.num_layers) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "num_layers: ", req.num_layers, " but the block has ", record.num_layers));
+  }
+  if (record.descriptor != req.descriptor) {
+    return absl::FailedPreconditionError(
+        "descriptor: geometry or codec differ from the block's earlier pages");
+  }
+  if (record.committed) return PutPageResult{true, true};
+  if (record.HasLayer(req.layer)) {
+    // The same layer again (a retried stream): durable already.
+    return PutPageResult{false, false};
+  }
+  // Check and reserve in one step, so concurrent writers of other blocks
+  // cannot both slip under the quota.
+  if (!ReserveUsage(req.tenant, req.page.size(), existed ? 0 : 1)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tenant quota of ", options_.tenant_quota_bytes, " bytes exceeded"));
+  }
+  record.SetLayer(req.layer);
+  record.bytes += req.page.size();
+  record.committed = record.LayersPresent() == record.num_layers;
+  const std::string page_key = PageKey(req.tenant, req.block, req.layer);
+  const std::string encoded = EncodeBlockRecord(record);
+  // Page and record in one WAL record: a crash leaves both or neither.
+  if (absl::Status s = disk_->Write({{Column::kPages, page_key, req.page},
+                                     {Column::kBlocks, record_key, encoded}});
+      !s.ok()) {
+    AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
+    return s;
+  }
+  dram_->Put(page_key, std::make_shared<const std::string>(req.page));
+  return PutPageResult{record.committed, false};
+}
+
+absl::StatusOr<BlockRecord> TieredStore::GetBlock(std::string_view tenant, const BlockKey& block) {
+  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  auto stored = disk_->Get(Column::kBlocks, BlockRecordKey(tenant, block));
+  if (!stored.ok()) {
+    if (stored.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError("block: not found");
+    }
+    return stored.status();
+  }
+  return DecodeBlockRecord(*stored);
+}
+
+absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const BlockKey& block,
+                                                uint32_t layer) {
+  auto record = GetBlock(tenant, block);
+  if (!record.ok()) return record.status();
+  if (!record->committed || layer >= record->num_layers) {
+    return absl::NotFoundError("block: not found");
+  }
+  const std::string page_key = PageKey(tenant, block, layer);
+  if (PageBuffer hit = dram_->Get(page_key)) return hit;
+  auto bytes = disk_->GetPage(page_key);
+  if (!bytes.ok()) return bytes.status();
+  auto page = std::make_shared<const std::string>(std::move(*bytes));
+  dram_->Put(page_key, page);
+  return PageBuffer(page);
+}
+
+absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
+                                           std::span<const BlockKey> chain) {
+  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  size_t n = 0;
+  for (const BlockKey& block : chain) {
+    auto record = GetBlock(tenant, block);
+    if (!record.ok()) {
+      if (record.status().code() == absl::StatusCode::kNotFound) break;
+      return record.status();
+    }
+    if (!record->committed) break;
+    ++n;
+  }
+  return n;
+}
+
+absl::Status TieredStore::DeleteBlock(std::string_view tenant, const BlockKey& block) {
+  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  const std::string record_key = BlockRecordKey(tenant, block);
+  internal::MutexLock lock(&StripeFor(record_key));
+  auto record = GetBlock(tenant, block);
+  if (!record.ok()) return record.status();
+  std::vector<std::string> page_keys;
+  for (uint32_t layer = 0; layer < record->num_layers; ++layer) {
+    if (record->HasLayer(layer)) page_keys.push_back(PageKey(tenant, block, layer));
+  }
+  std::vector<Mutation> batch;
+  for (const std::string& k : page_keys) batch.push_back({Column::kPages, k, {}, true});
+  batch.push_back({Column::kBlocks, record_key, {}, true});
+  if (absl::Status s = disk_->Write(batch); !s.ok()) return s;
+  dram_->ErasePrefix(BlockPagesPrefix(tenant, block));
+  AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
+  return absl::OkStatus();
+}
+
+}  // namespace qaqkv::storage

@@ -1,0 +1,75 @@
+// The tiered PageStore: a DRAM tier in front of the RocksDB tier.
+//
+// Writes go to RocksDB first (page and block record in one atomic batch) and
+// then into the DRAM tier; reads try DRAM, then RocksDB, and promote what
+// they find. In memory-only mode RocksDB runs on an in-memory Env, so the
+// semantics are identical and nothing touches the disk.
+#ifndef QAQKV_STORAGE_TIERED_STORE_H_
+#define QAQKV_STORAGE_TIERED_STORE_H_
+
+#include <array>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "storage/internal/mutex.h"
+#include "storage/page_store.h"
+#include "storage/rocksdb_tier.h"
+
+namespace qaqkv::storage {
+
+struct TieredStoreOptions {
+  std::string data_dir;            // RocksDB directory (unused when memory_only)
+  bool memory_only = false;
+  bool sync = false;               // fsync every acknowledged write
+  size_t memory_bytes = size_t{1} << 30;  // DRAM tier budget
+  int dram_shards = 16;
+  uint64_t tenant_quota_bytes = 0;  // 0: no quota
+};
+
+class TieredStore final : public PageStore {
+ public:
+  // Opens (or creates) the store and recomputes every tenant's usage from
+  // the block records on disk. Errors as RocksDbTier::Open and
+  // DramTier::Create, plus kDataLoss for an unreadable block record.
+  static absl::StatusOr<std::unique_ptr<TieredStore>> Open(const TieredStoreOptions& options);
+
+  absl::StatusOr<PutPageResult> PutPage(const PutPageRequest& request) override;
+  absl::StatusOr<PageBuffer> GetPage(std::string_view tenant, const BlockKey& block,
+                                     uint32_t layer) override;
+  absl::StatusOr<size_t> Lookup(std::string_view tenant,
+                                std::span<const BlockKey> chain) override;
+  absl::StatusOr<BlockRecord> GetBlock(std::string_view tenant, const BlockKey& block) override;
+  absl::Status DeleteBlock(std::string_view tenant, const BlockKey& block) override;
+  TenantUsage Usage(std::string_view tenant) const override;
+
+  DramTierStats DramStats() const { return dram_->Stats(); }
+  RocksDbTierStats DiskStats() const { return disk_->Stats(); }
+  RocksDbTier& disk() { return *disk_; }
+
+  class Token {
+    friend class TieredStore;
+    Token() = default;
+  };
+  TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> disk,
+              std::unique_ptr<DramTier> dram);
+
+ private:
+  static constexpr size_t kStripes = 64;
+  internal::Mutex& StripeFor(std::string_view record_key);
+  void AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks);
+  // Adds to the tenant's usage unless that would pass its quota.
+  bool ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks);
+
+  const TieredStoreOptions options_;
+  std::unique_ptr<RocksDbTier> disk_;
+  std::unique_ptr<DramTier> dram_;
+  // Serializes the read-modify-write of one block's record across streams.
+  std::array<internal::Mutex, kStripes> stripes_;
+  mutable internal::Mutex usage_mu_;
+  absl::flat_hash_map<std::string, TenantUsage> usage_ ABSL_GUARDED_BY(usage_mu_);
+};
+
+}  // namespace qaqkv::storage
+
+#endif  // QAQKV_STORAGE_TIERED_STORE_H_

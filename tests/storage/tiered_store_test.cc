@@ -1,0 +1,217 @@
+#include "storage/tiered_store.h"
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "xxhash.h"
+
+namespace qaqkv::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "qaqkv-store-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string FakePage(size_t body, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string p(body + 8, '\0');
+  for (size_t i = 0; i < body; ++i) p[i] = static_cast<char>(rng());
+  const uint64_t h = XXH3_64bits(p.data(), body);
+  std::memcpy(p.data() + body, &h, 8);
+  return p;
+}
+
+BlockKey Block(uint8_t id) {
+  BlockKey k{};
+  k[0] = id;
+  k[15] = 0x5a;
+  return k;
+}
+
+std::unique_ptr<TieredStore> OpenStore(const std::string& dir, uint64_t quota = 0,
+                                       bool memory_only = false) {
+  TieredStoreOptions o;
+  o.data_dir = dir;
+  o.memory_only = memory_only;
+  o.memory_bytes = 8 << 20;
+  o.dram_shards = 4;
+  o.tenant_quota_bytes = quota;
+  auto s = TieredStore::Open(o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+PutPageRequest Req(std::string_view tenant, uint8_t block, uint32_t layer, uint32_t layers,
+                   const std::string& page, std::string_view descriptor = "geo") {
+  return PutPageRequest{tenant, Block(block), layer, layers, descriptor, page};
+}
+
+TEST(TieredStoreTest, BlockBecomesVisibleOnlyWhenComplete) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  const std::string p0 = FakePage(1000, 0), p1 = FakePage(1000, 1), p2 = FakePage(1000, 2);
+  // Layers arrive out of order.
+  auto r = s->PutPage(Req("t", 1, 2, 3, p2));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->committed);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 3, p0)).ok());
+  const BlockKey chain[] = {Block(1)};
+  EXPECT_EQ(*s->Lookup("t", chain), 0u);
+  EXPECT_EQ(s->GetPage("t", Block(1), 0).status().code(), absl::StatusCode::kNotFound);
+  r = s->PutPage(Req("t", 1, 1, 3, p1));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->committed);
+  EXPECT_FALSE(r->already_committed);
+  EXPECT_EQ(*s->Lookup("t", chain), 1u);
+  EXPECT_EQ(**s->GetPage("t", Block(1), 2), p2);
+  // Writing a committed block again is an idempotent success.
+  r = s->PutPage(Req("t", 1, 0, 3, p0));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->already_committed);
+  EXPECT_EQ(s->Usage("t").bytes, p0.size() + p1.size() + p2.size());
+  EXPECT_EQ(s->Usage("t").blocks, 1u);
+}
+
+TEST(TieredStoreTest, LookupCountsTheLongestCommittedPrefix) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  const std::string p = FakePage(100, 3);
+  for (uint8_t b : {1, 2, 4}) ASSERT_TRUE(s->PutPage(Req("t", b, 0, 1, p)).ok());
+  const BlockKey chain[] = {Block(1), Block(2), Block(3), Block(4)};
+  EXPECT_EQ(*s->Lookup("t", chain), 2u);
+  // Another tenant sees nothing, with the same answer as a miss.
+  EXPECT_EQ(*s->Lookup("u", chain), 0u);
+  EXPECT_EQ(s->GetPage("u", Block(1), 0).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(TieredStoreTest, BadRequestsStoreNothing) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  const std::string p = FakePage(100, 4);
+  auto code = [&](const PutPageRequest& r) { return s->PutPage(r).status().code(); };
+  EXPECT_EQ(code(Req("", 1, 0, 2, p)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Req("t", 1, 2, 2, p)), absl::StatusCode::kInvalidArgument);   // layer
+  EXPECT_EQ(code(Req("t", 1, 0, 0, p)), absl::StatusCode::kInvalidArgument);   // num_layers
+  EXPECT_EQ(code(Req("t", 1, 0, kMaxLayers + 1, p)), absl::StatusCode::kInvalidArgument);
+  std::string corrupt = p;
+  corrupt[3] ^= 1;
+  EXPECT_EQ(code(Req("t", 1, 0, 2, corrupt)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->GetBlock("t", Block(1)).status().code(), absl::StatusCode::kNotFound);
+  // Pages of one block must agree on geometry.
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 2, p)).ok());
+  EXPECT_EQ(code(Req("t", 1, 1, 3, p)), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(code(Req("t", 1, 1, 2, p, "other")), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s->GetBlock("t", Block(1))->LayersPresent(), 1u);
+  EXPECT_EQ(s->Usage("t").bytes, p.size());
+}
+
+TEST(TieredStoreTest, QuotaIsEnforcedPerTenant) {
+  TempDir dir;
+  const std::string p = FakePage(1000, 5);
+  auto s = OpenStore(dir.path(), /*quota=*/2 * p.size());
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
+  ASSERT_TRUE(s->PutPage(Req("t", 2, 0, 1, p)).ok());
+  EXPECT_EQ(s->PutPage(Req("t", 3, 0, 1, p)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s->GetBlock("t", Block(3)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->PutPage(Req("other", 3, 0, 1, p)).ok());  // its own quota
+  ASSERT_TRUE(s->DeleteBlock("t", Block(1)).ok());
+  EXPECT_TRUE(s->PutPage(Req("t", 3, 0, 1, p)).ok());
+}
+
+TEST(TieredStoreTest, PagesAndUsageSurviveReopen) {
+  TempDir dir;
+  const std::string p0 = FakePage(70000, 6), p1 = FakePage(5000, 7);
+  {
+    auto s = OpenStore(dir.path());
+    ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 2, p0)).ok());
+    ASSERT_TRUE(s->PutPage(Req("t", 1, 1, 2, p1)).ok());
+    ASSERT_TRUE(s->PutPage(Req("t", 2, 0, 2, p0)).ok());  // never completed
+  }
+  auto s = OpenStore(dir.path());
+  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);  // from RocksDB, then DRAM
+  EXPECT_EQ(**s->GetPage("t", Block(1), 1), p1);
+  EXPECT_EQ(s->DramStats().hits, 0u);
+  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);
+  EXPECT_EQ(s->DramStats().hits, 1u);
+  const BlockKey chain[] = {Block(1), Block(2)};
+  EXPECT_EQ(*s->Lookup("t", chain), 1u);
+  EXPECT_EQ(s->Usage("t").bytes, 2 * p0.size() + p1.size());
+  EXPECT_EQ(s->Usage("t").blocks, 2u);
+}
+
+TEST(TieredStoreTest, DeleteRemovesPagesEverywhere) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  const std::string p = FakePage(300, 8);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
+  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());
+  ASSERT_TRUE(s->DeleteBlock("t", Block(1)).ok());
+  EXPECT_EQ(s->GetPage("t", Block(1), 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->DeleteBlock("t", Block(1)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Usage("t").bytes, 0u);
+  EXPECT_EQ(s->DramStats().entries, 0u);
+  EXPECT_TRUE(s->disk().Keys(Column::kPages, "")->empty());
+}
+
+TEST(TieredStoreTest, MemoryOnlyModeWorksWithoutADirectory) {
+  auto s = OpenStore("", 0, /*memory_only=*/true);
+  ASSERT_NE(s, nullptr);
+  const std::string p = FakePage(2000, 9);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
+  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p);
+}
+
+// Several streams deliver the layers of the same blocks at once: every block
+// commits exactly once, no layer is lost, and usage adds up. Run under TSan.
+TEST(TieredStoreTest, ConcurrentStreamsCommitEachBlockOnce) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  constexpr int kBlocks = 12, kLayers = 8, kThreads = 4;
+  std::vector<std::string> pages;
+  for (int l = 0; l < kLayers; ++l) pages.push_back(FakePage(512, 100 + l));
+  std::atomic<int> commits{0}, errors{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kThreads; ++w) {
+    threads.emplace_back([&, w] {
+      // Each thread writes every layer of every block, in its own order.
+      std::mt19937 rng(w);
+      std::vector<std::pair<int, int>> work;
+      for (int b = 0; b < kBlocks; ++b)
+        for (int l = 0; l < kLayers; ++l) work.push_back({b, l});
+      std::shuffle(work.begin(), work.end(), rng);
+      for (auto [b, l] : work) {
+        auto r = s->PutPage(Req("t", static_cast<uint8_t>(b), l, kLayers, pages[l]));
+        if (!r.ok()) ++errors;
+        else if (r->committed && !r->already_committed) ++commits;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(commits.load(), kBlocks);
+  std::vector<BlockKey> chain;
+  for (int b = 0; b < kBlocks; ++b) chain.push_back(Block(static_cast<uint8_t>(b)));
+  EXPECT_EQ(*s->Lookup("t", chain), static_cast<size_t>(kBlocks));
+  EXPECT_EQ(s->Usage("t").bytes, uint64_t{kBlocks} * kLayers * pages[0].size());
+}
+
+}  // namespace
+}  // namespace qaqkv::storage
