@@ -35,6 +35,15 @@ struct BenchCodecArgs {
 };
 int RunBenchCodec(const BenchCodecArgs& args);
 
+struct BenchStorageArgs {
+  int page_kib = 256;
+  int pages = 512;
+  int memory_mib = 256;  // DRAM budget of the sustained-write run
+  std::string dir;       // RocksDB directory; empty = a temporary one
+  std::string format = "table";
+};
+int RunBenchStorage(const BenchStorageArgs& args);
+
 // The default comparison set of `qaqkv eval` and `qaqkv bench codec`.
 std::vector<std::string> DefaultCodecs();
 

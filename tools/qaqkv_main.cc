@@ -45,6 +45,15 @@ int main(int argc, char** argv) {
       ->default_val(128);
   bc->add_option("--format", bench.format, "table, csv or json")->default_val("table");
 
+  qaqkv::tools::BenchStorageArgs bench_storage;
+  CLI::App* bs = bn->add_subcommand("storage", "Page store reads and writes against memcpy and plain files");
+  bs->add_option("--page-kib", bench_storage.page_kib, "page size")->default_val(256);
+  bs->add_option("--pages", bench_storage.pages, "pages per measurement")->default_val(512);
+  bs->add_option("--memory-mib", bench_storage.memory_mib, "DRAM budget of the sustained-write run")
+      ->default_val(256);
+  bs->add_option("--dir", bench_storage.dir, "directory for RocksDB (default: a temporary one)");
+  bs->add_option("--format", bench_storage.format, "table, csv or json")->default_val("table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -53,5 +62,6 @@ int main(int argc, char** argv) {
   }
   if (ev->parsed()) return qaqkv::tools::RunEval(eval);
   if (bc->parsed()) return qaqkv::tools::RunBenchCodec(bench);
+  if (bs->parsed()) return qaqkv::tools::RunBenchStorage(bench_storage);
   return 2;
 }

@@ -1,0 +1,181 @@
+// `qaqkv bench storage`: the page store against the baselines its targets
+// name, measured in the same run (docs/performance.md):
+// - DRAM-hit reads of pages against memcpy of the same bytes;
+// - RocksDB writes (PutPage, WAL, optional fsync) against writing the same
+//   bytes to a plain file with the same sync policy;
+// - peak RSS and the DRAM tier's charge against its budget under a
+//   sustained write load.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "storage/tiered_store.h"
+#include "tools/commands.h"
+#include "tools/internal/report.h"
+#include "xxhash.h"
+
+namespace qaqkv::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "qaqkv bench storage: %s\n", msg.c_str());
+  return 2;
+}
+
+double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+
+std::string MakePage(size_t bytes, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string p(bytes, '\0');
+  for (size_t i = 0; i + 8 <= bytes - 8; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(p.data() + i, &v, 8);
+  }
+  const uint64_t h = XXH3_64bits(p.data(), bytes - 8);
+  std::memcpy(p.data() + bytes - 8, &h, 8);
+  return p;
+}
+
+storage::BlockKey KeyOf(uint32_t i) {
+  storage::BlockKey k{};
+  std::memcpy(k.data(), &i, 4);
+  return k;
+}
+
+long PeakRssKiB() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+}  // namespace
+
+int RunBenchStorage(const BenchStorageArgs& args) {
+  Format format;
+  if (!ParseFormat(args.format, &format)) return Fail("--format: expected table, csv or json");
+  if (args.page_kib < 1 || args.pages < 8) return Fail("--page-kib >= 1 and --pages >= 8");
+  const size_t page_bytes = size_t(args.page_kib) * 1024;
+  std::string dir = args.dir;
+  const bool own_dir = dir.empty();
+  if (own_dir) {
+    std::string tmpl = (fs::temp_directory_path() / "qaqkv-bench-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) return Fail("cannot create a temporary directory");
+    dir = tmpl;
+  }
+  std::vector<std::string> pages;
+  for (int i = 0; i < 16; ++i) pages.push_back(MakePage(page_bytes, i));
+  Report report({"measure", "sync", "ours_gbps", "baseline", "baseline_gbps", "ratio"});
+
+  // 1. Sustained writes (first, so the peak RSS is this load's) through a small DRAM budget: peak RSS against it.
+  {
+    const size_t budget = size_t(args.memory_mib) << 20;
+    storage::TieredStoreOptions o;
+    o.data_dir = dir + "/db-rss";
+    o.memory_bytes = budget;
+    auto store = storage::TieredStore::Open(o);
+    if (!store.ok()) return Fail(std::string(store.status().message()));
+    const long rss_before = PeakRssKiB();
+    const size_t total = budget * 4;
+    size_t max_charge = 0;
+    for (uint32_t i = 0; size_t(i) * page_bytes < total; ++i) {
+      auto r = (*store)->PutPage({"bench", KeyOf(1u << 20 | i), 0, 1, "geo", pages[i % pages.size()]});
+      if (!r.ok()) return Fail(std::string(r.status().message()));
+      max_charge = std::max(max_charge, (*store)->DramStats().charged_bytes);
+    }
+    const long rss_after = PeakRssKiB();
+    report.Add({{"dram_charge_peak_mib"}, {"-"}, {max_charge / 1048576.0, 1}, {"budget_mib"},
+                {budget / 1048576.0, 1}, {double(max_charge) / budget, 3}});
+    report.Add({{"process_peak_rss_mib"}, {"-"}, {rss_after / 1024.0, 1}, {"before_load_mib"},
+                {rss_before / 1024.0, 1}, {double(rss_after) / (budget / 1024.0), 3}});
+  }
+  // 2. DRAM-hit reads against memcpy of the same bytes.
+  {
+    storage::TieredStoreOptions o;
+    o.memory_only = true;
+    o.memory_bytes = size_t(args.pages) * (page_bytes + 4096) * 2;
+    auto store = storage::TieredStore::Open(o);
+    if (!store.ok()) return Fail(std::string(store.status().message()));
+    for (int i = 0; i < args.pages; ++i) {
+      auto r = (*store)->PutPage({"bench", KeyOf(i), 0, 1, "geo", pages[i % pages.size()]});
+      if (!r.ok()) return Fail(std::string(r.status().message()));
+    }
+    const int reads = args.pages * 8;
+    uint64_t sink = 0;
+    auto t0 = Clock::now();
+    for (int i = 0; i < reads; ++i) {
+      auto p = (*store)->GetPage("bench", KeyOf(i % args.pages), 0);
+      if (!p.ok()) return Fail(std::string(p.status().message()));
+      sink += static_cast<uint8_t>((**p)[i % page_bytes]);  // the bytes are there to use
+    }
+    const double t_get = Seconds(t0);
+    std::vector<char> dst(page_bytes);
+    t0 = Clock::now();
+    for (int i = 0; i < reads; ++i) {
+      const std::string& src = pages[i % pages.size()];
+      std::memcpy(dst.data(), src.data(), page_bytes);
+      asm volatile("" : : "r"(dst.data()) : "memory");
+    }
+    const double t_copy = Seconds(t0);
+    const double ours = double(reads) * page_bytes / t_get / 1e9;
+    const double base = double(reads) * page_bytes / t_copy / 1e9;
+    report.Add({{"dram_hit_read"}, {"-"}, {ours, 2}, {"memcpy"}, {base, 2}, {ours / base, 2}});
+    if (sink == 42) std::fprintf(stderr, " ");
+  }
+
+  // 3. RocksDB writes against a plain file, with and without fsync.
+  for (bool sync : {false, true}) {
+    const int n = sync ? std::max(8, args.pages / 8) : args.pages;
+    const std::string db_dir = dir + (sync ? "/db-sync" : "/db");
+    storage::TieredStoreOptions o;
+    o.data_dir = db_dir;
+    o.sync = sync;
+    o.memory_bytes = 64 << 20;
+    auto store = storage::TieredStore::Open(o);
+    if (!store.ok()) return Fail(std::string(store.status().message()));
+    auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      auto r = (*store)->PutPage({"bench", KeyOf(i), 0, 1, "geo", pages[i % pages.size()]});
+      if (!r.ok()) return Fail(std::string(r.status().message()));
+    }
+    const double t_store = Seconds(t0);
+    const std::string file = dir + (sync ? "/plain-sync" : "/plain");
+    const int fd = open(file.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    if (fd < 0) return Fail("cannot create " + file);
+    t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      const std::string& p = pages[i % pages.size()];
+      if (write(fd, p.data(), p.size()) != static_cast<ssize_t>(p.size())) return Fail("write failed");
+      if (sync && fdatasync(fd) != 0) return Fail("fdatasync failed");
+    }
+    const double t_file = Seconds(t0);
+    close(fd);
+    const double ours = double(n) * page_bytes / t_store / 1e9;
+    const double base = double(n) * page_bytes / t_file / 1e9;
+    report.Add({{"rocksdb_write"}, {sync ? "fsync" : "none"}, {ours, 3}, {"plain file write"},
+                {base, 3}, {ours / base, 2}});
+  }
+
+  if (format == Format::kTable) {
+    std::printf("# %d pages of %d KiB, one thread; RocksDB in %s\n", args.pages, args.page_kib,
+                dir.c_str());
+  }
+  report.Print(format);
+  if (own_dir) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  return 0;
+}
+
+}  // namespace qaqkv::tools
