@@ -20,6 +20,7 @@
 #include "storage/block_record.h"
 #include "storage/dram_tier.h"
 #include "storage/keys.h"
+#include "storage/session_record.h"
 
 namespace qaqkv::storage {
 
@@ -69,6 +70,23 @@ class PageStore {
   virtual absl::Status DeleteBlock(std::string_view tenant, const BlockKey& block) = 0;
 
   virtual TenantUsage Usage(std::string_view tenant) const = 0;
+
+  // Sessions. PutSession creates or replaces (created_ms is kept on
+  // replace, accessed_ms set to now). Errors: kInvalidArgument (bad tenant or
+  // session id, too many blocks, a non-empty tail whose checksum is wrong).
+  virtual absl::Status PutSession(std::string_view tenant, std::string_view session_id,
+                                  SessionRecord record) = 0;
+  // kNotFound when missing or expired (expired sessions are removed).
+  virtual absl::StatusOr<SessionRecord> GetSession(std::string_view tenant,
+                                                   std::string_view session_id) = 0;
+  // Session ids of the tenant in order, at most `limit`, skipping expired ones.
+  virtual absl::StatusOr<std::vector<std::string>> ListSessions(std::string_view tenant,
+                                                                size_t limit) = 0;
+  virtual absl::Status DeleteSession(std::string_view tenant, std::string_view session_id) = 0;
+  // Marks the session used now (extends its TTL); kNotFound as GetSession.
+  virtual absl::Status TouchSession(std::string_view tenant, std::string_view session_id) = 0;
+  // Removes every session whose TTL ran out before `now_ms`; returns how many.
+  virtual absl::StatusOr<size_t> ExpireSessions(int64_t now_ms) = 0;
 };
 
 }  // namespace qaqkv::storage

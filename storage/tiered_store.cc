@@ -212,3 +212,110 @@ absl::Status TieredStore::DeleteBlock(std::string_view tenant, const BlockKey& b
 }
 
 }  // namespace qaqkv::storage
+
+namespace qaqkv::storage {
+namespace {
+
+absl::Status ValidateSessionRequest(std::string_view tenant, std::string_view session_id) {
+  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  return ValidateSessionId(session_id);
+}
+
+}  // namespace
+
+absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view session_id,
+                                     SessionRecord record) {
+  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
+  if (record.blocks.size() > kMaxSessionBlocks) {
+    return absl::InvalidArgumentError(absl::StrCat("blocks: ", record.blocks.size(),
+                                                   " exceeds ", kMaxSessionBlocks));
+  }
+  if (!record.tail.empty() && !PageChecksumOk(record.tail)) {
+    return absl::InvalidArgumentError("tail: checksum does not match its contents");
+  }
+  if (record.ttl_ms < 0) return absl::InvalidArgumentError("ttl_ms: must be >= 0");
+  const std::string key = SessionKey(tenant, session_id);
+  internal::MutexLock lock(&StripeFor(key));
+  const int64_t now = NowMs();
+  record.created_ms = now;
+  if (auto old = disk_->Get(Column::kSessions, key); old.ok()) {
+    if (auto decoded = DecodeSessionRecord(*old); decoded.ok()) record.created_ms = decoded->created_ms;
+  }
+  record.accessed_ms = now;
+  return disk_->Put(Column::kSessions, key, EncodeSessionRecord(record));
+}
+
+absl::StatusOr<SessionRecord> TieredStore::GetSession(std::string_view tenant,
+                                                      std::string_view session_id) {
+  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
+  const std::string key = SessionKey(tenant, session_id);
+  auto bytes = disk_->Get(Column::kSessions, key);
+  if (!bytes.ok()) {
+    if (bytes.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError("session: not found");
+    }
+    return bytes.status();
+  }
+  auto record = DecodeSessionRecord(*bytes);
+  if (!record.ok()) return record.status();
+  if (record->ExpiredAt(NowMs())) {
+    (void)disk_->Delete(Column::kSessions, key);
+    return absl::NotFoundError("session: not found");
+  }
+  return record;
+}
+
+absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_view tenant,
+                                                                   size_t limit) {
+  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  const std::string prefix = TenantPrefix('S', tenant);
+  auto keys = disk_->Keys(Column::kSessions, prefix);
+  if (!keys.ok()) return keys.status();
+  std::vector<std::string> out;
+  const int64_t now = NowMs();
+  for (const std::string& key : *keys) {
+    if (out.size() >= limit) break;
+    auto bytes = disk_->Get(Column::kSessions, key);
+    if (!bytes.ok()) continue;  // removed meanwhile
+    auto record = DecodeSessionRecord(*bytes);
+    if (!record.ok() || record->ExpiredAt(now)) continue;
+    out.push_back(key.substr(prefix.size()));
+  }
+  return out;
+}
+
+absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_view session_id) {
+  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
+  internal::MutexLock lock(&StripeFor(SessionKey(tenant, session_id)));
+  auto record = GetSession(tenant, session_id);
+  if (!record.ok()) return record.status();
+  return disk_->Delete(Column::kSessions, SessionKey(tenant, session_id));
+}
+
+absl::Status TieredStore::TouchSession(std::string_view tenant, std::string_view session_id) {
+  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
+  const std::string key = SessionKey(tenant, session_id);
+  internal::MutexLock lock(&StripeFor(key));  // no PutSession in between
+  auto record = GetSession(tenant, session_id);
+  if (!record.ok()) return record.status();
+  record->accessed_ms = NowMs();
+  return disk_->Put(Column::kSessions, key, EncodeSessionRecord(*record));
+}
+
+absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
+  auto keys = disk_->Keys(Column::kSessions, "");
+  if (!keys.ok()) return keys.status();
+  size_t removed = 0;
+  for (const std::string& key : *keys) {
+    auto bytes = disk_->Get(Column::kSessions, key);
+    if (!bytes.ok()) continue;
+    auto record = DecodeSessionRecord(*bytes);
+    // An unreadable record can never be resumed: it goes too.
+    if (!record.ok() || record->ExpiredAt(now_ms)) {
+      if (disk_->Delete(Column::kSessions, key).ok()) ++removed;
+    }
+  }
+  return removed;
+}
+
+}  // namespace qaqkv::storage

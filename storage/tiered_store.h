@@ -42,6 +42,15 @@ class TieredStore final : public PageStore {
   absl::StatusOr<BlockRecord> GetBlock(std::string_view tenant, const BlockKey& block) override;
   absl::Status DeleteBlock(std::string_view tenant, const BlockKey& block) override;
   TenantUsage Usage(std::string_view tenant) const override;
+  absl::Status PutSession(std::string_view tenant, std::string_view session_id,
+                          SessionRecord record) override;
+  absl::StatusOr<SessionRecord> GetSession(std::string_view tenant,
+                                           std::string_view session_id) override;
+  absl::StatusOr<std::vector<std::string>> ListSessions(std::string_view tenant,
+                                                        size_t limit) override;
+  absl::Status DeleteSession(std::string_view tenant, std::string_view session_id) override;
+  absl::Status TouchSession(std::string_view tenant, std::string_view session_id) override;
+  absl::StatusOr<size_t> ExpireSessions(int64_t now_ms) override;
 
   DramTierStats DramStats() const { return dram_->Stats(); }
   RocksDbTierStats DiskStats() const { return disk_->Stats(); }

@@ -215,3 +215,88 @@ TEST(TieredStoreTest, ConcurrentStreamsCommitEachBlockOnce) {
 
 }  // namespace
 }  // namespace qaqkv::storage
+
+namespace qaqkv::storage {
+namespace {
+
+SessionRecord Session(std::initializer_list<uint8_t> blocks, uint64_t tokens, int64_t ttl_ms = 0) {
+  SessionRecord r;
+  for (uint8_t b : blocks) r.blocks.push_back(Block(b));
+  r.token_count = tokens;
+  r.ttl_ms = ttl_ms;
+  return r;
+}
+
+TEST(TieredStoreSessionsTest, PutGetListDeleteAndSurviveReopen) {
+  TempDir dir;
+  const std::string tail = FakePage(300, 11);
+  {
+    auto s = OpenStore(dir.path());
+    SessionRecord r = Session({1, 2, 3}, 900);
+    r.tail = tail;
+    ASSERT_TRUE(s->PutSession("t", "chat-1", r).ok());
+    ASSERT_TRUE(s->PutSession("t", "chat-2", Session({1}, 10)).ok());
+    ASSERT_TRUE(s->PutSession("u", "chat-9", Session({7}, 5)).ok());
+  }
+  auto s = OpenStore(dir.path());
+  auto got = s->GetSession("t", "chat-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->blocks, (std::vector<BlockKey>{Block(1), Block(2), Block(3)}));
+  EXPECT_EQ(got->token_count, 900u);
+  EXPECT_EQ(got->tail, tail);
+  EXPECT_GT(got->created_ms, 0);
+  EXPECT_EQ(*s->ListSessions("t", 100), (std::vector<std::string>{"chat-1", "chat-2"}));
+  EXPECT_EQ(s->ListSessions("t", 1)->size(), 1u);
+  // Tenants never see each other's sessions.
+  EXPECT_EQ(s->GetSession("u", "chat-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*s->ListSessions("u", 100), (std::vector<std::string>{"chat-9"}));
+  ASSERT_TRUE(s->DeleteSession("t", "chat-1").ok());
+  EXPECT_EQ(s->GetSession("t", "chat-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->DeleteSession("t", "chat-1").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(TieredStoreSessionsTest, ReplaceKeepsCreationTime) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  ASSERT_TRUE(s->PutSession("t", "c", Session({1}, 10)).ok());
+  const int64_t created = s->GetSession("t", "c")->created_ms;
+  ASSERT_TRUE(s->PutSession("t", "c", Session({1, 2}, 20)).ok());
+  auto got = s->GetSession("t", "c");
+  EXPECT_EQ(got->created_ms, created);
+  EXPECT_EQ(got->token_count, 20u);
+  EXPECT_EQ(got->blocks.size(), 2u);
+}
+
+TEST(TieredStoreSessionsTest, ExpiryRemovesOnlyStaleSessions) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  ASSERT_TRUE(s->PutSession("t", "short", Session({1}, 1, /*ttl_ms=*/60000)).ok());
+  ASSERT_TRUE(s->PutSession("t", "forever", Session({1}, 1)).ok());
+  const int64_t accessed = s->GetSession("t", "short")->accessed_ms;
+  EXPECT_EQ(*s->ExpireSessions(accessed + 59999), 0u);
+  EXPECT_EQ(*s->ExpireSessions(accessed + 60000), 1u);
+  EXPECT_EQ(s->GetSession("t", "short").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->GetSession("t", "forever").ok());
+  EXPECT_TRUE(s->TouchSession("t", "forever").ok());
+  EXPECT_EQ(s->TouchSession("t", "short").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(TieredStoreSessionsTest, BadSessionRequestsStoreNothing) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  EXPECT_EQ(s->PutSession("t", "", Session({1}, 1)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->PutSession("t", "has space", Session({1}, 1)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->PutSession("t", std::string(kMaxSessionIdBytes + 1, 'x'), Session({1}, 1)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->PutSession("", "c", Session({1}, 1)).code(), absl::StatusCode::kInvalidArgument);
+  SessionRecord bad_tail = Session({1}, 1);
+  bad_tail.tail = "not a page";
+  EXPECT_EQ(s->PutSession("t", "c", bad_tail).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->PutSession("t", "c", Session({1}, 1, -5)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(s->ListSessions("t", 10)->empty());
+}
+
+}  // namespace
+}  // namespace qaqkv::storage

@@ -1,0 +1,43 @@
+// A chat session: a named chain of block keys plus a partial tail page, for
+// resume (DESIGN.md). Stored in the `sessions` column, little-endian,
+// versioned:
+//
+//   u8 version (1) | u64 token_count | i64 created_ms | i64 accessed_ms |
+//   i64 ttl_ms (0: none) | u32 n_blocks | n_blocks x 16-byte block keys |
+//   u32 tail_len | tail page bytes (empty, or a page with its checksum)
+#ifndef QAQKV_STORAGE_SESSION_RECORD_H_
+#define QAQKV_STORAGE_SESSION_RECORD_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "storage/keys.h"
+
+namespace qaqkv::storage {
+
+inline constexpr uint32_t kMaxSessionBlocks = 1 << 20;
+
+struct SessionRecord {
+  uint64_t token_count = 0;
+  int64_t created_ms = 0;
+  int64_t accessed_ms = 0;
+  int64_t ttl_ms = 0;  // 0: never expires
+  std::vector<BlockKey> blocks;
+  std::string tail;  // partial last page, may be empty
+
+  bool ExpiredAt(int64_t now_ms) const { return ttl_ms > 0 && accessed_ms + ttl_ms <= now_ms; }
+};
+
+// 1..kMaxSessionIdBytes bytes of printable ASCII without spaces.
+absl::Status ValidateSessionId(std::string_view id);
+
+std::string EncodeSessionRecord(const SessionRecord& r);
+// kDataLoss when the bytes are not a well-formed record.
+absl::StatusOr<SessionRecord> DecodeSessionRecord(std::string_view bytes);
+
+}  // namespace qaqkv::storage
+
+#endif  // QAQKV_STORAGE_SESSION_RECORD_H_
