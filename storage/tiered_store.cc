@@ -1,6 +1,8 @@
 #include "storage/tiered_store.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,14 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
     const size_t tenant_len = static_cast<uint8_t>(key[1]);
     store->AddUsage(std::string_view(key).substr(2, tenant_len),
                     static_cast<int64_t>(record->bytes), 1);
+    internal::MutexLock lock(&store->index_mu_);
+    store->index_[Absl(key)] = {record->bytes, record->committed, record->created_ms,
+                                record->accessed_ms, false};
+    store->total_bytes_ += record->bytes;
+  }
+  if (options.maintenance_interval_ms > 0) {
+    TieredStore* self = store.get();
+    store->maintenance_ = std::thread([self] { self->MaintenanceLoop(); });
   }
   return store;
 }
@@ -55,6 +65,31 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
 TieredStore::TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> disk,
                          std::unique_ptr<DramTier> dram)
     : options_(std::move(options)), disk_(std::move(disk)), dram_(std::move(dram)) {}
+
+TieredStore::~TieredStore() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (maintenance_.joinable()) maintenance_.join();
+}
+
+void TieredStore::MaintenanceLoop() {
+  std::unique_lock<std::mutex> lock(stop_mu_);
+  while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.maintenance_interval_ms),
+                            [this] { return stopping_; })) {
+    lock.unlock();
+    // Errors are retried on the next pass; the store stays usable.
+    (void)RunMaintenance(NowMs());
+    lock.lock();
+  }
+}
+
+uint64_t TieredStore::TotalBytes() const {
+  internal::MutexLock lock(&index_mu_);
+  return total_bytes_;
+}
 
 internal::Mutex& TieredStore::StripeFor(std::string_view record_key) {
   return stripes_[absl::HashOf(record_key) % kStripes];
@@ -98,6 +133,15 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
     return absl::InvalidArgumentError("page: checksum does not match its contents");
   }
   const std::string record_key = BlockRecordKey(req.tenant, req.block);
+  if (options_.disk_bytes > 0) {
+    // Make room before taking this block's lock (eviction takes others').
+    if (req.page.size() > options_.disk_bytes) {
+      return absl::ResourceExhaustedError("page: larger than the whole disk budget");
+    }
+    if (TotalBytes() + req.page.size() > options_.disk_bytes) {
+      EvictTo(options_.disk_bytes - req.page.size(), record_key);
+    }
+  }
   internal::MutexLock lock(&StripeFor(record_key));
 
   BlockRecord record;
@@ -126,6 +170,10 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
     // The same layer again (a retried stream): durable already.
     return PutPageResult{false, false};
   }
+  if (options_.disk_bytes > 0 && TotalBytes() + req.page.size() > options_.disk_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "disk budget of ", options_.disk_bytes, " bytes is full (live sessions hold the rest)"));
+  }
   // Check and reserve in one step, so concurrent writers of other blocks
   // cannot both slip under the quota.
   if (!ReserveUsage(req.tenant, req.page.size(), existed ? 0 : 1)) {
@@ -143,6 +191,15 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
       !s.ok()) {
     AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
     return s;
+  }
+  {
+    internal::MutexLock index_lock(&index_mu_);
+    BlockMeta& meta = index_[Absl(record_key)];
+    meta.bytes = record.bytes;
+    meta.committed = record.committed;
+    meta.created_ms = record.created_ms;
+    meta.accessed_ms = NowMs();
+    total_bytes_ += req.page.size();
   }
   dram_->Put(page_key, std::make_shared<const std::string>(req.page));
   return PutPageResult{record.committed, false};
@@ -168,6 +225,14 @@ absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const B
     return absl::NotFoundError("block: not found");
   }
   const std::string page_key = PageKey(tenant, block, layer);
+  {
+    // Recency for eviction; written back to the record by maintenance.
+    internal::MutexLock index_lock(&index_mu_);
+    if (auto it = index_.find(Absl(BlockRecordKey(tenant, block))); it != index_.end()) {
+      it->second.accessed_ms = NowMs();
+      it->second.access_dirty = true;
+    }
+  }
   if (PageBuffer hit = dram_->Get(page_key)) return hit;
   auto bytes = disk_->GetPage(page_key);
   if (!bytes.ok()) return bytes.status();
@@ -194,7 +259,15 @@ absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
 
 absl::Status TieredStore::DeleteBlock(std::string_view tenant, const BlockKey& block) {
   if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
-  const std::string record_key = BlockRecordKey(tenant, block);
+  return DeleteBlockByRecordKey(BlockRecordKey(tenant, block));
+}
+
+absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) {
+  // 'B' tenant_len tenant block(16)
+  const size_t tenant_len = static_cast<uint8_t>(record_key[1]);
+  const std::string_view tenant = std::string_view(record_key).substr(2, tenant_len);
+  BlockKey block;
+  std::memcpy(block.data(), record_key.data() + 2 + tenant_len, block.size());
   internal::MutexLock lock(&StripeFor(record_key));
   auto record = GetBlock(tenant, block);
   if (!record.ok()) return record.status();
@@ -206,9 +279,108 @@ absl::Status TieredStore::DeleteBlock(std::string_view tenant, const BlockKey& b
   for (const std::string& k : page_keys) batch.push_back({Column::kPages, k, {}, true});
   batch.push_back({Column::kBlocks, record_key, {}, true});
   if (absl::Status s = disk_->Write(batch); !s.ok()) return s;
-  dram_->ErasePrefix(BlockPagesPrefix(tenant, block));
+  for (const std::string& k : page_keys) dram_->Erase(k);
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
+  internal::MutexLock index_lock(&index_mu_);
+  if (auto it = index_.find(Absl(record_key)); it != index_.end()) {
+    total_bytes_ -= it->second.bytes;
+    index_.erase(it);
+  }
   return absl::OkStatus();
+}
+
+absl::flat_hash_set<std::string> TieredStore::ReferencedBlocks(int64_t now_ms) {
+  absl::flat_hash_set<std::string> referenced;
+  auto keys = disk_->Keys(Column::kSessions, "");
+  if (!keys.ok()) return referenced;
+  for (const std::string& key : *keys) {
+    auto bytes = disk_->Get(Column::kSessions, key);
+    if (!bytes.ok()) continue;
+    auto session = DecodeSessionRecord(*bytes);
+    if (!session.ok() || session->ExpiredAt(now_ms)) continue;
+    // 'S' tenant_len tenant session_id
+    const size_t tenant_len = static_cast<uint8_t>(key[1]);
+    const std::string_view tenant = std::string_view(key).substr(2, tenant_len);
+    for (const BlockKey& b : session->blocks) referenced.insert(BlockRecordKey(tenant, b));
+  }
+  return referenced;
+}
+
+size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
+  internal::MutexLock eviction_lock(&eviction_mu_);
+  // Blocks that live sessions reference go last.
+  const absl::flat_hash_set<std::string> referenced = ReferencedBlocks(NowMs());
+  struct Candidate {
+    bool referenced;
+    int64_t accessed_ms;
+    std::string key;
+  };
+  std::vector<Candidate> order;
+  {
+    internal::MutexLock lock(&index_mu_);
+    if (total_bytes_ <= target) return 0;
+    for (const auto& [key, meta] : index_) {
+      if (key == Absl(keep)) continue;
+      order.push_back({referenced.contains(key), meta.accessed_ms, key});
+    }
+  }
+  std::sort(order.begin(), order.end(), [](const Candidate& a, const Candidate& b) {
+    return a.referenced != b.referenced ? !a.referenced : a.accessed_ms < b.accessed_ms;
+  });
+  size_t evicted = 0;
+  for (const Candidate& c : order) {
+    if (TotalBytes() <= target) break;
+    if (DeleteBlockByRecordKey(c.key).ok()) ++evicted;
+  }
+  return evicted;
+}
+
+absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
+  MaintenanceReport report;
+  auto expired = ExpireSessions(now_ms);
+  if (!expired.ok()) return expired.status();
+  report.sessions_expired = *expired;
+
+  // Write back access times, and pick abandoned and expired blocks.
+  std::vector<std::pair<std::string, int64_t>> dirty;
+  std::vector<std::string> abandoned, stale;
+  {
+    internal::MutexLock lock(&index_mu_);
+    for (auto& [key, meta] : index_) {
+      if (!meta.committed && now_ms - meta.accessed_ms >= options_.abandoned_block_ms) {
+        abandoned.push_back(key);
+      } else if (meta.committed && options_.block_ttl_ms > 0 &&
+                 now_ms - meta.accessed_ms >= options_.block_ttl_ms) {
+        stale.push_back(key);
+      }
+      if (meta.access_dirty) {
+        dirty.emplace_back(key, meta.accessed_ms);
+        meta.access_dirty = false;
+      }
+    }
+  }
+  for (const auto& [key, accessed] : dirty) {
+    internal::MutexLock lock(&StripeFor(key));
+    auto bytes = disk_->Get(Column::kBlocks, key);
+    if (!bytes.ok()) continue;
+    auto record = DecodeBlockRecord(*bytes);
+    if (!record.ok() || record->accessed_ms >= accessed) continue;
+    record->accessed_ms = accessed;
+    (void)disk_->Put(Column::kBlocks, key, EncodeBlockRecord(*record));
+  }
+  for (const std::string& key : abandoned) {
+    if (DeleteBlockByRecordKey(key).ok()) ++report.abandoned_reclaimed;
+  }
+  if (!stale.empty()) {
+    // Only blocks no live session references expire.
+    const absl::flat_hash_set<std::string> referenced = ReferencedBlocks(now_ms);
+    for (const std::string& key : stale) {
+      if (referenced.contains(key)) continue;
+      if (DeleteBlockByRecordKey(key).ok()) ++report.blocks_expired;
+    }
+  }
+  if (options_.disk_bytes > 0) report.blocks_evicted = EvictTo(options_.disk_bytes, "");
+  return report;
 }
 
 }  // namespace qaqkv::storage

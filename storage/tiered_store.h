@@ -8,10 +8,14 @@
 #define QAQKV_STORAGE_TIERED_STORE_H_
 
 #include <array>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "storage/internal/mutex.h"
 #include "storage/page_store.h"
 #include "storage/rocksdb_tier.h"
@@ -25,6 +29,26 @@ struct TieredStoreOptions {
   size_t memory_bytes = size_t{1} << 30;  // DRAM tier budget
   int dram_shards = 16;
   uint64_t tenant_quota_bytes = 0;  // 0: no quota
+  // Bytes of pages all tenants may keep; past it the least recently used
+  // whole blocks are evicted, those no live session references first.
+  // 0: no budget.
+  uint64_t disk_bytes = 0;
+  // An incomplete block untouched for this long is reclaimed.
+  int64_t abandoned_block_ms = 10 * 60 * 1000;
+  // A committed block no session references, unread for this long, expires.
+  // 0: never.
+  int64_t block_ttl_ms = 0;
+  // Period of the background maintenance thread (session expiry, abandoned
+  // and expired blocks, budget, access times). 0: no thread; call
+  // RunMaintenance yourself.
+  int64_t maintenance_interval_ms = 1000;
+};
+
+struct MaintenanceReport {
+  size_t sessions_expired = 0;
+  size_t abandoned_reclaimed = 0;
+  size_t blocks_expired = 0;
+  size_t blocks_evicted = 0;
 };
 
 class TieredStore final : public PageStore {
@@ -52,6 +76,12 @@ class TieredStore final : public PageStore {
   absl::Status TouchSession(std::string_view tenant, std::string_view session_id) override;
   absl::StatusOr<size_t> ExpireSessions(int64_t now_ms) override;
 
+  // One maintenance pass at time `now_ms` (what the background thread runs).
+  absl::StatusOr<MaintenanceReport> RunMaintenance(int64_t now_ms);
+  // Page bytes of every tenant together.
+  uint64_t TotalBytes() const;
+  ~TieredStore() override;
+
   DramTierStats DramStats() const { return dram_->Stats(); }
   RocksDbTierStats DiskStats() const { return disk_->Stats(); }
   RocksDbTier& disk() { return *disk_; }
@@ -64,7 +94,23 @@ class TieredStore final : public PageStore {
               std::unique_ptr<DramTier> dram);
 
  private:
+  // What eviction needs to know of a block without reading its record.
+  struct BlockMeta {
+    uint64_t bytes = 0;
+    bool committed = false;
+    int64_t created_ms = 0;
+    int64_t accessed_ms = 0;
+    bool access_dirty = false;  // accessed_ms not yet written back
+  };
+
   static constexpr size_t kStripes = 64;
+  // Evicts least recently used blocks (unreferenced ones first, never
+  // `keep`) until the total is at most `target` bytes; returns how many.
+  size_t EvictTo(uint64_t target, std::string_view keep);
+  absl::Status DeleteBlockByRecordKey(const std::string& record_key);
+  // Record keys of the blocks that sessions alive at `now_ms` reference.
+  absl::flat_hash_set<std::string> ReferencedBlocks(int64_t now_ms);
+  void MaintenanceLoop();
   internal::Mutex& StripeFor(std::string_view record_key);
   void AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks);
   // Adds to the tenant's usage unless that would pass its quota.
@@ -77,6 +123,15 @@ class TieredStore final : public PageStore {
   std::array<internal::Mutex, kStripes> stripes_;
   mutable internal::Mutex usage_mu_;
   absl::flat_hash_map<std::string, TenantUsage> usage_ ABSL_GUARDED_BY(usage_mu_);
+  mutable internal::Mutex index_mu_;
+  absl::flat_hash_map<std::string, BlockMeta> index_ ABSL_GUARDED_BY(index_mu_);  // by record key
+  uint64_t total_bytes_ ABSL_GUARDED_BY(index_mu_) = 0;
+  internal::Mutex eviction_mu_;  // one evictor at a time
+
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // guarded by stop_mu_
+  std::thread maintenance_;
 };
 
 }  // namespace qaqkv::storage

@@ -53,6 +53,7 @@ std::unique_ptr<TieredStore> OpenStore(const std::string& dir, uint64_t quota = 
   o.memory_bytes = 8 << 20;
   o.dram_shards = 4;
   o.tenant_quota_bytes = quota;
+  o.maintenance_interval_ms = 0;  // tests run maintenance themselves
   auto s = TieredStore::Open(o);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
@@ -296,6 +297,109 @@ TEST(TieredStoreSessionsTest, BadSessionRequestsStoreNothing) {
   EXPECT_EQ(s->PutSession("t", "c", Session({1}, 1, -5)).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(s->ListSessions("t", 10)->empty());
+}
+
+}  // namespace
+}  // namespace qaqkv::storage
+
+namespace qaqkv::storage {
+namespace {
+
+std::unique_ptr<TieredStore> OpenWith(const std::string& dir, uint64_t disk_bytes,
+                                      int64_t block_ttl_ms = 0) {
+  TieredStoreOptions o;
+  o.data_dir = dir;
+  o.memory_bytes = 8 << 20;
+  o.dram_shards = 4;
+  o.disk_bytes = disk_bytes;
+  o.block_ttl_ms = block_ttl_ms;
+  o.abandoned_block_ms = 60000;
+  o.maintenance_interval_ms = 0;
+  auto s = TieredStore::Open(o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+// A full budget evicts least recently used whole blocks, blocks that a live
+// session references last, and never part of a block.
+TEST(TieredStoreBudgetTest, EvictsLeastRecentlyUsedWholeBlocks) {
+  TempDir dir;
+  const std::string p = FakePage(10000, 20);
+  // Room for six pages: three blocks of two layers.
+  auto s = OpenWith(dir.path(), 6 * p.size());
+  for (uint8_t b = 1; b <= 3; ++b)
+    for (uint32_t l = 0; l < 2; ++l) ASSERT_TRUE(s->PutPage(Req("t", b, l, 2, p)).ok());
+  ASSERT_TRUE(s->PutSession("t", "chat", Session({1}, 10)).ok());  // protects block 1
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(s->GetPage("t", Block(2), 0).ok());  // block 2 more recent than 3
+  // A fourth block needs room for its two pages: block 3 (least recent,
+  // unreferenced) goes whole.
+  ASSERT_TRUE(s->PutPage(Req("t", 4, 0, 2, p)).ok());
+  EXPECT_EQ(s->GetBlock("t", Block(3)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->GetBlock("t", Block(2)).ok());
+  ASSERT_TRUE(s->PutPage(Req("t", 4, 1, 2, p)).ok());
+  EXPECT_LE(s->TotalBytes(), 6 * p.size());
+  // Then block 2, and only then the session's block 1.
+  ASSERT_TRUE(s->PutPage(Req("t", 5, 0, 1, p)).ok());
+  EXPECT_EQ(s->GetBlock("t", Block(2)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->GetBlock("t", Block(1)).ok());
+  EXPECT_EQ(s->Usage("t").bytes, s->TotalBytes());
+  // Every remaining block is whole: records and pages agree.
+  for (uint8_t b : {1, 4, 5}) {
+    auto r = s->GetBlock("t", Block(b));
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(r->committed) << int(b);
+  }
+}
+
+TEST(TieredStoreBudgetTest, SessionBlocksGoLastAndOversizedPagesAreRejected) {
+  TempDir dir;
+  const std::string p = FakePage(10000, 21);
+  auto s = OpenWith(dir.path(), 2 * p.size());
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
+  ASSERT_TRUE(s->PutPage(Req("t", 2, 0, 1, p)).ok());
+  ASSERT_TRUE(s->PutSession("t", "a", Session({1, 2}, 10)).ok());
+  // Referenced blocks are evicted last, but still evicted when nothing else
+  // is left: the cache keeps serving new writes.
+  ASSERT_TRUE(s->PutPage(Req("t", 3, 0, 1, p)).ok());
+  EXPECT_LE(s->TotalBytes(), 2 * p.size());
+  // A page larger than the whole budget can never fit.
+  EXPECT_EQ(s->PutPage(Req("t", 9, 0, 1, FakePage(3 * 10000, 22))).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST(TieredStoreMaintenanceTest, ReclaimsAbandonedAndExpiresUnreferencedBlocks) {
+  TempDir dir;
+  const std::string p = FakePage(500, 23);
+  auto s = OpenWith(dir.path(), 0, /*block_ttl_ms=*/120000);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 2, p)).ok());  // never completed
+  ASSERT_TRUE(s->PutPage(Req("t", 2, 0, 1, p)).ok());  // committed, unreferenced
+  ASSERT_TRUE(s->PutPage(Req("t", 3, 0, 1, p)).ok());  // committed, in a session
+  ASSERT_TRUE(s->PutSession("t", "chat", Session({3}, 10)).ok());
+  const int64_t now = s->GetBlock("t", Block(2))->created_ms;
+  auto r = s->RunMaintenance(now + 1000);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->abandoned_reclaimed, 0u);
+  r = s->RunMaintenance(now + 61000);  // past abandoned_block_ms
+  EXPECT_EQ(r->abandoned_reclaimed, 1u);
+  EXPECT_EQ(s->GetBlock("t", Block(1)).status().code(), absl::StatusCode::kNotFound);
+  r = s->RunMaintenance(now + 121000);  // past block_ttl_ms
+  EXPECT_EQ(r->blocks_expired, 1u);
+  EXPECT_EQ(s->GetBlock("t", Block(2)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->GetBlock("t", Block(3)).ok());  // the session keeps it
+  EXPECT_EQ(s->Usage("t").bytes, p.size());
+}
+
+TEST(TieredStoreMaintenanceTest, AccessTimesAreWrittenBack) {
+  TempDir dir;
+  const std::string p = FakePage(500, 24);
+  auto s = OpenWith(dir.path(), 0);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
+  const int64_t before = s->GetBlock("t", Block(1))->accessed_ms;
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());
+  ASSERT_TRUE(s->RunMaintenance(before + 10).ok());
+  EXPECT_GT(s->GetBlock("t", Block(1))->accessed_ms, before);
 }
 
 }  // namespace
