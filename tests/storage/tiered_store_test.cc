@@ -5,6 +5,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "xxhash.h"
 
@@ -400,6 +401,73 @@ TEST(TieredStoreMaintenanceTest, AccessTimesAreWrittenBack) {
   ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());
   ASSERT_TRUE(s->RunMaintenance(before + 10).ok());
   EXPECT_GT(s->GetBlock("t", Block(1))->accessed_ms, before);
+}
+
+}  // namespace
+}  // namespace qaqkv::storage
+
+namespace qaqkv::storage {
+namespace {
+
+// Writers, readers, deleters, session writers and the background maintenance
+// thread all at once, under a tight disk budget that keeps eviction busy.
+// Every successful read returns the bytes that were written. Run under TSan.
+TEST(TieredStoreStressTest, EverythingAtOnce) {
+  TempDir dir;
+  TieredStoreOptions o;
+  o.data_dir = dir.path();
+  o.memory_bytes = 1 << 20;
+  o.dram_shards = 2;
+  o.disk_bytes = 40 * 3000;
+  o.abandoned_block_ms = 1;
+  o.maintenance_interval_ms = 2;
+  auto opened = TieredStore::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  TieredStore& s = **opened;
+  std::vector<std::string> pages;
+  for (int l = 0; l < 3; ++l) pages.push_back(FakePage(2500, 300 + l));
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 6; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937 rng(w);
+      for (int i = 0; i < 300; ++i) {
+        const uint8_t b = static_cast<uint8_t>(rng() % 60);
+        switch (rng() % 5) {
+          case 0:
+          case 1: {
+            const uint32_t l = rng() % 3;
+            auto r = s.PutPage(Req("t", b, l, 3, pages[l]));
+            if (!r.ok() && r.status().code() != absl::StatusCode::kResourceExhausted) ++bad;
+            break;
+          }
+          case 2: {
+            const uint32_t l = rng() % 3;
+            auto p = s.GetPage("t", Block(b), l);
+            if (p.ok() && **p != pages[l]) ++bad;
+            if (!p.ok() && p.status().code() != absl::StatusCode::kNotFound) ++bad;
+            break;
+          }
+          case 3: {
+            const absl::Status d = s.DeleteBlock("t", Block(b));
+            if (!d.ok() && d.code() != absl::StatusCode::kNotFound) ++bad;
+            break;
+          }
+          case 4: {
+            const BlockKey chain[] = {Block(b)};
+            if (!s.Lookup("t", chain).ok()) ++bad;
+            if (!s.PutSession("t", absl::StrCat("s", b), Session({b}, 1, 5)).ok()) ++bad;
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  ASSERT_TRUE(s.RunMaintenance(std::numeric_limits<int64_t>::max() / 2).ok());
+  EXPECT_LE(s.TotalBytes(), o.disk_bytes);
+  EXPECT_EQ(s.Usage("t").bytes, s.TotalBytes());
 }
 
 }  // namespace
