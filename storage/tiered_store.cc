@@ -313,6 +313,7 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
   struct Candidate {
     bool referenced;
     int64_t accessed_ms;
+    int64_t created_ms;
     std::string key;
   };
   std::vector<Candidate> order;
@@ -321,11 +322,15 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
     if (total_bytes_ <= target) return 0;
     for (const auto& [key, meta] : index_) {
       if (key == Absl(keep)) continue;
-      order.push_back({referenced.contains(key), meta.accessed_ms, key});
+      order.push_back({referenced.contains(key), meta.accessed_ms, meta.created_ms, key});
     }
   }
   std::sort(order.begin(), order.end(), [](const Candidate& a, const Candidate& b) {
-    return a.referenced != b.referenced ? !a.referenced : a.accessed_ms < b.accessed_ms;
+    // Unreferenced first, then least recently used; older first on ties
+    // (millisecond clocks tie often).
+    if (a.referenced != b.referenced) return !a.referenced;
+    if (a.accessed_ms != b.accessed_ms) return a.accessed_ms < b.accessed_ms;
+    return a.created_ms < b.created_ms;
   });
   size_t evicted = 0;
   for (const Candidate& c : order) {

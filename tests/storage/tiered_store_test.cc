@@ -333,6 +333,7 @@ TEST(TieredStoreBudgetTest, EvictsLeastRecentlyUsedWholeBlocks) {
   ASSERT_TRUE(s->PutSession("t", "chat", Session({1}, 10)).ok());  // protects block 1
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ASSERT_TRUE(s->GetPage("t", Block(2), 0).ok());  // block 2 more recent than 3
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
   // A fourth block needs room for its two pages: block 3 (least recent,
   // unreferenced) goes whole.
   ASSERT_TRUE(s->PutPage(Req("t", 4, 0, 2, p)).ok());
