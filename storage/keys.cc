@@ -17,17 +17,24 @@ void AppendBlock(std::string& out, const BlockKey& block) {
 
 }  // namespace
 
-absl::Status ValidateTenant(std::string_view tenant) {
-  if (tenant.empty() || tenant.size() > kMaxTenantBytes) {
+absl::Status ValidatePrintableId(std::string_view field, std::string_view value,
+                                 size_t max_bytes) {
+  const absl::string_view name(field.data(), field.size());
+  if (value.empty() || value.size() > max_bytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tenant: length ", tenant.size(), " not in [1, ", kMaxTenantBytes, "]"));
+        absl::StrCat(name, ": length ", value.size(), " not in [1, ", max_bytes, "]"));
   }
-  for (char c : tenant) {
+  for (char c : value) {
     if (c <= ' ' || c > '~') {
-      return absl::InvalidArgumentError("tenant: only printable ASCII without spaces");
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": only printable ASCII without spaces"));
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateTenant(std::string_view tenant) {
+  return ValidatePrintableId("tenant", tenant, kMaxTenantBytes);
 }
 
 std::string TenantPrefix(char kind, std::string_view tenant) {

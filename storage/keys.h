@@ -28,6 +28,10 @@ using BlockKey = std::array<uint8_t, 16>;
 inline constexpr size_t kMaxTenantBytes = 255;
 inline constexpr size_t kMaxSessionIdBytes = 1024;
 
+// `value` is 1..max_bytes of printable ASCII without spaces; the error names
+// `field`.
+absl::Status ValidatePrintableId(std::string_view field, std::string_view value,
+                                 size_t max_bytes);
 // A tenant name is 1..255 bytes of printable ASCII without spaces.
 absl::Status ValidateTenant(std::string_view tenant);
 

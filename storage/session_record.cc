@@ -43,16 +43,7 @@ class Reader {
 }  // namespace
 
 absl::Status ValidateSessionId(std::string_view id) {
-  if (id.empty() || id.size() > kMaxSessionIdBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("session_id: length ", id.size(), " not in [1, ", kMaxSessionIdBytes, "]"));
-  }
-  for (char c : id) {
-    if (c <= ' ' || c > '~') {
-      return absl::InvalidArgumentError("session_id: only printable ASCII without spaces");
-    }
-  }
-  return absl::OkStatus();
+  return ValidatePrintableId("session_id", id, kMaxSessionIdBytes);
 }
 
 std::string EncodeSessionRecord(const SessionRecord& r) {

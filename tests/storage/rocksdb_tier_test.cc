@@ -9,40 +9,17 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "tests/storage/test_util.h"
 #include "xxhash.h"
 
 namespace qaqkv::storage {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::FakePage;
+using testing::TempDir;
 
-// A temporary directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "qaqkv-rocksdb-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
-
-// Bytes shaped like a page: random body, XXH3-64 trailer.
-std::string FakePage(size_t body, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string p(body + 8, '\0');
-  for (size_t i = 0; i < body; ++i) p[i] = static_cast<char>(rng());
-  const uint64_t h = XXH3_64bits(p.data(), body);
-  std::memcpy(p.data() + body, &h, 8);
-  return p;
-}
 
 std::unique_ptr<RocksDbTier> OpenAt(const std::string& path) {
   auto t = RocksDbTier::Open({path});

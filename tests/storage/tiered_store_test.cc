@@ -7,37 +7,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/storage/test_util.h"
 #include "xxhash.h"
 
 namespace qaqkv::storage {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::FakePage;
+using testing::TempDir;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "qaqkv-store-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
-
-std::string FakePage(size_t body, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string p(body + 8, '\0');
-  for (size_t i = 0; i < body; ++i) p[i] = static_cast<char>(rng());
-  const uint64_t h = XXH3_64bits(p.data(), body);
-  std::memcpy(p.data() + body, &h, 8);
-  return p;
-}
 
 BlockKey Block(uint8_t id) {
   BlockKey k{};
