@@ -164,3 +164,33 @@ TEST(RocksDbTierTest, DiskBytesCountBlobs) {
 
 }  // namespace
 }  // namespace qaqkv::storage
+
+namespace qaqkv::storage {
+namespace {
+
+// A data directory nobody may write to, root included: the immutable
+// attribute (chattr +i). Opening fails with a clear error, nothing crashes,
+// and once the directory is writable again the data is all there.
+TEST(RocksDbTierTest, UnwritableDirectoryFailsCleanlyAndRecovers) {
+  TempDir dir;
+  const std::string db = dir.path() + "/db";
+  const std::string page = FakePage(8000, 6);
+  {
+    auto t = OpenAt(db);
+    ASSERT_TRUE(t->PutPage("k", page).ok());
+  }
+  if (std::system(("chattr +i " + db + " 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "chattr +i is not available on this filesystem";
+  }
+  auto r = RocksDbTier::Open({db});
+  ASSERT_EQ(std::system(("chattr -i " + db).c_str()), 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_NE(r.status().message().find(db), std::string::npos) << r.status();
+  auto t = OpenAt(db);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(*t->GetPage("k"), page);
+}
+
+}  // namespace
+}  // namespace qaqkv::storage
