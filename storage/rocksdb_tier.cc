@@ -126,12 +126,11 @@ absl::StatusOr<std::string> RocksDbTier::GetPage(std::string_view key) {
 }
 
 absl::Status RocksDbTier::Put(Column column, std::string_view key, std::string_view value) {
-  rocksdb::WriteOptions wo;
-  wo.sync = options_.sync;
-  QAQKV_TSAN_SERIALIZE_ROCKSDB();
-  return internal::FromRocksDb(db_->Put(wo, Handle(column), ToSlice(key), ToSlice(value)), "put");
+  return Write({{column, key, value}});
 }
 
+// Every write goes through here: one place for the sync policy and the TSan
+// serialization.
 absl::Status RocksDbTier::Write(const std::vector<Mutation>& batch) {
   rocksdb::WriteBatch wb;
   for (const Mutation& m : batch) {
@@ -158,22 +157,17 @@ absl::StatusOr<std::string> RocksDbTier::Get(Column column, std::string_view key
 }
 
 absl::Status RocksDbTier::Delete(Column column, std::string_view key) {
-  rocksdb::WriteOptions wo;
-  wo.sync = options_.sync;
-  QAQKV_TSAN_SERIALIZE_ROCKSDB();
-  return internal::FromRocksDb(db_->Delete(wo, Handle(column), ToSlice(key)), "delete");
+  return Write({{column, key, {}, /*erase=*/true}});
 }
 
 absl::Status RocksDbTier::DeletePrefix(Column column, std::string_view prefix) {
   auto keys = Keys(column, prefix);
   if (!keys.ok()) return keys.status();
   if (keys->empty()) return absl::OkStatus();
-  rocksdb::WriteBatch batch;
-  for (const std::string& k : *keys) batch.Delete(Handle(column), k);
-  rocksdb::WriteOptions wo;
-  wo.sync = options_.sync;
-  QAQKV_TSAN_SERIALIZE_ROCKSDB();
-  return internal::FromRocksDb(db_->Write(wo, &batch), "delete prefix");
+  std::vector<Mutation> batch;
+  batch.reserve(keys->size());
+  for (const std::string& k : *keys) batch.push_back({column, k, {}, /*erase=*/true});
+  return Write(batch);
 }
 
 absl::StatusOr<std::vector<std::string>> RocksDbTier::Keys(Column column, std::string_view prefix,
