@@ -170,17 +170,29 @@ absl::Status RocksDbTier::DeletePrefix(Column column, std::string_view prefix) {
   return Write(batch);
 }
 
+absl::Status RocksDbTier::Scan(
+    Column column, std::string_view prefix,
+    absl::FunctionRef<bool(std::string_view key, std::string_view value)> fn) {
+  QAQKV_TSAN_SERIALIZE_ROCKSDB();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), Handle(column)));
+  for (it->Seek(ToSlice(prefix)); it->Valid(); it->Next()) {
+    const rocksdb::Slice k = it->key();
+    if (!k.starts_with(ToSlice(prefix))) break;
+    const rocksdb::Slice v = it->value();
+    if (!fn(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) break;
+  }
+  return internal::FromRocksDb(it->status(), "scan");
+}
+
 absl::StatusOr<std::vector<std::string>> RocksDbTier::Keys(Column column, std::string_view prefix,
                                                            size_t limit) {
   std::vector<std::string> out;
-  QAQKV_TSAN_SERIALIZE_ROCKSDB();
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), Handle(column)));
-  for (it->Seek(ToSlice(prefix)); it->Valid() && out.size() < limit; it->Next()) {
-    const rocksdb::Slice k = it->key();
-    if (!k.starts_with(ToSlice(prefix))) break;
-    out.emplace_back(k.data(), k.size());
-  }
-  if (!it->status().ok()) return internal::FromRocksDb(it->status(), "scan");
+  absl::Status s = Scan(column, prefix, [&](std::string_view key, std::string_view) {
+    if (out.size() >= limit) return false;
+    out.emplace_back(key);
+    return true;
+  });
+  if (!s.ok()) return s;
   return out;
 }
 

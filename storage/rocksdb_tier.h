@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -84,6 +85,11 @@ class RocksDbTier {
   absl::Status Delete(Column column, std::string_view key);
   // Deletes every key of `column` starting with `prefix`.
   absl::Status DeletePrefix(Column column, std::string_view prefix);
+  // Calls fn(key, value) for the entries of `column` starting with `prefix`,
+  // in key order, until fn returns false. One pass over an iterator, not a
+  // lookup per key. fn must not call back into this tier.
+  absl::Status Scan(Column column, std::string_view prefix,
+                    absl::FunctionRef<bool(std::string_view key, std::string_view value)> fn);
   // Keys of `column` starting with `prefix`, in order (at most `limit`).
   absl::StatusOr<std::vector<std::string>> Keys(Column column, std::string_view prefix,
                                                 size_t limit = SIZE_MAX);

@@ -37,24 +37,25 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
 
   // Usage is derived from the records, so it matches the data after any
   // crash: 'B' tenant_len tenant block(16).
-  auto keys = store->disk_->Keys(Column::kBlocks, "B");
-  if (!keys.ok()) return keys.status();
-  for (const std::string& key : *keys) {
-    auto bytes = store->disk_->Get(Column::kBlocks, key);
-    if (!bytes.ok()) return bytes.status();
-    auto record = DecodeBlockRecord(*bytes);
-    if (!record.ok()) {
-      return absl::DataLossError(absl::StrCat("block record ", Absl(key.substr(0, 2)), "...: ",
-                                              record.status().message()));
-    }
-    const size_t tenant_len = static_cast<uint8_t>(key[1]);
-    store->AddUsage(std::string_view(key).substr(2, tenant_len),
-                    static_cast<int64_t>(record->bytes), 1);
-    internal::MutexLock lock(&store->index_mu_);
-    store->index_[Absl(key)] = {record->bytes, record->committed, record->created_ms,
-                                record->accessed_ms, false};
-    store->total_bytes_ += record->bytes;
-  }
+  absl::Status bad_record;
+  absl::Status scanned = store->disk_->Scan(
+      Column::kBlocks, "B", [&](std::string_view key, std::string_view bytes) {
+        auto record = DecodeBlockRecord(bytes);
+        if (!record.ok()) {
+          bad_record = absl::DataLossError(absl::StrCat(
+              "block record ", Absl(key.substr(0, 2)), "...: ", record.status().message()));
+          return false;
+        }
+        const size_t tenant_len = static_cast<uint8_t>(key[1]);
+        store->AddUsage(key.substr(2, tenant_len), static_cast<int64_t>(record->bytes), 1);
+        internal::MutexLock lock(&store->index_mu_);
+        store->index_[Absl(key)] = {record->bytes, record->committed, record->created_ms,
+                                    record->accessed_ms, false};
+        store->total_bytes_ += record->bytes;
+        return true;
+      });
+  if (!scanned.ok()) return scanned;
+  if (!bad_record.ok()) return bad_record;
   if (options.maintenance_interval_ms > 0) {
     TieredStore* self = store.get();
     store->maintenance_ = std::thread([self] { self->MaintenanceLoop(); });
@@ -291,18 +292,16 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
 
 absl::flat_hash_set<std::string> TieredStore::ReferencedBlocks(int64_t now_ms) {
   absl::flat_hash_set<std::string> referenced;
-  auto keys = disk_->Keys(Column::kSessions, "");
-  if (!keys.ok()) return referenced;
-  for (const std::string& key : *keys) {
-    auto bytes = disk_->Get(Column::kSessions, key);
-    if (!bytes.ok()) continue;
-    auto session = DecodeSessionRecord(*bytes);
-    if (!session.ok() || session->ExpiredAt(now_ms)) continue;
+  // A failed scan leaves fewer blocks protected; eviction still works.
+  (void)disk_->Scan(Column::kSessions, "", [&](std::string_view key, std::string_view bytes) {
+    auto session = DecodeSessionRecord(bytes);
+    if (!session.ok() || session->ExpiredAt(now_ms)) return true;
     // 'S' tenant_len tenant session_id
     const size_t tenant_len = static_cast<uint8_t>(key[1]);
-    const std::string_view tenant = std::string_view(key).substr(2, tenant_len);
+    const std::string_view tenant = key.substr(2, tenant_len);
     for (const BlockKey& b : session->blocks) referenced.insert(BlockRecordKey(tenant, b));
-  }
+    return true;
+  });
   return referenced;
 }
 
@@ -446,18 +445,18 @@ absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_v
                                                                    size_t limit) {
   if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
   const std::string prefix = TenantPrefix('S', tenant);
-  auto keys = disk_->Keys(Column::kSessions, prefix);
-  if (!keys.ok()) return keys.status();
   std::vector<std::string> out;
   const int64_t now = NowMs();
-  for (const std::string& key : *keys) {
-    if (out.size() >= limit) break;
-    auto bytes = disk_->Get(Column::kSessions, key);
-    if (!bytes.ok()) continue;  // removed meanwhile
-    auto record = DecodeSessionRecord(*bytes);
-    if (!record.ok() || record->ExpiredAt(now)) continue;
-    out.push_back(key.substr(prefix.size()));
-  }
+  absl::Status s = disk_->Scan(Column::kSessions, prefix,
+                               [&](std::string_view key, std::string_view bytes) {
+                                 if (out.size() >= limit) return false;
+                                 auto record = DecodeSessionRecord(bytes);
+                                 if (record.ok() && !record->ExpiredAt(now)) {
+                                   out.emplace_back(key.substr(prefix.size()));
+                                 }
+                                 return true;
+                               });
+  if (!s.ok()) return s;
   return out;
 }
 
@@ -480,17 +479,20 @@ absl::Status TieredStore::TouchSession(std::string_view tenant, std::string_view
 }
 
 absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
-  auto keys = disk_->Keys(Column::kSessions, "");
-  if (!keys.ok()) return keys.status();
+  std::vector<std::string> doomed;
+  absl::Status s = disk_->Scan(Column::kSessions, "",
+                               [&](std::string_view key, std::string_view bytes) {
+                                 auto record = DecodeSessionRecord(bytes);
+                                 // An unreadable record can never be resumed: it goes too.
+                                 if (!record.ok() || record->ExpiredAt(now_ms)) {
+                                   doomed.emplace_back(key);
+                                 }
+                                 return true;
+                               });
+  if (!s.ok()) return s;
   size_t removed = 0;
-  for (const std::string& key : *keys) {
-    auto bytes = disk_->Get(Column::kSessions, key);
-    if (!bytes.ok()) continue;
-    auto record = DecodeSessionRecord(*bytes);
-    // An unreadable record can never be resumed: it goes too.
-    if (!record.ok() || record->ExpiredAt(now_ms)) {
-      if (disk_->Delete(Column::kSessions, key).ok()) ++removed;
-    }
+  for (const std::string& key : doomed) {
+    if (disk_->Delete(Column::kSessions, key).ok()) ++removed;
   }
   return removed;
 }
