@@ -492,6 +492,13 @@ absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
   if (!s.ok()) return s;
   size_t removed = 0;
   for (const std::string& key : doomed) {
+    // Re-check under the session's lock: a PutSession or TouchSession since
+    // the scan may have brought it back to life.
+    internal::MutexLock lock(&StripeFor(key));
+    auto bytes = disk_->Get(Column::kSessions, key);
+    if (!bytes.ok()) continue;
+    auto record = DecodeSessionRecord(*bytes);
+    if (record.ok() && !record->ExpiredAt(now_ms)) continue;
     if (disk_->Delete(Column::kSessions, key).ok()) ++removed;
   }
   return removed;
