@@ -7,7 +7,8 @@
 namespace qaqkv::storage {
 namespace {
 
-constexpr uint8_t kVersion = 1;
+// Version 2 added the descriptor; version 1 records (no descriptor) still read.
+constexpr uint8_t kVersion = 2;
 
 template <typename T>
 void Append(std::string& out, T v) {
@@ -57,6 +58,8 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
   for (const BlockKey& b : r.blocks) out.append(reinterpret_cast<const char*>(b.data()), b.size());
   Append<uint32_t>(out, static_cast<uint32_t>(r.tail.size()));
   out += r.tail;
+  Append<uint32_t>(out, static_cast<uint32_t>(r.descriptor.size()));
+  out += r.descriptor;
   return out;
 }
 
@@ -65,7 +68,7 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
   SessionRecord r;
   uint8_t version = 0;
   uint32_t n_blocks = 0, tail_len = 0;
-  if (!in.Read(&version) || version != kVersion) {
+  if (!in.Read(&version) || version < 1 || version > kVersion) {
     return absl::DataLossError("session record: bad version");
   }
   if (!in.Read(&r.token_count) || !in.Read(&r.created_ms) || !in.Read(&r.accessed_ms) ||
@@ -79,10 +82,19 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
     std::memcpy(b.data(), raw.data(), b.size());
   }
   std::string_view tail;
-  if (!in.Read(&tail_len) || !in.Bytes(tail_len, &tail) || !in.done()) {
+  if (!in.Read(&tail_len) || !in.Bytes(tail_len, &tail)) {
     return absl::DataLossError("session record: bad tail");
   }
   r.tail = std::string(tail);
+  if (version >= 2) {
+    uint32_t descriptor_len = 0;
+    std::string_view descriptor;
+    if (!in.Read(&descriptor_len) || !in.Bytes(descriptor_len, &descriptor)) {
+      return absl::DataLossError("session record: bad descriptor");
+    }
+    r.descriptor = std::string(descriptor);
+  }
+  if (!in.done()) return absl::DataLossError("session record: trailing bytes");
   return r;
 }
 

@@ -2,9 +2,10 @@
 // resume (DESIGN.md). Stored in the `sessions` column, little-endian,
 // versioned:
 //
-//   u8 version (1) | u64 token_count | i64 created_ms | i64 accessed_ms |
+//   u8 version (2) | u64 token_count | i64 created_ms | i64 accessed_ms |
 //   i64 ttl_ms (0: none) | u32 n_blocks | n_blocks x 16-byte block keys |
-//   u32 tail_len | tail page bytes (empty, or a page with its checksum)
+//   u32 tail_len | tail page bytes (empty, or a page with its checksum) |
+//   u32 descriptor_len | descriptor (version 2; absent in version 1)
 #ifndef QAQKV_STORAGE_SESSION_RECORD_H_
 #define QAQKV_STORAGE_SESSION_RECORD_H_
 
@@ -27,6 +28,9 @@ struct SessionRecord {
   int64_t ttl_ms = 0;  // 0: never expires
   std::vector<BlockKey> blocks;
   std::string tail;  // partial last page, may be empty
+  // Opaque to storage: the caller's geometry and codec of the session's
+  // blocks and tail (the service's BlockFormat).
+  std::string descriptor;
 
   bool ExpiredAt(int64_t now_ms) const { return ttl_ms > 0 && accessed_ms + ttl_ms <= now_ms; }
 };

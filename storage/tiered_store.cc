@@ -236,6 +236,7 @@ absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const B
   }
   if (PageBuffer hit = dram_->Get(page_key)) return hit;
   auto bytes = disk_->GetPage(page_key);
+  (bytes.ok() ? disk_hits_ : disk_misses_).fetch_add(1, std::memory_order_relaxed);
   if (!bytes.ok()) return bytes.status();
   auto page = std::make_shared<const std::string>(std::move(*bytes));
   dram_->Put(page_key, page);
@@ -336,6 +337,7 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
     if (TotalBytes() <= target) break;
     if (DeleteBlockByRecordKey(c.key).ok()) ++evicted;
   }
+  blocks_evicted_.fetch_add(evicted, std::memory_order_relaxed);
   return evicted;
 }
 

@@ -8,6 +8,7 @@
 #define QAQKV_STORAGE_TIERED_STORE_H_
 
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -84,6 +85,12 @@ class TieredStore final : public PageStore {
 
   DramTierStats DramStats() const { return dram_->Stats(); }
   RocksDbTierStats DiskStats() const { return disk_->Stats(); }
+  // Whole blocks evicted under the disk budget since open.
+  uint64_t BlocksEvicted() const { return blocks_evicted_.load(std::memory_order_relaxed); }
+  // Page reads that missed the DRAM tier and found (hits) or did not find
+  // (misses) the page in RocksDB.
+  uint64_t DiskHits() const { return disk_hits_.load(std::memory_order_relaxed); }
+  uint64_t DiskMisses() const { return disk_misses_.load(std::memory_order_relaxed); }
   RocksDbTier& disk() { return *disk_; }
 
   class Token {
@@ -127,6 +134,9 @@ class TieredStore final : public PageStore {
   absl::flat_hash_map<std::string, BlockMeta> index_ ABSL_GUARDED_BY(index_mu_);  // by record key
   uint64_t total_bytes_ ABSL_GUARDED_BY(index_mu_) = 0;
   internal::Mutex eviction_mu_;  // one evictor at a time
+  std::atomic<uint64_t> blocks_evicted_{0};
+  std::atomic<uint64_t> disk_hits_{0};
+  std::atomic<uint64_t> disk_misses_{0};
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

@@ -14,6 +14,7 @@ TEST(SessionRecordTest, RoundTripAndMalformedBytes) {
   r.blocks.resize(3);
   r.blocks[1][7] = 9;
   r.tail = "tail-bytes";
+  r.descriptor = "format";
   const std::string bytes = EncodeSessionRecord(r);
   auto d = DecodeSessionRecord(bytes);
   ASSERT_TRUE(d.ok()) << d.status();
@@ -21,6 +22,7 @@ TEST(SessionRecordTest, RoundTripAndMalformedBytes) {
   EXPECT_EQ(d->blocks, r.blocks);
   EXPECT_EQ(d->tail, "tail-bytes");
   EXPECT_EQ(d->ttl_ms, 3);
+  EXPECT_EQ(d->descriptor, "format");
   for (size_t n = 0; n < bytes.size(); ++n) {
     EXPECT_EQ(DecodeSessionRecord(bytes.substr(0, n)).status().code(),
               absl::StatusCode::kDataLoss);
@@ -28,6 +30,25 @@ TEST(SessionRecordTest, RoundTripAndMalformedBytes) {
   EXPECT_EQ(DecodeSessionRecord(bytes + "x").status().code(), absl::StatusCode::kDataLoss);
   EXPECT_TRUE(r.ExpiredAt(5));
   EXPECT_FALSE(r.ExpiredAt(4));
+}
+
+// Version 1 records (before the descriptor) still decode, with no descriptor.
+TEST(SessionRecordTest, DecodesVersionOne) {
+  SessionRecord r;
+  r.token_count = 7;
+  r.blocks.resize(1);
+  r.tail = "t";
+  r.descriptor = "dropped";
+  std::string bytes = EncodeSessionRecord(r);
+  bytes.resize(bytes.size() - 4 - r.descriptor.size());
+  bytes[0] = 1;
+  auto d = DecodeSessionRecord(bytes);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->token_count, 7u);
+  EXPECT_EQ(d->tail, "t");
+  EXPECT_EQ(d->descriptor, "");
+  bytes[0] = 3;
+  EXPECT_EQ(DecodeSessionRecord(bytes).status().code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

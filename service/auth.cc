@@ -1,0 +1,77 @@
+#include "service/auth.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "storage/keys.h"
+
+namespace qaqkv::service {
+
+absl::StatusOr<TokenMap> TokenMap::Load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("--auth-tokens: cannot read ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return Parse(text.str(), path);
+}
+
+absl::StatusOr<TokenMap> TokenMap::Parse(std::string_view text, std::string_view origin) {
+  TokenMap map;
+  int line_no = 0;
+  for (absl::string_view line :
+       absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
+    ++line_no;
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<absl::string_view> parts =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    const std::string where =
+        absl::StrCat(absl::string_view(origin.data(), origin.size()), ":", line_no);
+    if (parts.size() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": want `<token> <tenant>`, found ", parts.size(), " fields"));
+    }
+    const std::string tenant(parts[1]);
+    if (absl::Status s = storage::ValidateTenant(tenant); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
+    }
+    if (!map.tenants_.emplace(std::string(parts[0]), tenant).second) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": token given twice"));
+    }
+  }
+  if (map.tenants_.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(absl::string_view(origin.data(), origin.size()), ": no tokens"));
+  }
+  return map;
+}
+
+absl::StatusOr<std::string> TokenMap::TenantFor(std::string_view authorization) const {
+  absl::string_view value(authorization.data(), authorization.size());
+  if (value.empty()) return absl::UnauthenticatedError("authorization: missing bearer token");
+  if (value.size() < 7 || !absl::EqualsIgnoreCase(value.substr(0, 7), "bearer ")) {
+    return absl::UnauthenticatedError("authorization: not a bearer token");
+  }
+  value = absl::StripAsciiWhitespace(value.substr(7));
+  auto it = tenants_.find(value);
+  if (it == tenants_.end()) return absl::UnauthenticatedError("authorization: unknown token");
+  return it->second;
+}
+
+std::vector<std::string> TokenMap::Tenants() const {
+  std::vector<std::string> out;
+  for (const auto& [token, tenant] : tenants_) out.push_back(tenant);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+}  // namespace qaqkv::service
