@@ -52,7 +52,7 @@ DramTier::Shard& DramTier::ShardFor(std::string_view key) {
   return *shards_[absl::HashOf(key) % shards_.size()];
 }
 
-bool DramTier::Put(std::string_view key, PageBuffer value) {
+bool DramTier::Put(std::string_view key, PageBuffer value, std::vector<std::string>* evicted) {
   Shard& s = ShardFor(key);
   if (value == nullptr) return false;
   const size_t charge = value->size() + key.size() + kEntryOverheadBytes;
@@ -67,6 +67,7 @@ bool DramTier::Put(std::string_view key, PageBuffer value) {
     auto victim = std::prev(s.lru.end());
     ++s.stats.evictions;
     s.stats.evicted_bytes += victim->charge;
+    if (evicted != nullptr) evicted->push_back(victim->key);
     s.RemoveLocked(victim);
   }
   s.lru.push_front(Shard::Entry{std::string(key), std::move(value), charge});

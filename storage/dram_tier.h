@@ -68,7 +68,8 @@ class DramTier {
   // Inserts or replaces `key`, then evicts least recently used entries of
   // its shard until the shard is within budget. Returns false (and caches
   // nothing) when the entry alone exceeds a shard's budget or value is null.
-  bool Put(std::string_view key, PageBuffer value);
+  // The keys of evicted entries are appended to `evicted` when given.
+  bool Put(std::string_view key, PageBuffer value, std::vector<std::string>* evicted = nullptr);
   // The cached buffer, or nullptr on a miss; a hit becomes most recent.
   PageBuffer Get(std::string_view key);
   // True when `key` was cached.

@@ -31,6 +31,12 @@ struct PutPageRequest {
   uint32_t num_layers = 0;       // layers the block has (1..kMaxLayers)
   std::string_view descriptor;   // geometry + codec of the block; must agree across its pages
   std::string_view page;         // encoded page bytes with their XXH3-64 trailer
+  // Optional: a buffer holding exactly `page`'s bytes that the caller hands
+  // over, so the DRAM tier keeps it instead of copying the page.
+  PageBuffer owned;
+  // The caller has just verified the page's XXH3-64 trailer (the service
+  // does, while validating it), so the store need not hash it again.
+  bool checksum_verified = false;
 };
 
 struct PutPageResult {

@@ -121,6 +121,23 @@ TenantUsage TieredStore::Usage(std::string_view tenant) const {
 }
 
 absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
+  std::vector<std::string> evicted;
+  absl::StatusOr<PutPageResult> result = PutPageLocked(req, &evicted);
+  // Memory-only: the DRAM tier holds the only copy of a page, so a block
+  // that lost a page to eviction is incomplete and goes as a whole. Done
+  // here, with no block lock held (deleting takes the victim's lock).
+  for (const std::string& page_key : evicted) {
+    auto parsed = ParsePageKey(page_key);
+    if (!parsed.ok()) continue;
+    if (DeleteBlockByRecordKey(BlockRecordKey(parsed->tenant, parsed->block)).ok()) {
+      blocks_dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& req,
+                                                         std::vector<std::string>* evicted) {
   if (absl::Status s = ValidateTenant(req.tenant); !s.ok()) return s;
   if (req.num_layers == 0 || req.num_layers > kMaxLayers) {
     return absl::InvalidArgumentError(
@@ -130,7 +147,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
     return absl::InvalidArgumentError(
         absl::StrCat("layer: ", req.layer, " not below num_layers ", req.num_layers));
   }
-  if (!PageChecksumOk(req.page)) {
+  if (!req.checksum_verified && !PageChecksumOk(req.page)) {
     return absl::InvalidArgumentError("page: checksum does not match its contents");
   }
   const std::string record_key = BlockRecordKey(req.tenant, req.block);
@@ -186,10 +203,28 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
   record.committed = record.LayersPresent() == record.num_layers;
   const std::string page_key = PageKey(req.tenant, req.block, req.layer);
   const std::string encoded = EncodeBlockRecord(record);
-  // Page and record in one WAL record: a crash leaves both or neither.
-  if (absl::Status s = disk_->Write({{Column::kPages, page_key, req.page},
-                                     {Column::kBlocks, record_key, encoded}});
-      !s.ok()) {
+  PageBuffer buffer = req.owned && req.owned->data() == req.page.data() &&
+                              req.owned->size() == req.page.size()
+                          ? req.owned
+                          : std::make_shared<const std::string>(req.page);
+  if (options_.memory_only) {
+    // The DRAM tier is the page's only home; RocksDB (in memory) keeps the
+    // records. Cache first, so a page that cannot be cached is never
+    // recorded as stored.
+    if (!dram_->Put(page_key, buffer, evicted)) {
+      AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "page: ", req.page.size(), " bytes do not fit a DRAM shard (memory budget / shards)"));
+    }
+    if (absl::Status s = disk_->Write({{Column::kBlocks, record_key, encoded}}); !s.ok()) {
+      dram_->Erase(page_key);
+      AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
+      return s;
+    }
+  } else if (absl::Status s = disk_->Write({{Column::kPages, page_key, req.page},
+                                            {Column::kBlocks, record_key, encoded}});
+             !s.ok()) {
+    // Page and record in one WAL record: a crash leaves both or neither.
     AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
     return s;
   }
@@ -202,7 +237,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
     meta.accessed_ms = NowMs();
     total_bytes_ += req.page.size();
   }
-  dram_->Put(page_key, std::make_shared<const std::string>(req.page));
+  if (!options_.memory_only) dram_->Put(page_key, std::move(buffer));
   return PutPageResult{record.committed, false};
 }
 
@@ -235,6 +270,8 @@ absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const B
     }
   }
   if (PageBuffer hit = dram_->Get(page_key)) return hit;
+  // Memory-only: the page was evicted and its block is being dropped.
+  if (options_.memory_only) return absl::NotFoundError("block: not found");
   auto bytes = disk_->GetPage(page_key);
   (bytes.ok() ? disk_hits_ : disk_misses_).fetch_add(1, std::memory_order_relaxed);
   if (!bytes.ok()) return bytes.status();

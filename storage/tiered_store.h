@@ -2,8 +2,13 @@
 //
 // Writes go to RocksDB first (page and block record in one atomic batch) and
 // then into the DRAM tier; reads try DRAM, then RocksDB, and promote what
-// they find. In memory-only mode RocksDB runs on an in-memory Env, so the
-// semantics are identical and nothing touches the disk.
+// they find.
+//
+// Memory-only mode is a pure cache, bounded by the DRAM budget: pages live
+// only in the DRAM tier and the records in RocksDB on an in-memory Env
+// (nothing touches the disk). When the DRAM tier evicts a page, its whole
+// block is dropped, so Lookup never counts a block it cannot serve (a reader
+// racing with the drop gets kNotFound from GetPage).
 #ifndef QAQKV_STORAGE_TIERED_STORE_H_
 #define QAQKV_STORAGE_TIERED_STORE_H_
 
@@ -87,6 +92,9 @@ class TieredStore final : public PageStore {
   RocksDbTierStats DiskStats() const { return disk_->Stats(); }
   // Whole blocks evicted under the disk budget since open.
   uint64_t BlocksEvicted() const { return blocks_evicted_.load(std::memory_order_relaxed); }
+  // Memory-only: blocks dropped because the DRAM tier evicted one of their
+  // pages (it held the only copy).
+  uint64_t BlocksDropped() const { return blocks_dropped_.load(std::memory_order_relaxed); }
   // Page reads that missed the DRAM tier and found (hits) or did not find
   // (misses) the page in RocksDB.
   uint64_t DiskHits() const { return disk_hits_.load(std::memory_order_relaxed); }
@@ -114,6 +122,9 @@ class TieredStore final : public PageStore {
   // Evicts least recently used blocks (unreferenced ones first, never
   // `keep`) until the total is at most `target` bytes; returns how many.
   size_t EvictTo(uint64_t target, std::string_view keep);
+  // PutPage under the block's lock; collects the DRAM keys it evicted.
+  absl::StatusOr<PutPageResult> PutPageLocked(const PutPageRequest& request,
+                                              std::vector<std::string>* evicted);
   absl::Status DeleteBlockByRecordKey(const std::string& record_key);
   // Record keys of the blocks that sessions alive at `now_ms` reference.
   absl::flat_hash_set<std::string> ReferencedBlocks(int64_t now_ms);
@@ -136,6 +147,7 @@ class TieredStore final : public PageStore {
   internal::Mutex eviction_mu_;  // one evictor at a time
   std::atomic<uint64_t> blocks_evicted_{0};
   std::atomic<uint64_t> disk_hits_{0};
+  std::atomic<uint64_t> blocks_dropped_{0};
   std::atomic<uint64_t> disk_misses_{0};
 
   std::mutex stop_mu_;

@@ -161,6 +161,50 @@ TEST(TieredStoreTest, MemoryOnlyModeWorksWithoutADirectory) {
   EXPECT_EQ(**s->GetPage("t", Block(1), 0), p);
 }
 
+// Memory-only: the DRAM tier is the only copy, so when it evicts a page the
+// whole block goes, and Lookup never counts a block it could not serve.
+TEST(TieredStoreTest, MemoryOnlyEvictionDropsWholeBlocks) {
+  TieredStoreOptions o;
+  o.memory_only = true;
+  o.memory_bytes = 64 << 10;  // one shard of 64 KiB: about 7 pages of 8 KiB
+  o.dram_shards = 1;
+  o.maintenance_interval_ms = 0;
+  auto s = TieredStore::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  const std::string p0 = FakePage(8000, 1), p1 = FakePage(8000, 2);
+  constexpr int kBlocks = 10;
+  for (int b = 0; b < kBlocks; ++b) {
+    ASSERT_TRUE((*s)->PutPage(Req("t", static_cast<uint8_t>(b), 0, 2, p0)).ok());
+    ASSERT_TRUE((*s)->PutPage(Req("t", static_cast<uint8_t>(b), 1, 2, p1)).ok());
+  }
+  // Only the most recent blocks fit; the older ones were dropped whole.
+  EXPECT_GT((*s)->BlocksDropped(), 0u);
+  EXPECT_LE((*s)->DramStats().charged_bytes, size_t{64} << 10);
+  int complete = 0;
+  for (int b = 0; b < kBlocks; ++b) {
+    const BlockKey chain[] = {Block(static_cast<uint8_t>(b))};
+    const size_t n = *(*s)->Lookup("t", chain);
+    if (n == 1) {
+      ++complete;
+      EXPECT_EQ(**(*s)->GetPage("t", Block(static_cast<uint8_t>(b)), 0), p0);
+      EXPECT_EQ(**(*s)->GetPage("t", Block(static_cast<uint8_t>(b)), 1), p1);
+    } else {
+      EXPECT_EQ((*s)->GetBlock("t", Block(static_cast<uint8_t>(b))).status().code(),
+                absl::StatusCode::kNotFound);
+    }
+  }
+  EXPECT_EQ(complete + static_cast<int>((*s)->BlocksDropped()), kBlocks);
+  EXPECT_GE(complete, 2);
+  // Usage follows the drops: only the surviving blocks count.
+  EXPECT_EQ((*s)->Usage("t").blocks, static_cast<uint64_t>(complete));
+  EXPECT_EQ((*s)->Usage("t").bytes, static_cast<uint64_t>(complete) * (p0.size() + p1.size()));
+  // A page larger than a shard cannot be cached, so it is not stored.
+  const std::string huge = FakePage(100 << 10, 3);
+  EXPECT_EQ((*s)->PutPage(Req("t", 200, 0, 1, huge)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*s)->GetBlock("t", Block(200)).status().code(), absl::StatusCode::kNotFound);
+}
+
 // Several streams deliver the layers of the same blocks at once: every block
 // commits exactly once, no layer is lost, and usage adds up. Run under TSan.
 TEST(TieredStoreTest, ConcurrentStreamsCommitEachBlockOnce) {
