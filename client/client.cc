@@ -1,0 +1,501 @@
+// Client creation, the channels, retries, the two page streams and the small
+// unary calls.
+#include <algorithm>
+#include <climits>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "client/internal/client_impl.h"
+#include "client/internal/host_kv.h"
+#include "client/internal/status_macros.h"
+#include "kernels/codec.h"
+
+namespace qaqkv::client {
+namespace {
+
+absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// The wire contract's bounds on a request's key count (kvcache.proto).
+constexpr size_t kMaxLookupKeys = size_t{1} << 20;
+constexpr size_t kMaxGetKeys = 65536;
+
+int64_t Ms(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
+
+absl::Status ValidateOptions(const ClientOptions& o) {
+  if (o.target.empty()) return absl::InvalidArgumentError("options.target: empty");
+  if (!o.tls && (!o.tls_root_certs_pem.empty() || !o.tls_client_cert_pem.empty() ||
+                 !o.tls_client_key_pem.empty() || !o.tls_server_name.empty())) {
+    return absl::InvalidArgumentError(
+        "options.tls: tls_* fields are set but tls is false (they would be ignored)");
+  }
+  if (o.tls_client_cert_pem.empty() != o.tls_client_key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "options.tls_client_cert_pem: mTLS needs both tls_client_cert_pem and "
+        "tls_client_key_pem");
+  }
+  for (char c : o.bearer_token) {
+    // Metadata values must be printable ASCII; a newline would end the header.
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError("options.bearer_token: not printable ASCII");
+    }
+  }
+  if (o.deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("options.deadline: must be > 0");
+  }
+  const RetryPolicy& r = o.retry;
+  if (r.max_attempts < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.retry.max_attempts: ", r.max_attempts, " is below 1"));
+  }
+  if (r.initial_backoff < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("options.retry.initial_backoff: negative");
+  }
+  if (r.max_backoff < r.initial_backoff) {
+    return absl::InvalidArgumentError("options.retry.max_backoff: below initial_backoff");
+  }
+  if (!(r.multiplier >= 1.0) || r.multiplier > 100.0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.retry.multiplier: ", r.multiplier, " not in [1, 100]"));
+  }
+  if (o.max_message_bytes < 2 * kBatchBytes || o.max_message_bytes > size_t{INT_MAX}) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.max_message_bytes: ", o.max_message_bytes, " not in [2 MiB, 2 GiB)"));
+  }
+  if (o.encode_threads < 0 || o.encode_threads > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.encode_threads: ", o.encode_threads, " not in [0, 1024]"));
+  }
+  if (o.channels < 1 || o.channels > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.channels: ", o.channels, " not in [1, 64]"));
+  }
+  if (o.keepalive_time < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("options.keepalive_time: negative");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateKeyCount(size_t n, size_t max, std::string_view field) {
+  if (n > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(field), ": ", n, " keys, at most ", max, " per call"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---- Conversions --------------------------------------------------------------
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  // absl::StatusCode mirrors grpc::StatusCode number for number.
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      Sv(status.error_message()));
+}
+
+v1::Geometry ToProto(const Geometry& g) {
+  v1::Geometry p;
+  p.set_num_layers(static_cast<uint32_t>(g.num_layers));
+  p.set_num_kv_heads(static_cast<uint32_t>(g.num_kv_heads));
+  p.set_num_q_heads(static_cast<uint32_t>(g.num_q_heads));
+  p.set_head_dim(static_cast<uint32_t>(g.head_dim));
+  p.set_dtype(g.dtype == DType::kBF16 ? v1::DTYPE_BF16 : v1::DTYPE_FP16);
+  p.set_block_tokens(static_cast<uint32_t>(g.block_tokens));
+  return p;
+}
+
+Geometry FromProto(const v1::Geometry& p) {
+  Geometry g;
+  // The server bounds every field far below INT_MAX; clamping keeps a
+  // broken reply from turning into a negative count.
+  auto to_int = [](uint32_t v) { return static_cast<int>(std::min<uint32_t>(v, INT_MAX)); };
+  g.num_layers = to_int(p.num_layers());
+  g.num_kv_heads = to_int(p.num_kv_heads());
+  g.num_q_heads = to_int(p.num_q_heads());
+  g.head_dim = to_int(p.head_dim());
+  // An unspecified dtype is reported as kF32, which no geometry may carry,
+  // so a comparison with any valid request geometry fails.
+  g.dtype = p.dtype() == v1::DTYPE_FP16   ? DType::kF16
+            : p.dtype() == v1::DTYPE_BF16 ? DType::kBF16
+                                          : DType::kF32;
+  g.block_tokens = to_int(p.block_tokens());
+  return g;
+}
+
+std::string KeyBytes(const BlockKey& key) {
+  return std::string(reinterpret_cast<const char*>(key.data()), key.size());
+}
+
+absl::StatusOr<BlockKey> KeyFromBytes(const std::string& bytes, std::string_view field) {
+  BlockKey key;
+  if (bytes.size() != key.size()) {
+    return absl::InternalError(absl::StrCat("server reply ", Sv(field), ": block key of ",
+                                            bytes.size(), " bytes, expected 16"));
+  }
+  std::copy(bytes.begin(), bytes.end(), key.begin());
+  return key;
+}
+
+std::string KeyHex(const BlockKey& key) {
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(key.data()), key.size()));
+}
+
+// ---- Impl -----------------------------------------------------------------------
+
+Client::Impl::Impl(ClientOptions options, std::vector<std::shared_ptr<grpc::Channel>> channels,
+                   int threads)
+    : options_(std::move(options)), channels_(std::move(channels)), pool_(threads) {
+  for (const std::shared_ptr<grpc::Channel>& channel : channels_) {
+    stubs_.push_back(v1::KvCache::NewStub(channel));
+  }
+}
+
+void Client::Impl::Prepare(grpc::ClientContext& context) const {
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.deadline));
+  // Per-call metadata rather than call credentials: gRPC refuses to send
+  // call credentials over an insecure channel, and plaintext on loopback is
+  // a supported setup.
+  if (!options_.bearer_token.empty()) {
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", options_.bearer_token));
+  }
+}
+
+absl::Duration Client::Impl::Jitter(absl::Duration backoff) {
+  std::lock_guard<std::mutex> lock(rng_mu_);
+  return backoff * absl::Uniform(rng_, 0.5, 1.0);
+}
+
+absl::Status Client::Impl::Call(Attempt attempt) {
+  const RetryPolicy& policy = options_.retry;
+  absl::Duration backoff = policy.initial_backoff;
+  // Each attempt takes the next channel, so a retry avoids a broken one.
+  size_t index = next_stub_.fetch_add(1) % stubs_.size();
+  for (int n = 1;; ++n) {
+    grpc::ClientContext context;
+    Prepare(context);
+    bool retryable = true;
+    absl::Status status = attempt(*stubs_[index], context, retryable);
+    if (status.code() != absl::StatusCode::kUnavailable || !retryable) return status;
+    if (n >= policy.max_attempts) {
+      return absl::Status(status.code(), absl::StrCat(status.message(), " (gave up after ", n,
+                                                      n == 1 ? " attempt)" : " attempts)"));
+    }
+    index = next_stub_.fetch_add(1) % stubs_.size();
+    grpc::Channel& channel = *channels_[index];
+    // A channel whose connection failed fails every call fast and, in gRPC
+    // 1.51, does not reconnect on its own once its reconnect backoff ends
+    // (pick_first leaves the subchannel IDLE). Ask it to connect, and end
+    // the backoff early once it is connected.
+    channel.GetState(/*try_to_connect=*/true);
+    channel.WaitForConnected(absl::ToChronoTime(absl::Now() + Jitter(backoff)));
+    backoff = std::min(policy.max_backoff, backoff * policy.multiplier);
+  }
+}
+
+absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockFormat& format,
+                                                             PageSource& source) {
+  v1::PutPagesResponse response;
+  absl::Status status = Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context,
+                                 bool&) -> absl::Status {
+    source.Begin();
+    response.Clear();
+    std::unique_ptr<grpc::ClientWriter<v1::PutPagesRequest>> writer =
+        stub.PutPages(&context, &response);
+    v1::PutPagesRequest message;
+    *message.mutable_format() = format;  // the first message must carry it
+    size_t message_bytes = 0;
+    bool broken = false;  // a Write failed: the stream is dead, Finish says why
+    auto flush = [&] {
+      broken = !writer->Write(message);
+      message.Clear();
+      message_bytes = 0;
+    };
+    absl::Status local;
+    while (!broken) {
+      v1::Page page;
+      absl::StatusOr<bool> more = source.Next(&page);
+      if (!more.ok()) {
+        local = more.status();
+        break;
+      }
+      if (!*more) break;
+      // Key, layer and field tags: small, but thousands of tiny pages add up.
+      const size_t size = page.data().size() + 32;
+      if (message.pages_size() > 0 && message_bytes + size > kBatchBytes) flush();
+      if (broken) break;
+      message.mutable_pages()->Add(std::move(page));
+      message_bytes += size;
+      if (message_bytes >= kBatchBytes) flush();
+    }
+    if (!local.ok()) {
+      // Our own failure (e.g. encoding): end the stream without committing
+      // anything more, and report ours rather than CANCELLED.
+      source.Abort();
+      context.TryCancel();
+      static_cast<void>(writer->Finish());  // CANCELLED, by us: nothing to add
+      return local;
+    }
+    if (!broken && message.pages_size() > 0) flush();
+    if (!broken) writer->WritesDone();
+    if (broken) source.Abort();
+    return FromGrpc(writer->Finish());
+  });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::Status Client::Impl::StreamGet(
+    std::span<const BlockKey> blocks, int layer_begin, int layer_end,
+    absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
+    absl::FunctionRef<absl::Status(size_t block, int layer, std::string& data)> on_page) {
+  v1::GetPagesRequest request;
+  for (const BlockKey& key : blocks) request.add_block_keys(KeyBytes(key));
+  request.set_layer_begin(static_cast<uint32_t>(layer_begin));
+  request.set_layer_end(static_cast<uint32_t>(layer_end));
+  const size_t num_blocks = blocks.size();
+
+  return Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context,
+                  bool& retryable) -> absl::Status {
+    std::unique_ptr<grpc::ClientReader<v1::GetPagesResponse>> reader =
+        stub.GetPages(&context, request);
+    // Ends the stream early with our own error instead of the server's.
+    auto abandon = [&](absl::Status why) {
+      context.TryCancel();
+      static_cast<void>(reader->Finish());  // CANCELLED, by us: nothing to add
+      return why;
+    };
+    v1::GetPagesResponse message;
+    bool have_format = false;
+    size_t received = 0, total = 0;
+    while (reader->Read(&message)) {
+      if (!have_format) {
+        if (!message.has_format()) {
+          return abandon(absl::InternalError("server's first GetPages message has no format"));
+        }
+        const uint32_t layers = message.format().geometry().num_layers();
+        const uint32_t end = layer_end == 0 ? layers : static_cast<uint32_t>(layer_end);
+        if (end > layers || end <= static_cast<uint32_t>(layer_begin)) {
+          return abandon(absl::InternalError(absl::StrCat(
+              "server sent layers of a ", layers, "-layer format for layers [", layer_begin,
+              ", ", layer_end, ")")));
+        }
+        if (absl::Status s = on_format(message.format()); !s.ok()) return abandon(s);
+        have_format = true;
+        total = num_blocks * (end - layer_begin);
+      }
+      for (v1::Page& page : *message.mutable_pages()) {
+        // The contract fixes the order (layer-major, blocks in request
+        // order), so every page's place is known; anything else is a server
+        // bug we must not write into the caller's buffers.
+        const size_t block = received % num_blocks;
+        const int layer = layer_begin + static_cast<int>(received / num_blocks);
+        if (received >= total || page.layer() != static_cast<uint32_t>(layer) ||
+            page.block_key() != KeyBytes(blocks[block])) {
+          return abandon(absl::InternalError(absl::StrCat(
+              "server sent page ", received, " out of order: got layer ", page.layer(),
+              ", expected block ", block, " layer ", layer, " of ", total, " pages")));
+        }
+        ++received;
+        retryable = false;  // the caller has data now; a retry would repeat it
+        if (absl::Status s = on_page(block, layer, *page.mutable_data()); !s.ok()) {
+          return abandon(s);
+        }
+      }
+    }
+    QAQKV_RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+    if (!have_format || received != total) {
+      return absl::InternalError(absl::StrCat("server ended GetPages after ", received, " of ",
+                                              total, " pages"));
+    }
+    return absl::OkStatus();
+  });
+}
+
+// ---- Client ---------------------------------------------------------------------
+
+Client::Client(PassKey, std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
+  QAQKV_RETURN_IF_ERROR(ValidateOptions(options));
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (options.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_root_certs_pem;
+    ssl.pem_private_key = options.tls_client_key_pem;
+    ssl.pem_cert_chain = options.tls_client_cert_pem;
+    credentials = grpc::SslCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < options.channels; ++i) {
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+    args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+    if (options.keepalive_time > absl::ZeroDuration()) {
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(Ms(options.keepalive_time)));
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+    }
+    // While a channel waits to reconnect, every call on it fails fast with
+    // UNAVAILABLE. gRPC's reconnect backoff starts at 1 s and grows to
+    // 120 s, longer than our whole retry schedule, so a restarted server
+    // would not be found within a call's retries; follow our schedule.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                static_cast<int>(std::max<int64_t>(20, Ms(options.retry.initial_backoff))));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                static_cast<int>(std::max<int64_t>(100, Ms(options.retry.max_backoff))));
+    // Distinct args (and a local pool) keep gRPC from sharing one
+    // subchannel, i.e. one TCP connection, between our channels.
+    // Pages are hundreds of KiB: a large HTTP/2 window and frames let a
+    // stream run at memory speed instead of waiting on window updates.
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+    args.SetInt("qaqkv.channel_index", i);
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
+    channels.push_back(grpc::CreateCustomChannel(options.target, credentials, args));
+  }
+  int threads = options.encode_threads;
+  if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(channels), threads);
+  return std::make_unique<Client>(PassKey(), std::move(impl));
+}
+
+absl::StatusOr<std::string> Client::CanonicalCodec(std::string_view codec) {
+  QAQKV_ASSIGN_OR_RETURN(const ::qaqkv::CodecConfig config, internal::ParseCodec(codec, "codec"));
+  return config.Name();
+}
+
+absl::StatusOr<size_t> Client::Lookup(std::span<const BlockKey> blocks, const Geometry* geometry,
+                                      std::string_view codec) {
+  QAQKV_RETURN_IF_ERROR(ValidateKeyCount(blocks.size(), kMaxLookupKeys, "blocks"));
+  v1::LookupRequest request;
+  if (geometry != nullptr) {
+    QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(*geometry, "geometry"));
+    QAQKV_ASSIGN_OR_RETURN(const ::qaqkv::CodecConfig config, internal::ParseCodec(codec, "codec"));
+    *request.mutable_format()->mutable_geometry() = ToProto(*geometry);
+    request.mutable_format()->set_codec(config.Name());
+  } else if (!codec.empty()) {
+    return absl::InvalidArgumentError("codec: given without geometry (the format needs both)");
+  }
+  if (blocks.empty()) return size_t{0};
+  for (const BlockKey& key : blocks) request.add_block_keys(KeyBytes(key));
+  v1::LookupResponse response;
+  QAQKV_RETURN_IF_ERROR(
+      impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+        return FromGrpc(stub.Lookup(&context, request, &response));
+      }));
+  if (response.committed_prefix() > blocks.size()) {
+    return absl::InternalError(absl::StrCat("server reported a committed prefix of ",
+                                            response.committed_prefix(), " for ", blocks.size(),
+                                            " keys"));
+  }
+  return static_cast<size_t>(response.committed_prefix());
+}
+
+absl::StatusOr<PutResult> Client::PutPages(const Geometry& geometry, std::string_view codec,
+                                           std::span<const EncodedPage> pages) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(geometry, "geometry"));
+  QAQKV_ASSIGN_OR_RETURN(const ::qaqkv::CodecConfig config, internal::ParseCodec(codec, "codec"));
+  // A message also carries the format and per-page framing; keep room for it.
+  const size_t max_page = impl_->options().max_message_bytes - 4096;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    if (pages[i].layer < 0 || pages[i].layer >= geometry.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("pages[", i, "].layer: ", pages[i].layer,
+                                                     " is not in [0, geometry.num_layers ",
+                                                     geometry.num_layers, ")"));
+    }
+    if (pages[i].data.empty() || pages[i].data.size() > max_page) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pages[", i, "].data: ", pages[i].data.size(), " bytes, must be in [1, ", max_page,
+          "] (options.max_message_bytes less framing)"));
+    }
+  }
+  PutResult result;
+  if (pages.empty()) return result;
+
+  class SpanSource final : public PageSource {
+   public:
+    explicit SpanSource(std::span<const EncodedPage> pages) : pages_(pages) {}
+    void Begin() override { next_ = 0; }
+    absl::StatusOr<bool> Next(v1::Page* page) override {
+      if (next_ == pages_.size()) return false;
+      const EncodedPage& p = pages_[next_++];
+      page->set_block_key(KeyBytes(p.block));
+      page->set_layer(static_cast<uint32_t>(p.layer));
+      page->set_data(p.data);
+      return true;
+    }
+
+   private:
+    std::span<const EncodedPage> pages_;
+    size_t next_ = 0;
+  } source(pages);
+
+  v1::BlockFormat format;
+  *format.mutable_geometry() = ToProto(geometry);
+  format.set_codec(config.Name());
+  QAQKV_ASSIGN_OR_RETURN(const v1::PutPagesResponse response, impl_->StreamPut(format, source));
+  for (int i = 0; i < response.committed_blocks_size(); ++i) {
+    QAQKV_ASSIGN_OR_RETURN(BlockKey key, KeyFromBytes(response.committed_blocks(i),
+                                                      absl::StrCat("committed_blocks[", i, "]")));
+    result.committed_blocks.push_back(key);
+  }
+  result.pages = response.pages_stored();
+  result.bytes = response.bytes_stored();
+  return result;
+}
+
+absl::Status Client::GetPages(
+    std::span<const BlockKey> blocks, int layer_begin, int layer_end,
+    absl::FunctionRef<absl::Status(const BlockKey& block, int layer, std::string_view data)>
+        on_page,
+    BlockFormat* format) {
+  QAQKV_RETURN_IF_ERROR(ValidateKeyCount(blocks.size(), kMaxGetKeys, "blocks"));
+  if (layer_begin < 0 || layer_begin >= 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer_begin: ", layer_begin, " not in [0, 4096)"));
+  }
+  if (layer_end != 0 && (layer_end <= layer_begin || layer_end > 4096)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer_end: ", layer_end, " is neither 0 (all) nor in (layer_begin ", layer_begin,
+        ", 4096]"));
+  }
+  if (blocks.empty()) return absl::OkStatus();
+  return impl_->StreamGet(
+      blocks, layer_begin, layer_end,
+      [&](const v1::BlockFormat& f) {
+        if (format != nullptr) *format = BlockFormat{FromProto(f.geometry()), f.codec()};
+        return absl::OkStatus();
+      },
+      [&](size_t block, int layer, std::string& data) {
+        return on_page(blocks[block], layer, data);
+      });
+}
+
+absl::StatusOr<ServerStats> Client::GetStats() {
+  v1::GetStatsRequest request;
+  v1::GetStatsResponse response;
+  QAQKV_RETURN_IF_ERROR(
+      impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+        return FromGrpc(stub.GetStats(&context, request, &response));
+      }));
+  auto tier = [](const v1::TierStats& t) {
+    return TierStats{t.hits(), t.misses(), t.evictions(), t.bytes(), t.entries()};
+  };
+  ServerStats stats;
+  stats.tenant_bytes = response.tenant_bytes();
+  stats.tenant_blocks = response.tenant_blocks();
+  stats.dram = tier(response.dram());
+  stats.disk = tier(response.disk());
+  stats.blocks_evicted = response.blocks_evicted();
+  stats.checksum_failures = response.checksum_failures();
+  stats.total_bytes = response.total_bytes();
+  stats.version = response.version();
+  return stats;
+}
+
+}  // namespace qaqkv::client

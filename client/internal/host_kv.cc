@@ -1,0 +1,234 @@
+#include "client/internal/host_kv.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace qaqkv::client::internal {
+namespace {
+
+static_assert(static_cast<int>(DType::kF16) == static_cast<int>(::qaqkv::DType::kF16));
+static_assert(static_cast<int>(DType::kBF16) == static_cast<int>(::qaqkv::DType::kBF16));
+static_assert(static_cast<int>(DType::kF32) == static_cast<int>(::qaqkv::DType::kF32));
+static_assert(static_cast<int>(Layout::kNHD) == static_cast<int>(::qaqkv::Layout::kNHD));
+static_assert(static_cast<int>(Layout::kHND) == static_cast<int>(::qaqkv::Layout::kHND));
+
+absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Limits of the wire contract (kvcache.proto, Geometry).
+absl::Status CheckRange(int value, int lo, int hi, std::string_view field,
+                        std::string_view name) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(field), ".", Sv(name), ": ", value, " not in [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPointers(const std::vector<const void*>& ptrs, const Geometry& g,
+                           int layer_begin, int layer_end, std::string_view field,
+                           std::string_view which) {
+  if (ptrs.size() != static_cast<size_t>(g.num_layers)) {
+    return absl::InvalidArgumentError(absl::StrCat(Sv(field), ".", Sv(which), ": ", ptrs.size(),
+                                                   " layers given, geometry.num_layers is ",
+                                                   g.num_layers));
+  }
+  for (int l = layer_begin; l < layer_end; ++l) {
+    if (ptrs[l] == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Sv(field), ".", Sv(which), "[", l, "]: null"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+size_t ElementBytes(DType d) { return d == DType::kF32 ? 4 : 2; }
+
+absl::Status ValidateGeometry(const Geometry& g, std::string_view field) {
+  if (absl::Status s = CheckRange(g.num_layers, 1, 4096, field, "num_layers"); !s.ok()) return s;
+  if (absl::Status s = CheckRange(g.num_kv_heads, 1, 1024, field, "num_kv_heads"); !s.ok()) {
+    return s;
+  }
+  if (g.num_q_heads < 1 || g.num_q_heads % g.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(Sv(field), ".num_q_heads: ", g.num_q_heads,
+                                                   " is not a positive multiple of num_kv_heads ",
+                                                   g.num_kv_heads));
+  }
+  if (absl::Status s = CheckRange(g.head_dim, 1, 1024, field, "head_dim"); !s.ok()) return s;
+  if (g.dtype != DType::kF16 && g.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Sv(field), ".dtype: ", static_cast<int>(g.dtype), " is not kF16 or kBF16 (the model's dtype)"));
+  }
+  return CheckRange(g.block_tokens, 1, 65536, field, "block_tokens");
+}
+
+bool SameGeometry(const Geometry& a, const Geometry& b) {
+  return a.num_layers == b.num_layers && a.num_kv_heads == b.num_kv_heads &&
+         a.num_q_heads == b.num_q_heads && a.head_dim == b.head_dim && a.dtype == b.dtype &&
+         a.block_tokens == b.block_tokens;
+}
+
+std::string DescribeGeometry(const Geometry& g) {
+  const char* dtype = g.dtype == DType::kF16    ? "fp16"
+                      : g.dtype == DType::kBF16 ? "bf16"
+                                                : "unspecified";
+  return absl::StrCat("layers=", g.num_layers, " kv_heads=", g.num_kv_heads,
+                      " q_heads=", g.num_q_heads, " head_dim=", g.head_dim, " dtype=", dtype,
+                      " block_tokens=", g.block_tokens);
+}
+
+absl::StatusOr<::qaqkv::CodecConfig> ParseCodec(std::string_view codec, std::string_view field) {
+  if (codec.empty()) return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": empty"));
+  absl::StatusOr<::qaqkv::CodecConfig> config = ::qaqkv::ParseCodecConfig(codec);
+  if (!config.ok()) {
+    // The kernels' message starts with "codec: ..."; say which request field.
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(field), " '", Sv(codec), "': ", config.status().message()));
+  }
+  return config;
+}
+
+absl::Status ValidateSessionId(std::string_view id) {
+  if (id.empty() || id.size() > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("session_id: length ", id.size(), " not in [1, 256]"));
+  }
+  for (size_t i = 0; i < id.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(id[i]);
+    if (c <= 0x20 || c >= 0x7f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "session_id: byte ", i, " (0x", absl::Hex(c), ") is not printable ASCII without spaces"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+KvBuffers View(const HostKv& kv) {
+  return KvBuffers{kv.dtype, kv.layout, kv.k, kv.v, kv.tokens, kv.first_token};
+}
+
+KvBuffers View(const MutableHostKv& kv) {
+  KvBuffers b{kv.dtype, kv.layout, {}, {}, kv.tokens, kv.first_token};
+  b.k.assign(kv.k.begin(), kv.k.end());
+  b.v.assign(kv.v.begin(), kv.v.end());
+  return b;
+}
+
+absl::StatusOr<int64_t> ValidateKv(const KvBuffers& kv, const Geometry& g, int64_t rows,
+                                   int layer_begin, int layer_end, std::string_view field) {
+  if (kv.dtype != DType::kF16 && kv.dtype != DType::kBF16 && kv.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(field), ".dtype: unknown value ", static_cast<int>(kv.dtype)));
+  }
+  if (kv.layout != Layout::kNHD && kv.layout != Layout::kHND) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(field), ".layout: unknown value ", static_cast<int>(kv.layout)));
+  }
+  if (absl::Status s = CheckPointers(kv.k, g, layer_begin, layer_end, field, "k"); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckPointers(kv.v, g, layer_begin, layer_end, field, "v"); !s.ok()) {
+    return s;
+  }
+  if (kv.first_token < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(field), ".first_token: ", kv.first_token, " is negative"));
+  }
+  const int64_t end = kv.first_token + rows;
+  if (kv.tokens < 0 || (kv.tokens != 0 && kv.tokens < end)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Sv(field), ".tokens: ", kv.tokens, " rows cannot hold first_token ", kv.first_token,
+        " + ", rows, " tokens"));
+  }
+  return kv.tokens != 0 ? kv.tokens : end;
+}
+
+absl::Status ValidateSide(const QaqInputs& side, const Geometry& g, int64_t end_row,
+                          bool check_values) {
+  const size_t layers = static_cast<size_t>(g.num_layers);
+  if (!side.attention.empty() && side.attention.size() != layers) {
+    return absl::InvalidArgumentError(absl::StrCat("side.attention: ", side.attention.size(),
+                                                   " layers given, geometry.num_layers is ",
+                                                   g.num_layers));
+  }
+  if (!side.q2.empty() && side.q2.size() != layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "side.q2: ", side.q2.size(), " layers given, geometry.num_layers is ", g.num_layers));
+  }
+  if (side.context_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("side.context_tokens: ", side.context_tokens, " is negative"));
+  }
+  const size_t need = static_cast<size_t>(end_row) * g.num_kv_heads;
+  for (size_t l = 0; l < side.attention.size(); ++l) {
+    const std::span<const float> a = side.attention[l];
+    if (a.empty()) continue;
+    if (a.size() < need) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "side.attention[", l, "]: ", a.size(), " values, need at least (first_token + blocks * "
+          "block_tokens) * num_kv_heads = ", need));
+    }
+    if (!check_values) continue;
+    for (size_t i = 0; i < need; ++i) {
+      if (std::isnan(a[i]) || a[i] > 1.0f) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "side.attention[", l, "][", i, "]: ", a[i], " is not <= 1 (negative: unseen)"));
+      }
+    }
+  }
+  for (size_t l = 0; l < side.q2.size(); ++l) {
+    const std::span<const float> q = side.q2[l];
+    if (q.empty()) continue;
+    if (q.size() != static_cast<size_t>(g.num_kv_heads)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "side.q2[", l, "]: ", q.size(), " values, geometry.num_kv_heads is ", g.num_kv_heads));
+    }
+    if (!check_values) continue;
+    for (size_t h = 0; h < q.size(); ++h) {
+      if (!(q[h] > 0) || !std::isfinite(q[h])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("side.q2[", l, "][", h, "]: ", q[h], " is not finite and > 0"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void CopyRowsToNhd(const void* src, Layout layout, int64_t buffer_tokens, int64_t row0,
+                   int64_t rows, int heads, int head_dim, size_t elem, void* dst) {
+  const int64_t row_bytes = int64_t{head_dim} * static_cast<int64_t>(elem);
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  if (layout == Layout::kNHD) {
+    std::memcpy(d, s + row0 * heads * row_bytes, rows * heads * row_bytes);
+    return;
+  }
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      std::memcpy(d + (t * heads + h) * row_bytes, s + (h * buffer_tokens + row0 + t) * row_bytes,
+                  row_bytes);
+    }
+  }
+}
+
+void CopyRowsFromNhd(const void* src, void* dst, Layout layout, int64_t buffer_tokens,
+                     int64_t row0, int64_t rows, int heads, int head_dim, size_t elem) {
+  const int64_t row_bytes = int64_t{head_dim} * static_cast<int64_t>(elem);
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  if (layout == Layout::kNHD) {
+    std::memcpy(d + row0 * heads * row_bytes, s, rows * heads * row_bytes);
+    return;
+  }
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      std::memcpy(d + (h * buffer_tokens + row0 + t) * row_bytes, s + (t * heads + h) * row_bytes,
+                  row_bytes);
+    }
+  }
+}
+
+}  // namespace qaqkv::client::internal

@@ -1,0 +1,276 @@
+// Chat sessions: a record naming committed blocks plus one tail page.
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/internal/client_impl.h"
+#include "client/internal/host_kv.h"
+#include "client/internal/status_macros.h"
+#include "kernels/codec.h"
+
+namespace qaqkv::client {
+namespace {
+
+using ::qaqkv::CodecConfig;
+
+absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Tokens after the full blocks; kInvalidArgument naming `field` unless in
+// [0, block_tokens).
+absl::StatusOr<int64_t> TailTokens(uint64_t token_count, size_t blocks, const Geometry& g,
+                                   std::string_view field) {
+  const uint64_t in_blocks = static_cast<uint64_t>(blocks) * g.block_tokens;
+  if (token_count < in_blocks || token_count - in_blocks >= static_cast<uint64_t>(g.block_tokens)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Sv(field), ": ", token_count, " is not in [blocks * block_tokens, + block_tokens) = [",
+        in_blocks, ", ", in_blocks + g.block_tokens, ")"));
+  }
+  return static_cast<int64_t>(token_count - in_blocks);
+}
+
+absl::StatusOr<SessionInfo> ToInfo(const v1::GetSessionResponse& response) {
+  const v1::Session& s = response.session();
+  SessionInfo info;
+  info.session_id = s.session_id();
+  info.geometry = FromProto(s.format().geometry());
+  info.codec = s.format().codec();
+  info.blocks.reserve(s.block_keys_size());
+  for (int i = 0; i < s.block_keys_size(); ++i) {
+    QAQKV_ASSIGN_OR_RETURN(BlockKey key,
+                           KeyFromBytes(s.block_keys(i), absl::StrCat("block_keys[", i, "]")));
+    info.blocks.push_back(key);
+  }
+  info.token_count = s.token_count();
+  info.committed_prefix =
+      std::min(static_cast<size_t>(response.committed_prefix()), info.blocks.size());
+  info.tail_bytes = s.tail().size();
+  info.created = absl::FromUnixMillis(s.created_ms());
+  info.accessed = absl::FromUnixMillis(s.accessed_ms());
+  info.ttl = absl::Milliseconds(s.ttl_ms());
+  return info;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view session_id) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
+  v1::GetSessionRequest request;
+  request.set_session_id(std::string(session_id));
+  v1::GetSessionResponse response;
+  QAQKV_RETURN_IF_ERROR(Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+    return FromGrpc(stub.GetSession(&context, request, &response));
+  }));
+  return response;
+}
+
+absl::Status Client::SaveSession(const SessionSpec& spec) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(spec.session_id));
+  const Geometry& g = spec.geometry;
+  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(g, "geometry"));
+  QAQKV_ASSIGN_OR_RETURN(const CodecConfig config, internal::ParseCodec(spec.codec, "codec"));
+  QAQKV_ASSIGN_OR_RETURN(const int64_t tail,
+                         TailTokens(spec.token_count, spec.blocks.size(), g, "token_count"));
+  if (spec.ttl < absl::ZeroDuration()) return absl::InvalidArgumentError("ttl: negative");
+
+  v1::PutSessionRequest request;
+  v1::Session& session = *request.mutable_session();
+  session.set_session_id(spec.session_id);
+  for (const BlockKey& key : spec.blocks) session.add_block_keys(KeyBytes(key));
+  session.set_token_count(spec.token_count);
+  *session.mutable_format()->mutable_geometry() = ToProto(g);
+  session.mutable_format()->set_codec(config.Name());
+  session.set_ttl_ms(absl::ToInt64Milliseconds(spec.ttl));
+
+  if (tail > 0) {
+    const internal::KvBuffers kv = internal::View(spec.tail);
+    QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
+                           internal::ValidateKv(kv, g, tail, 0, g.num_layers, "tail"));
+    // One page for all layers (kvcache.proto, Session.tail): layer l's tail
+    // rows are tokens [l * tail, (l + 1) * tail) of an NHD page.
+    const size_t elem = internal::ElementBytes(kv.dtype);
+    const size_t layer_bytes = static_cast<size_t>(tail) * g.num_kv_heads * g.head_dim * elem;
+    std::vector<char> k(layer_bytes * g.num_layers), v(k.size());
+    for (int l = 0; l < g.num_layers; ++l) {
+      internal::CopyRowsToNhd(kv.k[l], kv.layout, buffer_tokens, kv.first_token, tail,
+                              g.num_kv_heads, g.head_dim, elem, k.data() + l * layer_bytes);
+      internal::CopyRowsToNhd(kv.v[l], kv.layout, buffer_tokens, kv.first_token, tail,
+                              g.num_kv_heads, g.head_dim, elem, v.data() + l * layer_bytes);
+    }
+    const ::qaqkv::PageShape shape{static_cast<int>(tail * g.num_layers), g.num_kv_heads,
+                                   g.head_dim};
+    const ::qaqkv::DType dtype = internal::ToKernel(kv.dtype);
+    // Default attention and Q2: the tail is the most recent context and
+    // small, so the conservative choice costs little. The context length is
+    // the session's, as for its blocks, not the stacked page's.
+    ::qaqkv::QaqSideInputs side;
+    side.context_tokens = static_cast<int64_t>(spec.token_count);
+    absl::StatusOr<std::vector<uint8_t>> page = ::qaqkv::EncodePage(
+        config, shape, {k.data(), dtype, ::qaqkv::Layout::kNHD},
+        {v.data(), dtype, ::qaqkv::Layout::kNHD}, side);
+    if (!page.ok()) {
+      return absl::Status(page.status().code(),
+                          absl::StrCat("tail: ", page.status().message()));
+    }
+    session.set_tail(reinterpret_cast<const char*>(page->data()), page->size());
+  }
+  if (request.ByteSizeLong() > impl_->options().max_message_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "session: ", request.ByteSizeLong(), " bytes exceed options.max_message_bytes"));
+  }
+  v1::PutSessionResponse response;
+  return impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+    return FromGrpc(stub.PutSession(&context, request, &response));
+  });
+}
+
+absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
+                                    const QaqInputs& side) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(spec.session_id));
+  const Geometry& g = spec.geometry;
+  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(g, "geometry"));
+  QAQKV_ASSIGN_OR_RETURN(const CodecConfig config, internal::ParseCodec(spec.codec, "codec"));
+  QAQKV_ASSIGN_OR_RETURN(const int64_t tail,
+                         TailTokens(spec.token_count, spec.blocks.size(), g, "token_count"));
+  if (!spec.tail.k.empty() || !spec.tail.v.empty()) {
+    return absl::InvalidArgumentError("tail: must be empty; OffloadSession takes the tail from kv");
+  }
+  QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
+                         internal::ValidateKv(internal::View(kv), g,
+                                              static_cast<int64_t>(spec.token_count), 0,
+                                              g.num_layers, "kv"));
+  const int64_t block_rows = static_cast<int64_t>(spec.blocks.size()) * g.block_tokens;
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSide(side, g, kv.first_token + block_rows,
+                                               config.kind == ::qaqkv::CodecKind::kQaq));
+  if (spec.ttl < absl::ZeroDuration()) return absl::InvalidArgumentError("ttl: negative");
+
+  const std::string codec = config.Name();
+  QAQKV_ASSIGN_OR_RETURN(const size_t committed, Lookup(spec.blocks, &g, codec));
+  if (committed < spec.blocks.size()) {
+    OffloadRequest offload;
+    offload.geometry = g;
+    offload.codec = codec;
+    offload.blocks = std::span<const BlockKey>(spec.blocks).subspan(committed);
+    offload.kv = kv;
+    offload.kv.tokens = buffer_tokens;
+    offload.kv.first_token = kv.first_token + static_cast<int64_t>(committed) * g.block_tokens;
+    offload.side = side;
+    QAQKV_RETURN_IF_ERROR(Offload(offload).status());
+  }
+  SessionSpec save;
+  save.session_id = spec.session_id;
+  save.geometry = g;
+  save.codec = codec;
+  save.blocks = spec.blocks;
+  save.token_count = spec.token_count;
+  save.ttl = spec.ttl;
+  if (tail > 0) {
+    save.tail = kv;
+    save.tail.tokens = buffer_tokens;
+    save.tail.first_token = kv.first_token + block_rows;
+  }
+  return SaveSession(save);
+}
+
+absl::StatusOr<SessionInfo> Client::GetSession(std::string_view session_id) {
+  QAQKV_ASSIGN_OR_RETURN(const v1::GetSessionResponse response, impl_->GetSession(session_id));
+  return ToInfo(response);
+}
+
+absl::StatusOr<SessionInfo> Client::ResumeSession(std::string_view session_id, MutableHostKv kv,
+                                                  std::function<void(int layer)> on_layer) {
+  QAQKV_ASSIGN_OR_RETURN(const v1::GetSessionResponse response, impl_->GetSession(session_id));
+  QAQKV_ASSIGN_OR_RETURN(SessionInfo info, ToInfo(response));
+  const Geometry& g = info.geometry;
+  if (absl::Status s = internal::ValidateGeometry(g, "session.format.geometry"); !s.ok()) {
+    return absl::InternalError(absl::StrCat("server's session record: ", s.message()));
+  }
+  if (info.committed_prefix < info.blocks.size()) {
+    return absl::NotFoundError(absl::StrCat(
+        "session ", Sv(session_id), ": ", info.blocks.size() - info.committed_prefix, " of ",
+        info.blocks.size(), " blocks are no longer stored (committed prefix ",
+        info.committed_prefix, "); recompute them and save the session again"));
+  }
+  absl::StatusOr<int64_t> tail =
+      TailTokens(info.token_count, info.blocks.size(), g, "session.token_count");
+  if (!tail.ok()) {
+    return absl::InternalError(absl::StrCat("server's session record: ", tail.status().message()));
+  }
+  QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
+                         internal::ValidateKv(internal::View(kv), g,
+                                              static_cast<int64_t>(info.token_count), 0,
+                                              g.num_layers, "kv"));
+  const int64_t block_rows = static_cast<int64_t>(info.blocks.size()) * g.block_tokens;
+
+  // The tail first: then on_layer(l) from Load means layer l is complete.
+  if (*tail > 0) {
+    const std::string& bytes = response.session().tail();
+    const size_t elem = internal::ElementBytes(kv.dtype);
+    const size_t layer_bytes = static_cast<size_t>(*tail) * g.num_kv_heads * g.head_dim * elem;
+    std::vector<char> k(layer_bytes * g.num_layers), v(k.size());
+    const ::qaqkv::PageShape shape{static_cast<int>(*tail * g.num_layers), g.num_kv_heads,
+                                   g.head_dim};
+    const ::qaqkv::DType dtype = internal::ToKernel(kv.dtype);
+    absl::Status decoded = ::qaqkv::DecodePage(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
+        {k.data(), dtype, ::qaqkv::Layout::kNHD}, {v.data(), dtype, ::qaqkv::Layout::kNHD},
+        &shape);
+    if (!decoded.ok()) {
+      return absl::DataLossError(absl::StrCat("session ", Sv(session_id),
+                                              ": tail page: ", decoded.message()));
+    }
+    for (int l = 0; l < g.num_layers; ++l) {
+      internal::CopyRowsFromNhd(k.data() + l * layer_bytes, kv.k[l], kv.layout, buffer_tokens,
+                                kv.first_token + block_rows, *tail, g.num_kv_heads, g.head_dim,
+                                elem);
+      internal::CopyRowsFromNhd(v.data() + l * layer_bytes, kv.v[l], kv.layout, buffer_tokens,
+                                kv.first_token + block_rows, *tail, g.num_kv_heads, g.head_dim,
+                                elem);
+    }
+  }
+
+  LoadRequest load;
+  load.geometry = g;
+  load.codec = info.codec;
+  load.blocks = info.blocks;
+  load.kv = std::move(kv);
+  load.kv.tokens = buffer_tokens;  // the buffers' extent covers the tail too
+  load.on_layer = std::move(on_layer);
+  QAQKV_RETURN_IF_ERROR(Load(load).status());
+  return info;
+}
+
+absl::Status Client::DeleteSession(std::string_view session_id) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
+  v1::DeleteSessionRequest request;
+  request.set_session_id(std::string(session_id));
+  v1::DeleteSessionResponse response;
+  return impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+    return FromGrpc(stub.DeleteSession(&context, request, &response));
+  });
+}
+
+absl::Status Client::TouchSession(std::string_view session_id) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
+  v1::TouchSessionRequest request;
+  request.set_session_id(std::string(session_id));
+  v1::TouchSessionResponse response;
+  return impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+    return FromGrpc(stub.TouchSession(&context, request, &response));
+  });
+}
+
+absl::StatusOr<std::vector<std::string>> Client::ListSessions(size_t limit) {
+  if (limit > 100000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit: ", limit, " is above the server's maximum 100000"));
+  }
+  v1::ListSessionsRequest request;
+  request.set_limit(static_cast<uint32_t>(limit));
+  v1::ListSessionsResponse response;
+  QAQKV_RETURN_IF_ERROR(
+      impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+        return FromGrpc(stub.ListSessions(&context, request, &response));
+      }));
+  return std::vector<std::string>(response.session_ids().begin(), response.session_ids().end());
+}
+
+}  // namespace qaqkv::client

@@ -1,0 +1,415 @@
+// Offload and Load: the codec pipelines around the two page streams.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/internal/client_impl.h"
+#include "client/internal/host_kv.h"
+#include "client/internal/status_macros.h"
+#include "kernels/codec.h"
+
+namespace qaqkv::client {
+namespace {
+
+using ::qaqkv::CodecConfig;
+using ::qaqkv::CodecKind;
+using ::qaqkv::PageShape;
+
+// Pages in flight per call: enough to keep every pool thread busy while the
+// stream drains, few enough that memory stays a small multiple of a page.
+size_t Window(const internal::WorkPool& pool) { return 2 * static_cast<size_t>(pool.threads()) + 2; }
+
+absl::Status PageError(const absl::Status& s, size_t block, int layer, bool decoding) {
+  // A page the server delivered that does not decode is corrupt data, not a
+  // bad request of the caller's.
+  const absl::StatusCode code = decoding && s.code() == absl::StatusCode::kInvalidArgument
+                                    ? absl::StatusCode::kDataLoss
+                                    : s.code();
+  return absl::Status(code, absl::StrCat("page (block ", block, ", layer ", layer, "): ",
+                                         s.message()));
+}
+
+// Encodes the pages of an OffloadRequest layer-major on the pool, at most
+// Window() ahead of the stream, and hands them out in order.
+class EncodeSource final : public PageSource {
+ public:
+  EncodeSource(const OffloadRequest& request, const CodecConfig& config, int64_t buffer_tokens,
+               size_t max_page, internal::WorkPool& pool)
+      : r_(request),
+        config_(config),
+        buffer_tokens_(buffer_tokens),
+        max_page_(max_page),
+        blocks_(request.blocks.size()),
+        total_(blocks_ * static_cast<size_t>(request.geometry.num_layers)),
+        window_(Window(pool)),
+        pool_(pool),
+        slots_(window_) {}
+
+  // Tasks reference this object and the caller's buffers.
+  ~EncodeSource() override { Abort(); }
+
+  void Begin() override {
+    Abort();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Slot& slot : slots_) slot = Slot();
+    next_submit_ = next_take_ = 0;
+  }
+
+  void Abort() override {
+    cancel_.store(true);
+    tasks_.WaitBelow(1);
+    cancel_.store(false);
+  }
+
+  absl::StatusOr<bool> Next(v1::Page* page) override {
+    if (next_take_ == total_) return false;
+    while (next_submit_ < total_ && next_submit_ - next_take_ < window_) Submit(next_submit_++);
+    Slot slot;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      Slot& s = slots_[next_take_ % window_];
+      ready_.wait(lock, [&s] { return s.ready; });
+      slot = std::move(s);
+      s = Slot();
+    }
+    if (!slot.status.ok()) return slot.status;
+    const size_t block = next_take_ % blocks_;
+    const int layer = static_cast<int>(next_take_ / blocks_);
+    ++next_take_;
+    page->set_block_key(KeyBytes(r_.blocks[block]));
+    page->set_layer(static_cast<uint32_t>(layer));
+    *page->mutable_data() = std::move(slot.data);
+    return true;
+  }
+
+  absl::Duration encode_time() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return encode_time_;
+  }
+
+ private:
+  struct Slot {
+    bool ready = false;
+    absl::Status status;
+    std::string data;
+  };
+
+  void Submit(size_t index) {
+    tasks_.Add();
+    pool_.Submit([this, index] {
+      Encode(index);
+      tasks_.Done();
+    });
+  }
+
+  void Encode(size_t index) {
+    Slot out;
+    out.ready = true;
+    absl::Duration spent;
+    if (cancel_.load()) {
+      out.status = absl::CancelledError("encoding abandoned");
+    } else {
+      const absl::Time start = absl::Now();
+      out.status = EncodeOne(index, out.data);
+      spent = absl::Now() - start;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      encode_time_ += spent;
+      slots_[index % window_] = std::move(out);
+    }
+    ready_.notify_all();
+  }
+
+  absl::Status EncodeOne(size_t index, std::string& data) const {
+    const Geometry& g = r_.geometry;
+    const size_t block = index % blocks_;
+    const int layer = static_cast<int>(index / blocks_);
+    const int64_t bt = g.block_tokens;
+    const int64_t row0 = r_.kv.first_token + static_cast<int64_t>(block) * bt;
+    const size_t elem = internal::ElementBytes(r_.kv.dtype);
+    const PageShape shape{g.block_tokens, g.num_kv_heads, g.head_dim};
+
+    // NHD rows of a block are contiguous and go to the codec in place; HND
+    // rows are strided per head (kernels' views are dense), so they are
+    // gathered into NHD scratch first.
+    std::vector<char> k_scratch, v_scratch;
+    const void* k = nullptr;
+    const void* v = nullptr;
+    if (r_.kv.layout == Layout::kNHD) {
+      k = internal::NhdRow(r_.kv.k[layer], row0, g.num_kv_heads, g.head_dim, elem);
+      v = internal::NhdRow(r_.kv.v[layer], row0, g.num_kv_heads, g.head_dim, elem);
+    } else {
+      k_scratch.resize(static_cast<size_t>(shape.values()) * elem);
+      v_scratch.resize(k_scratch.size());
+      internal::CopyRowsToNhd(r_.kv.k[layer], Layout::kHND, buffer_tokens_, row0, bt,
+                              g.num_kv_heads, g.head_dim, elem, k_scratch.data());
+      internal::CopyRowsToNhd(r_.kv.v[layer], Layout::kHND, buffer_tokens_, row0, bt,
+                              g.num_kv_heads, g.head_dim, elem, v_scratch.data());
+      k = k_scratch.data();
+      v = v_scratch.data();
+    }
+    ::qaqkv::QaqSideInputs side;
+    const size_t heads = static_cast<size_t>(g.num_kv_heads);
+    if (!r_.side.attention.empty() && !r_.side.attention[layer].empty()) {
+      side.attention = r_.side.attention[layer].subspan(static_cast<size_t>(row0) * heads,
+                                                        static_cast<size_t>(bt) * heads);
+    }
+    if (!r_.side.q2.empty()) side.q2 = r_.side.q2[layer];
+    // The QAQ bounds want the whole context's length, not the page's.
+    side.context_tokens = r_.side.context_tokens > 0
+                              ? r_.side.context_tokens
+                              : r_.kv.first_token + static_cast<int64_t>(blocks_) * bt;
+    const ::qaqkv::DType dtype = internal::ToKernel(r_.kv.dtype);
+    absl::StatusOr<std::vector<uint8_t>> bytes =
+        ::qaqkv::EncodePage(config_, shape, {k, dtype, ::qaqkv::Layout::kNHD},
+                            {v, dtype, ::qaqkv::Layout::kNHD}, side);
+    if (!bytes.ok()) return PageError(bytes.status(), block, layer, false);
+    if (bytes->size() > max_page_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "page (block ", block, ", layer ", layer, "): encoded page of ", bytes->size(),
+          " bytes exceeds options.max_message_bytes less framing (", max_page_, ")"));
+    }
+    data.assign(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    return absl::OkStatus();
+  }
+
+  const OffloadRequest& r_;
+  const CodecConfig config_;
+  const int64_t buffer_tokens_;
+  const size_t max_page_;
+  const size_t blocks_;
+  const size_t total_;
+  const size_t window_;
+  internal::WorkPool& pool_;
+  std::atomic<bool> cancel_{false};
+  // Only the stream thread touches these.
+  size_t next_submit_ = 0;
+  size_t next_take_ = 0;
+
+  // std::mutex, not absl::Mutex: TSan cannot see into Debian's abseil.
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::vector<Slot> slots_;      // guarded by mu_
+  absl::Duration encode_time_;   // guarded by mu_
+  // Last member: destroyed first, so it waits for tasks while the rest lives.
+  internal::TaskCounter tasks_;
+};
+
+// Shared by the stream thread and the decode tasks of one Load.
+class LoadState {
+ public:
+  LoadState(const LoadRequest& r, int layer_end, int64_t buffer_tokens, absl::Time start)
+      : r_(r),
+        buffer_tokens_(buffer_tokens),
+        start_(start),
+        remaining_(static_cast<size_t>(layer_end - r.layer_begin), r.blocks.size()) {}
+
+  absl::Status error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+  absl::Duration time_to_first_layer() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return first_layer_;
+  }
+  internal::TaskCounter& tasks() { return tasks_; }
+
+  void Decode(size_t block, int layer, const std::string& data) {
+    absl::Status status = DecodeOne(block, layer, data);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!status.ok()) {
+        if (error_.ok()) error_ = PageError(status, block, layer, true);
+        return;
+      }
+      --remaining_[layer - r_.layer_begin];
+    }
+    FireReadyLayers();
+  }
+
+  // Reports complete layers in order. Whoever finds `firing_` clear becomes
+  // the only caller of on_layer until no complete layer is left; a layer
+  // completed meanwhile is seen when it re-checks under the lock, so none is
+  // lost and calls never overlap.
+  void FireReadyLayers() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (firing_) return;
+    firing_ = true;
+    while (error_.ok() && next_fire_ < remaining_.size() && remaining_[next_fire_] == 0) {
+      const int layer = r_.layer_begin + static_cast<int>(next_fire_++);
+      if (layer == r_.layer_begin) first_layer_ = absl::Now() - start_;
+      if (r_.on_layer) {
+        lock.unlock();
+        r_.on_layer(layer);
+        lock.lock();
+      }
+    }
+    firing_ = false;
+  }
+
+ private:
+  absl::Status DecodeOne(size_t block, int layer, const std::string& data) const {
+    const Geometry& g = r_.geometry;
+    const int64_t row0 = r_.kv.first_token + static_cast<int64_t>(block) * g.block_tokens;
+    const size_t elem = internal::ElementBytes(r_.kv.dtype);
+    const PageShape shape{g.block_tokens, g.num_kv_heads, g.head_dim};
+    const ::qaqkv::DType dtype = internal::ToKernel(r_.kv.dtype);
+    const std::span<const uint8_t> page(reinterpret_cast<const uint8_t*>(data.data()),
+                                        data.size());
+    if (r_.kv.layout == Layout::kNHD) {
+      // Contiguous rows: decode straight into the caller's buffers.
+      auto row = [&](void* base) {
+        return internal::NhdRow(base, row0, g.num_kv_heads, g.head_dim, elem);
+      };
+      return ::qaqkv::DecodePage(page, {row(r_.kv.k[layer]), dtype, ::qaqkv::Layout::kNHD},
+                                 {row(r_.kv.v[layer]), dtype, ::qaqkv::Layout::kNHD}, &shape);
+    }
+    std::vector<char> k(static_cast<size_t>(shape.values()) * elem), v(k.size());
+    QAQKV_RETURN_IF_ERROR(::qaqkv::DecodePage(page, {k.data(), dtype, ::qaqkv::Layout::kNHD},
+                                              {v.data(), dtype, ::qaqkv::Layout::kNHD}, &shape));
+    internal::CopyRowsFromNhd(k.data(), r_.kv.k[layer], Layout::kHND, buffer_tokens_, row0,
+                              g.block_tokens, g.num_kv_heads, g.head_dim, elem);
+    internal::CopyRowsFromNhd(v.data(), r_.kv.v[layer], Layout::kHND, buffer_tokens_, row0,
+                              g.block_tokens, g.num_kv_heads, g.head_dim, elem);
+    return absl::OkStatus();
+  }
+
+  const LoadRequest& r_;
+  const int64_t buffer_tokens_;
+  const absl::Time start_;
+
+  std::mutex mu_;
+  absl::Status error_;              // guarded by mu_
+  std::vector<size_t> remaining_;   // guarded by mu_; per layer in range
+  size_t next_fire_ = 0;            // guarded by mu_
+  bool firing_ = false;             // guarded by mu_
+  absl::Duration first_layer_;      // guarded by mu_
+  // Last member: destroyed first, so it waits for tasks while the rest lives.
+  internal::TaskCounter tasks_;
+};
+
+}  // namespace
+
+absl::StatusOr<OffloadResult> Client::Offload(const OffloadRequest& request) {
+  const absl::Time start = absl::Now();
+  const Geometry& g = request.geometry;
+  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(g, "geometry"));
+  QAQKV_ASSIGN_OR_RETURN(const CodecConfig config, internal::ParseCodec(request.codec, "codec"));
+  const int64_t rows = static_cast<int64_t>(request.blocks.size()) * g.block_tokens;
+  QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
+                         internal::ValidateKv(internal::View(request.kv), g, rows, 0,
+                                              g.num_layers, "kv"));
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSide(request.side, g, request.kv.first_token + rows,
+                                               config.kind == CodecKind::kQaq));
+  OffloadResult result;
+  if (request.blocks.empty()) {
+    result.total_time = absl::Now() - start;
+    return result;
+  }
+
+  v1::BlockFormat format;
+  *format.mutable_geometry() = ToProto(g);
+  format.set_codec(config.Name());
+  EncodeSource source(request, config, buffer_tokens, impl_->options().max_message_bytes - 4096,
+                      impl_->pool());
+  QAQKV_ASSIGN_OR_RETURN(const v1::PutPagesResponse response, impl_->StreamPut(format, source));
+  result.blocks_committed = static_cast<size_t>(response.committed_blocks_size());
+  result.pages = response.pages_stored();
+  result.raw_bytes = result.pages * 2 * static_cast<uint64_t>(g.block_tokens) *
+                     static_cast<uint64_t>(g.num_kv_heads) * static_cast<uint64_t>(g.head_dim) * 2;
+  result.stored_bytes = response.bytes_stored();
+  result.encode_time = source.encode_time();
+  result.total_time = absl::Now() - start;
+  return result;
+}
+
+absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
+  const absl::Time start = absl::Now();
+  const Geometry& g = request.geometry;
+  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(g, "geometry"));
+  std::string codec;
+  if (!request.codec.empty()) {
+    QAQKV_ASSIGN_OR_RETURN(const CodecConfig config, internal::ParseCodec(request.codec, "codec"));
+    codec = config.Name();
+  }
+  if (request.blocks.size() > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("blocks: ", request.blocks.size(), " keys, at most 65536 per call"));
+  }
+  const int layer_end = request.layer_end == 0 ? g.num_layers : request.layer_end;
+  if (request.layer_begin < 0 || request.layer_begin >= g.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("layer_begin: ", request.layer_begin,
+                                                   " not in [0, geometry.num_layers ",
+                                                   g.num_layers, ")"));
+  }
+  if (layer_end <= request.layer_begin || layer_end > g.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer_end: ", request.layer_end, " is neither 0 (all) nor in (layer_begin ",
+        request.layer_begin, ", geometry.num_layers ", g.num_layers, "]"));
+  }
+  const int64_t rows = static_cast<int64_t>(request.blocks.size()) * g.block_tokens;
+  QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
+                         internal::ValidateKv(internal::View(request.kv), g, rows,
+                                              request.layer_begin, layer_end, "kv"));
+
+  LoadState state(request, layer_end, buffer_tokens, start);
+  LoadResult result;
+  if (request.blocks.empty()) {
+    // Nothing to fetch: every requested layer is trivially complete.
+    state.FireReadyLayers();
+    result.time_to_first_layer = state.time_to_first_layer();
+    result.total_time = absl::Now() - start;
+    return result;
+  }
+
+  const size_t window = Window(impl_->pool());
+  absl::Status stream = impl_->StreamGet(
+      request.blocks, request.layer_begin, layer_end,
+      [&](const v1::BlockFormat& format) -> absl::Status {
+        const Geometry stored = FromProto(format.geometry());
+        if (!internal::SameGeometry(stored, g)) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("stored geometry (", internal::DescribeGeometry(stored),
+                           ") differs from request geometry (", internal::DescribeGeometry(g),
+                           ")"));
+        }
+        if (!codec.empty()) {
+          // Compare canonical names, so any spelling of the same config matches.
+          absl::StatusOr<CodecConfig> parsed = ::qaqkv::ParseCodecConfig(format.codec());
+          if (!parsed.ok() || parsed->Name() != codec) {
+            return absl::FailedPreconditionError(absl::StrCat("stored codec '", format.codec(),
+                                                              "' differs from request codec '",
+                                                              codec, "'"));
+          }
+        }
+        return absl::OkStatus();
+      },
+      [&](size_t block, int layer, std::string& data) -> absl::Status {
+        QAQKV_RETURN_IF_ERROR(state.error());
+        ++result.pages;
+        result.stored_bytes += data.size();
+        // Bounded decode backlog: receiving waits for decoding, so memory
+        // stays at a few pages however long the stream.
+        state.tasks().WaitBelow(static_cast<int>(window));
+        state.tasks().Add();
+        impl_->pool().Submit([&state, block, layer, page = std::move(data)] {
+          state.Decode(block, layer, page);
+          state.tasks().Done();
+        });
+        return absl::OkStatus();
+      });
+  state.tasks().WaitBelow(1);
+  // A decode error makes the stream stop early; report the cause.
+  QAQKV_RETURN_IF_ERROR(state.error());
+  QAQKV_RETURN_IF_ERROR(stream);
+  state.FireReadyLayers();  // normally a no-op: the last decode fired them
+  result.time_to_first_layer = state.time_to_first_layer();
+  result.total_time = absl::Now() - start;
+  return result;
+}
+
+}  // namespace qaqkv::client

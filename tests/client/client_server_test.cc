@@ -1,0 +1,386 @@
+// The client library against the real qaqkv-server binary on loopback (with
+// a real RocksDB in a temporary directory): offload and load, block keys and
+// Lookup, sessions with tails, retries across a server restart, auth, and
+// many threads sharing one Client.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/codec.h"
+#include "kernels/internal/half.h"
+#include "qaqkv/client.h"
+#include "tests/service/server_process.h"
+
+namespace qaqkv::client {
+namespace {
+
+using service::testing::ServerProcess;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr int kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16;
+
+Geometry SmallGeometry() {
+  Geometry g;
+  g.num_layers = kLayers;
+  g.num_kv_heads = kKvHeads;
+  g.num_q_heads = 4;
+  g.head_dim = kHeadDim;
+  g.block_tokens = kBlockTokens;
+  return g;
+}
+
+// fp16 KV of `tokens` rows per layer in NHD, seeded.
+struct Kv {
+  std::vector<std::vector<uint16_t>> k, v;
+  HostKv View() const {
+    HostKv h;
+    for (size_t l = 0; l < k.size(); ++l) {
+      h.k.push_back(k[l].data());
+      h.v.push_back(v[l].data());
+    }
+    h.tokens = static_cast<int64_t>(k[0].size() / (kKvHeads * kHeadDim));
+    return h;
+  }
+};
+
+Kv MakeKv(int tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Kv kv;
+  for (int l = 0; l < kLayers; ++l) {
+    auto& k = kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim);
+    auto& v = kv.v.emplace_back(k.size());
+    for (auto& x : k) x = internal::FloatToHalf(normal(rng));
+    for (auto& x : v) x = internal::FloatToHalf(normal(rng));
+  }
+  return kv;
+}
+
+struct Out {
+  std::vector<std::vector<uint16_t>> k, v;
+  explicit Out(int tokens) {
+    for (int l = 0; l < kLayers; ++l) {
+      k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
+      v.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
+    }
+  }
+  MutableHostKv View() {
+    MutableHostKv h;
+    for (int l = 0; l < kLayers; ++l) {
+      h.k.push_back(k[l].data());
+      h.v.push_back(v[l].data());
+    }
+    h.tokens = static_cast<int64_t>(k[0].size() / (kKvHeads * kHeadDim));
+    return h;
+  }
+};
+
+std::vector<int32_t> Tokens(int n, int seed) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = (i * 7 + seed * 131) % 32000;
+  return t;
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::unique_ptr<Client> Connect(const std::string& target, const std::string& token = "") {
+  ClientOptions o;
+  o.target = target;
+  o.bearer_token = token;
+  o.deadline = absl::Seconds(60);
+  o.encode_threads = 2;
+  auto c = Client::Create(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+class ClientServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto port = server_.Start();
+    ASSERT_TRUE(port.ok()) << port.status();
+    client_ = Connect(server_.target());
+    ASSERT_NE(client_, nullptr);
+  }
+  ServerProcess server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ClientServerTest, Fp16OffloadAndLoadAreBitExactLayerByLayer) {
+  const Geometry g = SmallGeometry();
+  constexpr int kBlocks = 3, kTokens = kBlocks * kBlockTokens;
+  const Kv in = MakeKv(kTokens, 1);
+  const std::vector<BlockKey> keys = Client::ComputeBlockKeys("m", "fp16", Tokens(kTokens, 1), kBlockTokens);
+  ASSERT_EQ(keys.size(), 3u);
+  OffloadRequest off;
+  off.geometry = g;
+  off.codec = "fp16";
+  off.blocks = keys;
+  off.kv = in.View();
+  auto r = client_->Offload(off);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->blocks_committed, 3u);
+  EXPECT_EQ(r->pages, 12u);
+  EXPECT_EQ(*client_->Lookup(keys), 3u);
+  EXPECT_EQ(*client_->Lookup(keys, &g, "fp16"), 3u);
+  EXPECT_EQ(*client_->Lookup(keys, &g, "int8"), 0u);  // another codec never hits
+
+  Out out(kTokens);
+  std::vector<int> layers;
+  LoadRequest load;
+  load.geometry = g;
+  load.codec = "fp16";
+  load.blocks = keys;
+  load.kv = out.View();
+  load.on_layer = [&](int l) { layers.push_back(l); };
+  auto lr = client_->Load(load);
+  ASSERT_TRUE(lr.ok()) << lr.status();
+  EXPECT_THAT(layers, ElementsAre(0, 1, 2, 3));
+  EXPECT_EQ(lr->pages, 12u);
+  EXPECT_LE(lr->time_to_first_layer, lr->total_time);
+  EXPECT_EQ(out.k, in.k);
+  EXPECT_EQ(out.v, in.v);
+
+  // A layer range fills only those layers.
+  Out part(kTokens);
+  load.kv = part.View();
+  load.layer_begin = 2;
+  load.layer_end = 3;
+  layers.clear();
+  ASSERT_TRUE(client_->Load(load).ok());
+  EXPECT_THAT(layers, ElementsAre(2));
+  EXPECT_EQ(part.k[2], in.k[2]);
+  EXPECT_EQ(part.k[0], std::vector<uint16_t>(in.k[0].size(), 0xffff));
+}
+
+// QAQ through the service returns exactly what the codec decodes locally.
+TEST_F(ClientServerTest, QaqRoundTripEqualsLocalDecode) {
+  const Geometry g = SmallGeometry();
+  constexpr int kTokens = 2 * kBlockTokens;
+  const Kv in = MakeKv(kTokens, 2);
+  const std::vector<BlockKey> keys = Client::ComputeBlockKeys("m", "qaq", Tokens(kTokens, 2), kBlockTokens);
+  OffloadRequest off;
+  off.geometry = g;
+  off.blocks = keys;
+  off.kv = in.View();
+  ASSERT_TRUE(client_->Offload(off).ok());
+  Out out(kTokens);
+  LoadRequest load;
+  load.geometry = g;
+  load.blocks = keys;
+  load.kv = out.View();
+  ASSERT_TRUE(client_->Load(load).ok());
+  auto cfg = ParseCodecConfig("qaq");
+  ASSERT_TRUE(cfg.ok());
+  for (int l = 0; l < kLayers; ++l) {
+    for (int b = 0; b < 2; ++b) {
+      const size_t off_rows = size_t(b) * kBlockTokens * kKvHeads * kHeadDim;
+      const PageShape shape{kBlockTokens, kKvHeads, kHeadDim};
+      QaqSideInputs side;
+      side.context_tokens = kTokens;
+      auto page = EncodePage(*cfg, shape, {in.k[l].data() + off_rows, ::qaqkv::DType::kF16, ::qaqkv::Layout::kNHD},
+                             {in.v[l].data() + off_rows, ::qaqkv::DType::kF16, ::qaqkv::Layout::kNHD}, side);
+      ASSERT_TRUE(page.ok()) << page.status();
+      std::vector<uint16_t> kd(shape.values()), vd(shape.values());
+      ASSERT_TRUE(DecodePage(*page, {kd.data(), ::qaqkv::DType::kF16, ::qaqkv::Layout::kNHD},
+                             {vd.data(), ::qaqkv::DType::kF16, ::qaqkv::Layout::kNHD})
+                      .ok());
+      EXPECT_TRUE(std::equal(kd.begin(), kd.end(), out.k[l].begin() + off_rows)) << l << " " << b;
+      EXPECT_TRUE(std::equal(vd.begin(), vd.end(), out.v[l].begin() + off_rows)) << l << " " << b;
+    }
+  }
+}
+
+TEST_F(ClientServerTest, SessionWithTailResumesExactly) {
+  const Geometry g = SmallGeometry();
+  constexpr int kTokens = 2 * kBlockTokens + 5;  // two blocks and a 5-token tail
+  const Kv in = MakeKv(kTokens, 3);
+  SessionSpec spec;
+  spec.session_id = "chat-42";
+  spec.geometry = g;
+  spec.codec = "fp16";
+  spec.blocks = Client::ComputeBlockKeys("m", "fp16", Tokens(kTokens, 3), kBlockTokens);
+  ASSERT_EQ(spec.blocks.size(), 2u);
+  spec.token_count = kTokens;
+  spec.ttl = absl::Hours(1);
+  ASSERT_TRUE(client_->OffloadSession(spec, in.View()).ok());
+  auto ids = client_->ListSessions();
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(*ids, ElementsAre("chat-42"));
+  auto info = client_->GetSession("chat-42");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->token_count, uint64_t{kTokens});
+  EXPECT_EQ(info->committed_prefix, 2u);
+  EXPECT_GT(info->tail_bytes, 0u);
+  EXPECT_EQ(info->ttl, absl::Hours(1));
+
+  Out out(kTokens);
+  std::vector<int> layers;
+  auto resumed = client_->ResumeSession("chat-42", out.View(), [&](int l) { layers.push_back(l); });
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_THAT(layers, ElementsAre(0, 1, 2, 3));
+  EXPECT_EQ(out.k, in.k);
+  EXPECT_EQ(out.v, in.v);
+
+  // Saving again offloads nothing new (the blocks are cached) and replaces.
+  ASSERT_TRUE(client_->OffloadSession(spec, in.View()).ok());
+  ASSERT_TRUE(client_->TouchSession("chat-42").ok());
+  ASSERT_TRUE(client_->DeleteSession("chat-42").ok());
+  EXPECT_EQ(client_->ResumeSession("chat-42", out.View()).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->DeleteSession("chat-42").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClientServerTest, ServerErrorsArriveWithTheirCode) {
+  const Geometry g = SmallGeometry();
+  std::vector<BlockKey> missing = {BlockKey{1, 2, 3}};
+  Out out(kBlockTokens);
+  LoadRequest load;
+  load.geometry = g;
+  load.blocks = missing;
+  load.kv = out.View();
+  const absl::Status s = client_->Load(load).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("block_keys[0]"));
+  // A page whose shape does not match the geometry is refused by the server.
+  auto cfg = ParseCodecConfig("fp16");
+  std::vector<float> k(8 * kKvHeads * kHeadDim), v(k.size());
+  auto page = EncodePage(*cfg, {8, kKvHeads, kHeadDim}, {k.data(), ::qaqkv::DType::kF32, ::qaqkv::Layout::kNHD},
+                         {v.data(), ::qaqkv::DType::kF32, ::qaqkv::Layout::kNHD});
+  ASSERT_TRUE(page.ok());
+  std::vector<EncodedPage> pages = {{BlockKey{9}, 0, std::string(page->begin(), page->end())}};
+  const absl::Status put = client_->PutPages(g, "fp16", pages).status();
+  EXPECT_EQ(put.code(), absl::StatusCode::kInvalidArgument) << put;
+  EXPECT_THAT(std::string(put.message()), HasSubstr("pages[0].data"));
+  EXPECT_EQ(*client_->Lookup(std::vector<BlockKey>{BlockKey{9}}), 0u);
+}
+
+// Many threads share one Client; each offloads and loads its own blocks and
+// some shared ones. No errors, every byte back.
+TEST_F(ClientServerTest, SixteenThreadsShareOneClient) {
+  const Geometry g = SmallGeometry();
+  constexpr int kThreads = 16, kTokens = 2 * kBlockTokens;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const int seed = t % 4 == 0 ? 1000 : t;  // every fourth thread shares a prefix
+      const Kv in = MakeKv(kTokens, seed);
+      const auto keys = Client::ComputeBlockKeys("m", "fp16", Tokens(kTokens, seed), kBlockTokens);
+      OffloadRequest off;
+      off.geometry = g;
+      off.codec = "fp16";
+      off.blocks = keys;
+      off.kv = in.View();
+      if (!client_->Offload(off).ok()) ++failures;
+      Out out(kTokens);
+      LoadRequest load;
+      load.geometry = g;
+      load.codec = "fp16";
+      load.blocks = keys;
+      load.kv = out.View();
+      if (!client_->Load(load).ok() || out.k != in.k || out.v != in.v) ++failures;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->tenant_blocks, uint64_t{2 * 13});  // 13 distinct sequences of 2 blocks
+}
+
+// The client retries UNAVAILABLE with backoff: a call made while the server
+// is down succeeds once it is back, and the data survived the restart.
+TEST(ClientRetryTest, CallSpanningARestartSucceeds) {
+  ServerProcess server;
+  const int port = FreePort();
+  auto started = server.Start({absl::StrCat("--listen=127.0.0.1:", port)});
+  ASSERT_TRUE(started.ok()) << started.status();
+  ClientOptions o;
+  o.target = server.target();
+  o.deadline = absl::Seconds(30);
+  o.retry.max_attempts = 30;
+  o.retry.initial_backoff = absl::Milliseconds(50);
+  o.retry.max_backoff = absl::Milliseconds(200);
+  auto client = Client::Create(o);
+  ASSERT_TRUE(client.ok());
+  const Geometry g = SmallGeometry();
+  const Kv in = MakeKv(kBlockTokens, 5);
+  const auto keys = Client::ComputeBlockKeys("m", "fp16", Tokens(kBlockTokens, 5), kBlockTokens);
+  OffloadRequest off;
+  off.geometry = g;
+  off.codec = "fp16";
+  off.blocks = keys;
+  off.kv = in.View();
+  ASSERT_TRUE((*client)->Offload(off).ok());
+
+  server.Kill();
+  absl::StatusOr<size_t> during = absl::UnknownError("not run");
+  std::thread caller([&] { during = (*client)->Lookup(keys); });
+  absl::SleepFor(absl::Milliseconds(300));  // let the first attempts fail
+  auto restarted = server.Restart();
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  caller.join();
+  ASSERT_TRUE(during.ok()) << during.status();
+  EXPECT_EQ(*during, 1u);
+  Out out(kBlockTokens);
+  LoadRequest load;
+  load.geometry = g;
+  load.blocks = keys;
+  load.kv = out.View();
+  ASSERT_TRUE((*client)->Load(load).ok());
+  EXPECT_EQ(out.k, in.k);
+}
+
+TEST(ClientAuthTest, TokensSelectTenantsAndBadTokensAreRefused) {
+  ServerProcess server;
+  const std::string tokens = absl::StrCat(server.dir(), "/tokens");
+  {
+    std::ofstream f(tokens);
+    f << "# test tokens\ntoken-a alice\ntoken-b bob\n";
+  }
+  auto started = server.Start({absl::StrCat("--auth-tokens=", tokens)});
+  ASSERT_TRUE(started.ok()) << started.status();
+  auto alice = Connect(server.target(), "token-a");
+  auto bob = Connect(server.target(), "token-b");
+  auto nobody = Connect(server.target(), "wrong");
+  const Geometry g = SmallGeometry();
+  const Kv in = MakeKv(kBlockTokens, 6);
+  const auto keys = Client::ComputeBlockKeys("m", "fp16", Tokens(kBlockTokens, 6), kBlockTokens);
+  OffloadRequest off;
+  off.geometry = g;
+  off.codec = "fp16";
+  off.blocks = keys;
+  off.kv = in.View();
+  ASSERT_TRUE(alice->Offload(off).ok());
+  EXPECT_EQ(*alice->Lookup(keys), 1u);
+  EXPECT_EQ(*bob->Lookup(keys), 0u);  // never a hit across tenants
+  EXPECT_EQ(nobody->Lookup(keys).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(nobody->Offload(off).status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+}  // namespace
+}  // namespace qaqkv::client
