@@ -6,13 +6,16 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
@@ -90,6 +93,55 @@ std::string Normalize(std::string arg) {
   return arg;
 }
 
+template <typename T>
+bool Check(std::string_view name, const std::string& value) {
+  T parsed{};
+  std::string error;
+  if constexpr (std::is_same_v<T, absl::Duration>) {
+    if (absl::ParseDuration(value, &parsed)) return true;
+    error = "want a duration like 20s or 1m";
+  } else if (absl::ParseFlag(value, &parsed, &error)) {
+    return true;
+  }
+  std::string flag(name);
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  Fail(absl::StrCat("--", flag, ": \"", value, "\" is not valid: ", error));
+  return false;
+}
+
+// Checks the values of the typed flags before absl does: absl exits with
+// code 1 on a bad value, and our contract for bad input is code 2 and a
+// message that names the flag as the user spelled it.
+bool CheckTypedFlags(const std::vector<std::string>& args) {
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg.rfind("--", 0) != 0) continue;
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    const bool is_bool = name == "memory_only" || name == "sync";
+    std::string value;
+    if (eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+    } else if (!is_bool && i + 1 < args.size()) {
+      value = args[i + 1];
+    } else {
+      continue;
+    }
+    bool ok = true;
+    if (is_bool) {
+      ok = Check<bool>(name, value);
+    } else if (name == "tenant_max_streams") {
+      ok = Check<int>(name, value);
+    } else if (name == "block_ttl_ms" || name == "abandoned_block_ms") {
+      ok = Check<int64_t>(name, value);
+    } else if (name == "drain_timeout") {
+      ok = Check<absl::Duration>(name, value);
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
 // Expands --config=FILE (one flag per line; blank lines and '#' comments
 // skipped) in place, so a ConfigMap can hold the server's flags. Flags after
 // it on the command line win.
@@ -126,7 +178,7 @@ bool ExpandArgs(int argc, char** argv, std::vector<std::string>* out) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("qaqkv-server: the qaqkv KV-cache service. See docs/operations.md.");
   std::vector<std::string> args;
-  if (!ExpandArgs(argc, argv, &args)) return 2;
+  if (!ExpandArgs(argc, argv, &args) || !CheckTypedFlags(args)) return 2;
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());
   absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());

@@ -66,11 +66,21 @@ std::string KeyBytes(const BlockKey& k) {
 // thread gRPC calls them on: the store's calls are short (DRAM hits, or a
 // RocksDB point read or WAL append), so a hand-off to another pool would
 // cost more latency than it saves.
-class KvCacheService final : public v1::KvCache::CallbackService {
+// GetPages is a raw method: its messages are assembled here from the stored
+// page buffers themselves (see GetPagesReactor), so serving a page copies it
+// only into the socket.
+class KvCacheService final
+    : public v1::KvCache::WithRawCallbackMethod_GetPages<v1::KvCache::CallbackService> {
  public:
   KvCacheService(storage::TieredStore* store, const TokenMap* tokens, Metrics* metrics,
-                 int tenant_max_streams)
-      : store_(store), tokens_(tokens), metrics_(metrics), tenant_max_streams_(tenant_max_streams) {}
+                 int tenant_max_streams, int max_message_bytes)
+      : store_(store),
+        tokens_(tokens),
+        metrics_(metrics),
+        tenant_max_streams_(tenant_max_streams),
+        // Room for the format, the page headers and gRPC's framing.
+        get_message_bytes_(std::min<size_t>(kGetPagesMessageBytes,
+                                            static_cast<size_t>(max_message_bytes) - (16 << 10))) {}
 
   absl::StatusOr<std::string> Authenticate(grpc::CallbackServerContext* ctx) const {
     if (tokens_ == nullptr) return std::string(kDefaultTenant);
@@ -100,6 +110,7 @@ class KvCacheService final : public v1::KvCache::CallbackService {
   }
 
   storage::TieredStore& store() { return *store_; }
+  size_t get_message_bytes() const { return get_message_bytes_; }
   Metrics& metrics() { return *metrics_; }
 
   // Runs a unary handler: authenticate, run `fn(tenant)`, record, finish.
@@ -158,8 +169,8 @@ class KvCacheService final : public v1::KvCache::CallbackService {
 
   grpc::ServerReadReactor<v1::PutPagesRequest>* PutPages(grpc::CallbackServerContext* ctx,
                                                          v1::PutPagesResponse* resp) override;
-  grpc::ServerWriteReactor<v1::GetPagesResponse>* GetPages(grpc::CallbackServerContext* ctx,
-                                                           const v1::GetPagesRequest* req) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GetPages(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* req) override;
 
   // Validates a Session message into a storage record.
   absl::StatusOr<storage::SessionRecord> ValidateSession(const v1::Session& s) {
@@ -322,6 +333,7 @@ class KvCacheService final : public v1::KvCache::CallbackService {
   const TokenMap* const tokens_;  // null: single tenant
   Metrics* const metrics_;
   const int tenant_max_streams_;
+  const size_t get_message_bytes_;  // page bytes per GetPages message
   Mutex streams_mu_;
   absl::flat_hash_map<std::string, int> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
@@ -414,23 +426,46 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
       keys.push_back(*key);
     }
     const uint32_t num_layers = format_->proto.geometry().num_layers();
+    // A block already stored under another format refuses the page; check
+    // that for the whole message first too, so a bad message stores none of
+    // its pages. (A quota or budget running out midway, or a concurrent
+    // writer creating the block, can still stop it partway: the pages before
+    // were acknowledged by nothing, and a retry rewrites them idempotently.)
+    absl::flat_hash_set<BlockKey> checked;
     for (int i = 0; i < req_.pages_size(); ++i) {
-      const v1::Page& page = req_.pages(i);
+      if (!checked.insert(keys[i]).second) continue;
+      auto record = service_->store().GetBlock(tenant_, keys[i]);
+      if (!record.ok()) {
+        if (absl::IsNotFound(record.status())) continue;
+        return record.status();
+      }
+      if (record->num_layers != num_layers || record->descriptor != format_->descriptor) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pages[", index_ + i, "].block_key: the block is stored under another format (",
+            record->num_layers, " layers); a block keeps the format of its first page"));
+      }
+    }
+    for (int i = 0; i < req_.pages_size(); ++i) {
+      v1::Page& page = *req_.mutable_pages(i);
+      // The received bytes move into the buffer the DRAM tier keeps: no copy.
+      auto owned = std::make_shared<const std::string>(std::move(*page.mutable_data()));
       storage::PutPageRequest put;
       put.tenant = tenant_;
       put.block = keys[i];
       put.layer = page.layer();
       put.num_layers = num_layers;
       put.descriptor = format_->descriptor;
-      put.page = page.data();
+      put.page = *owned;
+      put.owned = owned;
+      put.checksum_verified = true;  // ValidatePage checked it above
       auto result = service_->store().PutPage(put);
       if (!result.ok()) {
         return absl::Status(result.status().code(),
                             absl::StrCat("pages[", index_ + i, "]: ", result.status().message()));
       }
-      bytes_in_ += page.data().size();
+      bytes_in_ += owned->size();
       resp_->set_pages_stored(resp_->pages_stored() + 1);
-      resp_->set_bytes_stored(resp_->bytes_stored() + page.data().size());
+      resp_->set_bytes_stored(resp_->bytes_stored() + owned->size());
       if (result->committed && committed_.insert(keys[i]).second) {
         resp_->add_committed_blocks(page.block_key());
       }
@@ -447,14 +482,52 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
   int64_t index_ = 0;  // pages seen before this message, for messages
 };
 
-class GetPagesReactor final : public grpc::ServerWriteReactor<v1::GetPagesResponse>,
+// Protobuf wire format, for the GetPages messages built by hand: every
+// field used is a varint or a length-delimited field.
+void AppendVarint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+constexpr char kTagFormat = 0x0a;    // GetPagesResponse.format = 1, length-delimited
+constexpr char kTagPage = 0x12;      // GetPagesResponse.pages = 2, length-delimited
+constexpr char kTagBlockKey = 0x0a;  // Page.block_key = 1, length-delimited
+constexpr char kTagLayer = 0x10;     // Page.layer = 2, varint
+constexpr char kTagData = 0x1a;      // Page.data = 3, length-delimited
+
+// A slice that references a stored page instead of copying it; the slice
+// owns one reference to the buffer and drops it when gRPC is done with it.
+grpc::Slice PageSlice(const storage::PageBuffer& page) {
+  // gRPC's C slice API takes a void* and a destroy function, so the
+  // reference travels as a heap-allocated PageBuffer that the destroy
+  // function reclaims (ownership passes to gRPC, hence release()).
+  auto ref = std::make_unique<storage::PageBuffer>(page);
+  void* data = const_cast<char*>(page->data());  // gRPC only reads it
+  return grpc::Slice(
+      data, page->size(), [](void* p) { std::unique_ptr<storage::PageBuffer>(static_cast<storage::PageBuffer*>(p)); },
+      ref.release());
+}
+
+class GetPagesReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                               private StreamBase {
  public:
   GetPagesReactor(KvCacheService* service, grpc::CallbackServerContext* ctx,
-                  const v1::GetPagesRequest* req)
+                  const grpc::ByteBuffer* raw)
       : StreamBase(service, Rpc::kGetPages) {
     absl::Status s = Begin(ctx);
-    if (s.ok()) s = Prepare(*req);
+    v1::GetPagesRequest req;
+    if (s.ok()) s = ParseRequest(*raw, &req);
+    if (s.ok()) s = Prepare(req);
     if (!s.ok()) {
       End(s);
       return;
@@ -476,6 +549,18 @@ class GetPagesReactor final : public grpc::ServerWriteReactor<v1::GetPagesRespon
   void End(absl::Status s) {
     final_ = s;
     Finish(ToGrpc(s));
+  }
+
+  static absl::Status ParseRequest(const grpc::ByteBuffer& raw, v1::GetPagesRequest* req) {
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (raw.Dump(&slices).ok()) {
+      for (const grpc::Slice& sl : slices) {
+        bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+      }
+      if (req->ParseFromString(bytes)) return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError("request: not a GetPagesRequest");
   }
 
   // Checks the request and that every block is committed under one format,
@@ -522,45 +607,79 @@ class GetPagesReactor final : public grpc::ServerWriteReactor<v1::GetPagesRespon
     }
     auto format = FormatFromDescriptor(descriptor);
     if (!format.ok()) return format.status();
-    *resp_.mutable_format() = *format;
+    format_bytes_ = format->SerializeAsString();
     return absl::OkStatus();
   }
 
-  // Packs the next message and starts writing it, or finishes.
+  // Packs the next message (the first carries the format) and starts
+  // writing it, or finishes. A message is a sequence of slices: small
+  // encoded headers, each followed by the stored page bytes themselves.
   void Next() {
-    if (sent_first_) resp_.clear_format();
-    resp_.clear_pages();
-    size_t bytes = 0;
-    while (layer_ < layer_end_ && bytes < kGetPagesMessageBytes) {
-      auto page = service_->store().GetPage(tenant_, keys_[block_], layer_);
-      if (!page.ok()) {
-        End(absl::Status(page.status().code(),
-                         absl::StrCat("block_keys[", block_, "] layer ", layer_, ": ",
-                                      page.status().message())));
-        return;
+    std::vector<grpc::Slice> slices;
+    std::string header;
+    if (!sent_first_) {
+      header.push_back(kTagFormat);
+      AppendVarint(header, format_bytes_.size());
+      header += format_bytes_;
+    }
+    size_t bytes = 0, pages = 0;
+    const size_t budget = service_->get_message_bytes();
+    while (layer_ < layer_end_) {
+      storage::PageBuffer page = std::move(pending_);
+      if (page == nullptr) {
+        auto got = service_->store().GetPage(tenant_, keys_[block_], layer_);
+        if (!got.ok()) {
+          End(absl::Status(got.status().code(),
+                           absl::StrCat("block_keys[", block_, "] layer ", layer_, ": ",
+                                        got.status().message())));
+          return;
+        }
+        page = std::move(*got);
       }
-      v1::Page* p = resp_.add_pages();
-      p->set_block_key(KeyBytes(keys_[block_]));
-      p->set_layer(layer_);
-      p->set_data(**page);
-      bytes += (*page)->size();
+      const size_t n = page->size();
+      // Never past the message limit: a page that does not fit goes first
+      // in the next message (a page alone always fits, it came in under
+      // the same limit).
+      if (pages > 0 && bytes + n > budget) {
+        pending_ = std::move(page);
+        break;
+      }
+      const size_t page_msg = 2 + keys_[block_].size() + 1 + VarintSize(layer_) + 1 +
+                              VarintSize(n) + n;
+      header.push_back(kTagPage);
+      AppendVarint(header, page_msg);
+      header.push_back(kTagBlockKey);
+      AppendVarint(header, keys_[block_].size());
+      header.append(reinterpret_cast<const char*>(keys_[block_].data()), keys_[block_].size());
+      header.push_back(kTagLayer);
+      AppendVarint(header, layer_);
+      header.push_back(kTagData);
+      AppendVarint(header, n);
+      slices.emplace_back(header.data(), header.size());  // copies the few header bytes
+      header.clear();
+      slices.push_back(PageSlice(page));
+      bytes += n;
+      ++pages;
       if (++block_ == keys_.size()) {
         block_ = 0;
         ++layer_;
       }
     }
-    if (resp_.pages_size() == 0) {
+    if (pages == 0) {
       End(absl::OkStatus());
       return;
     }
     bytes_out_ += bytes;
-    service_->metrics().AddPagesOut(resp_.pages_size());
+    service_->metrics().AddPagesOut(pages);
     sent_first_ = true;
-    StartWrite(&resp_);
+    message_ = grpc::ByteBuffer(slices.data(), slices.size());
+    StartWrite(&message_);
   }
 
   std::vector<BlockKey> keys_;
-  v1::GetPagesResponse resp_;
+  std::string format_bytes_;
+  storage::PageBuffer pending_;  // read, did not fit the last message
+  grpc::ByteBuffer message_;
   uint32_t layer_ = 0, layer_end_ = 0;
   size_t block_ = 0;
   bool sent_first_ = false;
@@ -573,8 +692,8 @@ grpc::ServerReadReactor<v1::PutPagesRequest>* KvCacheService::PutPages(
   return new PutPagesReactor(this, ctx, resp);
 }
 
-grpc::ServerWriteReactor<v1::GetPagesResponse>* KvCacheService::GetPages(
-    grpc::CallbackServerContext* ctx, const v1::GetPagesRequest* req) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* KvCacheService::GetPages(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req) {
   return new GetPagesReactor(this, ctx, req);
 }
 
@@ -705,10 +824,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   }
 
   auto store = storage::TieredStore::Open(options.store);
-  if (!store.ok()) return store.status();
+  if (!store.ok()) {
+    return absl::Status(store.status().code(),
+                        options.store.memory_only
+                            ? std::string(store.status().message())
+                            : absl::StrCat("--data-dir ", options.store.data_dir, ": ",
+                                           store.status().message()));
+  }
   impl->store = std::move(*store);
   impl->service = std::make_unique<KvCacheService>(impl->store.get(), impl->tokens.get(),
-                                                   &impl->metrics, options.tenant_max_streams);
+                                                   &impl->metrics, options.tenant_max_streams,
+                                                   options.max_message_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -718,6 +844,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // Pages are incompressible; skip gRPC's compression negotiation costs.
   builder.SetDefaultCompressionAlgorithm(GRPC_COMPRESS_NONE);
+  // Pages are hundreds of KiB: a large HTTP/2 window and frames let a stream
+  // run at memory speed instead of waiting on window updates.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
