@@ -1,17 +1,54 @@
 #!/usr/bin/env bash
-# The first command of the README: installs what is missing, builds, and runs
-# the codec quality comparison on the real tinylm-kv caches shipped in data/.
-# (The service issue turns this into the full offload/resume demo.)
+# The first command of the README: installs what is missing, builds, starts
+# qaqkv-server on a free loopback port with an embedded RocksDB in a
+# temporary directory, and runs `qaqkv demo` against it: a 4096-token chat
+# session of llama3-8b geometry (synthetic KV) and the real tinylm-kv caches
+# in data/, each offloaded with QAQ and as fp16, resumed and verified. The
+# server is stopped (SIGTERM, drained) at the end, whatever happens.
+# Extra arguments go to `qaqkv demo` (e.g. --tokens 8192, --codec qaq).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release --target qaqkv
+cmake --build --preset release --target qaqkv qaqkv-server
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/qaqkv-demo.XXXXXX")
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+./build/release/service/qaqkv-server --listen=127.0.0.1:0 --data-dir="$work/db" \
+  --port-file="$work/port" --memory-bytes=2GiB 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 1 300); do
+  [[ -s "$work/port" ]] && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "qaqkv-server failed to start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+[[ -s "$work/port" ]] || { echo "qaqkv-server did not report its port" >&2; exit 1; }
+port=$(cat "$work/port")
+head -n 1 "$work/server.log"
 
 echo
-echo "== qaqkv eval: codecs on the six tinylm-kv dev caches (real KV of a trained model) =="
-./build/release/tools/qaqkv eval data/tinylm-kv "$@"
+echo "== qaqkv demo: offload with QAQ and fp16, resume, verify (server on 127.0.0.1:$port) =="
+./build/release/tools/qaqkv demo --target "127.0.0.1:$port" --data data/tinylm-kv "$@"
+
 echo
-echo "== qaqkv bench codec: one-thread throughput on llama3-8b pages of 256 tokens =="
-./build/release/tools/qaqkv bench codec --codecs "int8 int4 kivi2 qaq:s=1e-3,x=1e-3,o=0.01 qaq-cc:s=3e-4,x=2e-2,o=0"
+echo "== qaqkv stats =="
+./build/release/tools/qaqkv stats --target "127.0.0.1:$port"
+
+kill -TERM "$server_pid"
+wait "$server_pid"
+server_pid=""
+tail -n 2 "$work/server.log"

@@ -44,6 +44,91 @@ struct BenchStorageArgs {
 };
 int RunBenchStorage(const BenchStorageArgs& args);
 
+struct BenchServiceArgs {
+  int page_kib = 256;
+  int pages_per_op = 8;          // pages moved by one operation (one block)
+  std::vector<int> concurrency = {1, 4, 16};
+  double seconds = 2.0;          // measured time per run
+  int runs = 3;                  // the median is reported
+  int working_blocks = 64;       // blocks the gets read from
+  int memory_mib = 512;          // qaqkv-server --memory-bytes
+  int disk_mib = 4096;           // qaqkv-server --disk-bytes (puts evict past it)
+  std::string server_binary;     // default: next to qaqkv
+  std::string redis_binary = "redis-server";
+  std::string format = "table";
+};
+int RunBenchService(const BenchServiceArgs& args);
+
+struct DemoArgs {
+  std::string target = "127.0.0.1:7070";
+  std::string token;                 // bearer token, when the server has --auth-tokens
+  std::string geometry = "llama3-8b";
+  int tokens = 4096;                 // synthetic session length
+  int held_out = 256;                // synthetic held-out tokens after it
+  uint64_t seed = 1;
+  std::string data;                  // tinylm-kv directory; empty: skip
+  // QAQ configs calibrated per model with `qaqkv eval` (docs/quality.md):
+  // both beat int4 on ratio and on attention-output error for their data.
+  std::string codec = "qaq-cc:s=1e-4,x=1e-2,o=0";         // synthetic llama3-8b
+  std::string tinylm_codec = "qaq-cs:s=5e-4,x=2e-4,o=0";  // tinylm-kv
+  int max_queries = 32;              // held-out queries per layer for the error
+  std::string format = "table";
+};
+int RunDemo(const DemoArgs& args);
+
+// How the client subcommands reach the server.
+struct ConnectArgs {
+  std::string target = "127.0.0.1:7070";
+  std::string token;            // bearer token (or $QAQKV_TOKEN)
+  std::string tls_ca;           // PEM roots; with it (or a client cert) TLS is on
+  std::string tls_cert, tls_key;  // client certificate for mTLS
+  std::string tls_server_name;  // override the name checked in the server cert
+  double deadline_s = 60;
+};
+
+struct PutArgs {
+  ConnectArgs conn;
+  std::string file;  // safetensors KV (tinylm-kv format, with token ids)
+  std::string session;
+  std::string codec = "qaq";
+  int block_tokens = 256;
+  std::string fingerprint = "tinylm";  // model fingerprint in the block keys
+  double ttl_s = 0;
+};
+int RunPut(const PutArgs& args);
+
+struct GetArgs {
+  ConnectArgs conn;
+  std::string session;
+  std::string compare;  // safetensors file to compare the resumed KV with
+};
+int RunGet(const GetArgs& args);
+
+struct LookupArgs {
+  ConnectArgs conn;
+  std::string file;
+  std::vector<std::string> keys;  // hex block keys
+  std::string codec = "qaq";
+  int block_tokens = 256;
+  std::string fingerprint = "tinylm";
+  bool verbose = false;
+};
+int RunLookup(const LookupArgs& args);
+
+struct SessionsArgs {
+  ConnectArgs conn;
+  std::string action = "list";  // list, show, delete, touch
+  std::string id;
+  size_t limit = 0;
+};
+int RunSessions(const SessionsArgs& args);
+
+struct StatsArgs {
+  ConnectArgs conn;
+  std::string format = "table";
+};
+int RunStats(const StatsArgs& args);
+
 // The default comparison set of `qaqkv eval` and `qaqkv bench codec`.
 std::vector<std::string> DefaultCodecs();
 

@@ -1,5 +1,5 @@
-// `qaqkv`: the command line. Subcommands: eval (codec quality), bench
-// (throughput). See README.md and docs/.
+// `qaqkv`: the command line. Subcommands: demo (end to end against a
+// server), eval (codec quality), bench (throughput). See README.md and docs/.
 #include <malloc.h>
 
 #include <cstdio>
@@ -54,14 +54,106 @@ int main(int argc, char** argv) {
   bs->add_option("--dir", bench_storage.dir, "directory for RocksDB (default: a temporary one)");
   bs->add_option("--format", bench_storage.format, "table, csv or json")->default_val("table");
 
+  qaqkv::tools::BenchServiceArgs bench_service;
+  CLI::App* bv = bn->add_subcommand(
+      "service", "qaqkv-server put/get against Redis 7 on loopback, same bytes, same run");
+  bv->add_option("--page-kib", bench_service.page_kib, "page size (multiple of 8)")->default_val(256);
+  bv->add_option("--pages-per-op", bench_service.pages_per_op, "pages per put/get (one block)")
+      ->default_val(8);
+  bv->add_option("--concurrency", bench_service.concurrency, "client threads, one connection each")
+      ->default_val(std::vector<int>{1, 4, 16});
+  bv->add_option("--seconds", bench_service.seconds, "measured seconds per run")->default_val(2.0);
+  bv->add_option("--runs", bench_service.runs, "runs per point (median reported)")->default_val(3);
+  bv->add_option("--working-blocks", bench_service.working_blocks, "blocks the gets read")
+      ->default_val(64);
+  bv->add_option("--memory-mib", bench_service.memory_mib, "qaqkv-server DRAM budget")
+      ->default_val(512);
+  bv->add_option("--disk-mib", bench_service.disk_mib, "qaqkv-server disk budget")->default_val(4096);
+  bv->add_option("--server-binary", bench_service.server_binary, "qaqkv-server to start");
+  bv->add_option("--redis-binary", bench_service.redis_binary, "redis-server to start")
+      ->default_val("redis-server");
+  bv->add_option("--format", bench_service.format, "table, csv or json")->default_val("table");
+
+  qaqkv::tools::DemoArgs demo;
+  CLI::App* dm = app.add_subcommand(
+      "demo", "Offload and resume chat sessions through a running qaqkv-server, QAQ against fp16");
+  dm->add_option("--target", demo.target, "qaqkv-server address")->default_val("127.0.0.1:7070");
+  dm->add_option("--token", demo.token, "bearer token")->envname("QAQKV_TOKEN");
+  dm->add_option("--geometry", demo.geometry, "synthetic geometry preset")->default_val("llama3-8b");
+  dm->add_option("--tokens", demo.tokens, "synthetic session length (multiple of 256)")
+      ->default_val(4096);
+  dm->add_option("--held-out", demo.held_out, "held-out tokens after the session")->default_val(256);
+  dm->add_option("--seed", demo.seed, "synthetic seed")->default_val(1);
+  dm->add_option("--data", demo.data, "tinylm-kv directory (real KV); empty to skip");
+  dm->add_option("--codec", demo.codec, "QAQ config of the synthetic session")
+      ->default_val("qaq-cc:s=1e-4,x=1e-2,o=0");
+  dm->add_option("--tinylm-codec", demo.tinylm_codec, "QAQ config of the tinylm-kv sessions")
+      ->default_val("qaq-cs:s=5e-4,x=2e-4,o=0");
+  dm->add_option("--max-queries", demo.max_queries, "held-out queries per layer")->default_val(32);
+  dm->add_option("--format", demo.format, "table, csv or json")->default_val("table");
+
+  // The subcommands that talk to a server share the connection options.
+  auto add_conn = [](CLI::App* c, qaqkv::tools::ConnectArgs& a) {
+    c->add_option("--target", a.target, "qaqkv-server address")->default_val("127.0.0.1:7070");
+    c->add_option("--token", a.token, "bearer token")->envname("QAQKV_TOKEN");
+    c->add_option("--tls-ca", a.tls_ca, "PEM CA of the server certificate (turns TLS on)");
+    c->add_option("--tls-cert", a.tls_cert, "client certificate (mTLS)");
+    c->add_option("--tls-key", a.tls_key, "client key (mTLS)");
+    c->add_option("--tls-server-name", a.tls_server_name, "name to check in the server certificate");
+    c->add_option("--deadline", a.deadline_s, "seconds per call")->default_val(60);
+  };
+  qaqkv::tools::PutArgs put;
+  CLI::App* pt = app.add_subcommand("put", "Offload a safetensors KV file as a session");
+  add_conn(pt, put.conn);
+  pt->add_option("file", put.file, "safetensors KV file (tinylm-kv format)")->required();
+  pt->add_option("--session", put.session, "session id")->required();
+  pt->add_option("--codec", put.codec, "codec config")->default_val("qaq");
+  pt->add_option("--block-tokens", put.block_tokens, "tokens per block")->default_val(256);
+  pt->add_option("--fingerprint", put.fingerprint, "model fingerprint hashed into block keys")
+      ->default_val("tinylm");
+  pt->add_option("--ttl", put.ttl_s, "session TTL in seconds (0: none)")->default_val(0);
+  qaqkv::tools::GetArgs get;
+  CLI::App* gt = app.add_subcommand("get", "Resume a session and report it");
+  add_conn(gt, get.conn);
+  gt->add_option("--session", get.session, "session id")->required();
+  gt->add_option("--compare", get.compare, "safetensors file to compare the resumed KV with");
+  qaqkv::tools::LookupArgs lookup;
+  CLI::App* lk = app.add_subcommand("lookup", "How many leading blocks of a prompt are cached");
+  add_conn(lk, lookup.conn);
+  lk->add_option("file", lookup.file, "safetensors KV file whose token ids make the keys");
+  lk->add_option("--keys", lookup.keys, "block keys as 32 hex digits, in chain order");
+  lk->add_option("--codec", lookup.codec, "codec config")->default_val("qaq");
+  lk->add_option("--block-tokens", lookup.block_tokens, "tokens per block")->default_val(256);
+  lk->add_option("--fingerprint", lookup.fingerprint, "model fingerprint")->default_val("tinylm");
+  lk->add_flag("-v,--verbose", lookup.verbose, "print every key");
+  qaqkv::tools::SessionsArgs sessions;
+  CLI::App* ss = app.add_subcommand("sessions", "List, show, delete or touch sessions");
+  add_conn(ss, sessions.conn);
+  ss->add_option("action", sessions.action, "list, show, delete or touch")
+      ->check(CLI::IsMember({"list", "show", "delete", "touch"}))
+      ->default_val("list");
+  ss->add_option("id", sessions.id, "session id (show, delete, touch)");
+  ss->add_option("--limit", sessions.limit, "list at most this many (0: server default)");
+  qaqkv::tools::StatsArgs stats;
+  CLI::App* st = app.add_subcommand("stats", "Server usage, tier hits, evictions, checksum failures");
+  add_conn(st, stats.conn);
+  st->add_option("--format", stats.format, "table, csv or json")->default_val("table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
+  if (dm->parsed()) return qaqkv::tools::RunDemo(demo);
+  if (pt->parsed()) return qaqkv::tools::RunPut(put);
+  if (gt->parsed()) return qaqkv::tools::RunGet(get);
+  if (lk->parsed()) return qaqkv::tools::RunLookup(lookup);
+  if (ss->parsed()) return qaqkv::tools::RunSessions(sessions);
+  if (st->parsed()) return qaqkv::tools::RunStats(stats);
   if (ev->parsed()) return qaqkv::tools::RunEval(eval);
   if (bc->parsed()) return qaqkv::tools::RunBenchCodec(bench);
   if (bs->parsed()) return qaqkv::tools::RunBenchStorage(bench_storage);
+  if (bv->parsed()) return qaqkv::tools::RunBenchService(bench_service);
   return 2;
 }

@@ -51,7 +51,83 @@ void TopK(const std::vector<double>& s, int k, std::vector<int>& out) {
   std::sort(out.begin(), out.end());
 }
 
+struct AttentionSums {
+  double rel = 0, kl = 0, top8 = 0;
+  int64_t n = 0;
+};
+
+// Held-out query positions in [P, T), evenly spaced, at most `max_queries`
+// (0: all).
+std::vector<int> HeldOutQueries(int T, int P, int max_queries) {
+  const int future = T - P;
+  const int nq = max_queries > 0 ? std::min(max_queries, future) : future;
+  std::vector<int> qpos(nq);
+  for (int i = 0; i < nq; ++i) qpos[i] = P + static_cast<int>(int64_t(i) * future / nq);
+  return qpos;
+}
+
+// Sums over (query position, q head) of the attention-output error, the KL
+// of the attention and the top-8 overlap, when the prefix [0, P) of `layer`
+// is replaced by kd, vd ([kv_heads][P][head_dim]).
+AttentionSums SumAttentionError(const KvSample& smp, int layer, int P, std::span<const float> kd,
+                                std::span<const float> vd, const std::vector<int>& qpos) {
+  const LayerKv& L = smp.layers[layer];
+  const int T = smp.tokens, H = smp.kv_heads, Q = smp.q_heads, D = smp.head_dim;
+  const int group = Q / H;
+  std::vector<double> s_exact, x_exact, s_apx, x_apx;
+  std::vector<int> top_exact, top_apx;
+  AttentionSums out;
+  for (int qh = 0; qh < Q; ++qh) {
+    const int h = qh / group;
+    const float* k_all = L.k.data() + size_t(h) * T * D;
+    const float* v_all = L.v.data() + size_t(h) * T * D;
+    for (int t : qpos) {
+      const float* q = L.q.data() + (size_t(qh) * T + t) * D;
+      Attend(q, D, t, k_all, v_all, P, k_all, v_all, s_exact, x_exact);
+      Attend(q, D, t, kd.data() + size_t(h) * P * D, vd.data() + size_t(h) * P * D, P, k_all,
+             v_all, s_apx, x_apx);
+      double num = 0, den = 0, kl = 0;
+      for (int d = 0; d < D; ++d) {
+        num += (x_apx[d] - x_exact[d]) * (x_apx[d] - x_exact[d]);
+        den += x_exact[d] * x_exact[d];
+      }
+      for (size_t j = 0; j < s_exact.size(); ++j) {
+        if (s_exact[j] > 0) kl += s_exact[j] * std::log(s_exact[j] / std::max(s_apx[j], 1e-300));
+      }
+      TopK(s_exact, 8, top_exact);
+      TopK(s_apx, 8, top_apx);
+      int common = 0;
+      for (int a : top_exact) common += std::binary_search(top_apx.begin(), top_apx.end(), a);
+      out.rel += den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+      out.kl += std::max(kl, 0.0);
+      out.top8 += double(common) / top_exact.size();
+      ++out.n;
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+absl::StatusOr<Metrics> CompareAttention(const KvSample& sample, int layer, int prefix_tokens,
+                                         std::span<const float> k_hat,
+                                         std::span<const float> v_hat, int max_queries) {
+  if (layer < 0 || layer >= sample.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " out of range"));
+  }
+  if (prefix_tokens < 1 || prefix_tokens >= sample.tokens) {
+    return absl::InvalidArgumentError("prefix_tokens: must leave held-out tokens after it");
+  }
+  const size_t n = size_t(sample.kv_heads) * prefix_tokens * sample.head_dim;
+  if (k_hat.size() != n || v_hat.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("k_hat/v_hat: want ", n, " values"));
+  }
+  const AttentionSums s = SumAttentionError(
+      sample, layer, prefix_tokens, k_hat, v_hat,
+      HeldOutQueries(sample.tokens, prefix_tokens, max_queries));
+  if (s.n == 0) return Metrics{};
+  return Metrics{s.rel / s.n, s.kl / s.n, s.top8 / s.n};
+}
 
 absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& samples,
                                                   const std::vector<CodecConfig>& codecs,
@@ -84,8 +160,6 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
   std::atomic<int64_t> done{0};
 
   auto work = [&]() {
-    std::vector<double> s_exact, x_exact, s_apx, x_apx;
-    std::vector<int> top_exact, top_apx;
     std::vector<float> k_nhd, q_win, q_all, kd, vd;
     for (size_t u = next++; u < units.size(); u = next++) {
       const KvSample& smp = *units[u].s;
@@ -93,12 +167,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
       const LayerKv& L = smp.layers[layer];
       const int T = smp.tokens, H = smp.kv_heads, Q = smp.q_heads, D = smp.head_dim;
       const int P = static_cast<int>(T * opt.cache_fraction);
-      const int group = Q / H;
-      // Held-out queries, evenly spaced.
-      const int future = T - P;
-      const int nq = opt.max_queries > 0 ? std::min(opt.max_queries, future) : future;
-      std::vector<int> qpos(nq);
-      for (int i = 0; i < nq; ++i) qpos[i] = P + static_cast<int>(int64_t(i) * future / nq);
+      const std::vector<int> qpos = HeldOutQueries(T, P, opt.max_queries);
 
       k_nhd.resize(size_t(P) * H * D);
       for (int h = 0; h < H; ++h)
@@ -187,33 +256,11 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
           local[c].values += double(ps->values);
           local[c].paper_bits += ps->paper_bits_per_value() * double(ps->values);
         }
-        for (int qh = 0; qh < Q; ++qh) {
-          const int h = qh / group;
-          const float* k_all = L.k.data() + size_t(h) * T * D;
-          const float* v_all = L.v.data() + size_t(h) * T * D;
-          for (int t : qpos) {
-            const float* q = L.q.data() + (size_t(qh) * T + t) * D;
-            Attend(q, D, t, k_all, v_all, P, k_all, v_all, s_exact, x_exact);
-            Attend(q, D, t, kd.data() + size_t(h) * P * D, vd.data() + size_t(h) * P * D, P,
-                   k_all, v_all, s_apx, x_apx);
-            double num = 0, den = 0, kl = 0;
-            for (int d = 0; d < D; ++d) {
-              num += (x_apx[d] - x_exact[d]) * (x_apx[d] - x_exact[d]);
-              den += x_exact[d] * x_exact[d];
-            }
-            for (size_t j = 0; j < s_exact.size(); ++j) {
-              if (s_exact[j] > 0) kl += s_exact[j] * std::log(s_exact[j] / std::max(s_apx[j], 1e-300));
-            }
-            TopK(s_exact, 8, top_exact);
-            TopK(s_apx, 8, top_apx);
-            int common = 0;
-            for (int a : top_exact) common += std::binary_search(top_apx.begin(), top_apx.end(), a);
-            local[c].rel += den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-            local[c].kl += std::max(kl, 0.0);
-            local[c].top8 += double(common) / top_exact.size();
-            ++local[c].n;
-          }
-        }
+        const AttentionSums sums = SumAttentionError(smp, layer, P, kd, vd, qpos);
+        local[c].rel += sums.rel;
+        local[c].kl += sums.kl;
+        local[c].top8 += sums.top8;
+        local[c].n += sums.n;
       }
       {
         std::lock_guard<std::mutex> l(mu);

@@ -8,6 +8,7 @@
 #define QAQKV_TOOLS_EVAL_EVALUATOR_H_
 
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,15 @@ struct CodecResult {
   Metrics metrics;            // mean over samples and layers
   std::vector<Metrics> per_layer;  // mean over samples, per layer index
 };
+
+// The metrics above for one layer of `sample` when its first
+// `prefix_tokens` tokens are replaced by k_hat, v_hat ([kv_heads][prefix]
+// [head_dim], e.g. what a resumed session decoded), over held-out queries
+// at positions [prefix_tokens, tokens), evenly spaced, at most `max_queries`
+// (0: all).
+absl::StatusOr<Metrics> CompareAttention(const KvSample& sample, int layer, int prefix_tokens,
+                                         std::span<const float> k_hat,
+                                         std::span<const float> v_hat, int max_queries);
 
 absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& samples,
                                                   const std::vector<CodecConfig>& codecs,

@@ -309,6 +309,14 @@ absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
   } else {
     while (tensors.contains(absl::StrCat("layers.", s.num_layers, ".k"))) ++s.num_layers;
   }
+  // A byte-level model's file carries its text: the token ids are its bytes.
+  if (meta != nullptr && meta->contains("text") && (*meta)["text"].is_string()) {
+    const std::string& text = (*meta)["text"].get_ref<const std::string&>();
+    if (text.size() == static_cast<size_t>(s.tokens)) {
+      s.token_ids.assign(text.begin(), text.end());
+      for (int32_t& id : s.token_ids) id &= 0xff;
+    }
+  }
   if (s.q_heads % s.kv_heads != 0) {
     return Invalid(path, absl::StrCat("num_q_heads ", s.q_heads,
                                       " is not a multiple of num_kv_heads ", s.kv_heads));

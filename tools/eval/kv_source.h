@@ -30,6 +30,9 @@ struct KvSample {
   std::string name;  // file stem ("dev-00") or "synthetic:llama3-8b:seed=1"
   int num_layers = 0, kv_heads = 0, q_heads = 0, head_dim = 0, tokens = 0;
   std::vector<LayerKv> layers;  // num_layers entries
+  // Token ids when known (tinylm-kv files carry their text and the model is
+  // byte-level); empty otherwise.
+  std::vector<int32_t> token_ids;
 };
 
 struct Geometry {

@@ -1,0 +1,424 @@
+// `qaqkv bench service`: put and get throughput and latency of the real
+// qaqkv-server against Redis 7 on the same machine, in the same run, with
+// the same bytes (docs/performance.md).
+//
+// Three servers are started here on loopback: qaqkv-server memory-only (a
+// pure cache, as durable as the Redis it is compared with), qaqkv-server on
+// RocksDB in a temporary directory (WAL on, no fsync: its default), and
+// redis-server with `--save '' --appendonly no`. One operation moves one block: `pages_per_op`
+// pages of `page_kib` each, as one PutPages/GetPages stream, or as that many
+// pipelined SET/GET commands on one hiredis connection. Each of the
+// `concurrency` threads has its own connection (its own Client).
+#include <hiredis/hiredis.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/codec.h"
+#include "qaqkv/client.h"
+#include "tools/commands.h"
+#include "tools/internal/child_process.h"
+#include "tools/internal/report.h"
+
+namespace qaqkv::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+namespace qc = qaqkv::client;
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "qaqkv bench service: %s\n", msg.c_str());
+  return 1;
+}
+
+struct RedisFree {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+using RedisConn = std::unique_ptr<redisContext, RedisFree>;
+struct ReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using RedisReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
+
+// What one thread measured in one run.
+struct ThreadResult {
+  std::vector<double> latencies;  // seconds per operation
+  uint64_t bytes = 0;
+  std::string error;
+};
+
+struct RunResult {
+  double mbps = 0;
+  double p50_ms = 0, p99_ms = 0;
+  std::string error;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
+  return v[i];
+}
+
+// Runs `op(thread, i)` on `threads` threads for `seconds`, after a short
+// warm-up that is not counted.
+template <typename Op>
+RunResult TimedRun(int threads, double seconds, uint64_t op_bytes, Op op) {
+  std::vector<ThreadResult> results(threads);
+  std::atomic<bool> measuring{false}, stop{false};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      ThreadResult& r = results[t];
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const bool counted = measuring.load(std::memory_order_relaxed);
+        const auto start = Clock::now();
+        if (std::string e = op(t, i); !e.empty()) {
+          r.error = e;
+          return;
+        }
+        if (counted && !stop.load(std::memory_order_relaxed)) {
+          r.latencies.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+          r.bytes += op_bytes;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto t0 = Clock::now();
+  measuring = true;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  for (auto& th : pool) th.join();
+  RunResult out;
+  std::vector<double> all;
+  uint64_t bytes = 0;
+  for (ThreadResult& r : results) {
+    if (!r.error.empty()) out.error = r.error;
+    all.insert(all.end(), r.latencies.begin(), r.latencies.end());
+    bytes += r.bytes;
+  }
+  out.mbps = bytes / elapsed / 1e6;
+  out.p50_ms = Percentile(all, 0.5) * 1e3;
+  out.p99_ms = Percentile(all, 0.99) * 1e3;
+  return out;
+}
+
+RunResult Median(std::vector<RunResult> runs) {
+  std::sort(runs.begin(), runs.end(),
+            [](const RunResult& a, const RunResult& b) { return a.mbps < b.mbps; });
+  for (const RunResult& r : runs) {
+    if (!r.error.empty()) return r;
+  }
+  return runs[runs.size() / 2];
+}
+
+qc::BlockKey Key(uint64_t space, uint64_t thread, uint64_t i) {
+  qc::BlockKey k{};
+  std::memcpy(k.data(), &space, 4);
+  std::memcpy(k.data() + 4, &thread, 4);
+  std::memcpy(k.data() + 8, &i, 8);
+  return k;
+}
+
+std::string RedisKey(const qc::BlockKey& block, int layer) {
+  std::string k(reinterpret_cast<const char*>(block.data()), block.size());
+  k.push_back(static_cast<char>(layer));
+  return k;
+}
+
+// Sends every command of `cmds` pipelined and reads every reply; returns an
+// error text or "" (and checks GET replies have `expect_len` bytes).
+std::string RedisPipeline(redisContext* c, const std::vector<std::string>& keys,
+                          const std::vector<const std::string*>& values, size_t expect_len) {
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (values.empty()) {
+      redisAppendCommand(c, "GET %b", keys[i].data(), keys[i].size());
+    } else {
+      redisAppendCommand(c, "SET %b %b", keys[i].data(), keys[i].size(), values[i]->data(),
+                         values[i]->size());
+    }
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    void* raw = nullptr;
+    if (redisGetReply(c, &raw) != REDIS_OK) return absl::StrCat("redis: ", c->errstr);
+    RedisReplyPtr reply(static_cast<redisReply*>(raw));
+    if (reply->type == REDIS_REPLY_ERROR) return absl::StrCat("redis: ", reply->str);
+    if (values.empty() && (reply->type != REDIS_REPLY_STRING || reply->len != expect_len)) {
+      return "redis: GET returned the wrong value";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+int RunBenchService(const BenchServiceArgs& args) {
+  Format format;
+  if (!ParseFormat(args.format, &format)) {
+    std::fprintf(stderr, "qaqkv bench service: --format: expected table, csv or json\n");
+    return 2;
+  }
+  if (args.page_kib < 8 || args.page_kib % 8 != 0 || args.page_kib > 8192) {
+    std::fprintf(stderr, "qaqkv bench service: --page-kib: a multiple of 8 in 8..8192\n");
+    return 2;
+  }
+  if (args.pages_per_op < 1 || args.pages_per_op > 64 || args.runs < 1 || args.seconds <= 0 ||
+      args.concurrency.empty()) {
+    std::fprintf(stderr,
+                 "qaqkv bench service: --pages-per-op 1..64, --runs >= 1, --seconds > 0, "
+                 "--concurrency non-empty\n");
+    return 2;
+  }
+  for (int c : args.concurrency) {
+    if (c < 1 || c > 256) {
+      std::fprintf(stderr, "qaqkv bench service: --concurrency: each in 1..256\n");
+      return 2;
+    }
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  // Pages: fp16-codec pages (exact size) of a geometry whose page is
+  // page_kib: 256 tokens x 8 KV heads x head_dim, K and V at 2 bytes.
+  qc::Geometry geometry;
+  geometry.num_layers = args.pages_per_op;
+  geometry.num_kv_heads = 8;
+  geometry.num_q_heads = 32;
+  geometry.head_dim = args.page_kib / 8;
+  geometry.block_tokens = 256;
+  const std::string codec = "fp16";
+  std::vector<std::string> pages;
+  {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal;
+    CodecConfig cfg;
+    cfg.kind = CodecKind::kFp16;
+    const PageShape shape{geometry.block_tokens, geometry.num_kv_heads, geometry.head_dim};
+    std::vector<float> k(shape.values()), v(shape.values());
+    for (int p = 0; p < args.pages_per_op; ++p) {
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
+      auto page = EncodePage(cfg, shape, {k.data(), DType::kF32, Layout::kNHD},
+                             {v.data(), DType::kF32, Layout::kNHD});
+      if (!page.ok()) return Fail(page.status().ToString());
+      pages.emplace_back(reinterpret_cast<const char*>(page->data()), page->size());
+    }
+  }
+  const uint64_t op_bytes = pages.size() * pages[0].size();
+
+  std::string tmpl = (fs::temp_directory_path() / "qaqkv-bench-service-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) return Fail("cannot create a temporary directory");
+  const std::string dir = tmpl;
+  struct Cleanup {
+    std::string dir;
+    bool keep;
+    ~Cleanup() {
+      std::error_code ec;
+      if (!keep) fs::remove_all(dir, ec);
+    }
+  } cleanup{dir, false};
+
+  std::string server_bin = args.server_binary;
+  if (server_bin.empty()) server_bin = ExecutableDir() + "/../service/qaqkv-server";
+  const uint64_t memory_bytes = uint64_t(args.memory_mib) << 20;
+  // Two servers: memory-only (a pure cache, durable like the Redis it is
+  // compared with: not at all) and on RocksDB (WAL, no fsync: the default).
+  struct Server {
+    std::string name;
+    std::optional<ChildProcess> process;
+    int port = 0;
+    std::vector<std::unique_ptr<qc::Client>> clients;
+  };
+  std::vector<Server> servers(2);
+  servers[0].name = "qaqkv-mem";
+  servers[1].name = "qaqkv-disk";
+  for (int i = 0; i < 2; ++i) {
+    const std::string sub = absl::StrCat(dir, "/", servers[i].name);
+    fs::create_directories(sub);
+    std::vector<std::string> argv = {
+        server_bin, "--listen=127.0.0.1:0", absl::StrCat("--port-file=", sub, "/port"),
+        absl::StrCat("--memory-bytes=", memory_bytes), "--tenant-max-streams=0"};
+    if (i == 0) {
+      argv.push_back("--memory-only");
+    } else {
+      argv.push_back(absl::StrCat("--data-dir=", sub, "/db"));
+      argv.push_back(absl::StrCat("--disk-bytes=", uint64_t(args.disk_mib) << 20));
+    }
+    auto child = ChildProcess::Spawn(argv, sub + "/server.log");
+    if (!child.ok()) return Fail(child.status().ToString());
+    servers[i].process.emplace(std::move(*child));
+    auto port = WaitForPortFile(sub + "/port", *servers[i].process, absl::Seconds(30));
+    if (!port.ok()) {
+      cleanup.keep = true;
+      return Fail(absl::StrCat(port.status().ToString(), " (see ", sub, "/server.log)"));
+    }
+    servers[i].port = *port;
+  }
+
+  auto redis_port = FreeLoopbackPort();
+  if (!redis_port.ok()) return Fail(redis_port.status().ToString());
+  auto redis = ChildProcess::Spawn({args.redis_binary, "--port", absl::StrCat(*redis_port),
+                                    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                    "--protected-mode", "no", "--daemonize", "no"},
+                                   dir + "/redis.log");
+  if (!redis.ok()) return Fail(redis.status().ToString());
+  if (absl::Status s = WaitForTcp(*redis_port, *redis, absl::Seconds(30)); !s.ok()) {
+    return Fail(absl::StrCat("redis-server: ", s.ToString()));
+  }
+
+  const int max_threads = *std::max_element(args.concurrency.begin(), args.concurrency.end());
+  // One client per thread: one TCP connection per stream.
+  for (Server& server : servers) {
+    for (int t = 0; t < max_threads; ++t) {
+      qc::ClientOptions o;
+      o.target = absl::StrCat("127.0.0.1:", server.port);
+      o.deadline = absl::Seconds(60);
+      auto c = qc::Client::Create(o);
+      if (!c.ok()) return Fail(c.status().ToString());
+      server.clients.push_back(std::move(*c));
+    }
+  }
+  std::vector<RedisConn> conns;
+  for (int t = 0; t < max_threads; ++t) {
+    RedisConn c(redisConnect("127.0.0.1", *redis_port));
+    if (c == nullptr || c->err) return Fail("cannot connect to redis-server");
+    conns.push_back(std::move(c));
+  }
+
+  // Each thread's pages, built once: an operation only changes their block
+  // key, so neither system pays for copying the bytes before sending them.
+  std::vector<std::vector<qc::EncodedPage>> page_sets(max_threads);
+  for (auto& set : page_sets) {
+    for (size_t l = 0; l < pages.size(); ++l) set.push_back({{}, static_cast<int>(l), pages[l]});
+  }
+  auto qaqkv_put = [&](qc::Client& client, int t, const qc::BlockKey& key) -> std::string {
+    std::vector<qc::EncodedPage>& set = page_sets[t];
+    for (qc::EncodedPage& p : set) p.block = key;
+    auto r = client.PutPages(geometry, codec, set);
+    if (!r.ok()) return r.status().ToString();
+    if (r->committed_blocks.size() != 1) return "qaqkv: block not committed";
+    return "";
+  };
+  auto redis_put = [&](int t, const qc::BlockKey& key) -> std::string {
+    std::vector<std::string> keys;
+    std::vector<const std::string*> values;
+    for (size_t l = 0; l < pages.size(); ++l) {
+      keys.push_back(RedisKey(key, static_cast<int>(l)));
+      values.push_back(&pages[l]);
+    }
+    return RedisPipeline(conns[t].get(), keys, values, 0);
+  };
+
+  // The get working set: `working_blocks` blocks in both systems.
+  const int working = args.working_blocks;
+  for (int b = 0; b < working; ++b) {
+    for (Server& server : servers) {
+      if (std::string e = qaqkv_put(*server.clients[0], 0, Key(1, 0, b)); !e.empty()) return Fail(e);
+    }
+    if (std::string e = redis_put(0, Key(1, 0, b)); !e.empty()) return Fail(e);
+  }
+  // Same bytes back before anything is timed.
+  for (Server& server : servers) {
+    std::vector<qc::BlockKey> one = {Key(1, 0, 0)};
+    size_t seen = 0;
+    absl::Status s = server.clients[0]->GetPages(
+        one, 0, 0, [&](const qc::BlockKey&, int layer, std::string_view data) {
+          if (data != pages[layer]) return absl::DataLossError("qaqkv returned different bytes");
+          ++seen;
+          return absl::OkStatus();
+        });
+    if (!s.ok() || seen != pages.size()) return Fail(absl::StrCat("verify: ", s.ToString()));
+  }
+
+  Report report({"op", "concurrency", "system", "MB_per_s", "p50_ms", "p99_ms", "vs_redis"});
+  std::atomic<uint64_t> put_seq{0};
+  bool failed = false;
+  for (const char* op : {"get", "put"}) {
+    const bool is_get = std::string(op) == "get";
+    for (int c : args.concurrency) {
+      std::vector<std::vector<RunResult>> ours(servers.size());
+      std::vector<RunResult> theirs;
+      for (int run = 0; run < args.runs; ++run) {
+        for (size_t si = 0; si < servers.size(); ++si) {
+          Server& server = servers[si];
+          ours[si].push_back(TimedRun(c, args.seconds, op_bytes, [&](int t, uint64_t i) -> std::string {
+            qc::Client& client = *server.clients[t];
+            if (is_get) {
+              std::vector<qc::BlockKey> one = {Key(1, 0, (i * 7919 + t * 31) % working)};
+              size_t n = 0;
+              absl::Status s = client.GetPages(
+                  one, 0, 0, [&](const qc::BlockKey&, int, std::string_view data) {
+                    n += data.size() == pages[0].size();
+                    return absl::OkStatus();
+                  });
+              if (!s.ok()) return s.ToString();
+              return n == pages.size() ? "" : "qaqkv: short read";
+            }
+            return qaqkv_put(client, t, Key(2 + si, t, put_seq.fetch_add(1)));
+          }));
+        }
+        theirs.push_back(TimedRun(c, args.seconds, op_bytes, [&](int t, uint64_t i) -> std::string {
+          if (is_get) {
+            const qc::BlockKey key = Key(1, 0, (i * 7919 + t * 31) % working);
+            std::vector<std::string> keys;
+            for (size_t l = 0; l < pages.size(); ++l) keys.push_back(RedisKey(key, int(l)));
+            return RedisPipeline(conns[t].get(), keys, {}, pages[0].size());
+          }
+          // A bounded ring of keys per thread keeps Redis's memory in check;
+          // an overwrite costs Redis what a new key does.
+          return redis_put(t, Key(2, t, i % 16));
+        }));
+      }
+      const RunResult b = Median(theirs);
+      for (size_t si = 0; si < servers.size(); ++si) {
+        const RunResult a = Median(ours[si]);
+        if (!a.error.empty()) {
+          std::fprintf(stderr, "qaqkv bench service: %s %s %d: %s\n", servers[si].name.c_str(),
+                       op, c, a.error.c_str());
+          failed = true;
+        }
+        report.Add({{std::string(op)}, {int64_t{c}}, {servers[si].name}, {a.mbps, 1},
+                    {a.p50_ms, 3}, {a.p99_ms, 3}, {b.mbps > 0 ? a.mbps / b.mbps : 0.0, 2}});
+      }
+      if (!b.error.empty()) {
+        std::fprintf(stderr, "qaqkv bench service: redis %s %d: %s\n", op, c, b.error.c_str());
+        failed = true;
+      }
+      report.Add({{std::string(op)}, {int64_t{c}}, {std::string("redis")}, {b.mbps, 1},
+                  {b.p50_ms, 3}, {b.p99_ms, 3}, {1.0, 2}});
+    }
+  }
+  report.Print(format);
+  for (Server& server : servers) {
+    const uint64_t rss = server.process->PeakRssBytes();
+    std::printf("%s peak RSS %.0f MiB; --memory-bytes %.0f MiB (+256 MiB allowance: %s)\n",
+                server.name.c_str(), rss / 1048576.0, memory_bytes / 1048576.0,
+                rss <= memory_bytes + (256ull << 20) ? "within" : "OVER");
+  }
+  std::printf("pages of %zu bytes, %d per operation; median of %d runs of %.1f s each\n",
+              pages[0].size(), args.pages_per_op, args.runs, args.seconds);
+  for (Server& server : servers) {
+    server.clients.clear();
+    auto rc = server.process->Stop(SIGTERM, absl::Seconds(30));
+    if (!rc.ok() || *rc != 0) {
+      cleanup.keep = true;
+      return Fail(absl::StrCat(server.name, " did not stop cleanly (see ", dir, ")"));
+    }
+  }
+  return failed ? 1 : 0;
+}
+
+}  // namespace qaqkv::tools

@@ -1,0 +1,293 @@
+// The operator's subcommands against a running qaqkv-server: `put` and
+// `get` (a safetensors KV file in and out as a session), `lookup`,
+// `sessions` and `stats`.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "absl/algorithm/container.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/codec.h"
+#include "kernels/internal/half.h"
+#include "qaqkv/client.h"
+#include "tools/commands.h"
+#include "tools/eval/kv_source.h"
+#include "tools/internal/kv_prep.h"
+#include "tools/internal/report.h"
+
+namespace qaqkv::tools {
+namespace {
+
+namespace qc = qaqkv::client;
+
+int Fail(std::string_view cmd, const std::string& msg, int code = 1) {
+  std::fprintf(stderr, "qaqkv %.*s: %s\n", static_cast<int>(cmd.size()), cmd.data(), msg.c_str());
+  return code;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+absl::StatusOr<std::unique_ptr<qc::Client>> Connect(const ConnectArgs& a) {
+  qc::ClientOptions o;
+  o.target = a.target;
+  o.bearer_token = a.token;
+  o.deadline = absl::Seconds(a.deadline_s);
+  if (!a.tls_ca.empty() || !a.tls_cert.empty()) {
+    o.tls = true;
+    if (!a.tls_ca.empty()) {
+      auto ca = ReadFile(a.tls_ca);
+      if (!ca.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-ca: ", ca.status().message()));
+      o.tls_root_certs_pem = *ca;
+    }
+    if (a.tls_cert.empty() != a.tls_key.empty()) {
+      return absl::InvalidArgumentError("--tls-cert and --tls-key: give both or neither");
+    }
+    if (!a.tls_cert.empty()) {
+      auto cert = ReadFile(a.tls_cert);
+      if (!cert.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", cert.status().message()));
+      auto key = ReadFile(a.tls_key);
+      if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-key: ", key.status().message()));
+      o.tls_client_cert_pem = *cert;
+      o.tls_client_key_pem = *key;
+    }
+    o.tls_server_name = a.tls_server_name;
+  }
+  return qc::Client::Create(o);
+}
+
+// Exit code for a failed call: 2 for what the caller must fix, 1 otherwise.
+int CodeFor(const absl::Status& s) {
+  return absl::IsInvalidArgument(s) || absl::IsNotFound(s) || absl::IsUnauthenticated(s) ? 2 : 1;
+}
+
+absl::StatusOr<eval::KvSample> LoadSample(const std::string& path) {
+  auto s = eval::LoadSafetensorsFile(path);
+  if (!s.ok()) return s.status();
+  if (s->token_ids.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": carries no token ids (its metadata has no `text` of seq_len bytes)"));
+  }
+  return s;
+}
+
+qc::Geometry GeometryOf(const eval::KvSample& s, int block_tokens) {
+  qc::Geometry g;
+  g.num_layers = s.num_layers;
+  g.num_kv_heads = s.kv_heads;
+  g.num_q_heads = s.q_heads;
+  g.head_dim = s.head_dim;
+  g.block_tokens = block_tokens;
+  return g;
+}
+
+std::string Hex(const qc::BlockKey& k) {
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(k.data()), k.size()));
+}
+
+}  // namespace
+
+int RunPut(const PutArgs& a) {
+  auto cfg = ParseCodecConfig(a.codec);
+  if (!cfg.ok()) return Fail("put", absl::StrCat("--codec: ", cfg.status().message()), 2);
+  if (a.block_tokens < 1) return Fail("put", "--block-tokens: positive", 2);
+  auto s = LoadSample(a.file);
+  if (!s.ok()) return Fail("put", s.status().ToString(), 2);
+  auto client = Connect(a.conn);
+  if (!client.ok()) return Fail("put", client.status().ToString(), 2);
+  const int P = s->tokens;
+  const HostBuffers in = ToFp16Nhd(*s, P);
+  std::vector<std::vector<float>> attention, q2;
+  if (cfg->kind == CodecKind::kQaq) {
+    if (absl::Status st = SideInputs(*s, P, *cfg, &attention, &q2); !st.ok()) {
+      return Fail("put", st.ToString());
+    }
+  }
+  qc::SessionSpec spec;
+  spec.session_id = a.session;
+  spec.geometry = GeometryOf(*s, a.block_tokens);
+  spec.codec = a.codec;
+  spec.blocks = qc::Client::ComputeBlockKeys(a.fingerprint, a.codec, s->token_ids, a.block_tokens);
+  spec.token_count = P;
+  spec.ttl = absl::Seconds(a.ttl_s);
+  qc::HostKv kv;
+  kv.tokens = P;
+  for (int l = 0; l < s->num_layers; ++l) {
+    kv.k.push_back(in.k[l].data());
+    kv.v.push_back(in.v[l].data());
+  }
+  qc::QaqInputs side;
+  for (auto& x : attention) side.attention.emplace_back(x);
+  for (auto& x : q2) side.q2.emplace_back(x);
+  auto before = (*client)->Lookup(spec.blocks, &spec.geometry, a.codec);
+  if (!before.ok()) return Fail("put", before.status().ToString(), CodeFor(before.status()));
+  const auto t0 = std::chrono::steady_clock::now();
+  if (absl::Status st = (*client)->OffloadSession(spec, kv, side); !st.ok()) {
+    return Fail("put", st.ToString(), CodeFor(st));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("session %s: %d tokens, %zu blocks (%zu were already cached) + %d-token tail, "
+              "codec %s, %.1f ms\n",
+              a.session.c_str(), P, spec.blocks.size(), *before,
+              P - static_cast<int>(spec.blocks.size()) * a.block_tokens, cfg->Name().c_str(),
+              secs * 1e3);
+  return 0;
+}
+
+int RunGet(const GetArgs& a) {
+  auto client = Connect(a.conn);
+  if (!client.ok()) return Fail("get", client.status().ToString(), 2);
+  auto info = (*client)->GetSession(a.session);
+  if (!info.ok()) return Fail("get", info.status().ToString(), CodeFor(info.status()));
+  const qc::Geometry& g = info->geometry;
+  const size_t rows = info->token_count;
+  std::vector<std::vector<uint16_t>> k(g.num_layers), v(g.num_layers);
+  qc::MutableHostKv dst;
+  dst.tokens = static_cast<int64_t>(rows);
+  for (int l = 0; l < g.num_layers; ++l) {
+    k[l].resize(rows * g.num_kv_heads * g.head_dim);
+    v[l].resize(k[l].size());
+    dst.k.push_back(k[l].data());
+    dst.v.push_back(v[l].data());
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  double layer0 = 0;
+  auto resumed = (*client)->ResumeSession(a.session, dst, [&](int layer) {
+    if (layer == 0) {
+      layer0 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!resumed.ok()) return Fail("get", resumed.status().ToString(), CodeFor(resumed.status()));
+  std::printf("session %s: %zu tokens, %d layers x %d kv heads x %d, codec %s, %zu blocks; "
+              "resumed in %.1f ms (layer 0 after %.1f ms)\n",
+              a.session.c_str(), rows, g.num_layers, g.num_kv_heads, g.head_dim,
+              info->codec.c_str(), info->blocks.size(), secs * 1e3, layer0 * 1e3);
+  if (!a.compare.empty()) {
+    auto s = eval::LoadSafetensorsFile(a.compare);
+    if (!s.ok()) return Fail("get", s.status().ToString(), 2);
+    if (s->num_layers != g.num_layers || s->kv_heads != g.num_kv_heads ||
+        s->head_dim != g.head_dim || s->tokens < static_cast<int>(rows)) {
+      return Fail("get", "--compare: the file's geometry does not match the session", 2);
+    }
+    const HostBuffers orig = ToFp16Nhd(*s, static_cast<int>(rows));
+    double num = 0, den = 0;
+    for (int l = 0; l < g.num_layers; ++l) {
+      for (size_t i = 0; i < k[l].size(); ++i) {
+        for (auto [x, y] : {std::pair{k[l][i], orig.k[l][i]}, std::pair{v[l][i], orig.v[l][i]}}) {
+          const double a1 = internal::HalfToFloat(x), b1 = internal::HalfToFloat(y);
+          num += (a1 - b1) * (a1 - b1);
+          den += b1 * b1;
+        }
+      }
+    }
+    std::printf("against %s: relative RMS error of K and V %.5f\n", a.compare.c_str(),
+                den > 0 ? std::sqrt(num / den) : 0.0);
+  }
+  return 0;
+}
+
+int RunLookup(const LookupArgs& a) {
+  auto client = Connect(a.conn);
+  if (!client.ok()) return Fail("lookup", client.status().ToString(), 2);
+  std::vector<qc::BlockKey> keys;
+  qc::Geometry g;
+  const bool from_file = !a.file.empty();
+  if (from_file) {
+    auto s = LoadSample(a.file);
+    if (!s.ok()) return Fail("lookup", s.status().ToString(), 2);
+    g = GeometryOf(*s, a.block_tokens);
+    keys = qc::Client::ComputeBlockKeys(a.fingerprint, a.codec, s->token_ids, a.block_tokens);
+  }
+  for (const std::string& hex : a.keys) {
+    std::string bytes;
+    if (hex.size() != 32 || !absl::c_all_of(hex, [](char c) { return absl::ascii_isxdigit(c); })) {
+      return Fail("lookup", absl::StrCat("--keys: \"", hex, "\" is not 32 hex digits"), 2);
+    }
+    bytes = absl::HexStringToBytes(hex);
+    qc::BlockKey k;
+    std::copy(bytes.begin(), bytes.end(), k.begin());
+    keys.push_back(k);
+  }
+  if (keys.empty()) return Fail("lookup", "give a safetensors FILE or --keys", 2);
+  auto n = from_file ? (*client)->Lookup(keys, &g, a.codec) : (*client)->Lookup(keys);
+  if (!n.ok()) return Fail("lookup", n.status().ToString(), CodeFor(n.status()));
+  std::printf("%zu of %zu blocks cached\n", *n, keys.size());
+  for (size_t i = 0; i < keys.size() && a.verbose; ++i) {
+    std::printf("%s %s\n", Hex(keys[i]).c_str(), i < *n ? "cached" : "missing");
+  }
+  return 0;
+}
+
+int RunSessions(const SessionsArgs& a) {
+  auto client = Connect(a.conn);
+  if (!client.ok()) return Fail("sessions", client.status().ToString(), 2);
+  if (a.action == "list") {
+    auto ids = (*client)->ListSessions(a.limit);
+    if (!ids.ok()) return Fail("sessions", ids.status().ToString(), CodeFor(ids.status()));
+    for (const std::string& id : *ids) std::printf("%s\n", id.c_str());
+    return 0;
+  }
+  if (a.id.empty()) return Fail("sessions", absl::StrCat(a.action, ": needs a session id"), 2);
+  if (a.action == "show") {
+    auto info = (*client)->GetSession(a.id);
+    if (!info.ok()) return Fail("sessions", info.status().ToString(), CodeFor(info.status()));
+    const qc::Geometry& g = info->geometry;
+    std::printf("session %s\n  tokens %llu in %zu blocks (%zu committed) + tail\n"
+                "  geometry %d layers, %d kv heads, %d q heads, head_dim %d, block %d tokens\n"
+                "  codec %s\n  created %s, accessed %s, ttl %s\n",
+                info->session_id.c_str(), static_cast<unsigned long long>(info->token_count),
+                info->blocks.size(), info->committed_prefix, g.num_layers, g.num_kv_heads,
+                g.num_q_heads, g.head_dim, g.block_tokens, info->codec.c_str(),
+                absl::FormatTime(info->created).c_str(), absl::FormatTime(info->accessed).c_str(),
+                info->ttl == absl::ZeroDuration() ? "none"
+                                                  : absl::FormatDuration(info->ttl).c_str());
+    return 0;
+  }
+  absl::Status st = a.action == "delete" ? (*client)->DeleteSession(a.id)
+                    : a.action == "touch" ? (*client)->TouchSession(a.id)
+                                          : absl::InvalidArgumentError(
+                                                "action: list, show, delete or touch");
+  if (!st.ok()) return Fail("sessions", st.ToString(), CodeFor(st));
+  std::printf("%s %s\n", a.action == "delete" ? "deleted" : "touched", a.id.c_str());
+  return 0;
+}
+
+int RunStats(const StatsArgs& a) {
+  Format format;
+  if (!ParseFormat(a.format, &format)) return Fail("stats", "--format: table, csv or json", 2);
+  auto client = Connect(a.conn);
+  if (!client.ok()) return Fail("stats", client.status().ToString(), 2);
+  auto s = (*client)->GetStats();
+  if (!s.ok()) return Fail("stats", s.status().ToString(), CodeFor(s.status()));
+  Report r({"stat", "value"});
+  auto row = [&](const char* name, uint64_t v) { r.Add({{std::string(name)}, {int64_t(v)}}); };
+  row("tenant_bytes", s->tenant_bytes);
+  row("tenant_blocks", s->tenant_blocks);
+  row("total_bytes", s->total_bytes);
+  row("dram_hits", s->dram.hits);
+  row("dram_misses", s->dram.misses);
+  row("dram_evictions", s->dram.evictions);
+  row("dram_bytes", s->dram.bytes);
+  row("dram_entries", s->dram.entries);
+  row("disk_hits", s->disk.hits);
+  row("disk_misses", s->disk.misses);
+  row("blocks_evicted", s->blocks_evicted);
+  row("checksum_failures", s->checksum_failures);
+  r.Add({{std::string("server_version")}, {s->version}});
+  r.Print(format);
+  return 0;
+}
+
+}  // namespace qaqkv::tools

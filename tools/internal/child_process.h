@@ -1,0 +1,57 @@
+// A child process the tools start and own: qaqkv-server for `qaqkv bench
+// service` and redis-server as its baseline. The destructor kills and reaps
+// the child, so no error path leaves a server running.
+#ifndef QAQKV_TOOLS_INTERNAL_CHILD_PROCESS_H_
+#define QAQKV_TOOLS_INTERNAL_CHILD_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace qaqkv::tools {
+
+class ChildProcess {
+ public:
+  // Starts argv[0] (searched in PATH) with stdout and stderr appended to
+  // `log_path` (or /dev/null when empty).
+  static absl::StatusOr<ChildProcess> Spawn(const std::vector<std::string>& argv,
+                                            const std::string& log_path = "");
+  ChildProcess(ChildProcess&& other) noexcept;
+  ChildProcess& operator=(ChildProcess&& other) noexcept;
+  ~ChildProcess();
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `signal` and waits up to `timeout` for the exit; returns the exit
+  // code (128 + signal when killed by one). Kills with SIGKILL past it.
+  absl::StatusOr<int> Stop(int signal, absl::Duration timeout);
+  // Peak resident set size (VmHWM) in bytes, 0 when unknown.
+  uint64_t PeakRssBytes() const;
+
+ private:
+  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  pid_t pid_ = -1;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago (for servers that
+// cannot report the port they bound).
+absl::StatusOr<int> FreeLoopbackPort();
+
+// Waits until `path` holds a port number (written by qaqkv-server
+// --port-file) or `child` exits.
+absl::StatusOr<int> WaitForPortFile(const std::string& path, ChildProcess& child,
+                                    absl::Duration timeout);
+
+// Waits until 127.0.0.1:`port` accepts a TCP connection.
+absl::Status WaitForTcp(int port, ChildProcess& child, absl::Duration timeout);
+
+// The directory of the running executable (to find sibling binaries).
+std::string ExecutableDir();
+
+}  // namespace qaqkv::tools
+
+#endif  // QAQKV_TOOLS_INTERNAL_CHILD_PROCESS_H_

@@ -1,0 +1,70 @@
+#include "tools/internal/kv_prep.h"
+
+#include <algorithm>
+
+#include "kernels/internal/half.h"
+
+namespace qaqkv::tools {
+
+using internal::FloatToHalf;
+using internal::HalfToFloat;
+
+HostBuffers ToFp16Nhd(const eval::KvSample& s, int tokens) {
+  HostBuffers out;
+  const int H = s.kv_heads, D = s.head_dim, T = s.tokens;
+  for (const eval::LayerKv& L : s.layers) {
+    auto& k = out.k.emplace_back(size_t(tokens) * H * D);
+    auto& v = out.v.emplace_back(size_t(tokens) * H * D);
+    for (int t = 0; t < tokens; ++t)
+      for (int h = 0; h < H; ++h)
+        for (int d = 0; d < D; ++d) {
+          const size_t src = (size_t(h) * T + t) * D + d, dst = (size_t(t) * H + h) * D + d;
+          k[dst] = FloatToHalf(L.k[src]);
+          v[dst] = FloatToHalf(L.v[src]);
+        }
+  }
+  return out;
+}
+
+std::vector<float> ToFloatHnd(const std::vector<uint16_t>& nhd, int tokens, int H, int D) {
+  std::vector<float> out(nhd.size());
+  for (int t = 0; t < tokens; ++t)
+    for (int h = 0; h < H; ++h)
+      for (int d = 0; d < D; ++d)
+        out[(size_t(h) * tokens + t) * D + d] = HalfToFloat(nhd[(size_t(t) * H + h) * D + d]);
+  return out;
+}
+
+absl::Status SideInputs(const eval::KvSample& s, int P, const CodecConfig& cfg,
+                        std::vector<std::vector<float>>* attention,
+                        std::vector<std::vector<float>>* q2) {
+  const int H = s.kv_heads, Q = s.q_heads, D = s.head_dim, T = s.tokens;
+  for (const eval::LayerKv& L : s.layers) {
+    std::vector<float> k_nhd(size_t(P) * H * D);
+    for (int h = 0; h < H; ++h)
+      for (int t = 0; t < P; ++t)
+        std::copy_n(L.k.data() + (size_t(h) * T + t) * D, D, k_nhd.data() + (size_t(t) * H + h) * D);
+    const int n = std::min(cfg.window, P);
+    std::vector<int> wpos(n);
+    std::vector<float> q_win(size_t(n) * Q * D);
+    for (int i = 0; i < n; ++i) {
+      wpos[i] = P - n + i;
+      for (int qh = 0; qh < Q; ++qh)
+        std::copy_n(L.q.data() + (size_t(qh) * T + wpos[i]) * D, D,
+                    q_win.data() + (size_t(i) * Q + qh) * D);
+    }
+    auto ws = ComputeWindowStats({P, H, Q, D, k_nhd, q_win, wpos});
+    if (!ws.ok()) return ws.status();
+    std::vector<float> q_all(size_t(P) * Q * D);
+    for (int t = 0; t < P; ++t)
+      for (int qh = 0; qh < Q; ++qh)
+        std::copy_n(L.q.data() + (size_t(qh) * T + t) * D, D, q_all.data() + (size_t(t) * Q + qh) * D);
+    auto qq = ComputeQ2(q_all, Q, H, D, 0.9);
+    if (!qq.ok()) return qq.status();
+    attention->push_back(std::move(ws->attention));
+    q2->push_back(std::move(*qq));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qaqkv::tools
