@@ -194,27 +194,47 @@ absl::Status Client::Impl::Call(Attempt attempt) {
   }
 }
 
+grpc::ChannelInterface* Client::Impl::ChannelFor(const v1::KvCache::Stub& stub) const {
+  for (size_t i = 0; i < stubs_.size(); ++i) {
+    if (stubs_[i].get() == &stub) return channels_[i].get();
+  }
+  return channels_[0].get();
+}
+
 absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockFormat& format,
                                                              PageSource& source) {
   v1::PutPagesResponse response;
+  const std::string format_bytes = format.SerializeAsString();
+  // Declared before the calls, so it waits (at return, after every call and
+  // its context are gone) until gRPC has dropped the slices that point into
+  // the caller's pages.
+  internal::SliceFence fence;
   absl::Status status = Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context,
                                  bool&) -> absl::Status {
     source.Begin();
     response.Clear();
-    std::unique_ptr<grpc::ClientWriter<v1::PutPagesRequest>> writer =
-        stub.PutPages(&context, &response);
-    v1::PutPagesRequest message;
-    *message.mutable_format() = format;  // the first message must carry it
-    size_t message_bytes = 0;
+    // A raw call: messages are slices over the page bytes (internal/wire.h),
+    // which the server's generated code parses as PutPagesRequest.
+    const grpc::internal::RpcMethod method("/qaqkv.v1.KvCache/PutPages",
+                                           grpc::internal::RpcMethod::CLIENT_STREAMING);
+    std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(ChannelFor(stub), method,
+                                                                      &context, &response));
+    std::vector<internal::OutPage> batch;
+    size_t batch_bytes = 0;
+    bool first = true;    // the first message must carry the format
     bool broken = false;  // a Write failed: the stream is dead, Finish says why
     auto flush = [&] {
+      grpc::ByteBuffer message =
+          internal::EncodePutMessage(first ? format_bytes : std::string(), batch, fence);
+      first = false;
       broken = !writer->Write(message);
-      message.Clear();
-      message_bytes = 0;
+      batch.clear();
+      batch_bytes = 0;
     };
     absl::Status local;
     while (!broken) {
-      v1::Page page;
+      internal::OutPage page;
       absl::StatusOr<bool> more = source.Next(&page);
       if (!more.ok()) {
         local = more.status();
@@ -222,12 +242,12 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockForm
       }
       if (!*more) break;
       // Key, layer and field tags: small, but thousands of tiny pages add up.
-      const size_t size = page.data().size() + 32;
-      if (message.pages_size() > 0 && message_bytes + size > kBatchBytes) flush();
+      const size_t size = page.data.size() + 32;
+      if (!batch.empty() && batch_bytes + size > kBatchBytes) flush();
       if (broken) break;
-      message.mutable_pages()->Add(std::move(page));
-      message_bytes += size;
-      if (message_bytes >= kBatchBytes) flush();
+      batch.push_back(std::move(page));
+      batch_bytes += size;
+      if (batch_bytes >= kBatchBytes) flush();
     }
     if (!local.ok()) {
       // Our own failure (e.g. encoding): end the stream without committing
@@ -237,7 +257,7 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockForm
       static_cast<void>(writer->Finish());  // CANCELLED, by us: nothing to add
       return local;
     }
-    if (!broken && message.pages_size() > 0) flush();
+    if (!broken && !batch.empty()) flush();
     if (!broken) writer->WritesDone();
     if (broken) source.Abort();
     return FromGrpc(writer->Finish());
@@ -249,7 +269,9 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockForm
 absl::Status Client::Impl::StreamGet(
     std::span<const BlockKey> blocks, int layer_begin, int layer_end,
     absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
-    absl::FunctionRef<absl::Status(size_t block, int layer, std::string& data)> on_page) {
+    absl::FunctionRef<absl::Status(size_t block, int layer, std::string_view data,
+                                   const std::shared_ptr<const void>& keep)>
+        on_page) {
   v1::GetPagesRequest request;
   for (const BlockKey& key : blocks) request.add_block_keys(KeyBytes(key));
   request.set_layer_begin(static_cast<uint32_t>(layer_begin));
@@ -258,48 +280,58 @@ absl::Status Client::Impl::StreamGet(
 
   return Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context,
                   bool& retryable) -> absl::Status {
-    std::unique_ptr<grpc::ClientReader<v1::GetPagesResponse>> reader =
-        stub.GetPages(&context, request);
+    // A raw call: each message is parsed in place (internal/wire.h), so the
+    // page bytes are not copied out of what gRPC received.
+    const grpc::internal::RpcMethod method("/qaqkv.v1.KvCache/GetPages",
+                                           grpc::internal::RpcMethod::SERVER_STREAMING);
+    std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+        grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(ChannelFor(stub), method,
+                                                                      &context, request));
     // Ends the stream early with our own error instead of the server's.
     auto abandon = [&](absl::Status why) {
       context.TryCancel();
       static_cast<void>(reader->Finish());  // CANCELLED, by us: nothing to add
       return why;
     };
-    v1::GetPagesResponse message;
+    grpc::ByteBuffer buffer;
     bool have_format = false;
     size_t received = 0, total = 0;
-    while (reader->Read(&message)) {
+    while (reader->Read(&buffer)) {
+      absl::StatusOr<internal::InMessage> message = internal::ParseGetMessage(buffer);
+      buffer.Clear();
+      if (!message.ok()) return abandon(message.status());
       if (!have_format) {
-        if (!message.has_format()) {
+        if (!message->has_format) {
           return abandon(absl::InternalError("server's first GetPages message has no format"));
         }
-        const uint32_t layers = message.format().geometry().num_layers();
+        const uint32_t layers = message->format.geometry().num_layers();
         const uint32_t end = layer_end == 0 ? layers : static_cast<uint32_t>(layer_end);
         if (end > layers || end <= static_cast<uint32_t>(layer_begin)) {
           return abandon(absl::InternalError(absl::StrCat(
               "server sent layers of a ", layers, "-layer format for layers [", layer_begin,
               ", ", layer_end, ")")));
         }
-        if (absl::Status s = on_format(message.format()); !s.ok()) return abandon(s);
+        if (absl::Status s = on_format(message->format); !s.ok()) return abandon(s);
         have_format = true;
         total = num_blocks * (end - layer_begin);
       }
-      for (v1::Page& page : *message.mutable_pages()) {
+      for (const internal::InPage& page : message->pages) {
         // The contract fixes the order (layer-major, blocks in request
         // order), so every page's place is known; anything else is a server
         // bug we must not write into the caller's buffers.
         const size_t block = received % num_blocks;
         const int layer = layer_begin + static_cast<int>(received / num_blocks);
-        if (received >= total || page.layer() != static_cast<uint32_t>(layer) ||
-            page.block_key() != KeyBytes(blocks[block])) {
+        const BlockKey& want = blocks[block];
+        if (received >= total || page.layer != static_cast<uint32_t>(layer) ||
+            page.key != std::string_view(reinterpret_cast<const char*>(want.data()),
+                                         want.size())) {
           return abandon(absl::InternalError(absl::StrCat(
-              "server sent page ", received, " out of order: got layer ", page.layer(),
+              "server sent page ", received, " out of order: got layer ", page.layer,
               ", expected block ", block, " layer ", layer, " of ", total, " pages")));
         }
         ++received;
         retryable = false;  // the caller has data now; a retry would repeat it
-        if (absl::Status s = on_page(block, layer, *page.mutable_data()); !s.ok()) {
+        if (absl::Status s = on_page(block, layer, page.data, message->keep); !s.ok()) {
           return abandon(s);
         }
       }
@@ -351,8 +383,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
     // subchannel, i.e. one TCP connection, between our channels.
     // Pages are hundreds of KiB: a large HTTP/2 window and frames let a
     // stream run at memory speed instead of waiting on window updates.
-    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
     args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+    args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+    args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
+    args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
     args.SetInt("qaqkv.channel_index", i);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
@@ -421,12 +456,14 @@ absl::StatusOr<PutResult> Client::PutPages(const Geometry& geometry, std::string
    public:
     explicit SpanSource(std::span<const EncodedPage> pages) : pages_(pages) {}
     void Begin() override { next_ = 0; }
-    absl::StatusOr<bool> Next(v1::Page* page) override {
+    // The caller's bytes go on the wire as they are (no copy): they outlive
+    // the call, which waits for gRPC to let go of them.
+    absl::StatusOr<bool> Next(internal::OutPage* page) override {
       if (next_ == pages_.size()) return false;
       const EncodedPage& p = pages_[next_++];
-      page->set_block_key(KeyBytes(p.block));
-      page->set_layer(static_cast<uint32_t>(p.layer));
-      page->set_data(p.data);
+      page->key = p.block;
+      page->layer = static_cast<uint32_t>(p.layer);
+      page->data = p.data;
       return true;
     }
 
@@ -471,7 +508,7 @@ absl::Status Client::GetPages(
         if (format != nullptr) *format = BlockFormat{FromProto(f.geometry()), f.codec()};
         return absl::OkStatus();
       },
-      [&](size_t block, int layer, std::string& data) {
+      [&](size_t block, int layer, std::string_view data, const std::shared_ptr<const void>&) {
         return on_page(blocks[block], layer, data);
       });
 }

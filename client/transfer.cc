@@ -64,7 +64,7 @@ class EncodeSource final : public PageSource {
     cancel_.store(false);
   }
 
-  absl::StatusOr<bool> Next(v1::Page* page) override {
+  absl::StatusOr<bool> Next(internal::OutPage* page) override {
     if (next_take_ == total_) return false;
     while (next_submit_ < total_ && next_submit_ - next_take_ < window_) Submit(next_submit_++);
     Slot slot;
@@ -79,9 +79,12 @@ class EncodeSource final : public PageSource {
     const size_t block = next_take_ % blocks_;
     const int layer = static_cast<int>(next_take_ / blocks_);
     ++next_take_;
-    page->set_block_key(KeyBytes(r_.blocks[block]));
-    page->set_layer(static_cast<uint32_t>(layer));
-    *page->mutable_data() = std::move(slot.data);
+    page->key = r_.blocks[block];
+    page->layer = static_cast<uint32_t>(layer);
+    // The encoded bytes go on the wire without a copy; the slice that
+    // carries them owns them until gRPC is done.
+    page->owner = std::make_shared<const std::string>(std::move(slot.data));
+    page->data = *page->owner;
     return true;
   }
 
@@ -218,7 +221,7 @@ class LoadState {
   }
   internal::TaskCounter& tasks() { return tasks_; }
 
-  void Decode(size_t block, int layer, const std::string& data) {
+  void Decode(size_t block, int layer, std::string_view data) {
     absl::Status status = DecodeOne(block, layer, data);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -252,7 +255,7 @@ class LoadState {
   }
 
  private:
-  absl::Status DecodeOne(size_t block, int layer, const std::string& data) const {
+  absl::Status DecodeOne(size_t block, int layer, std::string_view data) const {
     const Geometry& g = r_.geometry;
     const int64_t row0 = r_.kv.first_token + static_cast<int64_t>(block) * g.block_tokens;
     const size_t elem = internal::ElementBytes(r_.kv.dtype);
@@ -388,7 +391,8 @@ absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
         }
         return absl::OkStatus();
       },
-      [&](size_t block, int layer, std::string& data) -> absl::Status {
+      [&](size_t block, int layer, std::string_view data,
+          const std::shared_ptr<const void>& keep) -> absl::Status {
         QAQKV_RETURN_IF_ERROR(state.error());
         ++result.pages;
         result.stored_bytes += data.size();
@@ -396,8 +400,10 @@ absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
         // stays at a few pages however long the stream.
         state.tasks().WaitBelow(static_cast<int>(window));
         state.tasks().Add();
-        impl_->pool().Submit([&state, block, layer, page = std::move(data)] {
-          state.Decode(block, layer, page);
+        // The task decodes straight from the received bytes; `keep` holds
+        // them until it is done.
+        impl_->pool().Submit([&state, block, layer, data, keep] {
+          state.Decode(block, layer, data);
           state.tasks().Done();
         });
         return absl::OkStatus();

@@ -186,8 +186,12 @@ int main(int argc, char** argv) {
   // Freed page buffers stay in the allocator instead of going back to the
   // kernel and page-faulting in again on the next message (the service
   // benchmark in docs/performance.md shows why).
+  // Bounded, so the peak RSS stays near --memory-bytes: at most 64 MiB kept
+  // free at the top of a heap, and few arenas for gRPC's many threads (each
+  // arena keeps its own free memory).
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_ARENA_MAX, 4);
 
   // SIGTERM/SIGINT are taken by sigwait below; block them before any thread
   // starts so every thread inherits the mask.

@@ -514,7 +514,8 @@ grpc::Slice PageSlice(const storage::PageBuffer& page) {
   auto ref = std::make_unique<storage::PageBuffer>(page);
   void* data = const_cast<char*>(page->data());  // gRPC only reads it
   return grpc::Slice(
-      data, page->size(), [](void* p) { std::unique_ptr<storage::PageBuffer>(static_cast<storage::PageBuffer*>(p)); },
+      data, page->size(),
+      [](void* p) { std::unique_ptr<storage::PageBuffer> owned(static_cast<storage::PageBuffer*>(p)); },
       ref.release());
 }
 
@@ -846,8 +847,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   builder.SetDefaultCompressionAlgorithm(GRPC_COMPRESS_NONE);
   // Pages are hundreds of KiB: a large HTTP/2 window and frames let a stream
   // run at memory speed instead of waiting on window updates.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  // Read sockets in large chunks: fewer reads per page.
+  builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+  builder.AddChannelArgument(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
+  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {

@@ -75,6 +75,10 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const RocksDbTier
   // the middle of the WAL is corruption and must stop the open.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_background_jobs = 2;
+  // Page values wait in memtables until a flush moves them to blob files;
+  // cap all memtables together so the server's memory stays near its DRAM
+  // budget (docs/performance.md reports peak RSS against it).
+  db_options.db_write_buffer_size = 64 << 20;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -140,6 +144,8 @@ absl::Status RocksDbTier::Write(const std::vector<Mutation>& batch) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
+  // In memory nothing survives the process, so a log would only cost time.
+  wo.disableWAL = options_.in_memory;
   QAQKV_TSAN_SERIALIZE_ROCKSDB();
   return internal::FromRocksDb(db_->Write(wo, &wb), "write");
 }

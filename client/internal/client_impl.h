@@ -15,6 +15,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
+#include "client/internal/wire.h"
 #include "client/internal/work_pool.h"
 #include "qaqkv/client.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
@@ -46,8 +47,9 @@ class PageSource {
   virtual ~PageSource() = default;
   // Starts (or restarts) at the first page.
   virtual void Begin() = 0;
-  // Fills `page` with the next page; false at the end.
-  virtual absl::StatusOr<bool> Next(v1::Page* page) = 0;
+  // Fills `page` with the next page; false at the end. A page without an
+  // owner must stay valid until the stream's call returns.
+  virtual absl::StatusOr<bool> Next(internal::OutPage* page) = 0;
   // Stops producing: called when a stream ends early.
   virtual void Abort() {}
 };
@@ -77,10 +79,13 @@ class Client::Impl {
 
   // Runs one GetPages stream (with retries until a page was delivered),
   // checking that pages arrive layer-major in request order. `on_format`
-  // sees the format before any page; `on_page` may take `data`.
+  // sees the format before any page; `on_page` gets a view of each page
+  // that stays valid while a copy of `keep` lives.
   absl::Status StreamGet(std::span<const BlockKey> blocks, int layer_begin, int layer_end,
                          absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
-                         absl::FunctionRef<absl::Status(size_t block, int layer, std::string& data)>
+                         absl::FunctionRef<absl::Status(size_t block, int layer,
+                                                        std::string_view data,
+                                                        const std::shared_ptr<const void>& keep)>
                              on_page);
 
   // The session record as the server returns it (tail included).
@@ -91,6 +96,9 @@ class Client::Impl {
   absl::Duration Jitter(absl::Duration backoff);
 
   const ClientOptions options_;
+  // The channel `stub` was made from (the page streams are raw calls on it).
+  grpc::ChannelInterface* ChannelFor(const v1::KvCache::Stub& stub) const;
+
   const std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<v1::KvCache::Stub>> stubs_;  // filled once, then read-only
   std::atomic<uint64_t> next_stub_{0};

@@ -1,0 +1,243 @@
+#include "client/internal/wire.h"
+
+#include <cstring>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+
+namespace qaqkv::client::internal {
+namespace {
+
+// Field tags of the two messages (field number << 3 | wire type).
+constexpr uint8_t kFormatTag = (1 << 3) | 2;  // PutPagesRequest/GetPagesResponse.format
+constexpr uint8_t kPagesTag = (2 << 3) | 2;   // .pages
+constexpr uint8_t kKeyTag = (1 << 3) | 2;     // Page.block_key
+constexpr uint8_t kLayerTag = (2 << 3) | 0;   // Page.layer
+constexpr uint8_t kDataTag = (3 << 3) | 2;    // Page.data
+
+void AppendVarint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+// gRPC's slice API takes a void* and a destroy function; the owners travel
+// as heap objects that the destroy functions reclaim (ownership passes to
+// gRPC, hence release()).
+grpc::Slice OwnedSlice(const OutPage& page) {
+  auto ref = std::make_unique<std::shared_ptr<const std::string>>(page.owner);
+  return grpc::Slice(
+      const_cast<char*>(page.data.data()), page.data.size(),
+      [](void* p) {
+        std::unique_ptr<std::shared_ptr<const std::string>> owned(
+            static_cast<std::shared_ptr<const std::string>*>(p));
+      },
+      ref.release());
+}
+
+grpc::Slice FencedSlice(const OutPage& page, SliceFence& fence) {
+  fence.Add();
+  return grpc::Slice(
+      const_cast<char*>(page.data.data()), page.data.size(),
+      [](void* f) { static_cast<SliceFence*>(f)->Release(); }, &fence);
+}
+
+// What a parsed message keeps alive.
+struct Held {
+  std::vector<grpc::Slice> slices;
+  std::deque<std::string> copies;  // pages that straddled two slices
+};
+
+// Reads protobuf wire data across a list of slices.
+class Cursor {
+ public:
+  explicit Cursor(Held& held) : held_(held) { Skip0(); }
+  bool done() const { return slice_ == held_.slices.size(); }
+  size_t consumed() const { return consumed_; }
+
+  bool Byte(uint8_t* out) {
+    if (done()) return false;
+    *out = held_.slices[slice_].begin()[offset_];
+    Advance(1);
+    return true;
+  }
+  bool Varint(uint64_t* out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      uint8_t b;
+      if (!Byte(&b)) return false;
+      v |= uint64_t{b & 0x7fu} << shift;
+      if ((b & 0x80) == 0) {
+        *out = v;
+        return true;
+      }
+    }
+    return false;
+  }
+  // A view of the next n bytes: in place when they lie in one slice, else
+  // a copy kept in `held`.
+  bool Bytes(size_t n, std::string_view* out) {
+    if (n == 0) {
+      *out = {};
+      return true;
+    }
+    if (done()) return false;
+    const grpc::Slice& s = held_.slices[slice_];
+    if (s.size() - offset_ >= n) {
+      *out = std::string_view(reinterpret_cast<const char*>(s.begin()) + offset_, n);
+      Advance(n);
+      return true;
+    }
+    std::string copy;
+    copy.reserve(n);
+    while (copy.size() < n) {
+      if (done()) return false;
+      const grpc::Slice& c = held_.slices[slice_];
+      const size_t take = std::min(n - copy.size(), c.size() - offset_);
+      copy.append(reinterpret_cast<const char*>(c.begin()) + offset_, take);
+      Advance(take);
+    }
+    *out = held_.copies.emplace_back(std::move(copy));
+    return true;
+  }
+
+ private:
+  void Advance(size_t n) {
+    offset_ += n;
+    consumed_ += n;
+    if (offset_ == held_.slices[slice_].size()) {
+      ++slice_;
+      offset_ = 0;
+      Skip0();
+    }
+  }
+  void Skip0() {
+    while (slice_ < held_.slices.size() && held_.slices[slice_].size() == 0) ++slice_;
+  }
+  Held& held_;
+  size_t slice_ = 0, offset_ = 0, consumed_ = 0;
+};
+
+absl::Status Malformed(std::string_view what) {
+  return absl::InternalError(absl::StrCat("server sent a malformed GetPages message: ",
+                                          absl::string_view(what.data(), what.size())));
+}
+
+// Skips a field of wire type `type` (we only expect length-delimited and
+// varint fields; others are skipped for forward compatibility).
+bool SkipField(Cursor& in, uint64_t type) {
+  uint64_t v;
+  std::string_view ignored;
+  switch (type) {
+    case 0: return in.Varint(&v);
+    case 1: return in.Bytes(8, &ignored);
+    case 2: return in.Varint(&v) && in.Bytes(v, &ignored);
+    case 5: return in.Bytes(4, &ignored);
+    default: return false;
+  }
+}
+
+}  // namespace
+
+void SliceFence::Add() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++live_;
+}
+
+void SliceFence::Release() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--live_ == 0) cv_.notify_all();
+}
+
+void SliceFence::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return live_ == 0; });
+}
+
+grpc::ByteBuffer EncodePutMessage(const std::string& format_bytes, std::span<const OutPage> pages,
+                                  SliceFence& fence) {
+  std::vector<grpc::Slice> slices;
+  slices.reserve(2 * pages.size() + 1);
+  std::string header;
+  if (!format_bytes.empty()) {
+    header.push_back(static_cast<char>(kFormatTag));
+    AppendVarint(header, format_bytes.size());
+    header += format_bytes;
+  }
+  for (const OutPage& p : pages) {
+    const size_t n = p.data.size();
+    const size_t page_len = 2 + p.key.size() + 1 + VarintSize(p.layer) + 1 + VarintSize(n) + n;
+    header.push_back(static_cast<char>(kPagesTag));
+    AppendVarint(header, page_len);
+    header.push_back(static_cast<char>(kKeyTag));
+    AppendVarint(header, p.key.size());
+    header.append(reinterpret_cast<const char*>(p.key.data()), p.key.size());
+    header.push_back(static_cast<char>(kLayerTag));
+    AppendVarint(header, p.layer);
+    header.push_back(static_cast<char>(kDataTag));
+    AppendVarint(header, n);
+    slices.emplace_back(header.data(), header.size());  // copies the few header bytes
+    header.clear();
+    slices.push_back(p.owner ? OwnedSlice(p) : FencedSlice(p, fence));
+  }
+  if (!header.empty()) slices.emplace_back(header.data(), header.size());
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+absl::StatusOr<InMessage> ParseGetMessage(const grpc::ByteBuffer& buffer) {
+  auto held = std::make_shared<Held>();
+  if (!buffer.Dump(&held->slices).ok()) return Malformed("unreadable buffer");
+  InMessage out;
+  Cursor in(*held);
+  while (!in.done()) {
+    uint64_t tag;
+    if (!in.Varint(&tag)) return Malformed("truncated tag");
+    if (tag == kFormatTag || tag == kPagesTag) {
+      uint64_t len;
+      if (!in.Varint(&len)) return Malformed("truncated length");
+      if (tag == kFormatTag) {
+        std::string_view bytes;
+        if (!in.Bytes(len, &bytes) ||
+            !out.format.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+          return Malformed("format");
+        }
+        out.has_format = true;
+        continue;
+      }
+      const size_t end = in.consumed() + len;
+      InPage page;
+      while (in.consumed() < end) {
+        uint64_t field;
+        if (!in.Varint(&field)) return Malformed("truncated page");
+        if (field == kKeyTag || field == kDataTag) {
+          uint64_t n;
+          std::string_view v;
+          if (!in.Varint(&n) || !in.Bytes(n, &v)) return Malformed("truncated page field");
+          (field == kKeyTag ? page.key : page.data) = v;
+        } else if (field == kLayerTag) {
+          uint64_t layer;
+          if (!in.Varint(&layer) || layer > UINT32_MAX) return Malformed("layer");
+          page.layer = static_cast<uint32_t>(layer);
+        } else if (!SkipField(in, field & 7)) {
+          return Malformed("unknown page field");
+        }
+      }
+      if (in.consumed() != end) return Malformed("page length");
+      out.pages.push_back(page);
+    } else if (!SkipField(in, tag & 7)) {
+      return Malformed("unknown field");
+    }
+  }
+  out.keep = std::move(held);
+  return out;
+}
+
+}  // namespace qaqkv::client::internal
