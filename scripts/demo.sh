@@ -3,7 +3,7 @@
 # qaqkv-server on a free loopback port with an embedded RocksDB in a
 # temporary directory, and runs `qaqkv demo` against it: a 4096-token chat
 # session of llama3-8b geometry (synthetic KV) and the real tinylm-kv caches
-# in data/, each offloaded with QAQ and as fp16, resumed and verified. The
+# in data/, each offloaded with QAQ, int4 and fp16, resumed and verified. The
 # server is stopped (SIGTERM, drained) at the end, whatever happens.
 # Extra arguments go to `qaqkv demo` (e.g. --tokens 8192, --codec qaq).
 set -euo pipefail
@@ -41,7 +41,7 @@ port=$(cat "$work/port")
 head -n 1 "$work/server.log"
 
 echo
-echo "== qaqkv demo: offload with QAQ and fp16, resume, verify (server on 127.0.0.1:$port) =="
+echo "== qaqkv demo: offload with QAQ, int4 and fp16, resume, verify (server on 127.0.0.1:$port) =="
 ./build/release/tools/qaqkv demo --target "127.0.0.1:$port" --data data/tinylm-kv "$@"
 
 echo

@@ -122,7 +122,18 @@ TenantUsage TieredStore::Usage(std::string_view tenant) const {
 
 absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
   std::vector<std::string> evicted;
-  absl::StatusOr<PutPageResult> result = PutPageLocked(req, &evicted);
+  bool no_room = false;
+  absl::StatusOr<PutPageResult> result = PutPageLocked(req, &evicted, &no_room);
+  // Concurrent writers can fill the room this write's eviction made before
+  // it takes its block's lock: evict again (no lock held) and retry, a few
+  // times; a budget that live sessions really fill stays refused.
+  for (int attempt = 0; no_room && attempt < 16; ++attempt) {
+    const uint64_t headroom = std::max<uint64_t>(req.page.size(), options_.disk_bytes / 32);
+    EvictTo(options_.disk_bytes - std::min(headroom, options_.disk_bytes),
+            BlockRecordKey(req.tenant, req.block));
+    no_room = false;
+    result = PutPageLocked(req, &evicted, &no_room);
+  }
   // Memory-only: the DRAM tier holds the only copy of a page, so a block
   // that lost a page to eviction is incomplete and goes as a whole. Done
   // here, with no block lock held (deleting takes the victim's lock).
@@ -137,7 +148,8 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
 }
 
 absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& req,
-                                                         std::vector<std::string>* evicted) {
+                                                         std::vector<std::string>* evicted,
+                                                         bool* no_room) {
   if (absl::Status s = ValidateTenant(req.tenant); !s.ok()) return s;
   if (req.num_layers == 0 || req.num_layers > kMaxLayers) {
     return absl::InvalidArgumentError(
@@ -157,7 +169,11 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
       return absl::ResourceExhaustedError("page: larger than the whole disk budget");
     }
     if (TotalBytes() + req.page.size() > options_.disk_bytes) {
-      EvictTo(options_.disk_bytes - req.page.size(), record_key);
+      // Down to a low-water mark (1/32 of the budget below it), not just
+      // one page's room: concurrent writers then find room between this
+      // eviction and their own budget check, and eviction runs in batches.
+      const uint64_t headroom = std::max<uint64_t>(req.page.size(), options_.disk_bytes / 32);
+      EvictTo(options_.disk_bytes - std::min(headroom, options_.disk_bytes), record_key);
     }
   }
   internal::MutexLock lock(&StripeFor(record_key));
@@ -189,8 +205,10 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
     return PutPageResult{false, false};
   }
   if (options_.disk_bytes > 0 && TotalBytes() + req.page.size() > options_.disk_bytes) {
+    *no_room = true;
     return absl::ResourceExhaustedError(absl::StrCat(
-        "disk budget of ", options_.disk_bytes, " bytes is full (live sessions hold the rest)"));
+        "disk budget of ", options_.disk_bytes,
+        " bytes is full (what is left is held by live sessions or blocks being written)"));
   }
   // Check and reserve in one step, so concurrent writers of other blocks
   // cannot both slip under the quota.

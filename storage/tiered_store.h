@@ -122,9 +122,10 @@ class TieredStore final : public PageStore {
   // Evicts least recently used blocks (unreferenced ones first, never
   // `keep`) until the total is at most `target` bytes; returns how many.
   size_t EvictTo(uint64_t target, std::string_view keep);
-  // PutPage under the block's lock; collects the DRAM keys it evicted.
+  // PutPage under the block's lock; collects the DRAM keys it evicted and
+  // sets `no_room` when the disk budget had no room for the page.
   absl::StatusOr<PutPageResult> PutPageLocked(const PutPageRequest& request,
-                                              std::vector<std::string>* evicted);
+                                              std::vector<std::string>* evicted, bool* no_room);
   absl::Status DeleteBlockByRecordKey(const std::string& record_key);
   // Record keys of the blocks that sessions alive at `now_ms` reference.
   absl::flat_hash_set<std::string> ReferencedBlocks(int64_t now_ms);

@@ -1,15 +1,15 @@
 // `qaqkv demo`: the main job end to end against a running qaqkv-server.
 //
 // For each dataset a chat session is offloaded with QAQ and, for
-// comparison, as exact fp16 through the same service; then resumed into
-// fresh buffers and checked:
+// comparison, as exact fp16 and as int4 through the same service; then
+// resumed into fresh buffers and checked:
 // - synthetic llama3-8b geometry, a 4096-token session (seeded generator);
 // - tinylm-kv: real KV of a small trained byte-level model (data/), whose
 //   block keys come from the real token ids (the file's text).
 // Each session is followed by held-out queries (the next turn), so the
 // attention-output error after resume is measured as `qaqkv eval` does.
-// fp16 sessions must come back bit-exact; QAQ sessions must come back
-// exactly as the codec decodes them locally (the transport loses nothing).
+// fp16 sessions must come back bit-exact; int4 and QAQ sessions exactly as
+// the codec decodes them locally (the transport loses nothing).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -258,16 +258,22 @@ int RunDemo(const DemoArgs& args) {
   const std::string nonce = absl::StrFormat("%x", absl::ToUnixMicros(absl::Now()));
   Report report({"dataset", "codec", "tokens", "fp16_MiB", "stored_MiB", "ratio", "offload_MB_s",
                  "resume_ms", "resume_MB_s", "layer0_ms", "attn_err", "check"});
+  // Each session goes through three codecs: exact fp16, the int4 baseline
+  // and the model's QAQ config.
+  constexpr int kCodecs = 3;
+  auto codec_of = [&](int c, const Dataset& d) {
+    return c == 0 ? std::string("fp16") : c == 1 ? std::string("int4") : d.codec;
+  };
   std::vector<std::pair<Outcome, Outcome>> results;  // (fp16, qaq) per dataset
   bool ok = true;
   // tinylm files are aggregated into one row per codec.
-  Outcome tiny[2];
+  Outcome tiny[kCodecs];
   int tiny_tokens = 0, tiny_n = 0;
   for (const Dataset& d : datasets) {
     std::fprintf(stderr, "qaqkv demo: %s: offload and resume...\n", d.name.c_str());
-    Outcome oc[2];
-    for (int c = 0; c < 2; ++c) {
-      const std::string codec = c == 0 ? std::string("fp16") : d.codec;
+    Outcome oc[kCodecs];
+    for (int c = 0; c < kCodecs; ++c) {
+      const std::string codec = codec_of(c, d);
       auto r = RunSession(**client, d, codec, nonce, args.max_queries);
       if (!r.ok()) return Fail(absl::StrCat(d.name, " ", codec, ": ", r.status().ToString()));
       oc[c] = *r;
@@ -275,7 +281,7 @@ int RunDemo(const DemoArgs& args) {
     }
     const bool is_tiny = d.name.rfind("tinylm-", 0) == 0;
     if (is_tiny) {
-      for (int c = 0; c < 2; ++c) {
+      for (int c = 0; c < kCodecs; ++c) {
         tiny[c].fp16_bytes += oc[c].fp16_bytes;
         tiny[c].stored_bytes += oc[c].stored_bytes;
         tiny[c].offload_s += oc[c].offload_s;
@@ -289,10 +295,10 @@ int RunDemo(const DemoArgs& args) {
       ++tiny_n;
       continue;
     }
-    results.emplace_back(oc[0], oc[1]);
-    for (int c = 0; c < 2; ++c) {
+    results.emplace_back(oc[0], oc[2]);
+    for (int c = 0; c < kCodecs; ++c) {
       const Outcome& x = oc[c];
-      report.Add({{d.name}, {c == 0 ? std::string("fp16") : qaq->Name()}, {int64_t{d.session_tokens}},
+      report.Add({{d.name}, {c == 2 ? qaq->Name() : codec_of(c, d)}, {int64_t{d.session_tokens}},
                   {x.fp16_bytes / 1048576.0, 1}, {x.stored_bytes / 1048576.0, 1},
                   {double(x.fp16_bytes) / x.stored_bytes, 2}, {x.fp16_bytes / x.offload_s / 1e6, 0},
                   {x.resume_s * 1e3, 1}, {x.fp16_bytes / x.resume_s / 1e6, 0},
@@ -301,10 +307,11 @@ int RunDemo(const DemoArgs& args) {
     }
   }
   if (tiny_n > 0) {
-    for (int c = 0; c < 2; ++c) {
+    for (int c = 0; c < kCodecs; ++c) {
       const Outcome& x = tiny[c];
       report.Add({{absl::StrCat("tinylm-kv (", tiny_n, " files)")},
-                  {c == 0 ? std::string("fp16") : tiny_qaq->Name()}, {int64_t{tiny_tokens}},
+                  {c == 2 ? tiny_qaq->Name() : codec_of(c, datasets.back())},
+                  {int64_t{tiny_tokens}},
                   {x.fp16_bytes / 1048576.0, 2}, {x.stored_bytes / 1048576.0, 2},
                   {double(x.fp16_bytes) / x.stored_bytes, 2}, {x.fp16_bytes / x.offload_s / 1e6, 0},
                   {x.resume_s * 1e3, 1}, {x.fp16_bytes / x.resume_s / 1e6, 0},

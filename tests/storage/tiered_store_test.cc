@@ -3,6 +3,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -343,6 +344,34 @@ std::unique_ptr<TieredStore> OpenWith(const std::string& dir, uint64_t disk_byte
   auto s = TieredStore::Open(o);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
+}
+
+// Many writers at a full budget: eviction keeps making room for all of them
+// (none is refused), and the total never passes the budget.
+TEST(TieredStoreBudgetTest, ConcurrentWritersAtAFullBudgetAreNotRefused) {
+  TempDir dir;
+  const std::string p = FakePage(4000, 21);
+  const uint64_t budget = 64 * p.size();
+  auto s = OpenWith(dir.path(), budget);
+  constexpr int kThreads = 8, kBlocks = 40;
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int b = 0; b < kBlocks; ++b) {
+        BlockKey key{};
+        key[0] = static_cast<uint8_t>(t);
+        key[1] = static_cast<uint8_t>(b);
+        for (uint32_t l = 0; l < 2; ++l) {
+          if (!s->PutPage(PutPageRequest{"t", key, l, 2, "geo", p}).ok()) ++refused;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(refused.load(), 0);
+  EXPECT_LE(s->TotalBytes(), budget);
+  EXPECT_EQ(s->Usage("t").bytes, s->TotalBytes());
 }
 
 // A full budget evicts least recently used whole blocks, blocks that a live
