@@ -238,24 +238,31 @@ absl::StatusOr<SessionInfo> Client::ResumeSession(std::string_view session_id, M
   return info;
 }
 
-absl::Status Client::DeleteSession(std::string_view session_id) {
+namespace {
+
+// DeleteSession and TouchSession: a session id in, nothing out.
+// (Impl is deduced: Client::Impl is private to Client.)
+template <typename Impl, typename Request, typename Response>
+absl::Status SessionIdCall(Impl& impl, std::string_view session_id,
+                           grpc::Status (v1::KvCache::Stub::*rpc)(grpc::ClientContext*,
+                                                                  const Request&, Response*)) {
   QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
-  v1::DeleteSessionRequest request;
+  Request request;
   request.set_session_id(std::string(session_id));
-  v1::DeleteSessionResponse response;
-  return impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-    return FromGrpc(stub.DeleteSession(&context, request, &response));
+  Response response;
+  return impl.Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
+    return FromGrpc((stub.*rpc)(&context, request, &response));
   });
 }
 
+}  // namespace
+
+absl::Status Client::DeleteSession(std::string_view session_id) {
+  return SessionIdCall(*impl_, session_id, &v1::KvCache::Stub::DeleteSession);
+}
+
 absl::Status Client::TouchSession(std::string_view session_id) {
-  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
-  v1::TouchSessionRequest request;
-  request.set_session_id(std::string(session_id));
-  v1::TouchSessionResponse response;
-  return impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-    return FromGrpc(stub.TouchSession(&context, request, &response));
-  });
+  return SessionIdCall(*impl_, session_id, &v1::KvCache::Stub::TouchSession);
 }
 
 absl::StatusOr<std::vector<std::string>> Client::ListSessions(size_t limit) {

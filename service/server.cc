@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "httplib.h"
+#include "proto/wire.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
 #include "service/auth.h"
 #include "service/metrics.h"
@@ -482,29 +483,6 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
   int64_t index_ = 0;  // pages seen before this message, for messages
 };
 
-// Protobuf wire format, for the GetPages messages built by hand: every
-// field used is a varint or a length-delimited field.
-void AppendVarint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
-constexpr char kTagFormat = 0x0a;    // GetPagesResponse.format = 1, length-delimited
-constexpr char kTagPage = 0x12;      // GetPagesResponse.pages = 2, length-delimited
-constexpr char kTagBlockKey = 0x0a;  // Page.block_key = 1, length-delimited
-constexpr char kTagLayer = 0x10;     // Page.layer = 2, varint
-constexpr char kTagData = 0x1a;      // Page.data = 3, length-delimited
-
 // A slice that references a stored page instead of copying it; the slice
 // owns one reference to the buffer and drops it when gRPC is done with it.
 grpc::Slice PageSlice(const storage::PageBuffer& page) {
@@ -618,11 +596,7 @@ class GetPagesReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   void Next() {
     std::vector<grpc::Slice> slices;
     std::string header;
-    if (!sent_first_) {
-      header.push_back(kTagFormat);
-      AppendVarint(header, format_bytes_.size());
-      header += format_bytes_;
-    }
+    if (!sent_first_) wire::AppendFormat(header, format_bytes_);
     size_t bytes = 0, pages = 0;
     const size_t budget = service_->get_message_bytes();
     while (layer_ < layer_end_) {
@@ -645,17 +619,7 @@ class GetPagesReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         pending_ = std::move(page);
         break;
       }
-      const size_t page_msg = 2 + keys_[block_].size() + 1 + VarintSize(layer_) + 1 +
-                              VarintSize(n) + n;
-      header.push_back(kTagPage);
-      AppendVarint(header, page_msg);
-      header.push_back(kTagBlockKey);
-      AppendVarint(header, keys_[block_].size());
-      header.append(reinterpret_cast<const char*>(keys_[block_].data()), keys_[block_].size());
-      header.push_back(kTagLayer);
-      AppendVarint(header, layer_);
-      header.push_back(kTagData);
-      AppendVarint(header, n);
+      wire::AppendPageHeader(header, keys_[block_].data(), keys_[block_].size(), layer_, n);
       slices.emplace_back(header.data(), header.size());  // copies the few header bytes
       header.clear();
       slices.push_back(PageSlice(page));

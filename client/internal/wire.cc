@@ -4,30 +4,16 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
+#include "proto/wire.h"
 
 namespace qaqkv::client::internal {
 namespace {
 
-// Field tags of the two messages (field number << 3 | wire type).
-constexpr uint8_t kFormatTag = (1 << 3) | 2;  // PutPagesRequest/GetPagesResponse.format
-constexpr uint8_t kPagesTag = (2 << 3) | 2;   // .pages
-constexpr uint8_t kKeyTag = (1 << 3) | 2;     // Page.block_key
-constexpr uint8_t kLayerTag = (2 << 3) | 0;   // Page.layer
-constexpr uint8_t kDataTag = (3 << 3) | 2;    // Page.data
-
-void AppendVarint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  for (; v >= 0x80; v >>= 7) ++n;
-  return n;
-}
+using wire::kDataTag;
+using wire::kFormatTag;
+using wire::kKeyTag;
+using wire::kLayerTag;
+using wire::kPagesTag;
 
 // gRPC's slice API takes a void* and a destroy function; the owners travel
 // as heap objects that the destroy functions reclaim (ownership passes to
@@ -167,23 +153,9 @@ grpc::ByteBuffer EncodePutMessage(const std::string& format_bytes, std::span<con
   std::vector<grpc::Slice> slices;
   slices.reserve(2 * pages.size() + 1);
   std::string header;
-  if (!format_bytes.empty()) {
-    header.push_back(static_cast<char>(kFormatTag));
-    AppendVarint(header, format_bytes.size());
-    header += format_bytes;
-  }
+  if (!format_bytes.empty()) wire::AppendFormat(header, format_bytes);
   for (const OutPage& p : pages) {
-    const size_t n = p.data.size();
-    const size_t page_len = 2 + p.key.size() + 1 + VarintSize(p.layer) + 1 + VarintSize(n) + n;
-    header.push_back(static_cast<char>(kPagesTag));
-    AppendVarint(header, page_len);
-    header.push_back(static_cast<char>(kKeyTag));
-    AppendVarint(header, p.key.size());
-    header.append(reinterpret_cast<const char*>(p.key.data()), p.key.size());
-    header.push_back(static_cast<char>(kLayerTag));
-    AppendVarint(header, p.layer);
-    header.push_back(static_cast<char>(kDataTag));
-    AppendVarint(header, n);
+    wire::AppendPageHeader(header, p.key.data(), p.key.size(), p.layer, p.data.size());
     slices.emplace_back(header.data(), header.size());  // copies the few header bytes
     header.clear();
     slices.push_back(p.owner ? OwnedSlice(p) : FencedSlice(p, fence));

@@ -1,0 +1,62 @@
+// Protobuf wire-format helpers for the two page streams, whose messages the
+// server (GetPages) and the client (PutPages) assemble by hand from slices
+// that reference page buffers, and parse in place. Field numbers and types
+// are those of proto/qaqkv/v1/kvcache.proto.
+#ifndef QAQKV_PROTO_WIRE_H_
+#define QAQKV_PROTO_WIRE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace qaqkv::wire {
+
+// Tags: field number << 3 | wire type (0 varint, 2 length-delimited).
+inline constexpr uint8_t kFormatTag = (1 << 3) | 2;  // Put/GetPages*.format
+inline constexpr uint8_t kPagesTag = (2 << 3) | 2;   // Put/GetPages*.pages
+inline constexpr uint8_t kKeyTag = (1 << 3) | 2;     // Page.block_key
+inline constexpr uint8_t kLayerTag = (2 << 3) | 0;   // Page.layer
+inline constexpr uint8_t kDataTag = (3 << 3) | 2;    // Page.data
+
+inline void AppendVarint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+inline size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+// Appends the header of one Page field (everything but its data bytes,
+// which follow as their own slice): tag, length, key, layer, data tag and
+// data length.
+inline void AppendPageHeader(std::string& out, const uint8_t* key, size_t key_size,
+                             uint32_t layer, size_t data_size) {
+  const size_t page_len = 2 + key_size + 1 + VarintSize(layer) + 1 + VarintSize(data_size) +
+                          data_size;
+  out.push_back(static_cast<char>(kPagesTag));
+  AppendVarint(out, page_len);
+  out.push_back(static_cast<char>(kKeyTag));
+  AppendVarint(out, key_size);
+  out.append(reinterpret_cast<const char*>(key), key_size);
+  out.push_back(static_cast<char>(kLayerTag));
+  AppendVarint(out, layer);
+  out.push_back(static_cast<char>(kDataTag));
+  AppendVarint(out, data_size);
+}
+
+// Appends the format field: tag, length, the serialized BlockFormat.
+inline void AppendFormat(std::string& out, const std::string& format_bytes) {
+  out.push_back(static_cast<char>(kFormatTag));
+  AppendVarint(out, format_bytes.size());
+  out += format_bytes;
+}
+
+}  // namespace qaqkv::wire
+
+#endif  // QAQKV_PROTO_WIRE_H_
