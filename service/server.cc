@@ -602,7 +602,8 @@ class GetPagesReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     while (layer_ < layer_end_) {
       storage::PageBuffer page = std::move(pending_);
       if (page == nullptr) {
-        auto got = service_->store().GetPage(tenant_, keys_[block_], layer_);
+        // Prepare checked every block is committed with these layers.
+        auto got = service_->store().ReadPage(tenant_, keys_[block_], layer_);
         if (!got.ok()) {
           End(absl::Status(got.status().code(),
                            absl::StrCat("block_keys[", block_, "] layer ", layer_, ": ",

@@ -278,6 +278,11 @@ absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const B
   if (!record->committed || layer >= record->num_layers) {
     return absl::NotFoundError("block: not found");
   }
+  return ReadPage(tenant, block, layer);
+}
+
+absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const BlockKey& block,
+                                                 uint32_t layer) {
   const std::string page_key = PageKey(tenant, block, layer);
   {
     // Recency for eviction; written back to the record by maintenance.

@@ -69,6 +69,12 @@ class TieredStore final : public PageStore {
                                      uint32_t layer) override;
   absl::StatusOr<size_t> Lookup(std::string_view tenant,
                                 std::span<const BlockKey> chain) override;
+  // GetPage without reading the block record first, for a caller that has
+  // just checked the block is committed and the layer below its count (the
+  // service's GetPages, once per stream rather than once per page). A block
+  // deleted or evicted since reads as kNotFound.
+  absl::StatusOr<PageBuffer> ReadPage(std::string_view tenant, const BlockKey& block,
+                                      uint32_t layer);
   absl::StatusOr<BlockRecord> GetBlock(std::string_view tenant, const BlockKey& block) override;
   absl::Status DeleteBlock(std::string_view tenant, const BlockKey& block) override;
   TenantUsage Usage(std::string_view tenant) const override;
