@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Renders every kustomize overlay of deploy/k8s with `kubectl kustomize` and
+checks the objects and their cross-references: selectors match the pods'
+labels, Service ports and probes name ports the container has, every
+ConfigMap and Secret a pod mounts exists with the keys the server's flags
+point at, and the security and shutdown settings hold.
+
+Usage: kustomize_test.py DEPLOY_K8S_DIR   (exit 0 pass, 1 fail, 77 skip)
+"""
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+
+
+def render(path):
+    out = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True)
+    if out.returncode != 0:
+        FAILURES.append(f"{path}: kubectl kustomize failed: {out.stderr.strip()}")
+        return []
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def matches(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def flags_of(configmap):
+    """The server flags in the ConfigMap's server.flags, as {name: value}."""
+    text = configmap.get("data", {}).get("server.flags", "")
+    flags = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line[2:].partition("=")
+        flags[name] = value
+    return flags
+
+
+def mounted_key(pod, container, path, objects, kind):
+    """Whether `path` is a key of a `kind` object mounted in `container`."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in container.get("volumeMounts", []):
+        prefix = m["mountPath"].rstrip("/") + "/"
+        if not path.startswith(prefix):
+            continue
+        v = volumes.get(m["name"], {})
+        key = path[len(prefix):]
+        if kind == "ConfigMap" and "configMap" in v:
+            obj = objects.get(("ConfigMap", v["configMap"]["name"]))
+            return obj is not None and key in obj.get("data", {})
+        if kind == "Secret" and "secret" in v:
+            obj = objects.get(("Secret", v["secret"]["secretName"]))
+            return obj is not None and key in {**obj.get("data", {}), **obj.get("stringData", {})}
+    return False
+
+
+def check_overlay(name, docs, want_replicas, want_flags):
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    kinds = sorted({d["kind"] for d in docs})
+    for k in ["ConfigMap", "Secret", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"]:
+        check(k in kinds, f"{name}: no {k}")
+    sts = [d for d in docs if d["kind"] == "StatefulSet"]
+    check(len(sts) == 1, f"{name}: want one StatefulSet")
+    if not sts:
+        return
+    sts = sts[0]
+    spec = sts["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    check(matches(spec["selector"]["matchLabels"], labels), f"{name}: StatefulSet selector misses its pods")
+    check(spec.get("replicas") == want_replicas, f"{name}: replicas {spec.get('replicas')} != {want_replicas}")
+    container = pod["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    check("grpc" in ports and "metrics" in ports, f"{name}: container ports {ports}")
+
+    # Services: the headless one is the StatefulSet's serviceName.
+    services = [d for d in docs if d["kind"] == "Service"]
+    headless = objects.get(("Service", spec.get("serviceName")))
+    check(headless is not None and headless["spec"].get("clusterIP") == "None",
+          f"{name}: serviceName {spec.get('serviceName')} is not a headless Service")
+    for svc in services:
+        check(matches(svc["spec"].get("selector", {}), labels), f"{name}: Service {svc['metadata']['name']} selects no pod")
+        for p in svc["spec"]["ports"]:
+            target = p.get("targetPort", p["port"])
+            check(target in ports or target in ports.values(),
+                  f"{name}: Service {svc['metadata']['name']} targets port {target} the pod lacks")
+
+    # Probes reach a port the container listens on.
+    for probe_name in ["readinessProbe", "livenessProbe"]:
+        probe = container.get(probe_name)
+        check(probe is not None, f"{name}: no {probe_name}")
+        if not probe:
+            continue
+        port = (probe.get("grpc") or probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
+        check(port in ports or port in ports.values(), f"{name}: {probe_name} probes port {port} the pod lacks")
+
+    # Other selectors.
+    for d in docs:
+        if d["kind"] == "PodDisruptionBudget":
+            check(matches(d["spec"]["selector"]["matchLabels"], labels), f"{name}: PDB selects no pod")
+        if d["kind"] == "NetworkPolicy":
+            check(matches(d["spec"]["podSelector"]["matchLabels"], labels), f"{name}: NetworkPolicy selects no pod")
+            open_ports = {p["port"] for rule in d["spec"].get("ingress", []) for p in rule.get("ports", [])}
+            check(ports.get("grpc") in open_ports, f"{name}: NetworkPolicy closes the gRPC port")
+
+    # Every mounted ConfigMap/Secret exists.
+    for v in pod.get("volumes", []):
+        if "configMap" in v:
+            check(("ConfigMap", v["configMap"]["name"]) in objects, f"{name}: volume {v['name']} mounts a missing ConfigMap")
+        if "secret" in v:
+            check(("Secret", v["secret"]["secretName"]) in objects, f"{name}: volume {v['name']} mounts a missing Secret")
+
+    # The server reads its flags from the mounted ConfigMap, and the files the
+    # flags name are mounted keys.
+    config_args = [a for a in container.get("args", []) if a.startswith("--config=")]
+    check(len(config_args) == 1, f"{name}: no --config argument")
+    if config_args:
+        path = config_args[0].split("=", 1)[1]
+        check(mounted_key(pod, container, path, objects, "ConfigMap"), f"{name}: --config {path} is not a mounted ConfigMap key")
+        cm_volume = [v for v in pod["volumes"] if "configMap" in v]
+        flags = flags_of(objects.get(("ConfigMap", cm_volume[0]["configMap"]["name"]), {})) if cm_volume else {}
+        for flag, value in want_flags.items():
+            check(flags.get(flag) == value, f"{name}: flag --{flag} is {flags.get(flag)!r}, want {value!r}")
+        for flag in ["auth-tokens", "tls-cert", "tls-key"]:
+            if flag in flags:
+                check(mounted_key(pod, container, flags[flag], objects, "Secret"),
+                      f"{name}: --{flag} {flags[flag]} is not a mounted Secret key")
+        listen_port = int(flags.get("listen", ":0").rsplit(":", 1)[1])
+        check(listen_port == ports.get("grpc"), f"{name}: --listen port {listen_port} != container grpc port")
+        metrics_port = int(flags.get("metrics-listen", ":0").rsplit(":", 1)[1])
+        check(metrics_port == ports.get("metrics"), f"{name}: --metrics-listen port != container metrics port")
+        if "data-dir" in flags:
+            data_mounts = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data"]
+            check(any(flags["data-dir"].startswith(m.rstrip("/") + "/") for m in data_mounts),
+                  f"{name}: --data-dir {flags['data-dir']} is not on the data volume")
+            claims = [c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])]
+            check("data" in claims, f"{name}: no volume claim for the data volume")
+        drain = flags.get("drain-timeout", "20s")
+        drain_s = float(drain[:-1]) if drain.endswith("s") else 20.0
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        check(grace > pre_stop + drain_s, f"{name}: grace {grace}s does not cover preStop {pre_stop}s + drain {drain_s}s")
+
+    # Security: non-root, read-only root filesystem, no privilege escalation.
+    sc = container.get("securityContext", {})
+    check(sc.get("readOnlyRootFilesystem") is True, f"{name}: root filesystem is writable")
+    check(sc.get("allowPrivilegeEscalation") is False, f"{name}: privilege escalation allowed")
+    check(pod.get("securityContext", {}).get("runAsNonRoot") is True, f"{name}: may run as root")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    if shutil.which("kubectl") is None:
+        print("kubectl not found: skipped")
+        return 77
+    root = sys.argv[1].rstrip("/")
+    check_overlay("base", render(f"{root}/base"), 1,
+                  {"data-dir": "/var/lib/qaqkv/data", "auth-tokens": "/etc/qaqkv/tokens/tokens"})
+    check_overlay("dev", render(f"{root}/overlays/dev"), 1, {"memory-only": ""})
+    check_overlay("prod", render(f"{root}/overlays/prod"), 3,
+                  {"tls-cert": "/etc/qaqkv/tls/tls.crt", "tls-key": "/etc/qaqkv/tls/tls.key",
+                   "data-dir": "/var/lib/qaqkv/data"})
+    for f in FAILURES:
+        print("FAIL:", f)
+    print(f"{len(FAILURES)} failures")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
