@@ -9,7 +9,6 @@
 // pages of `page_kib` each, as one PutPages/GetPages stream, or as that many
 // pipelined SET/GET commands on one hiredis connection. Each of the
 // `concurrency` threads has its own connection (its own Client).
-#include <hiredis/hiredis.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -29,6 +28,7 @@
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/child_process.h"
+#include "tools/internal/redis.h"
 #include "tools/internal/report.h"
 
 namespace qaqkv::tools {
@@ -42,15 +42,6 @@ int Fail(const std::string& msg) {
   std::fprintf(stderr, "qaqkv bench service: %s\n", msg.c_str());
   return 1;
 }
-
-struct RedisFree {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-using RedisConn = std::unique_ptr<redisContext, RedisFree>;
-struct ReplyFree {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using RedisReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
 
 // What one thread measured in one run.
 struct ThreadResult {
@@ -140,29 +131,7 @@ std::string RedisKey(const qc::BlockKey& block, int layer) {
   return k;
 }
 
-// Sends every command of `cmds` pipelined and reads every reply; returns an
-// error text or "" (and checks GET replies have `expect_len` bytes).
-std::string RedisPipeline(redisContext* c, const std::vector<std::string>& keys,
-                          const std::vector<const std::string*>& values, size_t expect_len) {
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (values.empty()) {
-      redisAppendCommand(c, "GET %b", keys[i].data(), keys[i].size());
-    } else {
-      redisAppendCommand(c, "SET %b %b", keys[i].data(), keys[i].size(), values[i]->data(),
-                         values[i]->size());
-    }
-  }
-  for (size_t i = 0; i < keys.size(); ++i) {
-    void* raw = nullptr;
-    if (redisGetReply(c, &raw) != REDIS_OK) return absl::StrCat("redis: ", c->errstr);
-    RedisReplyPtr reply(static_cast<redisReply*>(raw));
-    if (reply->type == REDIS_REPLY_ERROR) return absl::StrCat("redis: ", reply->str);
-    if (values.empty() && (reply->type != REDIS_REPLY_STRING || reply->len != expect_len)) {
-      return "redis: GET returned the wrong value";
-    }
-  }
-  return "";
-}
+std::string Text(const absl::Status& s) { return s.ok() ? std::string() : s.ToString(); }
 
 }  // namespace
 
@@ -268,16 +237,8 @@ int RunBenchService(const BenchServiceArgs& args) {
     servers[i].port = *port;
   }
 
-  auto redis_port = FreeLoopbackPort();
-  if (!redis_port.ok()) return Fail(redis_port.status().ToString());
-  auto redis = ChildProcess::Spawn({args.redis_binary, "--port", absl::StrCat(*redis_port),
-                                    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                    "--protected-mode", "no", "--daemonize", "no"},
-                                   dir + "/redis.log");
+  auto redis = StartRedis(args.redis_binary, dir + "/redis.log");
   if (!redis.ok()) return Fail(redis.status().ToString());
-  if (absl::Status s = WaitForTcp(*redis_port, *redis, absl::Seconds(30)); !s.ok()) {
-    return Fail(absl::StrCat("redis-server: ", s.ToString()));
-  }
 
   const int max_threads = *std::max_element(args.concurrency.begin(), args.concurrency.end());
   // One client per thread: one TCP connection per stream.
@@ -293,9 +254,9 @@ int RunBenchService(const BenchServiceArgs& args) {
   }
   std::vector<RedisConn> conns;
   for (int t = 0; t < max_threads; ++t) {
-    RedisConn c(redisConnect("127.0.0.1", *redis_port));
-    if (c == nullptr || c->err) return Fail("cannot connect to redis-server");
-    conns.push_back(std::move(c));
+    auto c = RedisConnect(redis->port);
+    if (!c.ok()) return Fail(c.status().ToString());
+    conns.push_back(std::move(*c));
   }
 
   // Each thread's pages, built once: an operation only changes their block
@@ -312,14 +273,11 @@ int RunBenchService(const BenchServiceArgs& args) {
     if (r->committed_blocks.size() != 1) return "qaqkv: block not committed";
     return "";
   };
+  std::vector<std::string_view> page_views(pages.begin(), pages.end());
   auto redis_put = [&](int t, const qc::BlockKey& key) -> std::string {
     std::vector<std::string> keys;
-    std::vector<const std::string*> values;
-    for (size_t l = 0; l < pages.size(); ++l) {
-      keys.push_back(RedisKey(key, static_cast<int>(l)));
-      values.push_back(&pages[l]);
-    }
-    return RedisPipeline(conns[t].get(), keys, values, 0);
+    for (size_t l = 0; l < pages.size(); ++l) keys.push_back(RedisKey(key, static_cast<int>(l)));
+    return Text(RedisSet(conns[t].get(), keys, page_views));
   };
 
   // The get working set: `working_blocks` blocks in both systems.
@@ -375,7 +333,8 @@ int RunBenchService(const BenchServiceArgs& args) {
             const qc::BlockKey key = Key(1, 0, (i * 7919 + t * 31) % working);
             std::vector<std::string> keys;
             for (size_t l = 0; l < pages.size(); ++l) keys.push_back(RedisKey(key, int(l)));
-            return RedisPipeline(conns[t].get(), keys, {}, pages[0].size());
+            uint64_t got = 0;
+            return Text(RedisGet(conns[t].get(), keys, pages[0].size(), &got));
           }
           // A bounded ring of keys per thread keeps Redis's memory in check;
           // an overwrite costs Redis what a new key does.

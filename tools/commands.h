@@ -129,6 +129,25 @@ struct StatsArgs {
 };
 int RunStats(const StatsArgs& args);
 
+struct ReplayArgs {
+  std::string target = "127.0.0.1:7070";
+  std::string token;
+  std::string trace = "data/mooncake_synthetic_trace.jsonl";
+  int requests = 0;          // 0: all
+  int layers = 4;            // scaled-down geometry of every block
+  int kv_heads = 2;
+  int head_dim = 64;
+  int block_tokens = 512;    // the trace's blocks
+  std::string codec = "qaq";
+  int concurrency = 4;
+  double time_scale = 0;     // 0: as fast as possible; N: timestamps / N
+  uint64_t salt = 0;         // block-key salt; 0: a fresh one (cold cache)
+  bool redis = false;        // replay against Redis 7 too
+  std::string redis_binary = "redis-server";
+  std::string format = "table";
+};
+int RunReplay(const ReplayArgs& args);
+
 // The default comparison set of `qaqkv eval` and `qaqkv bench codec`.
 std::vector<std::string> DefaultCodecs();
 

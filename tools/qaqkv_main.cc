@@ -139,6 +139,27 @@ int main(int argc, char** argv) {
   add_conn(st, stats.conn);
   st->add_option("--format", stats.format, "table, csv or json")->default_val("table");
 
+  qaqkv::tools::ReplayArgs replay;
+  CLI::App* rp = app.add_subcommand("replay", "Replay a request trace against a server (and Redis)");
+  rp->add_option("--target", replay.target, "qaqkv-server address")->default_val("127.0.0.1:7070");
+  rp->add_option("--token", replay.token, "bearer token")->envname("QAQKV_TOKEN");
+  rp->add_option("--trace", replay.trace, "JSONL trace (Mooncake format)")
+      ->default_val("data/mooncake_synthetic_trace.jsonl");
+  rp->add_option("--requests", replay.requests, "first N requests (0: all)")->default_val(0);
+  rp->add_option("--layers", replay.layers, "layers per block")->default_val(4);
+  rp->add_option("--kv-heads", replay.kv_heads, "KV heads")->default_val(2);
+  rp->add_option("--head-dim", replay.head_dim, "head dimension")->default_val(64);
+  rp->add_option("--block-tokens", replay.block_tokens, "tokens per block")->default_val(512);
+  rp->add_option("--codec", replay.codec, "codec of the pages")->default_val("qaq");
+  rp->add_option("--concurrency", replay.concurrency, "requests in flight")->default_val(4);
+  rp->add_option("--time-scale", replay.time_scale, "replay timestamps divided by this (0: no waits)")
+      ->default_val(0);
+  rp->add_option("--salt", replay.salt, "block-key salt (0: fresh, a cold cache)")->default_val(0);
+  rp->add_flag("--redis", replay.redis, "also replay against a redis-server started here");
+  rp->add_option("--redis-binary", replay.redis_binary, "redis-server to start")
+      ->default_val("redis-server");
+  rp->add_option("--format", replay.format, "table, csv or json")->default_val("table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -146,6 +167,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   if (dm->parsed()) return qaqkv::tools::RunDemo(demo);
+  if (rp->parsed()) return qaqkv::tools::RunReplay(replay);
   if (pt->parsed()) return qaqkv::tools::RunPut(put);
   if (gt->parsed()) return qaqkv::tools::RunGet(get);
   if (lk->parsed()) return qaqkv::tools::RunLookup(lookup);

@@ -1,0 +1,48 @@
+// Redis 7 as the baseline the service is measured against (`qaqkv bench
+// service`, `qaqkv replay`): a redis-server started on loopback with no
+// persistence, and pipelined commands over hiredis connections.
+#ifndef QAQKV_TOOLS_INTERNAL_REDIS_H_
+#define QAQKV_TOOLS_INTERNAL_REDIS_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "tools/internal/child_process.h"
+
+struct redisContext;
+
+namespace qaqkv::tools {
+
+struct RedisFree {
+  void operator()(redisContext* c) const;
+};
+using RedisConn = std::unique_ptr<redisContext, RedisFree>;
+
+struct RedisServer {
+  ChildProcess process;
+  int port = 0;
+};
+
+// Starts `binary` on a free loopback port with `--save '' --appendonly no`
+// and waits until it accepts connections. Its output goes to `log_path`.
+absl::StatusOr<RedisServer> StartRedis(const std::string& binary, const std::string& log_path);
+
+absl::StatusOr<RedisConn> RedisConnect(int port);
+
+// Pipelined SET of keys[i] = values[i].
+absl::Status RedisSet(redisContext* c, std::span<const std::string> keys,
+                      std::span<const std::string_view> values);
+// Pipelined GET of every key; each must exist and, when expect_len > 0,
+// hold that many bytes. Adds the bytes read to *bytes.
+absl::Status RedisGet(redisContext* c, std::span<const std::string> keys, size_t expect_len,
+                      uint64_t* bytes);
+// Pipelined EXISTS: how many leading keys exist.
+absl::StatusOr<size_t> RedisExistingPrefix(redisContext* c, std::span<const std::string> keys);
+
+}  // namespace qaqkv::tools
+
+#endif  // QAQKV_TOOLS_INTERNAL_REDIS_H_
