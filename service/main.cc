@@ -42,6 +42,7 @@ ABSL_FLAG(std::string, metrics_listen, "", "host:port of the Prometheus /metrics
 ABSL_FLAG(std::string, max_message_bytes, "64MiB", "largest gRPC message accepted or sent");
 ABSL_FLAG(std::string, tenant_quota_bytes, "0", "page bytes each tenant may keep (0: no quota)");
 ABSL_FLAG(int, tenant_max_streams, 64, "open PutPages/GetPages streams per tenant (0: no limit)");
+ABSL_FLAG(int, store_threads, 4, "threads running PutPages' RocksDB writes off gRPC's threads");
 ABSL_FLAG(int64_t, block_ttl_ms, 0, "expire committed blocks no session references, unread this long (0: never)");
 ABSL_FLAG(int64_t, abandoned_block_ms, 600000, "reclaim incomplete blocks untouched this long");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
@@ -130,7 +131,7 @@ bool CheckTypedFlags(const std::vector<std::string>& args) {
     bool ok = true;
     if (is_bool) {
       ok = Check<bool>(name, value);
-    } else if (name == "tenant_max_streams") {
+    } else if (name == "tenant_max_streams" || name == "store_threads") {
       ok = Check<int>(name, value);
     } else if (name == "block_ttl_ms" || name == "abandoned_block_ms") {
       ok = Check<int64_t>(name, value);
@@ -237,6 +238,7 @@ int main(int argc, char** argv) {
   o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.tenant_max_streams = absl::GetFlag(FLAGS_tenant_max_streams);
+  o.store_threads = absl::GetFlag(FLAGS_store_threads);
 
   auto server = qaqkv::service::Server::Start(o);
   if (!server.ok()) return Fail(server.status().ToString());

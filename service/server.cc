@@ -21,6 +21,7 @@
 #include "proto/wire.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
 #include "service/auth.h"
+#include "service/internal/store_executor.h"
 #include "service/metrics.h"
 #include "service/validate.h"
 #include "storage/internal/mutex.h"
@@ -112,6 +113,9 @@ class KvCacheService final
 
   storage::TieredStore& store() { return *store_; }
   size_t get_message_bytes() const { return get_message_bytes_; }
+  // Where PutPages writes run; null: on gRPC's thread (memory-only).
+  internal::StoreExecutor* store_executor() const { return store_executor_; }
+  void set_store_executor(internal::StoreExecutor* e) { store_executor_ = e; }
   Metrics& metrics() { return *metrics_; }
 
   // Runs a unary handler: authenticate, run `fn(tenant)`, record, finish.
@@ -335,6 +339,7 @@ class KvCacheService final
   Metrics* const metrics_;
   const int tenant_max_streams_;
   const size_t get_message_bytes_;  // page bytes per GetPages message
+  internal::StoreExecutor* store_executor_ = nullptr;
   Mutex streams_mu_;
   absl::flat_hash_map<std::string, int> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
@@ -389,12 +394,13 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
       End(absl::OkStatus());
       return;
     }
-    if (absl::Status s = Process(); !s.ok()) {
-      End(s);
+    if (internal::StoreExecutor* executor = service_->store_executor()) {
+      // Off gRPC's thread: the write may wait on RocksDB. The task's last
+      // act is StartRead or Finish; after it, OnDone may delete `this`.
+      executor->Submit([this] { Step(); });
       return;
     }
-    req_.Clear();
-    StartRead(&req_);
+    Step();
   }
 
   void OnDone() override { delete this; }
@@ -403,6 +409,16 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
   void End(absl::Status s) {
     final_ = s;
     Finish(ToGrpc(s));
+  }
+
+  // Stores the message just read, then reads the next one (or ends).
+  void Step() {
+    if (absl::Status s = Process(); !s.ok()) {
+      End(s);
+      return;
+    }
+    req_.Clear();
+    StartRead(&req_);
   }
 
   absl::Status Process() {
@@ -667,6 +683,8 @@ class Server::Impl {
  public:
   ServerOptions options;
   std::unique_ptr<storage::TieredStore> store;
+  // Declared after the store: destroyed (drained) before it.
+  std::unique_ptr<internal::StoreExecutor> store_executor;
   std::unique_ptr<TokenMap> tokens;
   Metrics metrics;
   std::unique_ptr<KvCacheService> service;
@@ -761,6 +779,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                                                    options.max_message_bytes,
                                                    " is below 1 MiB (1048576)"));
   }
+  if (options.store_threads < 1 || options.store_threads > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--store-threads: ", options.store_threads, " is outside 1..256"));
+  }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key: give both or neither");
   }
@@ -802,6 +824,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                                                    &impl->metrics, options.tenant_max_streams,
                                                    options.max_message_bytes);
 
+  if (!options.store.memory_only) {
+    impl->store_executor = std::make_unique<internal::StoreExecutor>(options.store_threads);
+    impl->service->set_store_executor(impl->store_executor.get());
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -846,6 +872,8 @@ absl::Status Server::Shutdown(absl::Duration drain) {
     impl_->http->stop();
     if (impl_->http_thread.joinable()) impl_->http_thread.join();
   }
+  // Every stream has finished (or was cancelled), so no write is queued.
+  impl_->store_executor.reset();
   absl::Status flushed = impl_->store->disk().Flush();
   impl_->grpc_server.reset();
   impl_->service.reset();

@@ -24,6 +24,9 @@ struct ServerOptions {
   std::string metrics_listen;      // "host:port" for /metrics; empty: off
   int max_message_bytes = 64 << 20;
   int tenant_max_streams = 64;     // open PutPages/GetPages streams per tenant; 0: no limit
+  // Threads that run PutPages' store writes off gRPC's threads (not used
+  // memory-only).
+  int store_threads = 4;
 };
 
 class Server {
