@@ -125,12 +125,6 @@ qc::BlockKey Key(uint64_t space, uint64_t thread, uint64_t i) {
   return k;
 }
 
-std::string RedisKey(const qc::BlockKey& block, int layer) {
-  std::string k(reinterpret_cast<const char*>(block.data()), block.size());
-  k.push_back(static_cast<char>(layer));
-  return k;
-}
-
 std::string Text(const absl::Status& s) { return s.ok() ? std::string() : s.ToString(); }
 
 }  // namespace
@@ -276,7 +270,7 @@ int RunBenchService(const BenchServiceArgs& args) {
   std::vector<std::string_view> page_views(pages.begin(), pages.end());
   auto redis_put = [&](int t, const qc::BlockKey& key) -> std::string {
     std::vector<std::string> keys;
-    for (size_t l = 0; l < pages.size(); ++l) keys.push_back(RedisKey(key, static_cast<int>(l)));
+    for (size_t l = 0; l < pages.size(); ++l) keys.push_back(RedisPageKey(key, static_cast<int>(l)));
     return Text(RedisSet(conns[t].get(), keys, page_views));
   };
 
@@ -332,7 +326,7 @@ int RunBenchService(const BenchServiceArgs& args) {
           if (is_get) {
             const qc::BlockKey key = Key(1, 0, (i * 7919 + t * 31) % working);
             std::vector<std::string> keys;
-            for (size_t l = 0; l < pages.size(); ++l) keys.push_back(RedisKey(key, int(l)));
+            for (size_t l = 0; l < pages.size(); ++l) keys.push_back(RedisPageKey(key, int(l)));
             uint64_t got = 0;
             return Text(RedisGet(conns[t].get(), keys, pages[0].size(), &got));
           }

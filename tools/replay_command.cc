@@ -98,12 +98,6 @@ qc::BlockKey KeyOf(uint64_t hash_id, uint64_t salt) {
   return k;
 }
 
-std::string RedisKey(const qc::BlockKey& k, int layer) {
-  std::string s(reinterpret_cast<const char*>(k.data()), k.size());
-  s.push_back(static_cast<char>(layer));
-  return s;
-}
-
 // What one replay measured.
 struct Tally {
   std::mutex mu;
@@ -287,7 +281,7 @@ int RunReplay(const ReplayArgs& a) {
       // The lookup asks for each block's last layer: like a committed block,
       // it exists only once the whole block was written.
       std::vector<std::string> last;
-      for (uint64_t h : ids) last.push_back(RedisKey(KeyOf(h, salt), a.layers - 1));
+      for (uint64_t h : ids) last.push_back(RedisPageKey(KeyOf(h, salt), a.layers - 1));
       auto t0 = Clock::now();
       auto n = RedisExistingPrefix(c, last);
       redis_tally.Add(redis_tally.lookup_ms, t0);
@@ -296,7 +290,7 @@ int RunReplay(const ReplayArgs& a) {
       if (*n > 0) {
         std::vector<std::string> keys;
         for (int l = 0; l < a.layers; ++l)  // layer-major, as GetPages sends
-          for (size_t b = 0; b < *n; ++b) keys.push_back(RedisKey(KeyOf(ids[b], salt), l));
+          for (size_t b = 0; b < *n; ++b) keys.push_back(RedisPageKey(KeyOf(ids[b], salt), l));
         uint64_t got = 0;
         t0 = Clock::now();
         absl::Status s = RedisGet(c, keys, 0, &got);
@@ -309,7 +303,7 @@ int RunReplay(const ReplayArgs& a) {
         std::vector<std::string_view> values;
         for (size_t b = *n; b < ids.size(); ++b) {
           for (int l = 0; l < a.layers; ++l) {
-            keys.push_back(RedisKey(KeyOf(ids[b], salt), l));
+            keys.push_back(RedisPageKey(KeyOf(ids[b], salt), l));
             values.push_back(page_views[l]);
           }
         }

@@ -50,6 +50,12 @@ absl::StatusOr<RedisConn> RedisConnect(int port) {
   return c;
 }
 
+std::string RedisPageKey(std::span<const uint8_t, 16> block, int layer) {
+  std::string k(reinterpret_cast<const char*>(block.data()), block.size());
+  k.push_back(static_cast<char>(layer));
+  return k;
+}
+
 absl::Status RedisSet(redisContext* c, std::span<const std::string> keys,
                       std::span<const std::string_view> values) {
   for (size_t i = 0; i < keys.size(); ++i) {

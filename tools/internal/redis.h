@@ -33,6 +33,9 @@ absl::StatusOr<RedisServer> StartRedis(const std::string& binary, const std::str
 
 absl::StatusOr<RedisConn> RedisConnect(int port);
 
+// The Redis key of one page: the 16-byte block key, then the layer byte.
+std::string RedisPageKey(std::span<const uint8_t, 16> block, int layer);
+
 // Pipelined SET of keys[i] = values[i].
 absl::Status RedisSet(redisContext* c, std::span<const std::string> keys,
                       std::span<const std::string_view> values);
