@@ -136,38 +136,17 @@ class KvCacheService final
                                    const v1::LookupRequest* req,
                                    v1::LookupResponse* resp) override {
     return Unary(ctx, Rpc::kLookup, [&](const std::string& tenant, uint64_t&, uint64_t&) {
-      if (req->block_keys_size() > kMaxLookupKeys) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "block_keys: ", req->block_keys_size(), " keys, at most ", kMaxLookupKeys));
+      auto chain = ValidateBlockKeys(req->block_keys(), "block_keys", kMaxLookupKeys);
+      if (!chain.ok()) return chain.status();
+      std::string descriptor;  // empty: any format
+      if (req->has_format()) {
+        auto format = ValidateFormat(req->format(), "format");
+        if (!format.ok()) return format.status();
+        descriptor = std::move(format->descriptor);
       }
-      std::vector<BlockKey> chain;
-      chain.reserve(req->block_keys_size());
-      for (int i = 0; i < req->block_keys_size(); ++i) {
-        auto key = ValidateBlockKey(req->block_keys(i), absl::StrCat("block_keys[", i, "]"));
-        if (!key.ok()) return key.status();
-        chain.push_back(*key);
-      }
-      if (!req->has_format()) {
-        auto n = store_->Lookup(tenant, chain);
-        if (!n.ok()) return n.status();
-        resp->set_committed_prefix(static_cast<uint32_t>(*n));
-        return absl::OkStatus();
-      }
-      auto format = ValidateFormat(req->format(), "format");
-      if (!format.ok()) return format.status();
-      // A block counts only under the same format, so another model's or
-      // codec's pages under a caller-chosen key are never a hit.
-      uint32_t n = 0;
-      for (const BlockKey& key : chain) {
-        auto record = store_->GetBlock(tenant, key);
-        if (!record.ok()) {
-          if (absl::IsNotFound(record.status())) break;
-          return record.status();
-        }
-        if (!record->committed || record->descriptor != format->descriptor) break;
-        ++n;
-      }
-      resp->set_committed_prefix(n);
+      auto n = store_->Lookup(tenant, *chain, descriptor);
+      if (!n.ok()) return n.status();
+      resp->set_committed_prefix(static_cast<uint32_t>(*n));
       return absl::OkStatus();
     });
   }
@@ -185,17 +164,11 @@ class KvCacheService final
     if (!s.has_format()) return absl::InvalidArgumentError("session.format: missing");
     auto format = ValidateFormat(s.format(), "session.format");
     if (!format.ok()) return format.status();
-    if (s.block_keys_size() > static_cast<int>(storage::kMaxSessionBlocks)) {
-      return absl::InvalidArgumentError(absl::StrCat("session.block_keys: ", s.block_keys_size(),
-                                                     " keys, at most ", storage::kMaxSessionBlocks));
-    }
+    auto blocks =
+        ValidateBlockKeys(s.block_keys(), "session.block_keys", storage::kMaxSessionBlocks);
+    if (!blocks.ok()) return blocks.status();
     storage::SessionRecord r;
-    r.blocks.reserve(s.block_keys_size());
-    for (int i = 0; i < s.block_keys_size(); ++i) {
-      auto key = ValidateBlockKey(s.block_keys(i), absl::StrCat("session.block_keys[", i, "]"));
-      if (!key.ok()) return key.status();
-      r.blocks.push_back(*key);
-    }
+    r.blocks = std::move(*blocks);
     const uint64_t block_tokens = format->proto.geometry().block_tokens();
     const uint64_t in_blocks = block_tokens * r.blocks.size();
     if (s.token_count() < in_blocks || s.token_count() - in_blocks >= block_tokens) {
@@ -562,16 +535,9 @@ class GetPagesReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   // before anything is sent: a stream either starts whole or not at all.
   absl::Status Prepare(const v1::GetPagesRequest& req) {
     if (req.block_keys_size() == 0) return absl::InvalidArgumentError("block_keys: empty");
-    if (req.block_keys_size() > kMaxGetPagesKeys) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "block_keys: ", req.block_keys_size(), " keys, at most ", kMaxGetPagesKeys));
-    }
-    keys_.reserve(req.block_keys_size());
-    for (int i = 0; i < req.block_keys_size(); ++i) {
-      auto key = ValidateBlockKey(req.block_keys(i), absl::StrCat("block_keys[", i, "]"));
-      if (!key.ok()) return key.status();
-      keys_.push_back(*key);
-    }
+    auto keys = ValidateBlockKeys(req.block_keys(), "block_keys", kMaxGetPagesKeys);
+    if (!keys.ok()) return keys.status();
+    keys_ = std::move(*keys);
     std::string descriptor;
     uint32_t num_layers = 0;
     for (size_t i = 0; i < keys_.size(); ++i) {

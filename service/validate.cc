@@ -90,6 +90,23 @@ absl::StatusOr<storage::BlockKey> ValidateBlockKey(const std::string& bytes,
   return key;
 }
 
+absl::StatusOr<std::vector<storage::BlockKey>> ValidateBlockKeys(
+    const google::protobuf::RepeatedPtrField<std::string>& keys, std::string_view field,
+    size_t max) {
+  if (static_cast<size_t>(keys.size()) > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(A(field), ": ", keys.size(), " keys, at most ", max));
+  }
+  std::vector<storage::BlockKey> out;
+  out.reserve(keys.size());
+  for (int i = 0; i < keys.size(); ++i) {
+    auto key = ValidateBlockKey(keys.Get(i), absl::StrCat(A(field), "[", i, "]"));
+    if (!key.ok()) return key.status();
+    out.push_back(*key);
+  }
+  return out;
+}
+
 absl::Status ValidatePageBytes(const Format& format, std::string_view data,
                                std::string_view field, uint32_t tokens) {
   if (data.empty()) return absl::InvalidArgumentError(absl::StrCat(A(field), ": empty page"));

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/codec.h"
@@ -38,6 +39,11 @@ absl::StatusOr<v1::BlockFormat> FormatFromDescriptor(std::string_view descriptor
 
 absl::StatusOr<storage::BlockKey> ValidateBlockKey(const std::string& bytes,
                                                    std::string_view field);
+// Every key of a repeated block-key field (at most `max`), named
+// `field[i]` in messages.
+absl::StatusOr<std::vector<storage::BlockKey>> ValidateBlockKeys(
+    const google::protobuf::RepeatedPtrField<std::string>& keys, std::string_view field,
+    size_t max);
 
 // Header, checksum, shape against the geometry (tokens = block_tokens *
 // `stacked_layers`) and codec kind and group against the format.

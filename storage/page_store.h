@@ -65,9 +65,11 @@ class PageStore {
   virtual absl::StatusOr<PageBuffer> GetPage(std::string_view tenant, const BlockKey& block,
                                              uint32_t layer) = 0;
 
-  // How many leading blocks of `chain` are committed for `tenant`.
-  virtual absl::StatusOr<size_t> Lookup(std::string_view tenant,
-                                        std::span<const BlockKey> chain) = 0;
+  // How many leading blocks of `chain` are committed for `tenant` (and,
+  // when `descriptor` is not empty, were written under exactly that
+  // descriptor, so another model's or codec's pages are never a hit).
+  virtual absl::StatusOr<size_t> Lookup(std::string_view tenant, std::span<const BlockKey> chain,
+                                        std::string_view descriptor = {}) = 0;
 
   // The block's record, committed or not; kNotFound when unknown.
   virtual absl::StatusOr<BlockRecord> GetBlock(std::string_view tenant, const BlockKey& block) = 0;

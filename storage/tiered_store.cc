@@ -304,7 +304,8 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
 }
 
 absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
-                                           std::span<const BlockKey> chain) {
+                                           std::span<const BlockKey> chain,
+                                           std::string_view descriptor) {
   if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
   size_t n = 0;
   for (const BlockKey& block : chain) {
@@ -314,6 +315,7 @@ absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
       return record.status();
     }
     if (!record->committed) break;
+    if (!descriptor.empty() && record->descriptor != descriptor) break;
     ++n;
   }
   return n;

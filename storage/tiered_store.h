@@ -67,8 +67,8 @@ class TieredStore final : public PageStore {
   absl::StatusOr<PutPageResult> PutPage(const PutPageRequest& request) override;
   absl::StatusOr<PageBuffer> GetPage(std::string_view tenant, const BlockKey& block,
                                      uint32_t layer) override;
-  absl::StatusOr<size_t> Lookup(std::string_view tenant,
-                                std::span<const BlockKey> chain) override;
+  absl::StatusOr<size_t> Lookup(std::string_view tenant, std::span<const BlockKey> chain,
+                                std::string_view descriptor = {}) override;
   // GetPage without reading the block record first, for a caller that has
   // just checked the block is committed and the layer below its count (the
   // service's GetPages, once per stream rather than once per page). A block

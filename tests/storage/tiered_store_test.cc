@@ -79,6 +79,9 @@ TEST(TieredStoreTest, LookupCountsTheLongestCommittedPrefix) {
   for (uint8_t b : {1, 2, 4}) ASSERT_TRUE(s->PutPage(Req("t", b, 0, 1, p)).ok());
   const BlockKey chain[] = {Block(1), Block(2), Block(3), Block(4)};
   EXPECT_EQ(*s->Lookup("t", chain), 2u);
+  // With a descriptor, only blocks written under it count.
+  EXPECT_EQ(*s->Lookup("t", chain, "geo"), 2u);
+  EXPECT_EQ(*s->Lookup("t", chain, "other"), 0u);
   // Another tenant sees nothing, with the same answer as a miss.
   EXPECT_EQ(*s->Lookup("u", chain), 0u);
   EXPECT_EQ(s->GetPage("u", Block(1), 0).status().code(), absl::StatusCode::kNotFound);
