@@ -56,13 +56,6 @@ struct RunResult {
   std::string error;
 };
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
-}
-
 // Runs `op(thread, i)` on `threads` threads for `seconds`, after a short
 // warm-up that is not counted.
 template <typename Op>

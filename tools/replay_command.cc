@@ -118,12 +118,6 @@ struct Tally {
   }
 };
 
-double Pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
-}
-
 // Runs `one(request index, worker)` for every request on `workers` threads,
 // in trace order, each no earlier than its timestamp / time_scale (when
 // time_scale > 0).
@@ -323,8 +317,8 @@ int RunReplay(const ReplayArgs& a) {
     report.Add({{name}, {int64_t(trace->size())}, {int64_t(t.blocks.load())},
                 {t.blocks ? double(t.hit_blocks) / t.blocks : 0.0, 4}, {ideal, 4},
                 {t.bytes_put / double(1 << 30), 3}, {t.bytes_got / double(1 << 30), 3},
-                {Pct(t.lookup_ms, 0.5), 3}, {Pct(t.lookup_ms, 0.99), 3}, {Pct(t.get_ms, 0.5), 3},
-                {Pct(t.get_ms, 0.99), 3}, {Pct(t.put_ms, 0.5), 3}, {Pct(t.put_ms, 0.99), 3},
+                {Percentile(t.lookup_ms, 0.5), 3}, {Percentile(t.lookup_ms, 0.99), 3}, {Percentile(t.get_ms, 0.5), 3},
+                {Percentile(t.get_ms, 0.99), 3}, {Percentile(t.put_ms, 0.5), 3}, {Percentile(t.put_ms, 0.99), 3},
                 {t.seconds, 2}, {int64_t(t.errors.load())}});
   };
   row("qaqkv", ours);

@@ -2,10 +2,6 @@
 // a real RocksDB in a temporary directory): offload and load, block keys and
 // Lookup, sessions with tails, retries across a server restart, auth, and
 // many threads sharing one Client.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -22,6 +18,7 @@
 #include "kernels/internal/half.h"
 #include "qaqkv/client.h"
 #include "tests/service/server_process.h"
+#include "tools/internal/child_process.h"
 
 namespace qaqkv::client {
 namespace {
@@ -92,18 +89,6 @@ std::vector<int32_t> Tokens(int n, int seed) {
   std::vector<int32_t> t(n);
   for (int i = 0; i < n; ++i) t[i] = (i * 7 + seed * 131) % 32000;
   return t;
-}
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 std::unique_ptr<Client> Connect(const std::string& target, const std::string& token = "") {
@@ -316,8 +301,9 @@ TEST_F(ClientServerTest, SixteenThreadsShareOneClient) {
 // is down succeeds once it is back, and the data survived the restart.
 TEST(ClientRetryTest, CallSpanningARestartSucceeds) {
   ServerProcess server;
-  const int port = FreePort();
-  auto started = server.Start({absl::StrCat("--listen=127.0.0.1:", port)});
+  const absl::StatusOr<int> port = tools::FreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  auto started = server.Start({absl::StrCat("--listen=127.0.0.1:", *port)});
   ASSERT_TRUE(started.ok()) << started.status();
   ClientOptions o;
   o.target = server.target();

@@ -109,4 +109,10 @@ void Progress::Update(int64_t done, int64_t total) {
   drawn_ = true;
 }
 
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[std::min(values.size() - 1, static_cast<size_t>(p * (values.size() - 1) + 0.5))];
+}
+
 }  // namespace qaqkv::tools

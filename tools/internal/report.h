@@ -31,6 +31,9 @@ class Report {
   std::vector<std::vector<Cell>> rows_;
 };
 
+// The p-quantile (0..1) of `values`, nearest rank; 0 for none.
+double Percentile(std::vector<double> values, double p);
+
 // A progress bar on stderr, drawn only when stderr is a terminal.
 class Progress {
  public:
