@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "client/internal/client_impl.h"
+#include "proto/wire.h"
 #include "client/internal/host_kv.h"
 #include "client/internal/status_macros.h"
 #include "kernels/codec.h"
@@ -379,17 +380,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
                 static_cast<int>(std::max<int64_t>(20, Ms(options.retry.initial_backoff))));
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                 static_cast<int>(std::max<int64_t>(100, Ms(options.retry.max_backoff))));
+    for (const wire::ChannelArg& arg : wire::kPageStreamChannelArgs) {
+      args.SetInt(arg.name, arg.value);
+    }
     // Distinct args (and a local pool) keep gRPC from sharing one
     // subchannel, i.e. one TCP connection, between our channels.
-    // Pages are hundreds of KiB: a large HTTP/2 window and frames let a
-    // stream run at memory speed instead of waiting on window updates.
-    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
-    args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
-    // Let a whole message of pages queue for the socket at once.
-    args.SetInt(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
-    args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
-    args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
-    args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
     args.SetInt("qaqkv.channel_index", i);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);

@@ -1,9 +1,13 @@
-// Protobuf wire-format helpers for the two page streams, whose messages the
+// Wire helpers shared by client and server: protobuf wire-format helpers
+// for the two page streams, whose messages the
 // server (GetPages) and the client (PutPages) assemble by hand from slices
 // that reference page buffers, and parse in place. Field numbers and types
-// are those of proto/qaqkv/v1/kvcache.proto.
+// are those of proto/qaqkv/v1/kvcache.proto. Also the transport settings
+// both ends use for those streams.
 #ifndef QAQKV_PROTO_WIRE_H_
 #define QAQKV_PROTO_WIRE_H_
+
+#include <grpc/grpc.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -56,6 +60,25 @@ inline void AppendFormat(std::string& out, const std::string& format_bytes) {
   AppendVarint(out, format_bytes.size());
   out += format_bytes;
 }
+
+// gRPC transport settings for channels that carry page streams, the same on
+// the client's channels and the server. Pages are hundreds of KiB: a large
+// HTTP/2 window and frames let a stream run at memory speed instead of
+// waiting on window updates, a whole message of pages may queue for the
+// socket at once, and sockets are read in large chunks (fewer reads per
+// page). Each was measured with `qaqkv bench service` (docs/performance.md).
+struct ChannelArg {
+  const char* name;
+  int value;
+};
+inline constexpr ChannelArg kPageStreamChannelArgs[] = {
+    {GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20},
+    {GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20},
+    {GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20},
+    {GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20},
+    {GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10},
+    {GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20},
+};
 
 }  // namespace qaqkv::wire
 

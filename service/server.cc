@@ -802,16 +802,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // Pages are incompressible; skip gRPC's compression negotiation costs.
   builder.SetDefaultCompressionAlgorithm(GRPC_COMPRESS_NONE);
-  // Pages are hundreds of KiB: a large HTTP/2 window and frames let a stream
-  // run at memory speed instead of waiting on window updates.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
-  // Read sockets in large chunks: fewer reads per page.
-  // Let a whole message of pages queue for the socket at once.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
-  builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
-  builder.AddChannelArgument(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
-  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
+  for (const wire::ChannelArg& arg : wire::kPageStreamChannelArgs) {
+    builder.AddChannelArgument(arg.name, arg.value);
+  }
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
