@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "kernels/internal/encode_plan.h"
 #include "kernels/internal/fast.h"
 #include "kernels/internal/half.h"
 #include "kernels/internal/page_format.h"
@@ -186,6 +187,97 @@ std::vector<double> KeyE(const CodecConfig& c, const PageShape& s, const QaqSide
 
 }  // namespace
 
+namespace internal {
+
+absl::Status ValidateEncodeArgs(const CodecConfig& config, const PageShape& shape,
+                                const QaqSideInputs& side) {
+  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
+  if (absl::Status s = ValidateShape(shape); !s.ok()) return s;
+  const bool qaq = config.kind == CodecKind::kQaq;
+  if (side.context_tokens < 0) {
+    return absl::InvalidArgumentError("side.context_tokens: must be >= 0");
+  }
+  if (qaq && !side.attention.empty() &&
+      side.attention.size() != size_t(shape.tokens) * shape.kv_heads) {
+    return absl::InvalidArgumentError(absl::StrCat("side.attention: ", side.attention.size(),
+                                                   " values, expected tokens*kv_heads = ",
+                                                   int64_t{shape.tokens} * shape.kv_heads));
+  }
+  if (qaq && !side.q2.empty() && side.q2.size() != size_t(shape.kv_heads)) {
+    return absl::InvalidArgumentError(absl::StrCat("side.q2: ", side.q2.size(),
+                                                   " values, expected kv_heads = ", shape.kv_heads));
+  }
+  if (qaq) {
+    for (float a : side.attention) {
+      if (std::isnan(a) || a > 1.0f) {
+        return absl::InvalidArgumentError("side.attention: values must be <= 1 (or negative for unseen)");
+      }
+    }
+    for (float q : side.q2) {
+      if (!(q > 0) || !std::isfinite(q)) {
+        return absl::InvalidArgumentError("side.q2: values must be finite and > 0");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape) {
+  PageHeader header;
+  header.kind = config.kind;
+  header.tokens = static_cast<uint32_t>(shape.tokens);
+  header.kv_heads = static_cast<uint16_t>(shape.kv_heads);
+  header.head_dim = static_cast<uint16_t>(shape.head_dim);
+  if (config.kind != CodecKind::kKivi2 && config.kind != CodecKind::kFp16 &&
+      config.group == GroupLevel::kLayer) {
+    header.flags |= kFlagLayerGroups;
+  }
+  if (config.key_channel_scale) header.flags |= kFlagKeyChannelScale;
+  if (config.key_channel_center) header.flags |= kFlagKeyChannelCenter;
+  if (config.kind == CodecKind::kKivi2) {
+    header.kivi_group = static_cast<uint16_t>(config.kivi_group);
+    header.kivi_residual = static_cast<uint32_t>(std::min(config.kivi_residual, shape.tokens));
+  }
+  const int group_size = config.group == GroupLevel::kLayer ? shape.kv_heads * shape.head_dim
+                                                            : shape.head_dim;
+  header.outliers = static_cast<uint16_t>(OutliersPerSide(config, group_size));
+  return header;
+}
+
+void FillGroupE(const CodecConfig& config, const PageShape& shape, const QaqSideInputs& side,
+                bool keys, TensorTask& task) {
+  const int64_t T = side.context_tokens > 0 ? side.context_tokens : shape.tokens;
+  const int64_t G = task.geo.groups();
+  task.group_e.resize(G);
+  const bool layer = config.group == GroupLevel::kLayer;
+  if (keys) {
+    const std::vector<double> e = KeyE(config, shape, side, T, task.channel_scale);
+    const float emin = static_cast<float>(*std::min_element(e.begin(), e.end()));
+    for (int64_t g = 0; g < G; ++g) {
+      task.group_e[g] = layer ? emin : static_cast<float>(e[g % shape.kv_heads]);
+    }
+  } else {
+    const float ev = static_cast<float>(kSqrt12 * config.sigma_x / std::sqrt(double(T)));
+    for (int64_t g = 0; g < G; ++g) {
+      float a = 1.0f;
+      if (!side.attention.empty()) {
+        if (layer) {
+          a = 0;
+          for (int h = 0; h < shape.kv_heads; ++h) {
+            const float ah = side.attention[size_t(g) * shape.kv_heads + h];
+            a = (a < 0 || ah < 0) ? -1.0f : std::max(a, ah);
+          }
+        } else {
+          a = side.attention[size_t(g)];  // head-level g = t * kv_heads + h
+        }
+      }
+      task.group_e[g] = ValueE(ev, a);
+    }
+  }
+}
+
+}  // namespace internal
+
 std::string_view CodecKindName(CodecKind kind) {
   switch (kind) {
     case CodecKind::kFp16: return "fp16";
@@ -269,57 +361,14 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
 absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const PageShape& shape,
                                                 TensorView k, TensorView v,
                                                 const QaqSideInputs& side, Backend backend) {
+  // Same order of checks as before the plan was shared: config, shape, views, side.
   if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
   if (absl::Status s = ValidateShape(shape); !s.ok()) return s;
   if (absl::Status s = ValidateView(k.data, k.dtype, k.layout, "k"); !s.ok()) return s;
   if (absl::Status s = ValidateView(v.data, v.dtype, v.layout, "v"); !s.ok()) return s;
+  if (absl::Status s = internal::ValidateEncodeArgs(config, shape, side); !s.ok()) return s;
   const bool qaq = config.kind == CodecKind::kQaq;
-  const int64_t T = side.context_tokens > 0 ? side.context_tokens : shape.tokens;
-  if (side.context_tokens < 0) {
-    return absl::InvalidArgumentError("side.context_tokens: must be >= 0");
-  }
-  if (qaq && !side.attention.empty() &&
-      side.attention.size() != size_t(shape.tokens) * shape.kv_heads) {
-    return absl::InvalidArgumentError(absl::StrCat("side.attention: ", side.attention.size(),
-                                                   " values, expected tokens*kv_heads = ",
-                                                   int64_t{shape.tokens} * shape.kv_heads));
-  }
-  if (qaq && !side.q2.empty() && side.q2.size() != size_t(shape.kv_heads)) {
-    return absl::InvalidArgumentError(absl::StrCat("side.q2: ", side.q2.size(),
-                                                   " values, expected kv_heads = ", shape.kv_heads));
-  }
-  if (qaq) {
-    for (float a : side.attention) {
-      if (std::isnan(a) || a > 1.0f) {
-        return absl::InvalidArgumentError("side.attention: values must be <= 1 (or negative for unseen)");
-      }
-    }
-    for (float q : side.q2) {
-      if (!(q > 0) || !std::isfinite(q)) {
-        return absl::InvalidArgumentError("side.q2: values must be finite and > 0");
-      }
-    }
-  }
-
-  internal::PageHeader header;
-  header.kind = config.kind;
-  header.tokens = static_cast<uint32_t>(shape.tokens);
-  header.kv_heads = static_cast<uint16_t>(shape.kv_heads);
-  header.head_dim = static_cast<uint16_t>(shape.head_dim);
-  if (config.kind != CodecKind::kKivi2 && config.kind != CodecKind::kFp16 &&
-      config.group == GroupLevel::kLayer) {
-    header.flags |= internal::kFlagLayerGroups;
-  }
-  if (config.key_channel_scale) header.flags |= internal::kFlagKeyChannelScale;
-  if (config.key_channel_center) header.flags |= internal::kFlagKeyChannelCenter;
-  if (config.kind == CodecKind::kKivi2) {
-    header.kivi_group = static_cast<uint16_t>(config.kivi_group);
-    header.kivi_residual = static_cast<uint32_t>(std::min(config.kivi_residual, shape.tokens));
-  }
-  const int group_size = config.group == GroupLevel::kLayer ? shape.kv_heads * shape.head_dim
-                                                            : shape.head_dim;
-  header.outliers = static_cast<uint16_t>(OutliersPerSide(config, group_size));
-
+  internal::PageHeader header = internal::MakePageHeader(config, shape);
   const bool use_fast = backend != Backend::kReference && internal::FastPathSupports(header);
   std::vector<uint8_t> page;
   size_t section_bytes[2] = {0, 0};
@@ -407,35 +456,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
             }
         x = scaled.data();
       }
-      if (qaq) {
-        const int64_t G = task.geo.groups();
-        task.group_e.resize(G);
-        const bool layer = config.group == GroupLevel::kLayer;
-        if (keys) {
-          const std::vector<double> e = KeyE(config, shape, side, T, task.channel_scale);
-          const float emin = static_cast<float>(*std::min_element(e.begin(), e.end()));
-          for (int64_t g = 0; g < G; ++g) {
-            task.group_e[g] = layer ? emin : static_cast<float>(e[g % shape.kv_heads]);
-          }
-        } else {
-          const float ev = static_cast<float>(kSqrt12 * config.sigma_x / std::sqrt(double(T)));
-          for (int64_t g = 0; g < G; ++g) {
-            float a = 1.0f;
-            if (!side.attention.empty()) {
-              if (layer) {
-                a = 0;
-                for (int h = 0; h < shape.kv_heads; ++h) {
-                  const float ah = side.attention[size_t(g) * shape.kv_heads + h];
-                  a = (a < 0 || ah < 0) ? -1.0f : std::max(a, ah);
-                }
-              } else {
-                a = side.attention[size_t(g)];  // head-level g = t * kv_heads + h
-              }
-            }
-            task.group_e[g] = internal::ValueE(ev, a);
-          }
-        }
-      }
+      if (qaq) internal::FillGroupE(config, shape, side, keys, task);
       internal::TensorEncoding& enc = encs[which];
       if (use_fast) {
         if (absl::Status s = internal::EncodeTensorFast(task, in, enc); !s.ok()) {

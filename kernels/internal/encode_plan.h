@@ -1,0 +1,31 @@
+// What every encoder backend (CPU reference, CPU fast path, CUDA) derives from
+// EncodePage's arguments before it touches a tensor: the argument checks, the
+// page header and QAQ's per-group error targets. One implementation, so the
+// backends cannot disagree on them.
+#ifndef QAQKV_KERNELS_INTERNAL_ENCODE_PLAN_H_
+#define QAQKV_KERNELS_INTERNAL_ENCODE_PLAN_H_
+
+#include "absl/status/status.h"
+#include "kernels/codec.h"
+#include "kernels/internal/page_format.h"
+#include "kernels/internal/tensor_codec.h"
+
+namespace qaqkv::internal {
+
+// Checks config, shape and side inputs (not the tensor views): the same
+// kInvalidArgument errors, with the same messages, as EncodePage.
+absl::Status ValidateEncodeArgs(const CodecConfig& config, const PageShape& shape,
+                                const QaqSideInputs& side);
+
+// The page header for `config` and `shape`; k_bytes and v_bytes are left 0.
+PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape);
+
+// QAQ only: fills task.group_e (sqrt(12) * sigma per group, negative for
+// b_max) for the keys or the values. Key targets account for
+// task.channel_scale when it is set, so it must be filled first.
+void FillGroupE(const CodecConfig& config, const PageShape& shape, const QaqSideInputs& side,
+                bool keys, TensorTask& task);
+
+}  // namespace qaqkv::internal
+
+#endif  // QAQKV_KERNELS_INTERNAL_ENCODE_PLAN_H_
