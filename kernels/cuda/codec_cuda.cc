@@ -1,0 +1,579 @@
+#include "kernels/cuda/codec_cuda.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_raii.h"
+#include "kernels/cuda/internal/launch.h"
+#include "kernels/internal/encode_plan.h"
+#include "kernels/internal/page_format.h"
+#include "kernels/internal/tensor_codec.h"
+
+namespace qaqkv::cuda {
+
+namespace ci = ::qaqkv::cuda_internal;
+namespace qi = ::qaqkv::internal;
+
+struct DevicePage::State {
+  DeviceBuffer bytes;
+  qi::PageHeader header;
+  size_t body_bytes = 0;        // header + sections
+  bool has_checksum = false;    // uploaded pages carry theirs
+  bool valid = false;
+  ci::SectionLayout layout[2];
+  uint64_t n_exact[2] = {0, 0};
+};
+
+DevicePage::DevicePage() : state_(std::make_unique<State>()) {}
+DevicePage::~DevicePage() = default;
+DevicePage::DevicePage(DevicePage&&) noexcept = default;
+DevicePage& DevicePage::operator=(DevicePage&&) noexcept = default;
+const uint8_t* DevicePage::data() const { return state_->bytes.as<const uint8_t>(); }
+size_t DevicePage::page_bytes() const {
+  return state_->valid ? state_->body_bytes + qi::kChecksumBytes : 0;
+}
+PageShape DevicePage::shape() const {
+  const qi::PageHeader& h = state_->header;
+  return PageShape{static_cast<int>(h.tokens), h.kv_heads, h.head_dim};
+}
+
+namespace {
+
+// Scratch of one tensor (K or V); grown to the largest page seen.
+struct TensorWork {
+  DeviceBuffer group_e, info, count, scanned, scan_temp, code_words;
+};
+
+ci::Geo ToGeo(const qi::GroupGeometry& g) {
+  ci::Geo o;
+  switch (g.kind) {
+    case qi::GroupGeometry::Kind::kHead: o.kind = ci::kGeoHead; break;
+    case qi::GroupGeometry::Kind::kLayer: o.kind = ci::kGeoLayer; break;
+    case qi::GroupGeometry::Kind::kKiviKey: o.kind = ci::kGeoKiviKey; break;
+    case qi::GroupGeometry::Kind::kKiviValue: o.kind = ci::kGeoKiviValue; break;
+  }
+  o.tokens = g.tokens;
+  o.kv_heads = g.kv_heads;
+  o.head_dim = g.head_dim;
+  o.quant_tokens = g.quant_tokens;
+  o.kivi_group = g.kivi_group;
+  o.groups = g.groups();
+  return o;
+}
+
+ci::TensorParams ToParams(const qi::TensorTask& t) {
+  ci::TensorParams p;
+  p.geo = ToGeo(t.geo);
+  p.outliers = t.outliers;
+  p.index_bytes = qi::OutlierIndexBytes(t.geo.MaxGroupSize());
+  p.variable_widths = t.variable_widths ? 1 : 0;
+  p.fixed_bits = t.fixed_bits;
+  p.b_min = t.b_min;
+  p.b_max = t.b_max;
+  return p;
+}
+
+// Region offsets of a section that starts at `base` (page-format.md,
+// "Section"); the same sums as SectionSize on the CPU.
+ci::SectionLayout LayoutSection(uint64_t base, const qi::TensorTask& t, const ci::GroupCount& total) {
+  const uint64_t G = t.geo.groups(), quant = G - total.exact;
+  const uint64_t per_group = 2 * uint64_t(t.outliers);
+  const uint64_t H = t.geo.kv_heads, D = t.geo.head_dim;
+  ci::SectionLayout l;
+  uint64_t off = base + 4;
+  l.exact_list = off;
+  off += 4 * total.exact;
+  l.widths = off;
+  if (t.variable_widths) off += (G + 1) / 2;
+  l.lo = off;
+  off += 2 * quant;
+  l.step = off;
+  off += 2 * quant;
+  l.outlier_values = off;
+  off += 2 * quant * per_group;
+  l.outlier_index = off;
+  off += uint64_t(qi::OutlierIndexBytes(t.geo.MaxGroupSize())) * quant * per_group;
+  l.exact_values = off;
+  off += 2 * total.exact_values;
+  l.codes = off;
+  off += (total.code_bits + 7) / 8;
+  l.residual = off;
+  off += 2 * H * uint64_t(t.geo.tokens - t.geo.quant_tokens) * D;
+  l.end = off;
+  return l;
+}
+
+absl::Status CheckView(const void* data, DType dtype, Layout layout, const char* name) {
+  if (data == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ".data: null"));
+  if (dtype != DType::kF16 && dtype != DType::kBF16 && dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".dtype: unknown"));
+  }
+  if (layout != Layout::kNHD && layout != Layout::kHND) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".layout: unknown"));
+  }
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, data) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return absl::InvalidArgumentError(absl::StrCat(name, ".data: not a CUDA pointer"));
+  }
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".data: not device memory"));
+  }
+  return absl::OkStatus();
+}
+
+ci::InView ToInView(const TensorView& t) {
+  return ci::InView{t.data, static_cast<int32_t>(t.dtype), static_cast<int32_t>(t.layout)};
+}
+
+constexpr unsigned long long kNoBadIndex = ~0ull;
+
+absl::Status RangeError(const char* name, unsigned long long idx, const PageShape& s) {
+  const int64_t d = idx % s.head_dim, t = idx / s.head_dim % s.tokens,
+                h = idx / s.head_dim / s.tokens;
+  return absl::InvalidArgumentError(absl::StrCat(name, ": value at token ", t, " head ", h,
+                                                 " channel ", d, " is beyond fp16 range"));
+}
+
+template <typename T>
+void PutLe(uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof(T));  // little-endian host, as the CPU encoder
+}
+
+}  // namespace
+
+struct GpuCodec::Impl {
+  cudaStream_t stream = nullptr;
+  TensorWork work[2];
+  DeviceBuffer bad;           // 2 x u64: first out-of-range canonical index
+  DeviceBuffer block_table;
+  PinnedBuffer totals;        // 2 x GroupCount + 2 x u64, read back mid-encode
+  PinnedBuffer staging;       // page bytes on their way in or out
+  CudaEvent done;             // host waits on it
+  CudaEvent staging_free;     // the last upload from `staging` has finished
+  DevicePage scratch_page;    // for EncodePage / DecodePage
+  bool staging_in_flight = false;
+
+  absl::Status Sync() {
+    QAQKV_CUDA_RETURN_IF_NOT_OK(done.Record(stream));
+    return done.Synchronize();
+  }
+
+  absl::Status GrowScan(TensorWork& w, int64_t groups) {
+    QAQKV_CUDA_RETURN_IF_NOT_OK(w.count.Grow(sizeof(ci::GroupCount) * groups));
+    QAQKV_CUDA_RETURN_IF_NOT_OK(w.scanned.Grow(sizeof(ci::GroupCount) * groups));
+    size_t temp = 0;
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchScan(nullptr, nullptr, groups, nullptr, &temp, stream));
+    return w.scan_temp.Grow(temp);
+  }
+
+  absl::Status Scan(TensorWork& w, int64_t groups) {
+    size_t temp = w.scan_temp.size();
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchScan(w.count.as<ci::GroupCount>(),
+                                              w.scanned.as<ci::GroupCount>(), groups,
+                                              w.scan_temp.data(), &temp, stream));
+    return absl::OkStatus();
+  }
+};
+
+GpuCodec::GpuCodec(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GpuCodec::~GpuCodec() = default;
+cudaStream_t GpuCodec::stream() const { return impl_->stream; }
+
+absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(cudaStream_t stream) {
+  if (DeviceCount() == 0) return absl::FailedPreconditionError("cuda: no CUDA device");
+  auto impl = std::make_unique<Impl>();
+  impl->stream = stream;
+  QAQKV_CUDA_RETURN_IF_NOT_OK(impl->bad.Grow(2 * sizeof(unsigned long long)));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(
+      impl->totals.Grow(2 * sizeof(ci::GroupCount) + 2 * sizeof(unsigned long long)));
+  auto done = CudaEvent::Create(/*timing=*/false);
+  if (!done.ok()) return done.status();
+  impl->done = std::move(*done);
+  auto free_ev = CudaEvent::Create(/*timing=*/false);
+  if (!free_ev.ok()) return free_ev.status();
+  impl->staging_free = std::move(*free_ev);
+  return std::unique_ptr<GpuCodec>(new GpuCodec(std::move(impl)));
+}
+
+absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape& shape,
+                                      TensorView k, TensorView v, const QaqSideInputs& side,
+                                      DevicePage* page) {
+  Impl& m = *impl_;
+  // The CPU's checks, in the CPU's order (config and shape, views, side).
+  QAQKV_CUDA_RETURN_IF_NOT_OK(qi::ValidateEncodeArgs(config, shape, {}));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(v.data, v.dtype, v.layout, "v"));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(qi::ValidateEncodeArgs(config, shape, side));
+  if (page == nullptr) return absl::InvalidArgumentError("page: null");
+  if (config.key_channel_scale || config.key_channel_center) {
+    return absl::UnimplementedError(
+        "cuda: qaq-cs / qaq-cc pages are encoded on the CPU (the GPU decodes them)");
+  }
+  DevicePage::State& ps = *page->state_;
+  ps.valid = false;
+  qi::PageHeader header = qi::MakePageHeader(config, shape);
+  const TensorView views[2] = {k, v};
+  const char* names[2] = {"k", "v"};
+  const cudaStream_t stream = m.stream;
+  auto* bad = m.bad.as<unsigned long long>();
+  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(bad, 0xff, 2 * sizeof(unsigned long long), stream));
+  auto* bad_host = reinterpret_cast<unsigned long long*>(m.totals.data() + 2 * sizeof(ci::GroupCount));
+  auto check_range = [&]() -> absl::Status {
+    for (int which = 0; which < 2; ++which) {
+      if (bad_host[which] != kNoBadIndex) return RangeError(names[which], bad_host[which], shape);
+    }
+    return absl::OkStatus();
+  };
+
+  if (config.kind == CodecKind::kFp16) {
+    const uint64_t section = 2 * uint64_t(shape.values());
+    header.k_bytes = header.v_bytes = static_cast<uint32_t>(section);
+    ps.body_bytes = qi::kHeaderBytes + 2 * section;
+    QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(ps.body_bytes + qi::kChecksumBytes));
+    qi::TensorTask task = qi::TaskShape(header, true);
+    const ci::Geo geo = ToGeo(task.geo);
+    for (int which = 0; which < 2; ++which) {
+      QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchStoreFp16(geo, 0, ToInView(views[which]),
+                                                     ps.bytes.as<uint8_t>(),
+                                                     qi::kHeaderBytes + which * section,
+                                                     bad + which, stream));
+    }
+    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bad_host, bad, 2 * sizeof(unsigned long long),
+                                               cudaMemcpyDeviceToHost, stream));
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+    QAQKV_CUDA_RETURN_IF_NOT_OK(check_range());
+    uint8_t hb[qi::kHeaderBytes];
+    qi::WriteHeader(header, hb);
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchWriteBytes(ps.bytes.as<uint8_t>(), hb, sizeof(hb), stream));
+    ps.header = header;
+    ps.has_checksum = false;
+    ps.valid = true;
+    return absl::OkStatus();
+  }
+
+  // Pass 1 (analysis) and the scans of both tensors, then one sync for sizes.
+  qi::TensorTask tasks[2];
+  ci::TensorParams params[2];
+  auto* totals = reinterpret_cast<ci::GroupCount*>(m.totals.data());
+  for (int which = 0; which < 2; ++which) {
+    const bool keys = which == 0;
+    qi::TensorTask& task = tasks[which];
+    task = qi::TaskShape(header, keys);
+    task.b_min = config.b_min;
+    task.b_max = config.b_max;
+    TensorWork& w = m.work[which];
+    const int64_t G = task.geo.groups();
+    params[which] = ToParams(task);
+    if (config.kind == CodecKind::kQaq) {
+      qi::FillGroupE(config, shape, side, keys, task);
+      QAQKV_CUDA_RETURN_IF_NOT_OK(w.group_e.Grow(sizeof(float) * std::max<int64_t>(G, 1)));
+      // Pageable source: the copy has read it by the time the call returns.
+      QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w.group_e.data(), task.group_e.data(),
+                                                 sizeof(float) * G, cudaMemcpyHostToDevice,
+                                                 stream));
+      params[which].group_e = w.group_e.as<float>();
+    }
+    QAQKV_CUDA_RETURN_IF_NOT_OK(w.info.Grow(sizeof(ci::GroupInfo) * std::max<int64_t>(G, 1)));
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.GrowScan(w, std::max<int64_t>(G, 1)));
+    // Worst case: 8 bits per value, plus a word the last code may spill into.
+    QAQKV_CUDA_RETURN_IF_NOT_OK(w.code_words.Grow(4 * (uint64_t(shape.values()) / 4 + 2)));
+    const ci::InView iv = ToInView(views[which]);
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchAnalyze(params[which], iv, w.info.as<ci::GroupInfo>(),
+                                                 w.count.as<ci::GroupCount>(), bad + which,
+                                                 stream));
+    // kivi2's fp16 residual is in no group: check its range here.
+    if (task.geo.quant_tokens < task.geo.tokens) {
+      QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchStoreFp16(params[which].geo, task.geo.quant_tokens, iv,
+                                                     nullptr, 0, bad + which, stream));
+    }
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Scan(w, G));
+    if (G > 0) {
+      QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(totals + which, w.scanned.as<ci::GroupCount>() + (G - 1),
+                                                 sizeof(ci::GroupCount), cudaMemcpyDeviceToHost,
+                                                 stream));
+    }
+  }
+  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bad_host, bad, 2 * sizeof(unsigned long long),
+                                             cudaMemcpyDeviceToHost, stream));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+  QAQKV_CUDA_RETURN_IF_NOT_OK(check_range());
+  for (int which = 0; which < 2; ++which) {
+    if (tasks[which].geo.groups() == 0) totals[which] = ci::GroupCount{0, 0, 0};
+  }
+
+  // Sizes are known: lay out the page and pack both sections.
+  ci::SectionLayout layout[2];
+  layout[0] = LayoutSection(qi::kHeaderBytes, tasks[0], totals[0]);
+  layout[1] = LayoutSection(layout[0].end, tasks[1], totals[1]);
+  const uint64_t k_bytes = layout[0].end - qi::kHeaderBytes, v_bytes = layout[1].end - layout[0].end;
+  if (k_bytes > UINT32_MAX || v_bytes > UINT32_MAX) {
+    return absl::InvalidArgumentError("shape: encoded page would exceed 4 GiB");
+  }
+  header.k_bytes = static_cast<uint32_t>(k_bytes);
+  header.v_bytes = static_cast<uint32_t>(v_bytes);
+  ps.body_bytes = layout[1].end;
+  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(ps.body_bytes + qi::kChecksumBytes));
+  uint8_t* dpage = ps.bytes.as<uint8_t>();
+  for (int which = 0; which < 2; ++which) {
+    TensorWork& w = m.work[which];
+    const ci::GroupCount& total = totals[which];
+    const uint64_t words = (total.code_bits + 31) / 32 + 1;
+    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(w.code_words.data(), 0, 4 * words, stream));
+    const ci::InView iv = ToInView(views[which]);
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchPack(params[which], iv, w.info.as<ci::GroupInfo>(),
+                                              w.count.as<ci::GroupCount>(),
+                                              w.scanned.as<ci::GroupCount>(), layout[which],
+                                              dpage, w.code_words.as<uint32_t>(), stream));
+    const uint64_t code_bytes = (total.code_bits + 7) / 8;
+    if (code_bytes > 0) {
+      QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dpage + layout[which].codes, w.code_words.data(),
+                                                 code_bytes, cudaMemcpyDeviceToDevice, stream));
+    }
+    if (tasks[which].geo.quant_tokens < tasks[which].geo.tokens) {
+      QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchStoreFp16(params[which].geo,
+                                                     tasks[which].geo.quant_tokens, iv, dpage,
+                                                     layout[which].residual, nullptr, stream));
+    }
+    uint8_t count_bytes[4];
+    PutLe(count_bytes, static_cast<uint32_t>(total.exact));
+    QAQKV_CUDA_RETURN_IF_ERROR(
+        ci::LaunchWriteBytes(dpage + layout[which].exact_list - 4, count_bytes, 4, stream));
+  }
+  uint8_t hb[qi::kHeaderBytes];
+  qi::WriteHeader(header, hb);
+  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchWriteBytes(dpage, hb, sizeof(hb), stream));
+  ps.header = header;
+  ps.layout[0] = layout[0];
+  ps.layout[1] = layout[1];
+  ps.n_exact[0] = totals[0].exact;
+  ps.n_exact[1] = totals[1].exact;
+  ps.has_checksum = false;
+  ps.valid = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint8_t>> GpuCodec::Download(const DevicePage& page) {
+  Impl& m = *impl_;
+  const DevicePage::State& ps = *page.state_;
+  if (!ps.valid) return absl::FailedPreconditionError("page: holds no page");
+  const size_t n = ps.has_checksum ? ps.body_bytes + qi::kChecksumBytes : ps.body_bytes;
+  if (m.staging_in_flight) {
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging_free.Synchronize());
+    m.staging_in_flight = false;
+  }
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging.Grow(n));
+  QAQKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(m.staging.data(), ps.bytes.data(), n, cudaMemcpyDeviceToHost, m.stream));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+  std::vector<uint8_t> out(ps.body_bytes + qi::kChecksumBytes);
+  std::memcpy(out.data(), m.staging.data(), n);
+  if (!ps.has_checksum) {
+    const uint64_t sum = qi::PageChecksum(std::span<const uint8_t>(out.data(), ps.body_bytes));
+    qi::PutU64(out.data() + ps.body_bytes, sum);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<uint8_t>> GpuCodec::EncodePage(const CodecConfig& config,
+                                                          const PageShape& shape, TensorView k,
+                                                          TensorView v,
+                                                          const QaqSideInputs& side) {
+  QAQKV_CUDA_RETURN_IF_NOT_OK(EncodeToDevice(config, shape, k, v, side, &impl_->scratch_page));
+  return Download(impl_->scratch_page);
+}
+
+absl::Status GpuCodec::Upload(std::span<const uint8_t> bytes, DevicePage* page) {
+  Impl& m = *impl_;
+  if (page == nullptr) return absl::InvalidArgumentError("page: null");
+  DevicePage::State& ps = *page->state_;
+  ps.valid = false;
+  auto body = qi::VerifyChecksum(bytes);
+  if (!body.ok()) return body.status();
+  auto header = qi::ReadHeader(*body);
+  if (!header.ok()) return header.status();
+  const uint8_t* base = bytes.data();
+  for (int which = 0; which < 2; ++which) {
+    const auto section = which == 0 ? body->subspan(qi::kHeaderBytes, header->k_bytes)
+                                    : body->subspan(qi::kHeaderBytes + header->k_bytes,
+                                                    header->v_bytes);
+    auto view = qi::ParseSection(*header, which == 0, section);
+    if (!view.ok()) return view.status();
+    ci::SectionLayout& l = ps.layout[which];
+    l = ci::SectionLayout{};
+    auto at = [&](std::span<const uint8_t> s) { return uint64_t(s.data() - base); };
+    if (header->kind == CodecKind::kFp16) {
+      l.exact_values = at(view->exact_values);
+      l.end = l.exact_values + view->exact_values.size();
+      ps.n_exact[which] = 0;
+      continue;
+    }
+    l.has_channel_scale = !view->channel_scale.empty();
+    l.has_channel_offset = !view->channel_offset.empty();
+    if (l.has_channel_scale) l.channel_scale = at(view->channel_scale);
+    if (l.has_channel_offset) l.channel_offset = at(view->channel_offset);
+    l.exact_list = at(view->exact_groups);
+    l.widths = view->variable_widths ? at(view->widths) : l.exact_list + view->exact_groups.size();
+    l.lo = at(view->lo);
+    l.step = at(view->step);
+    l.outlier_values = at(view->outlier_values);
+    l.outlier_index = at(view->outlier_index);
+    l.exact_values = at(view->exact_values);
+    l.codes = at(view->codes);
+    l.residual = at(view->residual);
+    l.end = l.residual + view->residual.size();
+    ps.n_exact[which] = static_cast<uint64_t>(view->n_exact);
+  }
+  // Through pinned staging so the copy is asynchronous; the next use of the
+  // staging buffer waits for this copy.
+  if (m.staging_in_flight) {
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging_free.Synchronize());
+    m.staging_in_flight = false;
+  }
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging.Grow(bytes.size()));
+  std::memcpy(m.staging.data(), bytes.data(), bytes.size());
+  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(bytes.size()));
+  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ps.bytes.data(), m.staging.data(), bytes.size(),
+                                             cudaMemcpyHostToDevice, m.stream));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging_free.Record(m.stream));
+  m.staging_in_flight = true;
+  ps.header = *header;
+  ps.body_bytes = body->size();
+  ps.has_checksum = true;
+  ps.valid = true;
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Decode kernels for one tensor into `out`.
+absl::Status DecodeTensor(GpuCodec::Impl& m, const DevicePage::State& ps, int which,
+                          const ci::OutView& out);
+
+}  // namespace
+
+absl::Status GpuCodec::Decode(const DevicePage& page, MutableTensorView k, MutableTensorView v,
+                              const PageShape* expected) {
+  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(v.data, v.dtype, v.layout, "v"));
+  const DevicePage::State& ps = *page.state_;
+  if (!ps.valid) return absl::FailedPreconditionError("page: holds no page");
+  const PageShape shape = page.shape();
+  if (expected != nullptr && (expected->tokens != shape.tokens ||
+                              expected->kv_heads != shape.kv_heads ||
+                              expected->head_dim != shape.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page: shape ", shape.tokens, "x", shape.kv_heads, "x", shape.head_dim,
+        " does not match the expected ", expected->tokens, "x", expected->kv_heads, "x",
+        expected->head_dim));
+  }
+  const MutableTensorView outs[2] = {k, v};
+  for (int which = 0; which < 2; ++which) {
+    ci::OutView o;
+    o.data = outs[which].data;
+    o.dtype = static_cast<int32_t>(outs[which].dtype);
+    o.layout = static_cast<int32_t>(outs[which].layout);
+    QAQKV_CUDA_RETURN_IF_NOT_OK(DecodeTensor(*impl_, ps, which, o));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GpuCodec::DecodePaged(const DevicePage& page, const PagedKvCache& k_cache,
+                                   const PagedKvCache& v_cache,
+                                   std::span<const int32_t> block_table, int first_token) {
+  const DevicePage::State& ps = *page.state_;
+  if (!ps.valid) return absl::FailedPreconditionError("page: holds no page");
+  const PageShape shape = page.shape();
+  const PagedKvCache* caches[2] = {&k_cache, &v_cache};
+  const char* names[2] = {"k_cache", "v_cache"};
+  for (int which = 0; which < 2; ++which) {
+    const PagedKvCache& c = *caches[which];
+    QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(c.data, c.dtype, Layout::kNHD, names[which]));
+    if (c.kv_heads != shape.kv_heads || c.head_dim != shape.head_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          names[which], ": ", c.kv_heads, " heads x ", c.head_dim, " does not match the page's ",
+          shape.kv_heads, " x ", shape.head_dim));
+    }
+    if (c.block_size < 1 || c.num_blocks < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(names[which], ": empty cache"));
+    }
+  }
+  if (k_cache.block_size != v_cache.block_size) {
+    return absl::InvalidArgumentError("v_cache.block_size: differs from k_cache's");
+  }
+  if (first_token < 0) return absl::InvalidArgumentError("first_token: must be >= 0");
+  const int64_t bs = k_cache.block_size;
+  const int64_t last_block = (int64_t{first_token} + shape.tokens - 1) / bs;
+  if (last_block >= static_cast<int64_t>(block_table.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("block_table: ", block_table.size(),
+                                                   " blocks, the page needs ", last_block + 1));
+  }
+  const int num_blocks = std::min(k_cache.num_blocks, v_cache.num_blocks);
+  for (int64_t b = first_token / bs; b <= last_block; ++b) {
+    if (block_table[b] < 0 || block_table[b] >= num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("block_table[", b, "]: block ", block_table[b],
+                                                     " not in [0, ", num_blocks, ")"));
+    }
+  }
+  Impl& m = *impl_;
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.block_table.Grow(sizeof(int32_t) * (last_block + 1)));
+  // Pageable source: read before the call returns; stream order keeps the
+  // previous decode's table alive until it is done.
+  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.block_table.data(), block_table.data(),
+                                             sizeof(int32_t) * (last_block + 1),
+                                             cudaMemcpyHostToDevice, m.stream));
+  for (int which = 0; which < 2; ++which) {
+    ci::OutView o;
+    o.data = caches[which]->data;
+    o.dtype = static_cast<int32_t>(caches[which]->dtype);
+    o.block_table = m.block_table.as<const int32_t>();
+    o.block_size = static_cast<int32_t>(bs);
+    o.first_token = first_token;
+    QAQKV_CUDA_RETURN_IF_NOT_OK(DecodeTensor(m, ps, which, o));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GpuCodec::DecodePage(std::span<const uint8_t> bytes, MutableTensorView k,
+                                  MutableTensorView v, const PageShape* expected) {
+  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(v.data, v.dtype, v.layout, "v"));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(Upload(bytes, &impl_->scratch_page));
+  return Decode(impl_->scratch_page, k, v, expected);
+}
+
+namespace {
+
+absl::Status DecodeTensor(GpuCodec::Impl& m, const DevicePage::State& ps, int which,
+                          const ci::OutView& out) {
+  const qi::PageHeader& h = ps.header;
+  const bool keys = which == 0;
+  const ci::SectionLayout& l = ps.layout[which];
+  const uint8_t* dpage = ps.bytes.as<const uint8_t>();
+  qi::TensorTask task = qi::TaskShape(h, keys);
+  const ci::TensorParams p = ToParams(task);
+  if (h.kind == CodecKind::kFp16) {
+    const uint64_t offset = keys ? qi::kHeaderBytes : qi::kHeaderBytes + h.k_bytes;
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchLoadFp16(p.geo, 0, dpage, offset, out, m.stream));
+    return absl::OkStatus();
+  }
+  TensorWork& w = m.work[which];
+  const int64_t G = p.geo.groups;
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.GrowScan(w, std::max<int64_t>(G, 1)));
+  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchDecodeCount(p, dpage, l, ps.n_exact[which],
+                                                   w.count.as<ci::GroupCount>(), m.stream));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Scan(w, G));
+  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchDecode(p, dpage, l, ps.n_exact[which],
+                                              w.count.as<ci::GroupCount>(),
+                                              w.scanned.as<ci::GroupCount>(), out, m.stream));
+  if (p.geo.quant_tokens < p.geo.tokens) {
+    QAQKV_CUDA_RETURN_IF_ERROR(
+        ci::LaunchLoadFp16(p.geo, p.geo.quant_tokens, dpage, l.residual, out, m.stream));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+}  // namespace qaqkv::cuda

@@ -1,0 +1,115 @@
+// The boundary between the host orchestration (codec_cuda.cc, g++) and the
+// kernels (codec_kernels.cu, nvcc): plain structs passed by value and thin
+// launchers that take raw device pointers and a stream and return the
+// cudaError_t of their launches. No abseil here, so nvcc compiles only what
+// the kernels need.
+#ifndef QAQKV_KERNELS_CUDA_INTERNAL_LAUNCH_H_
+#define QAQKV_KERNELS_CUDA_INTERNAL_LAUNCH_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace qaqkv::cuda_internal {
+
+// GroupGeometry (kernels/internal/page_format.h) as a POD for the device.
+enum GeoKind : int32_t { kGeoHead = 0, kGeoLayer = 1, kGeoKiviKey = 2, kGeoKiviValue = 3 };
+struct Geo {
+  int32_t kind = kGeoHead;
+  int32_t tokens = 0, kv_heads = 0, head_dim = 0;
+  int32_t quant_tokens = 0;
+  int32_t kivi_group = 0;
+  int64_t groups = 0;
+};
+
+// dtype as qaqkv::DType (1 f16, 2 bf16, 3 f32); layout 0 NHD, 1 HND.
+struct InView {
+  const void* data = nullptr;
+  int32_t dtype = 1;
+  int32_t layout = 0;
+};
+// A dense tensor, or (block_table != nullptr) a vLLM paged cache
+// [num_blocks][block_size][kv_heads][head_dim] where page token t lives at
+// sequence position first_token + t.
+struct OutView {
+  void* data = nullptr;
+  int32_t dtype = 1;
+  int32_t layout = 0;
+  const int32_t* block_table = nullptr;  // device
+  int32_t block_size = 0;
+  int32_t first_token = 0;
+};
+
+// Per-group result of the encoder's analysis pass.
+struct GroupInfo {
+  float small_v;  // k-th smallest (value, index): the last low outlier
+  int32_t small_i;
+  float large_v;  // k-th largest of the rest (value desc, index asc)
+  int32_t large_i;
+  uint16_t lo, step;  // fp16
+  uint8_t bits;       // 0..8, or 16 for an exact group
+};
+
+// What a group contributes to the section; scanned (inclusive) over groups so
+// each group finds its offsets.
+struct GroupCount {
+  uint64_t exact;         // 1 if the group is stored exactly
+  uint64_t exact_values;  // its values if exact
+  uint64_t code_bits;     // its code bits if quantized
+};
+
+// Byte offsets (from the page start) of one section's regions.
+struct SectionLayout {
+  uint64_t exact_list = 0, widths = 0, lo = 0, step = 0, outlier_values = 0,
+           outlier_index = 0, exact_values = 0, codes = 0, residual = 0, end = 0;
+  uint64_t channel_scale = 0, channel_offset = 0;
+  bool has_channel_scale = false, has_channel_offset = false;
+};
+
+struct TensorParams {
+  Geo geo;
+  int32_t outliers = 0;  // k per side
+  int32_t index_bytes = 1;
+  int32_t variable_widths = 0;
+  int32_t fixed_bits = 0;
+  int32_t b_min = 0, b_max = 8;
+  const float* group_e = nullptr;  // device, qaq only
+};
+
+// ---- encoder ----
+// Pass 1: per group, finiteness, outliers, range, width, offset and step.
+// A finite value beyond fp16's range lowers *bad_index to its canonical index.
+cudaError_t LaunchAnalyze(const TensorParams& p, InView in, GroupInfo* info, GroupCount* count,
+                          unsigned long long* bad_index, cudaStream_t stream);
+// Inclusive scan of counts (CUB). With temp == nullptr, only sets *temp_bytes.
+cudaError_t LaunchScan(const GroupCount* in, GroupCount* out, int64_t n, void* temp,
+                       size_t* temp_bytes, cudaStream_t stream);
+// Pass 2: writes every region of the section but the exact count into `page`
+// and ORs the codes into the zeroed `code_words`.
+cudaError_t LaunchPack(const TensorParams& p, InView in, const GroupInfo* info,
+                       const GroupCount* count, const GroupCount* scanned,
+                       const SectionLayout& layout, uint8_t* page, uint32_t* code_words,
+                       cudaStream_t stream);
+// fp16 codec and kivi residual: canonical fp16 values of tokens [t0, tokens)
+// (page == nullptr: only the range check; bad_index == nullptr: no check)
+// written at page + offset. Also reports out-of-range values (fp16 codec).
+cudaError_t LaunchStoreFp16(const Geo& geo, int32_t t0, InView in, uint8_t* page, uint64_t offset,
+                            unsigned long long* bad_index, cudaStream_t stream);
+// Copies up to 64 bytes given by value to dst (no host buffer to keep alive).
+cudaError_t LaunchWriteBytes(uint8_t* dst, const uint8_t* bytes, int n, cudaStream_t stream);
+
+// ---- decoder ----
+cudaError_t LaunchDecodeCount(const TensorParams& p, const uint8_t* page,
+                              const SectionLayout& layout, uint64_t n_exact, GroupCount* count,
+                              cudaStream_t stream);
+cudaError_t LaunchDecode(const TensorParams& p, const uint8_t* page, const SectionLayout& layout,
+                         uint64_t n_exact, const GroupCount* count, const GroupCount* scanned,
+                         OutView out, cudaStream_t stream);
+// fp16 values of tokens [t0, tokens) at page + offset into `out`.
+cudaError_t LaunchLoadFp16(const Geo& geo, int32_t t0, const uint8_t* page, uint64_t offset,
+                           OutView out, cudaStream_t stream);
+
+}  // namespace qaqkv::cuda_internal
+
+#endif  // QAQKV_KERNELS_CUDA_INTERNAL_LAUNCH_H_
