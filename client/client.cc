@@ -2,7 +2,11 @@
 // unary calls.
 #include <algorithm>
 #include <climits>
+#include <set>
+#include <thread>
 #include <utility>
+
+#include <grpcpp/impl/client_unary_call.h>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -24,7 +28,37 @@ constexpr size_t kMaxGetKeys = 65536;
 int64_t Ms(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 
 absl::Status ValidateOptions(const ClientOptions& o) {
-  if (o.target.empty()) return absl::InvalidArgumentError("options.target: empty");
+  const int named = !o.target.empty() + !o.servers.empty() + !o.discovery.empty();
+  if (named != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.target: exactly one of target, servers and discovery must be set (", named,
+        " are)"));
+  }
+  for (size_t i = 0; i < o.servers.size(); ++i) {
+    const std::string& s = o.servers[i];
+    if (s.empty() || s.find_first_of(" \t\n,") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.servers[", i, "]: '", s, "' is not a host:port"));
+    }
+  }
+  if (o.replicas < 0 || o.replicas > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.replicas: ", o.replicas, " not in [0, 16]"));
+  }
+  if (o.write_quorum < 0 || o.write_quorum > (o.replicas == 0 ? 2 : o.replicas)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.write_quorum: ", o.write_quorum, " not in [0, replicas ",
+                     o.replicas == 0 ? 2 : o.replicas, "]"));
+  }
+  if (o.replica_deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("options.replica_deadline: must be > 0");
+  }
+  if (o.health_check_interval < absl::Milliseconds(10)) {
+    return absl::InvalidArgumentError("options.health_check_interval: below 10 ms");
+  }
+  if (o.discovery_interval < absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError("options.discovery_interval: below 100 ms");
+  }
   if (!o.tls && (!o.tls_root_certs_pem.empty() || !o.tls_client_cert_pem.empty() ||
                  !o.tls_client_key_pem.empty() || !o.tls_server_name.empty())) {
     return absl::InvalidArgumentError(
@@ -145,16 +179,162 @@ std::string KeyHex(const BlockKey& key) {
 
 // ---- Impl -----------------------------------------------------------------------
 
-Client::Impl::Impl(ClientOptions options, std::vector<std::shared_ptr<grpc::Channel>> channels,
+Client::Impl::Impl(ClientOptions options, std::shared_ptr<grpc::ChannelCredentials> credentials,
                    int threads)
-    : options_(std::move(options)), channels_(std::move(channels)), pool_(threads) {
-  for (const std::shared_ptr<grpc::Channel>& channel : channels_) {
-    stubs_.push_back(v1::KvCache::NewStub(channel));
+    : options_(std::move(options)),
+      credentials_(std::move(credentials)),
+      members_(std::make_shared<internal::Membership>()),
+      pool_(threads),
+      repair_(1) {}
+
+Client::Impl::~Impl() = default;
+
+std::vector<std::shared_ptr<grpc::Channel>> Client::Impl::MakeChannels(
+    const std::string& address) const {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < options_.channels; ++i) {
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+    args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+    if (options_.keepalive_time > absl::ZeroDuration()) {
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(Ms(options_.keepalive_time)));
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+    }
+    // While a channel waits to reconnect, every call on it fails fast with
+    // UNAVAILABLE. gRPC's reconnect backoff starts at 1 s and grows to
+    // 120 s, longer than our whole retry schedule, so a restarted server
+    // would not be found within a call's retries; follow our schedule.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                static_cast<int>(std::max<int64_t>(20, Ms(options_.retry.initial_backoff))));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                static_cast<int>(std::max<int64_t>(100, Ms(options_.retry.max_backoff))));
+    for (const wire::ChannelArg& arg : wire::kPageStreamChannelArgs) {
+      args.SetInt(arg.name, arg.value);
+    }
+    // Distinct args (and a local pool) keep gRPC from sharing one
+    // subchannel, i.e. one TCP connection, between our channels.
+    args.SetInt("qaqkv.channel_index", i);
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    if (!options_.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options_.tls_server_name);
+    }
+    channels.push_back(grpc::CreateCustomChannel(address, credentials_, args));
+  }
+  return channels;
+}
+
+absl::Status Client::Impl::Start() {
+  std::vector<internal::ServerAddress> servers;
+  if (!options_.target.empty()) {
+    servers.push_back({options_.target, options_.target});
+  } else if (!options_.servers.empty()) {
+    for (const std::string& s : options_.servers) servers.push_back({s, s});
+  } else {
+    // A client may start before its servers' DNS records exist (a worker
+    // scheduled before the cache): calls fail UNAVAILABLE until the
+    // re-resolver finds them.
+    absl::StatusOr<std::vector<internal::ServerAddress>> found =
+        internal::ResolveServers(options_.discovery);
+    if (found.ok()) {
+      servers = *std::move(found);
+    } else if (found.status().code() == absl::StatusCode::kInvalidArgument) {
+      return absl::InvalidArgumentError(absl::StrCat("options.", found.status().message()));
+    }
+  }
+  QAQKV_RETURN_IF_ERROR(SetServers(std::move(servers)));
+  if (sharded()) {
+    const absl::Duration tick = std::min(options_.health_check_interval, absl::Milliseconds(250));
+    health_ = std::make_unique<internal::Ticker>(tick, [this] { CheckHealth(); });
+    if (!options_.discovery.empty()) {
+      discovery_ = std::make_unique<internal::Ticker>(options_.discovery_interval,
+                                                      [this] { Rediscover(); });
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const internal::Membership> Client::Impl::members() const {
+  std::lock_guard<std::mutex> lock(members_mu_);
+  return members_;
+}
+
+absl::Status Client::Impl::SetServers(std::vector<internal::ServerAddress> servers) {
+  std::shared_ptr<const internal::Membership> old = members();
+  auto next = std::make_shared<internal::Membership>();
+  std::set<std::string> names;
+  for (internal::ServerAddress& s : servers) {
+    if (!names.insert(s.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("servers: '", s.name, "' is listed twice"));
+    }
+    // Keep an endpoint that stays: its connections and health carry over.
+    std::shared_ptr<internal::Endpoint> endpoint;
+    for (const std::shared_ptr<internal::Endpoint>& e : old->endpoints) {
+      if (e->name() == s.name && e->address() == s.address) endpoint = e;
+    }
+    if (endpoint == nullptr) {
+      endpoint = std::make_shared<internal::Endpoint>(s.name, s.address, MakeChannels(s.address));
+    }
+    next->hashes.push_back(endpoint->hash());
+    next->endpoints.push_back(std::move(endpoint));
+  }
+  std::lock_guard<std::mutex> lock(members_mu_);
+  members_ = std::move(next);
+  return absl::OkStatus();
+}
+
+void Client::Impl::Rediscover() {
+  absl::StatusOr<std::vector<internal::ServerAddress>> found =
+      internal::ResolveServers(options_.discovery);
+  // A failed lookup keeps the servers we know: DNS hiccups are common, and
+  // an empty membership would fail every call.
+  if (!found.ok() || found->empty()) return;
+  std::shared_ptr<const internal::Membership> now = members();
+  bool same = found->size() == now->endpoints.size();
+  for (size_t i = 0; same && i < found->size(); ++i) {
+    same = (*found)[i].name == now->endpoints[i]->name() &&
+           (*found)[i].address == now->endpoints[i]->address();
+  }
+  if (!same) static_cast<void>(SetServers(*std::move(found)));
+}
+
+void Client::Impl::CheckHealth() {
+  std::shared_ptr<const internal::Membership> m = members();
+  for (const std::shared_ptr<internal::Endpoint>& e : m->endpoints) {
+    const absl::Time now = absl::Now();
+    if (!e->DueForProbe(now, options_.health_check_interval)) continue;
+    e->Probed(now);
+    // grpc.health.v1.Health/Check for the whole server (empty request); a
+    // raw call keeps the health proto out of the build. The reply SERVING
+    // is field 1 = 1: the two bytes 08 01.
+    grpc::ClientContext context;
+    Prepare(context, std::min(options_.replica_deadline, absl::Seconds(1)));
+    const grpc::internal::RpcMethod method("/grpc.health.v1.Health/Check",
+                                           grpc::internal::RpcMethod::NORMAL_RPC);
+    // An empty but valid message (a default ByteBuffer is "no message").
+    grpc::Slice empty;
+    grpc::ByteBuffer request(&empty, 1), response;
+    const grpc::Status status =
+        grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+            &e->channel(e->NextChannel()), method, &context, request, &response);
+    bool serving = false;
+    std::vector<grpc::Slice> slices;
+    if (status.ok() && response.Dump(&slices).ok()) {
+      std::string bytes;
+      for (const grpc::Slice& slice : slices) {
+        bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+      }
+      serving = bytes == std::string("\x08\x01", 2);
+    }
+    if (serving) {
+      e->MarkUp();
+    } else {
+      e->MarkDown(absl::Now());
+    }
   }
 }
 
-void Client::Impl::Prepare(grpc::ClientContext& context) const {
-  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.deadline));
+void Client::Impl::Prepare(grpc::ClientContext& context, absl::Duration deadline) const {
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
   // Per-call metadata rather than call credentials: gRPC refuses to send
   // call credentials over an insecure channel, and plaintext on loopback is
   // a supported setup.
@@ -168,23 +348,32 @@ absl::Duration Client::Impl::Jitter(absl::Duration backoff) {
   return backoff * absl::Uniform(rng_, 0.5, 1.0);
 }
 
-absl::Status Client::Impl::Call(Attempt attempt) {
+absl::Status Client::Impl::CallOn(internal::Endpoint& endpoint, Attempt attempt,
+                                  absl::Duration deadline, int max_attempts) {
   const RetryPolicy& policy = options_.retry;
   absl::Duration backoff = policy.initial_backoff;
   // Each attempt takes the next channel, so a retry avoids a broken one.
-  size_t index = next_stub_.fetch_add(1) % stubs_.size();
+  size_t index = endpoint.NextChannel();
   for (int n = 1;; ++n) {
     grpc::ClientContext context;
-    Prepare(context);
+    Prepare(context, deadline);
     bool retryable = true;
-    absl::Status status = attempt(*stubs_[index], context, retryable);
-    if (status.code() != absl::StatusCode::kUnavailable || !retryable) return status;
-    if (n >= policy.max_attempts) {
-      return absl::Status(status.code(), absl::StrCat(status.message(), " (gave up after ", n,
-                                                      n == 1 ? " attempt)" : " attempts)"));
+    absl::Status status =
+        attempt(Conn{endpoint.stub(index), &endpoint.channel(index)}, context, retryable);
+    const absl::StatusCode code = status.code();
+    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
+      endpoint.MarkDown(absl::Now());
+    } else if (status.ok()) {
+      endpoint.MarkUp();
     }
-    index = next_stub_.fetch_add(1) % stubs_.size();
-    grpc::Channel& channel = *channels_[index];
+    if (code != absl::StatusCode::kUnavailable || !retryable) return status;
+    if (n >= max_attempts) {
+      return absl::Status(code, absl::StrCat(status.message(), " (", Sv(endpoint.name()),
+                                             ": gave up after ", n,
+                                             n == 1 ? " attempt)" : " attempts)"));
+    }
+    index = endpoint.NextChannel();
+    grpc::Channel& channel = endpoint.channel(index);
     // A channel whose connection failed fails every call fast and, in gRPC
     // 1.51, does not reconnect on its own once its reconnect backoff ends
     // (pick_first leaves the subchannel IDLE). Ask it to connect, and end
@@ -195,23 +384,26 @@ absl::Status Client::Impl::Call(Attempt attempt) {
   }
 }
 
-grpc::ChannelInterface* Client::Impl::ChannelFor(const v1::KvCache::Stub& stub) const {
-  for (size_t i = 0; i < stubs_.size(); ++i) {
-    if (stubs_[i].get() == &stub) return channels_[i].get();
+absl::Status Client::Impl::Call(Attempt attempt) {
+  std::shared_ptr<const internal::Membership> m = members();
+  if (m->endpoints.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("no servers: discovery '", options_.discovery, "' has resolved none yet"));
   }
-  return channels_[0].get();
+  return CallOn(*m->endpoints[0], attempt, options_.deadline, options_.retry.max_attempts);
 }
 
-absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockFormat& format,
-                                                             PageSource& source) {
+absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPutTo(internal::Endpoint& endpoint,
+                                                               const v1::BlockFormat& format,
+                                                               PageSource& source, int attempts) {
   v1::PutPagesResponse response;
   const std::string format_bytes = format.SerializeAsString();
   // Declared before the calls, so it waits (at return, after every call and
   // its context are gone) until gRPC has dropped the slices that point into
   // the caller's pages.
   internal::SliceFence fence;
-  absl::Status status = Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context,
-                                 bool&) -> absl::Status {
+  absl::Status status = CallOn(endpoint, [&](const Conn& conn, grpc::ClientContext& context,
+                                             bool&) -> absl::Status {
     source.Begin();
     response.Clear();
     // A raw call: messages are slices over the page bytes (internal/wire.h),
@@ -219,7 +411,7 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockForm
     const grpc::internal::RpcMethod method("/qaqkv.v1.KvCache/PutPages",
                                            grpc::internal::RpcMethod::CLIENT_STREAMING);
     std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
-        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(ChannelFor(stub), method,
+        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(conn.channel, method,
                                                                       &context, &response));
     std::vector<internal::OutPage> batch;
     size_t batch_bytes = 0;
@@ -262,31 +454,29 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockForm
     if (!broken) writer->WritesDone();
     if (broken) source.Abort();
     return FromGrpc(writer->Finish());
-  });
+  }, options_.deadline, attempts);
   if (!status.ok()) return status;
   return response;
 }
 
-absl::Status Client::Impl::StreamGet(
-    std::span<const BlockKey> blocks, int layer_begin, int layer_end,
-    absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
-    absl::FunctionRef<absl::Status(size_t block, int layer, std::string_view data,
-                                   const std::shared_ptr<const void>& keep)>
-        on_page) {
+absl::Status Client::Impl::StreamGetFrom(
+    internal::Endpoint& endpoint, std::span<const BlockKey> blocks, int layer_begin,
+    int layer_end, absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
+    OnPage on_page, int attempts) {
   v1::GetPagesRequest request;
   for (const BlockKey& key : blocks) request.add_block_keys(KeyBytes(key));
   request.set_layer_begin(static_cast<uint32_t>(layer_begin));
   request.set_layer_end(static_cast<uint32_t>(layer_end));
   const size_t num_blocks = blocks.size();
 
-  return Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context,
-                  bool& retryable) -> absl::Status {
+  return CallOn(endpoint, [&](const Conn& conn, grpc::ClientContext& context,
+                              bool& retryable) -> absl::Status {
     // A raw call: each message is parsed in place (internal/wire.h), so the
     // page bytes are not copied out of what gRPC received.
     const grpc::internal::RpcMethod method("/qaqkv.v1.KvCache/GetPages",
                                            grpc::internal::RpcMethod::SERVER_STREAMING);
     std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
-        grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(ChannelFor(stub), method,
+        grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(conn.channel, method,
                                                                       &context, request));
     // Ends the stream early with our own error instead of the server's.
     auto abandon = [&](absl::Status why) {
@@ -343,7 +533,7 @@ absl::Status Client::Impl::StreamGet(
                                               total, " pages"));
     }
     return absl::OkStatus();
-  });
+  }, options_.deadline, attempts);
 }
 
 // ---- Client ---------------------------------------------------------------------
@@ -363,36 +553,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   } else {
     credentials = grpc::InsecureChannelCredentials();
   }
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  for (int i = 0; i < options.channels; ++i) {
-    grpc::ChannelArguments args;
-    args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
-    args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
-    if (options.keepalive_time > absl::ZeroDuration()) {
-      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(Ms(options.keepalive_time)));
-      args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
-    }
-    // While a channel waits to reconnect, every call on it fails fast with
-    // UNAVAILABLE. gRPC's reconnect backoff starts at 1 s and grows to
-    // 120 s, longer than our whole retry schedule, so a restarted server
-    // would not be found within a call's retries; follow our schedule.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-                static_cast<int>(std::max<int64_t>(20, Ms(options.retry.initial_backoff))));
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                static_cast<int>(std::max<int64_t>(100, Ms(options.retry.max_backoff))));
-    for (const wire::ChannelArg& arg : wire::kPageStreamChannelArgs) {
-      args.SetInt(arg.name, arg.value);
-    }
-    // Distinct args (and a local pool) keep gRPC from sharing one
-    // subchannel, i.e. one TCP connection, between our channels.
-    args.SetInt("qaqkv.channel_index", i);
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
-    channels.push_back(grpc::CreateCustomChannel(options.target, credentials, args));
-  }
   int threads = options.encode_threads;
   if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  auto impl = std::make_unique<Impl>(std::move(options), std::move(channels), threads);
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(credentials), threads);
+  QAQKV_RETURN_IF_ERROR(impl->Start());
   return std::make_unique<Client>(PassKey(), std::move(impl));
 }
 
@@ -414,18 +578,7 @@ absl::StatusOr<size_t> Client::Lookup(std::span<const BlockKey> blocks, const Ge
     return absl::InvalidArgumentError("codec: given without geometry (the format needs both)");
   }
   if (blocks.empty()) return size_t{0};
-  for (const BlockKey& key : blocks) request.add_block_keys(KeyBytes(key));
-  v1::LookupResponse response;
-  QAQKV_RETURN_IF_ERROR(
-      impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-        return FromGrpc(stub.Lookup(&context, request, &response));
-      }));
-  if (response.committed_prefix() > blocks.size()) {
-    return absl::InternalError(absl::StrCat("server reported a committed prefix of ",
-                                            response.committed_prefix(), " for ", blocks.size(),
-                                            " keys"));
-  }
-  return static_cast<size_t>(response.committed_prefix());
+  return impl_->LookupPrefix(blocks, request.has_format() ? &request.format() : nullptr);
 }
 
 absl::StatusOr<PutResult> Client::PutPages(const Geometry& geometry, std::string_view codec,
@@ -511,12 +664,7 @@ absl::Status Client::GetPages(
 }
 
 absl::StatusOr<ServerStats> Client::GetStats() {
-  v1::GetStatsRequest request;
-  v1::GetStatsResponse response;
-  QAQKV_RETURN_IF_ERROR(
-      impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-        return FromGrpc(stub.GetStats(&context, request, &response));
-      }));
+  QAQKV_ASSIGN_OR_RETURN(const v1::GetStatsResponse response, impl_->GetStats());
   auto tier = [](const v1::TierStats& t) {
     return TierStats{t.hits(), t.misses(), t.evictions(), t.bytes(), t.entries()};
   };
@@ -530,6 +678,32 @@ absl::StatusOr<ServerStats> Client::GetStats() {
   stats.total_bytes = response.total_bytes();
   stats.version = response.version();
   return stats;
+}
+
+std::vector<Client::ServerState> Client::Servers() const {
+  std::vector<ServerState> out;
+  const absl::Time now = absl::Now();
+  for (const std::shared_ptr<internal::Endpoint>& e : impl_->members()->endpoints) {
+    out.push_back({e->name(), e->address(), e->Available(now), e->consecutive_failures()});
+  }
+  return out;
+}
+
+absl::Status Client::SetServers(std::vector<std::string> servers) {
+  if (impl_->options().servers.empty()) {
+    return absl::FailedPreconditionError(
+        "servers: this client was created with options.target or options.discovery");
+  }
+  if (servers.empty()) return absl::InvalidArgumentError("servers: empty");
+  std::vector<internal::ServerAddress> list;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    if (servers[i].empty() || servers[i].find_first_of(" \t\n,") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("servers[", i, "]: '", servers[i], "' is not a host:port"));
+    }
+    list.push_back({servers[i], servers[i]});
+  }
+  return impl_->SetServers(std::move(list));
 }
 
 }  // namespace qaqkv::client

@@ -51,17 +51,6 @@ absl::StatusOr<SessionInfo> ToInfo(const v1::GetSessionResponse& response) {
 
 }  // namespace
 
-absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view session_id) {
-  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
-  v1::GetSessionRequest request;
-  request.set_session_id(std::string(session_id));
-  v1::GetSessionResponse response;
-  QAQKV_RETURN_IF_ERROR(Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-    return FromGrpc(stub.GetSession(&context, request, &response));
-  }));
-  return response;
-}
-
 absl::Status Client::SaveSession(const SessionSpec& spec) {
   QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(spec.session_id));
   const Geometry& g = spec.geometry;
@@ -116,10 +105,7 @@ absl::Status Client::SaveSession(const SessionSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "session: ", request.ByteSizeLong(), " bytes exceed options.max_message_bytes"));
   }
-  v1::PutSessionResponse response;
-  return impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-    return FromGrpc(stub.PutSession(&context, request, &response));
-  });
+  return impl_->PutSession(request);
 }
 
 absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
@@ -238,31 +224,14 @@ absl::StatusOr<SessionInfo> Client::ResumeSession(std::string_view session_id, M
   return info;
 }
 
-namespace {
-
-// DeleteSession and TouchSession: a session id in, nothing out.
-// (Impl is deduced: Client::Impl is private to Client.)
-template <typename Impl, typename Request, typename Response>
-absl::Status SessionIdCall(Impl& impl, std::string_view session_id,
-                           grpc::Status (v1::KvCache::Stub::*rpc)(grpc::ClientContext*,
-                                                                  const Request&, Response*)) {
-  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
-  Request request;
-  request.set_session_id(std::string(session_id));
-  Response response;
-  return impl.Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-    return FromGrpc((stub.*rpc)(&context, request, &response));
-  });
-}
-
-}  // namespace
-
 absl::Status Client::DeleteSession(std::string_view session_id) {
-  return SessionIdCall(*impl_, session_id, &v1::KvCache::Stub::DeleteSession);
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
+  return impl_->DeleteSession(session_id);
 }
 
 absl::Status Client::TouchSession(std::string_view session_id) {
-  return SessionIdCall(*impl_, session_id, &v1::KvCache::Stub::TouchSession);
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
+  return impl_->TouchSession(session_id);
 }
 
 absl::StatusOr<std::vector<std::string>> Client::ListSessions(size_t limit) {
@@ -270,14 +239,7 @@ absl::StatusOr<std::vector<std::string>> Client::ListSessions(size_t limit) {
     return absl::InvalidArgumentError(
         absl::StrCat("limit: ", limit, " is above the server's maximum 100000"));
   }
-  v1::ListSessionsRequest request;
-  request.set_limit(static_cast<uint32_t>(limit));
-  v1::ListSessionsResponse response;
-  QAQKV_RETURN_IF_ERROR(
-      impl_->Call([&](v1::KvCache::Stub& stub, grpc::ClientContext& context, bool&) {
-        return FromGrpc(stub.ListSessions(&context, request, &response));
-      }));
-  return std::vector<std::string>(response.session_ids().begin(), response.session_ids().end());
+  return impl_->ListSessions(static_cast<uint32_t>(limit));
 }
 
 }  // namespace qaqkv::client

@@ -147,6 +147,20 @@ class KvCacheService final
       auto n = store_->Lookup(tenant, *chain, descriptor);
       if (!n.ok()) return n.status();
       resp->set_committed_prefix(static_cast<uint32_t>(*n));
+      if (req->each_block()) {
+        // The prefix already answers its blocks; ask the store about the rest
+        // one by one (a chain of one block is that block's own state).
+        resp->mutable_committed()->Reserve(static_cast<int>(chain->size()));
+        for (size_t i = 0; i < chain->size(); ++i) {
+          bool committed = i < *n;
+          if (!committed && i > *n) {
+            auto one = store_->Lookup(tenant, std::span(*chain).subspan(i, 1), descriptor);
+            if (!one.ok()) return one.status();
+            committed = *one == 1;
+          }
+          resp->add_committed(committed);
+        }
+      }
       return absl::OkStatus();
     });
   }

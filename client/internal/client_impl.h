@@ -15,6 +15,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
+#include "client/internal/cluster.h"
 #include "client/internal/wire.h"
 #include "client/internal/work_pool.h"
 #include "qaqkv/client.h"
@@ -54,57 +55,129 @@ class PageSource {
   virtual void Abort() {}
 };
 
+// One connection of an attempt: the generated stub and the channel it was
+// made from (the page streams are raw calls on the channel).
+struct Conn {
+  v1::KvCache::Stub& stub;
+  grpc::ChannelInterface* channel;
+};
+
 class Client::Impl {
  public:
-  // One stub per channel, same order.
-  Impl(ClientOptions options, std::vector<std::shared_ptr<grpc::Channel>> channels,
-       int threads);
+  Impl(ClientOptions options, std::shared_ptr<grpc::ChannelCredentials> credentials, int threads);
+  ~Impl();
+
+  // Builds the first membership (resolving `discovery`) and starts the
+  // health checker and the re-resolver when there may be several servers.
+  absl::Status Start();
 
   const ClientOptions& options() const { return options_; }
   internal::WorkPool& pool() { return pool_; }
 
-  // One attempt of a call: gets a fresh context (deadline, token) and a stub
-  // (round-robin over the channels). Clearing `retryable` makes an
-  // UNAVAILABLE final (e.g. a GetPages stream after a page was delivered).
+  // The servers now. Empty only while `discovery` has resolved none.
+  std::shared_ptr<const internal::Membership> members() const;
+  absl::Status SetServers(std::vector<internal::ServerAddress> servers);
+  // Several servers possible: placement, replication and health apply.
+  bool sharded() const { return !options_.servers.empty() || !options_.discovery.empty(); }
+
+  // One attempt of a call: gets a fresh context (deadline, token) and a
+  // connection. Clearing `retryable` makes an UNAVAILABLE final (e.g. a
+  // GetPages stream after a page was delivered).
   using Attempt =
-      absl::FunctionRef<absl::Status(v1::KvCache::Stub& stub, grpc::ClientContext& context,
+      absl::FunctionRef<absl::Status(const Conn& conn, grpc::ClientContext& context,
                                      bool& retryable)>;
-  // Runs `attempt` until it succeeds, fails with a code other than
-  // UNAVAILABLE, or RetryPolicy::max_attempts is spent.
+  // Runs `attempt` on `endpoint` until it succeeds, fails with a code other
+  // than UNAVAILABLE, or `max_attempts` are spent; each attempt has
+  // `deadline`. Transport failures eject the endpoint, success readmits it.
+  absl::Status CallOn(internal::Endpoint& endpoint, Attempt attempt, absl::Duration deadline,
+                      int max_attempts);
+  // CallOn the one server of an unsharded client, with the retry policy.
   absl::Status Call(Attempt attempt);
 
-  // Runs one PutPages stream (with retries) of `source`'s pages under `format`.
+  // Runs one PutPages stream (with retries) of `source`'s pages under
+  // `format`: to the one server, or, sharded, to each block's replicas
+  // (write quorum; see cluster.cc).
   absl::StatusOr<v1::PutPagesResponse> StreamPut(const v1::BlockFormat& format,
                                                  PageSource& source);
 
-  // Runs one GetPages stream (with retries until a page was delivered),
-  // checking that pages arrive layer-major in request order. `on_format`
-  // sees the format before any page; `on_page` gets a view of each page
-  // that stays valid while a copy of `keep` lives.
+  // Runs GetPages for `blocks` (with retries until a page was delivered;
+  // sharded: from each block's first replica that has it, failing over to
+  // the next), delivering every page exactly once. One server delivers
+  // layer-major in request order; several interleave their streams (each
+  // layer-major). `on_format` sees the format before any page (once);
+  // `on_page` gets a view of each page that stays valid while a copy of
+  // `keep` lives. Calls to on_format and on_page never overlap.
+  using OnPage = absl::FunctionRef<absl::Status(size_t block, int layer, std::string_view data,
+                                                const std::shared_ptr<const void>& keep)>;
   absl::Status StreamGet(std::span<const BlockKey> blocks, int layer_begin, int layer_end,
                          absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
-                         absl::FunctionRef<absl::Status(size_t block, int layer,
-                                                        std::string_view data,
-                                                        const std::shared_ptr<const void>& keep)>
-                             on_page);
+                         OnPage on_page);
 
-  // The session record as the server returns it (tail included).
+  // Longest committed prefix of `request.block_keys` (under its format, if
+  // set), across the servers.
+  absl::StatusOr<size_t> LookupPrefix(std::span<const BlockKey> blocks,
+                                      const v1::BlockFormat* format);
+
+  // The session record as the server returns it (tail included); sharded,
+  // from the first replica that has it, with committed_prefix counted over
+  // the cluster.
   absl::StatusOr<v1::GetSessionResponse> GetSession(std::string_view session_id);
+  absl::Status PutSession(const v1::PutSessionRequest& request);
+  // Touch (replicas) and Delete (every server: a copy may sit outside the
+  // replicas after the membership changed).
+  absl::Status TouchSession(std::string_view session_id);
+  absl::Status DeleteSession(std::string_view session_id);
+  absl::StatusOr<std::vector<std::string>> ListSessions(uint32_t limit);
+  absl::StatusOr<v1::GetStatsResponse> GetStats();
 
  private:
-  void Prepare(grpc::ClientContext& context) const;
+  void Prepare(grpc::ClientContext& context, absl::Duration deadline) const;
   absl::Duration Jitter(absl::Duration backoff);
+  std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& address) const;
+  void CheckHealth();
+  void Rediscover();
+
+  // The single-server page streams (one endpoint, retries per `attempts`).
+  absl::StatusOr<v1::PutPagesResponse> StreamPutTo(internal::Endpoint& endpoint,
+                                                   const v1::BlockFormat& format,
+                                                   PageSource& source, int attempts);
+  absl::Status StreamGetFrom(internal::Endpoint& endpoint, std::span<const BlockKey> blocks,
+                             int layer_begin, int layer_end,
+                             absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
+                             OnPage on_page, int attempts);
+
+  // Sharded forms (cluster.cc).
+  struct Presence;
+  absl::StatusOr<Presence> FindBlocks(const internal::Membership& m,
+                                      std::span<const BlockKey> blocks,
+                                      const v1::BlockFormat* format);
+  absl::StatusOr<v1::PutPagesResponse> ShardedPut(const internal::Membership& m,
+                                                  const v1::BlockFormat& format,
+                                                  PageSource& source);
+  absl::Status ShardedGet(const std::shared_ptr<const internal::Membership>& members,
+                          std::span<const BlockKey> blocks,
+                          int layer_begin, int layer_end,
+                          absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
+                          OnPage on_page);
+  // Replica placement of `key`: every endpoint in rendezvous order, those
+  // available now first (order kept within each group).
+  std::vector<size_t> Candidates(const internal::Membership& m, std::string_view key) const;
+  size_t Replicas(const internal::Membership& m) const;
+  size_t WriteQuorum(const internal::Membership& m) const;
 
   const ClientOptions options_;
-  // The channel `stub` was made from (the page streams are raw calls on it).
-  grpc::ChannelInterface* ChannelFor(const v1::KvCache::Stub& stub) const;
-
-  const std::vector<std::shared_ptr<grpc::Channel>> channels_;
-  std::vector<std::unique_ptr<v1::KvCache::Stub>> stubs_;  // filled once, then read-only
-  std::atomic<uint64_t> next_stub_{0};
-  std::mutex rng_mu_;  // std::mutex: TSan cannot see into Debian's abseil
-  absl::BitGen rng_;   // guarded by rng_mu_
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  mutable std::mutex members_mu_;  // std::mutex: TSan cannot see into Debian's abseil
+  std::shared_ptr<const internal::Membership> members_;  // guarded by members_mu_
+  std::mutex rng_mu_;
+  absl::BitGen rng_;  // guarded by rng_mu_
   internal::WorkPool pool_;
+  // Read repair runs here, off the caller's path; declared after what its
+  // tasks use so it drains first.
+  internal::WorkPool repair_;
+  // Last: stopped (joined) before anything they use goes away.
+  std::unique_ptr<internal::Ticker> health_;
+  std::unique_ptr<internal::Ticker> discovery_;
 };
 
 }  // namespace qaqkv::client

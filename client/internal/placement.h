@@ -4,8 +4,7 @@
 // Adding or removing a server moves only the keys whose top R it enters or
 // leaves: about R/N of them, with no coordination between clients.
 //
-// The sharded, replicated client (issue 6) is built on this; today the
-// client talks to one target.
+// The sharded, replicated client (cluster.h, sharded.cc) is built on this.
 #ifndef QAQKV_CLIENT_INTERNAL_PLACEMENT_H_
 #define QAQKV_CLIENT_INTERNAL_PLACEMENT_H_
 

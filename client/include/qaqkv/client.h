@@ -80,8 +80,37 @@ struct RetryPolicy {
 };
 
 struct ClientOptions {
-  // "127.0.0.1:7070", or any gRPC target such as "dns:///svc.ns:7070".
+  // Exactly one of `target`, `servers` and `discovery` names the servers.
+  //
+  // One server: "127.0.0.1:7070", or any gRPC target such as
+  // "dns:///svc.ns:7070" (gRPC then picks one address; nothing is sharded).
   std::string target;
+  // Several servers ("host:port" each, at least one): blocks and sessions are
+  // placed by rendezvous hashing of their key over the servers' names and
+  // replicated on `replicas` of them (see docs/architecture.md, Scale-out).
+  // Every client given the same list places every key the same way.
+  std::vector<std::string> servers;
+  // A DNS name "name:port" (e.g. a Kubernetes headless Service) whose every
+  // address is a server, re-resolved every `discovery_interval`. Servers are
+  // named by their reverse-DNS name when they have one (a StatefulSet pod's
+  // stable name), else by address.
+  std::string discovery;
+  absl::Duration discovery_interval = absl::Seconds(10);
+  // Copies of each block and session, R. 0: 2, or 1 with a single server.
+  // Fewer servers than R: every server holds a copy.
+  int replicas = 0;
+  // Replicas that must acknowledge a write for it to succeed, 1..R; 0: all R.
+  // A replica that missed a write is repaired when a read finds the gap.
+  int write_quorum = 0;
+  // Deadline of each per-replica attempt of the small calls (lookups,
+  // sessions) with several servers: a stopped server costs this, not
+  // `deadline`, before the next replica is tried.
+  absl::Duration replica_deadline = absl::Seconds(2);
+  // How often servers are health-checked (grpc.health.v1) with several
+  // servers. A server that fails a check or a call is ejected (skipped while
+  // another replica can serve) and probed again with a backoff from 100 ms
+  // to 30 s; a passing check readmits it.
+  absl::Duration health_check_interval = absl::Seconds(2);
   // Sent with every call as "authorization: Bearer <token>". Empty: no token
   // (the server then acts for tenant "default" if it runs without a token file).
   std::string bearer_token;
@@ -268,7 +297,8 @@ struct TierStats {
   uint64_t entries = 0;
 };
 
-// Mirrors GetStatsResponse.
+// Mirrors GetStatsResponse. With several servers, the sum over all of them
+// (replicas counted once per copy) and the first server's version.
 struct ServerStats {
   uint64_t tenant_bytes = 0;   // page bytes of the caller's tenant
   uint64_t tenant_blocks = 0;
@@ -392,6 +422,21 @@ class Client {
   absl::StatusOr<std::vector<std::string>> ListSessions(size_t limit = 0);
 
   absl::StatusOr<ServerStats> GetStats();
+
+  // The servers this client places data on, and what it thinks of them.
+  struct ServerState {
+    std::string name;     // identity used for placement
+    std::string address;  // where the channels connect
+    bool healthy = true;  // false while ejected
+    int consecutive_failures = 0;
+  };
+  std::vector<ServerState> Servers() const;
+
+  // Replaces the server list of a client created with `servers` (e.g. from
+  // the caller's own service discovery); calls in flight finish on the old
+  // list. kFailedPrecondition for a client created with `target` or
+  // `discovery`; kInvalidArgument for an empty or malformed list.
+  absl::Status SetServers(std::vector<std::string> servers);
 
  private:
   class Impl;

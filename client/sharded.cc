@@ -1,0 +1,729 @@
+// Routing of every call over the servers: straight to the one server of an
+// unsharded client, or, with several servers, to the replicas rendezvous
+// hashing picks for each block and session, with write quorum, failover on
+// read, and read repair (docs/architecture.md, Scale-out).
+#include <algorithm>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/internal/client_impl.h"
+#include "client/internal/host_kv.h"
+#include "client/internal/status_macros.h"
+
+namespace qaqkv::client {
+namespace {
+
+absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+std::string_view KeyView(const BlockKey& key) {
+  return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
+}
+
+// Failures of a server rather than of the request: another replica may
+// succeed where this one did not.
+bool ReplicaFailure(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Pages already in memory, replayed as a PutPages stream.
+class VectorSource final : public PageSource {
+ public:
+  explicit VectorSource(std::span<const internal::OutPage> pages) : pages_(pages) {}
+  void Begin() override { next_ = 0; }
+  absl::StatusOr<bool> Next(internal::OutPage* page) override {
+    if (next_ == pages_.size()) return false;
+    *page = pages_[next_++];
+    return true;
+  }
+
+ private:
+  std::span<const internal::OutPage> pages_;
+  size_t next_ = 0;
+};
+
+// A sharded put buffers this many encoded bytes, then streams them to their
+// replicas (one stream per server, in parallel): enough to amortize the
+// streams, small enough to bound the memory of one call.
+constexpr size_t kRoundBytes = size_t{64} << 20;
+
+}  // namespace
+
+// ---- Placement --------------------------------------------------------------------
+
+size_t Client::Impl::Replicas(const internal::Membership& m) const {
+  const size_t r = options_.replicas == 0 ? 2 : static_cast<size_t>(options_.replicas);
+  return std::min(r, m.endpoints.size());
+}
+
+size_t Client::Impl::WriteQuorum(const internal::Membership& m) const {
+  const size_t r = Replicas(m);
+  return options_.write_quorum == 0 ? r : std::min(r, static_cast<size_t>(options_.write_quorum));
+}
+
+std::vector<size_t> Client::Impl::Candidates(const internal::Membership& m,
+                                             std::string_view key) const {
+  std::vector<size_t> order = m.Rank(key);
+  const absl::Time now = absl::Now();
+  std::stable_partition(order.begin(), order.end(),
+                        [&](size_t e) { return m.endpoints[e]->Available(now); });
+  return order;
+}
+
+// Where each block of a request is committed.
+struct Client::Impl::Presence {
+  // Per block: endpoints that have it committed, in candidate order.
+  std::vector<std::vector<size_t>> holders;
+  // Per block: endpoints among its R replicas that answered "not committed"
+  // (read repair targets).
+  std::vector<std::vector<size_t>> missing;
+  // Per block: the failure of an endpoint that could not answer, if any.
+  std::vector<absl::Status> unknown;
+};
+
+absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
+    const internal::Membership& m, std::span<const BlockKey> blocks,
+    const v1::BlockFormat* format) {
+  const size_t n = m.endpoints.size(), r = Replicas(m);
+  // A block lives on its first R candidates, or a little further down the
+  // ranking when writers skipped ejected servers: ask R + 2 of them.
+  const size_t k = std::min(n, r + 2);
+  const absl::Time now = absl::Now();
+  std::vector<v1::LookupRequest> requests(n);
+  // Per block: (endpoint, slot in that endpoint's request, among the R).
+  struct Asked {
+    size_t endpoint;
+    int slot;
+    bool replica;
+  };
+  std::vector<std::vector<Asked>> asked(blocks.size());
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const std::vector<size_t> order = Candidates(m, KeyView(blocks[i]));
+    size_t available = 0;
+    for (size_t j = 0; j < k; ++j) available += m.endpoints[order[j]]->Available(now);
+    for (size_t j = 0; j < k; ++j) {
+      const size_t e = order[j];
+      // Skip ejected servers unless none is left to ask.
+      if (available > 0 && !m.endpoints[e]->Available(now)) continue;
+      asked[i].push_back({e, requests[e].block_keys_size(), j < r});
+      requests[e].add_block_keys(KeyBytes(blocks[i]));
+    }
+  }
+  std::vector<size_t> active;
+  for (size_t e = 0; e < n; ++e) {
+    if (requests[e].block_keys_size() == 0) continue;
+    requests[e].set_each_block(true);
+    if (format != nullptr) *requests[e].mutable_format() = *format;
+    active.push_back(e);
+  }
+  std::vector<v1::LookupResponse> responses(n);
+  std::vector<absl::Status> errors(n);
+  internal::RunParallel(active.size(), [&](size_t j) {
+    const size_t e = active[j];
+    errors[e] = CallOn(
+        *m.endpoints[e],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          return FromGrpc(c.stub.Lookup(&context, requests[e], &responses[e]));
+        },
+        options_.replica_deadline, 1);
+    if (errors[e].ok() && responses[e].committed_size() != requests[e].block_keys_size()) {
+      errors[e] = absl::InternalError(absl::StrCat(
+          Sv(m.endpoints[e]->name()), " answered ", responses[e].committed_size(),
+          " of ", requests[e].block_keys_size(), " blocks of a per-block Lookup"));
+    }
+  });
+  Presence p;
+  p.holders.resize(blocks.size());
+  p.missing.resize(blocks.size());
+  p.unknown.resize(blocks.size());
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    for (const Asked& a : asked[i]) {
+      if (!errors[a.endpoint].ok()) {
+        p.unknown[i] = absl::Status(
+            errors[a.endpoint].code(),
+            absl::StrCat(Sv(m.endpoints[a.endpoint]->name()), ": ", errors[a.endpoint].message()));
+      } else if (responses[a.endpoint].committed(a.slot)) {
+        p.holders[i].push_back(a.endpoint);
+      } else if (a.replica) {
+        p.missing[i].push_back(a.endpoint);
+      }
+    }
+  }
+  return p;
+}
+
+// ---- Lookup -------------------------------------------------------------------
+
+absl::StatusOr<size_t> Client::Impl::LookupPrefix(std::span<const BlockKey> blocks,
+                                                  const v1::BlockFormat* format) {
+  std::shared_ptr<const internal::Membership> m = members();
+  if (!sharded() || m->endpoints.size() <= 1) {
+    v1::LookupRequest request;
+    for (const BlockKey& key : blocks) request.add_block_keys(KeyBytes(key));
+    if (format != nullptr) *request.mutable_format() = *format;
+    v1::LookupResponse response;
+    QAQKV_RETURN_IF_ERROR(Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
+      return FromGrpc(c.stub.Lookup(&context, request, &response));
+    }));
+    if (response.committed_prefix() > blocks.size()) {
+      return absl::InternalError(absl::StrCat("server reported a committed prefix of ",
+                                              response.committed_prefix(), " for ",
+                                              blocks.size(), " keys"));
+    }
+    return static_cast<size_t>(response.committed_prefix());
+  }
+  QAQKV_ASSIGN_OR_RETURN(const Presence p, FindBlocks(*m, blocks, format));
+  size_t prefix = 0;
+  while (prefix < blocks.size() && !p.holders[prefix].empty()) ++prefix;
+  // A block no server could answer for is a miss, unless nothing answered
+  // at all: then the caller should know the cluster is unreachable.
+  if (prefix == 0 && !blocks.empty() && !p.unknown[0].ok()) return p.unknown[0];
+  return prefix;
+}
+
+// ---- PutPages -----------------------------------------------------------------
+
+absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockFormat& format,
+                                                             PageSource& source) {
+  std::shared_ptr<const internal::Membership> m = members();
+  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
+  if (!sharded() || m->endpoints.size() == 1) {
+    return StreamPutTo(*m->endpoints[0], format, source, options_.retry.max_attempts);
+  }
+  return ShardedPut(*m, format, source);
+}
+
+absl::StatusOr<v1::PutPagesResponse> Client::Impl::ShardedPut(const internal::Membership& m,
+                                                              const v1::BlockFormat& format,
+                                                              PageSource& source) {
+  const size_t n = m.endpoints.size(), r = Replicas(m), w = WriteQuorum(m);
+  struct BlockState {
+    std::vector<size_t> targets;  // its R replicas for this call
+    std::vector<size_t> acked;    // those that reported it committed
+  };
+  std::map<BlockKey, BlockState> blocks;
+  std::vector<BlockKey> committed_order;  // blocks in the order they reached the quorum
+  std::vector<absl::Status> failed(n);    // a server that failed stays failed for the call
+  v1::PutPagesResponse out;
+
+  source.Begin();
+  for (bool more = true; more;) {
+    // One round: pages up to kRoundBytes, each copied (by reference) to the
+    // queue of every replica of its block.
+    std::vector<std::vector<internal::OutPage>> queues(n);
+    size_t bytes = 0;
+    while (bytes < kRoundBytes) {
+      internal::OutPage page;
+      absl::StatusOr<bool> next = source.Next(&page);
+      if (!next.ok()) {
+        source.Abort();
+        return next.status();
+      }
+      if (!*next) {
+        more = false;
+        break;
+      }
+      BlockState& b = blocks[page.key];
+      if (b.targets.empty()) {
+        b.targets = Candidates(m, KeyView(page.key));
+        b.targets.resize(r);
+      }
+      bytes += page.data.size();
+      for (size_t e : b.targets) queues[e].push_back(page);
+    }
+    std::vector<size_t> active;
+    for (size_t e = 0; e < n; ++e) {
+      if (!queues[e].empty() && failed[e].ok()) active.push_back(e);
+    }
+    std::vector<absl::StatusOr<v1::PutPagesResponse>> results(active.size());
+    internal::RunParallel(active.size(), [&](size_t j) {
+      VectorSource pages(queues[active[j]]);
+      results[j] = StreamPutTo(*m.endpoints[active[j]], format, pages, /*attempts=*/2);
+    });
+    for (size_t j = 0; j < active.size(); ++j) {
+      const size_t e = active[j];
+      if (!results[j].ok()) {
+        // Bad input fails on every replica alike: report it as it is.
+        if (!ReplicaFailure(results[j].status())) return results[j].status();
+        failed[e] = results[j].status();
+        continue;
+      }
+      out.set_pages_stored(out.pages_stored() + results[j]->pages_stored());
+      out.set_bytes_stored(out.bytes_stored() + results[j]->bytes_stored());
+      for (int c = 0; c < results[j]->committed_blocks_size(); ++c) {
+        QAQKV_ASSIGN_OR_RETURN(const BlockKey key,
+                               KeyFromBytes(results[j]->committed_blocks(c),
+                                            absl::StrCat("committed_blocks[", c, "]")));
+        auto it = blocks.find(key);
+        if (it == blocks.end()) continue;  // a server bug; nothing of ours to count
+        std::vector<size_t>& acked = it->second.acked;
+        if (std::find(acked.begin(), acked.end(), e) != acked.end()) continue;
+        acked.push_back(e);
+        if (acked.size() == w) committed_order.push_back(key);
+      }
+    }
+  }
+  // A block whose replica failed needs its quorum from the others; blocks
+  // left incomplete on purpose (pages of other layers still to come) are
+  // not errors, as with one server.
+  size_t short_blocks = 0;
+  std::string first;
+  for (const auto& [key, b] : blocks) {
+    if (b.acked.size() >= w) continue;
+    for (size_t e : b.targets) {
+      if (failed[e].ok()) continue;
+      if (short_blocks++ == 0) {
+        first = absl::StrCat("block ", KeyHex(key), ": ", b.acked.size(), " of ",
+                             b.targets.size(), " replicas acknowledged, write quorum ", w, "; ",
+                             Sv(m.endpoints[e]->name()), ": ", failed[e].message());
+      }
+      break;
+    }
+  }
+  if (short_blocks > 0) {
+    return absl::UnavailableError(
+        absl::StrCat(short_blocks, " blocks missed their write quorum (", first,
+                     "); blocks that met it stay stored, and a retry is idempotent"));
+  }
+  for (const BlockKey& key : committed_order) out.add_committed_blocks(KeyBytes(key));
+  return out;
+}
+
+// ---- GetPages -----------------------------------------------------------------
+
+absl::Status Client::Impl::StreamGet(
+    std::span<const BlockKey> blocks, int layer_begin, int layer_end,
+    absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format, OnPage on_page) {
+  std::shared_ptr<const internal::Membership> m = members();
+  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
+  if (!sharded() || m->endpoints.size() == 1) {
+    return StreamGetFrom(*m->endpoints[0], blocks, layer_begin, layer_end, on_format, on_page,
+                         options_.retry.max_attempts);
+  }
+  return ShardedGet(m, blocks, layer_begin, layer_end, on_format, on_page);
+}
+
+absl::Status Client::Impl::ShardedGet(
+    const std::shared_ptr<const internal::Membership>& members, std::span<const BlockKey> blocks,
+    int layer_begin, int layer_end,
+    absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format, OnPage on_page) {
+  const internal::Membership& m = *members;
+  QAQKV_ASSIGN_OR_RETURN(const Presence p, FindBlocks(m, blocks, nullptr));
+  const size_t nb = blocks.size();
+  std::vector<size_t> next(nb, 0);  // index into p.holders[i] of the server to try
+  std::vector<bool> done(nb, false);
+  std::vector<absl::Status> last_error(nb);
+
+  // Guards everything below and serializes the caller's callbacks.
+  std::mutex mu;
+  bool have_format = false;
+  std::string format_bytes;
+  v1::BlockFormat format;
+  absl::Status callback_error;  // the caller's (or a format clash): final
+  std::set<std::pair<size_t, int>> delivered;
+  struct Stashed {
+    int layer;
+    std::string_view data;
+    std::shared_ptr<const void> keep;
+  };
+  // Pages of blocks a replica lacks, kept for read repair.
+  std::vector<std::vector<Stashed>> stash(nb);
+
+  for (;;) {
+    std::map<size_t, std::vector<size_t>> groups;  // endpoint -> block indices, request order
+    for (size_t i = 0; i < nb; ++i) {
+      if (done[i]) continue;
+      if (next[i] >= p.holders[i].size()) {
+        if (!last_error[i].ok()) return last_error[i];
+        if (!p.unknown[i].ok()) {
+          return absl::UnavailableError(absl::StrCat(
+              "blocks[", i, "] (", KeyHex(blocks[i]),
+              "): not found on the servers that answered, and ", p.unknown[i].message()));
+        }
+        return absl::NotFoundError(absl::StrCat("blocks[", i, "] (", KeyHex(blocks[i]),
+                                                "): not committed on any of its servers"));
+      }
+      groups[p.holders[i][next[i]]].push_back(i);
+    }
+    if (groups.empty()) break;
+    std::vector<std::pair<size_t, std::vector<size_t>>> work(groups.begin(), groups.end());
+    std::vector<absl::Status> results(work.size());
+    internal::RunParallel(work.size(), [&](size_t j) {
+      const size_t e = work[j].first;
+      const std::vector<size_t>& idx = work[j].second;
+      std::vector<BlockKey> keys;
+      bool last_holder = false;
+      for (size_t i : idx) {
+        keys.push_back(blocks[i]);
+        last_holder = last_holder || next[i] + 1 == p.holders[i].size();
+      }
+      results[j] = StreamGetFrom(
+          *m.endpoints[e], keys, layer_begin, layer_end,
+          [&](const v1::BlockFormat& f) -> absl::Status {
+            std::lock_guard<std::mutex> lock(mu);
+            if (!callback_error.ok()) return absl::CancelledError("another stream failed");
+            std::string bytes = f.SerializeAsString();
+            if (!have_format) {
+              have_format = true;
+              format_bytes = std::move(bytes);
+              format = f;
+              callback_error = on_format(f);
+            } else if (bytes != format_bytes) {
+              callback_error = absl::FailedPreconditionError(absl::StrCat(
+                  "the requested blocks are stored under different formats (",
+                  Sv(m.endpoints[e]->name()), " sent codec '", f.codec(), "', another '",
+                  format.codec(), "')"));
+            }
+            return callback_error;
+          },
+          [&](size_t local, int layer, std::string_view data,
+              const std::shared_ptr<const void>& keep) -> absl::Status {
+            const size_t i = idx[local];
+            std::lock_guard<std::mutex> lock(mu);
+            if (!callback_error.ok()) return absl::CancelledError("another stream failed");
+            // After a failover the next replica resends the whole block.
+            if (!delivered.insert({i, layer}).second) return absl::OkStatus();
+            if (!p.missing[i].empty()) stash[i].push_back({layer, data, keep});
+            callback_error = on_page(i, layer, data, keep);
+            return callback_error;
+          },
+          last_holder ? options_.retry.max_attempts : 1);
+    });
+    if (!callback_error.ok()) return callback_error;
+    for (size_t j = 0; j < work.size(); ++j) {
+      for (size_t i : work[j].second) {
+        if (results[j].ok()) {
+          done[i] = true;
+        } else {
+          last_error[i] = absl::Status(
+              results[j].code(), absl::StrCat(Sv(m.endpoints[work[j].first]->name()), ": ",
+                                              results[j].message()));
+          ++next[i];
+        }
+      }
+    }
+  }
+
+  // Read repair, off the caller's path: write each block a replica lacks to
+  // it, from the pages just read. Best effort: a failed repair is tried
+  // again by the next read that finds the gap.
+  std::map<size_t, std::vector<internal::OutPage>> repairs;  // endpoint -> pages
+  auto keeps = std::make_shared<std::vector<std::shared_ptr<const void>>>();
+  for (size_t i = 0; i < nb; ++i) {
+    for (const Stashed& s : stash[i]) {
+      keeps->push_back(s.keep);
+      for (size_t e : p.missing[i]) {
+        repairs[e].push_back({blocks[i], static_cast<uint32_t>(s.layer), s.data, nullptr});
+      }
+    }
+  }
+  for (auto& [e, pages] : repairs) {
+    repair_.Submit([this, members, e, pages = std::move(pages), keeps, format] {
+      VectorSource source(pages);
+      static_cast<void>(StreamPutTo(*members->endpoints[e], format, source, 1));
+    });
+  }
+  return absl::OkStatus();
+}
+
+// ---- Sessions -----------------------------------------------------------------
+
+absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view session_id) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(session_id));
+  v1::GetSessionRequest request;
+  request.set_session_id(std::string(session_id));
+  v1::GetSessionResponse response;
+  std::shared_ptr<const internal::Membership> m = members();
+  if (!sharded() || m->endpoints.size() <= 1) {
+    QAQKV_RETURN_IF_ERROR(Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
+      return FromGrpc(c.stub.GetSession(&context, request, &response));
+    }));
+    return response;
+  }
+  const std::vector<size_t> order = Candidates(*m, session_id);
+  const size_t r = Replicas(*m), k = std::min(order.size(), r + 2);
+  std::vector<size_t> missing;
+  absl::Status failure;  // a replica that could not answer
+  bool found = false;
+  for (size_t j = 0; j < k && !found; ++j) {
+    const size_t e = order[j];
+    absl::Status s = CallOn(
+        *m->endpoints[e],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          return FromGrpc(c.stub.GetSession(&context, request, &response));
+        },
+        options_.replica_deadline, 1);
+    if (s.ok()) {
+      found = true;
+    } else if (s.code() == absl::StatusCode::kNotFound) {
+      if (j < r) missing.push_back(e);
+    } else if (ReplicaFailure(s)) {
+      failure = absl::Status(s.code(), absl::StrCat(Sv(m->endpoints[e]->name()), ": ",
+                                                    s.message()));
+    } else {
+      return s;
+    }
+  }
+  if (!found) {
+    if (!failure.ok()) return failure;
+    return absl::NotFoundError(absl::StrCat("session '", Sv(session_id), "' not found"));
+  }
+  // The server counted the blocks it holds itself; they are spread over
+  // the cluster, so count them there.
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < response.session().block_keys_size(); ++i) {
+    QAQKV_ASSIGN_OR_RETURN(BlockKey key, KeyFromBytes(response.session().block_keys(i),
+                                                      absl::StrCat("session.block_keys[", i, "]")));
+    keys.push_back(key);
+  }
+  size_t prefix = 0;
+  if (!keys.empty()) {
+    QAQKV_ASSIGN_OR_RETURN(const Presence p, FindBlocks(*m, keys, &response.session().format()));
+    while (prefix < keys.size() && !p.holders[prefix].empty()) ++prefix;
+  }
+  response.set_committed_prefix(static_cast<uint32_t>(prefix));
+  if (!missing.empty()) {
+    auto put = std::make_shared<v1::PutSessionRequest>();
+    *put->mutable_session() = response.session();
+    for (size_t e : missing) {
+      repair_.Submit([this, m, e, put] {
+        v1::PutSessionResponse ignored;
+        static_cast<void>(CallOn(
+            *m->endpoints[e],
+            [&](const Conn& c, grpc::ClientContext& context, bool&) {
+              return FromGrpc(c.stub.PutSession(&context, *put, &ignored));
+            },
+            options_.deadline, 1));
+      });
+    }
+  }
+  return response;
+}
+
+absl::Status Client::Impl::PutSession(const v1::PutSessionRequest& request) {
+  std::shared_ptr<const internal::Membership> m = members();
+  auto put = [&](internal::Endpoint& e, int attempts) {
+    v1::PutSessionResponse response;
+    return CallOn(
+        e,
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          return FromGrpc(c.stub.PutSession(&context, request, &response));
+        },
+        options_.deadline, attempts);
+  };
+  if (!sharded() || m->endpoints.size() <= 1) {
+    if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
+    return put(*m->endpoints[0], options_.retry.max_attempts);
+  }
+  std::vector<size_t> targets = Candidates(*m, request.session().session_id());
+  targets.resize(Replicas(*m));
+  std::vector<absl::Status> results(targets.size());
+  internal::RunParallel(targets.size(),
+                        [&](size_t j) { results[j] = put(*m->endpoints[targets[j]], 2); });
+  size_t acked = 0;
+  absl::Status failure;
+  for (size_t j = 0; j < targets.size(); ++j) {
+    if (results[j].ok()) {
+      ++acked;
+    } else if (!ReplicaFailure(results[j])) {
+      return results[j];
+    } else if (failure.ok()) {
+      failure = results[j];
+    }
+  }
+  if (acked >= WriteQuorum(*m)) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("session: ", acked, " of ", targets.size(),
+                                             " replicas acknowledged, write quorum ",
+                                             WriteQuorum(*m), "; ", failure.message()));
+}
+
+namespace {
+
+// One unary session call on several servers at once; `call` returns the
+// status of one server's attempt.
+struct FanOut {
+  size_t ok = 0;
+  size_t not_found = 0;
+  absl::Status failure;  // the first failure other than NOT_FOUND
+};
+
+}  // namespace
+
+absl::Status Client::Impl::TouchSession(std::string_view session_id) {
+  v1::TouchSessionRequest request;
+  request.set_session_id(std::string(session_id));
+  std::shared_ptr<const internal::Membership> m = members();
+  std::vector<size_t> targets;
+  if (!sharded() || m->endpoints.size() <= 1) {
+    return Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
+      v1::TouchSessionResponse response;
+      return FromGrpc(c.stub.TouchSession(&context, request, &response));
+    });
+  }
+  targets = Candidates(*m, session_id);
+  targets.resize(std::min(targets.size(), Replicas(*m) + 2));
+  std::vector<absl::Status> results(targets.size());
+  internal::RunParallel(targets.size(), [&](size_t j) {
+    results[j] = CallOn(
+        *m->endpoints[targets[j]],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          v1::TouchSessionResponse response;
+          return FromGrpc(c.stub.TouchSession(&context, request, &response));
+        },
+        options_.replica_deadline, 1);
+  });
+  FanOut f;
+  for (const absl::Status& s : results) {
+    if (s.ok()) {
+      ++f.ok;
+    } else if (s.code() == absl::StatusCode::kNotFound) {
+      ++f.not_found;
+    } else if (f.failure.ok()) {
+      f.failure = s;
+    }
+  }
+  if (f.ok > 0) return absl::OkStatus();
+  if (!f.failure.ok()) return f.failure;
+  return absl::NotFoundError(absl::StrCat("session '", Sv(session_id), "' not found"));
+}
+
+absl::Status Client::Impl::DeleteSession(std::string_view session_id) {
+  v1::DeleteSessionRequest request;
+  request.set_session_id(std::string(session_id));
+  std::shared_ptr<const internal::Membership> m = members();
+  if (!sharded() || m->endpoints.size() <= 1) {
+    return Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
+      v1::DeleteSessionResponse response;
+      return FromGrpc(c.stub.DeleteSession(&context, request, &response));
+    });
+  }
+  // Every server: after a membership change a copy may sit anywhere.
+  std::vector<absl::Status> results(m->endpoints.size());
+  internal::RunParallel(m->endpoints.size(), [&](size_t e) {
+    results[e] = CallOn(
+        *m->endpoints[e],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          v1::DeleteSessionResponse response;
+          return FromGrpc(c.stub.DeleteSession(&context, request, &response));
+        },
+        options_.replica_deadline, 1);
+  });
+  FanOut f;
+  for (size_t e = 0; e < results.size(); ++e) {
+    const absl::Status& s = results[e];
+    if (s.ok()) {
+      ++f.ok;
+    } else if (s.code() == absl::StatusCode::kNotFound) {
+      ++f.not_found;
+    } else if (f.failure.ok()) {
+      f.failure = absl::Status(s.code(),
+                               absl::StrCat(Sv(m->endpoints[e]->name()), ": ", s.message()));
+    }
+  }
+  // A server that could not be asked may still hold a copy: say so rather
+  // than report a delete that a later read could undo.
+  if (!f.failure.ok()) {
+    return absl::Status(f.failure.code(),
+                        absl::StrCat("session deleted on ", f.ok, " of ", results.size(),
+                                     " servers; ", f.failure.message(), " (retry the delete)"));
+  }
+  if (f.ok > 0) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("session '", Sv(session_id), "' not found"));
+}
+
+absl::StatusOr<std::vector<std::string>> Client::Impl::ListSessions(uint32_t limit) {
+  v1::ListSessionsRequest request;
+  request.set_limit(limit);
+  std::shared_ptr<const internal::Membership> m = members();
+  if (!sharded() || m->endpoints.size() <= 1) {
+    v1::ListSessionsResponse response;
+    QAQKV_RETURN_IF_ERROR(Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
+      return FromGrpc(c.stub.ListSessions(&context, request, &response));
+    }));
+    return std::vector<std::string>(response.session_ids().begin(),
+                                    response.session_ids().end());
+  }
+  std::vector<v1::ListSessionsResponse> responses(m->endpoints.size());
+  std::vector<absl::Status> results(m->endpoints.size());
+  internal::RunParallel(m->endpoints.size(), [&](size_t e) {
+    results[e] = CallOn(
+        *m->endpoints[e],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          return FromGrpc(c.stub.ListSessions(&context, request, &responses[e]));
+        },
+        options_.replica_deadline, 1);
+  });
+  // Each server lists its first `limit` ids in key order, so the first
+  // `limit` of the union are exact as long as every server answered.
+  std::set<std::string> ids;
+  for (size_t e = 0; e < results.size(); ++e) {
+    if (!results[e].ok()) {
+      return absl::Status(results[e].code(), absl::StrCat(Sv(m->endpoints[e]->name()), ": ",
+                                                          results[e].message()));
+    }
+    ids.insert(responses[e].session_ids().begin(), responses[e].session_ids().end());
+  }
+  std::vector<std::string> out(ids.begin(), ids.end());
+  out.resize(std::min<size_t>(out.size(), limit == 0 ? 1000 : limit));
+  return out;
+}
+
+absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
+  v1::GetStatsRequest request;
+  std::shared_ptr<const internal::Membership> m = members();
+  if (!sharded() || m->endpoints.size() <= 1) {
+    v1::GetStatsResponse response;
+    QAQKV_RETURN_IF_ERROR(Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
+      return FromGrpc(c.stub.GetStats(&context, request, &response));
+    }));
+    return response;
+  }
+  std::vector<v1::GetStatsResponse> responses(m->endpoints.size());
+  std::vector<absl::Status> results(m->endpoints.size());
+  internal::RunParallel(m->endpoints.size(), [&](size_t e) {
+    results[e] = CallOn(
+        *m->endpoints[e],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          return FromGrpc(c.stub.GetStats(&context, request, &responses[e]));
+        },
+        options_.replica_deadline, 1);
+  });
+  v1::GetStatsResponse sum;
+  auto add_tier = [](v1::TierStats* to, const v1::TierStats& from) {
+    to->set_hits(to->hits() + from.hits());
+    to->set_misses(to->misses() + from.misses());
+    to->set_evictions(to->evictions() + from.evictions());
+    to->set_bytes(to->bytes() + from.bytes());
+    to->set_entries(to->entries() + from.entries());
+  };
+  for (size_t e = 0; e < results.size(); ++e) {
+    if (!results[e].ok()) {
+      return absl::Status(results[e].code(), absl::StrCat(Sv(m->endpoints[e]->name()), ": ",
+                                                          results[e].message()));
+    }
+    const v1::GetStatsResponse& s = responses[e];
+    sum.set_tenant_bytes(sum.tenant_bytes() + s.tenant_bytes());
+    sum.set_tenant_blocks(sum.tenant_blocks() + s.tenant_blocks());
+    add_tier(sum.mutable_dram(), s.dram());
+    add_tier(sum.mutable_disk(), s.disk());
+    sum.set_blocks_evicted(sum.blocks_evicted() + s.blocks_evicted());
+    sum.set_checksum_failures(sum.checksum_failures() + s.checksum_failures());
+    sum.set_total_bytes(sum.total_bytes() + s.total_bytes());
+    if (e == 0) sum.set_version(s.version());
+  }
+  return sum;
+}
+
+}  // namespace qaqkv::client

@@ -1,0 +1,437 @@
+// The sharded, replicated client against several real qaqkv-server
+// processes on loopback (each with its own RocksDB in a temporary
+// directory): placement by rendezvous hashing, replication, a server killed
+// (SIGKILL) and restarted with read repair bringing it back in line, a
+// server stopped (SIGSTOP) in the middle of a write stream, a fourth server
+// added, sessions, discovery by DNS name, and option validation.
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/internal/placement.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/internal/half.h"
+#include "qaqkv/client.h"
+#include "tests/service/server_process.h"
+#include "tools/internal/child_process.h"
+
+namespace qaqkv::client {
+namespace {
+
+using service::testing::ServerProcess;
+using ::testing::HasSubstr;
+
+constexpr int kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16;
+
+Geometry SmallGeometry() {
+  Geometry g;
+  g.num_layers = kLayers;
+  g.num_kv_heads = kKvHeads;
+  g.num_q_heads = 4;
+  g.head_dim = kHeadDim;
+  g.block_tokens = kBlockTokens;
+  return g;
+}
+
+// fp16 KV of `tokens` rows per layer (NHD), seeded; fp16 pages round-trip
+// bit-exactly, so a read compares equal to what was written.
+struct Kv {
+  std::vector<std::vector<uint16_t>> k, v;
+  int tokens = 0;
+  HostKv View() const {
+    HostKv h;
+    for (int l = 0; l < kLayers; ++l) {
+      h.k.push_back(k[l].data());
+      h.v.push_back(v[l].data());
+    }
+    h.tokens = tokens;
+    return h;
+  }
+  MutableHostKv MutableView() {
+    MutableHostKv h;
+    for (int l = 0; l < kLayers; ++l) {
+      h.k.push_back(k[l].data());
+      h.v.push_back(v[l].data());
+    }
+    h.tokens = tokens;
+    return h;
+  }
+};
+
+Kv MakeKv(int tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Kv kv;
+  kv.tokens = tokens;
+  for (int l = 0; l < kLayers; ++l) {
+    auto& k = kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim);
+    auto& v = kv.v.emplace_back(k.size());
+    for (auto& x : k) x = ::qaqkv::internal::FloatToHalf(normal(rng));
+    for (auto& x : v) x = ::qaqkv::internal::FloatToHalf(normal(rng));
+  }
+  return kv;
+}
+
+Kv Zeros(int tokens) {
+  Kv kv;
+  kv.tokens = tokens;
+  for (int l = 0; l < kLayers; ++l) {
+    kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
+    kv.v.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
+  }
+  return kv;
+}
+
+// Distinct keys per `seed`: block keys of a synthetic token sequence.
+std::vector<BlockKey> Keys(int blocks, int seed) {
+  std::vector<int32_t> tokens(size_t(blocks) * kBlockTokens);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7 + seed * 7919) % 32000);
+  return Client::ComputeBlockKeys(absl::StrCat("model-", seed), "fp16", tokens, kBlockTokens);
+}
+
+std::string KeyView(const BlockKey& k) {
+  return std::string(reinterpret_cast<const char*>(k.data()), k.size());
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void StartServers(int n) {
+    for (int i = 0; i < n; ++i) {
+      auto& s = servers_.emplace_back(std::make_unique<ServerProcess>());
+      // A fixed port, so a restarted server is the same cluster member.
+      const absl::StatusOr<int> free = tools::FreeLoopbackPort();
+      ASSERT_TRUE(free.ok()) << free.status();
+      auto port = s->Start({absl::StrCat("--listen=127.0.0.1:", *free)});
+      ASSERT_TRUE(port.ok()) << port.status();
+    }
+  }
+  std::vector<std::string> Targets() const {
+    std::vector<std::string> t;
+    for (const auto& s : servers_) t.push_back(s->target());
+    return t;
+  }
+  std::unique_ptr<Client> Connect(ClientOptions o) {
+    if (o.target.empty() && o.discovery.empty() && o.servers.empty()) o.servers = Targets();
+    o.encode_threads = 2;
+    o.health_check_interval = absl::Milliseconds(100);
+    o.retry.initial_backoff = absl::Milliseconds(20);
+    o.retry.max_backoff = absl::Milliseconds(200);
+    auto c = Client::Create(std::move(o));
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+  // A client of server `i` alone, to look inside the cluster.
+  bool Holds(size_t i, const BlockKey& key) {
+    ClientOptions o;
+    o.target = servers_[i]->target();
+    o.deadline = absl::Seconds(5);
+    o.retry.max_attempts = 1;
+    auto c = Client::Create(o);
+    if (!c.ok()) return false;
+    auto n = (*c)->Lookup(std::span<const BlockKey>(&key, 1));
+    return n.ok() && *n == 1;
+  }
+  // Indices of the servers rendezvous hashing puts `key` on, among `names`.
+  static std::vector<size_t> Placement(const BlockKey& key, const std::vector<std::string>& names,
+                                       size_t replicas) {
+    std::vector<uint64_t> hashes;
+    for (const std::string& n : names) hashes.push_back(internal::EndpointHash(n));
+    return internal::RankEndpoints(KeyView(key), hashes, replicas);
+  }
+  absl::Status Offload(Client& c, const std::vector<BlockKey>& keys, const Kv& kv) {
+    OffloadRequest off;
+    off.geometry = SmallGeometry();
+    off.codec = "fp16";
+    off.blocks = keys;
+    off.kv = kv.View();
+    return c.Offload(off).status();
+  }
+  // Loads `keys` through `c` and checks every byte against `kv`.
+  void ExpectReadsBack(Client& c, const std::vector<BlockKey>& keys, const Kv& kv) {
+    Kv out = Zeros(kv.tokens);
+    LoadRequest load;
+    load.geometry = SmallGeometry();
+    load.codec = "fp16";
+    load.blocks = keys;
+    load.kv = out.MutableView();
+    std::vector<int> layers;
+    load.on_layer = [&](int l) { layers.push_back(l); };
+    auto r = c.Load(load);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(layers.size(), size_t{kLayers});
+    EXPECT_TRUE(out.k == kv.k && out.v == kv.v) << "loaded bytes differ";
+  }
+  // Polls until `pred` holds, up to `timeout`.
+  template <typename Pred>
+  static bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(15)) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      if (pred()) return true;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return pred();
+  }
+
+  std::vector<std::unique_ptr<ServerProcess>> servers_;
+};
+
+TEST_F(ClusterTest, BlocksLiveOnTheirTwoRendezvousReplicas) {
+  StartServers(3);
+  auto c = Connect({});
+  ASSERT_NE(c, nullptr);
+  const auto keys = Keys(24, 1);
+  const Kv kv = MakeKv(24 * kBlockTokens, 1);
+  ASSERT_TRUE(Offload(*c, keys, kv).ok());
+  for (const BlockKey& key : keys) {
+    const std::vector<size_t> want = Placement(key, Targets(), 2);
+    for (size_t s = 0; s < 3; ++s) {
+      const bool placed = std::find(want.begin(), want.end(), s) != want.end();
+      EXPECT_EQ(Holds(s, key), placed) << "server " << s;
+    }
+  }
+  EXPECT_EQ(*c->Lookup(keys), keys.size());
+  ExpectReadsBack(*c, keys, kv);
+  auto stats = c->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tenant_blocks, 2 * keys.size());  // every copy counted
+}
+
+TEST_F(ClusterTest, SurvivesSigkillAndReadRepairRestoresTheServer) {
+  StartServers(3);
+  auto c = Connect({});
+  ASSERT_NE(c, nullptr);
+  const Geometry g = SmallGeometry();
+  const auto keys = Keys(40, 2);
+  const Kv kv = MakeKv(40 * kBlockTokens, 2);
+  ASSERT_TRUE(Offload(*c, keys, kv).ok());
+  // Sessions with a tail: 2 blocks + 5 tokens each.
+  const Kv skv = MakeKv(2 * kBlockTokens + 5, 3);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    SessionSpec spec;
+    spec.session_id = absl::StrCat("chat-", i);
+    spec.geometry = g;
+    spec.codec = "fp16";
+    spec.blocks = Keys(2, 100 + i);
+    spec.token_count = 2 * kBlockTokens + 5;
+    ASSERT_TRUE(c->OffloadSession(spec, skv.View()).ok()) << spec.session_id;
+    ids.push_back(spec.session_id);
+  }
+
+  servers_[1]->Kill();
+  ExpectReadsBack(*c, keys, kv);
+  for (const std::string& id : ids) {
+    Kv out = Zeros(2 * kBlockTokens + 5);
+    auto info = c->ResumeSession(id, out.MutableView());
+    ASSERT_TRUE(info.ok()) << id << ": " << info.status();
+    EXPECT_EQ(info->committed_prefix, 2u);
+    EXPECT_TRUE(out.k == skv.k && out.v == skv.v) << id;
+  }
+  auto listed = c->ListSessions();
+  ASSERT_FALSE(listed.ok());  // a server that cannot answer is not silently skipped
+  EXPECT_THAT(std::string(listed.status().message()), HasSubstr(servers_[1]->target()));
+  // The dead server is ejected.
+  EXPECT_TRUE(Eventually([&] { return !c->Servers()[1].healthy; }));
+
+  // Writes while it is down go to the next servers in rendezvous order.
+  const auto more = Keys(20, 4);
+  const Kv more_kv = MakeKv(20 * kBlockTokens, 4);
+  ASSERT_TRUE(Offload(*c, more, more_kv).ok());
+  ExpectReadsBack(*c, more, more_kv);
+
+  // Back on the same data dir: its old blocks are there; the ones written
+  // while it was away are repaired into it by the next read.
+  ASSERT_TRUE(servers_[1]->Restart().ok());
+  ASSERT_TRUE(Eventually([&] { return c->Servers()[1].healthy; }));
+  ExpectReadsBack(*c, keys, kv);
+  ExpectReadsBack(*c, more, more_kv);
+  size_t repaired = 0;
+  for (const BlockKey& key : more) {
+    const std::vector<size_t> want = Placement(key, Targets(), 2);
+    if (std::find(want.begin(), want.end(), 1) == want.end()) continue;
+    EXPECT_TRUE(Eventually([&] { return Holds(1, key); })) << "block not repaired";
+    ++repaired;
+  }
+  EXPECT_GT(repaired, 0u);
+  auto all = c->ListSessions();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(*all, ids);
+  for (const std::string& id : ids) EXPECT_TRUE(c->DeleteSession(id).ok()) << id;
+  EXPECT_EQ(c->GetSession(ids[0]).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClusterTest, SigstopMidStreamWritesMeetQuorumOrFailCleanly) {
+  StartServers(3);
+  ClientOptions o;
+  o.write_quorum = 1;
+  o.deadline = absl::Seconds(3);
+  o.replica_deadline = absl::Milliseconds(500);
+  auto c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  constexpr int kBatches = 12, kPerBatch = 8;
+  std::vector<std::vector<BlockKey>> keys;
+  std::vector<Kv> kvs;
+  for (int b = 0; b < kBatches; ++b) {
+    keys.push_back(Keys(kPerBatch, 1000 + b));
+    kvs.push_back(MakeKv(kPerBatch * kBlockTokens, 1000 + b));
+  }
+  std::vector<absl::Status> results(kBatches);
+  std::atomic<int> finished{0};
+  std::thread writer([&] {
+    for (int b = 0; b < kBatches; ++b) {
+      results[b] = Offload(*c, keys[b], kvs[b]);
+      finished.fetch_add(1);
+    }
+  });
+  while (finished.load() < 3) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_TRUE(servers_[2]->Signal(SIGSTOP).ok());
+  writer.join();
+  int ok = 0;
+  for (int b = 0; b < kBatches; ++b) {
+    if (results[b].ok()) {
+      ++ok;
+      // Acknowledged: reads back now, with the server still stopped.
+      ExpectReadsBack(*c, keys[b], kvs[b]);
+    } else {
+      EXPECT_THAT(results[b].code(), ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                                                      absl::StatusCode::kDeadlineExceeded))
+          << results[b];
+    }
+  }
+  // With a quorum of one, the two live replicas carry every write.
+  EXPECT_EQ(ok, kBatches);
+  ASSERT_TRUE(servers_[2]->Signal(SIGCONT).ok());
+  ASSERT_TRUE(Eventually([&] { return c->Servers()[2].healthy; }));
+  for (int b = 0; b < kBatches; ++b) {
+    if (results[b].ok()) ExpectReadsBack(*c, keys[b], kvs[b]);
+  }
+}
+
+TEST_F(ClusterTest, QuorumOfAllFailsCleanlyWhenAReplicaCannotBeReached) {
+  StartServers(2);
+  ClientOptions o;  // R = 2 over 2 servers, quorum all: every block needs both
+  o.deadline = absl::Seconds(3);
+  auto c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  servers_[1]->Kill();
+  const auto keys = Keys(4, 7);
+  const absl::Status s = Offload(*c, keys, MakeKv(4 * kBlockTokens, 7));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("write quorum 2"));
+  // What reached the live server stays there, readable.
+  EXPECT_TRUE(Holds(0, keys[0]));
+}
+
+TEST_F(ClusterTest, AddingAFourthServerMovesAboutAQuarterOfTheCopies) {
+  StartServers(3);
+  auto c = Connect({});
+  ASSERT_NE(c, nullptr);
+  constexpr int kBlocks = 240;
+  const auto keys = Keys(kBlocks, 9);
+  const Kv kv = MakeKv(kBlocks * kBlockTokens, 9);
+  ASSERT_TRUE(Offload(*c, keys, kv).ok());
+  const std::vector<std::string> before = Targets();
+  StartServers(1);
+  const std::vector<std::string> after = Targets();
+  ASSERT_TRUE(c->SetServers(after).ok());
+  size_t moved = 0;
+  for (const BlockKey& key : keys) {
+    const std::vector<size_t> old_set = Placement(key, before, 2);
+    const std::vector<size_t> new_set = Placement(key, after, 2);
+    for (size_t s : new_set) {
+      if (std::find(old_set.begin(), old_set.end(), s) != old_set.end()) continue;
+      EXPECT_EQ(s, 3u) << "a copy moved between old servers";
+      ++moved;
+    }
+  }
+  const double fraction = double(moved) / (2.0 * kBlocks);
+  EXPECT_GT(fraction, 0.17);
+  EXPECT_LT(fraction, 0.33);
+  // Every block still reads back (found on its old replicas), and the reads
+  // copy to the new server exactly the blocks placed on it.
+  ExpectReadsBack(*c, keys, kv);
+  size_t on_new = 0;
+  for (const BlockKey& key : keys) {
+    const std::vector<size_t> new_set = Placement(key, after, 2);
+    if (std::find(new_set.begin(), new_set.end(), 3) == new_set.end()) continue;
+    EXPECT_TRUE(Eventually([&] { return Holds(3, key); }));
+    ++on_new;
+  }
+  EXPECT_EQ(on_new, moved);
+  for (const BlockKey& key : keys) {
+    const std::vector<size_t> new_set = Placement(key, after, 2);
+    if (std::find(new_set.begin(), new_set.end(), 3) == new_set.end()) {
+      EXPECT_FALSE(Holds(3, key)) << "a block not placed on the new server was copied there";
+    }
+  }
+}
+
+TEST_F(ClusterTest, DiscoveryNamesServersByTheirReverseName) {
+  StartServers(1);
+  ClientOptions o;
+  o.discovery = servers_[0]->target();  // 127.0.0.1:<port>
+  auto c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  const auto servers = c->Servers();
+  ASSERT_EQ(servers.size(), 1u);
+  EXPECT_EQ(servers[0].address, servers_[0]->target());
+  EXPECT_EQ(servers[0].name, absl::StrCat("localhost:", servers_[0]->port()));
+  const auto keys = Keys(3, 11);
+  const Kv kv = MakeKv(3 * kBlockTokens, 11);
+  ASSERT_TRUE(Offload(*c, keys, kv).ok());
+  ExpectReadsBack(*c, keys, kv);
+  EXPECT_EQ(c->SetServers({"127.0.0.1:1"}).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(ClusterOptionsTest, BadOptionsNameTheirField) {
+  auto expect = [](ClientOptions o, std::string_view field) {
+    auto c = Client::Create(std::move(o));
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(std::string(field)));
+  };
+  ClientOptions both;
+  both.target = "127.0.0.1:1";
+  both.servers = {"127.0.0.1:2"};
+  expect(both, "options.target");
+  ClientOptions none;
+  expect(none, "options.target");
+  ClientOptions r;
+  r.servers = {"a:1", "b:1"};
+  r.replicas = 17;
+  expect(r, "options.replicas");
+  ClientOptions w;
+  w.servers = {"a:1", "b:1"};
+  w.replicas = 2;
+  w.write_quorum = 3;
+  expect(w, "options.write_quorum");
+  ClientOptions bad;
+  bad.servers = {"a:1", "b 1"};
+  expect(bad, "options.servers[1]");
+  ClientOptions dup;
+  dup.servers = {"a:1", "a:1"};
+  expect(dup, "servers: 'a:1' is listed twice");
+  ClientOptions d;
+  d.discovery = "no-port";
+  expect(d, "discovery");
+
+  ClientOptions ok;
+  ok.servers = {"127.0.0.1:1", "127.0.0.1:2"};
+  auto c = Client::Create(ok);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->SetServers({}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->SetServers({"x:1", "x:1"}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->Servers().size(), 2u);  // a failed SetServers changes nothing
+}
+
+}  // namespace
+}  // namespace qaqkv::client
