@@ -212,6 +212,26 @@ TEST_F(GpuCodecTest, QaqSideInputsGiveTheCpuWidths) {
   }
 }
 
+// Layer-level groups larger than the kernel's shared-memory cache (32 heads x
+// 256 = 8192 values) take the uncached path; many outliers per side too.
+TEST_F(GpuCodecTest, LargeLayerGroupsMatchTheCpu) {
+  for (const char* config : {"qaq-layer", "qaq-layer:o=0.1"}) {
+    Case c = RandomCase(rng_, config, 67, 256, Fill::kNormal);
+    c.shape.kv_heads = 32;
+    SCOPED_TRACE(c.Name());
+    const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
+    const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
+    auto cpu = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
+                          {v.data(), c.v_dtype, c.v_layout}, {}, Backend::kReference);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    const DeviceBuffer dk = ToDevice(k), dv = ToDevice(v);
+    auto gpu = codec_->EncodePage(c.config, c.shape, {dk.data(), c.k_dtype, c.k_layout},
+                                  {dv.data(), c.v_dtype, c.v_layout});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    ASSERT_EQ(FirstDiff(*cpu, *gpu), -1);
+  }
+}
+
 // CPU-encoded pages (qaq-cs / qaq-cc included) decoded on the GPU give the
 // CPU decoder's output bytes, in every output dtype and layout.
 TEST_F(GpuCodecTest, CpuEncodeGpuDecodeMatchesCpuDecode) {
