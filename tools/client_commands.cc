@@ -16,6 +16,7 @@
 #include "kernels/internal/half.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
+#include "tools/internal/connect.h"
 #include "tools/eval/kv_source.h"
 #include "tools/internal/kv_prep.h"
 #include "tools/internal/report.h"
@@ -38,9 +39,19 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return s.str();
 }
 
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<qc::Client>> Connect(const ConnectArgs& a) {
   qc::ClientOptions o;
-  o.target = a.target;
+  if (!a.servers.empty()) {
+    o.servers = a.servers;
+  } else if (!a.discovery.empty()) {
+    o.discovery = a.discovery;
+  } else {
+    o.target = a.target;
+  }
+  o.replicas = a.replicas;
+  o.write_quorum = a.write_quorum;
   o.bearer_token = a.token;
   o.deadline = absl::Seconds(a.deadline_s);
   if (!a.tls_ca.empty() || !a.tls_cert.empty()) {
@@ -65,6 +76,17 @@ absl::StatusOr<std::unique_ptr<qc::Client>> Connect(const ConnectArgs& a) {
   }
   return qc::Client::Create(o);
 }
+
+std::string DescribeServers(const ConnectArgs& a) {
+  if (!a.servers.empty()) {
+    std::string out;
+    for (const std::string& s : a.servers) out += (out.empty() ? "" : ",") + s;
+    return out;
+  }
+  return a.discovery.empty() ? a.target : a.discovery;
+}
+
+namespace {
 
 // Exit code for a failed call: 2 for what the caller must fix, 1 otherwise.
 int CodeFor(const absl::Status& s) {

@@ -76,9 +76,15 @@ struct DemoArgs {
 };
 int RunDemo(const DemoArgs& args);
 
-// How the client subcommands reach the server.
+// How the client subcommands reach the server(s).
 struct ConnectArgs {
   std::string target = "127.0.0.1:7070";
+  // Several servers (sharded, replicated; overrides target), or a DNS name
+  // whose every address is a server.
+  std::vector<std::string> servers;
+  std::string discovery;
+  int replicas = 0;      // 0: the client's default (2, or 1 with one server)
+  int write_quorum = 0;  // 0: all replicas
   std::string token;            // bearer token (or $QAQKV_TOKEN)
   std::string tls_ca;           // PEM roots; with it (or a client cert) TLS is on
   std::string tls_cert, tls_key;  // client certificate for mTLS
@@ -130,8 +136,7 @@ struct StatsArgs {
 int RunStats(const StatsArgs& args);
 
 struct ReplayArgs {
-  std::string target = "127.0.0.1:7070";
-  std::string token;
+  ConnectArgs conn;  // deadline_s defaults to 120 here
   std::string trace = "data/mooncake_synthetic_trace.jsonl";
   int requests = 0;          // 0: all
   int layers = 4;            // scaled-down geometry of every block

@@ -100,7 +100,16 @@ int main(int argc, char** argv) {
     c->add_option("--tls-cert", a.tls_cert, "client certificate (mTLS)");
     c->add_option("--tls-key", a.tls_key, "client key (mTLS)");
     c->add_option("--tls-server-name", a.tls_server_name, "name to check in the server certificate");
-    c->add_option("--deadline", a.deadline_s, "seconds per call")->default_val(60);
+    c->add_option("--deadline", a.deadline_s, "seconds per call")->default_val(a.deadline_s);
+    c->add_option("--servers", a.servers,
+                  "several servers, comma-separated host:port (sharded; overrides --target)")
+        ->delimiter(',');
+    c->add_option("--discovery", a.discovery,
+                  "DNS name:port whose every address is a server (e.g. a headless Service)");
+    c->add_option("--replicas", a.replicas, "copies of each block (0: 2, or 1 with one server)")
+        ->default_val(0);
+    c->add_option("--write-quorum", a.write_quorum, "replicas that must acknowledge (0: all)")
+        ->default_val(0);
   };
   qaqkv::tools::PutArgs put;
   CLI::App* pt = app.add_subcommand("put", "Offload a safetensors KV file as a session");
@@ -141,8 +150,8 @@ int main(int argc, char** argv) {
 
   qaqkv::tools::ReplayArgs replay;
   CLI::App* rp = app.add_subcommand("replay", "Replay a request trace against a server (and Redis)");
-  rp->add_option("--target", replay.target, "qaqkv-server address")->default_val("127.0.0.1:7070");
-  rp->add_option("--token", replay.token, "bearer token")->envname("QAQKV_TOKEN");
+  replay.conn.deadline_s = 120;
+  add_conn(rp, replay.conn);
   rp->add_option("--trace", replay.trace, "JSONL trace (Mooncake format)")
       ->default_val("data/mooncake_synthetic_trace.jsonl");
   rp->add_option("--requests", replay.requests, "first N requests (0: all)")->default_val(0);

@@ -27,6 +27,7 @@
 #include "nlohmann/json.hpp"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
+#include "tools/internal/connect.h"
 #include "tools/internal/redis.h"
 #include "tools/internal/report.h"
 
@@ -197,16 +198,13 @@ int RunReplay(const ReplayArgs& a) {
 
   std::vector<std::unique_ptr<qc::Client>> clients;
   for (int w = 0; w < a.concurrency; ++w) {
-    qc::ClientOptions o;
-    o.target = a.target;
-    o.bearer_token = a.token;
-    o.deadline = absl::Seconds(120);
-    auto c = qc::Client::Create(o);
+    auto c = Connect(a.conn);
     if (!c.ok()) return Fail(c.status().ToString(), 2);
     clients.push_back(std::move(*c));
   }
   if (auto s = clients[0]->GetStats(); !s.ok()) {
-    return Fail(absl::StrCat("cannot reach qaqkv-server at ", a.target, ": ", s.status().ToString()));
+    return Fail(absl::StrCat("cannot reach qaqkv-server at ", DescribeServers(a.conn), ": ",
+                             s.status().ToString()));
   }
 
   Tally ours;
@@ -329,6 +327,12 @@ int RunReplay(const ReplayArgs& a) {
                 "%.1f KiB per block\n",
                 a.layers, a.kv_heads, a.head_dim, a.block_tokens, cfg->Name().c_str(),
                 block_bytes / 1024.0);
+    const auto servers = clients[0]->Servers();
+    if (servers.size() > 1) {
+      const int r = a.conn.replicas == 0 ? 2 : a.conn.replicas;
+      std::printf("qaqkv: %zu servers, %d replicas per block (GiB put counts every copy)\n",
+                  servers.size(), std::min<int>(r, static_cast<int>(servers.size())));
+    }
   }
   int rc = 0;
   for (Tally* t : {&ours, &redis_tally}) {
