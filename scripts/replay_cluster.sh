@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Replays the Mooncake trace (data/mooncake_synthetic_trace.jsonl) against N
+# qaqkv-server processes on loopback, each with its own RocksDB in a
+# temporary directory, through the sharded client (R = 2 when N >= 2). The
+# servers are stopped with SIGTERM (drained) at the end, whatever happens.
+#   scripts/replay_cluster.sh 3                      # whole trace, 3 servers
+#   scripts/replay_cluster.sh 1 --redis              # one server, and Redis
+#   QAQKV_BUILD=build/release scripts/replay_cluster.sh 3 --requests 500
+# Arguments after N go to `qaqkv replay`. Server flags: $QAQKV_SERVER_FLAGS
+# (default --memory-bytes=512MiB --disk-bytes=16GiB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:?usage: scripts/replay_cluster.sh SERVERS [qaqkv replay args]}"
+shift
+build="${QAQKV_BUILD:-build/release}"
+flags="${QAQKV_SERVER_FLAGS:---memory-bytes=512MiB --disk-bytes=16GiB}"
+if [[ ! -x "$build/tools/qaqkv" || ! -x "$build/service/qaqkv-server" ]]; then
+  bash scripts/deps.sh
+  cmake --preset release >/dev/null
+  cmake --build --preset release --target qaqkv qaqkv-server
+  build=build/release
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/qaqkv-replay.XXXXXX")
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+servers=""
+for i in $(seq 0 $((n - 1))); do
+  # shellcheck disable=SC2086  # $flags is a list of flags
+  "$build/service/qaqkv-server" --listen=127.0.0.1:0 --data-dir="$work/db$i" \
+    --port-file="$work/port$i" $flags 2>"$work/server$i.log" &
+  pids+=($!)
+done
+for i in $(seq 0 $((n - 1))); do
+  for _ in $(seq 1 300); do
+    [[ -s "$work/port$i" ]] && break
+    kill -0 "${pids[$i]}" 2>/dev/null || { cat "$work/server$i.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [[ -s "$work/port$i" ]] || { echo "server $i did not report its port" >&2; exit 1; }
+  servers="${servers:+$servers,}127.0.0.1:$(cat "$work/port$i")"
+done
+echo "== qaqkv replay against $n server(s): $servers =="
+"$build/tools/qaqkv" replay --servers "$servers" "$@"
