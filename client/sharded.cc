@@ -726,4 +726,56 @@ absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
   return sum;
 }
 
+// ---- Transfer rendezvous ---------------------------------------------------------
+
+absl::Status Client::Impl::OfferTransfer(const v1::OfferTransferRequest& request) {
+  std::shared_ptr<const internal::Membership> m = members();
+  auto offer = [&](internal::Endpoint& e, int attempts) {
+    return CallOn(
+        e,
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          v1::OfferTransferResponse response;
+          return FromGrpc(c.stub.OfferTransfer(&context, request, &response));
+        },
+        sharded() ? options_.replica_deadline : options_.deadline, attempts);
+  };
+  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
+  if (!sharded() || m->endpoints.size() == 1) {
+    return offer(*m->endpoints[0], options_.retry.max_attempts);
+  }
+  // Pure rendezvous order (not health order): the receiver must find it
+  // without knowing which servers the sender thought healthy.
+  const std::vector<size_t> order = m->Rank(request.offer().transfer_id());
+  absl::Status status;
+  for (size_t j = 0; j < std::min<size_t>(order.size(), 2); ++j) {
+    status = offer(*m->endpoints[order[j]], 1);
+    if (!ReplicaFailure(status)) return status;
+  }
+  return status;
+}
+
+absl::StatusOr<v1::TransferOffer> Client::Impl::AcceptTransfer(const std::string& transfer_id) {
+  v1::AcceptTransferRequest request;
+  request.set_transfer_id(transfer_id);
+  std::shared_ptr<const internal::Membership> m = members();
+  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
+  std::vector<size_t> order = {0};
+  if (sharded() && m->endpoints.size() > 1) {
+    order = m->Rank(transfer_id);
+    order.resize(2);
+  }
+  absl::Status status;
+  for (size_t e : order) {
+    v1::AcceptTransferResponse response;
+    status = CallOn(
+        *m->endpoints[e],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) {
+          return FromGrpc(c.stub.AcceptTransfer(&context, request, &response));
+        },
+        sharded() ? options_.replica_deadline : options_.deadline, 1);
+    if (status.ok()) return std::move(*response.mutable_offer());
+  }
+  return status;
+}
+
 }  // namespace qaqkv::client

@@ -30,6 +30,8 @@ std::string_view RpcName(Rpc rpc) {
     case Rpc::kDeleteSession: return "DeleteSession";
     case Rpc::kTouchSession: return "TouchSession";
     case Rpc::kGetStats: return "GetStats";
+    case Rpc::kOfferTransfer: return "OfferTransfer";
+    case Rpc::kAcceptTransfer: return "AcceptTransfer";
     case Rpc::kCount: break;
   }
   return "unknown";

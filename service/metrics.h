@@ -26,6 +26,8 @@ enum class Rpc : int {
   kDeleteSession,
   kTouchSession,
   kGetStats,
+  kOfferTransfer,
+  kAcceptTransfer,
   kCount,
 };
 std::string_view RpcName(Rpc rpc);

@@ -24,6 +24,7 @@
 #include "service/internal/store_executor.h"
 #include "service/metrics.h"
 #include "service/validate.h"
+#include "service/transfer_broker.h"
 #include "storage/internal/mutex.h"
 
 namespace qaqkv::service {
@@ -320,6 +321,26 @@ class KvCacheService final
     });
   }
 
+  grpc::ServerUnaryReactor* OfferTransfer(grpc::CallbackServerContext* ctx,
+                                          const v1::OfferTransferRequest* req,
+                                          v1::OfferTransferResponse*) override {
+    return Unary(ctx, Rpc::kOfferTransfer, [&](const std::string& tenant, uint64_t&, uint64_t&) {
+      return transfers_.Offer(tenant, req->offer(), absl::Now());
+    });
+  }
+
+  grpc::ServerUnaryReactor* AcceptTransfer(grpc::CallbackServerContext* ctx,
+                                           const v1::AcceptTransferRequest* req,
+                                           v1::AcceptTransferResponse* resp) override {
+    return Unary(ctx, Rpc::kAcceptTransfer, [&](const std::string& tenant, uint64_t&, uint64_t&) {
+      absl::StatusOr<v1::TransferOffer> offer =
+          transfers_.Accept(tenant, req->transfer_id(), absl::Now());
+      if (!offer.ok()) return offer.status();
+      *resp->mutable_offer() = *std::move(offer);
+      return absl::OkStatus();
+    });
+  }
+
  private:
   storage::TieredStore* const store_;
   const TokenMap* const tokens_;  // null: single tenant
@@ -327,6 +348,7 @@ class KvCacheService final
   const int tenant_max_streams_;
   const size_t get_message_bytes_;  // page bytes per GetPages message
   internal::StoreExecutor* store_executor_ = nullptr;
+  TransferBroker transfers_;
   Mutex streams_mu_;
   absl::flat_hash_map<std::string, int> streams_ ABSL_GUARDED_BY(streams_mu_);
 };

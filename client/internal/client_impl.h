@@ -129,6 +129,10 @@ class Client::Impl {
   absl::Status DeleteSession(std::string_view session_id);
   absl::StatusOr<std::vector<std::string>> ListSessions(uint32_t limit);
   absl::StatusOr<v1::GetStatsResponse> GetStats();
+  // The transfer rendezvous: an offer lives on the first server in
+  // rendezvous order of its id that answers; Accept asks the first two.
+  absl::Status OfferTransfer(const v1::OfferTransferRequest& request);
+  absl::StatusOr<v1::TransferOffer> AcceptTransfer(const std::string& transfer_id);
 
  private:
   void Prepare(grpc::ClientContext& context, absl::Duration deadline) const;

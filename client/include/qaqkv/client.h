@@ -297,6 +297,23 @@ struct TierStats {
   uint64_t entries = 0;
 };
 
+// A GPU-to-GPU transfer as the cache service brokers it: the sender offers
+// it, the receiver accepts it by id (kvcache.proto, TransferOffer). The
+// NCCL transport (qaqkv/nccl_transport.h, CUDA builds) is built on these
+// two calls; they need no GPU themselves.
+struct TransferOffer {
+  std::string transfer_id;     // 1..256 printable ASCII bytes, no spaces
+  std::string nccl_unique_id;  // exactly 128 bytes (ncclUniqueId)
+  BlockFormat format;
+  std::vector<BlockKey> blocks;
+  int layer_begin = 0;
+  int layer_end = 0;  // 0: all layers
+  // Encoded size of each page in send order: every block's layer
+  // layer_begin, then the next layer, ...
+  std::vector<uint64_t> page_bytes;
+  absl::Duration ttl = absl::ZeroDuration();  // zero: the server's 30 s
+};
+
 // Mirrors GetStatsResponse. With several servers, the sum over all of them
 // (replicas counted once per copy) and the first server's version.
 struct ServerStats {
@@ -422,6 +439,15 @@ class Client {
   absl::StatusOr<std::vector<std::string>> ListSessions(size_t limit = 0);
 
   absl::StatusOr<ServerStats> GetStats();
+
+  // ---- GPU-to-GPU transfer rendezvous ------------------------------------------
+
+  // kAlreadyExists while an offer of the same id is pending.
+  absl::Status OfferTransfer(const TransferOffer& offer);
+  // Waits (polling) up to `wait` for an offer of `transfer_id`, and takes
+  // it: each offer is accepted once. kDeadlineExceeded when none came.
+  absl::StatusOr<TransferOffer> AcceptTransfer(std::string_view transfer_id,
+                                               absl::Duration wait);
 
   // The servers this client places data on, and what it thinks of them.
   struct ServerState {

@@ -1,0 +1,139 @@
+#include "service/transfer_broker.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "service/validate.h"
+
+namespace qaqkv::service {
+
+using storage::internal::MutexLock;
+
+namespace {
+
+absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+constexpr size_t kNcclUniqueIdBytes = 128;  // NCCL_UNIQUE_ID_BYTES
+constexpr uint64_t kMaxPageBytes = uint64_t{64} << 20;
+
+absl::Status ValidateOffer(const v1::TransferOffer& o) {
+  if (absl::Status s = ValidateTransferId(o.transfer_id(), "offer.transfer_id"); !s.ok()) {
+    return s;
+  }
+  if (o.nccl_unique_id().size() != kNcclUniqueIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("offer.nccl_unique_id: ",
+                                                   o.nccl_unique_id().size(),
+                                                   " bytes, expected ", kNcclUniqueIdBytes));
+  }
+  if (!o.has_format()) return absl::InvalidArgumentError("offer.format: missing");
+  absl::StatusOr<Format> format = ValidateFormat(o.format(), "offer.format");
+  if (!format.ok()) return format.status();
+  if (o.block_keys_size() == 0) return absl::InvalidArgumentError("offer.block_keys: empty");
+  absl::StatusOr<std::vector<storage::BlockKey>> keys =
+      ValidateBlockKeys(o.block_keys(), "offer.block_keys", kMaxGetPagesKeys);
+  if (!keys.ok()) return keys.status();
+  const uint32_t layers = o.format().geometry().num_layers();
+  const uint32_t end = o.layer_end() == 0 ? layers : o.layer_end();
+  if (end > layers || o.layer_begin() >= end) {
+    return absl::InvalidArgumentError(absl::StrCat("offer.layer_end: layers [", o.layer_begin(),
+                                                   ", ", o.layer_end(), ") of a ", layers,
+                                                   "-layer format"));
+  }
+  const uint64_t want = uint64_t(o.block_keys_size()) * (end - o.layer_begin());
+  if (uint64_t(o.page_bytes_size()) != want) {
+    return absl::InvalidArgumentError(absl::StrCat("offer.page_bytes: ", o.page_bytes_size(),
+                                                   " entries, expected block_keys x layers = ",
+                                                   want));
+  }
+  for (int i = 0; i < o.page_bytes_size(); ++i) {
+    if (o.page_bytes(i) == 0 || o.page_bytes(i) > kMaxPageBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "offer.page_bytes[", i, "]: ", o.page_bytes(i), " not in [1, ", kMaxPageBytes, "]"));
+    }
+  }
+  if (o.ttl_ms() < 0 || absl::Milliseconds(o.ttl_ms()) > TransferBroker::kMaxTtl) {
+    return absl::InvalidArgumentError(absl::StrCat("offer.ttl_ms: ", o.ttl_ms(),
+                                                   " not in [0, ",
+                                                   absl::ToInt64Milliseconds(TransferBroker::kMaxTtl),
+                                                   "]"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateTransferId(std::string_view id, std::string_view field) {
+  if (id.empty() || id.size() > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Sv(field), ": ", id.size(), " bytes, must be 1..256"));
+  }
+  for (char c : id) {
+    if (c <= 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Sv(field), ": only printable ASCII without spaces"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string TransferBroker::Key(std::string_view tenant, std::string_view id) {
+  // Tenant names hold no NUL, so the pair maps to one key and back.
+  return absl::StrCat(Sv(tenant), absl::string_view("\0", 1), Sv(id));
+}
+
+void TransferBroker::ExpireLocked(absl::Time now) {
+  for (auto it = offers_.begin(); it != offers_.end();) {
+    if (it->second.expires > now) {
+      ++it;
+      continue;
+    }
+    const std::string tenant = it->first.substr(0, it->first.find('\0'));
+    if (--per_tenant_[tenant] == 0) per_tenant_.erase(tenant);
+    offers_.erase(it++);
+  }
+}
+
+absl::Status TransferBroker::Offer(const std::string& tenant, const v1::TransferOffer& offer,
+                                   absl::Time now) {
+  if (absl::Status s = ValidateOffer(offer); !s.ok()) return s;
+  const absl::Duration ttl =
+      offer.ttl_ms() == 0 ? kDefaultTtl : absl::Milliseconds(offer.ttl_ms());
+  MutexLock lock(&mu_);
+  ExpireLocked(now);
+  std::string key = Key(tenant, offer.transfer_id());
+  if (offers_.contains(key)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "offer.transfer_id: '", offer.transfer_id(), "' is already offered and not yet accepted"));
+  }
+  size_t& count = per_tenant_[tenant];
+  if (count >= kMaxPendingPerTenant) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "offer: ", count, " transfers already pending for this tenant (at most ",
+        kMaxPendingPerTenant, ")"));
+  }
+  ++count;
+  offers_.emplace(std::move(key), Pending{offer, now + ttl});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::TransferOffer> TransferBroker::Accept(const std::string& tenant,
+                                                        std::string_view id, absl::Time now) {
+  if (absl::Status s = ValidateTransferId(id, "transfer_id"); !s.ok()) return s;
+  MutexLock lock(&mu_);
+  ExpireLocked(now);
+  auto it = offers_.find(Key(tenant, id));
+  if (it == offers_.end()) {
+    return absl::NotFoundError(absl::StrCat("transfer_id: no pending offer '", Sv(id), "'"));
+  }
+  v1::TransferOffer offer = std::move(it->second.offer);
+  offers_.erase(it);
+  if (--per_tenant_[tenant] == 0) per_tenant_.erase(tenant);
+  return offer;
+}
+
+size_t TransferBroker::pending() const {
+  MutexLock lock(&mu_);
+  return offers_.size();
+}
+
+}  // namespace qaqkv::service

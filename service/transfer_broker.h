@@ -1,0 +1,58 @@
+// The rendezvous of GPU-to-GPU transfers (OfferTransfer / AcceptTransfer in
+// kvcache.proto): offers held in memory per tenant until one receiver
+// accepts them or they expire.
+//
+// Thread-safe. Offers are few and small (ids, keys and page sizes), so one
+// mutex over one map is enough; expired offers are dropped on every call.
+#ifndef QAQKV_SERVICE_TRANSFER_BROKER_H_
+#define QAQKV_SERVICE_TRANSFER_BROKER_H_
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "qaqkv/v1/kvcache.pb.h"
+#include "storage/internal/mutex.h"
+
+namespace qaqkv::service {
+
+class TransferBroker {
+ public:
+  // Pending offers one tenant may hold; more is RESOURCE_EXHAUSTED.
+  static constexpr size_t kMaxPendingPerTenant = 1024;
+  static constexpr absl::Duration kDefaultTtl = absl::Seconds(30);
+  static constexpr absl::Duration kMaxTtl = absl::Minutes(10);
+
+  // Validates `offer` (INVALID_ARGUMENT naming the field under "offer")
+  // and holds it. ALREADY_EXISTS while an offer of that id is pending.
+  absl::Status Offer(const std::string& tenant, const v1::TransferOffer& offer, absl::Time now);
+  // Hands out the pending offer and forgets it: each offer is matched once.
+  // NOT_FOUND when none of that id is pending for `tenant`.
+  absl::StatusOr<v1::TransferOffer> Accept(const std::string& tenant, std::string_view id,
+                                           absl::Time now);
+  size_t pending() const;
+
+ private:
+  struct Pending {
+    v1::TransferOffer offer;
+    absl::Time expires;
+  };
+  void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static std::string Key(std::string_view tenant, std::string_view id);
+
+  mutable storage::internal::Mutex mu_;
+  absl::flat_hash_map<std::string, Pending> offers_ ABSL_GUARDED_BY(mu_);  // by Key()
+  absl::flat_hash_map<std::string, size_t> per_tenant_ ABSL_GUARDED_BY(mu_);
+};
+
+// The checks Offer applies, for the client to apply before sending too.
+absl::Status ValidateTransferId(std::string_view id, std::string_view field);
+
+}  // namespace qaqkv::service
+
+#endif  // QAQKV_SERVICE_TRANSFER_BROKER_H_
