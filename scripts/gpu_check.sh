@@ -31,7 +31,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 /usr/local/cuda/bin/nvcc --version 2>/dev/null | tail -1
 
 if [[ "${QAQKV_SKIP_BUILD:-0}" != 1 ]]; then
-  step configure cmake --preset release -DQAQKV_ENABLE_CUDA=ON
+  step configure cmake --preset release -DQAQKV_ENABLE_CUDA=ON -DQAQKV_BUILD_BENCHMARKS=ON
   step build cmake --build --preset release -j "$jobs" --target codec_cuda_test codec_cuda_bench \
     codec_test fast_path_test
 fi
