@@ -129,6 +129,14 @@ ci::InView ToInView(const TensorView& t) {
 
 constexpr unsigned long long kNoBadIndex = ~0ull;
 
+// Bytes of qaq-cs / qaq-cc per-channel tables at the start of a section.
+uint64_t ChannelBytes(const qi::PageHeader& h, bool keys) {
+  if (!keys || h.kind != CodecKind::kQaq) return 0;
+  const uint64_t per = 2 * uint64_t(h.kv_heads) * h.head_dim;
+  return ((h.flags & qi::kFlagKeyChannelScale) ? per : 0) +
+         ((h.flags & qi::kFlagKeyChannelCenter) ? per : 0);
+}
+
 absl::Status RangeError(const char* name, unsigned long long idx, const PageShape& s) {
   const int64_t d = idx % s.head_dim, t = idx / s.head_dim % s.tokens,
                 h = idx / s.head_dim / s.tokens;
@@ -153,6 +161,7 @@ struct GpuCodec::Impl {
   CudaEvent done;             // host waits on it
   CudaEvent staging_free;     // the last upload from `staging` has finished
   DevicePage scratch_page;    // for EncodePage / DecodePage
+  std::vector<uint8_t> adopt_shadow;  // AdoptDevicePage's host image of the tables
   bool staging_in_flight = false;
 
   absl::Status Sync() {
@@ -384,26 +393,26 @@ absl::StatusOr<std::vector<uint8_t>> GpuCodec::EncodePage(const CodecConfig& con
   return Download(impl_->scratch_page);
 }
 
-absl::Status GpuCodec::Upload(std::span<const uint8_t> bytes, DevicePage* page) {
-  Impl& m = *impl_;
-  if (page == nullptr) return absl::InvalidArgumentError("page: null");
-  DevicePage::State& ps = *page->state_;
-  ps.valid = false;
-  auto body = qi::VerifyChecksum(bytes);
-  if (!body.ok()) return body.status();
-  auto header = qi::ReadHeader(*body);
-  if (!header.ok()) return header.status();
-  const uint8_t* base = bytes.data();
+namespace {
+
+// Parses both sections of a page body whose header passed ReadHeader and
+// records where each region lies, relative to `body`'s first byte. Only the
+// group tables are read (ParseSection never looks at exact values, codes or
+// residuals), which is what lets AdoptDevicePage check a page from a
+// partial host copy.
+absl::Status LayOutPage(const qi::PageHeader& header, std::span<const uint8_t> body,
+                        DevicePage::State& ps) {
+  const uint8_t* base = body.data();
   for (int which = 0; which < 2; ++which) {
-    const auto section = which == 0 ? body->subspan(qi::kHeaderBytes, header->k_bytes)
-                                    : body->subspan(qi::kHeaderBytes + header->k_bytes,
-                                                    header->v_bytes);
-    auto view = qi::ParseSection(*header, which == 0, section);
+    const auto section = which == 0 ? body.subspan(qi::kHeaderBytes, header.k_bytes)
+                                    : body.subspan(qi::kHeaderBytes + header.k_bytes,
+                                                   header.v_bytes);
+    auto view = qi::ParseSection(header, which == 0, section);
     if (!view.ok()) return view.status();
     ci::SectionLayout& l = ps.layout[which];
     l = ci::SectionLayout{};
     auto at = [&](std::span<const uint8_t> s) { return uint64_t(s.data() - base); };
-    if (header->kind == CodecKind::kFp16) {
+    if (header.kind == CodecKind::kFp16) {
       l.exact_values = at(view->exact_values);
       l.end = l.exact_values + view->exact_values.size();
       ps.n_exact[which] = 0;
@@ -425,6 +434,70 @@ absl::Status GpuCodec::Upload(std::span<const uint8_t> bytes, DevicePage* page) 
     l.end = l.residual + view->residual.size();
     ps.n_exact[which] = static_cast<uint64_t>(view->n_exact);
   }
+  return absl::OkStatus();
+}
+
+// Bytes at the start of a section (from its first byte) that hold its group
+// tables, given its exact-group count: everything ParseSection reads. May
+// exceed the section (ParseSection then reports it short).
+uint64_t SectionTableBytes(const qi::PageHeader& h, bool keys, uint64_t n_exact) {
+  const qi::TensorTask t = qi::TaskShape(h, keys);
+  const uint64_t G = static_cast<uint64_t>(t.geo.groups());
+  uint64_t n = ChannelBytes(h, keys) + 4;
+  if (n_exact > G) return n;  // ParseSection rejects the count itself
+  const uint64_t quant = G - n_exact;
+  const uint64_t n_out = quant * 2 * uint64_t(t.outliers);
+  n += 4 * n_exact;
+  if (t.variable_widths) n += (G + 1) / 2;
+  n += 4 * quant + 2 * n_out + uint64_t(qi::OutlierIndexBytes(t.geo.MaxGroupSize())) * n_out;
+  return n;
+}
+
+absl::Status CheckDevicePointer(const void* data, const char* name) {
+  if (data == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": null"));
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, data) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not a CUDA pointer"));
+  }
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not device memory"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<size_t> GpuCodec::DownloadTo(const DevicePage& page, std::span<uint8_t> out) {
+  Impl& m = *impl_;
+  const DevicePage::State& ps = *page.state_;
+  if (!ps.valid) return absl::FailedPreconditionError("page: holds no page");
+  const size_t total = ps.body_bytes + qi::kChecksumBytes;
+  if (out.size() < total) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("out: ", out.size(), " bytes, the page has ", total));
+  }
+  const size_t n = ps.has_checksum ? total : ps.body_bytes;
+  QAQKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(out.data(), ps.bytes.data(), n, cudaMemcpyDeviceToHost, m.stream));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+  if (!ps.has_checksum) {
+    const uint64_t sum = qi::PageChecksum(out.first(ps.body_bytes));
+    qi::PutU64(out.data() + ps.body_bytes, sum);
+  }
+  return total;
+}
+
+absl::Status GpuCodec::Upload(std::span<const uint8_t> bytes, DevicePage* page) {
+  Impl& m = *impl_;
+  if (page == nullptr) return absl::InvalidArgumentError("page: null");
+  DevicePage::State& ps = *page->state_;
+  ps.valid = false;
+  auto body = qi::VerifyChecksum(bytes);
+  if (!body.ok()) return body.status();
+  auto header = qi::ReadHeader(*body);
+  if (!header.ok()) return header.status();
+  QAQKV_CUDA_RETURN_IF_NOT_OK(LayOutPage(*header, *body, ps));
   // Through pinned staging so the copy is asynchronous; the next use of the
   // staging buffer waits for this copy.
   if (m.staging_in_flight) {
@@ -440,6 +513,67 @@ absl::Status GpuCodec::Upload(std::span<const uint8_t> bytes, DevicePage* page) 
   m.staging_in_flight = true;
   ps.header = *header;
   ps.body_bytes = body->size();
+  ps.has_checksum = true;
+  ps.valid = true;
+  return absl::OkStatus();
+}
+
+absl::Status GpuCodec::AdoptDevicePage(const void* device_bytes, size_t bytes, DevicePage* page) {
+  Impl& m = *impl_;
+  if (page == nullptr) return absl::InvalidArgumentError("page: null");
+  DevicePage::State& ps = *page->state_;
+  ps.valid = false;
+  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckDevicePointer(device_bytes, "device_bytes"));
+  if (bytes < qi::kHeaderBytes + qi::kChecksumBytes) {
+    return absl::DataLossError(absl::StrCat("page: ", bytes, " bytes is shorter than a header"));
+  }
+  const size_t body_bytes = bytes - qi::kChecksumBytes;
+  const auto* src = static_cast<const uint8_t*>(device_bytes);
+  // A host image of the body in which only the parts ParseSection reads are
+  // filled in; the rest (values, codes) is never read on the host. It only
+  // grows, so steady state costs no allocation.
+  std::vector<uint8_t>& shadow = m.adopt_shadow;
+  if (shadow.size() < body_bytes) shadow.resize(body_bytes);
+  const std::span<const uint8_t> body(shadow.data(), body_bytes);
+  auto fetch = [&](uint64_t offset, uint64_t n) -> absl::Status {
+    n = std::min<uint64_t>(n, body_bytes - std::min<uint64_t>(offset, body_bytes));
+    if (n == 0) return absl::OkStatus();
+    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(shadow.data() + offset, src + offset, n,
+                                               cudaMemcpyDeviceToHost, m.stream));
+    return absl::OkStatus();
+  };
+  QAQKV_CUDA_RETURN_IF_NOT_OK(fetch(0, qi::kHeaderBytes));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+  auto header = qi::ReadHeader(body);
+  if (!header.ok()) return header.status();
+  if (header->kind != CodecKind::kFp16) {
+    const uint64_t starts[2] = {qi::kHeaderBytes, qi::kHeaderBytes + uint64_t(header->k_bytes)};
+    const uint64_t sizes[2] = {header->k_bytes, header->v_bytes};
+    // Round 1: each section's exact-group count, which sizes its tables.
+    for (int which = 0; which < 2; ++which) {
+      const uint64_t at = ChannelBytes(*header, which == 0);
+      if (at + 4 <= sizes[which]) QAQKV_CUDA_RETURN_IF_NOT_OK(fetch(starts[which], at + 4));
+    }
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+    // Round 2: the tables themselves.
+    for (int which = 0; which < 2; ++which) {
+      const uint64_t at = ChannelBytes(*header, which == 0);
+      if (at + 4 > sizes[which]) continue;  // ParseSection reports it short
+      const uint64_t n_exact = qi::GetU32(shadow.data() + starts[which] + at);
+      const uint64_t table = std::min(SectionTableBytes(*header, which == 0, n_exact),
+                                      sizes[which]);
+      if (table > at + 4) {
+        QAQKV_CUDA_RETURN_IF_NOT_OK(fetch(starts[which] + at + 4, table - at - 4));
+      }
+    }
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+  }
+  QAQKV_CUDA_RETURN_IF_NOT_OK(LayOutPage(*header, body, ps));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(bytes));
+  QAQKV_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(ps.bytes.data(), src, bytes, cudaMemcpyDeviceToDevice, m.stream));
+  ps.header = *header;
+  ps.body_bytes = body_bytes;
   ps.has_checksum = true;
   ps.valid = true;
   return absl::OkStatus();

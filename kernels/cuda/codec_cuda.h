@@ -35,8 +35,8 @@
 namespace qaqkv::cuda {
 
 // Header and sections of one page in device memory, with where each region
-// lies. Made by GpuCodec::EncodeToDevice or GpuCodec::Upload; reusable, its
-// buffer only grows.
+// lies. Made by GpuCodec::EncodeToDevice, GpuCodec::Upload or
+// GpuCodec::AdoptDevicePage; reusable, its buffer only grows.
 class DevicePage {
  public:
   DevicePage();
@@ -97,9 +97,32 @@ class GpuCodec {
   // the bytes just copied back, by the same function the CPU encoder uses.
   absl::StatusOr<std::vector<uint8_t>> Download(const DevicePage& page);
 
+  // Download into caller memory `out` (best pinned, e.g. a PinnedBuffer, so
+  // the copy runs at full PCIe speed) instead of a new vector: writes
+  // page.page_bytes() bytes, checksum appended, and returns that count.
+  // kInvalidArgument when `out` is smaller; kFailedPrecondition for an empty
+  // page. Returns after the stream is idle.
+  absl::StatusOr<size_t> DownloadTo(const DevicePage& page, std::span<uint8_t> out);
+
   // Checks a host page exactly as qaqkv::DecodePage does (kDataLoss,
   // kInvalidArgument) and copies it into `page` on the stream.
   absl::Status Upload(std::span<const uint8_t> bytes, DevicePage* page);
+
+  // Takes a page whose `bytes` bytes (checksum included) are already in
+  // device memory, e.g. received over NCCL, without a round trip through the
+  // host: only the header and each section's group tables (counts, exact
+  // group list, widths, offsets, steps, outliers: a few percent of a page)
+  // are copied to the host and checked as Upload checks them (kDataLoss for
+  // sizes that do not add up, kInvalidArgument for a bad header), then the
+  // page is copied device to device into `page`. The checksum is NOT
+  // verified: it guards pages at rest in the store, and NCCL is a reliable
+  // point-to-point link; it is kept, so Download returns it unchanged.
+  // `device_bytes` must be device (or managed) memory whose contents are
+  // complete in this codec's stream order (e.g. the NCCL receive was
+  // enqueued on the same stream, or the stream waited for its event); the
+  // call synchronizes the stream for the host reads, and the caller may
+  // reuse `device_bytes` once the stream passes the copy.
+  absl::Status AdoptDevicePage(const void* device_bytes, size_t bytes, DevicePage* page);
 
   // Enqueues decoding of `page` into device tensors of shape.values()
   // elements each. kInvalidArgument when `expected` disagrees with the page

@@ -293,6 +293,76 @@ TEST_F(GpuCodecTest, GpuEncodeCpuDecodeRoundTrip) {
   }
 }
 
+// A page already in device memory (as NCCL delivers it) is adopted without
+// a host copy: decoding it gives the CPU decoder's bytes, Download gives the
+// page back unchanged, and a bad header or short section is still refused.
+TEST_F(GpuCodecTest, AdoptedDevicePagesDecodeLikeTheCpu) {
+  const char* configs[] = {"qaq", "qaq-layer", "qaq-cs", "qaq-cc", "int8", "int4", "kivi2",
+                           "kivi2:r=32,g=16", "fp16"};
+  for (const char* config : configs) {
+    for (int tokens : kTokens) {
+      const Fill fill = (rng_() % 5 == 0) ? Fill::kNonFinite : Fill::kNormal;
+      const Case c = RandomCase(rng_, config, tokens, kHeadDims[rng_() % 3], fill);
+      SCOPED_TRACE(c.Name());
+      const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
+      const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
+      auto page = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
+                             {v.data(), c.v_dtype, c.v_layout});
+      ASSERT_TRUE(page.ok()) << page.status();
+      const DType odt = (rng_() & 1) ? DType::kF16 : DType::kF32;
+      const Layout olay = (rng_() & 1) ? Layout::kNHD : Layout::kHND;
+      const size_t bytes = c.shape.values() * ElemBytes(odt);
+      std::vector<uint8_t> ck(bytes), cv(bytes);
+      ASSERT_TRUE(DecodePage(*page, {ck.data(), odt, olay}, {cv.data(), odt, olay}, &c.shape,
+                             Backend::kReference).ok());
+      const DeviceBuffer received = ToDevice(*page);
+      cuda::DevicePage dpage;
+      const absl::Status adopted = codec_->AdoptDevicePage(received.data(), page->size(), &dpage);
+      ASSERT_TRUE(adopted.ok()) << adopted;
+      EXPECT_EQ(dpage.page_bytes(), page->size());
+      auto gk = DeviceBuffer::Allocate(bytes);
+      auto gv = DeviceBuffer::Allocate(bytes);
+      ASSERT_TRUE(gk.ok() && gv.ok());
+      const absl::Status s =
+          codec_->Decode(dpage, {gk->data(), odt, olay}, {gv->data(), odt, olay}, &c.shape);
+      ASSERT_TRUE(s.ok()) << s;
+      ASSERT_TRUE(stream_.Synchronize().ok());
+      EXPECT_EQ(FirstDiff(ck, ToHost(*gk, bytes)), -1) << DTypeName(odt);
+      EXPECT_EQ(FirstDiff(cv, ToHost(*gv, bytes)), -1) << DTypeName(odt);
+      auto back = codec_->Download(dpage);
+      ASSERT_TRUE(back.ok()) << back.status();
+      EXPECT_EQ(FirstDiff(*page, *back), -1);
+    }
+  }
+  // Errors: a header from no known format, a page cut short, host memory.
+  const PageShape shape{67, 2, 64};
+  const auto k = RandomTensor(rng_, shape.values(), DType::kF16, Fill::kNormal);
+  auto page = EncodePage(*ParseCodecConfig("qaq"), shape, {k.data(), DType::kF16, Layout::kNHD},
+                         {k.data(), DType::kF16, Layout::kNHD});
+  ASSERT_TRUE(page.ok());
+  cuda::DevicePage dpage;
+  std::vector<uint8_t> bad = *page;
+  bad[0] ^= 0xff;  // magic
+  EXPECT_EQ(codec_->AdoptDevicePage(ToDevice(bad).data(), bad.size(), &dpage).code(),
+            absl::StatusCode::kInvalidArgument);
+  const DeviceBuffer good = ToDevice(*page);
+  EXPECT_EQ(codec_->AdoptDevicePage(good.data(), page->size() - 5, &dpage).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(codec_->AdoptDevicePage(good.data(), 16, &dpage).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(codec_->AdoptDevicePage(page->data(), page->size(), &dpage).code(),
+            absl::StatusCode::kInvalidArgument);
+  // DownloadTo: into caller memory, and refuses a buffer that is too small.
+  ASSERT_TRUE(codec_->AdoptDevicePage(good.data(), page->size(), &dpage).ok());
+  std::vector<uint8_t> out(page->size());
+  auto n = codec_->DownloadTo(dpage, out);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, page->size());
+  EXPECT_EQ(FirstDiff(*page, out), -1);
+  EXPECT_EQ(codec_->DownloadTo(dpage, std::span(out).first(out.size() - 1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(GpuCodecTest, PagedDecodeWritesTheBlocksOfTheTable) {
   for (const char* config : {"qaq", "kivi2", "int8"}) {
     const int block_size = 16, num_blocks = 64;
