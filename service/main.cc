@@ -28,7 +28,9 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "gRPC address (host:port; port 0 picks one)");
 ABSL_FLAG(std::string, data_dir, "qaqkv-data", "RocksDB directory (created if missing)");
-ABSL_FLAG(std::string, memory_bytes, "1GiB", "DRAM tier budget (bytes, or with KiB/MiB/GiB)");
+ABSL_FLAG(std::string, memory_bytes, "1GiB",
+          "memory budget: the DRAM tier and, on disk, RocksDB's memtables and block cache "
+          "(bytes, or with KiB/MiB/GiB)");
 ABSL_FLAG(std::string, disk_bytes, "0",
           "page bytes kept on disk before LRU blocks are evicted (0: no budget)");
 ABSL_FLAG(bool, memory_only, false, "keep everything in memory (RocksDB on an in-memory Env)");

@@ -719,7 +719,7 @@ class Server::Impl {
                    static_cast<double>(store->TotalBytes()));
       AppendFamily(out, "qaqkv_tier_budget_bytes", "gauge", "Byte budget of a tier (0: none).");
       AppendSample(out, "qaqkv_tier_budget_bytes", "tier=\"dram\"",
-                   static_cast<double>(options.store.memory_bytes));
+                   static_cast<double>(store->DramBudget()));
       AppendSample(out, "qaqkv_tier_budget_bytes", "tier=\"disk\"",
                    static_cast<double>(options.store.disk_bytes));
       AppendFamily(out, "qaqkv_checksum_failures_total", "counter",

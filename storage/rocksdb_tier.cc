@@ -76,9 +76,9 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const RocksDbTier
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_background_jobs = 2;
   // Page values wait in memtables until a flush moves them to blob files;
-  // cap all memtables together so the server's memory stays near its DRAM
+  // cap all memtables together so the server's memory stays within its
   // budget (docs/performance.md reports peak RSS against it).
-  db_options.db_write_buffer_size = 64 << 20;
+  db_options.db_write_buffer_size = options.write_buffer_bytes;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);

@@ -42,6 +42,9 @@ struct RocksDbTierOptions {
   bool sync = false;            // fsync each write before acknowledging
   uint64_t min_blob_size = 4096;
   uint64_t block_cache_bytes = 64ull << 20;
+  // Cap of all memtables together: page values wait there until a flush
+  // moves them to blob files.
+  uint64_t write_buffer_bytes = 64ull << 20;
 };
 
 enum class Column : uint8_t { kPages = 0, kBlocks = 1, kSessions = 2 };

@@ -32,7 +32,10 @@ struct TieredStoreOptions {
   std::string data_dir;            // RocksDB directory (unused when memory_only)
   bool memory_only = false;
   bool sync = false;               // fsync every acknowledged write
-  size_t memory_bytes = size_t{1} << 30;  // DRAM tier budget
+  // Memory budget: the DRAM tier, and on disk also RocksDB's memtables and
+  // block cache, which take min(64 MiB, memory_bytes / 8) each out of it
+  // (so one number bounds the server's caches).
+  size_t memory_bytes = size_t{1} << 30;
   int dram_shards = 16;
   uint64_t tenant_quota_bytes = 0;  // 0: no quota
   // Bytes of pages all tenants may keep; past it the least recently used
@@ -95,6 +98,8 @@ class TieredStore final : public PageStore {
   ~TieredStore() override;
 
   DramTierStats DramStats() const { return dram_->Stats(); }
+  // What the DRAM tier got of options.memory_bytes.
+  size_t DramBudget() const { return dram_budget_; }
   RocksDbTierStats DiskStats() const { return disk_->Stats(); }
   // Whole blocks evicted under the disk budget since open.
   uint64_t BlocksEvicted() const { return blocks_evicted_.load(std::memory_order_relaxed); }
@@ -144,6 +149,7 @@ class TieredStore final : public PageStore {
   const TieredStoreOptions options_;
   std::unique_ptr<RocksDbTier> disk_;
   std::unique_ptr<DramTier> dram_;
+  size_t dram_budget_ = 0;
   // Serializes the read-modify-write of one block's record across streams.
   std::array<internal::Mutex, kStripes> stripes_;
   mutable internal::Mutex usage_mu_;
