@@ -10,6 +10,9 @@
 #include "client/internal/host_kv.h"
 #include "client/internal/status_macros.h"
 #include "kernels/codec.h"
+#ifdef QAQKV_HAVE_CUDA
+#include "client/internal/device_kv.h"
+#endif
 
 namespace qaqkv::client {
 namespace {
@@ -21,16 +24,6 @@ using ::qaqkv::PageShape;
 // Pages in flight per call: enough to keep every pool thread busy while the
 // stream drains, few enough that memory stays a small multiple of a page.
 size_t Window(const internal::WorkPool& pool) { return 2 * static_cast<size_t>(pool.threads()) + 2; }
-
-absl::Status PageError(const absl::Status& s, size_t block, int layer, bool decoding) {
-  // A page the server delivered that does not decode is corrupt data, not a
-  // bad request of the caller's.
-  const absl::StatusCode code = decoding && s.code() == absl::StatusCode::kInvalidArgument
-                                    ? absl::StatusCode::kDataLoss
-                                    : s.code();
-  return absl::Status(code, absl::StrCat("page (block ", block, ", layer ", layer, "): ",
-                                         s.message()));
-}
 
 // Encodes the pages of an OffloadRequest layer-major on the pool, at most
 // Window() ahead of the stream, and hands them out in order.
@@ -155,22 +148,14 @@ class EncodeSource final : public PageSource {
       k = k_scratch.data();
       v = v_scratch.data();
     }
-    ::qaqkv::QaqSideInputs side;
-    const size_t heads = static_cast<size_t>(g.num_kv_heads);
-    if (!r_.side.attention.empty() && !r_.side.attention[layer].empty()) {
-      side.attention = r_.side.attention[layer].subspan(static_cast<size_t>(row0) * heads,
-                                                        static_cast<size_t>(bt) * heads);
-    }
-    if (!r_.side.q2.empty()) side.q2 = r_.side.q2[layer];
-    // The QAQ bounds want the whole context's length, not the page's.
-    side.context_tokens = r_.side.context_tokens > 0
-                              ? r_.side.context_tokens
-                              : r_.kv.first_token + static_cast<int64_t>(blocks_) * bt;
+    const ::qaqkv::QaqSideInputs side = internal::PageSide(
+        r_.side, layer, row0, bt, g.num_kv_heads,
+        r_.kv.first_token + static_cast<int64_t>(blocks_) * bt);
     const ::qaqkv::DType dtype = internal::ToKernel(r_.kv.dtype);
     absl::StatusOr<std::vector<uint8_t>> bytes =
         ::qaqkv::EncodePage(config_, shape, {k, dtype, ::qaqkv::Layout::kNHD},
                             {v, dtype, ::qaqkv::Layout::kNHD}, side);
-    if (!bytes.ok()) return PageError(bytes.status(), block, layer, false);
+    if (!bytes.ok()) return internal::PageError(bytes.status(), block, layer, false);
     if (bytes->size() > max_page_) {
       return absl::InvalidArgumentError(absl::StrCat(
           "page (block ", block, ", layer ", layer, "): encoded page of ", bytes->size(),
@@ -226,7 +211,7 @@ class LoadState {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!status.ok()) {
-        if (error_.ok()) error_ = PageError(status, block, layer, true);
+        if (error_.ok()) error_ = internal::PageError(status, block, layer, true);
         return;
       }
       --remaining_[layer - r_.layer_begin];
@@ -295,6 +280,27 @@ class LoadState {
   internal::TaskCounter tasks_;
 };
 
+// Load's check of the stored format against the request (`codec`:
+// canonical, or empty to accept any).
+absl::Status CheckStoredFormat(const v1::BlockFormat& format, const Geometry& g,
+                               const std::string& codec) {
+  const Geometry stored = FromProto(format.geometry());
+  if (!internal::SameGeometry(stored, g)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("stored geometry (", internal::DescribeGeometry(stored),
+                     ") differs from request geometry (", internal::DescribeGeometry(g), ")"));
+  }
+  if (!codec.empty()) {
+    // Compare canonical names, so any spelling of the same config matches.
+    absl::StatusOr<CodecConfig> parsed = ::qaqkv::ParseCodecConfig(format.codec());
+    if (!parsed.ok() || parsed->Name() != codec) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "stored codec '", format.codec(), "' differs from request codec '", codec, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<OffloadResult> Client::Offload(const OffloadRequest& request) {
@@ -317,15 +323,29 @@ absl::StatusOr<OffloadResult> Client::Offload(const OffloadRequest& request) {
   v1::BlockFormat format;
   *format.mutable_geometry() = ToProto(g);
   format.set_codec(config.Name());
-  EncodeSource source(request, config, buffer_tokens, impl_->options().max_message_bytes - 4096,
-                      impl_->pool());
-  QAQKV_ASSIGN_OR_RETURN(const v1::PutPagesResponse response, impl_->StreamPut(format, source));
+  const size_t max_page = impl_->options().max_message_bytes - 4096;
+  v1::PutPagesResponse response;
+#ifdef QAQKV_HAVE_CUDA
+  QAQKV_ASSIGN_OR_RETURN(const internal::KvPlacement where,
+                         internal::LocateKv(internal::View(request.kv), 0, g.num_layers, "kv"));
+  if (where.on_device) {
+    QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<internal::DevicePageSource> source,
+                           internal::MakeDeviceEncodeSource(request, config, buffer_tokens,
+                                                            max_page, where.device));
+    QAQKV_ASSIGN_OR_RETURN(response, impl_->StreamPut(format, *source));
+    result.encode_time = source->encode_time();
+  } else  // NOLINT(readability/braces): the host path below
+#endif
+  {
+    EncodeSource source(request, config, buffer_tokens, max_page, impl_->pool());
+    QAQKV_ASSIGN_OR_RETURN(response, impl_->StreamPut(format, source));
+    result.encode_time = source.encode_time();
+  }
   result.blocks_committed = static_cast<size_t>(response.committed_blocks_size());
   result.pages = response.pages_stored();
   result.raw_bytes = result.pages * 2 * static_cast<uint64_t>(g.block_tokens) *
                      static_cast<uint64_t>(g.num_kv_heads) * static_cast<uint64_t>(g.head_dim) * 2;
   result.stored_bytes = response.bytes_stored();
-  result.encode_time = source.encode_time();
   result.total_time = absl::Now() - start;
   return result;
 }
@@ -369,28 +389,35 @@ absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
     return result;
   }
 
+#ifdef QAQKV_HAVE_CUDA
+  QAQKV_ASSIGN_OR_RETURN(const internal::KvPlacement where,
+                         internal::LocateKv(internal::View(request.kv), request.layer_begin,
+                                            layer_end, "kv"));
+  if (where.on_device) {
+    QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<internal::DeviceLoader> loader,
+                           internal::MakeDeviceLoader(request, layer_end, buffer_tokens,
+                                                      where.device, start));
+    const absl::Status stream = impl_->StreamGet(
+        request.blocks, request.layer_begin, layer_end,
+        [&](const v1::BlockFormat& format) { return CheckStoredFormat(format, g, codec); },
+        [&](size_t block, int layer, std::string_view data,
+            const std::shared_ptr<const void>&) -> absl::Status {
+          ++result.pages;
+          result.stored_bytes += data.size();
+          return loader->Page(block, layer, data);
+        });
+    QAQKV_RETURN_IF_ERROR(loader->Finish(stream.ok()));
+    QAQKV_RETURN_IF_ERROR(stream);
+    result.time_to_first_layer = loader->time_to_first_layer();
+    result.total_time = absl::Now() - start;
+    return result;
+  }
+#endif
+
   const size_t window = Window(impl_->pool());
   absl::Status stream = impl_->StreamGet(
       request.blocks, request.layer_begin, layer_end,
-      [&](const v1::BlockFormat& format) -> absl::Status {
-        const Geometry stored = FromProto(format.geometry());
-        if (!internal::SameGeometry(stored, g)) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("stored geometry (", internal::DescribeGeometry(stored),
-                           ") differs from request geometry (", internal::DescribeGeometry(g),
-                           ")"));
-        }
-        if (!codec.empty()) {
-          // Compare canonical names, so any spelling of the same config matches.
-          absl::StatusOr<CodecConfig> parsed = ::qaqkv::ParseCodecConfig(format.codec());
-          if (!parsed.ok() || parsed->Name() != codec) {
-            return absl::FailedPreconditionError(absl::StrCat("stored codec '", format.codec(),
-                                                              "' differs from request codec '",
-                                                              codec, "'"));
-          }
-        }
-        return absl::OkStatus();
-      },
+      [&](const v1::BlockFormat& format) { return CheckStoredFormat(format, g, codec); },
       [&](size_t block, int layer, std::string_view data,
           const std::shared_ptr<const void>& keep) -> absl::Status {
         QAQKV_RETURN_IF_ERROR(state.error());

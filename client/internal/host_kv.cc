@@ -197,6 +197,28 @@ absl::Status ValidateSide(const QaqInputs& side, const Geometry& g, int64_t end_
   return absl::OkStatus();
 }
 
+::qaqkv::QaqSideInputs PageSide(const QaqInputs& side, int layer, int64_t row0, int64_t rows,
+                                int heads, int64_t default_context) {
+  ::qaqkv::QaqSideInputs out;
+  const size_t h = static_cast<size_t>(heads);
+  if (!side.attention.empty() && !side.attention[layer].empty()) {
+    out.attention = side.attention[layer].subspan(static_cast<size_t>(row0) * h,
+                                                  static_cast<size_t>(rows) * h);
+  }
+  if (!side.q2.empty()) out.q2 = side.q2[layer];
+  // The QAQ bounds want the whole context's length, not the page's.
+  out.context_tokens = side.context_tokens > 0 ? side.context_tokens : default_context;
+  return out;
+}
+
+absl::Status PageError(const absl::Status& s, size_t block, int layer, bool decoding) {
+  const absl::StatusCode code = decoding && s.code() == absl::StatusCode::kInvalidArgument
+                                    ? absl::StatusCode::kDataLoss
+                                    : s.code();
+  return absl::Status(code, absl::StrCat("page (block ", block, ", layer ", layer, "): ",
+                                         s.message()));
+}
+
 void CopyRowsToNhd(const void* src, Layout layout, int64_t buffer_tokens, int64_t row0,
                    int64_t rows, int heads, int head_dim, size_t elem, void* dst) {
   const int64_t row_bytes = int64_t{head_dim} * static_cast<int64_t>(elem);

@@ -54,6 +54,18 @@ absl::StatusOr<int64_t> ValidateKv(const KvBuffers& kv, const Geometry& g, int64
 absl::Status ValidateSide(const QaqInputs& side, const Geometry& g, int64_t end_row,
                           bool check_values);
 
+// The QAQ side inputs of page (rows [row0, row0 + rows), `layer`): that
+// slice of the layer's attention estimates, the layer's Q2, and the context
+// length (side.context_tokens, or `default_context` when 0). Views into
+// `side`.
+::qaqkv::QaqSideInputs PageSide(const QaqInputs& side, int layer, int64_t row0, int64_t rows,
+                                int heads, int64_t default_context);
+
+// An encode (decoding false) or decode error of page (block, layer), its
+// message prefixed with the page. A page the server delivered that does not
+// decode is corrupt data, so decoding turns kInvalidArgument into kDataLoss.
+absl::Status PageError(const absl::Status& s, size_t block, int layer, bool decoding);
+
 // Copies rows [row0, row0 + rows) of a layer buffer (token extent
 // `buffer_tokens`, `layout`) into `dst` as NHD [rows, heads, head_dim].
 void CopyRowsToNhd(const void* src, Layout layout, int64_t buffer_tokens, int64_t row0,
