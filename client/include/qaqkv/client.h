@@ -399,6 +399,21 @@ class Client {
   // fp16's range is kInvalidArgument found while encoding; the stream is then
   // cancelled (pages already sent stay stored, the block does not commit).
   // Empty `blocks`: nothing is sent.
+  //
+  // Device buffers (CUDA builds): when kv.k/kv.v point to GPU memory
+  // (cudaPointerGetAttributes says device or managed; all of them, on one
+  // GPU, else kInvalidArgument), pages are encoded on that GPU (the same
+  // bytes as the CPU encoder) into pinned host buffers that go onto the
+  // stream as they are, so only compressed bytes cross PCIe. qaq-cs and
+  // qaq-cc cannot be encoded on the GPU: for those each block is copied to
+  // pinned host memory and encoded on the CPU. QAQ side inputs stay host
+  // spans. encode_time then counts GPU encode plus the copy back. The work
+  // runs on the client's own non-blocking streams, so the buffers must be
+  // complete (the caller's stream synchronized) when Offload is called. The
+  // call does not change the calling thread's current device. The first
+  // call on a machine with a GPU initializes the CUDA runtime. A client built
+  // without CUDA does not detect device pointers: it reads every pointer as
+  // host memory, so never pass it device buffers.
   absl::StatusOr<OffloadResult> Offload(const OffloadRequest& request);
 
   // Fetches the requested layers of `blocks` in one stream and decodes each
@@ -406,6 +421,16 @@ class Client {
   // on_layer as layers complete. kFailedPrecondition when the stored
   // geometry or codec differs from the request; kNotFound when a block is
   // not committed. On error, the buffers may hold part of the data.
+  //
+  // Device buffers (CUDA builds; detected as for Offload): each page is
+  // checked on the host as it arrives, copied to the GPU on one stream while
+  // the previous page decodes on another (two page buffers), and decoded
+  // straight into the caller's buffers (HND buffers with more tokens than a
+  // block go through a contiguous scratch and a 2D copy). on_layer(l) comes
+  // from an internal thread once the decode stream has passed layer l's last
+  // page, so layer l is in the buffers (no further synchronization needed)
+  // when it is called. The work runs on the client's own streams; the
+  // caller's streams are not involved. Without CUDA, see Offload.
   absl::StatusOr<LoadResult> Load(const LoadRequest& request);
 
   // ---- Sessions ---------------------------------------------------------------
