@@ -411,7 +411,10 @@ class Client {
   // runs on the client's own non-blocking streams, so the buffers must be
   // complete (the caller's stream synchronized) when Offload is called. The
   // call does not change the calling thread's current device. The first
-  // call on a machine with a GPU initializes the CUDA runtime. A client built
+  // call on a machine with a GPU initializes the CUDA runtime. Only Offload
+  // and Load have the device path: the session calls (SaveSession's tail,
+  // OffloadSession, ResumeSession) copy the tail rows on the host, so they
+  // need host buffers. A client built
   // without CUDA does not detect device pointers: it reads every pointer as
   // host memory, so never pass it device buffers.
   absl::StatusOr<OffloadResult> Offload(const OffloadRequest& request);
