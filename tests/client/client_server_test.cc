@@ -17,6 +17,7 @@
 #include "kernels/codec.h"
 #include "kernels/internal/half.h"
 #include "qaqkv/client.h"
+#include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 #include "tools/internal/child_process.h"
 
@@ -27,63 +28,14 @@ using service::testing::ServerProcess;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr int kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16;
-
-Geometry SmallGeometry() {
-  Geometry g;
-  g.num_layers = kLayers;
-  g.num_kv_heads = kKvHeads;
-  g.num_q_heads = 4;
-  g.head_dim = kHeadDim;
-  g.block_tokens = kBlockTokens;
-  return g;
-}
-
-// fp16 KV of `tokens` rows per layer in NHD, seeded.
-struct Kv {
-  std::vector<std::vector<uint16_t>> k, v;
-  HostKv View() const {
-    HostKv h;
-    for (size_t l = 0; l < k.size(); ++l) {
-      h.k.push_back(k[l].data());
-      h.v.push_back(v[l].data());
-    }
-    h.tokens = static_cast<int64_t>(k[0].size() / (kKvHeads * kHeadDim));
-    return h;
-  }
-};
-
-Kv MakeKv(int tokens, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  Kv kv;
-  for (int l = 0; l < kLayers; ++l) {
-    auto& k = kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim);
-    auto& v = kv.v.emplace_back(k.size());
-    for (auto& x : k) x = internal::FloatToHalf(normal(rng));
-    for (auto& x : v) x = internal::FloatToHalf(normal(rng));
-  }
-  return kv;
-}
-
-struct Out {
-  std::vector<std::vector<uint16_t>> k, v;
-  explicit Out(int tokens) {
-    for (int l = 0; l < kLayers; ++l) {
-      k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
-      v.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
-    }
-  }
-  MutableHostKv View() {
-    MutableHostKv h;
-    for (int l = 0; l < kLayers; ++l) {
-      h.k.push_back(k[l].data());
-      h.v.push_back(v[l].data());
-    }
-    h.tokens = static_cast<int64_t>(k[0].size() / (kKvHeads * kHeadDim));
-    return h;
-  }
-};
+using testing::kBlockTokens;
+using testing::kHeadDim;
+using testing::kKvHeads;
+using testing::kLayers;
+using testing::Kv;
+using testing::MakeKv;
+using testing::Out;
+using testing::SmallGeometry;
 
 std::vector<int32_t> Tokens(int n, int seed) {
   std::vector<int32_t> t(n);

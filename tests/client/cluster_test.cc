@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <random>
 #include <set>
 #include <thread>
 #include <vector>
@@ -19,8 +18,8 @@
 #include "client/internal/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/internal/half.h"
 #include "qaqkv/client.h"
+#include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 #include "tools/internal/child_process.h"
 
@@ -30,66 +29,12 @@ namespace {
 using service::testing::ServerProcess;
 using ::testing::HasSubstr;
 
-constexpr int kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16;
-
-Geometry SmallGeometry() {
-  Geometry g;
-  g.num_layers = kLayers;
-  g.num_kv_heads = kKvHeads;
-  g.num_q_heads = 4;
-  g.head_dim = kHeadDim;
-  g.block_tokens = kBlockTokens;
-  return g;
-}
-
-// fp16 KV of `tokens` rows per layer (NHD), seeded; fp16 pages round-trip
-// bit-exactly, so a read compares equal to what was written.
-struct Kv {
-  std::vector<std::vector<uint16_t>> k, v;
-  int tokens = 0;
-  HostKv View() const {
-    HostKv h;
-    for (int l = 0; l < kLayers; ++l) {
-      h.k.push_back(k[l].data());
-      h.v.push_back(v[l].data());
-    }
-    h.tokens = tokens;
-    return h;
-  }
-  MutableHostKv MutableView() {
-    MutableHostKv h;
-    for (int l = 0; l < kLayers; ++l) {
-      h.k.push_back(k[l].data());
-      h.v.push_back(v[l].data());
-    }
-    h.tokens = tokens;
-    return h;
-  }
-};
-
-Kv MakeKv(int tokens, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  Kv kv;
-  kv.tokens = tokens;
-  for (int l = 0; l < kLayers; ++l) {
-    auto& k = kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim);
-    auto& v = kv.v.emplace_back(k.size());
-    for (auto& x : k) x = ::qaqkv::internal::FloatToHalf(normal(rng));
-    for (auto& x : v) x = ::qaqkv::internal::FloatToHalf(normal(rng));
-  }
-  return kv;
-}
-
-Kv Zeros(int tokens) {
-  Kv kv;
-  kv.tokens = tokens;
-  for (int l = 0; l < kLayers; ++l) {
-    kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
-    kv.v.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
-  }
-  return kv;
-}
+using testing::kBlockTokens;
+using testing::kLayers;
+using testing::Kv;
+using testing::MakeKv;
+using testing::Out;
+using testing::SmallGeometry;
 
 // Distinct keys per `seed`: block keys of a synthetic token sequence.
 std::vector<BlockKey> Keys(int blocks, int seed) {
@@ -157,12 +102,12 @@ class ClusterTest : public ::testing::Test {
   }
   // Loads `keys` through `c` and checks every byte against `kv`.
   void ExpectReadsBack(Client& c, const std::vector<BlockKey>& keys, const Kv& kv) {
-    Kv out = Zeros(kv.tokens);
+    Out out(static_cast<int>(kv.tokens()));
     LoadRequest load;
     load.geometry = SmallGeometry();
     load.codec = "fp16";
     load.blocks = keys;
-    load.kv = out.MutableView();
+    load.kv = out.View();
     std::vector<int> layers;
     load.on_layer = [&](int l) { layers.push_back(l); };
     auto r = c.Load(load);
@@ -230,8 +175,8 @@ TEST_F(ClusterTest, SurvivesSigkillAndReadRepairRestoresTheServer) {
   servers_[1]->Kill();
   ExpectReadsBack(*c, keys, kv);
   for (const std::string& id : ids) {
-    Kv out = Zeros(2 * kBlockTokens + 5);
-    auto info = c->ResumeSession(id, out.MutableView());
+    Out out(2 * kBlockTokens + 5);
+    auto info = c->ResumeSession(id, out.View());
     ASSERT_TRUE(info.ok()) << id << ": " << info.status();
     EXPECT_EQ(info->committed_prefix, 2u);
     EXPECT_TRUE(out.k == skv.k && out.v == skv.v) << id;

@@ -1,0 +1,78 @@
+// Small fp16 KV caches for the client tests: a 4-layer geometry, seeded
+// random K/V in NHD, and output buffers pre-filled with NaN (0xffff) so a
+// load that misses a value cannot pass.
+#ifndef QAQKV_TESTS_CLIENT_TEST_KV_H_
+#define QAQKV_TESTS_CLIENT_TEST_KV_H_
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "kernels/internal/half.h"
+#include "qaqkv/client.h"
+
+namespace qaqkv::client::testing {
+
+inline constexpr int kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16;
+
+inline Geometry SmallGeometry() {
+  Geometry g;
+  g.num_layers = kLayers;
+  g.num_kv_heads = kKvHeads;
+  g.num_q_heads = 4;
+  g.head_dim = kHeadDim;
+  g.block_tokens = kBlockTokens;
+  return g;
+}
+
+// fp16 KV of `tokens` rows per layer in NHD.
+struct Kv {
+  std::vector<std::vector<uint16_t>> k, v;
+  int64_t tokens() const { return static_cast<int64_t>(k[0].size() / (kKvHeads * kHeadDim)); }
+  HostKv View() const {
+    HostKv h;
+    for (size_t l = 0; l < k.size(); ++l) {
+      h.k.push_back(k[l].data());
+      h.v.push_back(v[l].data());
+    }
+    h.tokens = tokens();
+    return h;
+  }
+};
+
+// Seeded normal values.
+inline Kv MakeKv(int tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Kv kv;
+  for (int l = 0; l < kLayers; ++l) {
+    auto& k = kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim);
+    auto& v = kv.v.emplace_back(k.size());
+    for (auto& x : k) x = ::qaqkv::internal::FloatToHalf(normal(rng));
+    for (auto& x : v) x = ::qaqkv::internal::FloatToHalf(normal(rng));
+  }
+  return kv;
+}
+
+// Output buffers of `tokens` rows per layer, every value NaN.
+struct Out : Kv {
+  explicit Out(int tokens) {
+    for (int l = 0; l < kLayers; ++l) {
+      k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
+      v.emplace_back(size_t(tokens) * kKvHeads * kHeadDim, 0xffff);
+    }
+  }
+  MutableHostKv View() {
+    MutableHostKv h;
+    for (int l = 0; l < kLayers; ++l) {
+      h.k.push_back(k[l].data());
+      h.v.push_back(v[l].data());
+    }
+    h.tokens = tokens();
+    return h;
+  }
+};
+
+}  // namespace qaqkv::client::testing
+
+#endif  // QAQKV_TESTS_CLIENT_TEST_KV_H_
