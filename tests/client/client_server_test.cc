@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
-#include <random>
 #include <thread>
 #include <vector>
 
@@ -15,7 +14,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/codec.h"
-#include "kernels/internal/half.h"
 #include "qaqkv/client.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
