@@ -5,10 +5,29 @@
 #include "client/internal/client_impl.h"
 #include "client/internal/host_kv.h"
 #include "client/internal/status_macros.h"
+#ifdef QAQKV_HAVE_CUDA
+#include "client/internal/device_kv.h"
+#endif
 #include "kernels/codec.h"
 
 namespace qaqkv::client {
 namespace {
+
+// Session calls copy tail rows on the host, so their buffers must be host
+// memory (Offload and Load have the device path). Without CUDA nothing can
+// tell a device pointer apart (client.h says so).
+absl::Status RequireHostKv(const internal::KvBuffers& kv, int layers, std::string_view field) {
+#ifdef QAQKV_HAVE_CUDA
+  QAQKV_ASSIGN_OR_RETURN(const internal::KvPlacement where,
+                         internal::LocateKv(kv, 0, layers, field));
+  if (where.on_device) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        absl::string_view(field.data(), field.size()),
+        ": session calls take host buffers; move device KV with Offload and Load"));
+  }
+#endif
+  return absl::OkStatus();
+}
 
 using ::qaqkv::CodecConfig;
 
@@ -73,6 +92,7 @@ absl::Status Client::SaveSession(const SessionSpec& spec) {
     const internal::KvBuffers kv = internal::View(spec.tail);
     QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
                            internal::ValidateKv(kv, g, tail, 0, g.num_layers, "tail"));
+    QAQKV_RETURN_IF_ERROR(RequireHostKv(kv, g.num_layers, "tail"));
     // One page for all layers (kvcache.proto, Session.tail): layer l's tail
     // rows are tokens [l * tail, (l + 1) * tail) of an NHD page.
     const size_t elem = internal::ElementBytes(kv.dtype);
@@ -123,6 +143,7 @@ absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
                          internal::ValidateKv(internal::View(kv), g,
                                               static_cast<int64_t>(spec.token_count), 0,
                                               g.num_layers, "kv"));
+  QAQKV_RETURN_IF_ERROR(RequireHostKv(internal::View(kv), g.num_layers, "kv"));
   const int64_t block_rows = static_cast<int64_t>(spec.blocks.size()) * g.block_tokens;
   QAQKV_RETURN_IF_ERROR(internal::ValidateSide(side, g, kv.first_token + block_rows,
                                                config.kind == ::qaqkv::CodecKind::kQaq));
@@ -184,6 +205,7 @@ absl::StatusOr<SessionInfo> Client::ResumeSession(std::string_view session_id, M
                          internal::ValidateKv(internal::View(kv), g,
                                               static_cast<int64_t>(info.token_count), 0,
                                               g.num_layers, "kv"));
+  QAQKV_RETURN_IF_ERROR(RequireHostKv(internal::View(kv), g.num_layers, "kv"));
   const int64_t block_rows = static_cast<int64_t>(info.blocks.size()) * g.block_tokens;
 
   // The tail first: then on_layer(l) from Load means layer l is complete.

@@ -2,8 +2,9 @@
 # Runs everything issue 5 needs a real NVIDIA GPU for, and records the output:
 #   1. configure + build the release preset with CUDA (QAQKV_SKIP_BUILD=1 reuses the
 #      build in ${QAQKV_BUILD_DIR:-build/release})
-#   2. ctest -L gpu (the GPU suite: CPU reference vs GPU, byte for byte)
-#   3. the GPU suite under compute-sanitizer memcheck and racecheck
+#   2. ctest -L gpu (the GPU suite: CPU reference vs GPU byte for byte, the client's
+#      device path against the real server, the NCCL transport's loopback)
+#   3. the GPU suites under compute-sanitizer memcheck (and the codec's under racecheck)
 #   4. the GPU benchmark (bench/codec_cuda_bench)
 # Output goes to $OUT/gpu-results.txt when OUT is set, else docs/gpu-results.txt.
 # Every step runs even if an earlier one fails; the exit status is 1 if any failed.
@@ -32,16 +33,24 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 if [[ "${QAQKV_SKIP_BUILD:-0}" != 1 ]]; then
   step configure cmake --preset release -DQAQKV_ENABLE_CUDA=ON -DQAQKV_BUILD_BENCHMARKS=ON
-  step build cmake --build --preset release -j "$jobs" --target codec_cuda_test codec_cuda_bench \
-    codec_test fast_path_test
+  targets=(codec_cuda_test client_device_test qaqkv-server codec_cuda_bench codec_test
+           fast_path_test)
+  # The NCCL transport's test exists when NCCL was found at configure time.
+  grep -q 'client_nccl_transport_test' "$build/build.ninja" 2>/dev/null &&
+    targets+=(client_nccl_transport_test)
+  step build cmake --build --preset release -j "$jobs" --target "${targets[@]}"
 fi
 test_bin="$build/tests/gpu/codec_cuda_test"
+device_bin="$build/tests/gpu/client_device_test"
+nccl_bin="$build/tests/client/client_nccl_transport_test"
 step ctest-gpu ctest --test-dir "$build" -L gpu --output-on-failure
 step ctest-kernels ctest --test-dir "$build" -R 'Codec|FastPath' -LE gpu --output-on-failure
 step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 --leak-check full "$test_bin"
 # racecheck is slow: the smaller tests cover every kernel's shared-memory use.
 step racecheck "$sanitizer" --tool racecheck --error-exitcode 1 "$test_bin" \
   --gtest_filter='*SideInputs*:*RoundTrip*:*Paged*:*NanAndInf*:*LargeLayer*'
+step memcheck-client "$sanitizer" --tool memcheck --error-exitcode 1 "$device_bin"
+[[ -x "$nccl_bin" ]] && step memcheck-nccl "$sanitizer" --tool memcheck --error-exitcode 1 "$nccl_bin"
 step bench "$build/bench/codec_cuda_bench" "$@"
 
 echo

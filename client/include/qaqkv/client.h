@@ -414,9 +414,9 @@ class Client {
   // call on a machine with a GPU initializes the CUDA runtime. Only Offload
   // and Load have the device path: the session calls (SaveSession's tail,
   // OffloadSession, ResumeSession) copy the tail rows on the host, so they
-  // need host buffers. A client built
-  // without CUDA does not detect device pointers: it reads every pointer as
-  // host memory, so never pass it device buffers.
+  // need host buffers (kInvalidArgument for device ones in CUDA builds). A
+  // client built without CUDA does not detect device pointers: it reads
+  // every pointer as host memory, so never pass it device buffers.
   absl::StatusOr<OffloadResult> Offload(const OffloadRequest& request);
 
   // Fetches the requested layers of `blocks` in one stream and decodes each
