@@ -212,11 +212,51 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::ShardedPut(const internal::Me
   struct BlockState {
     std::vector<size_t> targets;  // its R replicas for this call
     std::vector<size_t> acked;    // those that reported it committed
+    std::string lost;             // why a replica of it failed, if one did
   };
   std::map<BlockKey, BlockState> blocks;
   std::vector<BlockKey> committed_order;  // blocks in the order they reached the quorum
   std::vector<absl::Status> failed(n);    // a server that failed stays failed for the call
   v1::PutPagesResponse out;
+
+  // Streams each server's queue (in parallel) and counts the commits.
+  // Returns the servers that failed in this pass.
+  auto pass = [&](std::vector<std::vector<internal::OutPage>>& queues)
+      -> absl::StatusOr<std::vector<size_t>> {
+    std::vector<size_t> active, newly_failed;
+    for (size_t e = 0; e < n; ++e) {
+      if (!queues[e].empty() && failed[e].ok()) active.push_back(e);
+    }
+    std::vector<absl::StatusOr<v1::PutPagesResponse>> results(active.size());
+    internal::RunParallel(active.size(), [&](size_t j) {
+      VectorSource pages(queues[active[j]]);
+      results[j] = StreamPutTo(*m.endpoints[active[j]], format, pages, /*attempts=*/2);
+    });
+    for (size_t j = 0; j < active.size(); ++j) {
+      const size_t e = active[j];
+      if (!results[j].ok()) {
+        // Bad input fails on every replica alike: report it as it is.
+        if (!ReplicaFailure(results[j].status())) return results[j].status();
+        failed[e] = results[j].status();
+        newly_failed.push_back(e);
+        continue;
+      }
+      out.set_pages_stored(out.pages_stored() + results[j]->pages_stored());
+      out.set_bytes_stored(out.bytes_stored() + results[j]->bytes_stored());
+      for (int c = 0; c < results[j]->committed_blocks_size(); ++c) {
+        QAQKV_ASSIGN_OR_RETURN(const BlockKey key,
+                               KeyFromBytes(results[j]->committed_blocks(c),
+                                            absl::StrCat("committed_blocks[", c, "]")));
+        auto it = blocks.find(key);
+        if (it == blocks.end()) continue;  // a server bug; nothing of ours to count
+        std::vector<size_t>& acked = it->second.acked;
+        if (std::find(acked.begin(), acked.end(), e) != acked.end()) continue;
+        acked.push_back(e);
+        if (acked.size() == w) committed_order.push_back(key);
+      }
+    }
+    return newly_failed;
+  };
 
   source.Begin();
   for (bool more = true; more;) {
@@ -243,53 +283,56 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::ShardedPut(const internal::Me
       bytes += page.data.size();
       for (size_t e : b.targets) queues[e].push_back(page);
     }
-    std::vector<size_t> active;
-    for (size_t e = 0; e < n; ++e) {
-      if (!queues[e].empty() && failed[e].ok()) active.push_back(e);
-    }
-    std::vector<absl::StatusOr<v1::PutPagesResponse>> results(active.size());
-    internal::RunParallel(active.size(), [&](size_t j) {
-      VectorSource pages(queues[active[j]]);
-      results[j] = StreamPutTo(*m.endpoints[active[j]], format, pages, /*attempts=*/2);
-    });
-    for (size_t j = 0; j < active.size(); ++j) {
-      const size_t e = active[j];
-      if (!results[j].ok()) {
-        // Bad input fails on every replica alike: report it as it is.
-        if (!ReplicaFailure(results[j].status())) return results[j].status();
-        failed[e] = results[j].status();
-        continue;
+    // A server that fails mid-call hands its share of the round to each
+    // block's next candidate (as writers do for an ejected server), so a
+    // block whose pages are all in this round still meets its quorum. A
+    // block with pages in earlier rounds cannot: the new replica lacks
+    // them, and the block reports the failure below.
+    for (int reroutes = 0;; ++reroutes) {
+      QAQKV_ASSIGN_OR_RETURN(const std::vector<size_t> lost, pass(queues));
+      if (lost.empty()) break;
+      std::vector<std::vector<internal::OutPage>> again(n);
+      std::map<BlockKey, size_t> moved;  // block -> its new replica
+      for (size_t e : lost) {
+        for (const internal::OutPage& page : queues[e]) {
+          BlockState& b = blocks[page.key];
+          if (b.lost.empty()) {
+            b.lost = absl::StrCat(Sv(m.endpoints[e]->name()), ": ", failed[e].message());
+          }
+          auto it = moved.find(page.key);
+          if (it == moved.end()) {
+            size_t to = n;
+            for (size_t c : Candidates(m, KeyView(page.key))) {
+              if (failed[c].ok() &&
+                  std::find(b.targets.begin(), b.targets.end(), c) == b.targets.end()) {
+                to = c;
+                break;
+              }
+            }
+            if (to < n) {
+              std::replace(b.targets.begin(), b.targets.end(), e, to);
+            } else {
+              std::erase(b.targets, e);  // no server left to take its place
+            }
+            it = moved.emplace(page.key, to).first;
+          }
+          if (it->second < n) again[it->second].push_back(page);
+        }
       }
-      out.set_pages_stored(out.pages_stored() + results[j]->pages_stored());
-      out.set_bytes_stored(out.bytes_stored() + results[j]->bytes_stored());
-      for (int c = 0; c < results[j]->committed_blocks_size(); ++c) {
-        QAQKV_ASSIGN_OR_RETURN(const BlockKey key,
-                               KeyFromBytes(results[j]->committed_blocks(c),
-                                            absl::StrCat("committed_blocks[", c, "]")));
-        auto it = blocks.find(key);
-        if (it == blocks.end()) continue;  // a server bug; nothing of ours to count
-        std::vector<size_t>& acked = it->second.acked;
-        if (std::find(acked.begin(), acked.end(), e) != acked.end()) continue;
-        acked.push_back(e);
-        if (acked.size() == w) committed_order.push_back(key);
-      }
+      if (reroutes == 2) break;  // servers keep failing: give up on the round
+      queues = std::move(again);
     }
   }
-  // A block whose replica failed needs its quorum from the others; blocks
+  // A block that lost a replica needs its quorum from the others; blocks
   // left incomplete on purpose (pages of other layers still to come) are
   // not errors, as with one server.
   size_t short_blocks = 0;
   std::string first;
   for (const auto& [key, b] : blocks) {
-    if (b.acked.size() >= w) continue;
-    for (size_t e : b.targets) {
-      if (failed[e].ok()) continue;
-      if (short_blocks++ == 0) {
-        first = absl::StrCat("block ", KeyHex(key), ": ", b.acked.size(), " of ",
-                             b.targets.size(), " replicas acknowledged, write quorum ", w, "; ",
-                             Sv(m.endpoints[e]->name()), ": ", failed[e].message());
-      }
-      break;
+    if (b.acked.size() >= w || b.lost.empty()) continue;
+    if (short_blocks++ == 0) {
+      first = absl::StrCat("block ", KeyHex(key), ": ", b.acked.size(), " of ", r,
+                           " replicas acknowledged, write quorum ", w, "; ", b.lost);
     }
   }
   if (short_blocks > 0) {

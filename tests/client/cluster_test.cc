@@ -261,6 +261,28 @@ TEST_F(ClusterTest, SigstopMidStreamWritesMeetQuorumOrFailCleanly) {
   }
 }
 
+TEST_F(ClusterTest, AServerDyingUnnoticedMidCallHandsItsPagesToTheNextCandidate) {
+  StartServers(3);
+  ClientOptions o;  // quorum of all: every block needs two acknowledgements
+  o.deadline = absl::Seconds(5);
+  auto c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  // No health check runs in between: the client learns of the death from
+  // the write itself.
+  servers_[0]->Kill();
+  const auto keys = Keys(30, 12);
+  const Kv kv = MakeKv(30 * kBlockTokens, 12);
+  ASSERT_TRUE(Offload(*c, keys, kv).ok());
+  size_t rerouted = 0;
+  for (const BlockKey& key : keys) {
+    EXPECT_TRUE(Holds(1, key) && Holds(2, key)) << "a block lacks one of its two live copies";
+    const std::vector<size_t> want = Placement(key, Targets(), 2);
+    rerouted += std::find(want.begin(), want.end(), 0) != want.end();
+  }
+  EXPECT_GT(rerouted, 0u);  // some blocks were placed on the dead server
+  ExpectReadsBack(*c, keys, kv);
+}
+
 TEST_F(ClusterTest, QuorumOfAllFailsCleanlyWhenAReplicaCannotBeReached) {
   StartServers(2);
   ClientOptions o;  // R = 2 over 2 servers, quorum all: every block needs both
