@@ -91,6 +91,8 @@ struct Client::Impl::Presence {
   std::vector<std::vector<size_t>> missing;
   // Per block: the failure of an endpoint that could not answer, if any.
   std::vector<absl::Status> unknown;
+  // Per block: whether any endpoint asked about it answered.
+  std::vector<bool> answered;
 };
 
 absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
@@ -148,8 +150,10 @@ absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
   p.holders.resize(blocks.size());
   p.missing.resize(blocks.size());
   p.unknown.resize(blocks.size());
+  p.answered.resize(blocks.size(), false);
   for (size_t i = 0; i < blocks.size(); ++i) {
     for (const Asked& a : asked[i]) {
+      p.answered[i] = p.answered[i] || errors[a.endpoint].ok();
       if (!errors[a.endpoint].ok()) {
         p.unknown[i] = absl::Status(
             errors[a.endpoint].code(),
@@ -187,9 +191,10 @@ absl::StatusOr<size_t> Client::Impl::LookupPrefix(std::span<const BlockKey> bloc
   QAQKV_ASSIGN_OR_RETURN(const Presence p, FindBlocks(*m, blocks, format));
   size_t prefix = 0;
   while (prefix < blocks.size() && !p.holders[prefix].empty()) ++prefix;
-  // A block no server could answer for is a miss, unless nothing answered
-  // at all: then the caller should know the cluster is unreachable.
-  if (prefix == 0 && !blocks.empty() && !p.unknown[0].ok()) return p.unknown[0];
+  // A block the servers that answered do not hold is a miss; but when none
+  // of the first block's servers could answer, the caller should know the
+  // cluster is unreachable rather than see a cold cache.
+  if (prefix == 0 && !blocks.empty() && !p.answered[0]) return p.unknown[0];
   return prefix;
 }
 

@@ -7,7 +7,9 @@
 #   scripts/replay_cluster.sh 1 --redis              # one server, and Redis
 #   QAQKV_BUILD=build/release scripts/replay_cluster.sh 3 --requests 500
 # Arguments after N go to `qaqkv replay`. Server flags: $QAQKV_SERVER_FLAGS
-# (default --memory-bytes=512MiB --disk-bytes=16GiB).
+# (default --memory-bytes=512MiB --disk-bytes=16GiB). With
+# QAQKV_KILL_AFTER=S, server 0 is SIGKILLed S seconds into the replay (node
+# loss under load: the replay must still see no errors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:?usage: scripts/replay_cluster.sh SERVERS [qaqkv replay args]}"
@@ -47,4 +49,8 @@ for i in $(seq 0 $((n - 1))); do
   servers="${servers:+$servers,}127.0.0.1:$(cat "$work/port$i")"
 done
 echo "== qaqkv replay against $n server(s): $servers =="
+if [[ -n "${QAQKV_KILL_AFTER:-}" ]]; then
+  (sleep "$QAQKV_KILL_AFTER" && kill -KILL "${pids[0]}" 2>/dev/null &&
+    echo "== SIGKILLed server 0 (127.0.0.1:$(cat "$work/port0")) after ${QAQKV_KILL_AFTER} s ==" >&2) &
+fi
 "$build/tools/qaqkv" replay --servers "$servers" "$@"

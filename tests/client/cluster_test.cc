@@ -173,6 +173,11 @@ TEST_F(ClusterTest, SurvivesSigkillAndReadRepairRestoresTheServer) {
   }
 
   servers_[1]->Kill();
+  // A miss is a miss, though one server cannot answer.
+  auto missing = c->Lookup(Keys(5, 999));
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  EXPECT_EQ(*missing, 0u);
+  EXPECT_EQ(*c->Lookup(keys), keys.size());
   ExpectReadsBack(*c, keys, kv);
   for (const std::string& id : ids) {
     Out out(2 * kBlockTokens + 5);
