@@ -222,6 +222,18 @@ absl::Status ValidateEncodeArgs(const CodecConfig& config, const PageShape& shap
   return absl::OkStatus();
 }
 
+absl::Status CheckExpectedShape(const PageShape& shape, const PageShape* expected) {
+  if (expected != nullptr && (expected->tokens != shape.tokens ||
+                              expected->kv_heads != shape.kv_heads ||
+                              expected->head_dim != shape.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page: shape ", shape.tokens, "x", shape.kv_heads, "x", shape.head_dim,
+        " does not match the expected ", expected->tokens, "x", expected->kv_heads, "x",
+        expected->head_dim));
+  }
+  return absl::OkStatus();
+}
+
 PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape) {
   PageHeader header;
   header.kind = config.kind;
@@ -531,14 +543,7 @@ absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, Muta
   auto p = ParsePage(page);
   if (!p.ok()) return p.status();
   const PageShape shape = ShapeOf(p->header);
-  if (expected != nullptr && (expected->tokens != shape.tokens ||
-                              expected->kv_heads != shape.kv_heads ||
-                              expected->head_dim != shape.head_dim)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "page: shape ", shape.tokens, "x", shape.kv_heads, "x", shape.head_dim,
-        " does not match the expected ", expected->tokens, "x", expected->kv_heads, "x",
-        expected->head_dim));
-  }
+  if (absl::Status s = internal::CheckExpectedShape(shape, expected); !s.ok()) return s;
   internal::SectionView views[2];
   for (int which = 0; which < 2; ++which) {
     auto view = internal::ParseSection(p->header, which == 0,

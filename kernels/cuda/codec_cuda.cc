@@ -594,13 +594,8 @@ absl::Status GpuCodec::Decode(const DevicePage& page, MutableTensorView k, Mutab
   const DevicePage::State& ps = *page.state_;
   if (!ps.valid) return absl::FailedPreconditionError("page: holds no page");
   const PageShape shape = page.shape();
-  if (expected != nullptr && (expected->tokens != shape.tokens ||
-                              expected->kv_heads != shape.kv_heads ||
-                              expected->head_dim != shape.head_dim)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "page: shape ", shape.tokens, "x", shape.kv_heads, "x", shape.head_dim,
-        " does not match the expected ", expected->tokens, "x", expected->kv_heads, "x",
-        expected->head_dim));
+  if (absl::Status s = ::qaqkv::internal::CheckExpectedShape(shape, expected); !s.ok()) {
+    return s;
   }
   const MutableTensorView outs[2] = {k, v};
   for (int which = 0; which < 2; ++which) {

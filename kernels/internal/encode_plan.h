@@ -20,6 +20,10 @@ absl::Status ValidateEncodeArgs(const CodecConfig& config, const PageShape& shap
 // The page header for `config` and `shape`; k_bytes and v_bytes are left 0.
 PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape);
 
+// kInvalidArgument when a decoder was told to expect another shape than
+// the page's (`expected` null: any shape).
+absl::Status CheckExpectedShape(const PageShape& shape, const PageShape* expected);
+
 // QAQ only: fills task.group_e (sqrt(12) * sigma per group, negative for
 // b_max) for the keys or the values. Key targets account for
 // task.channel_scale when it is set, so it must be filled first.

@@ -30,6 +30,7 @@ using testing::kBlockTokens;
 using testing::kHeadDim;
 using testing::kKvHeads;
 using testing::kLayers;
+using testing::Connect;
 using testing::Kv;
 using testing::MakeKv;
 using testing::Out;
@@ -39,17 +40,6 @@ std::vector<int32_t> Tokens(int n, int seed) {
   std::vector<int32_t> t(n);
   for (int i = 0; i < n; ++i) t[i] = (i * 7 + seed * 131) % 32000;
   return t;
-}
-
-std::unique_ptr<Client> Connect(const std::string& target, const std::string& token = "") {
-  ClientOptions o;
-  o.target = target;
-  o.bearer_token = token;
-  o.deadline = absl::Seconds(60);
-  o.encode_threads = 2;
-  auto c = Client::Create(o);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? std::move(*c) : nullptr;
 }
 
 class ClientServerTest : public ::testing::Test {

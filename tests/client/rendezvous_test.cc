@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qaqkv/client.h"
+#include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 
 namespace qaqkv::client {
@@ -34,15 +35,7 @@ TransferOffer MakeOffer(const std::string& id) {
   return o;
 }
 
-std::unique_ptr<Client> Connect(const std::string& target, const std::string& token = "") {
-  ClientOptions o;
-  o.target = target;
-  o.bearer_token = token;
-  o.deadline = absl::Seconds(10);
-  auto c = Client::Create(o);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? std::move(*c) : nullptr;
-}
+using testing::Connect;
 
 class RendezvousTest : public ::testing::Test {
  protected:

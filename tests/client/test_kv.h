@@ -5,9 +5,12 @@
 #define QAQKV_TESTS_CLIENT_TEST_KV_H_
 
 #include <cstdint>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "gtest/gtest.h"
 #include "kernels/internal/half.h"
 #include "qaqkv/client.h"
 
@@ -15,9 +18,9 @@ namespace qaqkv::client::testing {
 
 inline constexpr int kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16;
 
-inline Geometry SmallGeometry() {
+inline Geometry SmallGeometry(int layers = kLayers) {
   Geometry g;
-  g.num_layers = kLayers;
+  g.num_layers = layers;
   g.num_kv_heads = kKvHeads;
   g.num_q_heads = 4;
   g.head_dim = kHeadDim;
@@ -72,6 +75,19 @@ struct Out : Kv {
     return h;
   }
 };
+
+// A client of one server (a failed Create fails the test and yields null).
+inline std::unique_ptr<Client> Connect(const std::string& target, const std::string& token = "",
+                                       absl::Duration deadline = absl::Seconds(60)) {
+  ClientOptions o;
+  o.target = target;
+  o.bearer_token = token;
+  o.deadline = deadline;
+  o.encode_threads = 2;
+  auto c = Client::Create(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
 
 }  // namespace qaqkv::client::testing
 

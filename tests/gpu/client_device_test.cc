@@ -20,6 +20,7 @@
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/internal/half.h"
 #include "qaqkv/client.h"
+#include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 
 namespace qaqkv::client {
@@ -35,15 +36,7 @@ constexpr int kLayers = 3, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16, kBloc
 constexpr int kFirstToken = 5, kBufferTokens = kFirstToken + kBlocks * kBlockTokens + 7;
 constexpr size_t kValues = size_t{kBufferTokens} * kKvHeads * kHeadDim;
 
-Geometry TestGeometry() {
-  Geometry g;
-  g.num_layers = kLayers;
-  g.num_kv_heads = kKvHeads;
-  g.num_q_heads = 4;
-  g.head_dim = kHeadDim;
-  g.block_tokens = kBlockTokens;
-  return g;
-}
+Geometry TestGeometry() { return testing::SmallGeometry(kLayers); }
 
 using Layers = std::vector<std::vector<uint16_t>>;  // fp16 bits per layer
 
