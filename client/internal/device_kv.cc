@@ -35,6 +35,23 @@ absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.
 // Makes `device` current on this thread for the object's lifetime and then
 // restores the caller's device, so a call never changes the caller's CUDA
 // state.
+// Where block `block`'s page sits in the caller's buffers, and its shape.
+struct PagePlace {
+  PagePlace(const Geometry& g, DType buffer_dtype, int64_t first_token, size_t block)
+      : bt(g.block_tokens),
+        row0(first_token + static_cast<int64_t>(block) * bt),
+        elem(ElementBytes(buffer_dtype)),
+        shape{g.block_tokens, g.num_kv_heads, g.head_dim},
+        tensor_bytes(static_cast<size_t>(shape.values()) * elem),
+        dtype(ToKernel(buffer_dtype)) {}
+  const int64_t bt;
+  const int64_t row0;  // first row of the block in the buffers
+  const size_t elem;
+  const PageShape shape;
+  const size_t tensor_bytes;  // bytes of one page's K (or V)
+  const ::qaqkv::DType dtype;
+};
+
 class ScopedDevice {
  public:
   ScopedDevice() = default;
@@ -261,12 +278,11 @@ class DeviceEncodeSource final : public DevicePageSource {
     const Geometry& g = r_.geometry;
     const size_t block = index % blocks_;
     const int layer = static_cast<int>(index / blocks_);
-    const int64_t bt = g.block_tokens;
-    const int64_t row0 = r_.kv.first_token + static_cast<int64_t>(block) * bt;
-    const size_t elem = ElementBytes(r_.kv.dtype);
-    const PageShape shape{g.block_tokens, g.num_kv_heads, g.head_dim};
-    const size_t tensor_bytes = static_cast<size_t>(shape.values()) * elem;
-    const ::qaqkv::DType dtype = ToKernel(r_.kv.dtype);
+    const PagePlace place(g, r_.kv.dtype, r_.kv.first_token, block);
+    const int64_t bt = place.bt, row0 = place.row0;
+    const size_t elem = place.elem, tensor_bytes = place.tensor_bytes;
+    const PageShape shape = place.shape;
+    const ::qaqkv::DType dtype = place.dtype;
     const ::qaqkv::QaqSideInputs side =
         PageSide(r_.side, layer, row0, bt, g.num_kv_heads,
                  r_.kv.first_token + static_cast<int64_t>(blocks_) * bt);
@@ -405,12 +421,11 @@ class DeviceLoaderImpl final : public DeviceLoader {
 
   absl::Status Page(size_t block, int layer, std::string_view data) override {
     const Geometry& g = r_.geometry;
-    const int64_t bt = g.block_tokens;
-    const int64_t row0 = r_.kv.first_token + static_cast<int64_t>(block) * bt;
-    const size_t elem = ElementBytes(r_.kv.dtype);
-    const PageShape shape{g.block_tokens, g.num_kv_heads, g.head_dim};
-    const size_t tensor_bytes = static_cast<size_t>(shape.values()) * elem;
-    const ::qaqkv::DType dtype = ToKernel(r_.kv.dtype);
+    const PagePlace place(g, r_.kv.dtype, r_.kv.first_token, block);
+    const int64_t bt = place.bt, row0 = place.row0;
+    const size_t elem = place.elem, tensor_bytes = place.tensor_bytes;
+    const PageShape shape = place.shape;
+    const ::qaqkv::DType dtype = place.dtype;
     // The stream thread need not have the buffers' GPU current.
     ScopedDevice scoped;
     QAQKV_RETURN_IF_ERROR(scoped.Set(device_));
