@@ -410,6 +410,9 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPutTo(internal::Endpoin
     // which the server's generated code parses as PutPagesRequest.
     const grpc::internal::RpcMethod method("/qaqkv.v1.KvCache/PutPages",
                                            grpc::internal::RpcMethod::CLIENT_STREAMING);
+    // The headers go out with the first message: otherwise creating the
+    // writer blocks on a round of the completion queue of its own.
+    context.set_initial_metadata_corked(true);
     std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
         grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(conn.channel, method,
                                                                       &context, &response));
@@ -450,8 +453,14 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPutTo(internal::Endpoin
       static_cast<void>(writer->Finish());  // CANCELLED, by us: nothing to add
       return local;
     }
-    if (!broken && !batch.empty()) flush();
-    if (!broken) writer->WritesDone();
+    if (!broken && !batch.empty()) {
+      // The last message carries the end of the stream: one write, not two.
+      grpc::ByteBuffer message =
+          internal::EncodePutMessage(first ? format_bytes : std::string(), batch, fence);
+      broken = !writer->Write(message, grpc::WriteOptions().set_last_message());
+    } else if (!broken) {
+      writer->WritesDone();
+    }
     if (broken) source.Abort();
     return FromGrpc(writer->Finish());
   }, options_.deadline, attempts);
