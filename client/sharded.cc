@@ -3,7 +3,9 @@
 // hashing picks for each block and session, with write quorum, failover on
 // read, and read repair (docs/architecture.md, Scale-out).
 #include <algorithm>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <set>
 #include <utility>
 
@@ -132,20 +134,43 @@ absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
   }
   std::vector<v1::LookupResponse> responses(n);
   std::vector<absl::Status> errors(n);
-  internal::RunParallel(active.size(), [&](size_t j) {
-    const size_t e = active[j];
-    errors[e] = CallOn(
-        *m.endpoints[e],
-        [&](const Conn& c, grpc::ClientContext& context, bool&) {
-          return FromGrpc(c.stub.Lookup(&context, requests[e], &responses[e]));
-        },
-        options_.replica_deadline, 1);
+  {
+    // Every Lookup and GetPages asks these, so they go out together on
+    // gRPC's callback API rather than on a thread each, and are waited for
+    // together.
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t pending = active.size();  // guarded by mu
+    for (size_t e : active) {
+      internal::Endpoint& endpoint = *m.endpoints[e];
+      grpc::ClientContext& context = *contexts.emplace_back(std::make_unique<grpc::ClientContext>());
+      Prepare(context, options_.replica_deadline);
+      endpoint.stub(endpoint.NextChannel())
+          .async()
+          ->Lookup(&context, &requests[e], &responses[e], [&, e](grpc::Status status) {
+            std::lock_guard<std::mutex> lock(mu);
+            errors[e] = FromGrpc(status);
+            if (--pending == 0) cv.notify_all();
+          });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
+  }
+  const absl::Time done = absl::Now();
+  for (size_t e : active) {
+    const absl::StatusCode code = errors[e].code();
+    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
+      m.endpoints[e]->MarkDown(done);
+    } else if (errors[e].ok()) {
+      m.endpoints[e]->MarkUp();
+    }
     if (errors[e].ok() && responses[e].committed_size() != requests[e].block_keys_size()) {
       errors[e] = absl::InternalError(absl::StrCat(
           Sv(m.endpoints[e]->name()), " answered ", responses[e].committed_size(),
           " of ", requests[e].block_keys_size(), " blocks of a per-block Lookup"));
     }
-  });
+  }
   Presence p;
   p.holders.resize(blocks.size());
   p.missing.resize(blocks.size());
