@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "kernels/codec.h"
 #include "qaqkv/client.h"
+#include "tests/client/one_server_test.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 #include "tools/internal/child_process.h"
@@ -42,17 +43,7 @@ std::vector<int32_t> Tokens(int n, int seed) {
   return t;
 }
 
-class ClientServerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto port = server_.Start();
-    ASSERT_TRUE(port.ok()) << port.status();
-    client_ = Connect(server_.target());
-    ASSERT_NE(client_, nullptr);
-  }
-  ServerProcess server_;
-  std::unique_ptr<Client> client_;
-};
+class ClientServerTest : public testing::OneServerTest {};
 
 TEST_F(ClientServerTest, Fp16OffloadAndLoadAreBitExactLayerByLayer) {
   const Geometry g = SmallGeometry();

@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qaqkv/client.h"
+#include "tests/client/one_server_test.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 
@@ -37,17 +38,7 @@ TransferOffer MakeOffer(const std::string& id) {
 
 using testing::Connect;
 
-class RendezvousTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto port = server_.Start();
-    ASSERT_TRUE(port.ok()) << port.status();
-    client_ = Connect(server_.target());
-    ASSERT_NE(client_, nullptr);
-  }
-  ServerProcess server_;
-  std::unique_ptr<Client> client_;
-};
+class RendezvousTest : public testing::OneServerTest {};
 
 TEST_F(RendezvousTest, AnOfferIsAcceptedOnceWithEveryField) {
   const TransferOffer sent = MakeOffer("req-1");
