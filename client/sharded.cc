@@ -56,6 +56,12 @@ class VectorSource final : public PageSource {
   size_t next_ = 0;
 };
 
+// Layers [layer_begin, layer_end) of `format` (layer_end 0: all).
+size_t LayersWanted(const v1::BlockFormat& format, int layer_begin, int layer_end) {
+  const int end = layer_end == 0 ? static_cast<int>(format.geometry().num_layers()) : layer_end;
+  return end > layer_begin ? static_cast<size_t>(end - layer_begin) : 0;
+}
+
 // A sharded put buffers this many encoded bytes, then streams them to their
 // replicas (one stream per server, in parallel): enough to amortize the
 // streams, small enough to bound the memory of one call.
@@ -406,6 +412,7 @@ absl::Status Client::Impl::ShardedGet(
   v1::BlockFormat format;
   absl::Status callback_error;  // the caller's (or a format clash): final
   std::set<std::pair<size_t, int>> delivered;
+  std::vector<size_t> pages_of(nb, 0);  // distinct layers delivered per block
   struct Stashed {
     int layer;
     std::string_view data;
@@ -468,6 +475,7 @@ absl::Status Client::Impl::ShardedGet(
             if (!callback_error.ok()) return absl::CancelledError("another stream failed");
             // After a failover the next replica resends the whole block.
             if (!delivered.insert({i, layer}).second) return absl::OkStatus();
+            ++pages_of[i];
             if (!p.missing[i].empty()) stash[i].push_back({layer, data, keep});
             callback_error = on_page(i, layer, data, keep);
             return callback_error;
@@ -477,7 +485,10 @@ absl::Status Client::Impl::ShardedGet(
     if (!callback_error.ok()) return callback_error;
     for (size_t j = 0; j < work.size(); ++j) {
       for (size_t i : work[j].second) {
-        if (results[j].ok()) {
+        // A block whose every layer arrived is done even if its stream
+        // failed afterwards (on another block's page, or at the end).
+        if (results[j].ok() || (have_format && pages_of[i] == LayersWanted(format, layer_begin,
+                                                                           layer_end))) {
           done[i] = true;
         } else {
           last_error[i] = absl::Status(
