@@ -27,6 +27,21 @@ constexpr size_t kMaxGetKeys = 65536;
 
 int64_t Ms(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 
+// A server list as the membership takes it (each server named by its
+// address), or kInvalidArgument naming `field`[i].
+absl::StatusOr<std::vector<internal::ServerAddress>> ServerList(
+    const std::vector<std::string>& servers, std::string_view field) {
+  std::vector<internal::ServerAddress> list;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    if (servers[i].empty() || servers[i].find_first_of(" \t\n,") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Sv(field), "[", i, "]: '", servers[i], "' is not a host:port"));
+    }
+    list.push_back({servers[i], servers[i]});
+  }
+  return list;
+}
+
 absl::Status ValidateOptions(const ClientOptions& o) {
   const int named = !o.target.empty() + !o.servers.empty() + !o.discovery.empty();
   if (named != 1) {
@@ -34,13 +49,7 @@ absl::Status ValidateOptions(const ClientOptions& o) {
         "options.target: exactly one of target, servers and discovery must be set (", named,
         " are)"));
   }
-  for (size_t i = 0; i < o.servers.size(); ++i) {
-    const std::string& s = o.servers[i];
-    if (s.empty() || s.find_first_of(" \t\n,") != std::string::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("options.servers[", i, "]: '", s, "' is not a host:port"));
-    }
-  }
+  QAQKV_RETURN_IF_ERROR(ServerList(o.servers, "options.servers").status());
   if (o.replicas < 0 || o.replicas > 16) {
     return absl::InvalidArgumentError(
         absl::StrCat("options.replicas: ", o.replicas, " not in [0, 16]"));
@@ -228,7 +237,7 @@ absl::Status Client::Impl::Start() {
   if (!options_.target.empty()) {
     servers.push_back({options_.target, options_.target});
   } else if (!options_.servers.empty()) {
-    for (const std::string& s : options_.servers) servers.push_back({s, s});
+    QAQKV_ASSIGN_OR_RETURN(servers, ServerList(options_.servers, "options.servers"));
   } else {
     // A client may start before its servers' DNS records exist (a worker
     // scheduled before the cache): calls fail UNAVAILABLE until the
@@ -361,11 +370,7 @@ absl::Status Client::Impl::CallOn(internal::Endpoint& endpoint, Attempt attempt,
     absl::Status status =
         attempt(Conn{endpoint.stub(index), &endpoint.channel(index)}, context, retryable);
     const absl::StatusCode code = status.code();
-    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
-      endpoint.MarkDown(absl::Now());
-    } else if (status.ok()) {
-      endpoint.MarkUp();
-    }
+    endpoint.Observe(status, absl::Now());
     if (code != absl::StatusCode::kUnavailable || !retryable) return status;
     if (n >= max_attempts) {
       return absl::Status(code, absl::StrCat(status.message(), " (", Sv(endpoint.name()),
@@ -704,14 +709,8 @@ absl::Status Client::SetServers(std::vector<std::string> servers) {
         "servers: this client was created with options.target or options.discovery");
   }
   if (servers.empty()) return absl::InvalidArgumentError("servers: empty");
-  std::vector<internal::ServerAddress> list;
-  for (size_t i = 0; i < servers.size(); ++i) {
-    if (servers[i].empty() || servers[i].find_first_of(" \t\n,") != std::string::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("servers[", i, "]: '", servers[i], "' is not a host:port"));
-    }
-    list.push_back({servers[i], servers[i]});
-  }
+  QAQKV_ASSIGN_OR_RETURN(std::vector<internal::ServerAddress> list,
+                         ServerList(servers, "servers"));
   return impl_->SetServers(std::move(list));
 }
 

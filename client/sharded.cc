@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <set>
 #include <utility>
 
@@ -38,6 +39,11 @@ bool ReplicaFailure(const absl::Status& s) {
     default:
       return false;
   }
+}
+
+// `s` with the server that said it in front of its message.
+absl::Status Named(const internal::Endpoint& endpoint, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(Sv(endpoint.name()), ": ", s.message()));
 }
 
 // Pages already in memory, replayed as a PutPages stream.
@@ -165,12 +171,7 @@ absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
   }
   const absl::Time done = absl::Now();
   for (size_t e : active) {
-    const absl::StatusCode code = errors[e].code();
-    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
-      m.endpoints[e]->MarkDown(done);
-    } else if (errors[e].ok()) {
-      m.endpoints[e]->MarkUp();
-    }
+    m.endpoints[e]->Observe(errors[e], done);
     if (errors[e].ok() && responses[e].committed_size() != requests[e].block_keys_size()) {
       errors[e] = absl::InternalError(absl::StrCat(
           Sv(m.endpoints[e]->name()), " answered ", responses[e].committed_size(),
@@ -186,9 +187,7 @@ absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
     for (const Asked& a : asked[i]) {
       p.answered[i] = p.answered[i] || errors[a.endpoint].ok();
       if (!errors[a.endpoint].ok()) {
-        p.unknown[i] = absl::Status(
-            errors[a.endpoint].code(),
-            absl::StrCat(Sv(m.endpoints[a.endpoint]->name()), ": ", errors[a.endpoint].message()));
+        p.unknown[i] = Named(*m.endpoints[a.endpoint], errors[a.endpoint]);
       } else if (responses[a.endpoint].committed(a.slot)) {
         p.holders[i].push_back(a.endpoint);
       } else if (a.replica) {
@@ -491,9 +490,7 @@ absl::Status Client::Impl::ShardedGet(
                                                                            layer_end))) {
           done[i] = true;
         } else {
-          last_error[i] = absl::Status(
-              results[j].code(), absl::StrCat(Sv(m.endpoints[work[j].first]->name()), ": ",
-                                              results[j].message()));
+          last_error[i] = Named(*m.endpoints[work[j].first], results[j]);
           ++next[i];
         }
       }
@@ -554,8 +551,7 @@ absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view
     } else if (s.code() == absl::StatusCode::kNotFound) {
       if (j < r) missing.push_back(e);
     } else if (ReplicaFailure(s)) {
-      failure = absl::Status(s.code(), absl::StrCat(Sv(m->endpoints[e]->name()), ": ",
-                                                    s.message()));
+      failure = Named(*m->endpoints[e], s);
     } else {
       return s;
     }
@@ -633,13 +629,41 @@ absl::Status Client::Impl::PutSession(const v1::PutSessionRequest& request) {
                                              WriteQuorum(*m), "; ", failure.message()));
 }
 
+std::vector<absl::Status> Client::Impl::AskEach(
+    const internal::Membership& m, std::span<const size_t> endpoints,
+    absl::FunctionRef<absl::Status(size_t e, const Conn& c, grpc::ClientContext& context)> rpc) {
+  std::vector<absl::Status> results(endpoints.size());
+  internal::RunParallel(endpoints.size(), [&](size_t j) {
+    const size_t e = endpoints[j];
+    results[j] = CallOn(
+        *m.endpoints[e],
+        [&](const Conn& c, grpc::ClientContext& context, bool&) { return rpc(e, c, context); },
+        options_.replica_deadline, 1);
+    if (!results[j].ok()) results[j] = Named(*m.endpoints[e], results[j]);
+  });
+  return results;
+}
+
 namespace {
 
-// One unary session call on several servers at once; `call` returns the
-// status of one server's attempt.
+std::vector<size_t> AllOf(const internal::Membership& m) {
+  std::vector<size_t> all(m.endpoints.size());
+  std::iota(all.begin(), all.end(), size_t{0});
+  return all;
+}
+
+// What several servers answered to one session call.
 struct FanOut {
+  explicit FanOut(const std::vector<absl::Status>& results) {
+    for (const absl::Status& s : results) {
+      if (s.ok()) {
+        ++ok;
+      } else if (s.code() != absl::StatusCode::kNotFound && failure.ok()) {
+        failure = s;
+      }
+    }
+  }
   size_t ok = 0;
-  size_t not_found = 0;
   absl::Status failure;  // the first failure other than NOT_FOUND
 };
 
@@ -648,36 +672,21 @@ struct FanOut {
 absl::Status Client::Impl::TouchSession(std::string_view session_id) {
   v1::TouchSessionRequest request;
   request.set_session_id(std::string(session_id));
+  auto touch = [&](const Conn& c, grpc::ClientContext& context) {
+    v1::TouchSessionResponse response;
+    return FromGrpc(c.stub.TouchSession(&context, request, &response));
+  };
   std::shared_ptr<const internal::Membership> m = members();
-  std::vector<size_t> targets;
   if (!sharded() || m->endpoints.size() <= 1) {
     return Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
-      v1::TouchSessionResponse response;
-      return FromGrpc(c.stub.TouchSession(&context, request, &response));
+      return touch(c, context);
     });
   }
-  targets = Candidates(*m, session_id);
+  std::vector<size_t> targets = Candidates(*m, session_id);
   targets.resize(std::min(targets.size(), Replicas(*m) + 2));
-  std::vector<absl::Status> results(targets.size());
-  internal::RunParallel(targets.size(), [&](size_t j) {
-    results[j] = CallOn(
-        *m->endpoints[targets[j]],
-        [&](const Conn& c, grpc::ClientContext& context, bool&) {
-          v1::TouchSessionResponse response;
-          return FromGrpc(c.stub.TouchSession(&context, request, &response));
-        },
-        options_.replica_deadline, 1);
-  });
-  FanOut f;
-  for (const absl::Status& s : results) {
-    if (s.ok()) {
-      ++f.ok;
-    } else if (s.code() == absl::StatusCode::kNotFound) {
-      ++f.not_found;
-    } else if (f.failure.ok()) {
-      f.failure = s;
-    }
-  }
+  const FanOut f(AskEach(*m, targets, [&](size_t, const Conn& c, grpc::ClientContext& context) {
+    return touch(c, context);
+  }));
   if (f.ok > 0) return absl::OkStatus();
   if (!f.failure.ok()) return f.failure;
   return absl::NotFoundError(absl::StrCat("session '", Sv(session_id), "' not found"));
@@ -686,41 +695,26 @@ absl::Status Client::Impl::TouchSession(std::string_view session_id) {
 absl::Status Client::Impl::DeleteSession(std::string_view session_id) {
   v1::DeleteSessionRequest request;
   request.set_session_id(std::string(session_id));
+  auto erase = [&](const Conn& c, grpc::ClientContext& context) {
+    v1::DeleteSessionResponse response;
+    return FromGrpc(c.stub.DeleteSession(&context, request, &response));
+  };
   std::shared_ptr<const internal::Membership> m = members();
   if (!sharded() || m->endpoints.size() <= 1) {
     return Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
-      v1::DeleteSessionResponse response;
-      return FromGrpc(c.stub.DeleteSession(&context, request, &response));
+      return erase(c, context);
     });
   }
   // Every server: after a membership change a copy may sit anywhere.
-  std::vector<absl::Status> results(m->endpoints.size());
-  internal::RunParallel(m->endpoints.size(), [&](size_t e) {
-    results[e] = CallOn(
-        *m->endpoints[e],
-        [&](const Conn& c, grpc::ClientContext& context, bool&) {
-          v1::DeleteSessionResponse response;
-          return FromGrpc(c.stub.DeleteSession(&context, request, &response));
-        },
-        options_.replica_deadline, 1);
-  });
-  FanOut f;
-  for (size_t e = 0; e < results.size(); ++e) {
-    const absl::Status& s = results[e];
-    if (s.ok()) {
-      ++f.ok;
-    } else if (s.code() == absl::StatusCode::kNotFound) {
-      ++f.not_found;
-    } else if (f.failure.ok()) {
-      f.failure = absl::Status(s.code(),
-                               absl::StrCat(Sv(m->endpoints[e]->name()), ": ", s.message()));
-    }
-  }
+  const FanOut f(AskEach(*m, AllOf(*m), [&](size_t, const Conn& c,
+                                            grpc::ClientContext& context) {
+    return erase(c, context);
+  }));
   // A server that could not be asked may still hold a copy: say so rather
   // than report a delete that a later read could undo.
   if (!f.failure.ok()) {
     return absl::Status(f.failure.code(),
-                        absl::StrCat("session deleted on ", f.ok, " of ", results.size(),
+                        absl::StrCat("session deleted on ", f.ok, " of ", m->endpoints.size(),
                                      " servers; ", f.failure.message(), " (retry the delete)"));
   }
   if (f.ok > 0) return absl::OkStatus();
@@ -740,23 +734,15 @@ absl::StatusOr<std::vector<std::string>> Client::Impl::ListSessions(uint32_t lim
                                     response.session_ids().end());
   }
   std::vector<v1::ListSessionsResponse> responses(m->endpoints.size());
-  std::vector<absl::Status> results(m->endpoints.size());
-  internal::RunParallel(m->endpoints.size(), [&](size_t e) {
-    results[e] = CallOn(
-        *m->endpoints[e],
-        [&](const Conn& c, grpc::ClientContext& context, bool&) {
-          return FromGrpc(c.stub.ListSessions(&context, request, &responses[e]));
-        },
-        options_.replica_deadline, 1);
-  });
+  const std::vector<absl::Status> results =
+      AskEach(*m, AllOf(*m), [&](size_t e, const Conn& c, grpc::ClientContext& context) {
+        return FromGrpc(c.stub.ListSessions(&context, request, &responses[e]));
+      });
   // Each server lists its first `limit` ids in key order, so the first
   // `limit` of the union are exact as long as every server answered.
   std::set<std::string> ids;
   for (size_t e = 0; e < results.size(); ++e) {
-    if (!results[e].ok()) {
-      return absl::Status(results[e].code(), absl::StrCat(Sv(m->endpoints[e]->name()), ": ",
-                                                          results[e].message()));
-    }
+    if (!results[e].ok()) return results[e];
     ids.insert(responses[e].session_ids().begin(), responses[e].session_ids().end());
   }
   std::vector<std::string> out(ids.begin(), ids.end());
@@ -775,15 +761,10 @@ absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
     return response;
   }
   std::vector<v1::GetStatsResponse> responses(m->endpoints.size());
-  std::vector<absl::Status> results(m->endpoints.size());
-  internal::RunParallel(m->endpoints.size(), [&](size_t e) {
-    results[e] = CallOn(
-        *m->endpoints[e],
-        [&](const Conn& c, grpc::ClientContext& context, bool&) {
-          return FromGrpc(c.stub.GetStats(&context, request, &responses[e]));
-        },
-        options_.replica_deadline, 1);
-  });
+  const std::vector<absl::Status> results =
+      AskEach(*m, AllOf(*m), [&](size_t e, const Conn& c, grpc::ClientContext& context) {
+        return FromGrpc(c.stub.GetStats(&context, request, &responses[e]));
+      });
   v1::GetStatsResponse sum;
   auto add_tier = [](v1::TierStats* to, const v1::TierStats& from) {
     to->set_hits(to->hits() + from.hits());
@@ -793,10 +774,7 @@ absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
     to->set_entries(to->entries() + from.entries());
   };
   for (size_t e = 0; e < results.size(); ++e) {
-    if (!results[e].ok()) {
-      return absl::Status(results[e].code(), absl::StrCat(Sv(m->endpoints[e]->name()), ": ",
-                                                          results[e].message()));
-    }
+    if (!results[e].ok()) return results[e];
     const v1::GetStatsResponse& s = responses[e];
     sum.set_tenant_bytes(sum.tenant_bytes() + s.tenant_bytes());
     sum.set_tenant_blocks(sum.tenant_blocks() + s.tenant_blocks());

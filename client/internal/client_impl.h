@@ -163,6 +163,11 @@ class Client::Impl {
                           int layer_begin, int layer_end,
                           absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,
                           OnPage on_page);
+  // Runs `rpc` on each of `endpoints` at once (one attempt each, with
+  // replica_deadline); a failure comes back with the server's name in front.
+  std::vector<absl::Status> AskEach(
+      const internal::Membership& m, std::span<const size_t> endpoints,
+      absl::FunctionRef<absl::Status(size_t e, const Conn& c, grpc::ClientContext& context)> rpc);
   // Replica placement of `key`: every endpoint in rendezvous order, those
   // available now first (order kept within each group).
   std::vector<size_t> Candidates(const internal::Membership& m, std::string_view key) const;

@@ -50,6 +50,14 @@ void Endpoint::MarkUp() {
   down_until_ = absl::InfinitePast();
 }
 
+void Endpoint::Observe(const absl::Status& outcome, absl::Time now) {
+  if (outcome.ok()) {
+    MarkUp();
+  } else if (absl::IsUnavailable(outcome) || absl::IsDeadlineExceeded(outcome)) {
+    MarkDown(now);
+  }
+}
+
 int Endpoint::consecutive_failures() const {
   std::lock_guard<std::mutex> lock(mu_);
   return failures_;

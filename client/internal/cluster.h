@@ -22,6 +22,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
@@ -54,6 +55,10 @@ class Endpoint {
   bool Available(absl::Time now) const;
   void MarkDown(absl::Time now);
   void MarkUp();
+  // What a call's outcome says of the server: a transport failure
+  // (UNAVAILABLE, DEADLINE_EXCEEDED) ejects it, success readmits it, any
+  // other answer came from a live server and changes nothing.
+  void Observe(const absl::Status& outcome, absl::Time now);
   int consecutive_failures() const;
   // True when the health checker should probe it now: healthy ones every
   // interval, ejected ones once their backoff has passed.
