@@ -13,20 +13,23 @@
 namespace qaqkv::client {
 namespace {
 
-// Session calls copy tail rows on the host, so their buffers must be host
-// memory (Offload and Load have the device path). Without CUDA nothing can
-// tell a device pointer apart (client.h says so).
-absl::Status RequireHostKv(const internal::KvBuffers& kv, int layers, std::string_view field) {
+// internal::ValidateKv of all layers, and host memory: session calls copy
+// tail rows on the host (Offload and Load have the device path). Without
+// CUDA nothing can tell a device pointer apart (client.h says so).
+absl::StatusOr<int64_t> ValidateHostKv(const internal::KvBuffers& kv, const Geometry& g,
+                                       int64_t rows, std::string_view field) {
+  QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
+                         internal::ValidateKv(kv, g, rows, 0, g.num_layers, field));
 #ifdef QAQKV_HAVE_CUDA
   QAQKV_ASSIGN_OR_RETURN(const internal::KvPlacement where,
-                         internal::LocateKv(kv, 0, layers, field));
+                         internal::LocateKv(kv, 0, g.num_layers, field));
   if (where.on_device) {
     return absl::InvalidArgumentError(absl::StrCat(
         absl::string_view(field.data(), field.size()),
         ": session calls take host buffers; move device KV with Offload and Load"));
   }
 #endif
-  return absl::OkStatus();
+  return buffer_tokens;
 }
 
 using ::qaqkv::CodecConfig;
@@ -68,15 +71,29 @@ absl::StatusOr<SessionInfo> ToInfo(const v1::GetSessionResponse& response) {
   return info;
 }
 
+// The checks SaveSession and OffloadSession share, in this order: id,
+// geometry, codec, and the token count against the blocks (the tail).
+struct CheckedSpec {
+  CodecConfig config;
+  int64_t tail = 0;
+};
+absl::StatusOr<CheckedSpec> CheckSpec(const SessionSpec& spec) {
+  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(spec.session_id));
+  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(spec.geometry, "geometry"));
+  CheckedSpec out;
+  QAQKV_ASSIGN_OR_RETURN(out.config, internal::ParseCodec(spec.codec, "codec"));
+  QAQKV_ASSIGN_OR_RETURN(out.tail, TailTokens(spec.token_count, spec.blocks.size(),
+                                              spec.geometry, "token_count"));
+  return out;
+}
+
 }  // namespace
 
 absl::Status Client::SaveSession(const SessionSpec& spec) {
-  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(spec.session_id));
+  QAQKV_ASSIGN_OR_RETURN(const CheckedSpec checked, CheckSpec(spec));
   const Geometry& g = spec.geometry;
-  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(g, "geometry"));
-  QAQKV_ASSIGN_OR_RETURN(const CodecConfig config, internal::ParseCodec(spec.codec, "codec"));
-  QAQKV_ASSIGN_OR_RETURN(const int64_t tail,
-                         TailTokens(spec.token_count, spec.blocks.size(), g, "token_count"));
+  const CodecConfig& config = checked.config;
+  const int64_t tail = checked.tail;
   if (spec.ttl < absl::ZeroDuration()) return absl::InvalidArgumentError("ttl: negative");
 
   v1::PutSessionRequest request;
@@ -90,9 +107,7 @@ absl::Status Client::SaveSession(const SessionSpec& spec) {
 
   if (tail > 0) {
     const internal::KvBuffers kv = internal::View(spec.tail);
-    QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
-                           internal::ValidateKv(kv, g, tail, 0, g.num_layers, "tail"));
-    QAQKV_RETURN_IF_ERROR(RequireHostKv(kv, g.num_layers, "tail"));
+    QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens, ValidateHostKv(kv, g, tail, "tail"));
     // One page for all layers (kvcache.proto, Session.tail): layer l's tail
     // rows are tokens [l * tail, (l + 1) * tail) of an NHD page.
     const size_t elem = internal::ElementBytes(kv.dtype);
@@ -130,20 +145,16 @@ absl::Status Client::SaveSession(const SessionSpec& spec) {
 
 absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
                                     const QaqInputs& side) {
-  QAQKV_RETURN_IF_ERROR(internal::ValidateSessionId(spec.session_id));
+  QAQKV_ASSIGN_OR_RETURN(const CheckedSpec checked, CheckSpec(spec));
   const Geometry& g = spec.geometry;
-  QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(g, "geometry"));
-  QAQKV_ASSIGN_OR_RETURN(const CodecConfig config, internal::ParseCodec(spec.codec, "codec"));
-  QAQKV_ASSIGN_OR_RETURN(const int64_t tail,
-                         TailTokens(spec.token_count, spec.blocks.size(), g, "token_count"));
+  const CodecConfig& config = checked.config;
+  const int64_t tail = checked.tail;
   if (!spec.tail.k.empty() || !spec.tail.v.empty()) {
     return absl::InvalidArgumentError("tail: must be empty; OffloadSession takes the tail from kv");
   }
-  QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
-                         internal::ValidateKv(internal::View(kv), g,
-                                              static_cast<int64_t>(spec.token_count), 0,
-                                              g.num_layers, "kv"));
-  QAQKV_RETURN_IF_ERROR(RequireHostKv(internal::View(kv), g.num_layers, "kv"));
+  QAQKV_ASSIGN_OR_RETURN(
+      const int64_t buffer_tokens,
+      ValidateHostKv(internal::View(kv), g, static_cast<int64_t>(spec.token_count), "kv"));
   const int64_t block_rows = static_cast<int64_t>(spec.blocks.size()) * g.block_tokens;
   QAQKV_RETURN_IF_ERROR(internal::ValidateSide(side, g, kv.first_token + block_rows,
                                                config.kind == ::qaqkv::CodecKind::kQaq));
@@ -201,11 +212,9 @@ absl::StatusOr<SessionInfo> Client::ResumeSession(std::string_view session_id, M
   if (!tail.ok()) {
     return absl::InternalError(absl::StrCat("server's session record: ", tail.status().message()));
   }
-  QAQKV_ASSIGN_OR_RETURN(const int64_t buffer_tokens,
-                         internal::ValidateKv(internal::View(kv), g,
-                                              static_cast<int64_t>(info.token_count), 0,
-                                              g.num_layers, "kv"));
-  QAQKV_RETURN_IF_ERROR(RequireHostKv(internal::View(kv), g.num_layers, "kv"));
+  QAQKV_ASSIGN_OR_RETURN(
+      const int64_t buffer_tokens,
+      ValidateHostKv(internal::View(kv), g, static_cast<int64_t>(info.token_count), "kv"));
   const int64_t block_rows = static_cast<int64_t>(info.blocks.size()) * g.block_tokens;
 
   // The tail first: then on_layer(l) from Load means layer l is complete.
