@@ -389,12 +389,14 @@ absl::Status Client::Impl::CallOn(internal::Endpoint& endpoint, Attempt attempt,
   }
 }
 
+absl::Status Client::Impl::NoServers() const {
+  return absl::UnavailableError(
+      absl::StrCat("no servers: discovery '", options_.discovery, "' has resolved none yet"));
+}
+
 absl::Status Client::Impl::Call(Attempt attempt) {
   std::shared_ptr<const internal::Membership> m = members();
-  if (m->endpoints.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat("no servers: discovery '", options_.discovery, "' has resolved none yet"));
-  }
+  if (m->endpoints.empty()) return NoServers();
   return CallOn(*m->endpoints[0], attempt, options_.deadline, options_.retry.max_attempts);
 }
 

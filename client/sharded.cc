@@ -107,6 +107,13 @@ struct Client::Impl::Presence {
   std::vector<absl::Status> unknown;
   // Per block: whether any endpoint asked about it answered.
   std::vector<bool> answered;
+
+  // Leading blocks some server holds.
+  size_t Prefix() const {
+    size_t n = 0;
+    while (n < holders.size() && !holders[n].empty()) ++n;
+    return n;
+  }
 };
 
 absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
@@ -203,7 +210,7 @@ absl::StatusOr<Client::Impl::Presence> Client::Impl::FindBlocks(
 absl::StatusOr<size_t> Client::Impl::LookupPrefix(std::span<const BlockKey> blocks,
                                                   const v1::BlockFormat* format) {
   std::shared_ptr<const internal::Membership> m = members();
-  if (!sharded() || m->endpoints.size() <= 1) {
+  if (OneServer(*m)) {
     v1::LookupRequest request;
     for (const BlockKey& key : blocks) request.add_block_keys(KeyBytes(key));
     if (format != nullptr) *request.mutable_format() = *format;
@@ -219,8 +226,7 @@ absl::StatusOr<size_t> Client::Impl::LookupPrefix(std::span<const BlockKey> bloc
     return static_cast<size_t>(response.committed_prefix());
   }
   QAQKV_ASSIGN_OR_RETURN(const Presence p, FindBlocks(*m, blocks, format));
-  size_t prefix = 0;
-  while (prefix < blocks.size() && !p.holders[prefix].empty()) ++prefix;
+  const size_t prefix = p.Prefix();
   // A block the servers that answered do not hold is a miss; but when none
   // of the first block's servers could answer, the caller should know the
   // cluster is unreachable rather than see a cold cache.
@@ -233,8 +239,8 @@ absl::StatusOr<size_t> Client::Impl::LookupPrefix(std::span<const BlockKey> bloc
 absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPut(const v1::BlockFormat& format,
                                                              PageSource& source) {
   std::shared_ptr<const internal::Membership> m = members();
-  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
-  if (!sharded() || m->endpoints.size() == 1) {
+  if (m->endpoints.empty()) return NoServers();
+  if (OneServer(*m)) {
     return StreamPutTo(*m->endpoints[0], format, source, options_.retry.max_attempts);
   }
   return ShardedPut(*m, format, source);
@@ -385,8 +391,8 @@ absl::Status Client::Impl::StreamGet(
     std::span<const BlockKey> blocks, int layer_begin, int layer_end,
     absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format, OnPage on_page) {
   std::shared_ptr<const internal::Membership> m = members();
-  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
-  if (!sharded() || m->endpoints.size() == 1) {
+  if (m->endpoints.empty()) return NoServers();
+  if (OneServer(*m)) {
     return StreamGetFrom(*m->endpoints[0], blocks, layer_begin, layer_end, on_format, on_page,
                          options_.retry.max_attempts);
   }
@@ -527,7 +533,7 @@ absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view
   request.set_session_id(std::string(session_id));
   v1::GetSessionResponse response;
   std::shared_ptr<const internal::Membership> m = members();
-  if (!sharded() || m->endpoints.size() <= 1) {
+  if (OneServer(*m)) {
     QAQKV_RETURN_IF_ERROR(Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
       return FromGrpc(c.stub.GetSession(&context, request, &response));
     }));
@@ -571,7 +577,7 @@ absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view
   size_t prefix = 0;
   if (!keys.empty()) {
     QAQKV_ASSIGN_OR_RETURN(const Presence p, FindBlocks(*m, keys, &response.session().format()));
-    while (prefix < keys.size() && !p.holders[prefix].empty()) ++prefix;
+    prefix = p.Prefix();
   }
   response.set_committed_prefix(static_cast<uint32_t>(prefix));
   if (!missing.empty()) {
@@ -603,8 +609,8 @@ absl::Status Client::Impl::PutSession(const v1::PutSessionRequest& request) {
         },
         options_.deadline, attempts);
   };
-  if (!sharded() || m->endpoints.size() <= 1) {
-    if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
+  if (OneServer(*m)) {
+    if (m->endpoints.empty()) return NoServers();
     return put(*m->endpoints[0], options_.retry.max_attempts);
   }
   std::vector<size_t> targets = Candidates(*m, request.session().session_id());
@@ -677,7 +683,7 @@ absl::Status Client::Impl::TouchSession(std::string_view session_id) {
     return FromGrpc(c.stub.TouchSession(&context, request, &response));
   };
   std::shared_ptr<const internal::Membership> m = members();
-  if (!sharded() || m->endpoints.size() <= 1) {
+  if (OneServer(*m)) {
     return Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
       return touch(c, context);
     });
@@ -700,7 +706,7 @@ absl::Status Client::Impl::DeleteSession(std::string_view session_id) {
     return FromGrpc(c.stub.DeleteSession(&context, request, &response));
   };
   std::shared_ptr<const internal::Membership> m = members();
-  if (!sharded() || m->endpoints.size() <= 1) {
+  if (OneServer(*m)) {
     return Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
       return erase(c, context);
     });
@@ -725,7 +731,7 @@ absl::StatusOr<std::vector<std::string>> Client::Impl::ListSessions(uint32_t lim
   v1::ListSessionsRequest request;
   request.set_limit(limit);
   std::shared_ptr<const internal::Membership> m = members();
-  if (!sharded() || m->endpoints.size() <= 1) {
+  if (OneServer(*m)) {
     v1::ListSessionsResponse response;
     QAQKV_RETURN_IF_ERROR(Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
       return FromGrpc(c.stub.ListSessions(&context, request, &response));
@@ -753,7 +759,7 @@ absl::StatusOr<std::vector<std::string>> Client::Impl::ListSessions(uint32_t lim
 absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
   v1::GetStatsRequest request;
   std::shared_ptr<const internal::Membership> m = members();
-  if (!sharded() || m->endpoints.size() <= 1) {
+  if (OneServer(*m)) {
     v1::GetStatsResponse response;
     QAQKV_RETURN_IF_ERROR(Call([&](const Conn& c, grpc::ClientContext& context, bool&) {
       return FromGrpc(c.stub.GetStats(&context, request, &response));
@@ -801,8 +807,8 @@ absl::Status Client::Impl::OfferTransfer(const v1::OfferTransferRequest& request
         },
         sharded() ? options_.replica_deadline : options_.deadline, attempts);
   };
-  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
-  if (!sharded() || m->endpoints.size() == 1) {
+  if (m->endpoints.empty()) return NoServers();
+  if (OneServer(*m)) {
     return offer(*m->endpoints[0], options_.retry.max_attempts);
   }
   // Pure rendezvous order (not health order): the receiver must find it
@@ -820,9 +826,9 @@ absl::StatusOr<v1::TransferOffer> Client::Impl::AcceptTransfer(const std::string
   v1::AcceptTransferRequest request;
   request.set_transfer_id(transfer_id);
   std::shared_ptr<const internal::Membership> m = members();
-  if (m->endpoints.empty()) return absl::UnavailableError("no servers yet");
+  if (m->endpoints.empty()) return NoServers();
   std::vector<size_t> order = {0};
-  if (sharded() && m->endpoints.size() > 1) {
+  if (!OneServer(*m)) {
     order = m->Rank(transfer_id);
     order.resize(2);
   }

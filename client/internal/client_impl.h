@@ -79,6 +79,13 @@ class Client::Impl {
   absl::Status SetServers(std::vector<internal::ServerAddress> servers);
   // Several servers possible: placement, replication and health apply.
   bool sharded() const { return !options_.servers.empty() || !options_.discovery.empty(); }
+  // Calls go straight to the one server (or fail with NoServers when there
+  // is none yet): no placement, no presence queries.
+  bool OneServer(const internal::Membership& m) const {
+    return !sharded() || m.endpoints.size() <= 1;
+  }
+  // The answer of every call while `discovery` has resolved no server.
+  absl::Status NoServers() const;
 
   // One attempt of a call: gets a fresh context (deadline, token) and a
   // connection. Clearing `retryable` makes an UNAVAILABLE final (e.g. a
