@@ -10,24 +10,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/internal/status_macros.h"
 
 namespace qaqkv::client {
 namespace {
-
-absl::Status CudaError(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(err)));
-}
 
 absl::Status NcclError(ncclResult_t r, const char* what) {
   if (r == ncclSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, ": ", ncclGetErrorString(r)));
 }
-
-#define QAQKV_NCCL_RETURN(expr, unused)                \
-  do {                                                 \
-    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
-  } while (0)
 
 // A communicator that is aborted unless it finished cleanly: a peer that
 // died or never came must not leave NCCL's threads spinning.
@@ -56,8 +47,8 @@ class Comm {
   absl::Status Wait(absl::Time deadline, const char* what) {
     for (;;) {
       ncclResult_t state = ncclSuccess;
-      QAQKV_NCCL_RETURN(NcclError(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError"),
-                        "");
+      QAQKV_RETURN_IF_ERROR(
+          NcclError(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError"));
       if (state == ncclSuccess) return absl::OkStatus();
       if (state != ncclInProgress) return NcclError(state, "NCCL communicator");
       if (absl::Now() > deadline) {
@@ -72,10 +63,10 @@ class Comm {
     for (;;) {
       const cudaError_t q = cudaStreamQuery(stream);
       if (q == cudaSuccess) return absl::OkStatus();
-      if (q != cudaErrorNotReady) return CudaError(q, "cudaStreamQuery");
+      if (q != cudaErrorNotReady) return cuda::CudaStatus(q, "cudaStreamQuery");
       ncclResult_t state = ncclSuccess;
-      QAQKV_NCCL_RETURN(NcclError(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError"),
-                        "");
+      QAQKV_RETURN_IF_ERROR(
+          NcclError(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError"));
       if (state != ncclSuccess && state != ncclInProgress) {
         return NcclError(state, "NCCL transfer");
       }
@@ -90,7 +81,7 @@ class Comm {
   absl::Status Close(absl::Time deadline) {
     ncclResult_t r = ncclCommFinalize(comm_);
     if (r != ncclSuccess && r != ncclInProgress) return NcclError(r, "ncclCommFinalize");
-    QAQKV_NCCL_RETURN(Wait(deadline, "finalize"), "");
+    QAQKV_RETURN_IF_ERROR(Wait(deadline, "finalize"));
     r = ncclCommDestroy(comm_);
     comm_ = nullptr;
     return NcclError(r, "ncclCommDestroy");
@@ -112,24 +103,8 @@ absl::Status GroupEnd(Comm& comm, absl::Time deadline) {
 
 }  // namespace
 
-NcclReceived::~NcclReceived() {
-  if (device_ != nullptr) cudaFree(device_);
-}
-
-NcclReceived::NcclReceived(NcclReceived&& o) noexcept { *this = std::move(o); }
-
-NcclReceived& NcclReceived::operator=(NcclReceived&& o) noexcept {
-  if (this != &o) {
-    if (device_ != nullptr) cudaFree(device_);
-    offer_ = std::move(o.offer_);
-    device_ = std::exchange(o.device_, nullptr);
-    offsets_ = std::move(o.offsets_);
-  }
-  return *this;
-}
-
 const void* NcclReceived::page(size_t i) const {
-  return static_cast<const char*>(device_) + offsets_[i];
+  return device_.as<const char>() + offsets_[i];
 }
 
 absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Create(Client* client,
@@ -147,7 +122,8 @@ NcclTransport::~NcclTransport() = default;
 absl::Status NcclTransport::Send(const NcclSendRequest& request) {
   const Geometry& g = request.format.geometry;
   const int end = request.layer_end == 0 ? g.num_layers : request.layer_end;
-  const size_t want = request.blocks.size() * static_cast<size_t>(std::max(0, end - request.layer_begin));
+  const size_t want =
+      request.blocks.size() * static_cast<size_t>(std::max(0, end - request.layer_begin));
   if (request.pages.size() != want) {
     return absl::InvalidArgumentError(absl::StrCat("pages: ", request.pages.size(),
                                                    " pages, expected blocks x layers = ", want));
@@ -171,7 +147,7 @@ absl::Status NcclTransport::Send(const NcclSendRequest& request) {
     offer.page_bytes.push_back(request.pages[i].bytes);
   }
   ncclUniqueId id;
-  QAQKV_NCCL_RETURN(NcclError(ncclGetUniqueId(&id), "ncclGetUniqueId"), "");
+  QAQKV_RETURN_IF_ERROR(NcclError(ncclGetUniqueId(&id), "ncclGetUniqueId"));
   offer.nccl_unique_id.assign(reinterpret_cast<const char*>(&id), sizeof(id));
   if (absl::Status s = client_->OfferTransfer(offer); !s.ok()) return s;
 
@@ -185,8 +161,8 @@ absl::Status NcclTransport::Send(const NcclSendRequest& request) {
   const absl::Time deadline = absl::Now() + request.timeout;
   absl::Status sent = [&]() -> absl::Status {
     Comm comm;
-    QAQKV_NCCL_RETURN(comm.Init(2, id, /*rank=*/0, deadline), "");
-    QAQKV_NCCL_RETURN(NcclError(ncclGroupStart(), "ncclGroupStart"), "");
+    QAQKV_RETURN_IF_ERROR(comm.Init(2, id, /*rank=*/0, deadline));
+    QAQKV_RETURN_IF_ERROR(NcclError(ncclGroupStart(), "ncclGroupStart"));
     for (const DevicePageRef& p : request.pages) {
       const ncclResult_t r = ncclSend(p.data, p.bytes, ncclUint8, /*peer=*/1, comm.get(), stream_);
       if (r != ncclSuccess && r != ncclInProgress) {
@@ -194,8 +170,8 @@ absl::Status NcclTransport::Send(const NcclSendRequest& request) {
         return NcclError(r, "ncclSend");
       }
     }
-    QAQKV_NCCL_RETURN(GroupEnd(comm, deadline), "");
-    QAQKV_NCCL_RETURN(comm.Drain(stream_, deadline), "");
+    QAQKV_RETURN_IF_ERROR(GroupEnd(comm, deadline));
+    QAQKV_RETURN_IF_ERROR(comm.Drain(stream_, deadline));
     return comm.Close(deadline);
   }();
   if (stored.valid()) {
@@ -220,15 +196,13 @@ absl::StatusOr<NcclReceived> NcclTransport::Receive(std::string_view transfer_id
     out.offsets_.push_back(total);
     total += bytes;
   }
-  if (absl::Status s = CudaError(cudaMalloc(&out.device_, total), "cudaMalloc"); !s.ok()) {
-    return s;
-  }
+  QAQKV_ASSIGN_OR_RETURN(out.device_, cuda::DeviceBuffer::Allocate(total));
   const absl::Time deadline = absl::Now() + std::max(offer->ttl, absl::Seconds(30));
   Comm comm;
-  QAQKV_NCCL_RETURN(comm.Init(2, id, /*rank=*/1, deadline), "");
-  QAQKV_NCCL_RETURN(NcclError(ncclGroupStart(), "ncclGroupStart"), "");
+  QAQKV_RETURN_IF_ERROR(comm.Init(2, id, /*rank=*/1, deadline));
+  QAQKV_RETURN_IF_ERROR(NcclError(ncclGroupStart(), "ncclGroupStart"));
   for (size_t i = 0; i < offer->page_bytes.size(); ++i) {
-    const ncclResult_t r = ncclRecv(static_cast<char*>(out.device_) + out.offsets_[i],
+    const ncclResult_t r = ncclRecv(out.device_.as<char>() + out.offsets_[i],
                                     offer->page_bytes[i], ncclUint8, /*peer=*/0, comm.get(),
                                     stream_);
     if (r != ncclSuccess && r != ncclInProgress) {
@@ -236,9 +210,9 @@ absl::StatusOr<NcclReceived> NcclTransport::Receive(std::string_view transfer_id
       return NcclError(r, "ncclRecv");
     }
   }
-  QAQKV_NCCL_RETURN(GroupEnd(comm, deadline), "");
-  QAQKV_NCCL_RETURN(comm.Drain(stream_, deadline), "");
-  QAQKV_NCCL_RETURN(comm.Close(deadline), "");
+  QAQKV_RETURN_IF_ERROR(GroupEnd(comm, deadline));
+  QAQKV_RETURN_IF_ERROR(comm.Drain(stream_, deadline));
+  QAQKV_RETURN_IF_ERROR(comm.Close(deadline));
   out.offer_ = *std::move(offer);
   return out;
 }
@@ -247,10 +221,10 @@ absl::Status NcclTransport::Loopback(std::span<const DevicePageRef> pages, void*
                                      cudaStream_t stream, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   ncclUniqueId id;
-  QAQKV_NCCL_RETURN(NcclError(ncclGetUniqueId(&id), "ncclGetUniqueId"), "");
+  QAQKV_RETURN_IF_ERROR(NcclError(ncclGetUniqueId(&id), "ncclGetUniqueId"));
   Comm comm;
-  QAQKV_NCCL_RETURN(comm.Init(1, id, 0, deadline), "");
-  QAQKV_NCCL_RETURN(NcclError(ncclGroupStart(), "ncclGroupStart"), "");
+  QAQKV_RETURN_IF_ERROR(comm.Init(1, id, 0, deadline));
+  QAQKV_RETURN_IF_ERROR(NcclError(ncclGroupStart(), "ncclGroupStart"));
   size_t offset = 0;
   for (const DevicePageRef& p : pages) {
     ncclResult_t r = ncclSend(p.data, p.bytes, ncclUint8, 0, comm.get(), stream);
@@ -264,8 +238,8 @@ absl::Status NcclTransport::Loopback(std::span<const DevicePageRef> pages, void*
     }
     offset += p.bytes;
   }
-  QAQKV_NCCL_RETURN(GroupEnd(comm, deadline), "");
-  QAQKV_NCCL_RETURN(comm.Drain(stream, deadline), "");
+  QAQKV_RETURN_IF_ERROR(GroupEnd(comm, deadline));
+  QAQKV_RETURN_IF_ERROR(comm.Drain(stream, deadline));
   return comm.Close(deadline);
 }
 

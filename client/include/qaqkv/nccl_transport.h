@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kernels/cuda/cuda_raii.h"
 #include "qaqkv/client.h"
 
 namespace qaqkv::client {
@@ -55,9 +56,8 @@ struct NcclSendRequest {
 // Received pages, in one device buffer.
 class NcclReceived {
  public:
-  ~NcclReceived();
-  NcclReceived(NcclReceived&&) noexcept;
-  NcclReceived& operator=(NcclReceived&&) noexcept;
+  NcclReceived(NcclReceived&&) noexcept = default;
+  NcclReceived& operator=(NcclReceived&&) noexcept = default;
 
   const TransferOffer& offer() const { return offer_; }
   size_t pages() const { return offsets_.size(); }
@@ -68,7 +68,7 @@ class NcclReceived {
   friend class NcclTransport;
   NcclReceived() = default;
   TransferOffer offer_;
-  void* device_ = nullptr;  // cudaMalloc'd, freed by the destructor
+  cuda::DeviceBuffer device_;
   std::vector<size_t> offsets_;
 };
 
