@@ -7,7 +7,12 @@
 #   3. the GPU suites under compute-sanitizer memcheck (and the codec's under racecheck)
 #   4. the GPU benchmark (bench/codec_cuda_bench)
 # Output goes to $OUT/gpu-results.txt when OUT is set, else docs/gpu-results.txt.
-# Every step runs even if an earlier one fails; the exit status is 1 if any failed.
+# Every step runs even if an earlier one fails, each under a time limit
+# (QAQKV_STEP_TIMEOUT seconds, default 300); the exit status is 1 if any failed.
+#
+# On a GPU machine without the build dependencies, run it from a bundle made by
+# scripts/gpu_bundle.sh: QAQKV_BUNDLE=DIR (the unpacked gpu-bundle) skips the
+# build and runs the bundle's binaries against its libraries.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out_dir="${OUT:-docs}"
@@ -15,6 +20,16 @@ mkdir -p "$out_dir"
 log="$out_dir/gpu-results.txt"
 exec > >(tee "$log") 2>&1
 build="${QAQKV_BUILD_DIR:-build/release}"
+step_timeout="${QAQKV_STEP_TIMEOUT:-300}"
+if [[ -n "${QAQKV_BUNDLE:-}" ]]; then
+  build="$QAQKV_BUNDLE"
+  QAQKV_SKIP_BUILD=1
+  # NCCL is not in the bundle: take the machine's (the CUDA toolkit's or pip's).
+  nccl_dir="$(find /usr/local/cuda*/ /usr/lib /opt -name 'libnccl.so.2' -print -quit 2>/dev/null)"
+  export LD_LIBRARY_PATH="$build/lib${nccl_dir:+:$(dirname "$nccl_dir")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+# The device-path tests start this binary (tests/service/server_process.cc).
+export QAQKV_SERVER_BINARY="${QAQKV_SERVER_BINARY:-$(realpath -m "$build")/service/qaqkv-server}"
 jobs="$(nproc 2>/dev/null || echo 2)"
 sanitizer="${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}"
 failed=()
@@ -23,11 +38,11 @@ step() {  # step NAME COMMAND...
   local name="$1"; shift
   echo; echo "=== $name: $*"
   local t0=$SECONDS
-  if "$@"; then echo "=== $name: ok ($((SECONDS - t0)) s)"; else
+  if timeout -k 10 "$step_timeout" "$@"; then echo "=== $name: ok ($((SECONDS - t0)) s)"; else
     echo "=== $name: FAILED (exit $?, $((SECONDS - t0)) s)"; failed+=("$name"); fi
 }
 
-echo "qaqkv GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "qaqkv GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit ${QAQKV_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "nvidia-smi not available"
 /usr/local/cuda/bin/nvcc --version 2>/dev/null | tail -1
 
@@ -43,15 +58,19 @@ fi
 test_bin="$build/tests/gpu/codec_cuda_test"
 device_bin="$build/tests/gpu/client_device_test"
 nccl_bin="$build/tests/client/client_nccl_transport_test"
-step ctest-gpu ctest --test-dir "$build" -L gpu --output-on-failure
-step ctest-kernels ctest --test-dir "$build" -R 'Codec|FastPath' -LE gpu --output-on-failure
+# The binaries themselves rather than ctest: a bundle has no CTestTestfile.
+step codec-gpu "$test_bin"
+step client-device "$device_bin"
+[[ -x "$nccl_bin" ]] && step nccl "$nccl_bin"
+step bench "$build/bench/codec_cuda_bench" "$@"
+[[ "${QAQKV_SKIP_BUILD:-0}" != 1 ]] &&
+  step ctest-kernels ctest --test-dir "$build" -R 'Codec|FastPath' -LE gpu --output-on-failure
 step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 --leak-check full "$test_bin"
 # racecheck is slow: the smaller tests cover every kernel's shared-memory use.
 step racecheck "$sanitizer" --tool racecheck --error-exitcode 1 "$test_bin" \
   --gtest_filter='*SideInputs*:*RoundTrip*:*Paged*:*NanAndInf*:*LargeLayer*'
 step memcheck-client "$sanitizer" --tool memcheck --error-exitcode 1 "$device_bin"
 [[ -x "$nccl_bin" ]] && step memcheck-nccl "$sanitizer" --tool memcheck --error-exitcode 1 "$nccl_bin"
-step bench "$build/bench/codec_cuda_bench" "$@"
 
 echo
 if ((${#failed[@]})); then echo "GPU check: FAILED: ${failed[*]} (log: $log)"; exit 1; fi
