@@ -256,35 +256,60 @@ PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape) {
   return header;
 }
 
-void FillGroupE(const CodecConfig& config, const PageShape& shape, const QaqSideInputs& side,
-                bool keys, TensorTask& task) {
+GroupEModel ModelGroupE(const CodecConfig& config, const PageShape& shape,
+                        const QaqSideInputs& side, bool keys, const TensorTask& task) {
   const int64_t T = side.context_tokens > 0 ? side.context_tokens : shape.tokens;
-  const int64_t G = task.geo.groups();
-  task.group_e.resize(G);
   const bool layer = config.group == GroupLevel::kLayer;
+  GroupEModel m;
   if (keys) {
     const std::vector<double> e = KeyE(config, shape, side, T, task.channel_scale);
-    const float emin = static_cast<float>(*std::min_element(e.begin(), e.end()));
-    for (int64_t g = 0; g < G; ++g) {
-      task.group_e[g] = layer ? emin : static_cast<float>(e[g % shape.kv_heads]);
+    if (layer) {
+      m.kind = GroupEModel::Kind::kScalar;
+      m.scalar = static_cast<float>(*std::min_element(e.begin(), e.end()));
+    } else {
+      m.kind = GroupEModel::Kind::kPerHead;
+      m.per_head.assign(e.begin(), e.end());  // each rounded to float, as the table
     }
+    return m;
+  }
+  m.ev = static_cast<float>(kSqrt12 * config.sigma_x / std::sqrt(double(T)));
+  if (side.attention.empty()) {
+    m.kind = GroupEModel::Kind::kScalar;
+    m.scalar = ValueE(m.ev, 1.0f);
   } else {
-    const float ev = static_cast<float>(kSqrt12 * config.sigma_x / std::sqrt(double(T)));
-    for (int64_t g = 0; g < G; ++g) {
-      float a = 1.0f;
-      if (!side.attention.empty()) {
-        if (layer) {
-          a = 0;
-          for (int h = 0; h < shape.kv_heads; ++h) {
-            const float ah = side.attention[size_t(g) * shape.kv_heads + h];
-            a = (a < 0 || ah < 0) ? -1.0f : std::max(a, ah);
-          }
-        } else {
-          a = side.attention[size_t(g)];  // head-level g = t * kv_heads + h
-        }
+    m.kind = GroupEModel::Kind::kTable;
+  }
+  return m;
+}
+
+void FillGroupE(const CodecConfig& config, const PageShape& shape, const QaqSideInputs& side,
+                bool keys, TensorTask& task) {
+  const int64_t G = task.geo.groups();
+  const GroupEModel m = ModelGroupE(config, shape, side, keys, task);
+  task.group_e.resize(G);
+  switch (m.kind) {
+    case GroupEModel::Kind::kScalar:
+      std::fill(task.group_e.begin(), task.group_e.end(), m.scalar);
+      return;
+    case GroupEModel::Kind::kPerHead:
+      for (int64_t g = 0; g < G; ++g) task.group_e[g] = m.per_head[g % shape.kv_heads];
+      return;
+    case GroupEModel::Kind::kTable:
+      break;
+  }
+  const bool layer = config.group == GroupLevel::kLayer;
+  for (int64_t g = 0; g < G; ++g) {
+    float a;
+    if (layer) {
+      a = 0;
+      for (int h = 0; h < shape.kv_heads; ++h) {
+        const float ah = side.attention[size_t(g) * shape.kv_heads + h];
+        a = (a < 0 || ah < 0) ? -1.0f : std::max(a, ah);
       }
-      task.group_e[g] = ValueE(ev, a);
+    } else {
+      a = side.attention[size_t(g)];  // head-level g = t * kv_heads + h
     }
+    task.group_e[g] = ValueE(m.ev, a);
   }
 }
 

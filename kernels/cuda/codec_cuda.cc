@@ -42,7 +42,7 @@ namespace {
 
 // Scratch of one tensor (K or V); grown to the largest page seen.
 struct TensorWork {
-  DeviceBuffer group_e, info, count, scanned, scan_temp, code_words;
+  DeviceBuffer group_e, info, count, scanned, scan_temp;
 };
 
 ci::Geo ToGeo(const qi::GroupGeometry& g) {
@@ -74,34 +74,26 @@ ci::TensorParams ToParams(const qi::TensorTask& t) {
   return p;
 }
 
-// Region offsets of a section that starts at `base` (page-format.md,
-// "Section"); the same sums as SectionSize on the CPU.
-ci::SectionLayout LayoutSection(uint64_t base, const qi::TensorTask& t, const ci::GroupCount& total) {
-  const uint64_t G = t.geo.groups(), quant = G - total.exact;
-  const uint64_t per_group = 2 * uint64_t(t.outliers);
-  const uint64_t H = t.geo.kv_heads, D = t.geo.head_dim;
-  ci::SectionLayout l;
-  uint64_t off = base + 4;
-  l.exact_list = off;
-  off += 4 * total.exact;
-  l.widths = off;
-  if (t.variable_widths) off += (G + 1) / 2;
-  l.lo = off;
-  off += 2 * quant;
-  l.step = off;
-  off += 2 * quant;
-  l.outlier_values = off;
-  off += 2 * quant * per_group;
-  l.outlier_index = off;
-  off += uint64_t(qi::OutlierIndexBytes(t.geo.MaxGroupSize())) * quant * per_group;
-  l.exact_values = off;
-  off += 2 * total.exact_values;
-  l.codes = off;
-  off += (total.code_bits + 7) / 8;
-  l.residual = off;
-  off += 2 * H * uint64_t(t.geo.tokens - t.geo.quant_tokens) * D;
-  l.end = off;
-  return l;
+// What the section's layout depends on besides its totals.
+ci::SectionShape ShapeOf(const qi::TensorTask& t) {
+  ci::SectionShape s;
+  s.groups = t.geo.groups();
+  s.outliers = t.outliers;
+  s.index_bytes = qi::OutlierIndexBytes(t.geo.MaxGroupSize());
+  s.variable_widths = t.variable_widths ? 1 : 0;
+  s.residual_values = int64_t{t.geo.kv_heads} * (t.geo.tokens - t.geo.quant_tokens) * t.geo.head_dim;
+  return s;
+}
+
+// An upper bound on where a section starting at `base` ends, whatever its
+// groups turn out to be: each group costs at most the larger of being kept
+// exactly and being quantized at 8 bits (ci::LayoutSection's sums).
+uint64_t WorstCaseSectionEnd(uint64_t base, const qi::TensorTask& t) {
+  const ci::SectionShape s = ShapeOf(t);
+  const uint64_t n = t.geo.MaxGroupSize(), per_group = 2 * uint64_t(s.outliers);
+  const uint64_t exact = 4 + 2 * n, quantized = 4 + per_group * (2 + s.index_bytes) + n;
+  return base + 4 + (s.groups + 1) / 2 + s.groups * std::max(exact, quantized) + 1 +
+         2 * uint64_t(s.residual_values);
 }
 
 absl::Status CheckView(const void* data, DType dtype, Layout layout, const char* name) {
@@ -156,7 +148,8 @@ struct GpuCodec::Impl {
   TensorWork work[2];
   DeviceBuffer bad;           // 2 x u64: first out-of-range canonical index
   DeviceBuffer block_table;
-  PinnedBuffer totals;        // 2 x GroupCount + 2 x u64, read back mid-encode
+  PinnedBuffer totals;        // ci::EncodeResult, read back at the end of an encode
+  DeviceBuffer result;        // ci::EncodeResult, then 4 edge words (ci::PageTarget)
   PinnedBuffer staging;       // page bytes on their way in or out
   CudaEvent done;             // host waits on it
   CudaEvent staging_free;     // the last upload from `staging` has finished
@@ -177,6 +170,34 @@ struct GpuCodec::Impl {
     return w.scan_temp.Grow(temp);
   }
 
+  // QAQ's error targets: one value or one per head in the kernel's
+  // parameters, a table uploaded only when attention inputs need one.
+  absl::Status SetGroupE(const CodecConfig& config, const PageShape& shape,
+                         const QaqSideInputs& side, bool keys, qi::TensorTask& task,
+                         TensorWork& w, ci::TensorParams& p) {
+    const qi::GroupEModel model = qi::ModelGroupE(config, shape, side, keys, task);
+    if (model.kind == qi::GroupEModel::Kind::kScalar) {
+      p.e_mode = ci::kEScalar;
+      p.e_scalar = model.scalar;
+      return absl::OkStatus();
+    }
+    if (model.kind == qi::GroupEModel::Kind::kPerHead &&
+        model.per_head.size() <= size_t{ci::kMaxPerHeadE}) {
+      p.e_mode = ci::kEPerHead;
+      std::copy(model.per_head.begin(), model.per_head.end(), p.e_per_head);
+      return absl::OkStatus();
+    }
+    qi::FillGroupE(config, shape, side, keys, task);
+    const int64_t G = task.geo.groups();
+    QAQKV_CUDA_RETURN_IF_NOT_OK(w.group_e.Grow(sizeof(float) * std::max<int64_t>(G, 1)));
+    // Pageable source: the copy has read it by the time the call returns.
+    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w.group_e.data(), task.group_e.data(),
+                                               sizeof(float) * G, cudaMemcpyHostToDevice, stream));
+    p.e_mode = ci::kETable;
+    p.group_e = w.group_e.as<float>();
+    return absl::OkStatus();
+  }
+
   absl::Status Scan(TensorWork& w, int64_t groups) {
     size_t temp = w.scan_temp.size();
     QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchScan(w.count.as<ci::GroupCount>(),
@@ -195,8 +216,9 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(cudaStream_t stream) 
   auto impl = std::make_unique<Impl>();
   impl->stream = stream;
   QAQKV_CUDA_RETURN_IF_NOT_OK(impl->bad.Grow(2 * sizeof(unsigned long long)));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(
-      impl->totals.Grow(2 * sizeof(ci::GroupCount) + 2 * sizeof(unsigned long long)));
+  static_assert(sizeof(ci::EncodeResult) == 2 * sizeof(ci::GroupCount) + 2 * sizeof(unsigned long long));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(impl->totals.Grow(sizeof(ci::EncodeResult)));
+  QAQKV_CUDA_RETURN_IF_NOT_OK(impl->result.Grow(sizeof(ci::EncodeResult) + 4 * sizeof(uint32_t)));
   auto done = CudaEvent::Create(/*timing=*/false);
   if (!done.ok()) return done.status();
   impl->done = std::move(*done);
@@ -228,7 +250,7 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
   const cudaStream_t stream = m.stream;
   auto* bad = m.bad.as<unsigned long long>();
   QAQKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(bad, 0xff, 2 * sizeof(unsigned long long), stream));
-  auto* bad_host = reinterpret_cast<unsigned long long*>(m.totals.data() + 2 * sizeof(ci::GroupCount));
+  unsigned long long* bad_host = reinterpret_cast<ci::EncodeResult*>(m.totals.data())->bad;
   auto check_range = [&]() -> absl::Status {
     for (int which = 0; which < 2; ++which) {
       if (bad_host[which] != kNoBadIndex) return RangeError(names[which], bad_host[which], shape);
@@ -262,10 +284,16 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
     return absl::OkStatus();
   }
 
-  // Pass 1 (analysis) and the scans of both tensors, then one sync for sizes.
+  // Analysis and scans of both tensors, then the pack into a page whose
+  // layout the kernels derive from the scans: no round trip to the host
+  // until the page is done.
   qi::TensorTask tasks[2];
   ci::TensorParams params[2];
-  auto* totals = reinterpret_cast<ci::GroupCount*>(m.totals.data());
+  ci::PageTarget target;
+  target.base = qi::kHeaderBytes;
+  target.k_bytes_at = qi::kHeaderKBytesOffset;
+  target.v_bytes_at = qi::kHeaderVBytesOffset;
+  uint64_t capacity = qi::kHeaderBytes;
   for (int which = 0; which < 2; ++which) {
     const bool keys = which == 0;
     qi::TensorTask& task = tasks[which];
@@ -276,18 +304,10 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
     const int64_t G = task.geo.groups();
     params[which] = ToParams(task);
     if (config.kind == CodecKind::kQaq) {
-      qi::FillGroupE(config, shape, side, keys, task);
-      QAQKV_CUDA_RETURN_IF_NOT_OK(w.group_e.Grow(sizeof(float) * std::max<int64_t>(G, 1)));
-      // Pageable source: the copy has read it by the time the call returns.
-      QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w.group_e.data(), task.group_e.data(),
-                                                 sizeof(float) * G, cudaMemcpyHostToDevice,
-                                                 stream));
-      params[which].group_e = w.group_e.as<float>();
+      QAQKV_CUDA_RETURN_IF_NOT_OK(m.SetGroupE(config, shape, side, keys, task, w, params[which]));
     }
     QAQKV_CUDA_RETURN_IF_NOT_OK(w.info.Grow(sizeof(ci::GroupInfo) * std::max<int64_t>(G, 1)));
     QAQKV_CUDA_RETURN_IF_NOT_OK(m.GrowScan(w, std::max<int64_t>(G, 1)));
-    // Worst case: 8 bits per value, plus a word the last code may spill into.
-    QAQKV_CUDA_RETURN_IF_NOT_OK(w.code_words.Grow(4 * (uint64_t(shape.values()) / 4 + 2)));
     const ci::InView iv = ToInView(views[which]);
     QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchAnalyze(params[which], iv, w.info.as<ci::GroupInfo>(),
                                                  w.count.as<ci::GroupCount>(), bad + which,
@@ -298,24 +318,44 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
                                                      nullptr, 0, bad + which, stream));
     }
     QAQKV_CUDA_RETURN_IF_NOT_OK(m.Scan(w, G));
-    if (G > 0) {
-      QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(totals + which, w.scanned.as<ci::GroupCount>() + (G - 1),
-                                                 sizeof(ci::GroupCount), cudaMemcpyDeviceToHost,
-                                                 stream));
+    target.shape[which] = ShapeOf(task);
+    target.scanned[which] = w.scanned.as<ci::GroupCount>();
+    capacity = WorstCaseSectionEnd(capacity, task);
+  }
+  if (capacity - qi::kHeaderBytes > 2 * uint64_t{UINT32_MAX}) {
+    return absl::InvalidArgumentError("shape: encoded page would exceed 4 GiB");
+  }
+  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(capacity + qi::kChecksumBytes));
+  uint8_t* dpage = ps.bytes.as<uint8_t>();
+  auto* result = m.result.as<ci::EncodeResult>();
+  target.page = dpage;
+  target.edges = reinterpret_cast<uint32_t*>(result + 1);
+  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(target.edges, 0, 4 * sizeof(uint32_t), stream));
+  uint8_t hb[qi::kHeaderBytes];
+  qi::WriteHeader(header, hb);  // section sizes patched by FinishPage
+  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchWriteBytes(dpage, hb, sizeof(hb), stream));
+  for (int which = 0; which < 2; ++which) {
+    TensorWork& w = m.work[which];
+    const ci::InView iv = ToInView(views[which]);
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchZeroCodes(target, which, stream));
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchPack(params[which], iv, w.info.as<ci::GroupInfo>(),
+                                              w.count.as<ci::GroupCount>(), target, which,
+                                              stream));
+    if (tasks[which].geo.quant_tokens < tasks[which].geo.tokens) {
+      QAQKV_CUDA_RETURN_IF_ERROR(
+          ci::LaunchStoreResidual(params[which].geo, iv, target, which, stream));
     }
   }
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bad_host, bad, 2 * sizeof(unsigned long long),
+  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchFinishPage(target, bad, result, stream));
+  auto* host_result = reinterpret_cast<ci::EncodeResult*>(m.totals.data());
+  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_result, result, sizeof(ci::EncodeResult),
                                              cudaMemcpyDeviceToHost, stream));
   QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
   QAQKV_CUDA_RETURN_IF_NOT_OK(check_range());
-  for (int which = 0; which < 2; ++which) {
-    if (tasks[which].geo.groups() == 0) totals[which] = ci::GroupCount{0, 0, 0};
-  }
-
-  // Sizes are known: lay out the page and pack both sections.
+  const ci::GroupCount* totals = host_result->totals;
   ci::SectionLayout layout[2];
-  layout[0] = LayoutSection(qi::kHeaderBytes, tasks[0], totals[0]);
-  layout[1] = LayoutSection(layout[0].end, tasks[1], totals[1]);
+  layout[0] = ci::LayoutSection(qi::kHeaderBytes, target.shape[0], totals[0]);
+  layout[1] = ci::LayoutSection(layout[0].end, target.shape[1], totals[1]);
   const uint64_t k_bytes = layout[0].end - qi::kHeaderBytes, v_bytes = layout[1].end - layout[0].end;
   if (k_bytes > UINT32_MAX || v_bytes > UINT32_MAX) {
     return absl::InvalidArgumentError("shape: encoded page would exceed 4 GiB");
@@ -323,36 +363,6 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
   header.k_bytes = static_cast<uint32_t>(k_bytes);
   header.v_bytes = static_cast<uint32_t>(v_bytes);
   ps.body_bytes = layout[1].end;
-  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(ps.body_bytes + qi::kChecksumBytes));
-  uint8_t* dpage = ps.bytes.as<uint8_t>();
-  for (int which = 0; which < 2; ++which) {
-    TensorWork& w = m.work[which];
-    const ci::GroupCount& total = totals[which];
-    const uint64_t words = (total.code_bits + 31) / 32 + 1;
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(w.code_words.data(), 0, 4 * words, stream));
-    const ci::InView iv = ToInView(views[which]);
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchPack(params[which], iv, w.info.as<ci::GroupInfo>(),
-                                              w.count.as<ci::GroupCount>(),
-                                              w.scanned.as<ci::GroupCount>(), layout[which],
-                                              dpage, w.code_words.as<uint32_t>(), stream));
-    const uint64_t code_bytes = (total.code_bits + 7) / 8;
-    if (code_bytes > 0) {
-      QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dpage + layout[which].codes, w.code_words.data(),
-                                                 code_bytes, cudaMemcpyDeviceToDevice, stream));
-    }
-    if (tasks[which].geo.quant_tokens < tasks[which].geo.tokens) {
-      QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchStoreFp16(params[which].geo,
-                                                     tasks[which].geo.quant_tokens, iv, dpage,
-                                                     layout[which].residual, nullptr, stream));
-    }
-    uint8_t count_bytes[4];
-    PutLe(count_bytes, static_cast<uint32_t>(total.exact));
-    QAQKV_CUDA_RETURN_IF_ERROR(
-        ci::LaunchWriteBytes(dpage + layout[which].exact_list - 4, count_bytes, 4, stream));
-  }
-  uint8_t hb[qi::kHeaderBytes];
-  qi::WriteHeader(header, hb);
-  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchWriteBytes(dpage, hb, sizeof(hb), stream));
   ps.header = header;
   ps.layout[0] = layout[0];
   ps.layout[1] = layout[1];

@@ -16,8 +16,8 @@ void WriteHeader(const PageHeader& h, uint8_t* out) {
   PutU16(out + 16, h.outliers);
   PutU16(out + 18, h.kivi_group);
   PutU32(out + 20, h.kivi_residual);
-  PutU32(out + 24, h.k_bytes);
-  PutU32(out + 28, h.v_bytes);
+  PutU32(out + kHeaderKBytesOffset, h.k_bytes);
+  PutU32(out + kHeaderVBytesOffset, h.v_bytes);
 }
 
 uint64_t PageChecksum(std::span<const uint8_t> bytes) {

@@ -21,6 +21,10 @@ inline constexpr uint32_t kPageMagic = 0x50514151u;  // "QAQP" little-endian
 inline constexpr uint16_t kPageVersion = 1;
 inline constexpr size_t kHeaderBytes = 32;
 inline constexpr size_t kChecksumBytes = 8;
+// Where WriteHeader puts the section sizes (little-endian u32): the GPU
+// encoder learns them on the device and patches them in place.
+inline constexpr size_t kHeaderKBytesOffset = 24;
+inline constexpr size_t kHeaderVBytesOffset = 28;
 // Hard limits a header must respect; they keep size arithmetic in range and
 // let a decoder reject a lying page before allocating anything.
 inline constexpr int kMaxTokens = 1 << 20;

@@ -6,17 +6,10 @@
 // would change codes.
 #include <cub/device/device_scan.cuh>
 
-#include "kernels/cuda/internal/launch.h"
-#include "kernels/internal/group_math.h"
-#include "kernels/internal/half.h"
+#include "kernels/cuda/internal/device_common.cuh"
 
 namespace qaqkv::cuda_internal {
 namespace {
-
-using internal::Bf16ToFloat;
-using internal::FloatToBf16;
-using internal::FloatToHalf;
-using internal::HalfToFloat;
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
@@ -24,119 +17,6 @@ constexpr int kWarps = kThreads / 32;
 // shared memory while outliers are selected (every head-level group, and
 // layer-level groups of up to 32 heads x 128).
 constexpr int kCacheValues = 4096;
-constexpr unsigned kFullMask = 0xffffffffu;
-
-struct Coord {
-  int64_t h, t, d;
-};
-
-__device__ __forceinline__ int GroupSize(const Geo& geo, int64_t g) {
-  switch (geo.kind) {
-    case kGeoHead: return geo.head_dim;
-    case kGeoLayer: return geo.kv_heads * geo.head_dim;
-    case kGeoKiviKey: {
-      const int64_t blocks = (geo.quant_tokens + geo.kivi_group - 1) / geo.kivi_group;
-      const int64_t j = (g / geo.head_dim) % blocks;
-      const int64_t left = geo.quant_tokens - j * geo.kivi_group;
-      return static_cast<int>(left < geo.kivi_group ? left : geo.kivi_group);
-    }
-    default: {
-      const int64_t chunks = (geo.head_dim + geo.kivi_group - 1) / geo.kivi_group;
-      const int64_t left = geo.head_dim - (g % chunks) * geo.kivi_group;
-      return static_cast<int>(left < geo.kivi_group ? left : geo.kivi_group);
-    }
-  }
-}
-
-// Element i of group g (GroupGeometry::ForEachIndex, page-format.md "Groups").
-__device__ __forceinline__ Coord ElementCoord(const Geo& geo, int64_t g, int i) {
-  const int64_t D = geo.head_dim;
-  switch (geo.kind) {
-    case kGeoHead: return {g % geo.kv_heads, g / geo.kv_heads, i};
-    case kGeoLayer: return {i / D, g, i % D};
-    case kGeoKiviKey: {
-      const int64_t blocks = (geo.quant_tokens + geo.kivi_group - 1) / geo.kivi_group;
-      const int64_t j = (g / D) % blocks;
-      return {g / D / blocks, j * geo.kivi_group + i, g % D};
-    }
-    default: {
-      const int64_t chunks = (D + geo.kivi_group - 1) / geo.kivi_group;
-      const int64_t c = g % chunks, t = (g / chunks) % geo.quant_tokens;
-      return {g / chunks / geo.quant_tokens, t, c * geo.kivi_group + i};
-    }
-  }
-}
-
-__device__ __forceinline__ int64_t CanonicalIndex(const Geo& geo, Coord c) {
-  return (c.h * geo.tokens + c.t) * geo.head_dim + c.d;
-}
-
-__device__ __forceinline__ float Load(const InView& in, const Geo& geo, Coord c) {
-  const int64_t off = in.layout == 1 ? (c.h * geo.tokens + c.t) * geo.head_dim + c.d
-                                     : (c.t * geo.kv_heads + c.h) * geo.head_dim + c.d;
-  switch (in.dtype) {
-    case 1: return HalfToFloat(static_cast<const uint16_t*>(in.data)[off]);
-    case 2: return Bf16ToFloat(static_cast<const uint16_t*>(in.data)[off]);
-    default: return static_cast<const float*>(in.data)[off];
-  }
-}
-
-__device__ __forceinline__ void Store(const OutView& out, const Geo& geo, Coord c, float v) {
-  int64_t off;
-  if (out.block_table != nullptr) {
-    const int64_t pos = out.first_token + c.t;
-    const int64_t block = out.block_table[pos / out.block_size];
-    off = ((block * out.block_size + pos % out.block_size) * geo.kv_heads + c.h) * geo.head_dim +
-          c.d;
-  } else if (out.layout == 1) {
-    off = (c.h * geo.tokens + c.t) * geo.head_dim + c.d;
-  } else {
-    off = (c.t * geo.kv_heads + c.h) * geo.head_dim + c.d;
-  }
-  switch (out.dtype) {
-    case 1: static_cast<uint16_t*>(out.data)[off] = FloatToHalf(v); break;
-    case 2: static_cast<uint16_t*>(out.data)[off] = FloatToBf16(v); break;
-    default: static_cast<float*>(out.data)[off] = v; break;
-  }
-}
-
-// Sections are packed without alignment: multi-byte fields go byte by byte.
-__device__ __forceinline__ void PutU16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v);
-  p[1] = static_cast<uint8_t>(v >> 8);
-}
-__device__ __forceinline__ void PutU32(uint8_t* p, uint32_t v) {
-  for (int b = 0; b < 4; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
-}
-__device__ __forceinline__ uint16_t GetU16(const uint8_t* p) {
-  return static_cast<uint16_t>(p[0] | (p[1] << 8));
-}
-__device__ __forceinline__ uint32_t GetU32(const uint8_t* p) {
-  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
-}
-
-__device__ __forceinline__ int Nibble(int bits) { return bits == internal::kExactWidth ? 0 : bits; }
-
-// A value and its index inside the group; i < 0 means "none".
-struct Key {
-  float v;
-  int i;
-};
-// The reference's orders (SelectOutliers, std::min / std::max over the
-// group): ascending value, and descending value, lower index first on ties in
-// both. -0 and +0 tie, as they do for std::stable_sort.
-__device__ __forceinline__ bool AscBefore(Key a, Key b) {
-  return a.v < b.v || (a.v == b.v && a.i < b.i);
-}
-__device__ __forceinline__ bool DescBefore(Key a, Key b) {
-  return a.v > b.v || (a.v == b.v && a.i < b.i);
-}
-template <bool kDesc>
-__device__ __forceinline__ Key Better(Key a, Key b) {
-  if (b.i < 0) return a;
-  if (a.i < 0) return b;
-  return (kDesc ? DescBefore(b, a) : AscBefore(b, a)) ? b : a;
-}
 // The first key of the block in the chosen order; every thread gets it.
 template <bool kDesc>
 __device__ Key BlockBest(Key k, Key* scratch) {
@@ -150,12 +30,6 @@ __device__ Key BlockBest(Key k, Key* scratch) {
   Key r = scratch[0];
   for (int w = 1; w < kWarps; ++w) r = Better<kDesc>(r, scratch[w]);
   return r;
-}
-
-// Whether (v, i) is one of the group's 2k outliers, given the k-th smallest
-// key and the k-th largest key of the rest.
-__device__ __forceinline__ bool IsOutlier(int k, Key small, Key large, Key c) {
-  return k > 0 && (!AscBefore(small, c) || !DescBefore(large, c));
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -181,12 +55,7 @@ __global__ void __launch_bounds__(kThreads)
   finite = __syncthreads_and(finite);
   auto value = [&](int i) { return cached ? cache[i] : Load(in, geo, ElementCoord(geo, g, i)); };
   if (!finite) {
-    if (threadIdx.x == 0) {
-      GroupInfo gi{};
-      gi.bits = internal::kExactWidth;
-      info[g] = gi;
-      count[g] = GroupCount{1, static_cast<uint64_t>(n), 0};
-    }
+    if (threadIdx.x == 0) WriteExactGroup(g, n, info, count);
     return;
   }
   // Outliers by repeated selection: the j-th smallest is the first key after
@@ -222,45 +91,23 @@ __global__ void __launch_bounds__(kThreads)
   }
   lo = BlockBest<false>(lo, scratch);
   hi = BlockBest<true>(hi, scratch);
-  if (threadIdx.x == 0) {
-    int bits = p.fixed_bits;
-    if (p.variable_widths) {
-      const float e = p.group_e[g];
-      const float range = hi.v - HalfToFloat(internal::FloatToHalfDown(lo.v));
-      bits = e < 0 ? p.b_max : internal::BitWidthFor(range, e, p.b_min, p.b_max);
-    }
-    const internal::GroupParams gp = internal::MakeGroupParams(lo.v, hi.v, bits);
-    GroupInfo gi;
-    gi.small_v = small.v;
-    gi.small_i = small.i;
-    gi.large_v = large.v;
-    gi.large_i = large.i;
-    gi.lo = gp.lo;
-    gi.step = gp.step;
-    gi.bits = static_cast<uint8_t>(gp.bits);
-    info[g] = gi;
-    count[g] = gp.bits == internal::kExactWidth
-                   ? GroupCount{1, static_cast<uint64_t>(n), 0}
-                   : GroupCount{0, 0, static_cast<uint64_t>(n - 2 * k) * gp.bits};
-  }
+  if (threadIdx.x == 0) WriteGroup(p, g, n, small, large, lo, hi, info, count);
 }
 
 __global__ void __launch_bounds__(kThreads)
     PackKernel(TensorParams p, InView in, const GroupInfo* info, const GroupCount* count,
-               const GroupCount* scanned, SectionLayout layout, uint8_t* page,
-               uint32_t* code_words) {
+               PageTarget t, int which) {
   __shared__ int warp_counts[kWarps];
   const Geo& geo = p.geo;
   const int64_t g = blockIdx.x;
+  const GroupCount* scanned = t.scanned[which];
+  const SectionLayout layout = DeviceLayout(t, which);
+  uint8_t* page = t.page;
   const GroupInfo gi = info[g];
   const GroupCount own = count[g], upto = scanned[g];
   const uint64_t exact_before = upto.exact - own.exact;
   const int n = GroupSize(geo, g);
-  if (p.variable_widths && (g & 1) == 0 && threadIdx.x == 0) {
-    int b = Nibble(gi.bits);
-    if (g + 1 < geo.groups) b |= Nibble(info[g + 1].bits) << 4;
-    page[layout.widths + g / 2] = static_cast<uint8_t>(b);
-  }
+  if (threadIdx.x == 0) PutWidths(p, info, g, layout, page);
   if (gi.bits == internal::kExactWidth) {
     if (threadIdx.x == 0) PutU32(page + layout.exact_list + 4 * exact_before, static_cast<uint32_t>(g));
     const uint64_t at = layout.exact_values + 2 * (upto.exact_values - own.exact_values);
@@ -270,14 +117,12 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
   const uint64_t q = g - exact_before;
-  if (threadIdx.x == 0) {
-    PutU16(page + layout.lo + 2 * q, gi.lo);
-    PutU16(page + layout.step + 2 * q, gi.step);
-  }
+  if (threadIdx.x == 0) PutOffsetAndStep(layout, page, q, gi);
   const float lo = HalfToFloat(gi.lo), inv = internal::InverseStep(HalfToFloat(gi.step));
   const int k = p.outliers, bits = gi.bits;
   const Key small{gi.small_v, gi.small_i}, large{gi.large_v, gi.large_i};
   const uint64_t bit0 = upto.code_bits - own.code_bits;
+  const CodeSink sink = MakeCodeSink(t, which, layout);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int seen = 0;  // outliers in earlier tiles
   for (int base = 0; base < n; base += kThreads) {
@@ -302,21 +147,11 @@ __global__ void __launch_bounds__(kThreads)
     const int r = seen + before;
     if (i < n) {
       if (outlier) {
-        const uint64_t slot = q * 2 * k + r;
-        PutU16(page + layout.outlier_values + 2 * slot, FloatToHalf(x));
-        if (p.index_bytes == 1) {
-          page[layout.outlier_index + slot] = static_cast<uint8_t>(i);
-        } else {
-          PutU16(page + layout.outlier_index + 2 * slot, static_cast<uint16_t>(i));
-        }
+        PutOutlier(p, layout, page, q * 2 * k + r, x, i);
       } else if (bits > 0) {
-        const uint32_t code = internal::QuantizeValue(x, lo, inv, bits);
-        const uint64_t bit = bit0 + static_cast<uint64_t>(i - r) * bits;
-        const uint64_t w = bit >> 5;
-        const int shift = static_cast<int>(bit & 31);
         // Neighbouring codes (and neighbouring groups) share words: OR them in.
-        atomicOr(&code_words[w], code << shift);
-        if (shift + bits > 32) atomicOr(&code_words[w + 1], code >> (32 - shift));
+        OrCode(sink, bit0 + static_cast<uint64_t>(i - r) * bits,
+               internal::QuantizeValue(x, lo, inv, bits), bits);
       }
     }
     seen += tile;
@@ -324,7 +159,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void StoreFp16Kernel(Geo geo, int32_t t0, InView in, uint8_t* page, uint64_t offset,
-                                unsigned long long* bad_index) {
+                                unsigned long long* bad_index, PageTarget t, int which) {
+  if (t.page != nullptr) {
+    page = t.page;
+    offset = DeviceLayout(t, which).residual;
+  }
   const int64_t rt = geo.tokens - t0, D = geo.head_dim;
   const int64_t total = int64_t{geo.kv_heads} * rt * D;
   for (int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; idx < total;
@@ -335,6 +174,46 @@ __global__ void StoreFp16Kernel(Geo geo, int32_t t0, InView in, uint8_t* page, u
       atomicMin(bad_index, static_cast<unsigned long long>(CanonicalIndex(geo, c)));
     }
     if (page != nullptr) PutU16(page + offset + 2 * idx, FloatToHalf(x));
+  }
+}
+
+__global__ void ZeroCodesKernel(PageTarget t, int which) {
+  const SectionLayout l = DeviceLayout(t, which);
+  if (l.residual <= l.codes) return;  // no codes; the word may be other regions'
+  const CodeSink sink = MakeCodeSink(t, which, l);
+  const int64_t first = static_cast<int64_t>(l.codes / 4), end = static_cast<int64_t>((l.residual + 3) / 4);
+  for (int64_t w = first + int64_t{blockIdx.x} * blockDim.x + threadIdx.x; w < end;
+       w += int64_t{gridDim.x} * blockDim.x) {
+    if (w != sink.first_edge && w != sink.last_edge) sink.words[w] = 0;
+  }
+}
+
+// One warp: per section, the edge words' code bytes, the exact count; the
+// header's section sizes; the totals and range checks for the host.
+__global__ void FinishPageKernel(PageTarget t, const unsigned long long* bad,
+                                 EncodeResult* result) {
+  const int lane = threadIdx.x;
+  for (int which = 0; which < 2; ++which) {
+    const SectionLayout l = DeviceLayout(t, which);
+    const CodeSink sink = MakeCodeSink(t, which, l);
+    if (lane < 8) {  // lanes 0-3: first edge word's bytes, 4-7: the last's
+      const int64_t w = lane < 4 ? sink.first_edge : sink.last_edge;
+      const uint64_t at = static_cast<uint64_t>(w) * 4 + (lane & 3);
+      const bool same = lane >= 4 && sink.last_edge == sink.first_edge;
+      if (w >= 0 && !same && at >= l.codes && at < l.residual) {
+        t.page[at] = static_cast<uint8_t>(sink.edges[lane < 4 ? 0 : 1] >> (8 * (lane & 3)));
+      }
+    }
+    const int64_t G = t.shape[which].groups;
+    const GroupCount total = G > 0 ? t.scanned[which][G - 1] : GroupCount{0, 0, 0};
+    if (lane == 0) {
+      PutU32(t.page + l.exact_list - 4, static_cast<uint32_t>(total.exact));
+      const uint64_t start = which == 0 ? t.base : DeviceLayout(t, 0).end;
+      PutU32(t.page + (which == 0 ? t.k_bytes_at : t.v_bytes_at),
+             static_cast<uint32_t>(l.end - start));
+      result->totals[which] = total;
+      result->bad[which] = bad[which];
+    }
   }
 }
 
@@ -352,11 +231,6 @@ struct CountSum {
   }
 };
 
-__device__ __forceinline__ int WidthOf(const TensorParams& p, const uint8_t* page,
-                                       const SectionLayout& layout, int64_t g) {
-  if (!p.variable_widths) return p.fixed_bits;
-  return (page[layout.widths + (g >> 1)] >> ((g & 1) * 4)) & 0xf;
-}
 
 __global__ void DecodeCountKernel(TensorParams p, const uint8_t* page, SectionLayout layout,
                                   uint64_t n_exact, GroupCount* count) {
@@ -456,6 +330,9 @@ unsigned ElementwiseBlocks(const Geo& geo, int32_t t0) {
 cudaError_t LaunchAnalyze(const TensorParams& p, InView in, GroupInfo* info, GroupCount* count,
                           unsigned long long* bad_index, cudaStream_t stream) {
   if (p.geo.groups == 0) return cudaSuccess;
+  if (const int vpl = WarpValuesPerLane(p.geo, in.layout, in.data); vpl > 0) {
+    return LaunchAnalyzeWarp(vpl, p, in, info, count, bad_index, stream);
+  }
   AnalyzeKernel<<<static_cast<unsigned>(p.geo.groups), kThreads, 0, stream>>>(p, in, info, count,
                                                                               bad_index);
   return cudaGetLastError();
@@ -471,13 +348,26 @@ cudaError_t LaunchScan(const GroupCount* in, GroupCount* out, int64_t n, void* t
                                         static_cast<int>(n), stream);
 }
 
+cudaError_t LaunchZeroCodes(const PageTarget& t, int which, cudaStream_t stream) {
+  ZeroCodesKernel<<<1024, 256, 0, stream>>>(t, which);
+  return cudaGetLastError();
+}
+
 cudaError_t LaunchPack(const TensorParams& p, InView in, const GroupInfo* info,
-                       const GroupCount* count, const GroupCount* scanned,
-                       const SectionLayout& layout, uint8_t* page, uint32_t* code_words,
+                       const GroupCount* count, const PageTarget& t, int which,
                        cudaStream_t stream) {
   if (p.geo.groups == 0) return cudaSuccess;
-  PackKernel<<<static_cast<unsigned>(p.geo.groups), kThreads, 0, stream>>>(
-      p, in, info, count, scanned, layout, page, code_words);
+  if (const int vpl = WarpValuesPerLane(p.geo, in.layout, in.data); vpl > 0) {
+    return LaunchPackWarp(vpl, p, in, info, count, t, which, stream);
+  }
+  PackKernel<<<static_cast<unsigned>(p.geo.groups), kThreads, 0, stream>>>(p, in, info, count, t,
+                                                                           which);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchFinishPage(const PageTarget& t, const unsigned long long* bad,
+                             EncodeResult* result, cudaStream_t stream) {
+  FinishPageKernel<<<1, 32, 0, stream>>>(t, bad, result);
   return cudaGetLastError();
 }
 
@@ -485,7 +375,16 @@ cudaError_t LaunchStoreFp16(const Geo& geo, int32_t t0, InView in, uint8_t* page
                             unsigned long long* bad_index, cudaStream_t stream) {
   if (t0 >= geo.tokens) return cudaSuccess;
   StoreFp16Kernel<<<ElementwiseBlocks(geo, t0), 256, 0, stream>>>(geo, t0, in, page, offset,
-                                                                   bad_index);
+                                                                   bad_index, PageTarget{}, 0);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchStoreResidual(const Geo& geo, InView in, const PageTarget& t, int which,
+                                cudaStream_t stream) {
+  const int32_t t0 = geo.quant_tokens;
+  if (t0 >= geo.tokens) return cudaSuccess;
+  StoreFp16Kernel<<<ElementwiseBlocks(geo, t0), 256, 0, stream>>>(geo, t0, in, nullptr, 0,
+                                                                   nullptr, t, which);
   return cudaGetLastError();
 }
 
@@ -510,6 +409,13 @@ cudaError_t LaunchDecode(const TensorParams& p, const uint8_t* page, const Secti
                          uint64_t n_exact, const GroupCount* count, const GroupCount* scanned,
                          OutView out, cudaStream_t stream) {
   if (p.geo.groups == 0) return cudaSuccess;
+  // Paged caches are NHD within a block; per-channel tables need the
+  // block-per-group kernel.
+  const int layout_of_out = out.block_table != nullptr ? 0 : out.layout;
+  if (const int vpl = WarpValuesPerLane(p.geo, layout_of_out, out.data);
+      vpl > 0 && !layout.has_channel_scale && !layout.has_channel_offset) {
+    return LaunchDecodeWarp(vpl, p, page, layout, count, scanned, out, stream);
+  }
   DecodeKernel<<<static_cast<unsigned>(p.geo.groups), kThreads, 0, stream>>>(
       p, page, layout, count, scanned, out);
   return cudaGetLastError();
