@@ -85,13 +85,16 @@ __global__ void __launch_bounds__(kThreads)
   Key lo{0.0f, -1}, hi{0.0f, -1};
   for (int i = threadIdx.x; i < n; i += kThreads) {
     const Key c{value(i), i};
-    if (IsOutlier(k, small, large, c)) continue;
+    if (k > 0 && (!AscBefore(small, c) || !DescBefore(large, c))) continue;
     lo = Better<false>(lo, c);
     hi = Better<true>(hi, c);
   }
   lo = BlockBest<false>(lo, scratch);
   hi = BlockBest<true>(hi, scratch);
-  if (threadIdx.x == 0) WriteGroup(p, g, n, small, large, lo, hi, info, count);
+  if (threadIdx.x == 0) {
+    WriteGroup(p, g, n, k > 0 ? AscKey(small.v, small.i) : kNoSmall,
+               k > 0 ? DescKey(large.v, large.i) : kNoLarge, lo.v, hi.v, info, count);
+  }
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -120,7 +123,6 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) PutOffsetAndStep(layout, page, q, gi);
   const float lo = HalfToFloat(gi.lo), inv = internal::InverseStep(HalfToFloat(gi.step));
   const int k = p.outliers, bits = gi.bits;
-  const Key small{gi.small_v, gi.small_i}, large{gi.large_v, gi.large_i};
   const uint64_t bit0 = upto.code_bits - own.code_bits;
   const CodeSink sink = MakeCodeSink(t, which, layout);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -131,7 +133,7 @@ __global__ void __launch_bounds__(kThreads)
     bool outlier = false;
     if (i < n) {
       x = Load(in, geo, ElementCoord(geo, g, i));
-      outlier = IsOutlier(k, small, large, Key{x, i});
+      outlier = IsOutlier(k, gi.small_key, gi.large_key, x, i);
     }
     // Outliers before element i, in element order: a block-wide prefix count.
     const unsigned mask = __ballot_sync(kFullMask, outlier);
@@ -330,8 +332,8 @@ unsigned ElementwiseBlocks(const Geo& geo, int32_t t0) {
 cudaError_t LaunchAnalyze(const TensorParams& p, InView in, GroupInfo* info, GroupCount* count,
                           unsigned long long* bad_index, cudaStream_t stream) {
   if (p.geo.groups == 0) return cudaSuccess;
-  if (const int vpl = WarpValuesPerLane(p.geo, in.layout, in.data); vpl > 0) {
-    return LaunchAnalyzeWarp(vpl, p, in, info, count, bad_index, stream);
+  if (const int n = WarpGroupSize(p.geo, in.layout, in.data); n > 0) {
+    return LaunchAnalyzeWarp(n, p, in, info, count, bad_index, stream);
   }
   AnalyzeKernel<<<static_cast<unsigned>(p.geo.groups), kThreads, 0, stream>>>(p, in, info, count,
                                                                               bad_index);
@@ -357,8 +359,8 @@ cudaError_t LaunchPack(const TensorParams& p, InView in, const GroupInfo* info,
                        const GroupCount* count, const PageTarget& t, int which,
                        cudaStream_t stream) {
   if (p.geo.groups == 0) return cudaSuccess;
-  if (const int vpl = WarpValuesPerLane(p.geo, in.layout, in.data); vpl > 0) {
-    return LaunchPackWarp(vpl, p, in, info, count, t, which, stream);
+  if (const int n = WarpGroupSize(p.geo, in.layout, in.data); n > 0) {
+    return LaunchPackWarp(n, p, in, info, count, t, which, stream);
   }
   PackKernel<<<static_cast<unsigned>(p.geo.groups), kThreads, 0, stream>>>(p, in, info, count, t,
                                                                            which);
@@ -412,9 +414,9 @@ cudaError_t LaunchDecode(const TensorParams& p, const uint8_t* page, const Secti
   // Paged caches are NHD within a block; per-channel tables need the
   // block-per-group kernel.
   const int layout_of_out = out.block_table != nullptr ? 0 : out.layout;
-  if (const int vpl = WarpValuesPerLane(p.geo, layout_of_out, out.data);
-      vpl > 0 && !layout.has_channel_scale && !layout.has_channel_offset) {
-    return LaunchDecodeWarp(vpl, p, page, layout, count, scanned, out, stream);
+  if (const int n = WarpGroupSize(p.geo, layout_of_out, out.data);
+      n > 0 && !layout.has_channel_scale && !layout.has_channel_offset) {
+    return LaunchDecodeWarp(n, p, page, layout, count, scanned, out, stream);
   }
   DecodeKernel<<<static_cast<unsigned>(p.geo.groups), kThreads, 0, stream>>>(
       p, page, layout, count, scanned, out);

@@ -131,10 +131,37 @@ __device__ __forceinline__ Key Better(Key a, Key b) {
   if (a.i < 0) return b;
   return (kDesc ? DescBefore(b, a) : AscBefore(b, a)) ? b : a;
 }
-// Whether (v, i) is one of the group's 2k outliers, given the k-th smallest
-// key and the k-th largest key of the rest.
-__device__ __forceinline__ bool IsOutlier(int k, Key small, Key large, Key c) {
-  return k > 0 && (!AscBefore(small, c) || !DescBefore(large, c));
+// The same orders as unsigned integers, so a min or max is a compare and a
+// select: the value's bits made monotonic (-0 equal to +0, as the
+// comparisons above have it), then the index (in DescKey a lower index is a
+// larger key), and in bit 0 the value's sign, so KeyValue recovers a -0.
+__device__ __forceinline__ uint32_t OrderedBits(float v) {
+  const uint32_t u = __float_as_uint(v + 0.0f);  // -0 + 0 is +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ unsigned long long AscKey(float v, int i) {
+  return (static_cast<unsigned long long>(OrderedBits(v)) << 32) |
+         (static_cast<unsigned long long>(static_cast<uint32_t>(i)) << 1) |
+         (__float_as_uint(v) >> 31);
+}
+__device__ __forceinline__ unsigned long long DescKey(float v, int i) {
+  return (static_cast<unsigned long long>(OrderedBits(v)) << 32) |
+         (static_cast<unsigned long long>(0x7fffffffu - static_cast<uint32_t>(i)) << 1) |
+         (__float_as_uint(v) >> 31);
+}
+__device__ __forceinline__ float KeyValue(unsigned long long key) {
+  const uint32_t o = static_cast<uint32_t>(key >> 32);
+  const uint32_t u = (o & 0x80000000u) ? (o & 0x7fffffffu) : ~o;
+  return __uint_as_float(u | (static_cast<uint32_t>(key & 1) << 31));
+}
+// "No threshold": no key is <= kNoSmall or >= kNoLarge.
+constexpr unsigned long long kNoSmall = 0, kNoLarge = ~0ull;
+
+// Whether element i (value v) is one of the group's 2k outliers: at or
+// below the k-th smallest, or at or above the k-th largest of the rest.
+__device__ __forceinline__ bool IsOutlier(int k, unsigned long long small_key,
+                                          unsigned long long large_key, float v, int i) {
+  return k > 0 && (AscKey(v, i) <= small_key || DescKey(v, i) >= large_key);
 }
 
 __device__ __forceinline__ int WidthOf(const TensorParams& p, const uint8_t* page,
@@ -189,25 +216,23 @@ __device__ __forceinline__ void WriteExactGroup(int64_t g, int n, GroupInfo* inf
   count[g] = GroupCount{1, static_cast<uint64_t>(n), 0};
 }
 
-// The analysis result of a finite group: its outlier thresholds (the k-th
-// smallest, and the k-th largest of the rest), the range [lo, hi] of the
-// other values, and the width, offset and step that follow from them.
-__device__ __forceinline__ void WriteGroup(const TensorParams& p, int64_t g, int n, Key small,
-                                           Key large, Key lo, Key hi, GroupInfo* info,
-                                           GroupCount* count) {
+// The analysis result of a finite group: its outlier thresholds, the range
+// [lo, hi] of the other values, and the width, offset and step that follow.
+__device__ __forceinline__ void WriteGroup(const TensorParams& p, int64_t g, int n,
+                                           unsigned long long small_key,
+                                           unsigned long long large_key, float lo, float hi,
+                                           GroupInfo* info, GroupCount* count) {
   const int k = p.outliers;
   int bits = p.fixed_bits;
   if (p.variable_widths) {
     const float e = GroupE(p, g);
-    const float range = hi.v - HalfToFloat(internal::FloatToHalfDown(lo.v));
+    const float range = hi - HalfToFloat(internal::FloatToHalfDown(lo));
     bits = e < 0 ? p.b_max : internal::BitWidthFor(range, e, p.b_min, p.b_max);
   }
-  const internal::GroupParams gp = internal::MakeGroupParams(lo.v, hi.v, bits);
+  const internal::GroupParams gp = internal::MakeGroupParams(lo, hi, bits);
   GroupInfo gi;
-  gi.small_v = small.v;
-  gi.small_i = small.i;
-  gi.large_v = large.v;
-  gi.large_i = large.i;
+  gi.small_key = small_key;
+  gi.large_key = large_key;
   gi.lo = gp.lo;
   gi.step = gp.step;
   gi.bits = static_cast<uint8_t>(gp.bits);
@@ -266,26 +291,27 @@ __device__ __forceinline__ void OrCode(const CodeSink& s, uint64_t bit, uint32_t
   if (shift + bits > 32) atomicOr(SinkWord(s, w + 1), code >> (32 - shift));
 }
 
-// Host side: the fast (warp per group) kernels' values per lane for a
-// geometry whose groups are contiguous in memory, or 0 (block-per-group
-// kernels). Contiguous: head groups in either layout, layer groups in NHD.
-inline int WarpValuesPerLane(const Geo& geo, int layout, const void* data) {
+// Host side: the size of the groups if the sub-warp kernels take this
+// geometry (groups contiguous in memory: head groups in either layout, layer
+// groups in NHD; 32 to 1024 values; 16-byte aligned data), else 0 (the
+// block-per-group kernels).
+inline int WarpGroupSize(const Geo& geo, int layout, const void* data) {
   int64_t n = 0;
   if (geo.kind == kGeoHead) n = geo.head_dim;
   if (geo.kind == kGeoLayer && layout == 0) n = int64_t{geo.kv_heads} * geo.head_dim;
-  if (n % 32 != 0 || reinterpret_cast<uintptr_t>(data) % 16 != 0) return 0;
-  const int64_t vpl = n / 32;
-  return vpl == 2 || vpl == 4 || vpl == 8 || vpl == 16 || vpl == 32 ? static_cast<int>(vpl) : 0;
+  if (reinterpret_cast<uintptr_t>(data) % 16 != 0) return 0;
+  return n == 32 || n == 64 || n == 128 || n == 256 || n == 512 || n == 1024 ? static_cast<int>(n)
+                                                                             : 0;
 }
 
-// The warp-per-group kernels (warp_kernels.cu); vpl from WarpValuesPerLane.
-cudaError_t LaunchAnalyzeWarp(int vpl, const TensorParams& p, InView in, GroupInfo* info,
+// The sub-warp kernels (warp_kernels.cu); n from WarpGroupSize.
+cudaError_t LaunchAnalyzeWarp(int n, const TensorParams& p, InView in, GroupInfo* info,
                               GroupCount* count, unsigned long long* bad_index,
                               cudaStream_t stream);
-cudaError_t LaunchPackWarp(int vpl, const TensorParams& p, InView in, const GroupInfo* info,
+cudaError_t LaunchPackWarp(int n, const TensorParams& p, InView in, const GroupInfo* info,
                            const GroupCount* count, const PageTarget& t, int which,
                            cudaStream_t stream);
-cudaError_t LaunchDecodeWarp(int vpl, const TensorParams& p, const uint8_t* page,
+cudaError_t LaunchDecodeWarp(int n, const TensorParams& p, const uint8_t* page,
                              const SectionLayout& layout, const GroupCount* count,
                              const GroupCount* scanned, OutView out, cudaStream_t stream);
 

@@ -45,10 +45,9 @@ struct OutView {
 
 // Per-group result of the encoder's analysis pass.
 struct GroupInfo {
-  float small_v;  // k-th smallest (value, index): the last low outlier
-  int32_t small_i;
-  float large_v;  // k-th largest of the rest (value desc, index asc)
-  int32_t large_i;
+  // The outlier thresholds as order keys (device_common.cuh AscKey/DescKey):
+  // the k-th smallest element, and the k-th largest of the rest.
+  unsigned long long small_key, large_key;
   uint16_t lo, step;  // fp16
   uint8_t bits;       // 0..8, or 16 for an exact group
 };

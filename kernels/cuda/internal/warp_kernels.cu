@@ -1,14 +1,17 @@
-// Warp-per-group encode and decode for groups that are contiguous in memory
-// (head groups in NHD or HND, layer groups in NHD) of 64..1024 values: the
-// common case, and the one the block-per-group kernels of codec_kernels.cu
-// were too slow for (a 128-thread block and a dozen __syncthreads per
-// 128-value group left the GPU at a few percent of its bandwidth).
+// Sub-warp encode and decode for groups that are contiguous in memory (head
+// groups in NHD or HND, layer groups in NHD) of 32..1024 values: the common
+// case, and the one the block-per-group kernels of codec_kernels.cu were too
+// slow for (a 128-thread block and a dozen __syncthreads per 128-value group
+// left the GPU at a few percent of its bandwidth; a warp per group, measured
+// next, still spent most of its instructions on shuffles).
 //
-// Each lane keeps its values in registers, loaded and stored with 16-byte
-// vector accesses; outliers and ranges are warp shuffles; a group's codes are
-// assembled in shared memory and written as whole words. The per-group math is
-// the same functions as everywhere else (group_math.h, device_common.cuh), so
-// the bytes are the CPU reference's.
+// A group belongs to kLanes lanes holding 16 values each (32 for the
+// largest), so a warp works on several groups at once. Values stay in
+// registers, loaded and stored with 16-byte vector accesses; outliers and
+// ranges are min/max over 64-bit order keys and sub-warp shuffles; a group's
+// codes are assembled in shared memory and written as whole words. The
+// per-group math is the same functions as everywhere else (group_math.h,
+// device_common.cuh), so the bytes are the CPU reference's.
 #include <type_traits>
 
 #include "kernels/cuda/internal/device_common.cuh"
@@ -17,7 +20,11 @@ namespace qaqkv::cuda_internal {
 namespace {
 
 constexpr int kBlockThreads = 256;
-constexpr int kGroupsPerBlock = kBlockThreads / 32;
+constexpr int kWarpsPerBlock = kBlockThreads / 32;
+
+// The lanes that share a group of kN values: 16 values each, at most a warp.
+template <int kN>
+constexpr int kLanesOf = kN / 16 < 2 ? 2 : (kN / 16 > 32 ? 32 : kN / 16);
 
 template <int kBytes>
 struct VecOf;
@@ -38,18 +45,6 @@ struct VecOf<16> {
 template <int kDtype>
 using Elem = std::conditional_t<kDtype == 3, float, uint16_t>;
 
-// Values per vector access: 16 bytes, or all of a lane's values if fewer.
-template <int kVpl, int kDtype>
-constexpr int kVecOf = kVpl * int{sizeof(Elem<kDtype>)} < 16 ? kVpl : 16 / int{sizeof(Elem<kDtype>)};
-
-// Register j of a lane holds element ElemIndex(j) of the group: chunks of
-// 32 x kVec values, lanes contiguous inside a chunk, so a chunk is one
-// coalesced access and element order is register order within a lane.
-template <int kVec>
-__device__ __forceinline__ int ElemIndex(int j, int lane) {
-  return (j / kVec) * 32 * kVec + lane * kVec + j % kVec;
-}
-
 template <int kDtype>
 __device__ __forceinline__ float ToFloat(Elem<kDtype> e) {
   if constexpr (kDtype == 1) return HalfToFloat(e);
@@ -64,43 +59,74 @@ __device__ __forceinline__ Elem<kDtype> FromFloat(float v) {
   else return v;
 }
 
-// A lane's values of the group whose first element is data[base].
-template <int kVpl, int kDtype>
-__device__ __forceinline__ void LoadGroup(const void* data, int64_t base, int lane,
-                                          float (&x)[kVpl]) {
+// How a group of kN values of dtype kDtype is spread over its lanes.
+// Register j of sub-lane s holds element Index(j, s): chunks of kLanes x kVec
+// values, sub-lanes contiguous inside a chunk, so a chunk is one coalesced
+// access and element order is register order within a lane.
+template <int kN, int kDtype>
+struct Shape {
+  static constexpr int kLanes = kLanesOf<kN>;
+  static constexpr int kGroupsPerWarp = 32 / kLanes;
+  static constexpr int kGroupsPerBlock = kWarpsPerBlock * kGroupsPerWarp;
+  static constexpr int kVpl = kN / kLanes;
+  static constexpr int kElemBytes = int{sizeof(Elem<kDtype>)};
+  static constexpr int kVec = kVpl * kElemBytes < 16 ? kVpl : 16 / kElemBytes;
+  static constexpr int kChunks = kVpl / kVec;
+  __device__ static int Index(int j, int s) { return (j / kVec) * kLanes * kVec + s * kVec + j % kVec; }
+};
+
+// Where a thread's group is: its index, its sub-lane, whether it exists.
+template <typename S>
+struct Place {
+  int64_t g;
+  int sub, slot;  // sub-lane in the group; the group's slot in the block
+  bool valid;
+};
+template <typename S>
+__device__ __forceinline__ Place<S> PlaceOf(int64_t groups) {
+  Place<S> at;
+  at.slot = threadIdx.x / S::kLanes;
+  at.sub = threadIdx.x % S::kLanes;
+  at.g = int64_t{blockIdx.x} * S::kGroupsPerBlock + at.slot;
+  at.valid = at.g < groups;
+  return at;
+}
+
+// The lane's values of the group whose first element is data[base].
+template <typename S, int kDtype>
+__device__ __forceinline__ void LoadGroup(const void* data, int64_t base, int sub,
+                                          float (&x)[S::kVpl]) {
   using E = Elem<kDtype>;
-  constexpr int kVec = kVecOf<kVpl, kDtype>;
-  using V = typename VecOf<kVec * sizeof(E)>::T;
+  using V = typename VecOf<S::kVec * sizeof(E)>::T;
   const E* src = static_cast<const E*>(data) + base;
 #pragma unroll
-  for (int c = 0; c < kVpl / kVec; ++c) {
-    const V v = *reinterpret_cast<const V*>(src + c * 32 * kVec + lane * kVec);
-    E e[kVec];
+  for (int c = 0; c < S::kChunks; ++c) {
+    const V v = *reinterpret_cast<const V*>(src + c * S::kLanes * S::kVec + sub * S::kVec);
+    E e[S::kVec];
     memcpy(e, &v, sizeof(V));
 #pragma unroll
-    for (int u = 0; u < kVec; ++u) x[c * kVec + u] = ToFloat<kDtype>(e[u]);
+    for (int u = 0; u < S::kVec; ++u) x[c * S::kVec + u] = ToFloat<kDtype>(e[u]);
   }
 }
 
-template <int kVpl, int kDtype>
-__device__ __forceinline__ void StoreGroup(void* data, int64_t base, int lane,
-                                           const float (&x)[kVpl]) {
+template <typename S, int kDtype>
+__device__ __forceinline__ void StoreGroup(void* data, int64_t base, int sub,
+                                           const float (&x)[S::kVpl]) {
   using E = Elem<kDtype>;
-  constexpr int kVec = kVecOf<kVpl, kDtype>;
-  using V = typename VecOf<kVec * sizeof(E)>::T;
+  using V = typename VecOf<S::kVec * sizeof(E)>::T;
   E* dst = static_cast<E*>(data) + base;
 #pragma unroll
-  for (int c = 0; c < kVpl / kVec; ++c) {
-    E e[kVec];
+  for (int c = 0; c < S::kChunks; ++c) {
+    E e[S::kVec];
 #pragma unroll
-    for (int u = 0; u < kVec; ++u) e[u] = FromFloat<kDtype>(x[c * kVec + u]);
+    for (int u = 0; u < S::kVec; ++u) e[u] = FromFloat<kDtype>(x[c * S::kVec + u]);
     V v;
     memcpy(&v, e, sizeof(V));
-    *reinterpret_cast<V*>(dst + c * 32 * kVec + lane * kVec) = v;
+    *reinterpret_cast<V*>(dst + c * S::kLanes * S::kVec + sub * S::kVec) = v;
   }
 }
 
-// First element of group g in a dense tensor (WarpValuesPerLane's geometries).
+// First element of group g in a dense tensor (WarpGroupSize's geometries).
 __device__ __forceinline__ int64_t GroupBase(const Geo& geo, int layout, int64_t g) {
   if (geo.kind == kGeoLayer) return g * geo.kv_heads * geo.head_dim;  // NHD
   if (layout == 1) return ((g % geo.kv_heads) * geo.tokens + g / geo.kv_heads) * geo.head_dim;
@@ -116,149 +142,166 @@ __device__ __forceinline__ int64_t PagedBase(const Geo& geo, const OutView& out,
   return ((block * out.block_size + pos % out.block_size) * geo.kv_heads + h) * geo.head_dim;
 }
 
-// The first key of the warp in the chosen order, on every lane: the order is
-// total (value, then index), so the butterfly gives all lanes the same key.
-template <bool kDesc>
-__device__ __forceinline__ Key WarpBest(Key k) {
+// Min and max over a group's lanes; every lane of the warp must call them.
+template <int kLanes>
+__device__ __forceinline__ unsigned long long GroupMin(unsigned long long v) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const Key other{__shfl_xor_sync(kFullMask, k.v, o), __shfl_xor_sync(kFullMask, k.i, o)};
-    k = Better<kDesc>(k, other);
+  for (int o = kLanes / 2; o > 0; o >>= 1) {
+    const unsigned long long y = __shfl_xor_sync(kFullMask, v, o, kLanes);
+    v = y < v ? y : v;
   }
-  return k;
+  return v;
+}
+template <int kLanes>
+__device__ __forceinline__ unsigned long long GroupMax(unsigned long long v) {
+#pragma unroll
+  for (int o = kLanes / 2; o > 0; o >>= 1) {
+    const unsigned long long y = __shfl_xor_sync(kFullMask, v, o, kLanes);
+    v = y > v ? y : v;
+  }
+  return v;
 }
 
-template <int kVpl, int kDtype>
+template <int kN, int kDtype>
 __global__ void __launch_bounds__(kBlockThreads)
     AnalyzeWarpKernel(TensorParams p, InView in, GroupInfo* info, GroupCount* count,
                       unsigned long long* bad_index) {
-  constexpr int kVec = kVecOf<kVpl, kDtype>;
-  constexpr int n = 32 * kVpl;
+  using S = Shape<kN, kDtype>;
   const Geo& geo = p.geo;
-  const int lane = threadIdx.x & 31;
-  const int64_t g = int64_t{blockIdx.x} * kGroupsPerBlock + (threadIdx.x >> 5);
-  if (g >= geo.groups) return;  // the whole warp
-  float x[kVpl];
-  LoadGroup<kVpl, kDtype>(in.data, GroupBase(geo, in.layout, g), lane, x);
+  const Place<S> at = PlaceOf<S>(geo.groups);
+  float x[S::kVpl] = {};
+  if (at.valid) LoadGroup<S, kDtype>(in.data, GroupBase(geo, in.layout, at.g), at.sub, x);
   bool finite = true;
 #pragma unroll
-  for (int j = 0; j < kVpl; ++j) {
+  for (int j = 0; j < S::kVpl; ++j) {
     if (!isfinite(x[j])) {
       finite = false;
     } else if (fabsf(x[j]) > internal::kHalfMax) {
-      const Coord c = ElementCoord(geo, g, ElemIndex<kVec>(j, lane));
+      const Coord c = ElementCoord(geo, at.g, S::Index(j, at.sub));
       atomicMin(bad_index, static_cast<unsigned long long>(CanonicalIndex(geo, c)));
     }
   }
-  if (!__all_sync(kFullMask, finite)) {
-    if (lane == 0) WriteExactGroup(g, n, info, count);
-    return;
-  }
-  // Outliers by repeated selection, as AnalyzeKernel: the j-th smallest is
-  // the first key after the (j-1)-th; then descending over the rest.
+  // Every lane goes on (the shuffles need the whole warp); a group with a
+  // non-finite value is kept exactly and its keys below are ignored.
+  finite = GroupMin<S::kLanes>(finite ? 1 : 0) != 0;
+  // Outliers by repeated selection, as AnalyzeKernel: the r-th smallest is
+  // the least key above the (r-1)-th; then the greatest descending keys
+  // among the rest.
   const int k = p.outliers;
-  Key small{0.0f, -1}, large{0.0f, -1};
+  unsigned long long small = kNoSmall, large = kNoLarge;
   for (int r = 0; r < k; ++r) {
-    Key best{0.0f, -1};
+    unsigned long long best = ~0ull;
 #pragma unroll
-    for (int j = 0; j < kVpl; ++j) {
-      const Key c{x[j], ElemIndex<kVec>(j, lane)};
-      if (small.i >= 0 && !AscBefore(small, c)) continue;
-      best = Better<false>(best, c);
+    for (int j = 0; j < S::kVpl; ++j) {
+      const unsigned long long key = AscKey(x[j], S::Index(j, at.sub));
+      if (key > small && key < best) best = key;
     }
-    small = WarpBest<false>(best);
+    small = GroupMin<S::kLanes>(best);
   }
   for (int r = 0; r < k; ++r) {
-    Key best{0.0f, -1};
+    unsigned long long best = 0;
 #pragma unroll
-    for (int j = 0; j < kVpl; ++j) {
-      const Key c{x[j], ElemIndex<kVec>(j, lane)};
-      if (!AscBefore(small, c)) continue;
-      if (large.i >= 0 && !DescBefore(large, c)) continue;
-      best = Better<true>(best, c);
+    for (int j = 0; j < S::kVpl; ++j) {
+      const int i = S::Index(j, at.sub);
+      if (AscKey(x[j], i) <= small) continue;
+      const unsigned long long key = DescKey(x[j], i);
+      if (key < large && key > best) best = key;
     }
-    large = WarpBest<true>(best);
+    large = GroupMax<S::kLanes>(best);
   }
-  Key lo{0.0f, -1}, hi{0.0f, -1};
+  unsigned long long lo = ~0ull, hi = 0;
 #pragma unroll
-  for (int j = 0; j < kVpl; ++j) {
-    const Key c{x[j], ElemIndex<kVec>(j, lane)};
-    if (IsOutlier(k, small, large, c)) continue;
-    lo = Better<false>(lo, c);
-    hi = Better<true>(hi, c);
+  for (int j = 0; j < S::kVpl; ++j) {
+    const int i = S::Index(j, at.sub);
+    if (IsOutlier(k, small, large, x[j], i)) continue;
+    const unsigned long long a = AscKey(x[j], i), d = DescKey(x[j], i);
+    lo = a < lo ? a : lo;
+    hi = d > hi ? d : hi;
   }
-  lo = WarpBest<false>(lo);
-  hi = WarpBest<true>(hi);
-  if (lane == 0) WriteGroup(p, g, n, small, large, lo, hi, info, count);
+  lo = GroupMin<S::kLanes>(lo);
+  hi = GroupMax<S::kLanes>(hi);
+  if (!at.valid || at.sub != 0) return;
+  if (!finite) {
+    WriteExactGroup(at.g, kN, info, count);
+  } else {
+    WriteGroup(p, at.g, kN, small, large, KeyValue(lo), KeyValue(hi), info, count);
+  }
 }
 
-template <int kVpl, int kDtype>
+template <int kN, int kDtype>
 __global__ void __launch_bounds__(kBlockThreads)
     PackWarpKernel(TensorParams p, InView in, const GroupInfo* info, const GroupCount* count,
                    PageTarget t, int which) {
-  constexpr int kVec = kVecOf<kVpl, kDtype>;
-  // A group's codes span at most 8 bits x 32 kVpl values plus a partial word
-  // at each end.
-  constexpr int kWords = 8 * kVpl + 2;
-  __shared__ uint32_t words[kGroupsPerBlock][kWords];
+  using S = Shape<kN, kDtype>;
+  // A group's codes span at most 8 bits per value plus a partial word at
+  // each end.
+  constexpr int kWords = kN / 4 + 2;
+  __shared__ uint32_t words[S::kGroupsPerBlock][kWords];
   const Geo& geo = p.geo;
-  const int lane = threadIdx.x & 31;
-  uint32_t* sm = words[threadIdx.x >> 5];
-  const int64_t g = int64_t{blockIdx.x} * kGroupsPerBlock + (threadIdx.x >> 5);
-  if (g >= geo.groups) return;
+  const Place<S> at = PlaceOf<S>(geo.groups);
+  uint32_t* sm = words[at.slot];
   const SectionLayout layout = DeviceLayout(t, which);
   uint8_t* page = t.page;
-  const GroupInfo gi = info[g];
-  const GroupCount own = count[g], upto = t.scanned[which][g];
-  const uint64_t exact_before = upto.exact - own.exact;
-  if (lane == 0) PutWidths(p, info, g, layout, page);
-  float x[kVpl];
-  LoadGroup<kVpl, kDtype>(in.data, GroupBase(geo, in.layout, g), lane, x);
-  if (gi.bits == internal::kExactWidth) {
-    if (lane == 0) PutU32(page + layout.exact_list + 4 * exact_before, static_cast<uint32_t>(g));
-    const uint64_t at = layout.exact_values + 2 * (upto.exact_values - own.exact_values);
-#pragma unroll
-    for (int j = 0; j < kVpl; ++j) {
-      PutU16(page + at + 2 * ElemIndex<kVec>(j, lane), FloatToHalf(x[j]));
-    }
-    return;
+  GroupInfo gi{};
+  GroupCount own{}, upto{};
+  float x[S::kVpl] = {};
+  if (at.valid) {
+    gi = info[at.g];
+    own = count[at.g];
+    upto = t.scanned[which][at.g];
+    LoadGroup<S, kDtype>(in.data, GroupBase(geo, in.layout, at.g), at.sub, x);
+    if (at.sub == 0) PutWidths(p, info, at.g, layout, page);
   }
-  const uint64_t q = g - exact_before;
-  if (lane == 0) PutOffsetAndStep(layout, page, q, gi);
+  const uint64_t exact_before = upto.exact - own.exact;
+  const bool exact = at.valid && gi.bits == internal::kExactWidth;
+  if (exact) {
+    if (at.sub == 0) {
+      PutU32(page + layout.exact_list + 4 * exact_before, static_cast<uint32_t>(at.g));
+    }
+    const uint64_t to = layout.exact_values + 2 * (upto.exact_values - own.exact_values);
+#pragma unroll
+    for (int j = 0; j < S::kVpl; ++j) {
+      PutU16(page + to + 2 * S::Index(j, at.sub), FloatToHalf(x[j]));
+    }
+  }
+  // From here every lane takes part (shuffles); only quantized groups write.
+  const bool quantized = at.valid && !exact;
+  const uint64_t q = at.g - exact_before;
+  if (quantized && at.sub == 0) PutOffsetAndStep(layout, page, q, gi);
   const float lo = HalfToFloat(gi.lo), inv = internal::InverseStep(HalfToFloat(gi.step));
-  const int k = p.outliers, bits = gi.bits;
-  const Key small{gi.small_v, gi.small_i}, large{gi.large_v, gi.large_i};
-  // The group's codes in page bits [p0, p0 + own.code_bits), assembled in
+  const int k = quantized ? p.outliers : 0, bits = quantized ? gi.bits : 0;
+  // The group's codes go to page bits [p0, p0 + own.code_bits), assembled in
   // shared memory from the word holding p0.
   const CodeSink sink = MakeCodeSink(t, which, layout);
   const uint64_t p0 = sink.c0 + (upto.code_bits - own.code_bits);
   const int local0 = static_cast<int>(p0 & 31);
-  const int nwords = own.code_bits == 0 ? 0 : static_cast<int>((local0 + own.code_bits + 31) / 32);
-  for (int w = lane; w < nwords; w += 32) sm[w] = 0;
+  const int nwords =
+      !quantized || own.code_bits == 0 ? 0 : static_cast<int>((local0 + own.code_bits + 31) / 32);
+  for (int w = at.sub; w < nwords; w += S::kLanes) sm[w] = 0;
   __syncwarp();
   int seen = 0;  // outliers in earlier chunks
 #pragma unroll
-  for (int c = 0; c < kVpl / kVec; ++c) {
-    bool outlier[kVec];
+  for (int c = 0; c < S::kChunks; ++c) {
+    bool outlier[S::kVec];
     int mine = 0;
 #pragma unroll
-    for (int u = 0; u < kVec; ++u) {
-      const int j = c * kVec + u;
-      outlier[u] = IsOutlier(k, small, large, Key{x[j], ElemIndex<kVec>(j, lane)});
+    for (int u = 0; u < S::kVec; ++u) {
+      const int j = c * S::kVec + u;
+      outlier[u] = IsOutlier(k, gi.small_key, gi.large_key, x[j], S::Index(j, at.sub));
       mine += outlier[u] ? 1 : 0;
     }
-    // Outliers before this lane's first element of the chunk: a warp scan.
+    // Outliers before this lane's part of the chunk: a scan over the group.
     int upto_lane = mine;
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(kFullMask, upto_lane, o);
-      if (lane >= o) upto_lane += y;
+    for (int o = 1; o < S::kLanes; o <<= 1) {
+      const int y = __shfl_up_sync(kFullMask, upto_lane, o, S::kLanes);
+      if (at.sub >= o) upto_lane += y;
     }
-    const int chunk_total = __shfl_sync(kFullMask, upto_lane, 31);
+    const int chunk_total = __shfl_sync(kFullMask, upto_lane, S::kLanes - 1, S::kLanes);
     int r = seen + upto_lane - mine;
 #pragma unroll
-    for (int u = 0; u < kVec; ++u) {
-      const int j = c * kVec + u, i = ElemIndex<kVec>(j, lane);
+    for (int u = 0; u < S::kVec; ++u) {
+      const int j = c * S::kVec + u, i = S::Index(j, at.sub);
       if (outlier[u]) {
         PutOutlier(p, layout, page, q * 2 * k + r, x[j], i);
         ++r;
@@ -275,7 +318,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   // Words wholly inside the group are its alone; the first and last may
   // hold a neighbour's bits too (ZeroCodesKernel cleared them).
   const int64_t w0 = static_cast<int64_t>(p0 >> 5);
-  for (int w = lane; w < nwords; w += 32) {
+  for (int w = at.sub; w < nwords; w += S::kLanes) {
     const uint32_t v = sm[w];
     if (w == 0 || w == nwords - 1) {
       if (v != 0) atomicOr(SinkWord(sink, w0 + w), v);
@@ -285,56 +328,64 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-template <int kVpl, int kDtype>
+template <int kN, int kDtype>
 __global__ void __launch_bounds__(kBlockThreads)
     DecodeWarpKernel(TensorParams p, const uint8_t* page, SectionLayout layout,
                      const GroupCount* count, const GroupCount* scanned, OutView out) {
-  constexpr int kVec = kVecOf<kVpl, kDtype>;
+  using S = Shape<kN, kDtype>;
   // A group's code bytes (at most 8 bits per value, a partial byte at the
   // start) and a zero byte after them.
-  constexpr int kBytes = 32 * kVpl + 2;
-  __shared__ uint8_t bytes[kGroupsPerBlock][kBytes];
+  constexpr int kBytes = kN + 2;
+  __shared__ uint8_t bytes[S::kGroupsPerBlock][kBytes];
   const Geo& geo = p.geo;
-  const int lane = threadIdx.x & 31;
-  uint8_t* sm = bytes[threadIdx.x >> 5];
-  const int64_t g = int64_t{blockIdx.x} * kGroupsPerBlock + (threadIdx.x >> 5);
-  if (g >= geo.groups) return;
-  const GroupCount own = count[g], upto = scanned[g];
-  float r[kVpl];
-  if (own.exact) {
-    const uint8_t* at = page + layout.exact_values + 2 * (upto.exact_values - own.exact_values);
+  const Place<S> at = PlaceOf<S>(geo.groups);
+  uint8_t* sm = bytes[at.slot];
+  GroupCount own{}, upto{};
+  if (at.valid) {
+    own = count[at.g];
+    upto = scanned[at.g];
+  }
+  const bool quantized = at.valid && !own.exact;
+  const uint64_t bit0 = upto.code_bits - own.code_bits;
+  const int s0 = static_cast<int>(bit0 & 7);
+  const int nbytes = quantized ? static_cast<int>((s0 + own.code_bits + 7) / 8) : -1;
+  const uint8_t* codes = page + layout.codes + (bit0 >> 3);
+  for (int b = at.sub; b <= nbytes; b += S::kLanes) sm[b] = b < nbytes ? codes[b] : 0;
+  __syncwarp();
+  if (!at.valid) return;
+  float r[S::kVpl];
+  if (!quantized) {
+    const uint8_t* from = page + layout.exact_values + 2 * (upto.exact_values - own.exact_values);
 #pragma unroll
-    for (int j = 0; j < kVpl; ++j) r[j] = HalfToFloat(GetU16(at + 2 * ElemIndex<kVec>(j, lane)));
+    for (int j = 0; j < S::kVpl; ++j) r[j] = HalfToFloat(GetU16(from + 2 * S::Index(j, at.sub)));
   } else {
-    const uint64_t q = g - (upto.exact - own.exact);
-    const int w = WidthOf(p, page, layout, g);
+    const uint64_t q = at.g - (upto.exact - own.exact);
+    const int w = WidthOf(p, page, layout, at.g);
     const float lo = HalfToFloat(GetU16(page + layout.lo + 2 * q));
     const float step = HalfToFloat(GetU16(page + layout.step + 2 * q));
     const int per_group = 2 * p.outliers;
     const uint8_t* oi = page + layout.outlier_index + p.index_bytes * q * per_group;
     const uint8_t* ov = page + layout.outlier_values + 2 * q * per_group;
-    auto index_at = [&](int a) { return p.index_bytes == 1 ? int{oi[a]} : int{GetU16(oi + 2 * a)}; };
-    const uint64_t bit0 = upto.code_bits - own.code_bits;
-    const int s0 = static_cast<int>(bit0 & 7);
-    const int nbytes = static_cast<int>((s0 + own.code_bits + 7) / 8);
-    const uint8_t* codes = page + layout.codes + (bit0 >> 3);
-    for (int b = lane; b <= nbytes; b += 32) sm[b] = b < nbytes ? codes[b] : 0;
-    __syncwarp();
+    auto index_at = [&](int a) {
+      if (a >= per_group) return kN;  // past every element
+      return p.index_bytes == 1 ? int{oi[a]} : int{GetU16(oi + 2 * a)};
+    };
 #pragma unroll
-    for (int c = 0; c < kVpl / kVec; ++c) {
+    for (int c = 0; c < S::kChunks; ++c) {
       // Outliers are sorted by index: a = outliers before element i.
-      const int i0 = ElemIndex<kVec>(c * kVec, lane);
+      const int i0 = S::Index(c * S::kVec, at.sub);
       int a = 0, b = per_group;
       while (a < b) {
         const int m = (a + b) / 2;
         if (index_at(m) < i0) a = m + 1; else b = m;
       }
+      int next = index_at(a);
 #pragma unroll
-      for (int u = 0; u < kVec; ++u) {
+      for (int u = 0; u < S::kVec; ++u) {
         const int i = i0 + u;
-        if (a < per_group && index_at(a) == i) {
-          r[c * kVec + u] = HalfToFloat(GetU16(ov + 2 * a));
-          ++a;
+        if (next == i) {
+          r[c * S::kVec + u] = HalfToFloat(GetU16(ov + 2 * a));
+          next = index_at(++a);
           continue;
         }
         uint32_t code = 0;
@@ -343,24 +394,25 @@ __global__ void __launch_bounds__(kBlockThreads)
           const uint32_t v = sm[bit >> 3] | (uint32_t{sm[(bit >> 3) + 1]} << 8);
           code = (v >> (bit & 7)) & ((1u << w) - 1u);
         }
-        r[c * kVec + u] = internal::DequantizeValue(code, lo, step);
+        r[c * S::kVec + u] = internal::DequantizeValue(code, lo, step);
       }
     }
   }
   const int64_t base =
-      out.block_table != nullptr ? PagedBase(geo, out, g) : GroupBase(geo, out.layout, g);
-  StoreGroup<kVpl, kDtype>(out.data, base, lane, r);
+      out.block_table != nullptr ? PagedBase(geo, out, at.g) : GroupBase(geo, out.layout, at.g);
+  StoreGroup<S, kDtype>(out.data, base, at.sub, r);
 }
 
-// Calls f(std::integral_constant<int, vpl>) for the supported widths.
+// Calls f(std::integral_constant<int, n>) for the supported group sizes.
 template <typename F>
-cudaError_t ForVpl(int vpl, F&& f) {
-  switch (vpl) {
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 8: return f(std::integral_constant<int, 8>{});
-    case 16: return f(std::integral_constant<int, 16>{});
+cudaError_t ForGroupSize(int n, F&& f) {
+  switch (n) {
     case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    case 256: return f(std::integral_constant<int, 256>{});
+    case 512: return f(std::integral_constant<int, 512>{});
+    case 1024: return f(std::integral_constant<int, 1024>{});
     default: return cudaErrorInvalidValue;
   }
 }
@@ -375,44 +427,47 @@ cudaError_t ForDtype(int dtype, F&& f) {
   }
 }
 
-unsigned GroupBlocks(int64_t groups) {
-  return static_cast<unsigned>((groups + kGroupsPerBlock - 1) / kGroupsPerBlock);
+template <typename S>
+unsigned BlocksFor(int64_t groups) {
+  return static_cast<unsigned>((groups + S::kGroupsPerBlock - 1) / S::kGroupsPerBlock);
 }
 
 }  // namespace
 
-cudaError_t LaunchAnalyzeWarp(int vpl, const TensorParams& p, InView in, GroupInfo* info,
+cudaError_t LaunchAnalyzeWarp(int n, const TensorParams& p, InView in, GroupInfo* info,
                               GroupCount* count, unsigned long long* bad_index,
                               cudaStream_t stream) {
-  return ForVpl(vpl, [&](auto v) {
+  return ForGroupSize(n, [&](auto size) {
     return ForDtype(in.dtype, [&](auto d) {
-      AnalyzeWarpKernel<decltype(v)::value, decltype(d)::value>
-          <<<GroupBlocks(p.geo.groups), kBlockThreads, 0, stream>>>(p, in, info, count, bad_index);
+      constexpr int kN = decltype(size)::value, kDtype = decltype(d)::value;
+      AnalyzeWarpKernel<kN, kDtype><<<BlocksFor<Shape<kN, kDtype>>(p.geo.groups), kBlockThreads,
+                                      0, stream>>>(p, in, info, count, bad_index);
       return cudaGetLastError();
     });
   });
 }
 
-cudaError_t LaunchPackWarp(int vpl, const TensorParams& p, InView in, const GroupInfo* info,
+cudaError_t LaunchPackWarp(int n, const TensorParams& p, InView in, const GroupInfo* info,
                            const GroupCount* count, const PageTarget& t, int which,
                            cudaStream_t stream) {
-  return ForVpl(vpl, [&](auto v) {
+  return ForGroupSize(n, [&](auto size) {
     return ForDtype(in.dtype, [&](auto d) {
-      PackWarpKernel<decltype(v)::value, decltype(d)::value>
-          <<<GroupBlocks(p.geo.groups), kBlockThreads, 0, stream>>>(p, in, info, count, t, which);
+      constexpr int kN = decltype(size)::value, kDtype = decltype(d)::value;
+      PackWarpKernel<kN, kDtype><<<BlocksFor<Shape<kN, kDtype>>(p.geo.groups), kBlockThreads, 0,
+                                   stream>>>(p, in, info, count, t, which);
       return cudaGetLastError();
     });
   });
 }
 
-cudaError_t LaunchDecodeWarp(int vpl, const TensorParams& p, const uint8_t* page,
+cudaError_t LaunchDecodeWarp(int n, const TensorParams& p, const uint8_t* page,
                              const SectionLayout& layout, const GroupCount* count,
                              const GroupCount* scanned, OutView out, cudaStream_t stream) {
-  return ForVpl(vpl, [&](auto v) {
+  return ForGroupSize(n, [&](auto size) {
     return ForDtype(out.dtype, [&](auto d) {
-      DecodeWarpKernel<decltype(v)::value, decltype(d)::value>
-          <<<GroupBlocks(p.geo.groups), kBlockThreads, 0, stream>>>(p, page, layout, count,
-                                                                    scanned, out);
+      constexpr int kN = decltype(size)::value, kDtype = decltype(d)::value;
+      DecodeWarpKernel<kN, kDtype><<<BlocksFor<Shape<kN, kDtype>>(p.geo.groups), kBlockThreads,
+                                     0, stream>>>(p, page, layout, count, scanned, out);
       return cudaGetLastError();
     });
   });
