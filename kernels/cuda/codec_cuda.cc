@@ -699,13 +699,22 @@ absl::Status DecodeTensor(GpuCodec::Impl& m, const DevicePage::State& ps, int wh
   }
   TensorWork& w = m.work[which];
   const int64_t G = p.geo.groups;
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.GrowScan(w, std::max<int64_t>(G, 1)));
-  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchDecodeCount(p, dpage, l, ps.n_exact[which],
-                                                   w.count.as<ci::GroupCount>(), m.stream));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Scan(w, G));
-  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchDecode(p, dpage, l, ps.n_exact[which],
-                                              w.count.as<ci::GroupCount>(),
-                                              w.scanned.as<ci::GroupCount>(), out, m.stream));
+  // int8/int4 pages without exact groups need no scan: every group has the
+  // same size and width, so its offsets follow from its index.
+  const bool uniform = (p.geo.kind == ci::kGeoHead || p.geo.kind == ci::kGeoLayer) &&
+                       !p.variable_widths && ps.n_exact[which] == 0;
+  const ci::GroupCount* count = nullptr;
+  const ci::GroupCount* scanned = nullptr;
+  if (!uniform) {
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.GrowScan(w, std::max<int64_t>(G, 1)));
+    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchDecodeCount(p, dpage, l, ps.n_exact[which],
+                                                     w.count.as<ci::GroupCount>(), m.stream));
+    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Scan(w, G));
+    count = w.count.as<ci::GroupCount>();
+    scanned = w.scanned.as<ci::GroupCount>();
+  }
+  QAQKV_CUDA_RETURN_IF_ERROR(
+      ci::LaunchDecode(p, dpage, l, ps.n_exact[which], count, scanned, out, m.stream));
   if (p.geo.quant_tokens < p.geo.tokens) {
     QAQKV_CUDA_RETURN_IF_ERROR(
         ci::LaunchLoadFp16(p.geo, p.geo.quant_tokens, dpage, l.residual, out, m.stream));

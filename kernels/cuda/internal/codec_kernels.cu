@@ -256,9 +256,10 @@ __global__ void __launch_bounds__(kThreads)
                  const GroupCount* count, const GroupCount* scanned, OutView out) {
   const Geo& geo = p.geo;
   const int64_t g = blockIdx.x;
-  const GroupCount own = count[g], upto = scanned[g];
-  const uint64_t exact_before = upto.exact - own.exact;
   const int n = GroupSize(geo, g);
+  GroupCount own, upto;
+  DecodeCounts(p, count, scanned, g, n, own, upto);
+  const uint64_t exact_before = upto.exact - own.exact;
   if (own.exact) {
     const uint8_t* at = page + layout.exact_values + 2 * (upto.exact_values - own.exact_values);
     for (int i = threadIdx.x; i < n; i += kThreads) {

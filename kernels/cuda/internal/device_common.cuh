@@ -198,6 +198,21 @@ __device__ __forceinline__ void PutOutlier(const TensorParams& p, const SectionL
   }
 }
 
+// What group g and groups 0..g contribute to a section being decoded: from
+// the scans, or, with count == nullptr (fixed width, no exact group, all
+// groups of n values: the decoder skips the scan), computed.
+__device__ __forceinline__ void DecodeCounts(const TensorParams& p, const GroupCount* count,
+                                             const GroupCount* scanned, int64_t g, int n,
+                                             GroupCount& own, GroupCount& upto) {
+  if (count == nullptr) {
+    own = GroupCount{0, 0, static_cast<uint64_t>(n - 2 * p.outliers) * p.fixed_bits};
+    upto = GroupCount{0, 0, own.code_bits * static_cast<uint64_t>(g + 1)};
+    return;
+  }
+  own = count[g];
+  upto = scanned[g];
+}
+
 // Group g's error target (qaq).
 __device__ __forceinline__ float GroupE(const TensorParams& p, int64_t g) {
   switch (p.e_mode) {
@@ -244,12 +259,11 @@ __device__ __forceinline__ void WriteGroup(const TensorParams& p, int64_t g, int
 
 // Both sections' layouts from the scans' totals (PageTarget).
 __device__ __forceinline__ SectionLayout DeviceLayout(const PageTarget& t, int which) {
-  GroupCount total[2];
-  for (int s = 0; s < 2; ++s) {
-    total[s] = t.shape[s].groups > 0 ? t.scanned[s][t.shape[s].groups - 1] : GroupCount{0, 0, 0};
-  }
-  const SectionLayout k = LayoutSection(t.base, t.shape[0], total[0]);
-  return which == 0 ? k : LayoutSection(k.end, t.shape[1], total[1]);
+  auto total = [&](int s) {
+    return t.shape[s].groups > 0 ? t.scanned[s][t.shape[s].groups - 1] : GroupCount{0, 0, 0};
+  };
+  const SectionLayout k = LayoutSection(t.base, t.shape[0], total(0));
+  return which == 0 ? k : LayoutSection(k.end, t.shape[1], total(1));
 }
 
 // Where codes go: 32-bit words of the page (the buffer is cudaMalloc-aligned),

@@ -182,6 +182,8 @@ cudaError_t LaunchWriteBytes(uint8_t* dst, const uint8_t* bytes, int n, cudaStre
 cudaError_t LaunchDecodeCount(const TensorParams& p, const uint8_t* page,
                               const SectionLayout& layout, uint64_t n_exact, GroupCount* count,
                               cudaStream_t stream);
+// count and scanned may be null for groups of one size with a fixed width
+// and no exact group: the offsets follow from the group index.
 cudaError_t LaunchDecode(const TensorParams& p, const uint8_t* page, const SectionLayout& layout,
                          uint64_t n_exact, const GroupCount* count, const GroupCount* scanned,
                          OutView out, cudaStream_t stream);

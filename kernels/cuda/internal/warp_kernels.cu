@@ -12,6 +12,8 @@
 // codes are assembled in shared memory and written as whole words. The
 // per-group math is the same functions as everywhere else (group_math.h,
 // device_common.cuh), so the bytes are the CPU reference's.
+#include <cuda_fp16.h>
+
 #include <type_traits>
 
 #include "kernels/cuda/internal/device_common.cuh"
@@ -21,6 +23,10 @@ namespace {
 
 constexpr int kBlockThreads = 256;
 constexpr int kWarpsPerBlock = kBlockThreads / 32;
+// The pack kernel at 64 registers or fewer: four blocks (32 warps) an SM
+// instead of three, for a few spilled bytes. (The analysis kernel keeps its
+// 80: bounded, its 1024-value groups spill kilobytes.)
+constexpr int kPackMinBlocks = 4;
 
 // The lanes that share a group of kN values: 16 values each, at most a warp.
 template <int kN>
@@ -45,15 +51,30 @@ struct VecOf<16> {
 template <int kDtype>
 using Elem = std::conditional_t<kDtype == 3, float, uint16_t>;
 
+// Conversions of the hot paths. fp16 <-> fp32 in hardware (one cvt each)
+// gives the software conversions' results for every non-NaN value (exact
+// one way, round-to-nearest-even the other); NaN payloads may differ, so
+// values that can be NaN (exact groups) go through the software ones.
 template <int kDtype>
 __device__ __forceinline__ float ToFloat(Elem<kDtype> e) {
-  if constexpr (kDtype == 1) return HalfToFloat(e);
+  if constexpr (kDtype == 1) return __half2float(__ushort_as_half(e));
   else if constexpr (kDtype == 2) return Bf16ToFloat(e);
   else return e;
 }
+__device__ __forceinline__ float FastHalfToFloat(uint16_t h) {
+  return __half2float(__ushort_as_half(h));
+}
 
+// For values that are not NaN (quantized values and outliers of finite groups).
 template <int kDtype>
 __device__ __forceinline__ Elem<kDtype> FromFloat(float v) {
+  if constexpr (kDtype == 1) return __half_as_ushort(__float2half_rn(v));
+  else if constexpr (kDtype == 2) return FloatToBf16(v);
+  else return v;
+}
+// For any value, NaN included (exact groups): the software conversions.
+template <int kDtype>
+__device__ __forceinline__ Elem<kDtype> FromFloatExact(float v) {
   if constexpr (kDtype == 1) return FloatToHalf(v);
   else if constexpr (kDtype == 2) return FloatToBf16(v);
   else return v;
@@ -109,7 +130,7 @@ __device__ __forceinline__ void LoadGroup(const void* data, int64_t base, int su
   }
 }
 
-template <typename S, int kDtype>
+template <typename S, int kDtype, bool kMaybeNan>
 __device__ __forceinline__ void StoreGroup(void* data, int64_t base, int sub,
                                            const float (&x)[S::kVpl]) {
   using E = Elem<kDtype>;
@@ -119,7 +140,10 @@ __device__ __forceinline__ void StoreGroup(void* data, int64_t base, int sub,
   for (int c = 0; c < S::kChunks; ++c) {
     E e[S::kVec];
 #pragma unroll
-    for (int u = 0; u < S::kVec; ++u) e[u] = FromFloat<kDtype>(x[c * S::kVec + u]);
+    for (int u = 0; u < S::kVec; ++u) {
+      e[u] = kMaybeNan ? FromFloatExact<kDtype>(x[c * S::kVec + u])
+                       : FromFloat<kDtype>(x[c * S::kVec + u]);
+    }
     V v;
     memcpy(&v, e, sizeof(V));
     *reinterpret_cast<V*>(dst + c * S::kLanes * S::kVec + sub * S::kVec) = v;
@@ -171,14 +195,18 @@ __global__ void __launch_bounds__(kBlockThreads)
   const Place<S> at = PlaceOf<S>(geo.groups);
   float x[S::kVpl] = {};
   if (at.valid) LoadGroup<S, kDtype>(in.data, GroupBase(geo, in.layout, at.g), at.sub, x);
-  bool finite = true;
+  bool finite = true, in_range = true;
 #pragma unroll
   for (int j = 0; j < S::kVpl; ++j) {
-    if (!isfinite(x[j])) {
-      finite = false;
-    } else if (fabsf(x[j]) > internal::kHalfMax) {
-      const Coord c = ElementCoord(geo, at.g, S::Index(j, at.sub));
-      atomicMin(bad_index, static_cast<unsigned long long>(CanonicalIndex(geo, c)));
+    finite = finite && isfinite(x[j]);
+    in_range = in_range && !(fabsf(x[j]) > internal::kHalfMax && isfinite(x[j]));
+  }
+  if (!in_range) {  // rare: find the values fp16 cannot hold
+    for (int j = 0; j < S::kVpl; ++j) {
+      if (isfinite(x[j]) && fabsf(x[j]) > internal::kHalfMax) {
+        const Coord c = ElementCoord(geo, at.g, S::Index(j, at.sub));
+        atomicMin(bad_index, static_cast<unsigned long long>(CanonicalIndex(geo, c)));
+      }
     }
   }
   // Every lane goes on (the shuffles need the whole warp); a group with a
@@ -213,8 +241,8 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
   for (int j = 0; j < S::kVpl; ++j) {
     const int i = S::Index(j, at.sub);
-    if (IsOutlier(k, small, large, x[j], i)) continue;
     const unsigned long long a = AscKey(x[j], i), d = DescKey(x[j], i);
+    if (k > 0 && (a <= small || d >= large)) continue;  // IsOutlier
     lo = a < lo ? a : lo;
     hi = d > hi ? d : hi;
   }
@@ -229,7 +257,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <int kN, int kDtype>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads, kPackMinBlocks)
     PackWarpKernel(TensorParams p, InView in, const GroupInfo* info, const GroupCount* count,
                    PageTarget t, int which) {
   using S = Shape<kN, kDtype>;
@@ -259,9 +287,15 @@ __global__ void __launch_bounds__(kBlockThreads)
       PutU32(page + layout.exact_list + 4 * exact_before, static_cast<uint32_t>(at.g));
     }
     const uint64_t to = layout.exact_values + 2 * (upto.exact_values - own.exact_values);
-#pragma unroll
+    // Possibly NaN: the stored bits are the software conversions' (a
+    // reload, as the hardware conversion in LoadGroup may change payloads).
+    const Elem<kDtype>* src = static_cast<const Elem<kDtype>*>(in.data) + GroupBase(geo, in.layout, at.g);
     for (int j = 0; j < S::kVpl; ++j) {
-      PutU16(page + to + 2 * S::Index(j, at.sub), FloatToHalf(x[j]));
+      const int i = S::Index(j, at.sub);
+      float v;
+      if constexpr (kDtype == 1) v = HalfToFloat(src[i]);
+      else v = ToFloat<kDtype>(src[i]);
+      PutU16(page + to + 2 * i, FloatToHalf(v));
     }
   }
   // From here every lane takes part (shuffles); only quantized groups write.
@@ -282,14 +316,13 @@ __global__ void __launch_bounds__(kBlockThreads)
   int seen = 0;  // outliers in earlier chunks
 #pragma unroll
   for (int c = 0; c < S::kChunks; ++c) {
-    bool outlier[S::kVec];
-    int mine = 0;
+    uint32_t outliers = 0;  // bit u: value u of the chunk
 #pragma unroll
     for (int u = 0; u < S::kVec; ++u) {
       const int j = c * S::kVec + u;
-      outlier[u] = IsOutlier(k, gi.small_key, gi.large_key, x[j], S::Index(j, at.sub));
-      mine += outlier[u] ? 1 : 0;
+      if (IsOutlier(k, gi.small_key, gi.large_key, x[j], S::Index(j, at.sub))) outliers |= 1u << u;
     }
+    const int mine = __popc(outliers);
     // Outliers before this lane's part of the chunk: a scan over the group.
     int upto_lane = mine;
 #pragma unroll
@@ -302,7 +335,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
     for (int u = 0; u < S::kVec; ++u) {
       const int j = c * S::kVec + u, i = S::Index(j, at.sub);
-      if (outlier[u]) {
+      if (outliers & (1u << u)) {
         PutOutlier(p, layout, page, q * 2 * k + r, x[j], i);
         ++r;
       } else if (bits > 0) {
@@ -341,10 +374,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const Place<S> at = PlaceOf<S>(geo.groups);
   uint8_t* sm = bytes[at.slot];
   GroupCount own{}, upto{};
-  if (at.valid) {
-    own = count[at.g];
-    upto = scanned[at.g];
-  }
+  if (at.valid) DecodeCounts(p, count, scanned, at.g, kN, own, upto);
   const bool quantized = at.valid && !own.exact;
   const uint64_t bit0 = upto.code_bits - own.code_bits;
   const int s0 = static_cast<int>(bit0 & 7);
@@ -358,11 +388,16 @@ __global__ void __launch_bounds__(kBlockThreads)
     const uint8_t* from = page + layout.exact_values + 2 * (upto.exact_values - own.exact_values);
 #pragma unroll
     for (int j = 0; j < S::kVpl; ++j) r[j] = HalfToFloat(GetU16(from + 2 * S::Index(j, at.sub)));
-  } else {
+    const int64_t base =
+        out.block_table != nullptr ? PagedBase(geo, out, at.g) : GroupBase(geo, out.layout, at.g);
+    StoreGroup<S, kDtype, true>(out.data, base, at.sub, r);
+    return;
+  }
+  {
     const uint64_t q = at.g - (upto.exact - own.exact);
     const int w = WidthOf(p, page, layout, at.g);
-    const float lo = HalfToFloat(GetU16(page + layout.lo + 2 * q));
-    const float step = HalfToFloat(GetU16(page + layout.step + 2 * q));
+    const float lo = FastHalfToFloat(GetU16(page + layout.lo + 2 * q));
+    const float step = FastHalfToFloat(GetU16(page + layout.step + 2 * q));
     const int per_group = 2 * p.outliers;
     const uint8_t* oi = page + layout.outlier_index + p.index_bytes * q * per_group;
     const uint8_t* ov = page + layout.outlier_values + 2 * q * per_group;
@@ -384,7 +419,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       for (int u = 0; u < S::kVec; ++u) {
         const int i = i0 + u;
         if (next == i) {
-          r[c * S::kVec + u] = HalfToFloat(GetU16(ov + 2 * a));
+          r[c * S::kVec + u] = FastHalfToFloat(GetU16(ov + 2 * a));
           next = index_at(++a);
           continue;
         }
@@ -400,7 +435,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
   const int64_t base =
       out.block_table != nullptr ? PagedBase(geo, out, at.g) : GroupBase(geo, out.layout, at.g);
-  StoreGroup<S, kDtype>(out.data, base, at.sub, r);
+  StoreGroup<S, kDtype, false>(out.data, base, at.sub, r);
 }
 
 // Calls f(std::integral_constant<int, n>) for the supported group sizes.
