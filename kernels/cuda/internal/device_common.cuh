@@ -157,6 +157,19 @@ __device__ __forceinline__ float KeyValue(unsigned long long key) {
 // "No threshold": no key is <= kNoSmall or >= kNoLarge.
 constexpr unsigned long long kNoSmall = 0, kNoLarge = ~0ull;
 
+// The same test with the thresholds' values sv = KeyValue(small_key) and
+// lv = KeyValue(large_key) at hand: values strictly outside [sv, lv] are
+// outliers and values strictly inside are not, so only a value equal to a
+// threshold's (a tie, or -0 against +0) needs the keys.
+__device__ __forceinline__ bool IsOutlierByValue(int k, unsigned long long small_key,
+                                                 unsigned long long large_key, float sv,
+                                                 float lv, float v, int i) {
+  if (k == 0) return false;
+  if (v < sv || v > lv) return true;
+  if (v > sv && v < lv) return false;
+  return AscKey(v, i) <= small_key || DescKey(v, i) >= large_key;
+}
+
 // Whether element i (value v) is one of the group's 2k outliers: at or
 // below the k-th smallest, or at or above the k-th largest of the rest.
 __device__ __forceinline__ bool IsOutlier(int k, unsigned long long small_key,

@@ -186,6 +186,19 @@ __device__ __forceinline__ unsigned long long GroupMax(unsigned long long v) {
   return v;
 }
 
+template <int kLanes>
+__device__ __forceinline__ float GroupMinF(float v) {
+#pragma unroll
+  for (int o = kLanes / 2; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(kFullMask, v, o, kLanes));
+  return v;
+}
+template <int kLanes>
+__device__ __forceinline__ float GroupMaxF(float v) {
+#pragma unroll
+  for (int o = kLanes / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o, kLanes));
+  return v;
+}
+
 template <int kN, int kDtype>
 __global__ void __launch_bounds__(kBlockThreads)
     AnalyzeWarpKernel(TensorParams p, InView in, GroupInfo* info, GroupCount* count,
@@ -237,22 +250,42 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
     large = GroupMax<S::kLanes>(best);
   }
-  unsigned long long lo = ~0ull, hi = 0;
+  // The range of the other values, in floats: the thresholds' values decide
+  // all but ties (IsOutlierByValue).
+  const float sv = KeyValue(small), lv = KeyValue(large);
+  float lo = __int_as_float(0x7f800000), hi = __int_as_float(0xff800000);  // +inf, -inf
 #pragma unroll
   for (int j = 0; j < S::kVpl; ++j) {
-    const int i = S::Index(j, at.sub);
-    const unsigned long long a = AscKey(x[j], i), d = DescKey(x[j], i);
-    if (k > 0 && (a <= small || d >= large)) continue;  // IsOutlier
-    lo = a < lo ? a : lo;
-    hi = d > hi ? d : hi;
+    if (IsOutlierByValue(k, small, large, sv, lv, x[j], S::Index(j, at.sub))) continue;
+    lo = fminf(lo, x[j]);
+    hi = fmaxf(hi, x[j]);
   }
-  lo = GroupMin<S::kLanes>(lo);
-  hi = GroupMax<S::kLanes>(hi);
+  lo = GroupMinF<S::kLanes>(lo);
+  hi = GroupMaxF<S::kLanes>(hi);
+  // fminf and fmaxf may return either of -0 and +0; the reference takes the
+  // zero with the lowest index. Rare, so only then the keys (the whole warp,
+  // for the shuffles; each group keeps its own answer).
+  const bool zero_lo = lo == 0.0f, zero_hi = hi == 0.0f;
+  if (__any_sync(kFullMask, zero_lo || zero_hi)) {
+    unsigned long long lo_key = ~0ull, hi_key = 0;
+#pragma unroll
+    for (int j = 0; j < S::kVpl; ++j) {
+      const int i = S::Index(j, at.sub);
+      if (IsOutlierByValue(k, small, large, sv, lv, x[j], i)) continue;
+      const unsigned long long a = AscKey(x[j], i), d = DescKey(x[j], i);
+      lo_key = a < lo_key ? a : lo_key;
+      hi_key = d > hi_key ? d : hi_key;
+    }
+    lo_key = GroupMin<S::kLanes>(lo_key);
+    hi_key = GroupMax<S::kLanes>(hi_key);
+    if (zero_lo) lo = KeyValue(lo_key);
+    if (zero_hi) hi = KeyValue(hi_key);
+  }
   if (!at.valid || at.sub != 0) return;
   if (!finite) {
     WriteExactGroup(at.g, kN, info, count);
   } else {
-    WriteGroup(p, at.g, kN, small, large, KeyValue(lo), KeyValue(hi), info, count);
+    WriteGroup(p, at.g, kN, small, large, lo, hi, info, count);
   }
 }
 
@@ -268,7 +301,11 @@ __global__ void __launch_bounds__(kBlockThreads, kPackMinBlocks)
   const Geo& geo = p.geo;
   const Place<S> at = PlaceOf<S>(geo.groups);
   uint32_t* sm = words[at.slot];
-  const SectionLayout layout = DeviceLayout(t, which);
+  // The layout once per block: it is some hundred 64-bit operations.
+  __shared__ SectionLayout block_layout;
+  if (threadIdx.x == 0) block_layout = DeviceLayout(t, which);
+  __syncthreads();
+  const SectionLayout layout = block_layout;
   uint8_t* page = t.page;
   GroupInfo gi{};
   GroupCount own{}, upto{};
@@ -313,6 +350,7 @@ __global__ void __launch_bounds__(kBlockThreads, kPackMinBlocks)
       !quantized || own.code_bits == 0 ? 0 : static_cast<int>((local0 + own.code_bits + 31) / 32);
   for (int w = at.sub; w < nwords; w += S::kLanes) sm[w] = 0;
   __syncwarp();
+  const float sv = KeyValue(gi.small_key), lv = KeyValue(gi.large_key);
   int seen = 0;  // outliers in earlier chunks
 #pragma unroll
   for (int c = 0; c < S::kChunks; ++c) {
@@ -320,7 +358,9 @@ __global__ void __launch_bounds__(kBlockThreads, kPackMinBlocks)
 #pragma unroll
     for (int u = 0; u < S::kVec; ++u) {
       const int j = c * S::kVec + u;
-      if (IsOutlier(k, gi.small_key, gi.large_key, x[j], S::Index(j, at.sub))) outliers |= 1u << u;
+      if (IsOutlierByValue(k, gi.small_key, gi.large_key, sv, lv, x[j], S::Index(j, at.sub))) {
+        outliers |= 1u << u;
+      }
     }
     const int mine = __popc(outliers);
     // Outliers before this lane's part of the chunk: a scan over the group.
@@ -332,18 +372,31 @@ __global__ void __launch_bounds__(kBlockThreads, kPackMinBlocks)
     }
     const int chunk_total = __shfl_sync(kFullMask, upto_lane, S::kLanes - 1, S::kLanes);
     int r = seen + upto_lane - mine;
+    // The chunk's quantized values have consecutive codes: gather them in a
+    // register (at most 8 x 8 bits) and OR them into shared memory at once.
+    const int i0 = S::Index(c * S::kVec, at.sub);
+    const int first_bit = local0 + (i0 - r) * bits;
+    unsigned long long acc = 0;
+    int n_codes = 0;
 #pragma unroll
     for (int u = 0; u < S::kVec; ++u) {
-      const int j = c * S::kVec + u, i = S::Index(j, at.sub);
+      const int j = c * S::kVec + u;
       if (outliers & (1u << u)) {
-        PutOutlier(p, layout, page, q * 2 * k + r, x[j], i);
+        PutOutlier(p, layout, page, q * 2 * k + r, x[j], i0 + u);
         ++r;
       } else if (bits > 0) {
-        const uint32_t code = internal::QuantizeValue(x[j], lo, inv, bits);
-        const int bit = local0 + (i - r) * bits;
-        atomicOr(&sm[bit >> 5], code << (bit & 31));
-        if ((bit & 31) + bits > 32) atomicOr(&sm[(bit >> 5) + 1], code >> (32 - (bit & 31)));
+        acc |= static_cast<unsigned long long>(internal::QuantizeValue(x[j], lo, inv, bits))
+               << (n_codes * bits);
+        ++n_codes;
       }
+    }
+    if (acc != 0) {
+      const int w = first_bit >> 5, shift = first_bit & 31;
+      const unsigned long long low = acc << shift;
+      const uint32_t top = shift == 0 ? 0u : static_cast<uint32_t>(acc >> (64 - shift));
+      if (static_cast<uint32_t>(low) != 0) atomicOr(&sm[w], static_cast<uint32_t>(low));
+      if (static_cast<uint32_t>(low >> 32) != 0) atomicOr(&sm[w + 1], static_cast<uint32_t>(low >> 32));
+      if (top != 0) atomicOr(&sm[w + 2], top);
     }
     seen += chunk_total;
   }
@@ -366,21 +419,36 @@ __global__ void __launch_bounds__(kBlockThreads)
     DecodeWarpKernel(TensorParams p, const uint8_t* page, SectionLayout layout,
                      const GroupCount* count, const GroupCount* scanned, OutView out) {
   using S = Shape<kN, kDtype>;
-  // A group's code bytes (at most 8 bits per value, a partial byte at the
-  // start) and a zero byte after them.
-  constexpr int kBytes = kN + 2;
-  __shared__ uint8_t bytes[S::kGroupsPerBlock][kBytes];
+  // A group's codes as the page's 32-bit words, from the one holding its
+  // first code bit (at most 8 bits per value, a partial word at each end),
+  // then zero words for the 64-bit windows read past the last code.
+  constexpr int kWords = kN / 4 + 5;
+  __shared__ uint32_t words[S::kGroupsPerBlock][kWords];
   const Geo& geo = p.geo;
   const Place<S> at = PlaceOf<S>(geo.groups);
-  uint8_t* sm = bytes[at.slot];
+  uint32_t* sm = words[at.slot];
   GroupCount own{}, upto{};
   if (at.valid) DecodeCounts(p, count, scanned, at.g, kN, own, upto);
   const bool quantized = at.valid && !own.exact;
   const uint64_t bit0 = upto.code_bits - own.code_bits;
-  const int s0 = static_cast<int>(bit0 & 7);
-  const int nbytes = quantized ? static_cast<int>((s0 + own.code_bits + 7) / 8) : -1;
-  const uint8_t* codes = page + layout.codes + (bit0 >> 3);
-  for (int b = at.sub; b <= nbytes; b += S::kLanes) sm[b] = b < nbytes ? codes[b] : 0;
+  const uint64_t first_byte = layout.codes + (bit0 >> 3);
+  const uint64_t word0 = first_byte / 4;  // the page is cudaMalloc-aligned
+  const int s0 = static_cast<int>((first_byte % 4) * 8 + (bit0 & 7));  // first code bit in sm
+  const int nwords = quantized ? static_cast<int>((s0 + own.code_bits + 31) / 32) : -3;
+  for (int b = at.sub; b < nwords + 3; b += S::kLanes) {
+    uint32_t v = 0;
+    if (b < nwords) {
+      // Whole words, except a last one reaching past the codes: its bytes
+      // beyond them may lie past the page, so only the codes' are read.
+      const uint64_t from = (word0 + b) * 4;
+      if (from + 4 <= layout.residual) {
+        v = reinterpret_cast<const uint32_t*>(page)[word0 + b];
+      } else {
+        for (int k = 0; k < 4 && from + k < layout.residual; ++k) v |= uint32_t{page[from + k]} << (8 * k);
+      }
+    }
+    sm[b] = v;
+  }
   __syncwarp();
   if (!at.valid) return;
   float r[S::kVpl];
@@ -415,6 +483,16 @@ __global__ void __launch_bounds__(kBlockThreads)
         if (index_at(m) < i0) a = m + 1; else b = m;
       }
       int next = index_at(a);
+      // The chunk's quantized values have consecutive codes (at most 8 x 8
+      // bits): one 64-bit window from shared memory holds them all.
+      unsigned long long window = 0;
+      if (w > 0) {
+        const int bit = s0 + (i0 - a) * w, k = bit >> 5, shift = bit & 31;
+        window = (sm[k] | (static_cast<unsigned long long>(sm[k + 1]) << 32)) >> shift;
+        if (shift != 0) window |= static_cast<unsigned long long>(sm[k + 2]) << (64 - shift);
+      }
+      const uint32_t mask = (1u << w) - 1u;
+      int t = 0;  // quantized values so far in the chunk
 #pragma unroll
       for (int u = 0; u < S::kVec; ++u) {
         const int i = i0 + u;
@@ -423,12 +501,8 @@ __global__ void __launch_bounds__(kBlockThreads)
           next = index_at(++a);
           continue;
         }
-        uint32_t code = 0;
-        if (w > 0) {
-          const int bit = s0 + (i - a) * w;
-          const uint32_t v = sm[bit >> 3] | (uint32_t{sm[(bit >> 3) + 1]} << 8);
-          code = (v >> (bit & 7)) & ((1u << w) - 1u);
-        }
+        const uint32_t code = static_cast<uint32_t>(window >> (t * w)) & mask;
+        ++t;
         r[c * S::kVec + u] = internal::DequantizeValue(code, lo, step);
       }
     }
