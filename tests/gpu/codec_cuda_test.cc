@@ -133,9 +133,9 @@ Case RandomCase(std::mt19937_64& rng, const char* config, int tokens, int head_d
   Case c;
   c.config = *ParseCodecConfig(config);
   c.shape = PageShape{tokens, 1 + static_cast<int>(rng() % 3), head_dim};
-  const DType dtypes[] = {DType::kF16, DType::kBF16};
-  c.k_dtype = dtypes[rng() % 2];
-  c.v_dtype = dtypes[rng() % 2];
+  const DType dtypes[] = {DType::kF16, DType::kBF16, DType::kF32};
+  c.k_dtype = dtypes[rng() % 3];
+  c.v_dtype = dtypes[rng() % 3];
   c.k_layout = (rng() & 1) ? Layout::kNHD : Layout::kHND;
   c.v_layout = (rng() & 1) ? Layout::kNHD : Layout::kHND;
   c.fill = fill;
