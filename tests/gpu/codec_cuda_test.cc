@@ -103,6 +103,10 @@ class GpuCodecTest : public ::testing::Test {
     RecordProperty("seed", std::to_string(TestSeed()));
   }
 
+  // Encodes fresh random tensors of case `c` on the CPU reference and on the
+  // GPU, and expects the same page bytes.
+  void ExpectSamePageAsCpu(const struct Case& c, const QaqSideInputs& side = {});
+
   cuda::CudaStream stream_;
   std::unique_ptr<cuda::GpuCodec> codec_;
   std::mt19937_64 rng_;
@@ -142,24 +146,28 @@ Case RandomCase(std::mt19937_64& rng, const char* config, int tokens, int head_d
   return c;
 }
 
+void GpuCodecTest::ExpectSamePageAsCpu(const Case& c, const QaqSideInputs& side) {
+  SCOPED_TRACE(c.Name());
+  const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
+  const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
+  auto cpu = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
+                        {v.data(), c.v_dtype, c.v_layout}, side, Backend::kReference);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  const DeviceBuffer dk = ToDevice(k), dv = ToDevice(v);
+  auto gpu = codec_->EncodePage(c.config, c.shape, {dk.data(), c.k_dtype, c.k_layout},
+                                {dv.data(), c.v_dtype, c.v_layout}, side);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  ASSERT_EQ(FirstDiff(*cpu, *gpu), -1) << "pages of " << cpu->size() << " and " << gpu->size()
+                                       << " bytes";
+}
+
 TEST_F(GpuCodecTest, EncodeMatchesCpuReferenceByteForByte) {
   for (const char* config : kConfigs) {
     for (int tokens : kTokens) {
       for (int head_dim : kHeadDims) {
         const Fill fill = (rng_() % 4 == 0) ? Fill::kTies : Fill::kNormal;
         const Case c = RandomCase(rng_, config, tokens, head_dim, fill);
-        SCOPED_TRACE(c.Name());
-        const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-        const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
-        auto cpu = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
-                              {v.data(), c.v_dtype, c.v_layout}, {}, Backend::kReference);
-        ASSERT_TRUE(cpu.ok()) << cpu.status();
-        const DeviceBuffer dk = ToDevice(k), dv = ToDevice(v);
-        auto gpu = codec_->EncodePage(c.config, c.shape, {dk.data(), c.k_dtype, c.k_layout},
-                                      {dv.data(), c.v_dtype, c.v_layout});
-        ASSERT_TRUE(gpu.ok()) << gpu.status();
-        ASSERT_EQ(FirstDiff(*cpu, *gpu), -1) << "pages of " << cpu->size() << " and "
-                                             << gpu->size() << " bytes";
+        ASSERT_NO_FATAL_FAILURE(ExpectSamePageAsCpu(c));
       }
     }
   }
@@ -169,17 +177,7 @@ TEST_F(GpuCodecTest, NanAndInfGroupsAreStoredExactlyAsOnTheCpu) {
   for (const char* config : kConfigs) {
     for (int tokens : {1, 67, 257}) {
       const Case c = RandomCase(rng_, config, tokens, kHeadDims[rng_() % 3], Fill::kNonFinite);
-      SCOPED_TRACE(c.Name());
-      const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-      const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
-      auto cpu = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
-                            {v.data(), c.v_dtype, c.v_layout}, {}, Backend::kReference);
-      ASSERT_TRUE(cpu.ok()) << cpu.status();
-      const DeviceBuffer dk = ToDevice(k), dv = ToDevice(v);
-      auto gpu = codec_->EncodePage(c.config, c.shape, {dk.data(), c.k_dtype, c.k_layout},
-                                    {dv.data(), c.v_dtype, c.v_layout});
-      ASSERT_TRUE(gpu.ok()) << gpu.status();
-      ASSERT_EQ(FirstDiff(*cpu, *gpu), -1);
+      ASSERT_NO_FATAL_FAILURE(ExpectSamePageAsCpu(c));
     }
   }
 }
@@ -188,9 +186,6 @@ TEST_F(GpuCodecTest, QaqSideInputsGiveTheCpuWidths) {
   for (const char* config : {"qaq", "qaq-layer", "qaq:b=1-6,o=0.02"}) {
     for (int tokens : {7, 257}) {
       const Case c = RandomCase(rng_, config, tokens, 128, Fill::kNormal);
-      SCOPED_TRACE(c.Name());
-      const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-      const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
       std::vector<float> attention(size_t(tokens) * c.shape.kv_heads);
       std::uniform_real_distribution<float> u(-0.2f, 1.0f);
       for (float& a : attention) a = u(rng_);
@@ -200,14 +195,7 @@ TEST_F(GpuCodecTest, QaqSideInputsGiveTheCpuWidths) {
       side.attention = attention;
       side.q2 = q2;
       side.context_tokens = tokens * 4;
-      auto cpu = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
-                            {v.data(), c.v_dtype, c.v_layout}, side, Backend::kReference);
-      ASSERT_TRUE(cpu.ok()) << cpu.status();
-      const DeviceBuffer dk = ToDevice(k), dv = ToDevice(v);
-      auto gpu = codec_->EncodePage(c.config, c.shape, {dk.data(), c.k_dtype, c.k_layout},
-                                    {dv.data(), c.v_dtype, c.v_layout}, side);
-      ASSERT_TRUE(gpu.ok()) << gpu.status();
-      ASSERT_EQ(FirstDiff(*cpu, *gpu), -1);
+      ASSERT_NO_FATAL_FAILURE(ExpectSamePageAsCpu(c, side));
     }
   }
 }
@@ -218,17 +206,7 @@ TEST_F(GpuCodecTest, LargeLayerGroupsMatchTheCpu) {
   for (const char* config : {"qaq-layer", "qaq-layer:o=0.1"}) {
     Case c = RandomCase(rng_, config, 67, 256, Fill::kNormal);
     c.shape.kv_heads = 32;
-    SCOPED_TRACE(c.Name());
-    const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-    const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
-    auto cpu = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
-                          {v.data(), c.v_dtype, c.v_layout}, {}, Backend::kReference);
-    ASSERT_TRUE(cpu.ok()) << cpu.status();
-    const DeviceBuffer dk = ToDevice(k), dv = ToDevice(v);
-    auto gpu = codec_->EncodePage(c.config, c.shape, {dk.data(), c.k_dtype, c.k_layout},
-                                  {dv.data(), c.v_dtype, c.v_layout});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    ASSERT_EQ(FirstDiff(*cpu, *gpu), -1);
+    ASSERT_NO_FATAL_FAILURE(ExpectSamePageAsCpu(c));
   }
 }
 
