@@ -2,7 +2,7 @@
 // 32k tokens by default) against a device-to-device cudaMemcpyAsync of the
 // same K+V bytes, measured in the same run with CUDA events: warm-up, then
 // the median of many iterations. Encode is EncodeToDevice (page left on the
-// device; includes its one mid-stream sync); decode is Decode of a device
+// device; includes its one sync, at the end); decode is Decode of a device
 // page into fp16 NHD buffers. Ratios above 1 are faster than the copy.
 //
 //   codec_cuda_bench [--tokens=32768] [--iters=50] [--codecs=qaq,int4,...] [--no-verify]

@@ -8,10 +8,10 @@
 // vLLM paged cache. Decoding also reads qaq-cs / qaq-cc pages; encoding them
 // on the GPU is kUnimplemented (encode those on the CPU).
 //
-// Work goes onto the caller's stream. Encoding synchronizes that stream once
-// in the middle (the host needs the section sizes to place the regions) and
-// once at the end when the page comes back to the host; decoding only
-// enqueues. Page validation (checksum, header, every section size) runs on the
+// Work goes onto the caller's stream. Encoding lays the page out on the
+// device and synchronizes that stream once, at its end (the host reads the
+// section sizes back); copying the page to the host synchronizes again;
+// decoding only enqueues. Page validation (checksum, header, every section size) runs on the
 // host before any byte reaches the device, so a kernel never reads outside a
 // page.
 //
@@ -88,8 +88,9 @@ class GpuCodec {
                                                   TensorView v, const QaqSideInputs& side = {});
 
   // The device part of EncodePage: header and sections into `page`. The
-  // checksum is added by Download. The last kernels may still be running when
-  // this returns; stream order makes that safe for later work on the stream.
+  // checksum is added by Download. Returns after the stream is idle. `page`'s
+  // buffer is grown to the page's worst case first (a little over the fp16
+  // size of K and V), since the sizes are known only on the device.
   absl::Status EncodeToDevice(const CodecConfig& config, const PageShape& shape, TensorView k,
                               TensorView v, const QaqSideInputs& side, DevicePage* page);
 
