@@ -156,11 +156,7 @@ class EncodeSource final : public PageSource {
         ::qaqkv::EncodePage(config_, shape, {k, dtype, ::qaqkv::Layout::kNHD},
                             {v, dtype, ::qaqkv::Layout::kNHD}, side);
     if (!bytes.ok()) return internal::PageError(bytes.status(), block, layer, false);
-    if (bytes->size() > max_page_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "page (block ", block, ", layer ", layer, "): encoded page of ", bytes->size(),
-          " bytes exceeds options.max_message_bytes less framing (", max_page_, ")"));
-    }
+    QAQKV_RETURN_IF_ERROR(internal::CheckPageSize(bytes->size(), max_page_, block, layer));
     data.assign(reinterpret_cast<const char*>(bytes->data()), bytes->size());
     return absl::OkStatus();
   }

@@ -312,7 +312,7 @@ class DeviceEncodeSource final : public DevicePageSource {
       absl::StatusOr<std::vector<uint8_t>> bytes = ::qaqkv::EncodePage(
           config_, shape, {host, dtype, layout}, {host + tensor_bytes, dtype, layout}, side);
       if (!bytes.ok()) return PageError(bytes.status(), block, layer, false);
-      QAQKV_RETURN_IF_ERROR(CheckSize(bytes->size(), block, layer));
+      QAQKV_RETURN_IF_ERROR(CheckPageSize(bytes->size(), max_page_, block, layer));
       auto owned = std::make_shared<const std::string>(
           reinterpret_cast<const char*>(bytes->data()), bytes->size());
       out.data = *owned;
@@ -338,20 +338,13 @@ class DeviceEncodeSource final : public DevicePageSource {
     absl::Status encoded = codec_->EncodeToDevice(config_, shape, views[0], views[1], side, &page_);
     if (!encoded.ok()) return PageError(encoded, block, layer, false);
     const size_t size = page_.page_bytes();
-    QAQKV_RETURN_IF_ERROR(CheckSize(size, block, layer));
+    QAQKV_RETURN_IF_ERROR(CheckPageSize(size, max_page_, block, layer));
     QAQKV_ASSIGN_OR_RETURN(std::shared_ptr<PinnedPool::Lease> lease, pool_->Take(size));
     QAQKV_ASSIGN_OR_RETURN(const size_t written,
                            codec_->DownloadTo(page_, std::span(lease->buffer.data(), size)));
     out.data = std::string_view(reinterpret_cast<const char*>(lease->buffer.data()), written);
     out.owner = LeaseOwner(std::move(lease));
     return absl::OkStatus();
-  }
-
-  absl::Status CheckSize(size_t size, size_t block, int layer) const {
-    if (size <= max_page_) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat(
-        "page (block ", block, ", layer ", layer, "): encoded page of ", size,
-        " bytes exceeds options.max_message_bytes less framing (", max_page_, ")"));
   }
 
   const OffloadRequest& r_;

@@ -219,6 +219,13 @@ absl::Status PageError(const absl::Status& s, size_t block, int layer, bool deco
                                          s.message()));
 }
 
+absl::Status CheckPageSize(size_t size, size_t max_page, size_t block, int layer) {
+  if (size <= max_page) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "page (block ", block, ", layer ", layer, "): encoded page of ", size,
+      " bytes exceeds options.max_message_bytes less framing (", max_page, ")"));
+}
+
 void CopyRowsToNhd(const void* src, Layout layout, int64_t buffer_tokens, int64_t row0,
                    int64_t rows, int heads, int head_dim, size_t elem, void* dst) {
   const int64_t row_bytes = int64_t{head_dim} * static_cast<int64_t>(elem);

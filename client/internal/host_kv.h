@@ -66,6 +66,10 @@ absl::Status ValidateSide(const QaqInputs& side, const Geometry& g, int64_t end_
 // decode is corrupt data, so decoding turns kInvalidArgument into kDataLoss.
 absl::Status PageError(const absl::Status& s, size_t block, int layer, bool decoding);
 
+// kInvalidArgument when an encoded page of `size` bytes would not fit in one
+// message (`max_page`: options.max_message_bytes less framing).
+absl::Status CheckPageSize(size_t size, size_t max_page, size_t block, int layer);
+
 // Copies rows [row0, row0 + rows) of a layer buffer (token extent
 // `buffer_tokens`, `layout`) into `dst` as NHD [rows, heads, head_dim].
 void CopyRowsToNhd(const void* src, Layout layout, int64_t buffer_tokens, int64_t row0,

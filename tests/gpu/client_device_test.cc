@@ -78,19 +78,10 @@ Layers ToHost(const std::vector<DeviceBuffer>& d) {
   return out;
 }
 
-HostKv View(const std::vector<const void*>& k, const std::vector<const void*>& v, Layout layout) {
-  HostKv h;
-  h.layout = layout;
-  h.k = k;
-  h.v = v;
-  h.tokens = kBufferTokens;
-  h.first_token = kFirstToken;
-  return h;
-}
-
-MutableHostKv MutableView(const std::vector<void*>& k, const std::vector<void*>& v,
-                          Layout layout) {
-  MutableHostKv h;
+// The buffers as a request's view: HostKv for Offload, MutableHostKv for Load.
+template <typename Kv>
+Kv View(const decltype(Kv::k)& k, const decltype(Kv::v)& v, Layout layout) {
+  Kv h;
   h.layout = layout;
   h.k = k;
   h.v = v;
@@ -190,11 +181,11 @@ TEST_F(ClientDeviceTest, DeviceRoundTripEqualsTheHostPath) {
         off.side.q2.push_back(q2[l]);
       }
       off.blocks = host_keys;
-      off.kv = View(host_k, host_v, layout);
+      off.kv = View<HostKv>(host_k, host_v, layout);
       auto host_off = client_->Offload(off);
       ASSERT_TRUE(host_off.ok()) << host_off.status();
       off.blocks = dev_keys;
-      off.kv = View(dev_k, dev_v, layout);
+      off.kv = View<HostKv>(dev_k, dev_v, layout);
       auto dev_off = client_->Offload(off);
       ASSERT_TRUE(dev_off.ok()) << dev_off.status();
       EXPECT_EQ(dev_off->blocks_committed, size_t{kBlocks});
@@ -207,7 +198,7 @@ TEST_F(ClientDeviceTest, DeviceRoundTripEqualsTheHostPath) {
       load.geometry = g;
       load.codec = codec;
       load.blocks = host_keys;
-      load.kv = MutableView(Pointers<void*>(nullptr, host_out_k),
+      load.kv = View<MutableHostKv>(Pointers<void*>(nullptr, host_out_k),
                             Pointers<void*>(nullptr, host_out_v), layout);
       ASSERT_TRUE(client_->Load(load).ok());
 
@@ -217,7 +208,7 @@ TEST_F(ClientDeviceTest, DeviceRoundTripEqualsTheHostPath) {
       std::vector<int> layers;
       Layers seen(kLayers);
       load.blocks = dev_keys;
-      load.kv = MutableView(Pointers<void*>(nullptr, dev_out.k),
+      load.kv = View<MutableHostKv>(Pointers<void*>(nullptr, dev_out.k),
                             Pointers<void*>(nullptr, dev_out.v), layout);
       load.on_layer = [&](int l) {
         layers.push_back(l);
@@ -255,7 +246,7 @@ TEST_F(ClientDeviceTest, DeviceRoundTripEqualsTheHostPath) {
       // A layer range fills only its layers and reports only them.
       DeviceLayers part = ToDevice(Filled(), Filled());
       layers.clear();
-      load.kv = MutableView(Pointers<void*>(nullptr, part.k), Pointers<void*>(nullptr, part.v),
+      load.kv = View<MutableHostKv>(Pointers<void*>(nullptr, part.k), Pointers<void*>(nullptr, part.v),
                             layout);
       load.layer_begin = 1;
       load.layer_end = 3;
@@ -280,7 +271,7 @@ TEST_F(ClientDeviceTest, MixedHostAndDeviceBuffersAreRefused) {
   off.geometry = g;
   off.codec = "int8";
   off.blocks = keys;
-  off.kv = View(Pointers<const void*>(nullptr, k), Pointers<const void*>(nullptr, dev.v),
+  off.kv = View<HostKv>(Pointers<const void*>(nullptr, k), Pointers<const void*>(nullptr, dev.v),
                 Layout::kNHD);
   EXPECT_EQ(client_->Offload(off).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(*client_->Lookup(keys), 0u);  // nothing was sent

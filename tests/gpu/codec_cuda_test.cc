@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -106,6 +107,10 @@ class GpuCodecTest : public ::testing::Test {
   // Encodes fresh random tensors of case `c` on the CPU reference and on the
   // GPU, and expects the same page bytes.
   void ExpectSamePageAsCpu(const struct Case& c, const QaqSideInputs& side = {});
+  // Fresh random K and V of case `c`, in its dtypes.
+  std::pair<std::vector<uint8_t>, std::vector<uint8_t>> RandomKv(const Case& c);
+  // The CPU's page of fresh random K and V of case `c`.
+  absl::StatusOr<std::vector<uint8_t>> RandomCpuPage(const Case& c);
 
   cuda::CudaStream stream_;
   std::unique_ptr<cuda::GpuCodec> codec_;
@@ -146,10 +151,21 @@ Case RandomCase(std::mt19937_64& rng, const char* config, int tokens, int head_d
   return c;
 }
 
+std::pair<std::vector<uint8_t>, std::vector<uint8_t>> GpuCodecTest::RandomKv(const Case& c) {
+  auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
+  auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
+  return {std::move(k), std::move(v)};
+}
+
+absl::StatusOr<std::vector<uint8_t>> GpuCodecTest::RandomCpuPage(const Case& c) {
+  const auto [k, v] = RandomKv(c);
+  return EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
+                    {v.data(), c.v_dtype, c.v_layout});
+}
+
 void GpuCodecTest::ExpectSamePageAsCpu(const Case& c, const QaqSideInputs& side) {
   SCOPED_TRACE(c.Name());
-  const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-  const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
+  const auto [k, v] = RandomKv(c);
   auto cpu = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
                         {v.data(), c.v_dtype, c.v_layout}, side, Backend::kReference);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -219,10 +235,7 @@ TEST_F(GpuCodecTest, CpuEncodeGpuDecodeMatchesCpuDecode) {
       const Fill fill = (rng_() % 5 == 0) ? Fill::kNonFinite : Fill::kNormal;
       const Case c = RandomCase(rng_, config, tokens, kHeadDims[rng_() % 3], fill);
       SCOPED_TRACE(c.Name());
-      const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-      const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
-      auto page = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
-                             {v.data(), c.v_dtype, c.v_layout});
+      auto page = RandomCpuPage(c);
       ASSERT_TRUE(page.ok()) << page.status();
       const DType out_types[] = {DType::kF16, DType::kBF16, DType::kF32};
       const DType odt = out_types[rng_() % 3];
@@ -250,8 +263,7 @@ TEST_F(GpuCodecTest, GpuEncodeCpuDecodeRoundTrip) {
   for (const char* config : {"qaq", "qaq-layer", "int4", "kivi2"}) {
     const Case c = RandomCase(rng_, config, kTokens[rng_() % 7], 128, Fill::kNormal);
     SCOPED_TRACE(c.Name());
-    const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-    const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
+    const auto [k, v] = RandomKv(c);
     const DeviceBuffer dk = ToDevice(k), dv = ToDevice(v);
     auto gpu = codec_->EncodePage(c.config, c.shape, {dk.data(), c.k_dtype, c.k_layout},
                                   {dv.data(), c.v_dtype, c.v_layout});
@@ -282,10 +294,7 @@ TEST_F(GpuCodecTest, AdoptedDevicePagesDecodeLikeTheCpu) {
       const Fill fill = (rng_() % 5 == 0) ? Fill::kNonFinite : Fill::kNormal;
       const Case c = RandomCase(rng_, config, tokens, kHeadDims[rng_() % 3], fill);
       SCOPED_TRACE(c.Name());
-      const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-      const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
-      auto page = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
-                             {v.data(), c.v_dtype, c.v_layout});
+      auto page = RandomCpuPage(c);
       ASSERT_TRUE(page.ok()) << page.status();
       const DType odt = (rng_() & 1) ? DType::kF16 : DType::kF32;
       const Layout olay = (rng_() & 1) ? Layout::kNHD : Layout::kHND;
@@ -346,8 +355,7 @@ TEST_F(GpuCodecTest, PagedDecodeWritesTheBlocksOfTheTable) {
     const int block_size = 16, num_blocks = 64;
     const Case c = RandomCase(rng_, config, 67, 64, Fill::kNormal);
     SCOPED_TRACE(c.Name());
-    const auto k = RandomTensor(rng_, c.shape.values(), c.k_dtype, c.fill);
-    const auto v = RandomTensor(rng_, c.shape.values(), c.v_dtype, c.fill);
+    const auto [k, v] = RandomKv(c);
     auto page = EncodePage(c.config, c.shape, {k.data(), c.k_dtype, c.k_layout},
                            {v.data(), c.v_dtype, c.v_layout});
     ASSERT_TRUE(page.ok());
