@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kThreads)
   const Geo& geo = p.geo;
   const int64_t g = blockIdx.x;
   const GroupCount* scanned = t.scanned[which];
-  const SectionLayout layout = DeviceLayout(t, which);
+  const SectionLayout layout = BlockLayout(t, which);
   uint8_t* page = t.page;
   const GroupInfo gi = info[g];
   const GroupCount own = count[g], upto = scanned[g];
@@ -180,7 +180,7 @@ __global__ void StoreFp16Kernel(Geo geo, int32_t t0, InView in, uint8_t* page, u
 }
 
 __global__ void ZeroCodesKernel(PageTarget t, int which) {
-  const SectionLayout l = DeviceLayout(t, which);
+  const SectionLayout l = BlockLayout(t, which);
   if (l.residual <= l.codes) return;  // no codes; the word may be other regions'
   const CodeSink sink = MakeCodeSink(t, which, l);
   const int64_t first = static_cast<int64_t>(l.codes / 4), end = static_cast<int64_t>((l.residual + 3) / 4);

@@ -279,6 +279,15 @@ __device__ __forceinline__ SectionLayout DeviceLayout(const PageTarget& t, int w
   return which == 0 ? k : LayoutSection(k.end, t.shape[1], total(1));
 }
 
+// DeviceLayout computed once per block (some hundred 64-bit operations) and
+// shared. Every thread of the block must call it, before any returns.
+__device__ __forceinline__ SectionLayout BlockLayout(const PageTarget& t, int which) {
+  __shared__ SectionLayout layout;
+  if (threadIdx.x == 0) layout = DeviceLayout(t, which);
+  __syncthreads();
+  return layout;
+}
+
 // Where codes go: 32-bit words of the page (the buffer is cudaMalloc-aligned),
 // except the section's partial first and last word, which go to the edge
 // words (PageTarget::edges) and are merged byte by byte at the end.

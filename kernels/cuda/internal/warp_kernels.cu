@@ -301,11 +301,7 @@ __global__ void __launch_bounds__(kBlockThreads, kPackMinBlocks)
   const Geo& geo = p.geo;
   const Place<S> at = PlaceOf<S>(geo.groups);
   uint32_t* sm = words[at.slot];
-  // The layout once per block: it is some hundred 64-bit operations.
-  __shared__ SectionLayout block_layout;
-  if (threadIdx.x == 0) block_layout = DeviceLayout(t, which);
-  __syncthreads();
-  const SectionLayout layout = block_layout;
+  const SectionLayout layout = BlockLayout(t, which);
   uint8_t* page = t.page;
   GroupInfo gi{};
   GroupCount own{}, upto{};
