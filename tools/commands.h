@@ -48,6 +48,7 @@ struct BenchServiceArgs {
   int page_kib = 256;
   int pages_per_op = 8;          // pages moved by one operation (one block)
   std::vector<int> concurrency = {1, 4, 16};
+  std::vector<std::string> ops = {"get", "put"};  // which operations to measure
   double seconds = 2.0;          // measured time per run
   int runs = 3;                  // the median is reported
   int working_blocks = 64;       // blocks the gets read from

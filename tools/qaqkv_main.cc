@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
       ->default_val(8);
   bv->add_option("--concurrency", bench_service.concurrency, "client threads, one connection each")
       ->default_val(std::vector<int>{1, 4, 16});
+  bv->add_option("--ops", bench_service.ops, "operations to measure (get, put)")
+      ->check(CLI::IsMember({"get", "put"}))
+      ->default_val(std::vector<std::string>{"get", "put"});
   bv->add_option("--seconds", bench_service.seconds, "measured seconds per run")->default_val(2.0);
   bv->add_option("--runs", bench_service.runs, "runs per point (median reported)")->default_val(3);
   bv->add_option("--working-blocks", bench_service.working_blocks, "blocks the gets read")
