@@ -2,6 +2,7 @@
 // unary calls.
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <set>
 #include <thread>
 #include <utility>
@@ -556,6 +557,17 @@ absl::Status Client::Impl::StreamGetFrom(
 
 Client::Client(PassKey, std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
+
+std::vector<std::string> UseRecommendedGrpcEnvironment() {
+  std::vector<std::string> set;
+  auto use = [&](const char* name, const char* value) {
+    if (std::getenv(name) != nullptr) return;
+    if (setenv(name, value, /*overwrite=*/0) == 0) set.emplace_back(name);
+  };
+  use("GRPC_POLL_STRATEGY", "poll");
+  use("GRPC_EXPERIMENTS", wire::kPageStreamExperiments);
+  return set;
+}
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   QAQKV_RETURN_IF_ERROR(ValidateOptions(options));

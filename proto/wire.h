@@ -96,7 +96,7 @@ inline constexpr char kPageStreamExperiments[] = "tcp_frame_size_tuning,tcp_rcv_
 
 // Sets GRPC_EXPERIMENTS to kPageStreamExperiments unless the environment
 // already sets it (an operator's value, even empty, wins). Call before
-// anything uses gRPC.
+// anything uses gRPC. (Clients: qaqkv::client::UseRecommendedGrpcEnvironment.)
 inline void UsePageStreamExperiments() {
   setenv("GRPC_EXPERIMENTS", kPageStreamExperiments, /*overwrite=*/0);
 }

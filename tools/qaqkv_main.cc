@@ -5,7 +5,10 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
+#include "qaqkv/client.h"
 #include "tools/commands.h"
+#include "tools/internal/child_process.h"
 
 int main(int argc, char** argv) {
   // Pages are hundreds of KiB: above glibc's default mmap threshold, so every
@@ -13,6 +16,17 @@ int main(int argc, char** argv) {
   // freed memory in the allocator instead (the service does the same).
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  // Every subcommand's client side runs with the gRPC settings the client
+  // library recommends; servers and Redis that the bench starts do not.
+  qaqkv::tools::SnapshotEnvironmentForChildren();
+  qaqkv::client::UseRecommendedGrpcEnvironment();
+#ifdef NDEBUG
+  // Debian's abseil is built with Mutex deadlock detection on, which
+  // records every lock order in a global graph (GraphCycles showed in the
+  // service's profiles). Release builds leave that to the debug and
+  // sanitizer builds.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   CLI::App app{"qaqkv: KV-cache offload with QAQ compression"};
   app.require_subcommand(1);
 

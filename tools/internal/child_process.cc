@@ -24,6 +24,19 @@
 extern char** environ;
 
 namespace qaqkv::tools {
+namespace {
+
+// Set once at the start of main(), before any thread starts; read-only after.
+std::vector<std::string>* g_child_environment = nullptr;
+
+}  // namespace
+
+void SnapshotEnvironmentForChildren() {
+  static std::vector<std::string> saved;
+  saved.clear();
+  for (char** e = environ; *e != nullptr; ++e) saved.emplace_back(*e);
+  g_child_environment = &saved;
+}
 
 absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
                                                  const std::string& log_path) {
@@ -37,8 +50,14 @@ absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>&
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<char*> env;
+  if (g_child_environment != nullptr) {
+    for (std::string& e : *g_child_environment) env.push_back(e.data());
+    env.push_back(nullptr);
+  }
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(),
+                              g_child_environment != nullptr ? env.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     return absl::NotFoundError(absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc)));

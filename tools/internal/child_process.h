@@ -14,6 +14,13 @@
 
 namespace qaqkv::tools {
 
+// Children start with the environment qaqkv was given, captured by this
+// call at the start of main(), not with the gRPC settings qaqkv then sets
+// for its own client side: a qaqkv-server the bench starts runs with the
+// server's defaults, as it would on its own. Without the call, children
+// inherit the current environment.
+void SnapshotEnvironmentForChildren();
+
 class ChildProcess {
  public:
   // Starts argv[0] (searched in PATH) with stdout and stderr appended to

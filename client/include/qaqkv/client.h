@@ -506,6 +506,23 @@ class Client {
   std::unique_ptr<Impl> impl_;
 };
 
+// Process-wide gRPC settings for a worker that moves pages with this
+// library: the ones `qaqkv bench service` and the other `qaqkv` commands run
+// with (docs/performance.md, docs/operations.md).
+//  - GRPC_POLL_STRATEGY=poll: each thread waiting on a call polls its own
+//    connection. Under gRPC's default (epoll1) one thread polls every
+//    connection of the process and hands each message to the thread that
+//    waits for it; with four client threads that hand-off cost gets about a
+//    tenth of their throughput.
+//  - GRPC_EXPERIMENTS: the transport experiments of proto/wire.h, so a
+//    thread wakes when a message has arrived rather than per few segments.
+// gRPC reads both once, at its first use, and they apply to every gRPC
+// channel and server of the process: call this at the start of main(),
+// before anything uses gRPC, or set the variables yourself. A variable the
+// environment already sets (even empty) is left as it is. Returns the names
+// of the variables it set.
+std::vector<std::string> UseRecommendedGrpcEnvironment();
+
 }  // namespace qaqkv::client
 
 #endif  // QAQKV_CLIENT_INCLUDE_QAQKV_CLIENT_H_
