@@ -68,9 +68,10 @@ inline void AppendFormat(std::string& out, const std::string& format_bytes) {
 // waiting on window updates, a whole message of pages may queue for the
 // socket at once, and sockets are read in large chunks (fewer reads per
 // page). Each was measured with `qaqkv bench service` (docs/performance.md).
-// Frames and reads of 4 MiB keep a message of about 1 MiB in one slice, so
-// the client seldom copies a page that straddled two slices to make it
-// contiguous (that copy was 7% of the client's CPU in a profile).
+// Reads of up to 4 MiB take a whole message per read. gRPC 1.51 still
+// reads into 64 KiB slices, so a page of 256 KiB spans several of them and
+// the client copies it to make it contiguous (client/internal/wire.cc); that
+// copy was 14% of the client's CPU in a profile of gets at one client.
 struct ChannelArg {
   const char* name;
   int value;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "kernels/codec.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
@@ -187,6 +188,11 @@ int RunBenchService(const BenchServiceArgs& args) {
     }
   } cleanup{dir, false};
 
+  auto server_cpus = ParseCpuList(args.server_cpus, "--server-cpus");
+  if (!server_cpus.ok()) {
+    std::fprintf(stderr, "qaqkv bench service: %s\n", std::string(server_cpus.status().message()).c_str());
+    return 2;
+  }
   std::string server_bin = args.server_binary;
   if (server_bin.empty()) server_bin = ExecutableDir() + "/../service/qaqkv-server";
   const uint64_t memory_bytes = uint64_t(args.memory_mib) << 20;
@@ -213,7 +219,7 @@ int RunBenchService(const BenchServiceArgs& args) {
       argv.push_back(absl::StrCat("--data-dir=", sub, "/db"));
       argv.push_back(absl::StrCat("--disk-bytes=", uint64_t(args.disk_mib) << 20));
     }
-    auto child = ChildProcess::Spawn(argv, sub + "/server.log");
+    auto child = ChildProcess::Spawn(argv, sub + "/server.log", *server_cpus);
     if (!child.ok()) return Fail(child.status().ToString());
     servers[i].process.emplace(std::move(*child));
     auto port = WaitForPortFile(sub + "/port", *servers[i].process, absl::Seconds(30));
@@ -224,7 +230,7 @@ int RunBenchService(const BenchServiceArgs& args) {
     servers[i].port = *port;
   }
 
-  auto redis = StartRedis(args.redis_binary, dir + "/redis.log");
+  auto redis = StartRedis(args.redis_binary, dir + "/redis.log", *server_cpus);
   if (!redis.ok()) return Fail(redis.status().ToString());
 
   const int max_threads = *std::max_element(args.concurrency.begin(), args.concurrency.end());
@@ -356,6 +362,8 @@ int RunBenchService(const BenchServiceArgs& args) {
   }
   std::printf("pages of %zu bytes, %d per operation; median of %d runs of %.1f s each\n",
               pages[0].size(), args.pages_per_op, args.runs, args.seconds);
+  std::printf("servers (qaqkv and Redis) on CPUs: %s\n",
+              server_cpus->empty() ? "all" : absl::StrJoin(*server_cpus, ",").c_str());
   for (Server& server : servers) {
     server.clients.clear();
     auto rc = server.process->Stop(SIGTERM, absl::Seconds(30));

@@ -56,6 +56,10 @@ struct BenchServiceArgs {
   int disk_mib = 4096;           // qaqkv-server --disk-bytes (puts evict past it)
   std::string server_binary;     // default: next to qaqkv
   std::string redis_binary = "redis-server";
+  // CPUs every server the bench starts runs on (ParseCpuList): by default
+  // one, the same for qaqkv and Redis, so each server has at most a core,
+  // as Redis's single thread does, and the clients keep the others.
+  std::string server_cpus = "last";
   std::string format = "table";
 };
 int RunBenchService(const BenchServiceArgs& args);

@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
   bv->add_option("--server-binary", bench_service.server_binary, "qaqkv-server to start");
   bv->add_option("--redis-binary", bench_service.redis_binary, "redis-server to start")
       ->default_val("redis-server");
+  bv->add_option("--server-cpus", bench_service.server_cpus,
+                 "CPUs the servers (qaqkv and Redis alike) run on: last, all, or e.g. 0,2-3")
+      ->default_val("last");
   bv->add_option("--format", bench_service.format, "table, csv or json")->default_val("table");
 
   qaqkv::tools::DemoArgs demo;

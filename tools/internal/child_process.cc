@@ -1,6 +1,7 @@
 #include "tools/internal/child_process.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -38,8 +40,44 @@ void SnapshotEnvironmentForChildren() {
   g_child_environment = &saved;
 }
 
+absl::StatusOr<std::vector<int>> ParseCpuList(std::string_view spec, std::string_view flag) {
+  const std::string name(flag);
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+    return absl::InternalError(absl::StrCat("sched_getaffinity: ", std::strerror(errno)));
+  }
+  auto usable = [&](int cpu) { return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &allowed); };
+  if (spec == "all") return std::vector<int>();
+  if (spec == "last") {
+    for (int cpu = CPU_SETSIZE - 1; cpu >= 0; --cpu) {
+      if (usable(cpu)) return std::vector<int>{cpu};
+    }
+    return absl::InternalError("sched_getaffinity: no CPU");
+  }
+  std::vector<int> cpus;
+  for (absl::string_view part : absl::StrSplit(absl::string_view(spec.data(), spec.size()), ',')) {
+    std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(part, '-');
+    int lo = -1, hi = -1;
+    if (!absl::SimpleAtoi(range.first, &lo) ||
+        !absl::SimpleAtoi(range.second.empty() ? range.first : range.second, &hi) || lo > hi) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": '", part, "' is not a CPU or range (want \"all\", \"last\" or e.g. 0,2-3)"));
+    }
+    for (int cpu = lo; cpu <= hi; ++cpu) {
+      if (!usable(cpu)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": CPU ", cpu, " is not one this process may run on"));
+      }
+      cpus.push_back(cpu);
+    }
+  }
+  return cpus;
+}
+
 absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
-                                                 const std::string& log_path) {
+                                                 const std::string& log_path,
+                                                 const std::vector<int>& cpus) {
   if (argv.empty()) return absl::InvalidArgumentError("argv: empty");
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -55,9 +93,32 @@ absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>&
     for (std::string& e : *g_child_environment) env.push_back(e.data());
     env.push_back(nullptr);
   }
+  // posix_spawn has no affinity attribute, but a child starts with the
+  // spawning thread's CPU mask: set ours around the spawn, then restore it.
+  cpu_set_t before;
+  CPU_ZERO(&before);
+  const bool pin = !cpus.empty();
+  if (pin) {
+    cpu_set_t want;
+    CPU_ZERO(&want);
+    for (int cpu : cpus) {
+      if (cpu < 0 || cpu >= CPU_SETSIZE) {
+        posix_spawn_file_actions_destroy(&actions);
+        return absl::InvalidArgumentError(absl::StrCat("cpus: ", cpu, " is out of range"));
+      }
+      CPU_SET(cpu, &want);
+    }
+    if (sched_getaffinity(0, sizeof(before), &before) != 0 ||
+        sched_setaffinity(0, sizeof(want), &want) != 0) {
+      const int err = errno;
+      posix_spawn_file_actions_destroy(&actions);
+      return absl::InvalidArgumentError(absl::StrCat("cpus: cannot run on them: ", std::strerror(err)));
+    }
+  }
   pid_t pid = -1;
   const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(),
                               g_child_environment != nullptr ? env.data() : environ);
+  if (pin) sched_setaffinity(0, sizeof(before), &before);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     return absl::NotFoundError(absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc)));

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -24,9 +25,11 @@ void SnapshotEnvironmentForChildren();
 class ChildProcess {
  public:
   // Starts argv[0] (searched in PATH) with stdout and stderr appended to
-  // `log_path` (or /dev/null when empty).
+  // `log_path` (or /dev/null when empty). With `cpus`, the child and every
+  // thread it starts run only on those CPUs (empty: wherever we may run).
   static absl::StatusOr<ChildProcess> Spawn(const std::vector<std::string>& argv,
-                                            const std::string& log_path = "");
+                                            const std::string& log_path = "",
+                                            const std::vector<int>& cpus = {});
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&& other) noexcept;
   ~ChildProcess();
@@ -43,6 +46,11 @@ class ChildProcess {
   explicit ChildProcess(pid_t pid) : pid_(pid) {}
   pid_t pid_ = -1;
 };
+
+// A CPU list for Spawn: "all" (empty: no pinning), "last" (the highest CPU
+// this process may run on) or CPU numbers and ranges such as "0,2-3", each
+// one this process may run on. kInvalidArgument naming `flag` otherwise.
+absl::StatusOr<std::vector<int>> ParseCpuList(std::string_view spec, std::string_view flag);
 
 // A TCP port on 127.0.0.1 that was free a moment ago (for servers that
 // cannot report the port they bound).

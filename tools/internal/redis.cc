@@ -28,13 +28,14 @@ absl::StatusOr<Reply> NextReply(redisContext* c) {
 
 void RedisFree::operator()(redisContext* c) const { redisFree(c); }
 
-absl::StatusOr<RedisServer> StartRedis(const std::string& binary, const std::string& log_path) {
+absl::StatusOr<RedisServer> StartRedis(const std::string& binary, const std::string& log_path,
+                                       const std::vector<int>& cpus) {
   auto port = FreeLoopbackPort();
   if (!port.ok()) return port.status();
   auto child = ChildProcess::Spawn({binary, "--port", absl::StrCat(*port), "--bind", "127.0.0.1",
                                     "--save", "", "--appendonly", "no", "--protected-mode", "no",
                                     "--daemonize", "no"},
-                                   log_path);
+                                   log_path, cpus);
   if (!child.ok()) return child.status();
   if (absl::Status s = WaitForTcp(*port, *child, absl::Seconds(30)); !s.ok()) {
     return absl::UnavailableError(absl::StrCat("redis-server: ", s.message()));

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "tools/internal/child_process.h"
@@ -28,8 +29,10 @@ struct RedisServer {
 };
 
 // Starts `binary` on a free loopback port with `--save '' --appendonly no`
-// and waits until it accepts connections. Its output goes to `log_path`.
-absl::StatusOr<RedisServer> StartRedis(const std::string& binary, const std::string& log_path);
+// and waits until it accepts connections. Its output goes to `log_path`;
+// with `cpus` it runs only on those CPUs (ChildProcess::Spawn).
+absl::StatusOr<RedisServer> StartRedis(const std::string& binary, const std::string& log_path,
+                                       const std::vector<int>& cpus = {});
 
 absl::StatusOr<RedisConn> RedisConnect(int port);
 
