@@ -151,6 +151,16 @@ def check_overlay(name, docs, want_replicas, want_flags):
         grace = pod.get("terminationGracePeriodSeconds", 30)
         check(grace > pre_stop + drain_s, f"{name}: grace {grace}s does not cover preStop {pre_stop}s + drain {drain_s}s")
 
+    # Guaranteed QoS with whole CPUs, so the static CPU manager can give the
+    # server cores of its own.
+    res = container.get("resources", {})
+    req, lim = res.get("requests", {}), res.get("limits", {})
+    check(req.get("cpu") is not None and req.get("cpu") == lim.get("cpu"),
+          f"{name}: cpu request != cpu limit (not a Guaranteed pod)")
+    check(str(req.get("cpu", "")).isdigit(), f"{name}: cpu request {req.get('cpu')} is not whole CPUs")
+    check(req.get("memory") is not None and req.get("memory") == lim.get("memory"),
+          f"{name}: memory request != memory limit (not a Guaranteed pod)")
+
     # Security: non-root, read-only root filesystem, no privilege escalation.
     sc = container.get("securityContext", {})
     check(sc.get("readOnlyRootFilesystem") is True, f"{name}: root filesystem is writable")

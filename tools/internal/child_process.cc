@@ -57,10 +57,10 @@ absl::StatusOr<std::vector<int>> ParseCpuList(std::string_view spec, std::string
   }
   std::vector<int> cpus;
   for (absl::string_view part : absl::StrSplit(absl::string_view(spec.data(), spec.size()), ',')) {
-    std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(part, '-');
+    const std::vector<absl::string_view> ends = absl::StrSplit(part, '-');
     int lo = -1, hi = -1;
-    if (!absl::SimpleAtoi(range.first, &lo) ||
-        !absl::SimpleAtoi(range.second.empty() ? range.first : range.second, &hi) || lo > hi) {
+    if (ends.size() > 2 || !absl::SimpleAtoi(ends.front(), &lo) ||
+        !absl::SimpleAtoi(ends.back(), &hi) || lo < 0 || lo > hi) {
       return absl::InvalidArgumentError(absl::StrCat(
           name, ": '", part, "' is not a CPU or range (want \"all\", \"last\" or e.g. 0,2-3)"));
     }
