@@ -200,13 +200,14 @@ int main(int argc, char** argv) {
   // kernel and page-faulting in again on the next message (the service
   // benchmark in docs/performance.md shows why).
   // Bounded, so the peak RSS stays near --memory-bytes: at most 16 MiB kept
-  // free at the top of a heap, and two arenas for gRPC's many threads (each
-  // arena keeps its own free memory). With 64 MiB and four arenas the
-  // memory-only server peaked at 781 MiB of a 768 MiB allowance in
-  // `qaqkv bench service`; with these, 716 MiB and no slower.
+  // free at the top of the heap, and one arena for all of gRPC's threads
+  // (each arena keeps its own free memory and fragments on its own). In
+  // `qaqkv bench service` the memory-only server peaked at 781 MiB of a
+  // 768 MiB allowance with 64 MiB and four arenas, 695-764 MiB with 16 MiB
+  // and two, and 622 MiB with one arena, its puts no slower.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 16 << 20);
-  mallopt(M_ARENA_MAX, 2);
+  mallopt(M_ARENA_MAX, 1);
 
   // SIGTERM/SIGINT are taken by sigwait below; block them before any thread
   // starts so every thread inherits the mask.
