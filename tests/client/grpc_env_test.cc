@@ -1,0 +1,105 @@
+// UseRecommendedGrpcEnvironment: which variables it sets and which it
+// leaves, and that pages round-trip byte for byte through the real
+// qaqkv-server with the client on the settings it recommends (the poll
+// engine) while the server keeps its own, as `qaqkv bench service` runs.
+// One test, in its own binary: gRPC reads the variables once per process,
+// at its first use, so nothing may use gRPC before the call.
+#include <signal.h>
+#include <stdlib.h>
+
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/codec.h"
+#include "qaqkv/client.h"
+#include "tests/service/server_process.h"
+#include "tools/internal/child_process.h"
+
+namespace qaqkv::client {
+namespace {
+
+TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip) {
+  ASSERT_EQ(unsetenv("GRPC_POLL_STRATEGY"), 0);
+  ASSERT_EQ(setenv("GRPC_EXPERIMENTS", "", 1), 0);  // an operator's "none": kept
+  const std::string dir = ::testing::TempDir() + "/grpc_env_test_" + std::to_string(getpid());
+  ASSERT_EQ(system(("rm -rf " + dir + " && mkdir -p " + dir).c_str()), 0);
+  // The server starts with the environment as it was before the call.
+  tools::SnapshotEnvironmentForChildren();
+
+  EXPECT_EQ(UseRecommendedGrpcEnvironment(), std::vector<std::string>{"GRPC_POLL_STRATEGY"});
+  ASSERT_NE(getenv("GRPC_POLL_STRATEGY"), nullptr);
+  EXPECT_STREQ(getenv("GRPC_POLL_STRATEGY"), "poll");
+  ASSERT_NE(getenv("GRPC_EXPERIMENTS"), nullptr);
+  EXPECT_STREQ(getenv("GRPC_EXPERIMENTS"), "");
+  EXPECT_TRUE(UseRecommendedGrpcEnvironment().empty()) << "a second call changes nothing";
+
+  auto server = tools::ChildProcess::Spawn(
+      {service::testing::ServerBinary(), "--listen=127.0.0.1:0", "--memory-only",
+       "--memory-bytes=64MiB", "--port-file=" + dir + "/port"},
+      dir + "/server.log");
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto port = tools::WaitForPortFile(dir + "/port", *server, absl::Seconds(30));
+  ASSERT_TRUE(port.ok()) << port.status();
+  {
+    std::ifstream env("/proc/" + std::to_string(server->pid()) + "/environ");
+    std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(all.find("GRPC_POLL_STRATEGY"), std::string::npos)
+        << "the server inherited the client's poll engine";
+  }
+
+  ClientOptions options;
+  options.target = "127.0.0.1:" + std::to_string(*port);
+  auto client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  Geometry geometry;
+  geometry.num_layers = 4;
+  geometry.num_kv_heads = 2;
+  geometry.num_q_heads = 4;
+  geometry.head_dim = 128;
+  geometry.block_tokens = 256;  // 256 KiB of fp16 K and V per page
+  const qaqkv::PageShape shape{geometry.block_tokens, geometry.num_kv_heads, geometry.head_dim};
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<EncodedPage> pages;
+  for (int layer = 0; layer < geometry.num_layers; ++layer) {
+    std::vector<float> k(shape.values()), v(shape.values());
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    qaqkv::CodecConfig fp16;
+    fp16.kind = qaqkv::CodecKind::kFp16;
+    auto page = EncodePage(fp16, shape, {k.data(), qaqkv::DType::kF32, qaqkv::Layout::kNHD},
+                           {v.data(), qaqkv::DType::kF32, qaqkv::Layout::kNHD});
+    ASSERT_TRUE(page.ok()) << page.status();
+    pages.push_back({BlockKey{9}, layer, std::string(page->begin(), page->end())});
+  }
+  auto put = (*client)->PutPages(geometry, "fp16", pages);
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(put->committed_blocks.size(), 1u);
+
+  const std::vector<BlockKey> blocks = {BlockKey{9}};
+  int seen = 0;
+  absl::Status got = (*client)->GetPages(
+      blocks, 0, 0, [&](const BlockKey& block, int layer, std::string_view data) {
+        EXPECT_EQ(block, BlockKey{9});
+        EXPECT_EQ(layer, seen);
+        EXPECT_TRUE(data == pages[layer].data) << "layer " << layer << " differs";
+        ++seen;
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(got.ok()) << got;
+  EXPECT_EQ(seen, geometry.num_layers);
+
+  client->reset();
+  auto rc = server->Stop(SIGTERM, absl::Seconds(30));
+  ASSERT_TRUE(rc.ok()) << rc.status();
+  EXPECT_EQ(*rc, 0);
+  system(("rm -rf " + dir).c_str());
+}
+
+}  // namespace
+}  // namespace qaqkv::client
