@@ -10,8 +10,8 @@
 #include <grpc/grpc.h>
 
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 namespace qaqkv::wire {

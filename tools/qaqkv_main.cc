@@ -23,8 +23,8 @@ int main(int argc, char** argv) {
 #ifdef NDEBUG
   // Debian's abseil is built with Mutex deadlock detection on, which
   // records every lock order in a global graph (GraphCycles showed in the
-  // service's profiles). Release builds leave that to the debug and
-  // sanitizer builds.
+  // service's profiles). Builds with NDEBUG (release and the sanitizer
+  // presets) turn it off; the debug preset keeps it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 #endif
   CLI::App app{"qaqkv: KV-cache offload with QAQ compression"};
