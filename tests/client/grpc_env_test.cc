@@ -9,14 +9,13 @@
 
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/codec.h"
 #include "qaqkv/client.h"
 #include "tests/service/server_process.h"
+#include "tests/service/test_util.h"
 #include "tools/internal/child_process.h"
 
 namespace qaqkv::client {
@@ -25,8 +24,8 @@ namespace {
 TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip) {
   ASSERT_EQ(unsetenv("GRPC_POLL_STRATEGY"), 0);
   ASSERT_EQ(setenv("GRPC_EXPERIMENTS", "", 1), 0);  // an operator's "none": kept
-  const std::string dir = ::testing::TempDir() + "/grpc_env_test_" + std::to_string(getpid());
-  ASSERT_EQ(system(("rm -rf " + dir + " && mkdir -p " + dir).c_str()), 0);
+  const service::testing::TempDir tmp;
+  const std::string& dir = tmp.path();
   // The server starts with the environment as it was before the call.
   tools::SnapshotEnvironmentForChildren();
 
@@ -62,20 +61,17 @@ TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip)
   geometry.num_q_heads = 4;
   geometry.head_dim = 128;
   geometry.block_tokens = 256;  // 256 KiB of fp16 K and V per page
-  const qaqkv::PageShape shape{geometry.block_tokens, geometry.num_kv_heads, geometry.head_dim};
-  std::mt19937 rng(3);
-  std::normal_distribution<float> normal;
+  v1::Geometry wire_geometry;
+  wire_geometry.set_num_layers(geometry.num_layers);
+  wire_geometry.set_num_kv_heads(geometry.num_kv_heads);
+  wire_geometry.set_num_q_heads(geometry.num_q_heads);
+  wire_geometry.set_head_dim(geometry.head_dim);
+  wire_geometry.set_block_tokens(geometry.block_tokens);
   std::vector<EncodedPage> pages;
   for (int layer = 0; layer < geometry.num_layers; ++layer) {
-    std::vector<float> k(shape.values()), v(shape.values());
-    for (float& x : k) x = normal(rng);
-    for (float& x : v) x = normal(rng);
-    qaqkv::CodecConfig fp16;
-    fp16.kind = qaqkv::CodecKind::kFp16;
-    auto page = EncodePage(fp16, shape, {k.data(), qaqkv::DType::kF32, qaqkv::Layout::kNHD},
-                           {v.data(), qaqkv::DType::kF32, qaqkv::Layout::kNHD});
+    auto page = service::testing::MakePage("fp16", wire_geometry, /*seed=*/layer + 1);
     ASSERT_TRUE(page.ok()) << page.status();
-    pages.push_back({BlockKey{9}, layer, std::string(page->begin(), page->end())});
+    pages.push_back({BlockKey{9}, layer, std::move(*page)});
   }
   auto put = (*client)->PutPages(geometry, "fp16", pages);
   ASSERT_TRUE(put.ok()) << put.status();
@@ -98,7 +94,6 @@ TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip)
   auto rc = server->Stop(SIGTERM, absl::Seconds(30));
   ASSERT_TRUE(rc.ok()) << rc.status();
   EXPECT_EQ(*rc, 0);
-  system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace
