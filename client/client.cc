@@ -2,7 +2,6 @@
 // unary calls.
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <set>
 #include <thread>
 #include <utility>
@@ -560,12 +559,10 @@ Client::~Client() = default;
 
 std::vector<std::string> UseRecommendedGrpcEnvironment() {
   std::vector<std::string> set;
-  auto use = [&](const char* name, const char* value) {
-    if (std::getenv(name) != nullptr) return;
-    if (setenv(name, value, /*overwrite=*/0) == 0) set.emplace_back(name);
-  };
-  use("GRPC_POLL_STRATEGY", "poll");
-  use("GRPC_EXPERIMENTS", wire::kPageStreamExperiments);
+  if (wire::SetEnvUnlessSet("GRPC_POLL_STRATEGY", "poll")) set.emplace_back("GRPC_POLL_STRATEGY");
+  if (wire::SetEnvUnlessSet("GRPC_EXPERIMENTS", wire::kPageStreamExperiments)) {
+    set.emplace_back("GRPC_EXPERIMENTS");
+  }
   return set;
 }
 

@@ -98,11 +98,18 @@ inline constexpr ChannelArg kPageStreamChannelArgs[] = {
 // (`qaqkv bench service`, docs/performance.md).
 inline constexpr char kPageStreamExperiments[] = "tcp_frame_size_tuning,tcp_rcv_lowat";
 
+// Sets environment variable `name` to `value` unless the environment
+// already sets it (an operator's value, even empty, wins). True when it set
+// it.
+inline bool SetEnvUnlessSet(const char* name, const char* value) {
+  return std::getenv(name) == nullptr && setenv(name, value, /*overwrite=*/0) == 0;
+}
+
 // Sets GRPC_EXPERIMENTS to kPageStreamExperiments unless the environment
-// already sets it (an operator's value, even empty, wins). Call before
-// anything uses gRPC. (Clients: qaqkv::client::UseRecommendedGrpcEnvironment.)
+// already sets it. Call before anything uses gRPC. (Clients:
+// qaqkv::client::UseRecommendedGrpcEnvironment.)
 inline void UsePageStreamExperiments() {
-  setenv("GRPC_EXPERIMENTS", kPageStreamExperiments, /*overwrite=*/0);
+  SetEnvUnlessSet("GRPC_EXPERIMENTS", kPageStreamExperiments);
 }
 
 }  // namespace qaqkv::wire
