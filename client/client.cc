@@ -560,7 +560,7 @@ Client::~Client() = default;
 std::vector<std::string> UseRecommendedGrpcEnvironment() {
   std::vector<std::string> set;
   if (wire::SetEnvUnlessSet("GRPC_POLL_STRATEGY", "poll")) set.emplace_back("GRPC_POLL_STRATEGY");
-  if (wire::SetEnvUnlessSet("GRPC_EXPERIMENTS", wire::kPageStreamExperiments)) {
+  if (wire::SetEnvUnlessSet("GRPC_EXPERIMENTS", wire::kClientExperiments)) {
     set.emplace_back("GRPC_EXPERIMENTS");
   }
   return set;

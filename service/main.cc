@@ -181,7 +181,7 @@ bool ExpandArgs(int argc, char** argv, std::vector<std::string>* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  qaqkv::wire::UsePageStreamExperiments();  // before anything touches gRPC
+  qaqkv::wire::UseServerExperiments();  // before anything touches gRPC
 #ifdef NDEBUG
   // Debian's abseil is built with Mutex deadlock detection on, which
   // records every lock order in a global graph (GraphCycles showed in the

@@ -22,6 +22,16 @@ namespace qaqkv::client {
 namespace {
 
 TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip) {
+  // Nothing set: both are. (Setting variables uses no gRPC, so this may
+  // run before the case below.)
+  ASSERT_EQ(unsetenv("GRPC_POLL_STRATEGY"), 0);
+  ASSERT_EQ(unsetenv("GRPC_EXPERIMENTS"), 0);
+  EXPECT_EQ(UseRecommendedGrpcEnvironment(),
+            (std::vector<std::string>{"GRPC_POLL_STRATEGY", "GRPC_EXPERIMENTS"}));
+  ASSERT_NE(getenv("GRPC_EXPERIMENTS"), nullptr);
+  // The client's experiments leave out the server's tcp_rcv_lowat.
+  EXPECT_STREQ(getenv("GRPC_EXPERIMENTS"), "tcp_frame_size_tuning");
+
   ASSERT_EQ(unsetenv("GRPC_POLL_STRATEGY"), 0);
   ASSERT_EQ(setenv("GRPC_EXPERIMENTS", "", 1), 0);  // an operator's "none": kept
   const service::testing::TempDir tmp;
