@@ -68,13 +68,13 @@ inline void AppendFormat(std::string& out, const std::string& format_bytes) {
 // waiting on window updates, a whole message of pages may queue for the
 // socket at once, and sockets are read in large chunks (fewer reads per
 // page). Each was measured with `qaqkv bench service` (docs/performance.md).
-// Reads of up to 4 MiB take a whole message per read. Under gRPC 1.51's
-// tcp_read_chunks experiment, on by default, a read still fills 64 KiB
-// slices, so a 256 KiB page spans several of them and the client copies it
-// to make it contiguous (client/internal/wire.cc): 14% of the client's CPU
-// in a profile of gets at one client. With "-tcp_read_chunks" a message
-// arrives in one or two slices and the copy goes, but gets at one client
-// measured the same (0.90x/0.88x Redis either way), so gRPC's default stays.
+// A read takes up to 4 MiB, but a 256 KiB page still spans several slices,
+// so the client copies it to make it contiguous (client/internal/wire.cc):
+// 12-14% of the client's CPU in profiles of gets at one client. gRPC 1.51's
+// tcp_read_chunks experiment, on by default, fills 64 KiB slices; and the
+// client, which leaves tcp_rcv_lowat off (below), reads as segments arrive,
+// so a page spans several reads either way. "-tcp_read_chunks" measured no
+// faster, with tcp_rcv_lowat on and off, so gRPC's default stays.
 struct ChannelArg {
   const char* name;
   int value;

@@ -190,7 +190,8 @@ int RunBenchService(const BenchServiceArgs& args) {
 
   auto server_cpus = ParseCpuList(args.server_cpus, "--server-cpus");
   if (!server_cpus.ok()) {
-    std::fprintf(stderr, "qaqkv bench service: %s\n", std::string(server_cpus.status().message()).c_str());
+    std::fprintf(stderr, "qaqkv bench service: %s\n",
+                 std::string(server_cpus.status().message()).c_str());
     return 2;
   }
   std::string server_bin = args.server_binary;

@@ -112,7 +112,8 @@ absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>&
         sched_setaffinity(0, sizeof(want), &want) != 0) {
       const int err = errno;
       posix_spawn_file_actions_destroy(&actions);
-      return absl::InvalidArgumentError(absl::StrCat("cpus: cannot run on them: ", std::strerror(err)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cpus: cannot run on them: ", std::strerror(err)));
     }
   }
   pid_t pid = -1;

@@ -516,10 +516,10 @@ class Client {
 //    tenth of their throughput.
 //  - GRPC_EXPERIMENTS=tcp_frame_size_tuning (proto/wire.h,
 //    kClientExperiments): the transport tells TCP how many bytes the
-//    frame in flight still needs. The server's second experiment, tcp_rcv_lowat, stays off on
-//    the client: a reader that sleeps until a frame is whole copies it out
-//    only after the server has sent it all, and gets at one client were
-//    slower with it.
+//    frame in flight still needs. The server's second experiment,
+//    tcp_rcv_lowat, stays off on the client: a reader that sleeps until a
+//    frame is whole copies it out only after the server has sent it all,
+//    and gets at one client were slower with it.
 // gRPC reads both once, at its first use, and they apply to every gRPC
 // channel and server of the process: call this at the start of main(),
 // before anything uses gRPC, or set the variables yourself. A variable the
