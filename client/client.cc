@@ -2,6 +2,7 @@
 // unary calls.
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <set>
 #include <thread>
 #include <utility>
@@ -552,6 +553,24 @@ absl::Status Client::Impl::StreamGetFrom(
   }, options_.deadline, attempts);
 }
 
+// ---- PageBytes ------------------------------------------------------------------
+
+void PageBytes::CopyTo(char* out) const {
+  for (std::string_view piece : pieces_) {
+    std::memcpy(out, piece.data(), piece.size());
+    out += piece.size();
+  }
+}
+
+std::string_view PageBytes::Flat(std::string* scratch) const {
+  if (pieces_.size() == 1) return pieces_[0];
+  // resize, not assign: a scratch buffer reused page after page keeps its
+  // memory, so gathering writes into pages the process already has.
+  scratch->resize(size_);
+  CopyTo(scratch->data());
+  return *scratch;
+}
+
 // ---- Client ---------------------------------------------------------------------
 
 Client::Client(PassKey, std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -666,6 +685,20 @@ absl::Status Client::GetPages(
     absl::FunctionRef<absl::Status(const BlockKey& block, int layer, std::string_view data)>
         on_page,
     BlockFormat* format) {
+  std::string scratch;  // one buffer for every page that spans pieces
+  return GetPagesInPlace(
+      blocks, layer_begin, layer_end,
+      [&](const BlockKey& block, int layer, const PageBytes& data) {
+        return on_page(block, layer, data.Flat(&scratch));
+      },
+      format);
+}
+
+absl::Status Client::GetPagesInPlace(
+    std::span<const BlockKey> blocks, int layer_begin, int layer_end,
+    absl::FunctionRef<absl::Status(const BlockKey& block, int layer, const PageBytes& data)>
+        on_page,
+    BlockFormat* format) {
   QAQKV_RETURN_IF_ERROR(ValidateKeyCount(blocks.size(), kMaxGetKeys, "blocks"));
   if (layer_begin < 0 || layer_begin >= 4096) {
     return absl::InvalidArgumentError(
@@ -683,7 +716,7 @@ absl::Status Client::GetPages(
         if (format != nullptr) *format = BlockFormat{FromProto(f.geometry()), f.codec()};
         return absl::OkStatus();
       },
-      [&](size_t block, int layer, std::string_view data, const std::shared_ptr<const void>&) {
+      [&](size_t block, int layer, const PageBytes& data, const std::shared_ptr<const void>&) {
         return on_page(blocks[block], layer, data);
       });
 }

@@ -420,8 +420,7 @@ absl::Status Client::Impl::ShardedGet(
   std::vector<size_t> pages_of(nb, 0);  // distinct layers delivered per block
   struct Stashed {
     int layer;
-    std::string_view data;
-    std::shared_ptr<const void> keep;
+    std::shared_ptr<const std::string> data;
   };
   // Pages of blocks a replica lacks, kept for read repair.
   std::vector<std::vector<Stashed>> stash(nb);
@@ -473,7 +472,7 @@ absl::Status Client::Impl::ShardedGet(
             }
             return callback_error;
           },
-          [&](size_t local, int layer, std::string_view data,
+          [&](size_t local, int layer, const PageBytes& data,
               const std::shared_ptr<const void>& keep) -> absl::Status {
             const size_t i = idx[local];
             std::lock_guard<std::mutex> lock(mu);
@@ -481,7 +480,13 @@ absl::Status Client::Impl::ShardedGet(
             // After a failover the next replica resends the whole block.
             if (!delivered.insert({i, layer}).second) return absl::OkStatus();
             ++pages_of[i];
-            if (!p.missing[i].empty()) stash[i].push_back({layer, data, keep});
+            if (!p.missing[i].empty()) {
+              // A copy of its own: a repair is rare, and the put needs the
+              // page in one piece.
+              auto copy = std::make_shared<std::string>(data.size(), '\0');
+              data.CopyTo(copy->data());
+              stash[i].push_back({layer, std::move(copy)});
+            }
             callback_error = on_page(i, layer, data, keep);
             return callback_error;
           },
@@ -507,17 +512,15 @@ absl::Status Client::Impl::ShardedGet(
   // it, from the pages just read. Best effort: a failed repair is tried
   // again by the next read that finds the gap.
   std::map<size_t, std::vector<internal::OutPage>> repairs;  // endpoint -> pages
-  auto keeps = std::make_shared<std::vector<std::shared_ptr<const void>>>();
   for (size_t i = 0; i < nb; ++i) {
     for (const Stashed& s : stash[i]) {
-      keeps->push_back(s.keep);
       for (size_t e : p.missing[i]) {
-        repairs[e].push_back({blocks[i], static_cast<uint32_t>(s.layer), s.data, nullptr});
+        repairs[e].push_back({blocks[i], static_cast<uint32_t>(s.layer), *s.data, s.data});
       }
     }
   }
   for (auto& [e, pages] : repairs) {
-    repair_.Submit([this, members, e, pages = std::move(pages), keeps, format] {
+    repair_.Submit([this, members, e, pages = std::move(pages), format] {
       VectorSource source(pages);
       static_cast<void>(StreamPutTo(*members->endpoints[e], format, source, 1));
     });

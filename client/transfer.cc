@@ -393,14 +393,15 @@ absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
     QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<internal::DeviceLoader> loader,
                            internal::MakeDeviceLoader(request, layer_end, buffer_tokens,
                                                       where.device, start));
+    std::string scratch;  // a page in several pieces, gathered for the upload
     const absl::Status stream = impl_->StreamGet(
         request.blocks, request.layer_begin, layer_end,
         [&](const v1::BlockFormat& format) { return CheckStoredFormat(format, g, codec); },
-        [&](size_t block, int layer, std::string_view data,
+        [&](size_t block, int layer, const PageBytes& data,
             const std::shared_ptr<const void>&) -> absl::Status {
           ++result.pages;
           result.stored_bytes += data.size();
-          return loader->Page(block, layer, data);
+          return loader->Page(block, layer, data.Flat(&scratch));
         });
     QAQKV_RETURN_IF_ERROR(loader->Finish(stream.ok()));
     QAQKV_RETURN_IF_ERROR(stream);
@@ -414,7 +415,7 @@ absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
   absl::Status stream = impl_->StreamGet(
       request.blocks, request.layer_begin, layer_end,
       [&](const v1::BlockFormat& format) { return CheckStoredFormat(format, g, codec); },
-      [&](size_t block, int layer, std::string_view data,
+      [&](size_t block, int layer, const PageBytes& data,
           const std::shared_ptr<const void>& keep) -> absl::Status {
         QAQKV_RETURN_IF_ERROR(state.error());
         ++result.pages;
@@ -423,10 +424,12 @@ absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
         // stays at a few pages however long the stream.
         state.tasks().WaitBelow(static_cast<int>(window));
         state.tasks().Add();
-        // The task decodes straight from the received bytes; `keep` holds
-        // them until it is done.
+        // The task decodes from the received bytes (`keep` holds them until
+        // it is done): in place when the page is one piece, else gathered
+        // by the decoding thread, so the stream thread never copies a page.
         impl_->pool().Submit([&state, block, layer, data, keep] {
-          state.Decode(block, layer, data);
+          thread_local std::string scratch;  // reused: a pool thread's own
+          state.Decode(block, layer, data.Flat(&scratch));
           state.tasks().Done();
         });
         return absl::OkStatus();

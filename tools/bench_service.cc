@@ -311,8 +311,10 @@ int RunBenchService(const BenchServiceArgs& args) {
             if (is_get) {
               std::vector<qc::BlockKey> one = {Key(1, 0, (i * 7919 + t * 31) % working)};
               size_t n = 0;
-              absl::Status s = client.GetPages(
-                  one, 0, 0, [&](const qc::BlockKey&, int, std::string_view data) {
+              // In place, as a worker copying pages onward would read them
+              // (the check above read them contiguous, byte for byte).
+              absl::Status s = client.GetPagesInPlace(
+                  one, 0, 0, [&](const qc::BlockKey&, int, const qc::PageBytes& data) {
                     n += data.size() == pages[0].size();
                     return absl::OkStatus();
                   });

@@ -223,8 +223,8 @@ int RunReplay(const ReplayArgs& a) {
       if (*n > 0) {
         t0 = Clock::now();
         uint64_t got = 0;
-        absl::Status s = c.GetPages(std::span<const qc::BlockKey>(chain).first(*n), 0, 0,
-                                    [&](const qc::BlockKey&, int layer, std::string_view data) {
+        absl::Status s = c.GetPagesInPlace(std::span<const qc::BlockKey>(chain).first(*n), 0, 0,
+                                    [&](const qc::BlockKey&, int layer, const qc::PageBytes& data) {
                                       if (data.size() != pages[layer].size()) {
                                         return absl::DataLossError("page of the wrong size");
                                       }

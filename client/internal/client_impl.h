@@ -112,9 +112,9 @@ class Client::Impl {
   // the next), delivering every page exactly once. One server delivers
   // layer-major in request order; several interleave their streams (each
   // layer-major). `on_format` sees the format before any page (once);
-  // `on_page` gets a view of each page that stays valid while a copy of
-  // `keep` lives. Calls to on_format and on_page never overlap.
-  using OnPage = absl::FunctionRef<absl::Status(size_t block, int layer, std::string_view data,
+  // `on_page` gets each page where it was received (PageBytes), valid while
+  // a copy of `keep` lives. Calls to on_format and on_page never overlap.
+  using OnPage = absl::FunctionRef<absl::Status(size_t block, int layer, const PageBytes& data,
                                                 const std::shared_ptr<const void>& keep)>;
   absl::Status StreamGet(std::span<const BlockKey> blocks, int layer_begin, int layer_end,
                          absl::FunctionRef<absl::Status(const v1::BlockFormat&)> on_format,

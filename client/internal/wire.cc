@@ -39,7 +39,8 @@ grpc::Slice FencedSlice(const OutPage& page, SliceFence& fence) {
 // What a parsed message keeps alive.
 struct Held {
   std::vector<grpc::Slice> slices;
-  std::deque<std::string> copies;  // pages that straddled two slices
+  std::deque<std::string> copies;       // small fields that straddled two slices
+  std::vector<std::string_view> pieces;  // the pages' pieces, in order
 };
 
 // Reads protobuf wire data across a list of slices.
@@ -68,8 +69,21 @@ class Cursor {
     }
     return false;
   }
+  // Appends views of the next n bytes, one per slice they lie in, to
+  // `held.pieces`.
+  bool Pieces(size_t n) {
+    while (n > 0) {
+      if (done()) return false;
+      const grpc::Slice& s = held_.slices[slice_];
+      const size_t take = std::min(n, s.size() - offset_);
+      held_.pieces.emplace_back(reinterpret_cast<const char*>(s.begin()) + offset_, take);
+      Advance(take);
+      n -= take;
+    }
+    return true;
+  }
   // A view of the next n bytes: in place when they lie in one slice, else
-  // a copy kept in `held`.
+  // a copy kept in `held` (for the small fields: keys and the format).
   bool Bytes(size_t n, std::string_view* out) {
     if (n == 0) {
       *out = {};
@@ -168,6 +182,11 @@ absl::StatusOr<InMessage> ParseGetMessage(const grpc::ByteBuffer& buffer) {
   auto held = std::make_shared<Held>();
   if (!buffer.Dump(&held->slices).ok()) return Malformed("unreadable buffer");
   InMessage out;
+  // Where each page's pieces lie in held->pieces.
+  struct Spread {
+    size_t first = 0, count = 0, size = 0;
+  };
+  std::vector<Spread> spreads;
   Cursor in(*held);
   while (!in.done()) {
     uint64_t tag;
@@ -186,14 +205,20 @@ absl::StatusOr<InMessage> ParseGetMessage(const grpc::ByteBuffer& buffer) {
       }
       const size_t end = in.consumed() + len;
       InPage page;
+      Spread spread;
       while (in.consumed() < end) {
         uint64_t field;
         if (!in.Varint(&field)) return Malformed("truncated page");
-        if (field == kKeyTag || field == kDataTag) {
+        if (field == kKeyTag) {
           uint64_t n;
-          std::string_view v;
-          if (!in.Varint(&n) || !in.Bytes(n, &v)) return Malformed("truncated page field");
-          (field == kKeyTag ? page.key : page.data) = v;
+          if (!in.Varint(&n) || !in.Bytes(n, &page.key)) return Malformed("truncated page field");
+        } else if (field == kDataTag) {
+          // Protobuf's last-one-wins for a repeated singular field.
+          uint64_t n;
+          spread.first = held->pieces.size();
+          if (!in.Varint(&n) || !in.Pieces(n)) return Malformed("truncated page field");
+          spread.count = held->pieces.size() - spread.first;
+          spread.size = n;
         } else if (field == kLayerTag) {
           uint64_t layer;
           if (!in.Varint(&layer) || layer > UINT32_MAX) return Malformed("layer");
@@ -204,9 +229,16 @@ absl::StatusOr<InMessage> ParseGetMessage(const grpc::ByteBuffer& buffer) {
       }
       if (in.consumed() != end) return Malformed("page length");
       out.pages.push_back(page);
+      spreads.push_back(spread);
     } else if (!SkipField(in, tag & 7)) {
       return Malformed("unknown field");
     }
+  }
+  // Only now, with held->pieces complete (no more reallocation), can the
+  // pages point into it.
+  const std::span<const std::string_view> all(held->pieces);
+  for (size_t i = 0; i < out.pages.size(); ++i) {
+    out.pages[i].data = PageBytes(all.subspan(spreads[i].first, spreads[i].count), spreads[i].size);
   }
   out.keep = std::move(held);
   return out;

@@ -1,8 +1,8 @@
 // The page streams' messages on the wire, built and parsed here instead of
 // by protobuf so page bytes are never copied in user space: a PutPages
 // message is a list of gRPC slices that reference the pages themselves, and
-// a GetPages message is parsed in place, each page a view into the received
-// slices (copied only when it straddles two of them). The layout is the
+// a GetPages message is parsed in place, each page the pieces of the
+// received slices it lies in (PageBytes), never copied here. The layout is the
 // proto's (proto/qaqkv/v1/kvcache.proto), so the server's generated code and
 // grpcurl read the same bytes.
 #ifndef QAQKV_CLIENT_INTERNAL_WIRE_H_
@@ -61,11 +61,13 @@ grpc::ByteBuffer EncodePutMessage(const std::string& format_bytes, std::span<con
 struct InPage {
   std::string_view key;
   uint32_t layer = 0;
-  std::string_view data;
+  PageBytes data;
 };
 
-// A parsed GetPagesResponse. `keep` holds the received slices (and any page
-// copied out of two of them): the views stay valid while a copy of it lives.
+// A parsed GetPagesResponse. `keep` holds the received slices and the list
+// of pieces the pages' PageBytes point into (and a copy of any key or
+// format that straddled two slices): every view stays valid while a copy of
+// `keep` lives.
 struct InMessage {
   bool has_format = false;
   v1::BlockFormat format;

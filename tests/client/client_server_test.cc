@@ -18,6 +18,7 @@
 #include "tests/client/one_server_test.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
+#include "tests/service/test_util.h"
 #include "tools/internal/child_process.h"
 
 namespace qaqkv::client {
@@ -192,6 +193,79 @@ TEST_F(ClientServerTest, ServerErrorsArriveWithTheirCode) {
   EXPECT_EQ(put.code(), absl::StatusCode::kInvalidArgument) << put;
   EXPECT_THAT(std::string(put.message()), HasSubstr("pages[0].data"));
   EXPECT_EQ(*client_->Lookup(std::vector<BlockKey>{BlockKey{9}}), 0u);
+}
+
+// Raw pages of 256 KiB (several of gRPC's receive buffers each) come back
+// the same through GetPages (contiguous) and GetPagesInPlace (pieces), in
+// layer-major order; a callback's error ends the stream with that error.
+TEST_F(ClientServerTest, RawPagesComeBackWholeAndInPlace) {
+  Geometry g;
+  g.num_layers = 4;
+  g.num_kv_heads = 2;
+  g.num_q_heads = 4;
+  g.head_dim = 128;
+  g.block_tokens = 256;  // 256 KiB of fp16 K and V per page
+  v1::Geometry wire;
+  wire.set_num_layers(g.num_layers);
+  wire.set_num_kv_heads(g.num_kv_heads);
+  wire.set_num_q_heads(g.num_q_heads);
+  wire.set_head_dim(g.head_dim);
+  wire.set_block_tokens(g.block_tokens);
+  const std::vector<BlockKey> blocks = {BlockKey{21}, BlockKey{22}, BlockKey{23}};
+  std::vector<EncodedPage> pages;  // block-major here; the stream is layer-major
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    for (int layer = 0; layer < g.num_layers; ++layer) {
+      auto page = service::testing::MakePage("fp16", wire, static_cast<int>(10 * b) + layer);
+      ASSERT_TRUE(page.ok()) << page.status();
+      pages.push_back({blocks[b], layer, std::move(*page)});
+    }
+  }
+  ASSERT_TRUE(client_->PutPages(g, "fp16", pages).ok());
+  auto stored = [&](const BlockKey& block, int layer) -> const std::string& {
+    const size_t b = static_cast<size_t>(block[0] - 21);
+    return pages[b * g.num_layers + layer].data;
+  };
+
+  std::vector<std::pair<BlockKey, int>> order;
+  BlockFormat format;
+  absl::Status s = client_->GetPages(
+      blocks, 1, 3,
+      [&](const BlockKey& block, int layer, std::string_view data) {
+        EXPECT_TRUE(data == stored(block, layer)) << "layer " << layer;
+        order.emplace_back(block, layer);
+        return absl::OkStatus();
+      },
+      &format);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(format.codec, "fp16");
+  EXPECT_EQ(format.geometry.block_tokens, 256);
+  const std::vector<std::pair<BlockKey, int>> layer_major = {
+      {blocks[0], 1}, {blocks[1], 1}, {blocks[2], 1},
+      {blocks[0], 2}, {blocks[1], 2}, {blocks[2], 2}};
+  EXPECT_EQ(order, layer_major);
+
+  order.clear();
+  s = client_->GetPagesInPlace(
+      blocks, 1, 3, [&](const BlockKey& block, int layer, const PageBytes& data) {
+        const std::string& want = stored(block, layer);
+        size_t total = 0;
+        for (std::string_view piece : data.pieces()) total += piece.size();
+        EXPECT_EQ(total, data.size());
+        std::string got(data.size(), '\0');
+        data.CopyTo(got.data());
+        EXPECT_TRUE(got == want) << "layer " << layer;
+        order.emplace_back(block, layer);
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(order, layer_major);
+
+  int calls = 0;
+  s = client_->GetPagesInPlace(blocks, 0, 0, [&](const BlockKey&, int, const PageBytes&) {
+    return ++calls == 2 ? absl::AbortedError("enough") : absl::OkStatus();
+  });
+  EXPECT_EQ(s, absl::AbortedError("enough"));
+  EXPECT_EQ(calls, 2);
 }
 
 // Many threads share one Client; each offloads and loads its own blocks and

@@ -159,6 +159,32 @@ struct EncodedPage {
   std::string data;
 };
 
+// The bytes of one fetched page where gRPC received them: one or more
+// pieces that, in order, make up the page. A page of hundreds of KiB spans
+// several of gRPC's receive buffers, so a contiguous page costs a copy;
+// reading the pieces in place, or copying them straight to where the page
+// is going (pinned or device memory, a decoder's input), saves that copy.
+// A view: valid only as long as the bytes it was given.
+class PageBytes {
+ public:
+  PageBytes() = default;
+  // `size` must be the pieces' total length.
+  PageBytes(std::span<const std::string_view> pieces, size_t size)
+      : pieces_(pieces), size_(size) {}
+
+  size_t size() const { return size_; }
+  std::span<const std::string_view> pieces() const { return pieces_; }
+  // Copies the page's size() bytes to `out`.
+  void CopyTo(char* out) const;
+  // The page as one view: in place when it is a single piece, else gathered
+  // into `*scratch` (whose memory a caller can reuse page after page).
+  std::string_view Flat(std::string* scratch) const;
+
+ private:
+  std::span<const std::string_view> pieces_;
+  size_t size_ = 0;
+};
+
 struct PutResult {
   // Blocks committed after the stream that had a page in it, in the order
   // their last page arrived (already committed blocks included).
@@ -386,6 +412,16 @@ class Client {
   absl::Status GetPages(
       std::span<const BlockKey> blocks, int layer_begin, int layer_end,
       absl::FunctionRef<absl::Status(const BlockKey& block, int layer, std::string_view data)>
+          on_page,
+      BlockFormat* format = nullptr);
+
+  // GetPages without making each page contiguous: `data` holds the page
+  // where it was received (see PageBytes), valid only during the callback.
+  // For callers that copy pages onward anyway, this saves a copy of every
+  // page (`qaqkv bench service` reads pages this way; docs/performance.md).
+  absl::Status GetPagesInPlace(
+      std::span<const BlockKey> blocks, int layer_begin, int layer_end,
+      absl::FunctionRef<absl::Status(const BlockKey& block, int layer, const PageBytes& data)>
           on_page,
       BlockFormat* format = nullptr);
 
