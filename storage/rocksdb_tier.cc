@@ -12,7 +12,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "storage/internal/rocksdb_status.h"
-#include "xxhash.h"
+#include "kernels/internal/xxh3.h"
 
 namespace qaqkv::storage {
 namespace {
@@ -42,7 +42,7 @@ bool PageChecksumOk(std::string_view page) {
   if (page.size() < 8) return false;
   uint64_t stored;
   std::memcpy(&stored, page.data() + page.size() - 8, 8);
-  return XXH3_64bits(page.data(), page.size() - 8) == stored;
+  return ::qaqkv::internal::Xxh3(page.data(), page.size() - 8) == stored;
 }
 
 RocksDbTier::RocksDbTier(Token, RocksDbTierOptions options) : options_(std::move(options)) {}

@@ -1,7 +1,7 @@
 #include "kernels/internal/page_format.h"
 
 #include "absl/strings/str_cat.h"
-#include "xxhash.h"
+#include "kernels/internal/xxh3.h"
 
 namespace qaqkv::internal {
 
@@ -21,7 +21,7 @@ void WriteHeader(const PageHeader& h, uint8_t* out) {
 }
 
 uint64_t PageChecksum(std::span<const uint8_t> bytes) {
-  return XXH3_64bits(bytes.data(), bytes.size());
+  return Xxh3(bytes.data(), bytes.size());
 }
 
 absl::StatusOr<std::span<const uint8_t>> VerifyChecksum(std::span<const uint8_t> page) {

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "kernels/codec.h"
 #include "kernels/internal/half.h"
+#include "kernels/internal/xxh3.h"
 #include "xxhash.h"
 
 namespace qaqkv {
@@ -313,6 +314,24 @@ TEST(PageCorruption, RandomGarbageWithValidChecksum) {
     const absl::Status st = DecodePage(bad, {k.data(), DType::kF32}, {v.data(), DType::kF32});
     EXPECT_TRUE(st.ok() || st.code() == kDataLoss || st.code() == kInvalid) << st;
     (void)ComputePageStats(bad);
+  }
+}
+
+// The checksum every module computes goes through xxHash's x86 dispatcher
+// (AVX2/AVX-512); it must equal the library's portable XXH3-64 at every
+// length class XXH3 treats differently (0-16, 17-128, 129-240, long with
+// and without a partial stripe and block), or stored pages would stop
+// checking.
+TEST(PageChecksumTest, DispatchedXxh3EqualsThePortableOne) {
+  std::mt19937_64 rng(7);
+  std::vector<uint8_t> bytes(262184 + 64);
+  for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+  for (size_t n : {0, 1, 3, 4, 8, 9, 16, 17, 64, 128, 129, 200, 240, 241, 1023, 1024, 1025,
+                   4096, 65536, 65537, 262144, 262184}) {
+    for (size_t offset : {0, 1, 7}) {  // unaligned starts too
+      EXPECT_EQ(internal::Xxh3(bytes.data() + offset, n), XXH3_64bits(bytes.data() + offset, n))
+          << n << " bytes at offset " << offset;
+    }
   }
 }
 
