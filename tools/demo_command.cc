@@ -115,26 +115,42 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
   out.stored_bytes = after->tenant_bytes - before->tenant_bytes + saved->tail_bytes;
   out.fp16_bytes = uint64_t{2} * 2 * L * uint64_t(P) * H * D;
 
-  // Resume into fresh buffers, layer by layer.
+  // Resume into fresh buffers, layer by layer. Three times, each into
+  // buffers reset first: a resume takes tens of milliseconds, so one run
+  // can land on the server's RocksDB flushing what the offloads just wrote
+  // (a QAQ resume measured 54 ms in one demo and 120 ms in the next). The
+  // median is reported, and the last resume is the one verified below.
   HostBuffers res;
   qc::MutableHostKv dst;
   dst.dtype = qc::DType::kF16;
   dst.layout = qc::Layout::kNHD;
   dst.tokens = P;
   for (int l = 0; l < L; ++l) {
-    res.k.emplace_back(size_t(P) * H * D, 0xffff);
-    res.v.emplace_back(size_t(P) * H * D, 0xffff);
+    res.k.emplace_back(size_t(P) * H * D);
+    res.v.emplace_back(size_t(P) * H * D);
     dst.k.push_back(res.k.back().data());
     dst.v.push_back(res.v.back().data());
   }
-  const auto r0 = std::chrono::steady_clock::now();
-  double layer0 = -1;
-  auto info = client.ResumeSession(spec.session_id, dst, [&](int layer) {
-    if (layer == 0) layer0 = Since(r0);
-  });
-  out.resume_s = Since(r0);
-  if (!info.ok()) return info.status();
-  out.layer0_s = layer0;
+  constexpr int kResumes = 3;
+  std::vector<std::pair<double, double>> timings;  // (resume, layer 0) seconds
+  absl::StatusOr<qc::SessionInfo> info = absl::UnknownError("not resumed");
+  for (int r = 0; r < kResumes; ++r) {
+    for (int l = 0; l < L; ++l) {
+      std::fill(res.k[l].begin(), res.k[l].end(), uint16_t{0xffff});
+      std::fill(res.v[l].begin(), res.v[l].end(), uint16_t{0xffff});
+    }
+    const auto r0 = std::chrono::steady_clock::now();
+    double layer0 = -1;
+    info = client.ResumeSession(spec.session_id, dst, [&](int layer) {
+      if (layer == 0) layer0 = Since(r0);
+    });
+    const double total = Since(r0);
+    if (!info.ok()) return info.status();
+    timings.emplace_back(total, layer0);
+  }
+  std::sort(timings.begin(), timings.end());
+  out.resume_s = timings[kResumes / 2].first;
+  out.layer0_s = timings[kResumes / 2].second;
   if (info->token_count != uint64_t(P)) return absl::InternalError("resumed token_count differs");
 
   // Stored session layout: full blocks, then the tail. The transport must

@@ -223,14 +223,15 @@ int RunReplay(const ReplayArgs& a) {
       if (*n > 0) {
         t0 = Clock::now();
         uint64_t got = 0;
-        absl::Status s = c.GetPagesInPlace(std::span<const qc::BlockKey>(chain).first(*n), 0, 0,
-                                    [&](const qc::BlockKey&, int layer, const qc::PageBytes& data) {
-                                      if (data.size() != pages[layer].size()) {
-                                        return absl::DataLossError("page of the wrong size");
-                                      }
-                                      got += data.size();
-                                      return absl::OkStatus();
-                                    });
+        absl::Status s = c.GetPagesInPlace(
+            std::span<const qc::BlockKey>(chain).first(*n), 0, 0,
+            [&](const qc::BlockKey&, int layer, const qc::PageBytes& data) {
+              if (data.size() != pages[layer].size()) {
+                return absl::DataLossError("page of the wrong size");
+              }
+              got += data.size();
+              return absl::OkStatus();
+            });
         ours.Add(ours.get_ms, t0);
         if (!s.ok()) return ours.Error(s.ToString());
         ours.bytes_got += got;
