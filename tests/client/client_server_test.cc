@@ -199,18 +199,8 @@ TEST_F(ClientServerTest, ServerErrorsArriveWithTheirCode) {
 // the same through GetPages (contiguous) and GetPagesInPlace (pieces), in
 // layer-major order; a callback's error ends the stream with that error.
 TEST_F(ClientServerTest, RawPagesComeBackWholeAndInPlace) {
-  Geometry g;
-  g.num_layers = 4;
-  g.num_kv_heads = 2;
-  g.num_q_heads = 4;
-  g.head_dim = 128;
-  g.block_tokens = 256;  // 256 KiB of fp16 K and V per page
-  v1::Geometry wire;
-  wire.set_num_layers(g.num_layers);
-  wire.set_num_kv_heads(g.num_kv_heads);
-  wire.set_num_q_heads(g.num_q_heads);
-  wire.set_head_dim(g.head_dim);
-  wire.set_block_tokens(g.block_tokens);
+  const Geometry g = testing::LargePageGeometry();
+  const v1::Geometry wire = testing::ToWire(g);
   const std::vector<BlockKey> blocks = {BlockKey{21}, BlockKey{22}, BlockKey{23}};
   std::vector<EncodedPage> pages;  // block-major here; the stream is layer-major
   for (size_t b = 0; b < blocks.size(); ++b) {

@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "qaqkv/client.h"
+#include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 #include "tests/service/test_util.h"
 #include "tools/internal/child_process.h"
@@ -65,18 +66,8 @@ TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip)
   auto client = Client::Create(options);
   ASSERT_TRUE(client.ok()) << client.status();
 
-  Geometry geometry;
-  geometry.num_layers = 4;
-  geometry.num_kv_heads = 2;
-  geometry.num_q_heads = 4;
-  geometry.head_dim = 128;
-  geometry.block_tokens = 256;  // 256 KiB of fp16 K and V per page
-  v1::Geometry wire_geometry;
-  wire_geometry.set_num_layers(geometry.num_layers);
-  wire_geometry.set_num_kv_heads(geometry.num_kv_heads);
-  wire_geometry.set_num_q_heads(geometry.num_q_heads);
-  wire_geometry.set_head_dim(geometry.head_dim);
-  wire_geometry.set_block_tokens(geometry.block_tokens);
+  const Geometry geometry = testing::LargePageGeometry();
+  const v1::Geometry wire_geometry = testing::ToWire(geometry);
   std::vector<EncodedPage> pages;
   for (int layer = 0; layer < geometry.num_layers; ++layer) {
     auto page = service::testing::MakePage("fp16", wire_geometry, /*seed=*/layer + 1);

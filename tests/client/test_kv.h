@@ -13,10 +13,35 @@
 #include "gtest/gtest.h"
 #include "kernels/internal/half.h"
 #include "qaqkv/client.h"
+#include "qaqkv/v1/kvcache.pb.h"
 
 namespace qaqkv::client::testing {
 
 inline constexpr int kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16;
+
+// 4 layers of 256-token blocks with 2 KV heads of 128: 256 KiB of fp16 K
+// and V per page, the page size the service bench moves (a page spans
+// several of gRPC's receive slices).
+inline Geometry LargePageGeometry() {
+  Geometry g;
+  g.num_layers = 4;
+  g.num_kv_heads = 2;
+  g.num_q_heads = 4;
+  g.head_dim = 128;
+  g.block_tokens = 256;
+  return g;
+}
+
+// `g` as the wire contract spells it (for the service's test helpers).
+inline v1::Geometry ToWire(const Geometry& g) {
+  v1::Geometry w;
+  w.set_num_layers(g.num_layers);
+  w.set_num_kv_heads(g.num_kv_heads);
+  w.set_num_q_heads(g.num_q_heads);
+  w.set_head_dim(g.head_dim);
+  w.set_block_tokens(g.block_tokens);
+  return w;
+}
 
 inline Geometry SmallGeometry(int layers = kLayers) {
   Geometry g;
