@@ -184,7 +184,7 @@ absl::StatusOr<InMessage> ParseGetMessage(const grpc::ByteBuffer& buffer) {
   InMessage out;
   // Where each page's pieces lie in held->pieces.
   struct Spread {
-    size_t first = 0, count = 0, size = 0;
+    size_t first = 0, count = 0;
   };
   std::vector<Spread> spreads;
   Cursor in(*held);
@@ -218,7 +218,6 @@ absl::StatusOr<InMessage> ParseGetMessage(const grpc::ByteBuffer& buffer) {
           spread.first = held->pieces.size();
           if (!in.Varint(&n) || !in.Pieces(n)) return Malformed("truncated page field");
           spread.count = held->pieces.size() - spread.first;
-          spread.size = n;
         } else if (field == kLayerTag) {
           uint64_t layer;
           if (!in.Varint(&layer) || layer > UINT32_MAX) return Malformed("layer");
@@ -238,7 +237,7 @@ absl::StatusOr<InMessage> ParseGetMessage(const grpc::ByteBuffer& buffer) {
   // pages point into it.
   const std::span<const std::string_view> all(held->pieces);
   for (size_t i = 0; i < out.pages.size(); ++i) {
-    out.pages[i].data = PageBytes(all.subspan(spreads[i].first, spreads[i].count), spreads[i].size);
+    out.pages[i].data = PageBytes(all.subspan(spreads[i].first, spreads[i].count));
   }
   out.keep = std::move(held);
   return out;

@@ -75,7 +75,7 @@ void ExpectPages(const InMessage& got, const std::vector<Expected>& want) {
 TEST(PageBytesTest, OnePieceIsReadInPlace) {
   const std::string page = Bytes(1000, 1);
   const std::string_view pieces[] = {page};
-  const PageBytes bytes(pieces, page.size());
+  const PageBytes bytes(pieces);
   std::string scratch;
   const std::string_view flat = bytes.Flat(&scratch);
   EXPECT_EQ(flat.data(), page.data());  // no copy
@@ -88,7 +88,7 @@ TEST(PageBytesTest, PiecesGatherInOrderIntoReusedScratch) {
   const std::string_view whole(page);
   const std::string_view pieces[] = {whole.substr(0, 100), whole.substr(100, 1),
                                      whole.substr(101, 0), whole.substr(101)};
-  const PageBytes bytes(pieces, page.size());
+  const PageBytes bytes(pieces);
   std::string scratch;
   EXPECT_EQ(bytes.Flat(&scratch), page);
   const char* buffer = scratch.data();

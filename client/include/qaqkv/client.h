@@ -168,9 +168,9 @@ struct EncodedPage {
 class PageBytes {
  public:
   PageBytes() = default;
-  // `size` must be the pieces' total length.
-  PageBytes(std::span<const std::string_view> pieces, size_t size)
-      : pieces_(pieces), size_(size) {}
+  explicit PageBytes(std::span<const std::string_view> pieces) : pieces_(pieces) {
+    for (std::string_view piece : pieces_) size_ += piece.size();
+  }
 
   size_t size() const { return size_; }
   std::span<const std::string_view> pieces() const { return pieces_; }
