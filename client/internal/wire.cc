@@ -46,7 +46,10 @@ struct Held {
 // Reads protobuf wire data across a list of slices.
 class Cursor {
  public:
-  explicit Cursor(Held& held) : held_(held) { Skip0(); }
+  explicit Cursor(Held& held) : held_(held) {
+    for (const grpc::Slice& s : held_.slices) total_ += s.size();
+    Skip0();
+  }
   bool done() const { return slice_ == held_.slices.size(); }
   size_t consumed() const { return consumed_; }
 
@@ -97,6 +100,9 @@ class Cursor {
       return true;
     }
     std::string copy;
+    // A length past the message's end is malformed: refuse it before
+    // reserving (a bad length would otherwise ask for up to 2^64 bytes).
+    if (n > total_ - consumed_) return false;
     copy.reserve(n);
     while (copy.size() < n) {
       if (done()) return false;
@@ -123,7 +129,7 @@ class Cursor {
     while (slice_ < held_.slices.size() && held_.slices[slice_].size() == 0) ++slice_;
   }
   Held& held_;
-  size_t slice_ = 0, offset_ = 0, consumed_ = 0;
+  size_t slice_ = 0, offset_ = 0, consumed_ = 0, total_ = 0;
 };
 
 absl::Status Malformed(std::string_view what) {

@@ -231,6 +231,12 @@ TEST(ParseGetMessageTest, MalformedMessagesAreInternalErrors) {
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(got.status().message(), HasSubstr("page length"));
+  // A key whose length claims far more bytes than the message holds, split
+  // so the parser would have to gather it from two slices.
+  const std::string huge_key("\x12\x0c\x0a\xff\xff\xff\xff\xff\xff\xff\xff\x7f\x00\x00", 14);
+  got = ParseGetMessage(Cut(huge_key, {12}));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInternal);
   // A layer beyond 32 bits.
   const std::string wide = "\x12\x06\x10\xff\xff\xff\xff\x1f";
   got = ParseGetMessage(Cut(wide, {}));
