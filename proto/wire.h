@@ -69,8 +69,9 @@ inline void AppendFormat(std::string& out, const std::string& format_bytes) {
 // socket at once, and sockets are read in large chunks (fewer reads per
 // page). Each was measured with `qaqkv bench service` (docs/performance.md).
 // A read takes up to 4 MiB, but a 256 KiB page still spans several slices,
-// so the client copies it to make it contiguous (client/internal/wire.cc):
-// 12-14% of the client's CPU in profiles of gets at one client. gRPC 1.51's
+// so the client hands a page on as the pieces it lies in (PageBytes,
+// client/internal/wire.cc) and copies it only where a caller needs it in
+// one piece (GetPages, Load's decode threads). gRPC 1.51's
 // tcp_read_chunks experiment, on by default, fills 64 KiB slices; and the
 // client, which leaves tcp_rcv_lowat off (below), reads as segments arrive,
 // so a page spans several reads either way. "-tcp_read_chunks" measured no
