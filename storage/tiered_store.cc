@@ -61,9 +61,8 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
         const size_t tenant_len = static_cast<uint8_t>(key[1]);
         store->AddUsage(key.substr(2, tenant_len), static_cast<int64_t>(record->bytes), 1);
         internal::MutexLock lock(&store->index_mu_);
-        store->index_[Absl(key)] = {record->bytes, record->committed, record->created_ms,
-                                    record->accessed_ms, false};
         store->total_bytes_ += record->bytes;
+        store->index_[Absl(key)] = {std::move(*record), false};
         return true;
       });
   if (!scanned.ok()) return scanned;
@@ -190,18 +189,15 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
   }
   internal::MutexLock lock(&StripeFor(record_key));
 
+  // The index changes only under this block's lock, held here: the record
+  // read now is the one this write replaces.
   BlockRecord record;
   bool existed = false;
-  auto stored = disk_->Get(Column::kBlocks, record_key);
-  if (stored.ok()) {
-    auto decoded = DecodeBlockRecord(*stored);
-    if (!decoded.ok()) return decoded.status();
-    record = std::move(*decoded);
+  if (auto found = IndexedRecord(record_key)) {
+    record = std::move(*found);
     existed = true;
-  } else if (stored.status().code() == absl::StatusCode::kNotFound) {
-    record = NewBlockRecord(req.num_layers, req.descriptor, NowMs());
   } else {
-    return stored.status();
+    record = NewBlockRecord(req.num_layers, req.descriptor, NowMs());
   }
   if (record.num_layers != req.num_layers) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -232,55 +228,49 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
   record.bytes += req.page.size();
   record.committed = record.LayersPresent() == record.num_layers;
   const std::string page_key = PageKey(req.tenant, req.block, req.layer);
-  const std::string encoded = EncodeBlockRecord(record);
   PageBuffer buffer = req.owned && req.owned->data() == req.page.data() &&
                               req.owned->size() == req.page.size()
                           ? req.owned
                           : std::make_shared<const std::string>(req.page);
   if (options_.memory_only) {
-    // The DRAM tier is the page's only home; RocksDB (in memory) keeps the
-    // records. Cache first, so a page that cannot be cached is never
-    // recorded as stored.
+    // The DRAM tier is the page's only home and the index the record's.
+    // A page that cannot be cached is never recorded as stored.
     if (!dram_->Put(page_key, buffer, evicted)) {
       AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
       return absl::ResourceExhaustedError(absl::StrCat(
           "page: ", req.page.size(), " bytes do not fit a DRAM shard (memory budget / shards)"));
     }
-    if (absl::Status s = disk_->Write({{Column::kBlocks, record_key, encoded}}); !s.ok()) {
-      dram_->Erase(page_key);
-      AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
-      return s;
-    }
   } else if (absl::Status s = disk_->Write({{Column::kPages, page_key, req.page},
-                                            {Column::kBlocks, record_key, encoded}});
+                                            {Column::kBlocks, record_key,
+                                             EncodeBlockRecord(record)}});
              !s.ok()) {
     // Page and record in one WAL record: a crash leaves both or neither.
     AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
     return s;
   }
+  const bool committed = record.committed;
+  record.accessed_ms = NowMs();
   {
     internal::MutexLock index_lock(&index_mu_);
-    BlockMeta& meta = index_[Absl(record_key)];
-    meta.bytes = record.bytes;
-    meta.committed = record.committed;
-    meta.created_ms = record.created_ms;
-    meta.accessed_ms = NowMs();
     total_bytes_ += req.page.size();
+    index_[Absl(record_key)] = {std::move(record), false};
   }
   if (!options_.memory_only) dram_->Put(page_key, std::move(buffer));
-  return PutPageResult{record.committed, false};
+  return PutPageResult{committed, false};
+}
+
+std::optional<BlockRecord> TieredStore::IndexedRecord(std::string_view record_key) const {
+  internal::MutexLock lock(&index_mu_);
+  auto it = index_.find(Absl(record_key));
+  if (it == index_.end()) return std::nullopt;
+  return it->second.record;
 }
 
 absl::StatusOr<BlockRecord> TieredStore::GetBlock(std::string_view tenant, const BlockKey& block) {
   if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
-  auto stored = disk_->Get(Column::kBlocks, BlockRecordKey(tenant, block));
-  if (!stored.ok()) {
-    if (stored.status().code() == absl::StatusCode::kNotFound) {
-      return absl::NotFoundError("block: not found");
-    }
-    return stored.status();
-  }
-  return DecodeBlockRecord(*stored);
+  auto record = IndexedRecord(BlockRecordKey(tenant, block));
+  if (!record.has_value()) return absl::NotFoundError("block: not found");
+  return std::move(*record);
 }
 
 absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const BlockKey& block,
@@ -300,8 +290,8 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
     // Recency for eviction; written back to the record by maintenance.
     internal::MutexLock index_lock(&index_mu_);
     if (auto it = index_.find(Absl(BlockRecordKey(tenant, block))); it != index_.end()) {
-      it->second.accessed_ms = NowMs();
-      it->second.access_dirty = true;
+      it->second.record.accessed_ms = NowMs();
+      it->second.access_dirty = !options_.memory_only;
     }
   }
   if (PageBuffer hit = dram_->Get(page_key)) return hit;
@@ -345,21 +335,23 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
   BlockKey block;
   std::memcpy(block.data(), record_key.data() + 2 + tenant_len, block.size());
   internal::MutexLock lock(&StripeFor(record_key));
-  auto record = GetBlock(tenant, block);
-  if (!record.ok()) return record.status();
+  auto record = IndexedRecord(record_key);
+  if (!record.has_value()) return absl::NotFoundError("block: not found");
   std::vector<std::string> page_keys;
   for (uint32_t layer = 0; layer < record->num_layers; ++layer) {
     if (record->HasLayer(layer)) page_keys.push_back(PageKey(tenant, block, layer));
   }
-  std::vector<Mutation> batch;
-  for (const std::string& k : page_keys) batch.push_back({Column::kPages, k, {}, true});
-  batch.push_back({Column::kBlocks, record_key, {}, true});
-  if (absl::Status s = disk_->Write(batch); !s.ok()) return s;
+  if (!options_.memory_only) {
+    std::vector<Mutation> batch;
+    for (const std::string& k : page_keys) batch.push_back({Column::kPages, k, {}, true});
+    batch.push_back({Column::kBlocks, record_key, {}, true});
+    if (absl::Status s = disk_->Write(batch); !s.ok()) return s;
+  }
   for (const std::string& k : page_keys) dram_->Erase(k);
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
   internal::MutexLock index_lock(&index_mu_);
   if (auto it = index_.find(Absl(record_key)); it != index_.end()) {
-    total_bytes_ -= it->second.bytes;
+    total_bytes_ -= it->second.record.bytes;
     index_.erase(it);
   }
   return absl::OkStatus();
@@ -394,9 +386,10 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
   {
     internal::MutexLock lock(&index_mu_);
     if (total_bytes_ <= target) return 0;
-    for (const auto& [key, meta] : index_) {
+    for (const auto& [key, entry] : index_) {
       if (key == Absl(keep)) continue;
-      order.push_back({referenced.contains(key), meta.accessed_ms, meta.created_ms, key});
+      order.push_back({referenced.contains(key), entry.record.accessed_ms,
+                       entry.record.created_ms, key});
     }
   }
   std::sort(order.begin(), order.end(), [](const Candidate& a, const Candidate& b) {
@@ -422,30 +415,30 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
   report.sessions_expired = *expired;
 
   // Write back access times, and pick abandoned and expired blocks.
-  std::vector<std::pair<std::string, int64_t>> dirty;
+  std::vector<std::string> dirty;
   std::vector<std::string> abandoned, stale;
   {
     internal::MutexLock lock(&index_mu_);
-    for (auto& [key, meta] : index_) {
-      if (!meta.committed && now_ms - meta.accessed_ms >= options_.abandoned_block_ms) {
+    for (auto& [key, entry] : index_) {
+      const BlockRecord& r = entry.record;
+      if (!r.committed && now_ms - r.accessed_ms >= options_.abandoned_block_ms) {
         abandoned.push_back(key);
-      } else if (meta.committed && options_.block_ttl_ms > 0 &&
-                 now_ms - meta.accessed_ms >= options_.block_ttl_ms) {
+      } else if (r.committed && options_.block_ttl_ms > 0 &&
+                 now_ms - r.accessed_ms >= options_.block_ttl_ms) {
         stale.push_back(key);
       }
-      if (meta.access_dirty) {
-        dirty.emplace_back(key, meta.accessed_ms);
-        meta.access_dirty = false;
+      if (entry.access_dirty) {
+        dirty.push_back(key);
+        entry.access_dirty = false;
       }
     }
   }
-  for (const auto& [key, accessed] : dirty) {
+  for (const std::string& key : dirty) {
+    // Under the block's lock the index and the stored record agree but for
+    // the access time, so the indexed record is what to write back.
     internal::MutexLock lock(&StripeFor(key));
-    auto bytes = disk_->Get(Column::kBlocks, key);
-    if (!bytes.ok()) continue;
-    auto record = DecodeBlockRecord(*bytes);
-    if (!record.ok() || record->accessed_ms >= accessed) continue;
-    record->accessed_ms = accessed;
+    auto record = IndexedRecord(key);
+    if (!record.has_value()) continue;
     (void)disk_->Put(Column::kBlocks, key, EncodeBlockRecord(*record));
   }
   for (const std::string& key : abandoned) {

@@ -4,9 +4,12 @@
 // then into the DRAM tier; reads try DRAM, then RocksDB, and promote what
 // they find.
 //
+// Every block's record is also kept in memory (an index loaded at open), so
+// the hot paths (PutPage, GetBlock, Lookup) read no RocksDB record.
+//
 // Memory-only mode is a pure cache, bounded by the DRAM budget: pages live
-// only in the DRAM tier and the records in RocksDB on an in-memory Env
-// (nothing touches the disk). When the DRAM tier evicts a page, its whole
+// only in the DRAM tier, block records only in the index, and sessions in
+// RocksDB on an in-memory Env (nothing touches the disk). When the DRAM tier evicts a page, its whole
 // block is dropped, so Lookup never counts a block it cannot serve (a reader
 // racing with the drop gets kNotFound from GetPage).
 #ifndef QAQKV_STORAGE_TIERED_STORE_H_
@@ -17,11 +20,13 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "storage/block_record.h"
 #include "storage/internal/mutex.h"
 #include "storage/page_store.h"
 #include "storage/rocksdb_tier.h"
@@ -120,13 +125,13 @@ class TieredStore final : public PageStore {
               std::unique_ptr<DramTier> dram);
 
  private:
-  // What eviction needs to know of a block without reading its record.
-  struct BlockMeta {
-    uint64_t bytes = 0;
-    bool committed = false;
-    int64_t created_ms = 0;
-    int64_t accessed_ms = 0;
-    bool access_dirty = false;  // accessed_ms not yet written back
+  // A block's record as it stands, kept in memory for every block so that
+  // PutPage, GetBlock, Lookup and eviction never read RocksDB for it. On
+  // disk it mirrors the `blocks` column (loaded at open, changed together
+  // with it under the block's lock); memory-only, it is the only copy.
+  struct IndexEntry {
+    BlockRecord record;  // accessed_ms is the live access time
+    bool access_dirty = false;  // accessed_ms not yet written back (disk only)
   };
 
   static constexpr size_t kStripes = 64;
@@ -138,6 +143,8 @@ class TieredStore final : public PageStore {
   absl::StatusOr<PutPageResult> PutPageLocked(const PutPageRequest& request,
                                               std::vector<std::string>* evicted, bool* no_room);
   absl::Status DeleteBlockByRecordKey(const std::string& record_key);
+  // A copy of the block's indexed record; nullopt when there is none.
+  std::optional<BlockRecord> IndexedRecord(std::string_view record_key) const;
   // Record keys of the blocks that sessions alive at `now_ms` reference.
   absl::flat_hash_set<std::string> ReferencedBlocks(int64_t now_ms);
   void MaintenanceLoop();
@@ -155,7 +162,7 @@ class TieredStore final : public PageStore {
   mutable internal::Mutex usage_mu_;
   absl::flat_hash_map<std::string, TenantUsage> usage_ ABSL_GUARDED_BY(usage_mu_);
   mutable internal::Mutex index_mu_;
-  absl::flat_hash_map<std::string, BlockMeta> index_ ABSL_GUARDED_BY(index_mu_);  // by record key
+  absl::flat_hash_map<std::string, IndexEntry> index_ ABSL_GUARDED_BY(index_mu_);  // by record key
   uint64_t total_bytes_ ABSL_GUARDED_BY(index_mu_) = 0;
   internal::Mutex eviction_mu_;  // one evictor at a time
   std::atomic<uint64_t> blocks_evicted_{0};

@@ -448,16 +448,56 @@ TEST(TieredStoreMaintenanceTest, ReclaimsAbandonedAndExpiresUnreferencedBlocks) 
   EXPECT_EQ(s->Usage("t").bytes, p.size());
 }
 
+// Reads move the access time in memory at once and on disk at the next
+// maintenance pass: a reopened store sees it (its LRU order survives).
 TEST(TieredStoreMaintenanceTest, AccessTimesAreWrittenBack) {
   TempDir dir;
   const std::string p = FakePage(500, 24);
+  int64_t before = 0, read_at = 0;
+  {
+    auto s = OpenWith(dir.path(), 0);
+    ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
+    before = s->GetBlock("t", Block(1))->accessed_ms;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());
+    read_at = s->GetBlock("t", Block(1))->accessed_ms;
+    EXPECT_GT(read_at, before);
+    ASSERT_TRUE(s->RunMaintenance(before + 10).ok());
+  }
   auto s = OpenWith(dir.path(), 0);
-  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
-  const int64_t before = s->GetBlock("t", Block(1))->accessed_ms;
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());
-  ASSERT_TRUE(s->RunMaintenance(before + 10).ok());
-  EXPECT_GT(s->GetBlock("t", Block(1))->accessed_ms, before);
+  EXPECT_EQ(s->GetBlock("t", Block(1))->accessed_ms, read_at);
+}
+
+// Memory-only, block records live only in the store's index: RocksDB (in
+// memory, for sessions) gets none, and puts, lookups, reads, eviction order
+// and deletes all work from the index.
+TEST(TieredStoreTest, MemoryOnlyKeepsBlockRecordsOutOfRocksDb) {
+  auto s = OpenStore("", 0, /*memory_only=*/true);
+  ASSERT_NE(s, nullptr);
+  const std::string p0 = FakePage(3000, 30), p1 = FakePage(3000, 31);
+  ASSERT_FALSE(s->PutPage(Req("t", 1, 0, 2, p0))->committed);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 1, 2, p1))->committed);
+  EXPECT_TRUE(s->disk().Keys(Column::kBlocks, "")->empty());
+  EXPECT_TRUE(s->disk().Keys(Column::kPages, "")->empty());
+  auto record = s->GetBlock("t", Block(1));
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_TRUE(record->committed);
+  EXPECT_EQ(record->bytes, p0.size() + p1.size());
+  EXPECT_EQ(record->descriptor, "geo");
+  const BlockKey chain[] = {Block(1)};
+  EXPECT_EQ(*s->Lookup("t", chain), 1u);
+  EXPECT_EQ(**s->GetPage("t", Block(1), 1), p1);
+  // A page of another format is refused from the indexed record.
+  EXPECT_EQ(s->PutPage(Req("t", 1, 0, 2, p0, "other")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(s->RunMaintenance(record->accessed_ms + 10).ok());
+  EXPECT_TRUE(s->disk().Keys(Column::kBlocks, "")->empty());  // no access write-back
+  ASSERT_TRUE(s->DeleteBlock("t", Block(1)).ok());
+  EXPECT_EQ(s->GetBlock("t", Block(1)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*s->Lookup("t", chain), 0u);
+  EXPECT_EQ(s->Usage("t").bytes, 0u);
+  EXPECT_EQ(s->TotalBytes(), 0u);
+  EXPECT_EQ(s->DramStats().entries, 0u);
 }
 
 }  // namespace
