@@ -9,9 +9,10 @@
 //
 // Memory-only mode is a pure cache, bounded by the DRAM budget: pages live
 // only in the DRAM tier, block records only in the index, and sessions in
-// RocksDB on an in-memory Env (nothing touches the disk). When the DRAM tier evicts a page, its whole
-// block is dropped, so Lookup never counts a block it cannot serve (a reader
-// racing with the drop gets kNotFound from GetPage).
+// RocksDB on an in-memory Env (nothing touches the disk). When the DRAM
+// tier evicts a page, its whole block is dropped, so Lookup never counts a
+// block it cannot serve (a reader racing with the drop gets kNotFound from
+// GetPage).
 #ifndef QAQKV_STORAGE_TIERED_STORE_H_
 #define QAQKV_STORAGE_TIERED_STORE_H_
 
