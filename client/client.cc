@@ -10,6 +10,7 @@
 #include <grpcpp/impl/client_unary_call.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/internal/client_impl.h"
 #include "proto/wire.h"
@@ -78,6 +79,21 @@ absl::Status ValidateOptions(const ClientOptions& o) {
     return absl::InvalidArgumentError(
         "options.tls_client_cert_pem: mTLS needs both tls_client_cert_pem and "
         "tls_client_key_pem");
+  }
+  // gRPC takes bad PEM only to fail every connection later as UNAVAILABLE
+  // with "empty address list"; catch a file that is not PEM at all here.
+  // (A key that does not match its certificate still shows only then.)
+  if (!o.tls_root_certs_pem.empty() &&
+      !absl::StrContains(o.tls_root_certs_pem, "-----BEGIN CERTIFICATE-----")) {
+    return absl::InvalidArgumentError("options.tls_root_certs_pem: no PEM certificate in it");
+  }
+  if (!o.tls_client_cert_pem.empty() &&
+      !absl::StrContains(o.tls_client_cert_pem, "-----BEGIN CERTIFICATE-----")) {
+    return absl::InvalidArgumentError("options.tls_client_cert_pem: no PEM certificate in it");
+  }
+  if (!o.tls_client_key_pem.empty() &&
+      !absl::StrContains(o.tls_client_key_pem, "PRIVATE KEY-----")) {
+    return absl::InvalidArgumentError("options.tls_client_key_pem: no PEM private key in it");
   }
   for (char c : o.bearer_token) {
     // Metadata values must be printable ASCII; a newline would end the header.

@@ -103,7 +103,11 @@ absl::Status Client::SaveSession(const SessionSpec& spec) {
   session.set_token_count(spec.token_count);
   *session.mutable_format()->mutable_geometry() = ToProto(g);
   session.mutable_format()->set_codec(config.Name());
-  session.set_ttl_ms(absl::ToInt64Milliseconds(spec.ttl));
+  // The wire counts whole milliseconds and 0 means "never expires", so a
+  // TTL under 1 ms is rounded up rather than down to forever.
+  int64_t ttl_ms = absl::ToInt64Milliseconds(spec.ttl);
+  if (ttl_ms == 0 && spec.ttl > absl::ZeroDuration()) ttl_ms = 1;
+  session.set_ttl_ms(ttl_ms);
 
   if (tail > 0) {
     const internal::KvBuffers kv = internal::View(spec.tail);

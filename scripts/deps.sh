@@ -8,7 +8,7 @@ PACKAGES=(
   cmake ninja-build g++ clang libclang-rt-14-dev pkg-config
   libabsl-dev libxxhash-dev libzstd-dev nlohmann-json3-dev libcli11-dev librocksdb-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libcpp-httplib-dev libhiredis-dev redis-server openssl
+  libcpp-httplib-dev libhiredis-dev redis-server openssl libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-matplotlib python3-numpy python3-yaml
 )

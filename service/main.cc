@@ -7,8 +7,11 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <type_traits>
@@ -17,8 +20,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -108,6 +114,10 @@ bool Check(std::string_view name, const std::string& value) {
   } else if (absl::ParseFlag(value, &parsed, &error)) {
     return true;
   }
+  if (error.empty()) {
+    // absl gives no reason for a malformed number or bool.
+    error = std::is_same_v<T, bool> ? "want true or false" : "want a whole number";
+  }
   std::string flag(name);
   std::replace(flag.begin(), flag.end(), '_', '-');
   Fail(absl::StrCat("--", flag, ": \"", value, "\" is not valid: ", error));
@@ -120,9 +130,25 @@ bool Check(std::string_view name, const std::string& value) {
 bool CheckTypedFlags(const std::vector<std::string>& args) {
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& arg = args[i];
+    if (arg == "--") break;  // the rest are positional
     if (arg.rfind("--", 0) != 0) continue;
     const size_t eq = arg.find('=');
     const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    // absl's usage flags are handled by the parser, not registered.
+    static constexpr std::string_view kUsageFlags[] = {
+        "help", "helpfull", "helpshort", "helppackage", "helpmatch", "helpon", "version",
+        "only_check_args"};
+    if (std::find(std::begin(kUsageFlags), std::end(kUsageFlags), name) != std::end(kUsageFlags)) {
+      continue;
+    }
+    if (absl::FindCommandLineFlag(name) == nullptr &&
+        !(absl::StartsWith(name, "no") && absl::FindCommandLineFlag(name.substr(2)) != nullptr)) {
+      // absl would exit 1 with its own message; the contract is code 2.
+      std::string flag = name;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      Fail(absl::StrCat("--", flag, ": unknown flag (qaqkv-server --helpfull lists them)"));
+      return false;
+    }
     const bool is_bool = name == "memory_only" || name == "sync";
     std::string value;
     if (eq != std::string::npos) {
@@ -155,7 +181,11 @@ bool ExpandArgs(int argc, char** argv, std::vector<std::string>* out) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = Normalize(argv[i]);
     std::string path;
-    if (arg == "--config" && i + 1 < argc) {
+    if (arg == "--config") {
+      if (i + 1 >= argc) {
+        Log("error", "--config: missing the file's path");
+        return false;
+      }
       path = argv[++i];
     } else if (arg.rfind("--config=", 0) == 0) {
       path = arg.substr(9);
@@ -163,16 +193,34 @@ bool ExpandArgs(int argc, char** argv, std::vector<std::string>* out) {
       out->push_back(arg);
       continue;
     }
+    std::error_code ec;
+    if (path.empty() || std::filesystem::is_directory(path, ec)) {
+      Log("error", absl::StrCat("--config: \"", path, "\" is not a file"));
+      return false;
+    }
     std::ifstream in(path);
     if (!in) {
-      Log("error", absl::StrCat("--config: cannot read ", path));
+      Log("error", absl::StrCat("--config: cannot read ", path, ": ", std::strerror(errno)));
       return false;
     }
     std::string line;
-    while (std::getline(in, line)) {
+    for (int line_no = 1; std::getline(in, line); ++line_no) {
       absl::string_view l = absl::StripAsciiWhitespace(line);
       if (l.empty() || l[0] == '#') continue;
-      out->push_back(Normalize(std::string(l)));
+      // Every line must be one flag; anything else would be taken as a
+      // positional argument and silently ignored.
+      std::string flag = Normalize(std::string(l));
+      if (flag.rfind("--", 0) != 0 || flag.size() == 2) {
+        Log("error", absl::StrCat("--config: ", path, ":", line_no,
+                                  ": want one --name=value per line, got \"", l, "\""));
+        return false;
+      }
+      if (flag == "--config" || flag.rfind("--config=", 0) == 0) {
+        Log("error", absl::StrCat("--config: ", path, ":", line_no,
+                                  ": a config file cannot include another"));
+        return false;
+      }
+      out->push_back(std::move(flag));
     }
   }
   return true;
@@ -189,7 +237,18 @@ int main(int argc, char** argv) {
   // presets) turn it off; the debug preset keeps it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 #endif
-  absl::SetProgramUsageMessage("qaqkv-server: the qaqkv KV-cache service. See docs/operations.md.");
+  absl::SetProgramUsageMessage(
+      "the qaqkv KV-cache service. Flags may also come from a file, "
+      "--config=PATH, one --name=value per line. See docs/operations.md.");
+  // absl's --help lists flags of files named like the program; ours are in
+  // service/main.cc, so say so (--helpfull adds gRPC's and absl's own).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "service/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  usage.version_string = [] { return std::string("qaqkv-server " QAQKV_VERSION "\n"); };
+  absl::SetFlagsUsageConfig(usage);
   std::vector<std::string> args;
   if (!ExpandArgs(argc, argv, &args) || !CheckTypedFlags(args)) return 2;
   std::vector<char*> arg_ptrs;
@@ -238,6 +297,10 @@ int main(int argc, char** argv) {
     return Fail("--tenant-quota-bytes: want a size like 10GiB, or 0");
   }
   if (absl::GetFlag(FLAGS_tenant_max_streams) < 0) return Fail("--tenant-max-streams: negative");
+  if (absl::GetFlag(FLAGS_block_ttl_ms) < 0) return Fail("--block-ttl-ms: negative (0: never)");
+  if (absl::GetFlag(FLAGS_abandoned_block_ms) < 1) {
+    return Fail("--abandoned-block-ms: want a positive number of milliseconds");
+  }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return Fail("--drain-timeout: negative");
   }
@@ -257,6 +320,23 @@ int main(int argc, char** argv) {
 
   auto server = qaqkv::service::Server::Start(o);
   if (!server.ok()) return Fail(server.status().ToString());
+  if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
+    // Written under a temporary name and renamed, so a reader never sees a
+    // half-written port. Written before the "serving" line, so a server
+    // that cannot write it fails before it claims to serve.
+    const std::string tmp = pf + ".tmp";
+    bool written = false;
+    {
+      std::ofstream f(tmp);
+      written = static_cast<bool>(f << (*server)->port() << "\n");
+    }
+    if (!written || std::rename(tmp.c_str(), pf.c_str()) != 0) {
+      const std::string why = std::strerror(errno);
+      std::remove(tmp.c_str());
+      (void)(*server)->Shutdown(absl::ZeroDuration());
+      return Fail(absl::StrCat("--port-file: cannot write ", pf, ": ", why));
+    }
+  }
   const std::string host = o.listen.substr(0, o.listen.rfind(':'));
   Log("info",
       absl::StrCat("qaqkv-server ", QAQKV_VERSION, " serving on ", host, ":", (*server)->port(),
@@ -271,17 +351,6 @@ int main(int argc, char** argv) {
                    (*server)->metrics_port() > 0
                        ? absl::StrCat(", metrics on port ", (*server)->metrics_port())
                        : std::string()));
-  if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
-    // Written under a temporary name and renamed, so a reader never sees a
-    // half-written port.
-    const std::string tmp = pf + ".tmp";
-    {
-      std::ofstream f(tmp);
-      f << (*server)->port() << "\n";
-    }
-    if (std::rename(tmp.c_str(), pf.c_str()) != 0) return Fail("--port-file: cannot write");
-  }
-
   int sig = 0;
   sigwait(&signals, &sig);
   Log("info", absl::StrCat("signal ", sig, ": draining for up to ",

@@ -14,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -23,6 +24,7 @@
 #include "service/auth.h"
 #include "service/internal/store_executor.h"
 #include "service/metrics.h"
+#include "service/tls_check.h"
 #include "service/validate.h"
 #include "service/transfer_broker.h"
 #include "storage/internal/mutex.h"
@@ -45,6 +47,24 @@ absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.s
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+// Splits "host:port" or "[v6 address]:port"; the port must be 0..65535
+// (gRPC would otherwise take it modulo 65536 and bind somewhere else).
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view addr,
+                                                          absl::string_view flag) {
+  const size_t colon = addr.rfind(':');
+  absl::string_view host = colon == absl::string_view::npos ? addr : addr.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = -1;
+  if (colon == absl::string_view::npos || host.empty() ||
+      !absl::SimpleAtoi(addr.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": want host:port with a port in 0..65535 (0 picks one), got \"", addr, "\""));
+  }
+  return std::make_pair(std::string(host), port);
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view flag) {
@@ -748,13 +768,17 @@ class Server::Impl {
 
   absl::Status StartMetrics() {
     if (options.metrics_listen.empty()) return absl::OkStatus();
-    std::vector<std::string> hp = absl::StrSplit(options.metrics_listen, absl::MaxSplits(':', 1));
-    int port = 0;
-    if (hp.size() != 2 || !absl::SimpleAtoi(hp[1], &port) || port < 0 || port > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--metrics-listen: want host:port, got \"", options.metrics_listen, "\""));
-    }
+    auto hp = SplitHostPort(options.metrics_listen, "--metrics-listen");
+    if (!hp.ok()) return hp.status();
+    const auto& [host, port] = *hp;
     http = std::make_unique<httplib::Server>();
+    // cpp-httplib sets SO_REUSEPORT by default, which would let this
+    // endpoint share a port with another listener; SO_REUSEADDR only lets
+    // a restart bind while old connections sit in TIME_WAIT.
+    http->set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     http->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(RenderMetrics(), "text/plain; version=0.0.4");
     });
@@ -762,7 +786,7 @@ class Server::Impl {
       res.status = shut_down.load() ? 503 : 200;
       res.set_content(shut_down.load() ? "draining\n" : "ok\n", "text/plain");
     });
-    metrics_port = port == 0 ? http->bind_to_any_port(hp[0]) : (http->bind_to_port(hp[0], port) ? port : -1);
+    metrics_port = port == 0 ? http->bind_to_any_port(host) : (http->bind_to_port(host, port) ? port : -1);
     if (metrics_port <= 0) {
       return absl::UnavailableError(
           absl::StrCat("--metrics-listen: cannot bind ", options.metrics_listen));
@@ -788,6 +812,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                                                    options.max_message_bytes,
                                                    " is below 1 MiB (1048576)"));
   }
+  if (absl::StartsWith(options.listen, "unix:")) {
+    if (options.listen.size() == 5) return absl::InvalidArgumentError("--listen: empty unix path");
+  } else if (auto hp = SplitHostPort(options.listen, "--listen"); !hp.ok()) {
+    return hp.status();
+  }
   if (options.store_threads < 1 || options.store_threads > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("--store-threads: ", options.store_threads, " is outside 1..256"));
@@ -809,11 +838,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     if (!cert.ok()) return cert.status();
     auto key = ReadFile(options.tls_key_file, "--tls-key");
     if (!key.ok()) return key.status();
+    if (absl::Status s = CheckCertAndKey(*cert, *key); !s.ok()) return s;
     grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     ssl.pem_key_cert_pairs.push_back({*key, *cert});
     if (!options.tls_client_ca_file.empty()) {
       auto ca = ReadFile(options.tls_client_ca_file, "--tls-client-ca");
       if (!ca.ok()) return ca.status();
+      if (absl::Status s = CheckCertificates(*ca, "--tls-client-ca"); !s.ok()) return s;
       ssl.pem_root_certs = *ca;
       ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
     }
@@ -841,6 +872,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, creds, &impl->port);
+  // gRPC sets SO_REUSEPORT by default, so a second server on the same port
+  // would bind too and the kernel would split connections between two
+  // stores. A port in use must be an error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // Pages are incompressible; skip gRPC's compression negotiation costs.
@@ -851,7 +886,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
-    return absl::UnavailableError(absl::StrCat("--listen: cannot bind ", options.listen));
+    return absl::UnavailableError(
+        absl::StrCat("--listen: cannot bind ", options.listen, " (in use, or not a local address)"));
   }
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
   if (absl::Status s = impl->StartMetrics(); !s.ok()) {

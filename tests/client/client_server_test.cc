@@ -169,6 +169,15 @@ TEST_F(ClientServerTest, SessionWithTailResumesExactly) {
   EXPECT_EQ(client_->ResumeSession("chat-42", out.View()).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(client_->DeleteSession("chat-42").code(), absl::StatusCode::kNotFound);
+
+  // A TTL under a millisecond is sent as 1 ms: rounded down, it would be
+  // 0 on the wire, which means "never expires".
+  spec.ttl = absl::Microseconds(900);
+  ASSERT_TRUE(client_->OffloadSession(spec, in.View()).ok());
+  auto short_lived = client_->GetSession("chat-42");
+  if (short_lived.ok()) EXPECT_EQ(short_lived->ttl, absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(client_->GetSession("chat-42").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ClientServerTest, ServerErrorsArriveWithTheirCode) {

@@ -106,6 +106,25 @@ TEST(ClientCreateTest, RejectsBadOptionsNamingTheField) {
                 "tls_client_key_pem");
   ExpectInvalid(with([](ClientOptions& o) { o.bearer_token = "abc\ndef"; }),
                 "options.bearer_token");
+  // Not PEM at all (say, the wrong file passed as --tls-ca): an error now,
+  // not UNAVAILABLE on every call later.
+  ExpectInvalid(with([](ClientOptions& o) {
+                  o.tls = true;
+                  o.tls_root_certs_pem = "# qaqkv\nKV-cache offload\n";
+                }),
+                "options.tls_root_certs_pem");
+  ExpectInvalid(with([](ClientOptions& o) {
+                  o.tls = true;
+                  o.tls_client_cert_pem = "-----BEGIN PRIVATE KEY-----\n";
+                  o.tls_client_key_pem = "-----BEGIN PRIVATE KEY-----\n";
+                }),
+                "options.tls_client_cert_pem");
+  ExpectInvalid(with([](ClientOptions& o) {
+                  o.tls = true;
+                  o.tls_client_cert_pem = "-----BEGIN CERTIFICATE-----\n";
+                  o.tls_client_key_pem = "-----BEGIN CERTIFICATE-----\n";
+                }),
+                "options.tls_client_key_pem");
 }
 
 TEST(ClientCreateTest, ConnectsLazily) {

@@ -1955,6 +1955,59 @@ TEST_F(ServiceTest, MetricsCountRequestsAndTenantBytes) {
   EXPECT_EQ(health->status, 200);
 }
 
+TEST_F(ServiceTest, TlsFilesThatDoNotFitAreRefusedAtStart) {
+  TempDir pki_dir;
+  ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
+  TempDir dir;
+  const std::string d = pki.dir;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/client.key"},
+       "--tls-key: does not match the first certificate in --tls-cert"},
+      {{"--tls-cert=" + d + "/server.key", "--tls-key=" + d + "/server.key"},
+       "--tls-cert: no PEM certificate"},
+      {{"--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/server.pem"},
+       "--tls-key: no unencrypted PEM private key"},
+      // A client CA file without a certificate would refuse every client
+      // at the handshake instead.
+      {{"--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/server.key",
+        "--tls-client-ca=" + d + "/ca.key"},
+       "--tls-client-ca: no PEM certificate"},
+  };
+  for (const auto& [flags, want] : cases) {
+    std::vector<std::string> argv = {ServerBinary(), "--listen=127.0.0.1:0",
+                                     "--data-dir=" + dir.path() + "/db"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto run = RunToExit(argv, absl::Seconds(60));
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_EQ(run->exit_code, 2) << run->output;
+    EXPECT_THAT(run->output, HasSubstr(want));
+  }
+}
+
+// gRPC and cpp-httplib both set SO_REUSEPORT by default, which let a second
+// server bind a port in use and take half of its connections.
+TEST_F(ServiceTest, SecondServerCannotShareTheListenOrMetricsPort) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
+  const TestBlock block = NewBlock(format_, 93);
+  ASSERT_GRPC_OK(PutBlocks(*stub_, format_, {block}).status);
+  TempDir dir;
+  for (const std::string& flag :
+       {absl::StrCat("--listen=127.0.0.1:", server_.port()),
+        absl::StrCat("--metrics-listen=127.0.0.1:", server_.port())}) {
+    auto run = RunToExit({ServerBinary(), "--listen=127.0.0.1:0", "--memory-only", flag,
+                          "--data-dir=" + dir.path() + "/db"},
+                         absl::Seconds(60));
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_EQ(run->exit_code, 2) << run->output;
+    EXPECT_THAT(run->output, HasSubstr(flag.substr(0, flag.find('=')) + ": cannot bind"));
+  }
+  // Every new connection still reaches the first server's store.
+  for (int i = 0; i < 8; ++i) {
+    std::unique_ptr<Stub> stub = server_.Stub();
+    ExpectSamePages(GetPages(*stub, {block.key}).pages, LayerMajor({block}, 0, 4));
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Flags.
 
@@ -1978,6 +2031,9 @@ TEST_P(ServerFlagsTest, BadFlagExitsWithCode2NamingTheFlag) {
   }
   WriteFile(dir.path() + "/empty", "");
   WriteFile(dir.path() + "/bad-tokens", "only-a-token\n");
+  // A line without its dashes would otherwise be dropped without a word.
+  WriteFile(dir.path() + "/not-a-flag.conf", "# budget\nmemory-bytes=64MiB\n");
+  WriteFile(dir.path() + "/nested.conf", "--config=/etc/other.conf\n");
   auto run = RunToExit(argv, absl::Seconds(60));
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->exit_code, 2) << run->output;
@@ -2011,6 +2067,20 @@ INSTANTIATE_TEST_SUITE_P(
         // same convention.
         {"DrainTimeoutNotADuration", {"--drain-timeout=soon"}, "drain"},
         {"TenantMaxStreamsNotANumber", {"--tenant-max-streams=many"}, "tenant"},
+        {"StoreThreadsNotANumber", {"--store-threads=abc"}, "--store-threads: \"abc\" is not valid: want a whole number"},
+        {"SyncNotABool", {"--sync=maybe"}, "--sync: \"maybe\" is not valid: want true or false"},
+        {"BlockTtlNegative", {"--block-ttl-ms=-1"}, "--block-ttl-ms"},
+        {"AbandonedBlockMsZero", {"--abandoned-block-ms=0"}, "--abandoned-block-ms"},
+        {"UnknownFlag", {"--memory-byte=1GiB"}, "--memory-byte: unknown flag"},
+        // gRPC would take the port modulo 65536 and serve somewhere else.
+        {"ListenPortAbove65535", {"--listen=127.0.0.1:99999"}, "--listen"},
+        {"ListenNoPort", {"--listen=127.0.0.1"}, "--listen"},
+        {"MetricsListenPortAbove65535", {"--metrics-listen=127.0.0.1:70000"}, "--metrics-listen"},
+        {"ConfigIsADirectory", {"--config=$DIR"}, "is not a file"},
+        {"ConfigWithoutPath", {"--config"}, "--config: missing"},
+        {"ConfigLineNotAFlag", {"--config=$DIR/not-a-flag.conf"}, "not-a-flag.conf:2"},
+        {"ConfigIncludesConfig", {"--config=$DIR/nested.conf"}, "cannot include another"},
+        {"PortFileUnwritable", {"--port-file=/nonexistent/port"}, "--port-file: cannot write /nonexistent/port"},
     }),
     [](const ::testing::TestParamInfo<BadFlag>& info) { return info.param.name; });
 

@@ -297,7 +297,9 @@ struct SessionSpec {
   // `codec`, default attention and Q2 (it is small and recent) and context
   // length token_count.
   HostKv tail;
-  absl::Duration ttl = absl::ZeroDuration();  // zero: never expires
+  // Zero: never expires. Sent in whole milliseconds; a TTL under 1 ms counts
+  // as 1 ms (rounding down would make it never expire).
+  absl::Duration ttl = absl::ZeroDuration();
 };
 
 struct SessionInfo {
