@@ -12,6 +12,7 @@
 #include "kernels/codec.h"
 #include "kernels/internal/half.h"
 #include "tools/commands.h"
+#include "tools/internal/flag_check.h"
 #include "tools/eval/kv_source.h"
 #include "tools/internal/report.h"
 #include "zstd.h"
@@ -54,7 +55,15 @@ int RunBenchCodec(const BenchCodecArgs& args) {
   for (const std::string& arg : args.codecs)
     for (absl::string_view n : absl::StrSplit(arg, absl::ByAnyChar("; "), absl::SkipEmpty()))
       names.emplace_back(n);
-  if (args.tokens < 8) return Fail("--tokens: need at least 8");
+  // Upper bounds keep a typo from allocating the machine away: the
+  // streaming run holds 2x --stream-mib, a page of --tokens is held several
+  // times over.
+  if (absl::Status st = FirstError({CheckRange("--tokens", args.tokens, 8, 65536),
+                                    CheckRange("--repeats", args.repeats, 0, 1000000),
+                                    CheckRange("--stream-mib", args.stream_mib, 1, 65536)});
+      !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
 
   // A middle layer of a synthetic sequence: the window queries sit just
   // before the page, as in a worker that offloads a finished block.

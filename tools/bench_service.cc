@@ -28,6 +28,7 @@
 #include "kernels/codec.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
+#include "tools/internal/flag_check.h"
 #include "tools/internal/child_process.h"
 #include "tools/internal/redis.h"
 #include "tools/internal/report.h"
@@ -130,19 +131,29 @@ int RunBenchService(const BenchServiceArgs& args) {
     return 2;
   }
   if (args.page_kib < 8 || args.page_kib % 8 != 0 || args.page_kib > 8192) {
-    std::fprintf(stderr, "qaqkv bench service: --page-kib: a multiple of 8 in 8..8192\n");
+    std::fprintf(stderr, "qaqkv bench service: --page-kib: a multiple of 8 in 8..8192, got %d\n",
+                 args.page_kib);
     return 2;
   }
-  if (args.pages_per_op < 1 || args.pages_per_op > 64 || args.runs < 1 || args.seconds <= 0 ||
-      args.concurrency.empty()) {
-    std::fprintf(stderr,
-                 "qaqkv bench service: --pages-per-op 1..64, --runs >= 1, --seconds > 0, "
-                 "--concurrency non-empty\n");
+  if (args.concurrency.empty()) {
+    std::fprintf(stderr, "qaqkv bench service: --concurrency: give at least one value\n");
     return 2;
   }
-  for (int c : args.concurrency) {
-    if (c < 1 || c > 256) {
-      std::fprintf(stderr, "qaqkv bench service: --concurrency: each in 1..256\n");
+  // One flag per message: a list of every rule leaves the user to guess
+  // which value broke which. Upper bounds keep a typo from running for
+  // hours or filling the disk.
+  std::vector<absl::Status> checks = {
+      CheckRange("--pages-per-op", args.pages_per_op, 1, 64),
+      CheckRange("--seconds", args.seconds, 0.001, 3600),
+      CheckRange("--runs", args.runs, 1, 1000),
+      CheckRange("--working-blocks", args.working_blocks, 1, 1 << 20),
+      CheckRange("--memory-mib", args.memory_mib, 1, 1 << 20),
+      CheckRange("--disk-mib", args.disk_mib, 1, 1 << 24),
+  };
+  for (int c : args.concurrency) checks.push_back(CheckRange("--concurrency", c, 1, 256));
+  for (const absl::Status& st : checks) {
+    if (!st.ok()) {
+      std::fprintf(stderr, "qaqkv bench service: %s\n", std::string(st.message()).c_str());
       return 2;
     }
   }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -17,8 +18,10 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "storage/tiered_store.h"
 #include "tools/commands.h"
+#include "tools/internal/flag_check.h"
 #include "tools/internal/report.h"
 #include "xxhash.h"
 
@@ -64,7 +67,14 @@ long PeakRssKiB() {
 int RunBenchStorage(const BenchStorageArgs& args) {
   Format format;
   if (!ParseFormat(args.format, &format)) return Fail("--format: expected table, csv or json");
-  if (args.page_kib < 1 || args.pages < 8) return Fail("--page-kib >= 1 and --pages >= 8");
+  // Upper bounds keep a typo from filling the memory or the disk: phase 2
+  // holds --pages pages in memory, phase 1 writes 4x --memory-mib to disk.
+  if (absl::Status st = FirstError({CheckRange("--page-kib", args.page_kib, 1, 65536),
+                                    CheckRange("--pages", args.pages, 8, 1 << 20),
+                                    CheckRange("--memory-mib", args.memory_mib, 1, 65536)});
+      !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
   const size_t page_bytes = size_t(args.page_kib) * 1024;
   std::string dir = args.dir;
   const bool own_dir = dir.empty();
@@ -73,24 +83,39 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     if (mkdtemp(tmpl.data()) == nullptr) return Fail("cannot create a temporary directory");
     dir = tmpl;
   }
+  // A failed run writes up to 4x --memory-mib into the directory: remove a
+  // temporary one on every return, not only after a successful report.
+  // (Declared after `dir`, and before the stores, so the stores close first.)
+  struct RemoveOnExit {
+    std::string dir;
+    ~RemoveOnExit() {
+      if (dir.empty()) return;
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } remove_on_exit{own_dir ? dir : std::string()};
+  auto fail = [&](absl::string_view phase, const std::string& what, const absl::Status& st) {
+    return Fail(absl::StrCat(phase, ": ", what, ": ", st.ToString()));
+  };
   std::vector<std::string> pages;
   for (int i = 0; i < 16; ++i) pages.push_back(MakePage(page_bytes, i));
   Report report({"measure", "sync", "ours_gbps", "baseline", "baseline_gbps", "ratio"});
 
   // 1. Sustained writes (first, so the peak RSS is this load's) through a small DRAM budget: peak RSS against it.
   {
+    constexpr absl::string_view kPhase = "sustained writes";
     const size_t budget = size_t(args.memory_mib) << 20;
     storage::TieredStoreOptions o;
     o.data_dir = dir + "/db-rss";
     o.memory_bytes = budget;
     auto store = storage::TieredStore::Open(o);
-    if (!store.ok()) return Fail(std::string(store.status().message()));
+    if (!store.ok()) return fail(kPhase, "open " + o.data_dir, store.status());
     const long rss_before = PeakRssKiB();
     const size_t total = budget * 4;
     size_t max_charge = 0;
     for (uint32_t i = 0; size_t(i) * page_bytes < total; ++i) {
       auto r = (*store)->PutPage({"bench", KeyOf(1u << 20 | i), 0, 1, "geo", pages[i % pages.size()]});
-      if (!r.ok()) return Fail(std::string(r.status().message()));
+      if (!r.ok()) return fail(kPhase, absl::StrCat("put page ", i), r.status());
       max_charge = std::max(max_charge, (*store)->DramStats().charged_bytes);
     }
     const long rss_after = PeakRssKiB();
@@ -101,21 +126,39 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   }
   // 2. DRAM-hit reads against memcpy of the same bytes.
   {
+    constexpr absl::string_view kPhase = "dram-hit reads";
     storage::TieredStoreOptions o;
     o.memory_only = true;
-    o.memory_bytes = size_t(args.pages) * (page_bytes + 4096) * 2;
+    // Every read must hit, and memory-only the DRAM tier holds the only
+    // copy: a page it evicts drops its whole block, and the read then finds
+    // no block. The tier splits its budget evenly over its shards and a
+    // key's shard is a hash, so the pages need not spread evenly: give
+    // every shard room for all of them. The budget is a cap, not an
+    // allocation; memory use stays --pages pages.
+    const size_t charge = page_bytes + 4096;  // page + key + per-entry overhead, rounded up
+    o.memory_bytes = size_t(o.dram_shards) * size_t(args.pages) * charge;
     auto store = storage::TieredStore::Open(o);
-    if (!store.ok()) return Fail(std::string(store.status().message()));
+    if (!store.ok()) return fail(kPhase, "open (memory only)", store.status());
     for (int i = 0; i < args.pages; ++i) {
       auto r = (*store)->PutPage({"bench", KeyOf(i), 0, 1, "geo", pages[i % pages.size()]});
-      if (!r.ok()) return Fail(std::string(r.status().message()));
+      if (!r.ok()) return fail(kPhase, absl::StrCat("put page ", i), r.status());
+    }
+    // A dropped block would make the timed loop fail midway or, worse,
+    // time misses: check before timing.
+    if (const uint64_t dropped = (*store)->BlocksDropped(); dropped != 0) {
+      return Fail(absl::StrCat(kPhase, ": the DRAM tier evicted ", dropped, " of ", args.pages,
+                               " pages after they were stored (budget ", o.memory_bytes,
+                               " bytes over ", o.dram_shards, " shards)"));
     }
     const int reads = args.pages * 8;
     uint64_t sink = 0;
     auto t0 = Clock::now();
     for (int i = 0; i < reads; ++i) {
-      auto p = (*store)->GetPage("bench", KeyOf(i % args.pages), 0);
-      if (!p.ok()) return Fail(std::string(p.status().message()));
+      const int page = i % args.pages;
+      auto p = (*store)->GetPage("bench", KeyOf(page), 0);
+      if (!p.ok()) {
+        return fail(kPhase, absl::StrCat("read ", i, " of ", reads, ", page ", page), p.status());
+      }
       sink += static_cast<uint8_t>((**p)[i % page_bytes]);  // the bytes are there to use
     }
     const double t_get = Seconds(t0);
@@ -135,6 +178,7 @@ int RunBenchStorage(const BenchStorageArgs& args) {
 
   // 3. RocksDB writes against a plain file, with and without fsync.
   for (bool sync : {false, true}) {
+    const absl::string_view phase = sync ? "rocksdb writes (fsync)" : "rocksdb writes";
     const int n = sync ? std::max(8, args.pages / 8) : args.pages;
     const std::string db_dir = dir + (sync ? "/db-sync" : "/db");
     storage::TieredStoreOptions o;
@@ -142,21 +186,28 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     o.sync = sync;
     o.memory_bytes = 64 << 20;
     auto store = storage::TieredStore::Open(o);
-    if (!store.ok()) return Fail(std::string(store.status().message()));
+    if (!store.ok()) return fail(phase, "open " + db_dir, store.status());
     auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
       auto r = (*store)->PutPage({"bench", KeyOf(i), 0, 1, "geo", pages[i % pages.size()]});
-      if (!r.ok()) return Fail(std::string(r.status().message()));
+      if (!r.ok()) return fail(phase, absl::StrCat("put page ", i), r.status());
     }
     const double t_store = Seconds(t0);
     const std::string file = dir + (sync ? "/plain-sync" : "/plain");
     const int fd = open(file.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
-    if (fd < 0) return Fail("cannot create " + file);
+    if (fd < 0) {
+      return Fail(absl::StrCat(phase, ": cannot create ", file, ": ", std::strerror(errno)));
+    }
     t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
       const std::string& p = pages[i % pages.size()];
-      if (write(fd, p.data(), p.size()) != static_cast<ssize_t>(p.size())) return Fail("write failed");
-      if (sync && fdatasync(fd) != 0) return Fail("fdatasync failed");
+      if (write(fd, p.data(), p.size()) != static_cast<ssize_t>(p.size()) ||
+          (sync && fdatasync(fd) != 0)) {
+        const int err = errno;
+        close(fd);
+        return Fail(absl::StrCat(phase, ": plain file ", file, ": write of page ", i,
+                                 " failed: ", std::strerror(err)));
+      }
     }
     const double t_file = Seconds(t0);
     close(fd);
@@ -171,10 +222,6 @@ int RunBenchStorage(const BenchStorageArgs& args) {
                 dir.c_str());
   }
   report.Print(format);
-  if (own_dir) {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
   return 0;
 }
 

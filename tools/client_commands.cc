@@ -10,6 +10,7 @@
 #include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kernels/codec.h"
@@ -17,6 +18,7 @@
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/connect.h"
+#include "tools/internal/flag_check.h"
 #include "tools/eval/kv_source.h"
 #include "tools/internal/kv_prep.h"
 #include "tools/internal/report.h"
@@ -42,6 +44,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<qc::Client>> Connect(const ConnectArgs& a) {
+  // absl::Seconds(NaN) is no deadline at all, and a negative count reaches
+  // the client as a huge one: check the numbers before they are converted.
+  if (absl::Status st = FirstError({CheckPositive("--deadline", a.deadline_s),
+                                    CheckRange("--replicas", a.replicas, 0, 1024),
+                                    CheckRange("--write-quorum", a.write_quorum, 0, 1024)});
+      !st.ok()) {
+    return st;
+  }
   qc::ClientOptions o;
   if (!a.servers.empty()) {
     o.servers = a.servers;
@@ -113,6 +123,42 @@ qc::Geometry GeometryOf(const eval::KvSample& s, int block_tokens) {
   return g;
 }
 
+// Values of one sample tensor that are NaN or Inf, or finite but beyond
+// fp16's range (they become Inf when the file's floats are sent as fp16).
+struct BadValues {
+  std::string tensor;  // as named in the file, e.g. "layers.3.k"
+  size_t count = 0;
+  size_t first = 0;    // flat index of the first, in the file's layout
+};
+
+std::vector<BadValues> NonFiniteValues(const eval::KvSample& s, bool with_q) {
+  std::vector<BadValues> out;
+  auto scan = [&](const std::vector<float>& values, std::string name) {
+    BadValues b{std::move(name)};
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!(std::fabs(values[i]) <= 65504.0f)) {  // NaN fails this too
+        if (b.count++ == 0) b.first = i;
+      }
+    }
+    if (b.count > 0) out.push_back(std::move(b));
+  };
+  for (int l = 0; l < s.num_layers; ++l) {
+    scan(s.layers[l].k, absl::StrCat("layers.", l, ".k"));
+    scan(s.layers[l].v, absl::StrCat("layers.", l, ".v"));
+    if (with_q) scan(s.layers[l].q, absl::StrCat("layers.", l, ".q"));
+  }
+  return out;
+}
+
+std::string Describe(const std::vector<BadValues>& bad) {
+  size_t total = 0;
+  for (const BadValues& b : bad) total += b.count;
+  std::string out = absl::StrCat(total, " NaN, Inf or beyond-fp16 values in ", bad.size(),
+                                 " tensor(s), first in ", bad[0].tensor, " (", bad[0].count,
+                                 ", the first at flat index ", bad[0].first, ")");
+  return out;
+}
+
 std::string Hex(const qc::BlockKey& k) {
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(k.data()), k.size()));
@@ -123,9 +169,30 @@ std::string Hex(const qc::BlockKey& k) {
 int RunPut(const PutArgs& a) {
   auto cfg = ParseCodecConfig(a.codec);
   if (!cfg.ok()) return Fail("put", absl::StrCat("--codec: ", cfg.status().message()), 2);
-  if (a.block_tokens < 1) return Fail("put", "--block-tokens: positive", 2);
+  if (absl::Status st = FirstError({CheckAtLeast("--block-tokens", a.block_tokens, 1),
+                                    CheckAtLeast("--ttl", a.ttl_s, 0)});
+      !st.ok()) {
+    return Fail("put", std::string(st.message()), 2);
+  }
   auto s = LoadSample(a.file);
   if (!s.ok()) return Fail("put", s.status().ToString(), 2);
+  // The codec stores a group holding NaN or Inf exactly, as fp16
+  // (kernels/codec.h), so such KV round-trips; but QAQ derives its side
+  // inputs (attention, query norms) from K and Q, and those must be finite.
+  if (std::vector<BadValues> bad = NonFiniteValues(*s, cfg->kind == CodecKind::kQaq);
+      !bad.empty()) {
+    const bool in_side_inputs = absl::c_any_of(bad, [](const BadValues& b) {
+      return absl::EndsWith(b.tensor, ".k") || absl::EndsWith(b.tensor, ".q");
+    });
+    if (cfg->kind == CodecKind::kQaq && in_side_inputs) {
+      return Fail("put", absl::StrCat(a.file, ": ", Describe(bad), "; QAQ's side inputs need "
+                                      "finite K and Q (use --codec fp16 or int4 to store them "
+                                      "as they are)"),
+                  2);
+    }
+    std::fprintf(stderr, "qaqkv put: warning: %s: %s; they are stored as fp16 NaN/Inf\n",
+                 a.file.c_str(), Describe(bad).c_str());
+  }
   auto client = Connect(a.conn);
   if (!client.ok()) return Fail("put", client.status().ToString(), 2);
   const int P = s->tokens;
@@ -205,14 +272,34 @@ int RunGet(const GetArgs& a) {
     }
     const HostBuffers orig = ToFp16Nhd(*s, static_cast<int>(rows));
     double num = 0, den = 0;
+    // A NaN or Inf on either side makes the sums NaN, or (a NaN compared
+    // away) a perfect 0: count them instead, and report no number.
+    size_t bad_resumed = 0, bad_reference = 0;
     for (int l = 0; l < g.num_layers; ++l) {
       for (size_t i = 0; i < k[l].size(); ++i) {
         for (auto [x, y] : {std::pair{k[l][i], orig.k[l][i]}, std::pair{v[l][i], orig.v[l][i]}}) {
           const double a1 = internal::HalfToFloat(x), b1 = internal::HalfToFloat(y);
+          const bool bad_a = !std::isfinite(a1), bad_b = !std::isfinite(b1);
+          bad_resumed += bad_a;
+          bad_reference += bad_b;
+          if (bad_a || bad_b) continue;
           num += (a1 - b1) * (a1 - b1);
           den += b1 * b1;
         }
       }
+    }
+    if (bad_resumed > 0 || bad_reference > 0) {
+      std::printf("against %s: relative RMS error of K and V not computable: %zu non-finite "
+                  "values in the resumed KV, %zu in the reference (as fp16)\n",
+                  a.compare.c_str(), bad_resumed, bad_reference);
+      return Fail("get", absl::StrCat("--compare: ", bad_resumed + bad_reference,
+                                      " non-finite values; no error computed"));
+    }
+    if (den == 0 && num > 0) {
+      std::printf("against %s: relative RMS error of K and V not computable: the reference is "
+                  "all zeros (absolute RMS error %.5g)\n",
+                  a.compare.c_str(), std::sqrt(num / (2.0 * g.num_layers * k[0].size())));
+      return Fail("get", "--compare: the reference is all zeros; no relative error");
     }
     std::printf("against %s: relative RMS error of K and V %.5f\n", a.compare.c_str(),
                 den > 0 ? std::sqrt(num / den) : 0.0);
@@ -221,6 +308,10 @@ int RunGet(const GetArgs& a) {
 }
 
 int RunLookup(const LookupArgs& a) {
+  // The same rule as put's: keys are only comparable at the same size.
+  if (absl::Status st = CheckAtLeast("--block-tokens", a.block_tokens, 1); !st.ok()) {
+    return Fail("lookup", std::string(st.message()), 2);
+  }
   auto client = Connect(a.conn);
   if (!client.ok()) return Fail("lookup", client.status().ToString(), 2);
   std::vector<qc::BlockKey> keys;
@@ -229,6 +320,15 @@ int RunLookup(const LookupArgs& a) {
   if (from_file) {
     auto s = LoadSample(a.file);
     if (!s.ok()) return Fail("lookup", s.status().ToString(), 2);
+    // Only full blocks have keys: a file shorter than one block has none,
+    // which is not "no FILE given".
+    if (static_cast<int64_t>(s->token_ids.size()) < a.block_tokens) {
+      return Fail("lookup",
+                  absl::StrCat("--block-tokens: ", a.block_tokens, " is more than the ",
+                               s->token_ids.size(), " tokens of ", a.file,
+                               ", so it has no full block to look up"),
+                  2);
+    }
     g = GeometryOf(*s, a.block_tokens);
     keys = qc::Client::ComputeBlockKeys(a.fingerprint, a.codec, s->token_ids, a.block_tokens);
   }
@@ -253,10 +353,13 @@ int RunLookup(const LookupArgs& a) {
 }
 
 int RunSessions(const SessionsArgs& a) {
+  if (absl::Status st = CheckRange("--limit", a.limit, 0, 1 << 30); !st.ok()) {
+    return Fail("sessions", std::string(st.message()), 2);
+  }
   auto client = Connect(a.conn);
   if (!client.ok()) return Fail("sessions", client.status().ToString(), 2);
   if (a.action == "list") {
-    auto ids = (*client)->ListSessions(a.limit);
+    auto ids = (*client)->ListSessions(static_cast<size_t>(a.limit));
     if (!ids.ok()) return Fail("sessions", ids.status().ToString(), CodeFor(ids.status()));
     for (const std::string& id : *ids) std::printf("%s\n", id.c_str());
     return 0;

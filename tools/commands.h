@@ -130,7 +130,7 @@ struct SessionsArgs {
   ConnectArgs conn;
   std::string action = "list";  // list, show, delete, touch
   std::string id;
-  size_t limit = 0;
+  int64_t limit = 0;  // signed, so that a negative --limit is caught, not wrapped
 };
 int RunSessions(const SessionsArgs& args);
 

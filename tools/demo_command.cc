@@ -25,6 +25,7 @@
 #include "tools/commands.h"
 #include "tools/eval/evaluator.h"
 #include "tools/eval/kv_source.h"
+#include "tools/internal/flag_check.h"
 #include "tools/internal/kv_prep.h"
 #include "tools/internal/report.h"
 
@@ -111,7 +112,16 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
   if (!after.ok()) return after.status();
   auto saved = client.GetSession(spec.session_id);
   if (!saved.ok()) return saved.status();
-  // The blocks' pages plus the tail page kept in the session record.
+  // The blocks' pages plus the tail page kept in the session record. The
+  // keys are scoped by codec and nonce, so the offload stored every block
+  // afresh; if the tenant did not grow, someone else's deletes overlapped
+  // it and no honest size (or ratio) can be reported.
+  if (!keys.empty() && after->tenant_bytes <= before->tenant_bytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the offload added no bytes to the tenant (", before->tenant_bytes, " before, ",
+        after->tenant_bytes, " after): its blocks were cached already or the tenant shrank "
+        "meanwhile, so the stored size cannot be measured"));
+  }
   out.stored_bytes = after->tenant_bytes - before->tenant_bytes + saved->tail_bytes;
   out.fp16_bytes = uint64_t{2} * 2 * L * uint64_t(P) * H * D;
 
@@ -214,12 +224,34 @@ int RunDemo(const DemoArgs& args) {
   if (args.tokens < 256 || args.tokens % 256 != 0) {
     return Fail("--tokens: a positive multiple of 256", 2);
   }
-  auto fp16 = ParseCodecConfig("fp16");
+  // Before anything is generated or sent: a bad number would otherwise
+  // surface late, as an internal message that names no flag.
+  if (absl::Status st = FirstError({CheckRange("--held-out", args.held_out, 1, 1 << 20),
+                                    CheckRange("--max-queries", args.max_queries, 0, 1 << 20)});
+      !st.ok()) {
+    return Fail(std::string(st.message()), 2);
+  }
+  // The demo compares QAQ against fp16 and int4, and each codec's stored
+  // bytes are what its offload added to the server. Any other codec here
+  // would repeat a baseline row, and its offload would find the blocks the
+  // baseline just stored (same keys): 0 bytes, an infinite "ratio".
   auto qaq = ParseCodecConfig(args.codec);
   if (!qaq.ok()) return Fail(absl::StrCat("--codec: ", qaq.status().message()), 2);
+  if (qaq->kind != CodecKind::kQaq) {
+    return Fail(absl::StrCat("--codec: must be a QAQ config (qaq, qaq-layer, qaq-cs or qaq-cc, "
+                             "e.g. 'qaq-cc:s=1e-4,x=1e-2,o=0'), got \"", args.codec,
+                             "\"; fp16 and int4 are always run as the baselines"),
+                2);
+  }
   auto tiny_qaq = ParseCodecConfig(args.tinylm_codec);
   if (!tiny_qaq.ok()) {
     return Fail(absl::StrCat("--tinylm-codec: ", tiny_qaq.status().message()), 2);
+  }
+  if (tiny_qaq->kind != CodecKind::kQaq) {
+    return Fail(absl::StrCat("--tinylm-codec: must be a QAQ config (qaq, qaq-layer, qaq-cs or "
+                             "qaq-cc), got \"", args.tinylm_codec,
+                             "\"; fp16 and int4 are always run as the baselines"),
+                2);
   }
 
   qc::ClientOptions o;

@@ -6,6 +6,7 @@
 #include "tools/commands.h"
 #include "tools/eval/evaluator.h"
 #include "tools/eval/kv_source.h"
+#include "tools/internal/flag_check.h"
 #include "tools/internal/report.h"
 
 namespace qaqkv::tools {
@@ -54,6 +55,16 @@ int Fail(const std::string& msg) {
 int RunEval(const EvalArgs& args) {
   Format format;
   if (!ParseFormat(args.format, &format)) return Fail("--format: expected table, csv or json");
+  // Before any KV is generated or loaded. A negative count used to mean
+  // "all" (or a thread pool of one) without a word.
+  if (absl::Status st = FirstError({CheckRange("--tokens", args.tokens, 1, 1 << 20),
+                                    CheckRange("--layers", args.layers, 0, 1 << 16),
+                                    CheckRange("--max-queries", args.max_queries, 0, 1 << 20),
+                                    CheckRange("--page-tokens", args.page_tokens, 0, 1 << 20),
+                                    CheckRange("--threads", args.threads, 1, 1024)});
+      !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
   std::vector<std::string> names = args.sweep ? SweepCodecs() : DefaultCodecs();
   if (!args.codecs.empty()) {
     names.clear();
@@ -75,6 +86,12 @@ int RunEval(const EvalArgs& args) {
     so.tokens = args.tokens;
     so.seed = args.seed;
     so.max_layers = args.layers;
+    // The generator clamps max_layers to the geometry: a --layers beyond it
+    // would silently evaluate every layer.
+    if (auto g = eval::FindGeometry(args.synthetic); g.ok() && args.layers > g->num_layers) {
+      return Fail(absl::StrCat("--layers: ", args.synthetic, " has ", g->num_layers,
+                               " layers, got ", args.layers));
+    }
     auto s = eval::GenerateSynthetic(so);
     if (!s.ok()) return Fail(std::string(s.status().message()));
     samples.push_back(std::move(*s));
@@ -84,6 +101,10 @@ int RunEval(const EvalArgs& args) {
       auto loaded = eval::LoadSafetensorsPath(p);
       if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
       for (auto& s : *loaded) {
+        if (args.layers > s.num_layers) {
+          return Fail(absl::StrCat("--layers: ", s.name, " has ", s.num_layers, " layers, got ",
+                                   args.layers));
+        }
         if (args.layers > 0 && s.num_layers > args.layers) {
           s.layers.resize(args.layers);
           s.num_layers = args.layers;

@@ -27,6 +27,7 @@
 #include "nlohmann/json.hpp"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
+#include "tools/internal/flag_check.h"
 #include "tools/internal/connect.h"
 #include "tools/internal/redis.h"
 #include "tools/internal/report.h"
@@ -154,11 +155,17 @@ double Drive(const std::vector<Request>& trace, int workers, double time_scale, 
 int RunReplay(const ReplayArgs& a) {
   Format format;
   if (!ParseFormat(a.format, &format)) return Fail("--format: table, csv or json", 2);
-  if (a.layers < 1 || a.layers > 256 || a.kv_heads < 1 || a.head_dim < 1 || a.head_dim > 1024 ||
-      a.block_tokens < 1 || a.concurrency < 1 || a.concurrency > 256 || a.time_scale < 0) {
-    return Fail("--layers 1..256, --kv-heads >= 1, --head-dim 1..1024, --block-tokens >= 1, "
-                "--concurrency 1..256, --time-scale >= 0",
-                2);
+  // One flag per message: naming every rule at once leaves the user to find
+  // which value broke which.
+  if (absl::Status st = FirstError({CheckRange("--requests", a.requests, 0, 1 << 30),
+                                    CheckRange("--layers", a.layers, 1, 256),
+                                    CheckRange("--kv-heads", a.kv_heads, 1, 1024),
+                                    CheckRange("--head-dim", a.head_dim, 1, 1024),
+                                    CheckRange("--block-tokens", a.block_tokens, 1, 1 << 20),
+                                    CheckRange("--concurrency", a.concurrency, 1, 256),
+                                    CheckAtLeast("--time-scale", a.time_scale, 0)});
+      !st.ok()) {
+    return Fail(std::string(st.message()), 2);
   }
   auto cfg = ParseCodecConfig(a.codec);
   if (!cfg.ok()) return Fail(absl::StrCat("--codec: ", cfg.status().message()), 2);
