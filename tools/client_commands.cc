@@ -312,8 +312,6 @@ int RunLookup(const LookupArgs& a) {
   if (absl::Status st = CheckAtLeast("--block-tokens", a.block_tokens, 1); !st.ok()) {
     return Fail("lookup", std::string(st.message()), 2);
   }
-  auto client = Connect(a.conn);
-  if (!client.ok()) return Fail("lookup", client.status().ToString(), 2);
   std::vector<qc::BlockKey> keys;
   qc::Geometry g;
   const bool from_file = !a.file.empty();
@@ -343,6 +341,10 @@ int RunLookup(const LookupArgs& a) {
     keys.push_back(k);
   }
   if (keys.empty()) return Fail("lookup", "give a safetensors FILE or --keys", 2);
+  // Connect only once the input is known good: a bad FILE or key then
+  // costs no connection (and starts no gRPC threads).
+  auto client = Connect(a.conn);
+  if (!client.ok()) return Fail("lookup", client.status().ToString(), 2);
   auto n = from_file ? (*client)->Lookup(keys, &g, a.codec) : (*client)->Lookup(keys);
   if (!n.ok()) return Fail("lookup", n.status().ToString(), CodeFor(n.status()));
   std::printf("%zu of %zu blocks cached\n", *n, keys.size());
