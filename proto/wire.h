@@ -9,6 +9,8 @@
 
 #include <grpc/grpc.h>
 
+#include "absl/synchronization/mutex.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -117,6 +119,17 @@ inline bool SetEnvUnlessSet(const char* name, const char* value) {
 // already sets it. Call before anything uses gRPC. (Clients:
 // qaqkv::client::UseRecommendedGrpcEnvironment.)
 inline void UseServerExperiments() { SetEnvUnlessSet("GRPC_EXPERIMENTS", kServerExperiments); }
+
+// Debian's abseil is built with Mutex deadlock detection on, which records
+// every lock order in a global graph (GraphCycles showed in the service's
+// profiles). Builds with NDEBUG (release and the sanitizer presets) turn it
+// off; the debug preset keeps it. Inline, so NDEBUG is the caller's: call
+// it first thing in main, before any Mutex is taken.
+inline void SkipMutexDeadlockDetectionWithNdebug() {
+#ifdef NDEBUG
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
+}
 
 }  // namespace qaqkv::wire
 

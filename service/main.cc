@@ -28,7 +28,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "proto/wire.h"
@@ -230,13 +229,7 @@ bool ExpandArgs(int argc, char** argv, std::vector<std::string>* out) {
 
 int main(int argc, char** argv) {
   qaqkv::wire::UseServerExperiments();  // before anything touches gRPC
-#ifdef NDEBUG
-  // Debian's abseil is built with Mutex deadlock detection on, which
-  // records every lock order in a global graph (GraphCycles showed in the
-  // service's profiles). Builds with NDEBUG (release and the sanitizer
-  // presets) turn it off; the debug preset keeps it.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
+  qaqkv::wire::SkipMutexDeadlockDetectionWithNdebug();
   absl::SetProgramUsageMessage(
       "the qaqkv KV-cache service. Flags may also come from a file, "
       "--config=PATH, one --name=value per line. See docs/operations.md.");

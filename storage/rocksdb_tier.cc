@@ -39,10 +39,8 @@ std::mutex tsan_rocksdb_mu;
 }  // namespace
 
 bool PageChecksumOk(std::string_view page) {
-  if (page.size() < 8) return false;
-  uint64_t stored;
-  std::memcpy(&stored, page.data() + page.size() - 8, 8);
-  return ::qaqkv::internal::Xxh3(page.data(), page.size() - 8) == stored;
+  return ::qaqkv::internal::TrailerChecksumOk(reinterpret_cast<const uint8_t*>(page.data()),
+                                               page.size());
 }
 
 RocksDbTier::RocksDbTier(Token, RocksDbTierOptions options) : options_(std::move(options)) {}

@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
-#include "absl/synchronization/mutex.h"
+#include "proto/wire.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/child_process.h"
@@ -20,13 +20,7 @@ int main(int argc, char** argv) {
   // library recommends; servers and Redis that the bench starts do not.
   qaqkv::tools::SnapshotEnvironmentForChildren();
   qaqkv::client::UseRecommendedGrpcEnvironment();
-#ifdef NDEBUG
-  // Debian's abseil is built with Mutex deadlock detection on, which
-  // records every lock order in a global graph (GraphCycles showed in the
-  // service's profiles). Builds with NDEBUG (release and the sanitizer
-  // presets) turn it off; the debug preset keeps it.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
+  qaqkv::wire::SkipMutexDeadlockDetectionWithNdebug();
   CLI::App app{"qaqkv: KV-cache offload with QAQ compression"};
   app.require_subcommand(1);
 

@@ -30,12 +30,11 @@ absl::StatusOr<std::span<const uint8_t>> VerifyChecksum(std::span<const uint8_t>
                                             " bytes is shorter than a header and checksum (",
                                             kHeaderBytes + kChecksumBytes, ")"));
   }
-  const auto body = page.first(page.size() - kChecksumBytes);
-  const uint64_t stored = GetU64(page.data() + body.size());
-  if (stored != PageChecksum(body)) {
+  static_assert(kChecksumBytes == sizeof(uint64_t));
+  if (!TrailerChecksumOk(page.data(), page.size())) {
     return absl::DataLossError("page: checksum mismatch (XXH3-64)");
   }
-  return body;
+  return page.first(page.size() - kChecksumBytes);
 }
 
 absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define XXH_DISPATCH_DISABLE_REPLACE  // call the dispatcher by name, below
@@ -26,6 +27,17 @@ inline uint64_t Xxh3(const void* data, size_t size) {
 #else
   return XXH3_64bits(data, size);
 #endif
+}
+
+// True when the `size` bytes at `page` end with the little-endian XXH3-64
+// of everything before them: the page trailer (docs/page-format.md). Both
+// the codec and storage check it; storage stores pages as opaque bytes and
+// needs nothing else of the format.
+inline bool TrailerChecksumOk(const uint8_t* page, size_t size) {
+  if (size < sizeof(uint64_t)) return false;
+  uint64_t stored;
+  std::memcpy(&stored, page + size - sizeof(uint64_t), sizeof(uint64_t));
+  return Xxh3(page, size - sizeof(uint64_t)) == stored;
 }
 
 }  // namespace qaqkv::internal
