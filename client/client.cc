@@ -10,9 +10,9 @@
 #include <grpcpp/impl/client_unary_call.h>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/internal/client_impl.h"
+#include "proto/tls_check.h"
 #include "proto/wire.h"
 #include "client/internal/host_kv.h"
 #include "client/internal/status_macros.h"
@@ -80,20 +80,23 @@ absl::Status ValidateOptions(const ClientOptions& o) {
         "options.tls_client_cert_pem: mTLS needs both tls_client_cert_pem and "
         "tls_client_key_pem");
   }
-  // gRPC takes bad PEM only to fail every connection later as UNAVAILABLE
-  // with "empty address list"; catch a file that is not PEM at all here.
-  // (A key that does not match its certificate still shows only then.)
-  if (!o.tls_root_certs_pem.empty() &&
-      !absl::StrContains(o.tls_root_certs_pem, "-----BEGIN CERTIFICATE-----")) {
-    return absl::InvalidArgumentError("options.tls_root_certs_pem: no PEM certificate in it");
+  // gRPC takes bad PEM, or a client key that does not match its
+  // certificate, only to fail every connection later as UNAVAILABLE: parse
+  // them here (OpenSSL, as the server does with its files).
+  if (!o.tls_root_certs_pem.empty()) {
+    if (absl::Status s = wire::CheckCertificates(o.tls_root_certs_pem,
+                                                 "options.tls_root_certs_pem");
+        !s.ok()) {
+      return s;
+    }
   }
-  if (!o.tls_client_cert_pem.empty() &&
-      !absl::StrContains(o.tls_client_cert_pem, "-----BEGIN CERTIFICATE-----")) {
-    return absl::InvalidArgumentError("options.tls_client_cert_pem: no PEM certificate in it");
-  }
-  if (!o.tls_client_key_pem.empty() &&
-      !absl::StrContains(o.tls_client_key_pem, "PRIVATE KEY-----")) {
-    return absl::InvalidArgumentError("options.tls_client_key_pem: no PEM private key in it");
+  if (!o.tls_client_cert_pem.empty()) {
+    if (absl::Status s = wire::CheckCertAndKey(o.tls_client_cert_pem, o.tls_client_key_pem,
+                                               "options.tls_client_cert_pem",
+                                               "options.tls_client_key_pem");
+        !s.ok()) {
+      return s;
+    }
   }
   for (char c : o.bearer_token) {
     // Metadata values must be printable ASCII; a newline would end the header.

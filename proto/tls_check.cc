@@ -1,4 +1,4 @@
-#include "service/tls_check.h"
+#include "proto/tls_check.h"
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace qaqkv::service {
+namespace qaqkv::wire {
 namespace {
 
 struct BioFree {
@@ -44,35 +44,36 @@ std::string TakeOpenSslError() {
 
 }  // namespace
 
-absl::Status CheckCertificates(std::string_view pem, absl::string_view flag) {
+absl::Status CheckCertificates(std::string_view pem, absl::string_view name) {
   Bio bio = MemoryBio(pem);
   Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (cert == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": no PEM certificate in the file (", TakeOpenSslError(), ")"));
+        absl::StrCat(name, ": no PEM certificate in it (", TakeOpenSslError(), ")"));
   }
   ERR_clear_error();
   return absl::OkStatus();
 }
 
-absl::Status CheckCertAndKey(std::string_view cert_pem, std::string_view key_pem) {
-  if (absl::Status s = CheckCertificates(cert_pem, "--tls-cert"); !s.ok()) return s;
+absl::Status CheckCertAndKey(std::string_view cert_pem, std::string_view key_pem,
+                             absl::string_view cert_name, absl::string_view key_name) {
+  if (absl::Status s = CheckCertificates(cert_pem, cert_name); !s.ok()) return s;
   Bio cert_bio = MemoryBio(cert_pem);
   Cert leaf(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
   Bio key_bio = MemoryBio(key_pem);
   // No passphrase callback: an encrypted key fails here instead of
-  // prompting on a terminal the server does not have.
+  // prompting on a terminal a server or worker does not have.
   Key key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, const_cast<char*>("")));
   if (key == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--tls-key: no unencrypted PEM private key in the file (", TakeOpenSslError(), ")"));
+        key_name, ": no unencrypted PEM private key in it (", TakeOpenSslError(), ")"));
   }
   if (X509_check_private_key(leaf.get(), key.get()) != 1) {
     ERR_clear_error();
     return absl::InvalidArgumentError(
-        "--tls-key: does not match the first certificate in --tls-cert");
+        absl::StrCat(key_name, ": does not match the first certificate in ", cert_name));
   }
   return absl::OkStatus();
 }
 
-}  // namespace qaqkv::service
+}  // namespace qaqkv::wire

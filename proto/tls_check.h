@@ -1,25 +1,28 @@
-// Checks of the server's TLS files before gRPC sees them. gRPC reports a
-// certificate and key that do not belong together, or a client CA file
-// with no certificate in it, only as a failed bind or a failed handshake
-// later; these checks name the flag and say what is wrong.
-#ifndef QAQKV_SERVICE_TLS_CHECK_H_
-#define QAQKV_SERVICE_TLS_CHECK_H_
+// Checks of TLS material before gRPC sees it, for the server's files and
+// the client's options alike. gRPC reports a certificate and key that do
+// not belong together, or a CA bundle with no certificate in it, only as a
+// failed bind or as UNAVAILABLE on every call later; these checks name the
+// flag or field and say what is wrong.
+#ifndef QAQKV_PROTO_TLS_CHECK_H_
+#define QAQKV_PROTO_TLS_CHECK_H_
 
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace qaqkv::service {
+namespace qaqkv::wire {
 
-// `cert_pem` must hold at least one certificate, `key_pem` a private key
-// that matches the first (leaf) certificate. Errors are INVALID_ARGUMENT
-// and name --tls-cert or --tls-key.
-absl::Status CheckCertAndKey(std::string_view cert_pem, std::string_view key_pem);
+// `pem` must hold at least one certificate. Errors are INVALID_ARGUMENT and
+// start with `name` (a flag such as "--tls-client-ca", or an option field).
+absl::Status CheckCertificates(std::string_view pem, absl::string_view name);
 
-// `pem` must hold at least one certificate (flag names the flag in errors).
-absl::Status CheckCertificates(std::string_view pem, absl::string_view flag);
+// `cert_pem` must hold at least one certificate, `key_pem` an unencrypted
+// private key that matches the first (leaf) certificate. Errors are
+// INVALID_ARGUMENT and start with `cert_name` or `key_name`.
+absl::Status CheckCertAndKey(std::string_view cert_pem, std::string_view key_pem,
+                             absl::string_view cert_name, absl::string_view key_name);
 
-}  // namespace qaqkv::service
+}  // namespace qaqkv::wire
 
-#endif  // QAQKV_SERVICE_TLS_CHECK_H_
+#endif  // QAQKV_PROTO_TLS_CHECK_H_

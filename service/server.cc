@@ -24,7 +24,7 @@
 #include "service/auth.h"
 #include "service/internal/store_executor.h"
 #include "service/metrics.h"
-#include "service/tls_check.h"
+#include "proto/tls_check.h"
 #include "service/validate.h"
 #include "service/transfer_broker.h"
 #include "storage/internal/mutex.h"
@@ -838,13 +838,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     if (!cert.ok()) return cert.status();
     auto key = ReadFile(options.tls_key_file, "--tls-key");
     if (!key.ok()) return key.status();
-    if (absl::Status s = CheckCertAndKey(*cert, *key); !s.ok()) return s;
+    if (absl::Status s = wire::CheckCertAndKey(*cert, *key, "--tls-cert", "--tls-key"); !s.ok()) return s;
     grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     ssl.pem_key_cert_pairs.push_back({*key, *cert});
     if (!options.tls_client_ca_file.empty()) {
       auto ca = ReadFile(options.tls_client_ca_file, "--tls-client-ca");
       if (!ca.ok()) return ca.status();
-      if (absl::Status s = CheckCertificates(*ca, "--tls-client-ca"); !s.ok()) return s;
+      if (absl::Status s = wire::CheckCertificates(*ca, "--tls-client-ca"); !s.ok()) return s;
       ssl.pem_root_certs = *ca;
       ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
     }

@@ -2,8 +2,14 @@
 // naming the field before any I/O; valid ones reach the (dead) target and
 // end with kUnavailable once the retries are spent.
 #include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
+
+#include <stdlib.h>  // mkdtemp
 
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -119,12 +125,69 @@ TEST(ClientCreateTest, RejectsBadOptionsNamingTheField) {
                   o.tls_client_key_pem = "-----BEGIN PRIVATE KEY-----\n";
                 }),
                 "options.tls_client_cert_pem");
+  // A PEM header with nothing behind it is no certificate either.
   ExpectInvalid(with([](ClientOptions& o) {
                   o.tls = true;
                   o.tls_client_cert_pem = "-----BEGIN CERTIFICATE-----\n";
                   o.tls_client_key_pem = "-----BEGIN CERTIFICATE-----\n";
                 }),
-                "options.tls_client_key_pem");
+                "options.tls_client_cert_pem");
+}
+
+// Two self-signed EC certificates and their keys, made by the openssl
+// command line in a temporary directory (removed with the object).
+class TwoIdentities {
+ public:
+  TwoIdentities() {
+    char tmpl[] = "/tmp/qaqkv-client-tls-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return;
+    dir_ = tmpl;
+    const std::string script = "cd '" + dir_ + "' && for who in a b; do "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-keyout $who.key -out $who.pem -days 2 -subj /CN=qaqkv-$who 2>/dev/null || exit 1; done";
+    ok_ = std::system(script.c_str()) == 0;
+  }
+  ~TwoIdentities() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  bool ok() const { return ok_; }
+  std::string Read(const std::string& name) const {
+    std::ifstream in(dir_ + "/" + name);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  std::string dir_;
+  bool ok_ = false;
+};
+
+// Create parses the TLS material: a key that does not match its
+// certificate, or a key where a certificate belongs, is an error naming the
+// field now, not UNAVAILABLE on every call later.
+TEST(ClientCreateTest, TlsMaterialIsParsedAndKeysMustMatchTheirCertificate) {
+  TwoIdentities pki;
+  ASSERT_TRUE(pki.ok()) << "openssl could not make test certificates";
+  const std::string cert_a = pki.Read("a.pem"), key_a = pki.Read("a.key");
+  const std::string cert_b = pki.Read("b.pem"), key_b = pki.Read("b.key");
+  ASSERT_FALSE(cert_a.empty() || key_a.empty() || cert_b.empty() || key_b.empty());
+  auto create = [](std::string roots, std::string cert, std::string key) {
+    ClientOptions o = DeadOptions();
+    o.tls = true;
+    o.tls_root_certs_pem = std::move(roots);
+    o.tls_client_cert_pem = std::move(cert);
+    o.tls_client_key_pem = std::move(key);
+    return Client::Create(o).status();
+  };
+  EXPECT_TRUE(create(cert_b, cert_a, key_a).ok());
+  EXPECT_TRUE(create(cert_a + cert_b, "", "").ok()) << "a bundle of two roots";
+
+  absl::Status s = create(cert_b, cert_a, key_b);
+  ExpectInvalid(s, "options.tls_client_key_pem");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("does not match")) << s;
+  ExpectInvalid(create(cert_b, cert_a, cert_a), "options.tls_client_key_pem");
+  ExpectInvalid(create(cert_b, key_a, key_a), "options.tls_client_cert_pem");
+  ExpectInvalid(create(key_b, cert_a, key_a), "options.tls_root_certs_pem");
 }
 
 TEST(ClientCreateTest, ConnectsLazily) {

@@ -118,6 +118,9 @@ struct ClientOptions {
   bool tls = false;
   std::string tls_root_certs_pem;  // trusted roots; empty: the system's roots
   // mTLS: the client's certificate chain and private key, both or neither.
+  // Create parses them and refuses (kInvalidArgument) a chain without a
+  // certificate, an encrypted key, or a key that does not match the first
+  // certificate, which gRPC would report only as UNAVAILABLE on each call.
   std::string tls_client_cert_pem;
   std::string tls_client_key_pem;
   // Name the server's certificate must carry, when it differs from the
