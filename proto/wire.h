@@ -9,12 +9,12 @@
 
 #include <grpc/grpc.h>
 
-#include "absl/synchronization/mutex.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+
+#include "absl/synchronization/mutex.h"
 
 namespace qaqkv::wire {
 

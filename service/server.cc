@@ -19,12 +19,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "httplib.h"
+#include "proto/tls_check.h"
 #include "proto/wire.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
 #include "service/auth.h"
 #include "service/internal/store_executor.h"
 #include "service/metrics.h"
-#include "proto/tls_check.h"
 #include "service/validate.h"
 #include "service/transfer_broker.h"
 #include "storage/internal/mutex.h"
@@ -838,7 +838,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     if (!cert.ok()) return cert.status();
     auto key = ReadFile(options.tls_key_file, "--tls-key");
     if (!key.ok()) return key.status();
-    if (absl::Status s = wire::CheckCertAndKey(*cert, *key, "--tls-cert", "--tls-key"); !s.ok()) return s;
+    if (absl::Status s = wire::CheckCertAndKey(*cert, *key, "--tls-cert", "--tls-key");
+        !s.ok()) {
+      return s;
+    }
     grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     ssl.pem_key_cert_pairs.push_back({*key, *cert});
     if (!options.tls_client_ca_file.empty()) {

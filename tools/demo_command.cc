@@ -216,6 +216,25 @@ int Fail(const std::string& msg, int code = 1) {
   return code;
 }
 
+// The codec config of `flag`, which must be a QAQ one. The demo compares
+// QAQ against fp16 and int4, and each codec's stored bytes are what its
+// offload added to the server. Any other codec here would repeat a baseline
+// row, and its offload would find the blocks the baseline just stored (same
+// keys): 0 bytes, an infinite "ratio".
+absl::StatusOr<CodecConfig> ParseQaqFlag(absl::string_view flag, const std::string& text) {
+  auto cfg = ParseCodecConfig(text);
+  if (!cfg.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", cfg.status().message()));
+  }
+  if (cfg->kind != CodecKind::kQaq) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": must be a QAQ config (qaq, qaq-layer, qaq-cs or qaq-cc, e.g. "
+                     "'qaq-cc:s=1e-4,x=1e-2,o=0'), got \"", text,
+                     "\"; fp16 and int4 are always run as the baselines"));
+  }
+  return cfg;
+}
+
 }  // namespace
 
 int RunDemo(const DemoArgs& args) {
@@ -231,28 +250,10 @@ int RunDemo(const DemoArgs& args) {
       !st.ok()) {
     return Fail(std::string(st.message()), 2);
   }
-  // The demo compares QAQ against fp16 and int4, and each codec's stored
-  // bytes are what its offload added to the server. Any other codec here
-  // would repeat a baseline row, and its offload would find the blocks the
-  // baseline just stored (same keys): 0 bytes, an infinite "ratio".
-  auto qaq = ParseCodecConfig(args.codec);
-  if (!qaq.ok()) return Fail(absl::StrCat("--codec: ", qaq.status().message()), 2);
-  if (qaq->kind != CodecKind::kQaq) {
-    return Fail(absl::StrCat("--codec: must be a QAQ config (qaq, qaq-layer, qaq-cs or qaq-cc, "
-                             "e.g. 'qaq-cc:s=1e-4,x=1e-2,o=0'), got \"", args.codec,
-                             "\"; fp16 and int4 are always run as the baselines"),
-                2);
-  }
-  auto tiny_qaq = ParseCodecConfig(args.tinylm_codec);
-  if (!tiny_qaq.ok()) {
-    return Fail(absl::StrCat("--tinylm-codec: ", tiny_qaq.status().message()), 2);
-  }
-  if (tiny_qaq->kind != CodecKind::kQaq) {
-    return Fail(absl::StrCat("--tinylm-codec: must be a QAQ config (qaq, qaq-layer, qaq-cs or "
-                             "qaq-cc), got \"", args.tinylm_codec,
-                             "\"; fp16 and int4 are always run as the baselines"),
-                2);
-  }
+  auto qaq = ParseQaqFlag("--codec", args.codec);
+  if (!qaq.ok()) return Fail(std::string(qaq.status().message()), 2);
+  auto tiny_qaq = ParseQaqFlag("--tinylm-codec", args.tinylm_codec);
+  if (!tiny_qaq.ok()) return Fail(std::string(tiny_qaq.status().message()), 2);
 
   qc::ClientOptions o;
   o.target = args.target;
