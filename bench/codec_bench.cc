@@ -9,7 +9,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/codec.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv {
 namespace {
@@ -24,8 +24,8 @@ struct Page {
     std::uniform_real_distribution<float> u(0.0f, 0.05f);
     k.resize(shape.values());
     v.resize(shape.values());
-    for (auto& x : k) x = internal::FloatToHalf(n(rng));
-    for (auto& x : v) x = internal::FloatToHalf(n(rng));
+    for (auto& x : k) x = ::qaqkv::FloatToHalf(n(rng));
+    for (auto& x : v) x = ::qaqkv::FloatToHalf(n(rng));
     attention.resize(size_t(shape.tokens) * shape.kv_heads);
     for (auto& a : attention) a = u(rng);
   }

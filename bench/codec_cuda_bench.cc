@@ -20,7 +20,7 @@
 #include "kernels/codec.h"
 #include "kernels/cuda/codec_cuda.h"
 #include "kernels/cuda/cuda_raii.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace {
 
@@ -93,8 +93,8 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(42);
   std::normal_distribution<float> n(0, 1);
   std::vector<uint16_t> hk(shape.values()), hv(shape.values());
-  for (auto& x : hk) x = internal::FloatToHalf(n(rng) * 2.0f);
-  for (auto& x : hv) x = internal::FloatToHalf(n(rng));
+  for (auto& x : hk) x = ::qaqkv::FloatToHalf(n(rng) * 2.0f);
+  for (auto& x : hv) x = ::qaqkv::FloatToHalf(n(rng));
 
   auto stream = cuda::CudaStream::Create();
   if (!stream.ok()) return Fail(stream.status(), "stream");

@@ -15,17 +15,14 @@
 #include "proto/tls_check.h"
 #include "proto/wire.h"
 #include "client/internal/host_kv.h"
-#include "client/internal/status_macros.h"
+#include "base/status_macros.h"
+#include "qaqkv/limits.h"
 #include "kernels/codec.h"
 
 namespace qaqkv::client {
 namespace {
 
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-// The wire contract's bounds on a request's key count (kvcache.proto).
-constexpr size_t kMaxLookupKeys = size_t{1} << 20;
-constexpr size_t kMaxGetKeys = 65536;
 
 int64_t Ms(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 
@@ -630,7 +627,7 @@ absl::StatusOr<std::string> Client::CanonicalCodec(std::string_view codec) {
 
 absl::StatusOr<size_t> Client::Lookup(std::span<const BlockKey> blocks, const Geometry* geometry,
                                       std::string_view codec) {
-  QAQKV_RETURN_IF_ERROR(ValidateKeyCount(blocks.size(), kMaxLookupKeys, "blocks"));
+  QAQKV_RETURN_IF_ERROR(ValidateKeyCount(blocks.size(), limits::kMaxLookupKeys, "blocks"));
   v1::LookupRequest request;
   if (geometry != nullptr) {
     QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(*geometry, "geometry"));
@@ -718,15 +715,16 @@ absl::Status Client::GetPagesInPlace(
     absl::FunctionRef<absl::Status(const BlockKey& block, int layer, const PageBytes& data)>
         on_page,
     BlockFormat* format) {
-  QAQKV_RETURN_IF_ERROR(ValidateKeyCount(blocks.size(), kMaxGetKeys, "blocks"));
-  if (layer_begin < 0 || layer_begin >= 4096) {
+  QAQKV_RETURN_IF_ERROR(ValidateKeyCount(blocks.size(), limits::kMaxGetPagesKeys, "blocks"));
+  constexpr int kMaxLayers = static_cast<int>(limits::kMaxLayers);
+  if (layer_begin < 0 || layer_begin >= kMaxLayers) {
     return absl::InvalidArgumentError(
-        absl::StrCat("layer_begin: ", layer_begin, " not in [0, 4096)"));
+        absl::StrCat("layer_begin: ", layer_begin, " not in [0, ", kMaxLayers, ")"));
   }
-  if (layer_end != 0 && (layer_end <= layer_begin || layer_end > 4096)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "layer_end: ", layer_end, " is neither 0 (all) nor in (layer_begin ", layer_begin,
-        ", 4096]"));
+  if (layer_end != 0 && (layer_end <= layer_begin || layer_end > kMaxLayers)) {
+    return absl::InvalidArgumentError(absl::StrCat("layer_end: ", layer_end,
+                                                   " is neither 0 (all) nor in (layer_begin ",
+                                                   layer_begin, ", ", kMaxLayers, "]"));
   }
   if (blocks.empty()) return absl::OkStatus();
   return impl_->StreamGet(

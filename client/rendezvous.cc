@@ -6,41 +6,34 @@
 #include "absl/time/clock.h"
 #include "client/internal/client_impl.h"
 #include "client/internal/host_kv.h"
-#include "client/internal/status_macros.h"
+#include "base/ids.h"
+#include "base/status_macros.h"
+#include "qaqkv/limits.h"
 #include "kernels/codec.h"
 
 namespace qaqkv::client {
 namespace {
 
 absl::Status ValidateTransferId(std::string_view id, std::string_view field) {
-  if (id.empty() || id.size() > 256) {
-    return absl::InvalidArgumentError(absl::StrCat(absl::string_view(field.data(), field.size()),
-                                                   ": ", id.size(), " bytes, must be 1..256"));
-  }
-  for (char c : id) {
-    if (c <= 0x20 || c > 0x7e) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          absl::string_view(field.data(), field.size()), ": only printable ASCII without spaces"));
-    }
-  }
-  return absl::OkStatus();
+  return base::ValidatePrintableId(field, id, limits::kMaxTransferIdBytes);
 }
 
 }  // namespace
 
 absl::Status Client::OfferTransfer(const TransferOffer& offer) {
   QAQKV_RETURN_IF_ERROR(ValidateTransferId(offer.transfer_id, "offer.transfer_id"));
-  if (offer.nccl_unique_id.size() != 128) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "offer.nccl_unique_id: ", offer.nccl_unique_id.size(), " bytes, expected 128"));
+  if (offer.nccl_unique_id.size() != limits::kNcclUniqueIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("offer.nccl_unique_id: ",
+                                                   offer.nccl_unique_id.size(),
+                                                   " bytes, expected ", limits::kNcclUniqueIdBytes));
   }
   const Geometry& g = offer.format.geometry;
   QAQKV_RETURN_IF_ERROR(internal::ValidateGeometry(g, "offer.format.geometry"));
   QAQKV_ASSIGN_OR_RETURN(const ::qaqkv::CodecConfig config,
                          internal::ParseCodec(offer.format.codec, "offer.format.codec"));
-  if (offer.blocks.empty() || offer.blocks.size() > 65536) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("offer.blocks: ", offer.blocks.size(), " keys, must be 1..65536"));
+  if (offer.blocks.empty() || offer.blocks.size() > limits::kMaxTransferKeys) {
+    return absl::InvalidArgumentError(absl::StrCat("offer.blocks: ", offer.blocks.size(),
+                                                   " keys, must be 1..", limits::kMaxTransferKeys));
   }
   const int end = offer.layer_end == 0 ? g.num_layers : offer.layer_end;
   if (offer.layer_begin < 0 || end > g.num_layers || offer.layer_begin >= end) {
@@ -53,8 +46,17 @@ absl::Status Client::OfferTransfer(const TransferOffer& offer) {
     return absl::InvalidArgumentError(absl::StrCat("offer.page_bytes: ", offer.page_bytes.size(),
                                                    " entries, expected blocks x layers = ", want));
   }
-  if (offer.ttl < absl::ZeroDuration() || offer.ttl > absl::Minutes(10)) {
-    return absl::InvalidArgumentError("offer.ttl: not in [0, 10 min]");
+  for (size_t i = 0; i < offer.page_bytes.size(); ++i) {
+    if (offer.page_bytes[i] == 0 || offer.page_bytes[i] > limits::kMaxTransferPageBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("offer.page_bytes[", i, "]: ",
+                                                     offer.page_bytes[i], " not in [1, ",
+                                                     limits::kMaxTransferPageBytes, "]"));
+    }
+  }
+  if (offer.ttl < absl::ZeroDuration() ||
+      offer.ttl > absl::Milliseconds(limits::kMaxTransferTtlMs)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("offer.ttl: not in [0, ", limits::kMaxTransferTtlMs, " ms]"));
   }
   v1::OfferTransferRequest request;
   v1::TransferOffer& o = *request.mutable_offer();

@@ -4,7 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/internal/client_impl.h"
 #include "client/internal/host_kv.h"
-#include "client/internal/status_macros.h"
+#include "base/status_macros.h"
 #ifdef QAQKV_HAVE_CUDA
 #include "client/internal/device_kv.h"
 #endif

@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "client/internal/client_impl.h"
 #include "client/internal/host_kv.h"
-#include "client/internal/status_macros.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::client {
 namespace {

@@ -8,7 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "client/internal/client_impl.h"
 #include "client/internal/host_kv.h"
-#include "client/internal/status_macros.h"
+#include "base/status_macros.h"
+#include "qaqkv/limits.h"
 #include "kernels/codec.h"
 #ifdef QAQKV_HAVE_CUDA
 #include "client/internal/device_kv.h"
@@ -23,14 +24,14 @@ using ::qaqkv::PageShape;
 
 // Pages in flight per call: enough to keep every pool thread busy while the
 // stream drains, few enough that memory stays a small multiple of a page.
-size_t Window(const internal::WorkPool& pool) { return 2 * static_cast<size_t>(pool.threads()) + 2; }
+size_t Window(const base::ThreadPool& pool) { return 2 * static_cast<size_t>(pool.threads()) + 2; }
 
 // Encodes the pages of an OffloadRequest layer-major on the pool, at most
 // Window() ahead of the stream, and hands them out in order.
 class EncodeSource final : public PageSource {
  public:
   EncodeSource(const OffloadRequest& request, const CodecConfig& config, int64_t buffer_tokens,
-               size_t max_page, internal::WorkPool& pool)
+               size_t max_page, base::ThreadPool& pool)
       : r_(request),
         config_(config),
         buffer_tokens_(buffer_tokens),
@@ -168,7 +169,7 @@ class EncodeSource final : public PageSource {
   const size_t blocks_;
   const size_t total_;
   const size_t window_;
-  internal::WorkPool& pool_;
+  base::ThreadPool& pool_;
   std::atomic<bool> cancel_{false};
   // Only the stream thread touches these.
   size_t next_submit_ = 0;
@@ -180,7 +181,7 @@ class EncodeSource final : public PageSource {
   std::vector<Slot> slots_;      // guarded by mu_
   absl::Duration encode_time_;   // guarded by mu_
   // Last member: destroyed first, so it waits for tasks while the rest lives.
-  internal::TaskCounter tasks_;
+  base::TaskCounter tasks_;
 };
 
 // Shared by the stream thread and the decode tasks of one Load.
@@ -200,7 +201,7 @@ class LoadState {
     std::lock_guard<std::mutex> lock(mu_);
     return first_layer_;
   }
-  internal::TaskCounter& tasks() { return tasks_; }
+  base::TaskCounter& tasks() { return tasks_; }
 
   void Decode(size_t block, int layer, std::string_view data) {
     absl::Status status = DecodeOne(block, layer, data);
@@ -273,7 +274,7 @@ class LoadState {
   bool firing_ = false;             // guarded by mu_
   absl::Duration first_layer_;      // guarded by mu_
   // Last member: destroyed first, so it waits for tasks while the rest lives.
-  internal::TaskCounter tasks_;
+  base::TaskCounter tasks_;
 };
 
 // Load's check of the stored format against the request (`codec`:
@@ -355,9 +356,10 @@ absl::StatusOr<LoadResult> Client::Load(const LoadRequest& request) {
     QAQKV_ASSIGN_OR_RETURN(const CodecConfig config, internal::ParseCodec(request.codec, "codec"));
     codec = config.Name();
   }
-  if (request.blocks.size() > 65536) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("blocks: ", request.blocks.size(), " keys, at most 65536 per call"));
+  if (request.blocks.size() > limits::kMaxGetPagesKeys) {
+    return absl::InvalidArgumentError(absl::StrCat("blocks: ", request.blocks.size(),
+                                                   " keys, at most ", limits::kMaxGetPagesKeys,
+                                                   " per call"));
   }
   const int layer_end = request.layer_end == 0 ? g.num_layers : request.layer_end;
   if (request.layer_begin < 0 || request.layer_begin >= g.num_layers) {

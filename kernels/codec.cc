@@ -7,9 +7,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
+#include "base/strings.h"
+#include "kernels/half.h"
 #include "kernels/internal/encode_plan.h"
 #include "kernels/internal/fast.h"
-#include "kernels/internal/half.h"
 #include "kernels/internal/page_format.h"
 #include "kernels/internal/reference.h"
 #include "kernels/internal/tensor_codec.h"
@@ -17,8 +19,6 @@
 namespace qaqkv {
 namespace {
 
-using internal::FloatToHalf;
-using internal::HalfToFloat;
 
 constexpr double kSqrt12 = 3.4641016151377544;
 
@@ -35,7 +35,7 @@ float LoadValue(const void* data, DType t, int64_t i) {
     case DType::kBF16: {
       uint16_t h;
       std::memcpy(&h, static_cast<const uint8_t*>(data) + i * 2, 2);
-      return internal::Bf16ToFloat(h);
+      return ::qaqkv::Bf16ToFloat(h);
     }
     case DType::kF32: {
       float f;
@@ -55,7 +55,7 @@ void StoreValue(void* data, DType t, int64_t i, float v) {
       break;
     }
     case DType::kBF16: {
-      const uint16_t h = internal::FloatToBf16(v);
+      const uint16_t h = ::qaqkv::FloatToBf16(v);
       std::memcpy(p + i * 2, &h, 2);
       break;
     }
@@ -78,7 +78,7 @@ absl::Status ToCanonical(const TensorView& in, const PageShape& s, const char* n
     for (int64_t t = 0; t < s.tokens; ++t)
       for (int64_t d = 0; d < s.head_dim; ++d) {
         const float v = LoadValue(in.data, in.dtype, LayoutIndex(in.layout, s, h, t, d));
-        if (std::isfinite(v) && std::fabs(v) > internal::kHalfMax) {
+        if (std::isfinite(v) && std::fabs(v) > ::qaqkv::kHalfMax) {
           return absl::InvalidArgumentError(
               absl::StrCat(name, ": value ", v, " at token ", t, " head ", h, " channel ", d,
                            " is beyond fp16 range"));
@@ -228,8 +228,8 @@ absl::Status CheckExpectedShape(const PageShape& shape, const PageShape* expecte
                               expected->head_dim != shape.head_dim)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "page: shape ", shape.tokens, "x", shape.kv_heads, "x", shape.head_dim,
-        " does not match the expected ", expected->tokens, "x", expected->kv_heads, "x",
-        expected->head_dim));
+        " (tokens x kv_heads x head_dim) does not match the expected ", expected->tokens, "x",
+        expected->kv_heads, "x", expected->head_dim));
   }
   return absl::OkStatus();
 }
@@ -476,7 +476,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
                 const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d] - center[size_t(h) * D + d]);
                 if (std::isfinite(a)) m = std::max(m, a);
               }
-              uint16_t c = internal::FloatToHalfUp(m);
+              uint16_t c = ::qaqkv::FloatToHalfUp(m);
               if (!(HalfToFloat(c) > 0) || !std::isfinite(HalfToFloat(c))) c = FloatToHalf(1.0f);
               task.channel_scale[size_t(h) * D + d] = c;
               scale[size_t(h) * D + d] = HalfToFloat(c);
@@ -547,18 +547,60 @@ PageShape ShapeOf(const internal::PageHeader& h) {
   return PageShape{static_cast<int>(h.tokens), h.kv_heads, h.head_dim};
 }
 
+PageInfo InfoOf(const internal::PageHeader& h, size_t encoded_bytes) {
+  PageInfo info;
+  info.version = internal::kPageVersion;
+  info.kind = h.kind;
+  info.group = (h.flags & internal::kFlagLayerGroups) ? GroupLevel::kLayer : GroupLevel::kHead;
+  info.shape = ShapeOf(h);
+  info.encoded_bytes = encoded_bytes;
+  return info;
+}
+
+// What differs between the header a page carries and the one `config`
+// writes for the same shape; empty when nothing does.
+std::string HeaderMismatch(const internal::PageHeader& got, const internal::PageHeader& want) {
+  if (got.kind != want.kind) {
+    return absl::StrCat("codec ", base::AsAbsl(CodecKindName(got.kind)), ", expected ",
+                        base::AsAbsl(CodecKindName(want.kind)));
+  }
+  if (got.flags != want.flags) {
+    return absl::StrCat("flags 0x", absl::Hex(got.flags), " (group level, key transform), expected 0x",
+                        absl::Hex(want.flags));
+  }
+  if (got.outliers != want.outliers) {
+    return absl::StrCat(got.outliers, " outliers per side, expected ", want.outliers);
+  }
+  if (got.kivi_group != want.kivi_group || got.kivi_residual != want.kivi_residual) {
+    return absl::StrCat("kivi group ", got.kivi_group, " and residual ", got.kivi_residual,
+                        ", expected ", want.kivi_group, " and ", want.kivi_residual);
+  }
+  return "";
+}
+
 }  // namespace
 
 absl::StatusOr<PageInfo> InspectPage(std::span<const uint8_t> page) {
-  auto p = ParsePage(page);
-  if (!p.ok()) return p.status();
-  PageInfo info;
-  info.version = internal::kPageVersion;
-  info.kind = p->header.kind;
-  info.group = (p->header.flags & internal::kFlagLayerGroups) ? GroupLevel::kLayer : GroupLevel::kHead;
-  info.shape = ShapeOf(p->header);
-  info.encoded_bytes = page.size();
-  return info;
+  QAQKV_ASSIGN_OR_RETURN(const ParsedPage p, ParsePage(page));
+  return InfoOf(p.header, page.size());
+}
+
+absl::StatusOr<PageInfo> VerifyPage(std::span<const uint8_t> page, const CodecConfig* config,
+                                    const PageShape* expected) {
+  QAQKV_ASSIGN_OR_RETURN(const ParsedPage p, ParsePage(page));
+  QAQKV_RETURN_IF_ERROR(internal::CheckExpectedShape(ShapeOf(p.header), expected));
+  QAQKV_RETURN_IF_ERROR(internal::ParseSection(p.header, true, p.k_section).status());
+  QAQKV_RETURN_IF_ERROR(internal::ParseSection(p.header, false, p.v_section).status());
+  if (config != nullptr) {
+    QAQKV_RETURN_IF_ERROR(ValidateConfig(*config));
+    const std::string mismatch =
+        HeaderMismatch(p.header, internal::MakePageHeader(*config, ShapeOf(p.header)));
+    if (!mismatch.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page: written as ", mismatch, " (codec ", config->Name(), ")"));
+    }
+  }
+  return InfoOf(p.header, page.size());
 }
 
 absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, MutableTensorView v,

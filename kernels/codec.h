@@ -141,6 +141,19 @@ struct PageInfo {
 };
 absl::StatusOr<PageInfo> InspectPage(std::span<const uint8_t> page);
 
+// InspectPage, plus everything DecodePage checks before it decodes: both
+// sections parse, every size inside them adds up, and every value a decoder
+// trusts (widths, outlier indices, exact-group lists, offsets, steps) is in
+// range, so DecodePage of this page cannot fail. Nothing is decoded; a
+// cache verifies pages this way before it stores them. With `expected`, the
+// page's shape must be that one; with `config`, the page must also be what
+// `config` writes for that shape: codec kind, group level, key transform,
+// outliers per group and KIVI parameters. Either mismatch is
+// kInvalidArgument naming what differs; other errors as DecodePage.
+absl::StatusOr<PageInfo> VerifyPage(std::span<const uint8_t> page,
+                                    const CodecConfig* config = nullptr,
+                                    const PageShape* expected = nullptr);
+
 // Decodes a page into caller buffers of `shape.values()` elements each, in any
 // layout and dtype. Never reads outside `page` or writes outside the outputs.
 // Errors: as InspectPage, plus kInvalidArgument when `expected` (if given)

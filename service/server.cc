@@ -23,18 +23,19 @@
 #include "proto/wire.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
 #include "service/auth.h"
-#include "service/internal/store_executor.h"
 #include "service/metrics.h"
 #include "service/validate.h"
 #include "service/transfer_broker.h"
-#include "storage/internal/mutex.h"
+#include "base/file.h"
+#include "base/mutex.h"
+#include "base/thread_pool.h"
 
 namespace qaqkv::service {
 namespace {
 
+using base::Mutex;
+using base::MutexLock;
 using storage::BlockKey;
-using storage::internal::Mutex;
-using storage::internal::MutexLock;
 
 // Pages per GetPages message are packed up to this many bytes: big enough to
 // amortize per-message costs for small pages, small enough that the first
@@ -65,14 +66,6 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view addr
         flag, ": want host:port with a port in 0..65535 (0 picks one), got \"", addr, "\""));
   }
   return std::make_pair(std::string(host), port);
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(A(flag), ": cannot read ", path));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -135,8 +128,8 @@ class KvCacheService final
   storage::TieredStore& store() { return *store_; }
   size_t get_message_bytes() const { return get_message_bytes_; }
   // Where PutPages writes run; null: on gRPC's thread (memory-only).
-  internal::StoreExecutor* store_executor() const { return store_executor_; }
-  void set_store_executor(internal::StoreExecutor* e) { store_executor_ = e; }
+  base::ThreadPool* store_executor() const { return store_executor_; }
+  void set_store_executor(base::ThreadPool* e) { store_executor_ = e; }
   Metrics& metrics() { return *metrics_; }
 
   // Runs a unary handler: authenticate, run `fn(tenant)`, record, finish.
@@ -157,7 +150,7 @@ class KvCacheService final
                                    const v1::LookupRequest* req,
                                    v1::LookupResponse* resp) override {
     return Unary(ctx, Rpc::kLookup, [&](const std::string& tenant, uint64_t&, uint64_t&) {
-      auto chain = ValidateBlockKeys(req->block_keys(), "block_keys", kMaxLookupKeys);
+      auto chain = ValidateBlockKeys(req->block_keys(), "block_keys", limits::kMaxLookupKeys);
       if (!chain.ok()) return chain.status();
       std::string descriptor;  // empty: any format
       if (req->has_format()) {
@@ -200,7 +193,7 @@ class KvCacheService final
     auto format = ValidateFormat(s.format(), "session.format");
     if (!format.ok()) return format.status();
     auto blocks =
-        ValidateBlockKeys(s.block_keys(), "session.block_keys", storage::kMaxSessionBlocks);
+        ValidateBlockKeys(s.block_keys(), "session.block_keys", limits::kMaxSessionBlocks);
     if (!blocks.ok()) return blocks.status();
     storage::SessionRecord r;
     r.blocks = std::move(*blocks);
@@ -222,8 +215,10 @@ class KvCacheService final
             absl::StrCat("session.tail: missing for ", tail_tokens, " tail tokens"));
       }
       const uint64_t rows = tail_tokens * format->proto.geometry().num_layers();
-      if (rows > (uint64_t{1} << 31)) {
-        return absl::InvalidArgumentError("session.tail: too many rows");
+      if (rows > limits::kMaxPageTokens) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "session.tail: ", tail_tokens, " tail tokens x ", format->proto.geometry().num_layers(),
+            " layers is more than a page's ", limits::kMaxPageTokens, " rows"));
       }
       if (absl::Status st = ValidatePageBytes(*format, s.tail(), "session.tail",
                                               static_cast<uint32_t>(rows));
@@ -284,12 +279,12 @@ class KvCacheService final
                                          const v1::ListSessionsRequest* req,
                                          v1::ListSessionsResponse* resp) override {
     return Unary(ctx, Rpc::kListSessions, [&](const std::string& tenant, uint64_t&, uint64_t&) {
-      constexpr uint32_t kMax = 100000;
-      if (req->limit() > kMax) {
+      if (req->limit() > limits::kMaxListSessions) {
         return absl::InvalidArgumentError(
-            absl::StrCat("limit: ", req->limit(), " is above ", kMax));
+            absl::StrCat("limit: ", req->limit(), " is above ", limits::kMaxListSessions));
       }
-      auto ids = store_->ListSessions(tenant, req->limit() == 0 ? 1000 : req->limit());
+      auto ids = store_->ListSessions(
+          tenant, req->limit() == 0 ? limits::kDefaultListSessions : req->limit());
       if (!ids.ok()) return ids.status();
       for (std::string& id : *ids) resp->add_session_ids(std::move(id));
       return absl::OkStatus();
@@ -367,7 +362,7 @@ class KvCacheService final
   Metrics* const metrics_;
   const int tenant_max_streams_;
   const size_t get_message_bytes_;  // page bytes per GetPages message
-  internal::StoreExecutor* store_executor_ = nullptr;
+  base::ThreadPool* store_executor_ = nullptr;
   TransferBroker transfers_;
   Mutex streams_mu_;
   absl::flat_hash_map<std::string, int> streams_ ABSL_GUARDED_BY(streams_mu_);
@@ -423,7 +418,7 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
       End(absl::OkStatus());
       return;
     }
-    if (internal::StoreExecutor* executor = service_->store_executor()) {
+    if (base::ThreadPool* executor = service_->store_executor()) {
       // Off gRPC's thread: the write may wait on RocksDB. The task's last
       // act is StartRead or Finish; after it, OnDone may delete `this`.
       executor->Submit([this] { Step(); });
@@ -591,7 +586,7 @@ class GetPagesReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   // before anything is sent: a stream either starts whole or not at all.
   absl::Status Prepare(const v1::GetPagesRequest& req) {
     if (req.block_keys_size() == 0) return absl::InvalidArgumentError("block_keys: empty");
-    auto keys = ValidateBlockKeys(req.block_keys(), "block_keys", kMaxGetPagesKeys);
+    auto keys = ValidateBlockKeys(req.block_keys(), "block_keys", limits::kMaxGetPagesKeys);
     if (!keys.ok()) return keys.status();
     keys_ = std::move(*keys);
     std::string descriptor;
@@ -713,7 +708,7 @@ class Server::Impl {
   ServerOptions options;
   std::unique_ptr<storage::TieredStore> store;
   // Declared after the store: destroyed (drained) before it.
-  std::unique_ptr<internal::StoreExecutor> store_executor;
+  std::unique_ptr<base::ThreadPool> store_executor;
   std::unique_ptr<TokenMap> tokens;
   Metrics metrics;
   std::unique_ptr<KvCacheService> service;
@@ -834,9 +829,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   }
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!options.tls_cert_file.empty()) {
-    auto cert = ReadFile(options.tls_cert_file, "--tls-cert");
+    auto cert = base::ReadFile(options.tls_cert_file, "--tls-cert");
     if (!cert.ok()) return cert.status();
-    auto key = ReadFile(options.tls_key_file, "--tls-key");
+    auto key = base::ReadFile(options.tls_key_file, "--tls-key");
     if (!key.ok()) return key.status();
     if (absl::Status s = wire::CheckCertAndKey(*cert, *key, "--tls-cert", "--tls-key");
         !s.ok()) {
@@ -845,7 +840,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     ssl.pem_key_cert_pairs.push_back({*key, *cert});
     if (!options.tls_client_ca_file.empty()) {
-      auto ca = ReadFile(options.tls_client_ca_file, "--tls-client-ca");
+      auto ca = base::ReadFile(options.tls_client_ca_file, "--tls-client-ca");
       if (!ca.ok()) return ca.status();
       if (absl::Status s = wire::CheckCertificates(*ca, "--tls-client-ca"); !s.ok()) return s;
       ssl.pem_root_certs = *ca;
@@ -868,7 +863,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                                                    options.max_message_bytes);
 
   if (!options.store.memory_only) {
-    impl->store_executor = std::make_unique<internal::StoreExecutor>(options.store_threads);
+    impl->store_executor = std::make_unique<base::ThreadPool>(options.store_threads);
     impl->service->set_store_executor(impl->store_executor.get());
   }
   grpc::EnableDefaultHealthCheckService(true);

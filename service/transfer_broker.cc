@@ -3,35 +3,31 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "base/ids.h"
+#include "base/status_macros.h"
+#include "base/strings.h"
+#include "qaqkv/limits.h"
 #include "service/validate.h"
 
 namespace qaqkv::service {
 
-using storage::internal::MutexLock;
+using base::AsAbsl;
+using base::MutexLock;
 
 namespace {
 
-absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-constexpr size_t kNcclUniqueIdBytes = 128;  // NCCL_UNIQUE_ID_BYTES
-constexpr uint64_t kMaxPageBytes = uint64_t{64} << 20;
-
 absl::Status ValidateOffer(const v1::TransferOffer& o) {
-  if (absl::Status s = ValidateTransferId(o.transfer_id(), "offer.transfer_id"); !s.ok()) {
-    return s;
-  }
-  if (o.nccl_unique_id().size() != kNcclUniqueIdBytes) {
+  QAQKV_RETURN_IF_ERROR(ValidateTransferId(o.transfer_id(), "offer.transfer_id"));
+  if (o.nccl_unique_id().size() != limits::kNcclUniqueIdBytes) {
     return absl::InvalidArgumentError(absl::StrCat("offer.nccl_unique_id: ",
                                                    o.nccl_unique_id().size(),
-                                                   " bytes, expected ", kNcclUniqueIdBytes));
+                                                   " bytes, expected ", limits::kNcclUniqueIdBytes));
   }
   if (!o.has_format()) return absl::InvalidArgumentError("offer.format: missing");
-  absl::StatusOr<Format> format = ValidateFormat(o.format(), "offer.format");
-  if (!format.ok()) return format.status();
+  QAQKV_RETURN_IF_ERROR(ValidateFormat(o.format(), "offer.format").status());
   if (o.block_keys_size() == 0) return absl::InvalidArgumentError("offer.block_keys: empty");
-  absl::StatusOr<std::vector<storage::BlockKey>> keys =
-      ValidateBlockKeys(o.block_keys(), "offer.block_keys", kMaxGetPagesKeys);
-  if (!keys.ok()) return keys.status();
+  QAQKV_RETURN_IF_ERROR(
+      ValidateBlockKeys(o.block_keys(), "offer.block_keys", limits::kMaxTransferKeys).status());
   const uint32_t layers = o.format().geometry().num_layers();
   const uint32_t end = o.layer_end() == 0 ? layers : o.layer_end();
   if (end > layers || o.layer_begin() >= end) {
@@ -46,16 +42,15 @@ absl::Status ValidateOffer(const v1::TransferOffer& o) {
                                                    want));
   }
   for (int i = 0; i < o.page_bytes_size(); ++i) {
-    if (o.page_bytes(i) == 0 || o.page_bytes(i) > kMaxPageBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "offer.page_bytes[", i, "]: ", o.page_bytes(i), " not in [1, ", kMaxPageBytes, "]"));
+    if (o.page_bytes(i) == 0 || o.page_bytes(i) > limits::kMaxTransferPageBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("offer.page_bytes[", i, "]: ",
+                                                     o.page_bytes(i), " not in [1, ",
+                                                     limits::kMaxTransferPageBytes, "]"));
     }
   }
-  if (o.ttl_ms() < 0 || absl::Milliseconds(o.ttl_ms()) > TransferBroker::kMaxTtl) {
-    return absl::InvalidArgumentError(absl::StrCat("offer.ttl_ms: ", o.ttl_ms(),
-                                                   " not in [0, ",
-                                                   absl::ToInt64Milliseconds(TransferBroker::kMaxTtl),
-                                                   "]"));
+  if (o.ttl_ms() < 0 || o.ttl_ms() > limits::kMaxTransferTtlMs) {
+    return absl::InvalidArgumentError(absl::StrCat("offer.ttl_ms: ", o.ttl_ms(), " not in [0, ",
+                                                   limits::kMaxTransferTtlMs, "]"));
   }
   return absl::OkStatus();
 }
@@ -63,22 +58,12 @@ absl::Status ValidateOffer(const v1::TransferOffer& o) {
 }  // namespace
 
 absl::Status ValidateTransferId(std::string_view id, std::string_view field) {
-  if (id.empty() || id.size() > 256) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Sv(field), ": ", id.size(), " bytes, must be 1..256"));
-  }
-  for (char c : id) {
-    if (c <= 0x20 || c > 0x7e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(Sv(field), ": only printable ASCII without spaces"));
-    }
-  }
-  return absl::OkStatus();
+  return base::ValidatePrintableId(field, id, limits::kMaxTransferIdBytes);
 }
 
 std::string TransferBroker::Key(std::string_view tenant, std::string_view id) {
   // Tenant names hold no NUL, so the pair maps to one key and back.
-  return absl::StrCat(Sv(tenant), absl::string_view("\0", 1), Sv(id));
+  return absl::StrCat(AsAbsl(tenant), absl::string_view("\0", 1), AsAbsl(id));
 }
 
 void TransferBroker::ExpireLocked(absl::Time now) {
@@ -95,9 +80,9 @@ void TransferBroker::ExpireLocked(absl::Time now) {
 
 absl::Status TransferBroker::Offer(const std::string& tenant, const v1::TransferOffer& offer,
                                    absl::Time now) {
-  if (absl::Status s = ValidateOffer(offer); !s.ok()) return s;
-  const absl::Duration ttl =
-      offer.ttl_ms() == 0 ? kDefaultTtl : absl::Milliseconds(offer.ttl_ms());
+  QAQKV_RETURN_IF_ERROR(ValidateOffer(offer));
+  const absl::Duration ttl = absl::Milliseconds(
+      offer.ttl_ms() == 0 ? limits::kDefaultTransferTtlMs : offer.ttl_ms());
   MutexLock lock(&mu_);
   ExpireLocked(now);
   std::string key = Key(tenant, offer.transfer_id());
@@ -106,10 +91,10 @@ absl::Status TransferBroker::Offer(const std::string& tenant, const v1::Transfer
         "offer.transfer_id: '", offer.transfer_id(), "' is already offered and not yet accepted"));
   }
   size_t& count = per_tenant_[tenant];
-  if (count >= kMaxPendingPerTenant) {
+  if (count >= limits::kMaxPendingTransfersPerTenant) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "offer: ", count, " transfers already pending for this tenant (at most ",
-        kMaxPendingPerTenant, ")"));
+        limits::kMaxPendingTransfersPerTenant, ")"));
   }
   ++count;
   offers_.emplace(std::move(key), Pending{offer, now + ttl});
@@ -118,12 +103,12 @@ absl::Status TransferBroker::Offer(const std::string& tenant, const v1::Transfer
 
 absl::StatusOr<v1::TransferOffer> TransferBroker::Accept(const std::string& tenant,
                                                         std::string_view id, absl::Time now) {
-  if (absl::Status s = ValidateTransferId(id, "transfer_id"); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateTransferId(id, "transfer_id"));
   MutexLock lock(&mu_);
   ExpireLocked(now);
   auto it = offers_.find(Key(tenant, id));
   if (it == offers_.end()) {
-    return absl::NotFoundError(absl::StrCat("transfer_id: no pending offer '", Sv(id), "'"));
+    return absl::NotFoundError(absl::StrCat("transfer_id: no pending offer '", AsAbsl(id), "'"));
   }
   v1::TransferOffer offer = std::move(it->second.offer);
   offers_.erase(it);

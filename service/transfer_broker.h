@@ -16,20 +16,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 #include "qaqkv/v1/kvcache.pb.h"
-#include "storage/internal/mutex.h"
 
 namespace qaqkv::service {
 
 class TransferBroker {
  public:
-  // Pending offers one tenant may hold; more is RESOURCE_EXHAUSTED.
-  static constexpr size_t kMaxPendingPerTenant = 1024;
-  static constexpr absl::Duration kDefaultTtl = absl::Seconds(30);
-  static constexpr absl::Duration kMaxTtl = absl::Minutes(10);
-
   // Validates `offer` (INVALID_ARGUMENT naming the field under "offer")
-  // and holds it. ALREADY_EXISTS while an offer of that id is pending.
+  // and holds it. ALREADY_EXISTS while an offer of that id is pending,
+  // RESOURCE_EXHAUSTED past limits::kMaxPendingTransfersPerTenant.
   absl::Status Offer(const std::string& tenant, const v1::TransferOffer& offer, absl::Time now);
   // Hands out the pending offer and forgets it: each offer is matched once.
   // NOT_FOUND when none of that id is pending for `tenant`.
@@ -45,7 +41,7 @@ class TransferBroker {
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static std::string Key(std::string_view tenant, std::string_view id);
 
-  mutable storage::internal::Mutex mu_;
+  mutable base::Mutex mu_;
   absl::flat_hash_map<std::string, Pending> offers_ ABSL_GUARDED_BY(mu_);  // by Key()
   absl::flat_hash_map<std::string, size_t> per_tenant_ ABSL_GUARDED_BY(mu_);
 };

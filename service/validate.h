@@ -11,18 +11,11 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/codec.h"
+#include "qaqkv/limits.h"
 #include "qaqkv/v1/kvcache.pb.h"
 #include "storage/keys.h"
 
 namespace qaqkv::service {
-
-inline constexpr uint32_t kMaxLayers = 4096;
-inline constexpr uint32_t kMaxKvHeads = 1024;
-inline constexpr uint32_t kMaxQHeads = 65536;
-inline constexpr uint32_t kMaxHeadDim = 1024;
-inline constexpr uint32_t kMaxBlockTokens = 65536;
-inline constexpr int kMaxLookupKeys = 1 << 20;
-inline constexpr int kMaxGetPagesKeys = 1 << 16;
 
 // A validated BlockFormat, with the canonical form the store keeps as the
 // block's descriptor (the same bytes for every spelling of the same codec).

@@ -3,6 +3,8 @@
 #include <bit>
 #include <cstring>
 
+#include "qaqkv/limits.h"
+
 namespace qaqkv::storage {
 namespace {
 
@@ -67,7 +69,7 @@ absl::StatusOr<BlockRecord> DecodeBlockRecord(std::string_view in) {
   r.created_ms = Read<int64_t>(in, 14);
   r.accessed_ms = Read<int64_t>(in, 22);
   const uint32_t dlen = Read<uint32_t>(in, 30);
-  if (r.num_layers == 0 || r.num_layers > kMaxLayers) {
+  if (r.num_layers == 0 || r.num_layers > limits::kMaxLayers) {
     return absl::DataLossError("block record: bad layer count");
   }
   const size_t bitmap = (r.num_layers + 7) / 8;

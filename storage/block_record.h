@@ -20,8 +20,6 @@
 
 namespace qaqkv::storage {
 
-inline constexpr uint32_t kMaxLayers = 4096;
-
 struct BlockRecord {
   uint32_t num_layers = 0;
   bool committed = false;
@@ -36,7 +34,7 @@ struct BlockRecord {
   uint32_t LayersPresent() const;
 };
 
-// A new, empty record for `num_layers` (1..kMaxLayers) layers.
+// A new, empty record for `num_layers` (1..limits::kMaxLayers) layers.
 BlockRecord NewBlockRecord(uint32_t num_layers, std::string_view descriptor, int64_t now_ms);
 
 std::string EncodeBlockRecord(const BlockRecord& r);

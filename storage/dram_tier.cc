@@ -2,7 +2,7 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
-#include "storage/internal/mutex.h"
+#include "base/mutex.h"
 
 namespace qaqkv::storage {
 
@@ -16,7 +16,7 @@ struct DramTier::Shard {
   explicit Shard(size_t budget) : budget(budget) {}
 
   const size_t budget;
-  mutable internal::Mutex mu;
+  mutable base::Mutex mu;
   // Most recent at the front.
   std::list<Entry> lru ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string_view, std::list<Entry>::iterator> index ABSL_GUARDED_BY(mu);
@@ -56,7 +56,7 @@ bool DramTier::Put(std::string_view key, PageBuffer value, std::vector<std::stri
   Shard& s = ShardFor(key);
   if (value == nullptr) return false;
   const size_t charge = value->size() + key.size() + kEntryOverheadBytes;
-  internal::MutexLock lock(&s.mu);
+  base::MutexLock lock(&s.mu);
   if (auto it = s.index.find(key); it != s.index.end()) s.RemoveLocked(it->second);
   if (charge > s.budget) {
     ++s.stats.rejected;
@@ -79,7 +79,7 @@ bool DramTier::Put(std::string_view key, PageBuffer value, std::vector<std::stri
 
 PageBuffer DramTier::Get(std::string_view key) {
   Shard& s = ShardFor(key);
-  internal::MutexLock lock(&s.mu);
+  base::MutexLock lock(&s.mu);
   auto it = s.index.find(key);
   if (it == s.index.end()) {
     ++s.stats.misses;
@@ -92,7 +92,7 @@ PageBuffer DramTier::Get(std::string_view key) {
 
 bool DramTier::Erase(std::string_view key) {
   Shard& s = ShardFor(key);
-  internal::MutexLock lock(&s.mu);
+  base::MutexLock lock(&s.mu);
   auto it = s.index.find(key);
   if (it == s.index.end()) return false;
   s.RemoveLocked(it->second);
@@ -102,7 +102,7 @@ bool DramTier::Erase(std::string_view key) {
 size_t DramTier::ErasePrefix(std::string_view prefix) {
   size_t erased = 0;
   for (auto& shard : shards_) {
-    internal::MutexLock lock(&shard->mu);
+    base::MutexLock lock(&shard->mu);
     for (auto it = shard->lru.begin(); it != shard->lru.end();) {
       auto next = std::next(it);
       if (std::string_view(it->key).substr(0, prefix.size()) == prefix) {
@@ -118,7 +118,7 @@ size_t DramTier::ErasePrefix(std::string_view prefix) {
 DramTierStats DramTier::Stats() const {
   DramTierStats total;
   for (const auto& shard : shards_) {
-    internal::MutexLock lock(&shard->mu);
+    base::MutexLock lock(&shard->mu);
     total.hits += shard->stats.hits;
     total.misses += shard->stats.misses;
     total.inserts += shard->stats.inserts;

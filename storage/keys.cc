@@ -1,6 +1,8 @@
 #include "storage/keys.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/ids.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::storage {
 namespace {
@@ -17,24 +19,8 @@ void AppendBlock(std::string& out, const BlockKey& block) {
 
 }  // namespace
 
-absl::Status ValidatePrintableId(std::string_view field, std::string_view value,
-                                 size_t max_bytes) {
-  const absl::string_view name(field.data(), field.size());
-  if (value.empty() || value.size() > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": length ", value.size(), " not in [1, ", max_bytes, "]"));
-  }
-  for (char c : value) {
-    if (c <= ' ' || c > '~') {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": only printable ASCII without spaces"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateTenant(std::string_view tenant) {
-  return ValidatePrintableId("tenant", tenant, kMaxTenantBytes);
+  return base::ValidatePrintableId("tenant", tenant, limits::kMaxTenantBytes);
 }
 
 std::string TenantPrefix(char kind, std::string_view tenant) {

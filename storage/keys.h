@@ -19,20 +19,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::storage {
 
 // 16-byte content hash of a block and its prefix (DESIGN.md: block key).
 using BlockKey = std::array<uint8_t, 16>;
 
-inline constexpr size_t kMaxTenantBytes = 255;
-inline constexpr size_t kMaxSessionIdBytes = 1024;
-
-// `value` is 1..max_bytes of printable ASCII without spaces; the error names
-// `field`.
-absl::Status ValidatePrintableId(std::string_view field, std::string_view value,
-                                 size_t max_bytes);
-// A tenant name is 1..255 bytes of printable ASCII without spaces.
+// A tenant name is 1..limits::kMaxTenantBytes bytes of printable ASCII
+// without spaces.
 absl::Status ValidateTenant(std::string_view tenant);
 
 std::string PageKey(std::string_view tenant, const BlockKey& block, uint32_t layer);

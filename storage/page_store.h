@@ -28,7 +28,7 @@ struct PutPageRequest {
   std::string_view tenant;
   BlockKey block{};
   uint32_t layer = 0;
-  uint32_t num_layers = 0;       // layers the block has (1..kMaxLayers)
+  uint32_t num_layers = 0;       // layers the block has (1..limits::kMaxLayers)
   std::string_view descriptor;   // geometry + codec of the block; must agree across its pages
   std::string_view page;         // encoded page bytes with their XXH3-64 trailer
   // Optional: a buffer holding exactly `page`'s bytes that the caller hands

@@ -12,7 +12,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "storage/internal/rocksdb_status.h"
-#include "kernels/internal/xxh3.h"
+#include "kernels/checksum.h"
 
 namespace qaqkv::storage {
 namespace {
@@ -37,11 +37,6 @@ std::mutex tsan_rocksdb_mu;
 #endif
 
 }  // namespace
-
-bool PageChecksumOk(std::string_view page) {
-  return ::qaqkv::internal::TrailerChecksumOk(reinterpret_cast<const uint8_t*>(page.data()),
-                                               page.size());
-}
 
 RocksDbTier::RocksDbTier(Token, RocksDbTierOptions options) : options_(std::move(options)) {}
 

@@ -122,9 +122,6 @@ class RocksDbTier {
   std::atomic<uint64_t> checksum_failures_{0};
 };
 
-// True when `page` ends with the XXH3-64 of everything before it.
-bool PageChecksumOk(std::string_view page);
-
 }  // namespace qaqkv::storage
 
 #endif  // QAQKV_STORAGE_ROCKSDB_TIER_H_

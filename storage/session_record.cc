@@ -3,6 +3,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/ids.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::storage {
 namespace {
@@ -44,7 +46,7 @@ class Reader {
 }  // namespace
 
 absl::Status ValidateSessionId(std::string_view id) {
-  return ValidatePrintableId("session_id", id, kMaxSessionIdBytes);
+  return base::ValidatePrintableId("session_id", id, limits::kMaxSessionIdBytes);
 }
 
 std::string EncodeSessionRecord(const SessionRecord& r) {
@@ -72,7 +74,7 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
     return absl::DataLossError("session record: bad version");
   }
   if (!in.Read(&r.token_count) || !in.Read(&r.created_ms) || !in.Read(&r.accessed_ms) ||
-      !in.Read(&r.ttl_ms) || !in.Read(&n_blocks) || n_blocks > kMaxSessionBlocks) {
+      !in.Read(&r.ttl_ms) || !in.Read(&n_blocks) || n_blocks > limits::kMaxSessionBlocks) {
     return absl::DataLossError("session record: truncated header");
   }
   r.blocks.resize(n_blocks);

@@ -19,8 +19,6 @@
 
 namespace qaqkv::storage {
 
-inline constexpr uint32_t kMaxSessionBlocks = 1 << 20;
-
 struct SessionRecord {
   uint64_t token_count = 0;
   int64_t created_ms = 0;
@@ -35,7 +33,7 @@ struct SessionRecord {
   bool ExpiredAt(int64_t now_ms) const { return ttl_ms > 0 && accessed_ms + ttl_ms <= now_ms; }
 };
 
-// 1..kMaxSessionIdBytes bytes of printable ASCII without spaces.
+// 1..limits::kMaxSessionIdBytes bytes of printable ASCII without spaces.
 absl::Status ValidateSessionId(std::string_view id);
 
 std::string EncodeSessionRecord(const SessionRecord& r);

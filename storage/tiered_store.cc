@@ -6,6 +6,7 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/checksum.h"
 
 namespace qaqkv::storage {
 namespace {
@@ -60,7 +61,7 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
         }
         const size_t tenant_len = static_cast<uint8_t>(key[1]);
         store->AddUsage(key.substr(2, tenant_len), static_cast<int64_t>(record->bytes), 1);
-        internal::MutexLock lock(&store->index_mu_);
+        base::MutexLock lock(&store->index_mu_);
         store->total_bytes_ += record->bytes;
         store->index_[Absl(key)] = {std::move(*record), false};
         return true;
@@ -99,23 +100,23 @@ void TieredStore::MaintenanceLoop() {
 }
 
 uint64_t TieredStore::TotalBytes() const {
-  internal::MutexLock lock(&index_mu_);
+  base::MutexLock lock(&index_mu_);
   return total_bytes_;
 }
 
-internal::Mutex& TieredStore::StripeFor(std::string_view record_key) {
+base::Mutex& TieredStore::StripeFor(std::string_view record_key) {
   return stripes_[absl::HashOf(record_key) % kStripes];
 }
 
 void TieredStore::AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks) {
-  internal::MutexLock lock(&usage_mu_);
+  base::MutexLock lock(&usage_mu_);
   TenantUsage& u = usage_[Absl(tenant)];
   u.bytes = static_cast<uint64_t>(static_cast<int64_t>(u.bytes) + bytes);
   u.blocks = static_cast<uint64_t>(static_cast<int64_t>(u.blocks) + blocks);
 }
 
 bool TieredStore::ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks) {
-  internal::MutexLock lock(&usage_mu_);
+  base::MutexLock lock(&usage_mu_);
   TenantUsage& u = usage_[Absl(tenant)];
   if (options_.tenant_quota_bytes > 0 && u.bytes + bytes > options_.tenant_quota_bytes) {
     return false;
@@ -126,7 +127,7 @@ bool TieredStore::ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t 
 }
 
 TenantUsage TieredStore::Usage(std::string_view tenant) const {
-  internal::MutexLock lock(&usage_mu_);
+  base::MutexLock lock(&usage_mu_);
   auto it = usage_.find(Absl(tenant));
   return it == usage_.end() ? TenantUsage{} : it->second;
 }
@@ -162,9 +163,9 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
                                                          std::vector<std::string>* evicted,
                                                          bool* no_room) {
   if (absl::Status s = ValidateTenant(req.tenant); !s.ok()) return s;
-  if (req.num_layers == 0 || req.num_layers > kMaxLayers) {
+  if (req.num_layers == 0 || req.num_layers > limits::kMaxLayers) {
     return absl::InvalidArgumentError(
-        absl::StrCat("num_layers: ", req.num_layers, " not in [1, ", kMaxLayers, "]"));
+        absl::StrCat("num_layers: ", req.num_layers, " not in [1, ", limits::kMaxLayers, "]"));
   }
   if (req.layer >= req.num_layers) {
     return absl::InvalidArgumentError(
@@ -187,7 +188,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
       EvictTo(options_.disk_bytes - std::min(headroom, options_.disk_bytes), record_key);
     }
   }
-  internal::MutexLock lock(&StripeFor(record_key));
+  base::MutexLock lock(&StripeFor(record_key));
 
   // The index changes only under this block's lock, held here: the record
   // read now is the one this write replaces.
@@ -251,7 +252,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
   const bool committed = record.committed;
   record.accessed_ms = NowMs();
   {
-    internal::MutexLock index_lock(&index_mu_);
+    base::MutexLock index_lock(&index_mu_);
     total_bytes_ += req.page.size();
     index_[Absl(record_key)] = {std::move(record), false};
   }
@@ -260,7 +261,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
 }
 
 std::optional<BlockRecord> TieredStore::IndexedRecord(std::string_view record_key) const {
-  internal::MutexLock lock(&index_mu_);
+  base::MutexLock lock(&index_mu_);
   auto it = index_.find(Absl(record_key));
   if (it == index_.end()) return std::nullopt;
   return it->second.record;
@@ -288,7 +289,7 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
   const std::string page_key = PageKey(tenant, block, layer);
   {
     // Recency for eviction; written back to the record by maintenance.
-    internal::MutexLock index_lock(&index_mu_);
+    base::MutexLock index_lock(&index_mu_);
     if (auto it = index_.find(Absl(BlockRecordKey(tenant, block))); it != index_.end()) {
       it->second.record.accessed_ms = NowMs();
       it->second.access_dirty = !options_.memory_only;
@@ -334,7 +335,7 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
   const std::string_view tenant = std::string_view(record_key).substr(2, tenant_len);
   BlockKey block;
   std::memcpy(block.data(), record_key.data() + 2 + tenant_len, block.size());
-  internal::MutexLock lock(&StripeFor(record_key));
+  base::MutexLock lock(&StripeFor(record_key));
   auto record = IndexedRecord(record_key);
   if (!record.has_value()) return absl::NotFoundError("block: not found");
   std::vector<std::string> page_keys;
@@ -349,7 +350,7 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
   }
   for (const std::string& k : page_keys) dram_->Erase(k);
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
-  internal::MutexLock index_lock(&index_mu_);
+  base::MutexLock index_lock(&index_mu_);
   if (auto it = index_.find(Absl(record_key)); it != index_.end()) {
     total_bytes_ -= it->second.record.bytes;
     index_.erase(it);
@@ -373,7 +374,7 @@ absl::flat_hash_set<std::string> TieredStore::ReferencedBlocks(int64_t now_ms) {
 }
 
 size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
-  internal::MutexLock eviction_lock(&eviction_mu_);
+  base::MutexLock eviction_lock(&eviction_mu_);
   // Blocks that live sessions reference go last.
   const absl::flat_hash_set<std::string> referenced = ReferencedBlocks(NowMs());
   struct Candidate {
@@ -384,7 +385,7 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
   };
   std::vector<Candidate> order;
   {
-    internal::MutexLock lock(&index_mu_);
+    base::MutexLock lock(&index_mu_);
     if (total_bytes_ <= target) return 0;
     for (const auto& [key, entry] : index_) {
       if (key == Absl(keep)) continue;
@@ -418,7 +419,7 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
   std::vector<std::string> dirty;
   std::vector<std::string> abandoned, stale;
   {
-    internal::MutexLock lock(&index_mu_);
+    base::MutexLock lock(&index_mu_);
     for (auto& [key, entry] : index_) {
       const BlockRecord& r = entry.record;
       if (!r.committed && now_ms - r.accessed_ms >= options_.abandoned_block_ms) {
@@ -436,7 +437,7 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
   for (const std::string& key : dirty) {
     // Under the block's lock the index and the stored record agree but for
     // the access time, so the indexed record is what to write back.
-    internal::MutexLock lock(&StripeFor(key));
+    base::MutexLock lock(&StripeFor(key));
     auto record = IndexedRecord(key);
     if (!record.has_value()) continue;
     (void)disk_->Put(Column::kBlocks, key, EncodeBlockRecord(*record));
@@ -471,16 +472,16 @@ absl::Status ValidateSessionRequest(std::string_view tenant, std::string_view se
 absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view session_id,
                                      SessionRecord record) {
   if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
-  if (record.blocks.size() > kMaxSessionBlocks) {
+  if (record.blocks.size() > limits::kMaxSessionBlocks) {
     return absl::InvalidArgumentError(absl::StrCat("blocks: ", record.blocks.size(),
-                                                   " exceeds ", kMaxSessionBlocks));
+                                                   " exceeds ", limits::kMaxSessionBlocks));
   }
   if (!record.tail.empty() && !PageChecksumOk(record.tail)) {
     return absl::InvalidArgumentError("tail: checksum does not match its contents");
   }
   if (record.ttl_ms < 0) return absl::InvalidArgumentError("ttl_ms: must be >= 0");
   const std::string key = SessionKey(tenant, session_id);
-  internal::MutexLock lock(&StripeFor(key));
+  base::MutexLock lock(&StripeFor(key));
   const int64_t now = NowMs();
   record.created_ms = now;
   if (auto old = disk_->Get(Column::kSessions, key); old.ok()) {
@@ -531,7 +532,7 @@ absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_v
 
 absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_view session_id) {
   if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
-  internal::MutexLock lock(&StripeFor(SessionKey(tenant, session_id)));
+  base::MutexLock lock(&StripeFor(SessionKey(tenant, session_id)));
   auto record = GetSession(tenant, session_id);
   if (!record.ok()) return record.status();
   return disk_->Delete(Column::kSessions, SessionKey(tenant, session_id));
@@ -540,7 +541,7 @@ absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_vie
 absl::Status TieredStore::TouchSession(std::string_view tenant, std::string_view session_id) {
   if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
   const std::string key = SessionKey(tenant, session_id);
-  internal::MutexLock lock(&StripeFor(key));  // no PutSession in between
+  base::MutexLock lock(&StripeFor(key));  // no PutSession in between
   auto record = GetSession(tenant, session_id);
   if (!record.ok()) return record.status();
   record->accessed_ms = NowMs();
@@ -563,7 +564,7 @@ absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
   for (const std::string& key : doomed) {
     // Re-check under the session's lock: a PutSession or TouchSession since
     // the scan may have brought it back to life.
-    internal::MutexLock lock(&StripeFor(key));
+    base::MutexLock lock(&StripeFor(key));
     auto bytes = disk_->Get(Column::kSessions, key);
     if (!bytes.ok()) continue;
     auto record = DecodeSessionRecord(*bytes);

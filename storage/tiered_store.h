@@ -28,7 +28,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "storage/block_record.h"
-#include "storage/internal/mutex.h"
+#include "base/mutex.h"
 #include "storage/page_store.h"
 #include "storage/rocksdb_tier.h"
 
@@ -149,7 +149,7 @@ class TieredStore final : public PageStore {
   // Record keys of the blocks that sessions alive at `now_ms` reference.
   absl::flat_hash_set<std::string> ReferencedBlocks(int64_t now_ms);
   void MaintenanceLoop();
-  internal::Mutex& StripeFor(std::string_view record_key);
+  base::Mutex& StripeFor(std::string_view record_key);
   void AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks);
   // Adds to the tenant's usage unless that would pass its quota.
   bool ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks);
@@ -159,13 +159,13 @@ class TieredStore final : public PageStore {
   std::unique_ptr<DramTier> dram_;
   size_t dram_budget_ = 0;
   // Serializes the read-modify-write of one block's record across streams.
-  std::array<internal::Mutex, kStripes> stripes_;
-  mutable internal::Mutex usage_mu_;
+  std::array<base::Mutex, kStripes> stripes_;
+  mutable base::Mutex usage_mu_;
   absl::flat_hash_map<std::string, TenantUsage> usage_ ABSL_GUARDED_BY(usage_mu_);
-  mutable internal::Mutex index_mu_;
+  mutable base::Mutex index_mu_;
   absl::flat_hash_map<std::string, IndexEntry> index_ ABSL_GUARDED_BY(index_mu_);  // by record key
   uint64_t total_bytes_ ABSL_GUARDED_BY(index_mu_) = 0;
-  internal::Mutex eviction_mu_;  // one evictor at a time
+  base::Mutex eviction_mu_;  // one evictor at a time
   std::atomic<uint64_t> blocks_evicted_{0};
   std::atomic<uint64_t> disk_hits_{0};
   std::atomic<uint64_t> blocks_dropped_{0};

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_split.h"
 #include "kernels/codec.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 #include "tools/commands.h"
 #include "tools/internal/flag_check.h"
 #include "tools/eval/kv_source.h"
@@ -83,8 +83,8 @@ int RunBenchCodec(const BenchCodecArgs& args) {
     for (int t = 0; t < T; ++t)
       for (int d = 0; d < D; ++d) {
         const size_t src = (size_t(h) * T + t) * D + d, dst = (size_t(t) * H + h) * D + d;
-        k16[dst] = internal::FloatToHalf(L.k[src]);
-        v16[dst] = internal::FloatToHalf(L.v[src]);
+        k16[dst] = ::qaqkv::FloatToHalf(L.k[src]);
+        v16[dst] = ::qaqkv::FloatToHalf(L.v[src]);
         k_nhd[dst] = L.k[src];
       }
   const int n = 5;

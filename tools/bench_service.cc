@@ -29,11 +29,18 @@
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/flag_check.h"
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 #include "tools/internal/redis.h"
 #include "tools/internal/report.h"
 
 namespace qaqkv::tools {
+
+using base::ChildProcess;
+using base::ExecutableDir;
+using base::FreeLoopbackPort;
+using base::ParseCpuList;
+using base::WaitForPortFile;
+using base::WaitForTcp;
 namespace {
 
 using Clock = std::chrono::steady_clock;

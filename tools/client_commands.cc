@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kernels/codec.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/connect.h"
@@ -278,7 +278,7 @@ int RunGet(const GetArgs& a) {
     for (int l = 0; l < g.num_layers; ++l) {
       for (size_t i = 0; i < k[l].size(); ++i) {
         for (auto [x, y] : {std::pair{k[l][i], orig.k[l][i]}, std::pair{v[l][i], orig.v[l][i]}}) {
-          const double a1 = internal::HalfToFloat(x), b1 = internal::HalfToFloat(y);
+          const double a1 = ::qaqkv::HalfToFloat(x), b1 = ::qaqkv::HalfToFloat(y);
           const bool bad_a = !std::isfinite(a1), bad_b = !std::isfinite(b1);
           bad_resumed += bad_a;
           bad_reference += bad_b;

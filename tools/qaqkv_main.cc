@@ -8,7 +8,7 @@
 #include "proto/wire.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 
 int main(int argc, char** argv) {
   // Pages are hundreds of KiB: above glibc's default mmap threshold, so every
@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   // Every subcommand's client side runs with the gRPC settings the client
   // library recommends; servers and Redis that the bench starts do not.
-  qaqkv::tools::SnapshotEnvironmentForChildren();
+  qaqkv::base::SnapshotEnvironmentForChildren();
   qaqkv::client::UseRecommendedGrpcEnvironment();
   qaqkv::wire::SkipMutexDeadlockDetectionWithNdebug();
   CLI::App app{"qaqkv: KV-cache offload with QAQ compression"};

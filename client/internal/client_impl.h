@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "client/internal/cluster.h"
 #include "client/internal/wire.h"
-#include "client/internal/work_pool.h"
+#include "base/thread_pool.h"
 #include "qaqkv/client.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
 #include "qaqkv/v1/kvcache.pb.h"
@@ -72,7 +72,7 @@ class Client::Impl {
   absl::Status Start();
 
   const ClientOptions& options() const { return options_; }
-  internal::WorkPool& pool() { return pool_; }
+  base::ThreadPool& pool() { return pool_; }
 
   // The servers now. Empty only while `discovery` has resolved none.
   std::shared_ptr<const internal::Membership> members() const;
@@ -187,10 +187,10 @@ class Client::Impl {
   std::shared_ptr<const internal::Membership> members_;  // guarded by members_mu_
   std::mutex rng_mu_;
   absl::BitGen rng_;  // guarded by rng_mu_
-  internal::WorkPool pool_;
+  base::ThreadPool pool_;
   // Read repair runs here, off the caller's path; declared after what its
   // tasks use so it drains first.
-  internal::WorkPool repair_;
+  base::ThreadPool repair_;
   // Last: stopped (joined) before anything they use goes away.
   std::unique_ptr<internal::Ticker> health_;
   std::unique_ptr<internal::Ticker> discovery_;

@@ -13,7 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "client/internal/status_macros.h"
+#include "base/status_macros.h"
 #include "kernels/cuda/codec_cuda.h"
 #include "kernels/cuda/cuda_raii.h"
 

@@ -4,6 +4,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/ids.h"
+#include "base/status_macros.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::client::internal {
 namespace {
@@ -16,10 +19,10 @@ static_assert(static_cast<int>(Layout::kHND) == static_cast<int>(::qaqkv::Layout
 
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-// Limits of the wire contract (kvcache.proto, Geometry).
-absl::Status CheckRange(int value, int lo, int hi, std::string_view field,
+// `hi` is one of the contract's limits (qaqkv/limits.h).
+absl::Status CheckRange(int value, int lo, uint32_t hi, std::string_view field,
                         std::string_view name) {
-  if (value < lo || value > hi) {
+  if (value < lo || static_cast<int64_t>(value) > static_cast<int64_t>(hi)) {
     return absl::InvalidArgumentError(
         absl::StrCat(Sv(field), ".", Sv(name), ": ", value, " not in [", lo, ", ", hi, "]"));
   }
@@ -48,21 +51,20 @@ absl::Status CheckPointers(const std::vector<const void*>& ptrs, const Geometry&
 size_t ElementBytes(DType d) { return d == DType::kF32 ? 4 : 2; }
 
 absl::Status ValidateGeometry(const Geometry& g, std::string_view field) {
-  if (absl::Status s = CheckRange(g.num_layers, 1, 4096, field, "num_layers"); !s.ok()) return s;
-  if (absl::Status s = CheckRange(g.num_kv_heads, 1, 1024, field, "num_kv_heads"); !s.ok()) {
-    return s;
-  }
-  if (g.num_q_heads < 1 || g.num_q_heads % g.num_kv_heads != 0) {
+  QAQKV_RETURN_IF_ERROR(CheckRange(g.num_layers, 1, limits::kMaxLayers, field, "num_layers"));
+  QAQKV_RETURN_IF_ERROR(CheckRange(g.num_kv_heads, 1, limits::kMaxKvHeads, field, "num_kv_heads"));
+  QAQKV_RETURN_IF_ERROR(CheckRange(g.num_q_heads, 1, limits::kMaxQHeads, field, "num_q_heads"));
+  if (g.num_q_heads % g.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(Sv(field), ".num_q_heads: ", g.num_q_heads,
                                                    " is not a positive multiple of num_kv_heads ",
                                                    g.num_kv_heads));
   }
-  if (absl::Status s = CheckRange(g.head_dim, 1, 1024, field, "head_dim"); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(CheckRange(g.head_dim, 1, limits::kMaxHeadDim, field, "head_dim"));
   if (g.dtype != DType::kF16 && g.dtype != DType::kBF16) {
     return absl::InvalidArgumentError(absl::StrCat(
         Sv(field), ".dtype: ", static_cast<int>(g.dtype), " is not kF16 or kBF16 (the model's dtype)"));
   }
-  return CheckRange(g.block_tokens, 1, 65536, field, "block_tokens");
+  return CheckRange(g.block_tokens, 1, limits::kMaxBlockTokens, field, "block_tokens");
 }
 
 bool SameGeometry(const Geometry& a, const Geometry& b) {
@@ -92,18 +94,7 @@ absl::StatusOr<::qaqkv::CodecConfig> ParseCodec(std::string_view codec, std::str
 }
 
 absl::Status ValidateSessionId(std::string_view id) {
-  if (id.empty() || id.size() > 256) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("session_id: length ", id.size(), " not in [1, 256]"));
-  }
-  for (size_t i = 0; i < id.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(id[i]);
-    if (c <= 0x20 || c >= 0x7f) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "session_id: byte ", i, " (0x", absl::Hex(c), ") is not printable ASCII without spaces"));
-    }
-  }
-  return absl::OkStatus();
+  return base::ValidatePrintableId("session_id", id, limits::kMaxSessionIdBytes);
 }
 
 KvBuffers View(const HostKv& kv) {

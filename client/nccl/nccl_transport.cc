@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "client/internal/status_macros.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::client {
 namespace {

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv::internal {
 

@@ -1,7 +1,7 @@
 #include "kernels/internal/page_format.h"
 
 #include "absl/strings/str_cat.h"
-#include "kernels/internal/xxh3.h"
+#include "kernels/checksum.h"
 
 namespace qaqkv::internal {
 
@@ -21,7 +21,7 @@ void WriteHeader(const PageHeader& h, uint8_t* out) {
 }
 
 uint64_t PageChecksum(std::span<const uint8_t> bytes) {
-  return Xxh3(bytes.data(), bytes.size());
+  return ::qaqkv::PageChecksum(bytes.data(), bytes.size());
 }
 
 absl::StatusOr<std::span<const uint8_t>> VerifyChecksum(std::span<const uint8_t> page) {
@@ -31,7 +31,7 @@ absl::StatusOr<std::span<const uint8_t>> VerifyChecksum(std::span<const uint8_t>
                                             kHeaderBytes + kChecksumBytes, ")"));
   }
   static_assert(kChecksumBytes == sizeof(uint64_t));
-  if (!TrailerChecksumOk(page.data(), page.size())) {
+  if (!::qaqkv::PageChecksumOk(page.data(), page.size())) {
     return absl::DataLossError("page: checksum mismatch (XXH3-64)");
   }
   return page.first(page.size() - kChecksumBytes);

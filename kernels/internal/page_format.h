@@ -13,23 +13,25 @@
 #include <span>
 #include <vector>
 
+#include "kernels/checksum.h"
 #include "kernels/codec.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::internal {
 
 inline constexpr uint32_t kPageMagic = 0x50514151u;  // "QAQP" little-endian
 inline constexpr uint16_t kPageVersion = 1;
 inline constexpr size_t kHeaderBytes = 32;
-inline constexpr size_t kChecksumBytes = 8;
+inline constexpr size_t kChecksumBytes = kPageChecksumBytes;
 // Where WriteHeader puts the section sizes (little-endian u32): the GPU
 // encoder learns them on the device and patches them in place.
 inline constexpr size_t kHeaderKBytesOffset = 24;
 inline constexpr size_t kHeaderVBytesOffset = 28;
 // Hard limits a header must respect; they keep size arithmetic in range and
 // let a decoder reject a lying page before allocating anything.
-inline constexpr int kMaxTokens = 1 << 20;
-inline constexpr int kMaxKvHeads = 1024;
-inline constexpr int kMaxHeadDim = 1024;
+inline constexpr int kMaxTokens = static_cast<int>(limits::kMaxPageTokens);
+inline constexpr int kMaxKvHeads = static_cast<int>(limits::kMaxKvHeads);
+inline constexpr int kMaxHeadDim = static_cast<int>(limits::kMaxHeadDim);
 inline constexpr int64_t kMaxPageValues = int64_t{1} << 30;
 
 inline constexpr uint8_t kFlagLayerGroups = 1u << 0;

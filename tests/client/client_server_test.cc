@@ -19,7 +19,7 @@
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 #include "tests/service/test_util.h"
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 
 namespace qaqkv::client {
 namespace {
@@ -308,7 +308,7 @@ TEST_F(ClientServerTest, SixteenThreadsShareOneClient) {
 // is down succeeds once it is back, and the data survived the restart.
 TEST(ClientRetryTest, CallSpanningARestartSucceeds) {
   ServerProcess server;
-  const absl::StatusOr<int> port = tools::FreeLoopbackPort();
+  const absl::StatusOr<int> port = base::FreeLoopbackPort();
   ASSERT_TRUE(port.ok()) << port.status();
   auto started = server.Start({absl::StrCat("--listen=127.0.0.1:", *port)});
   ASSERT_TRUE(started.ok()) << started.status();

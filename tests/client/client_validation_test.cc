@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qaqkv/client.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::client {
 namespace {
@@ -441,7 +442,7 @@ TEST_F(ClientValidationTest, SessionsNameTheBadField) {
 
   ExpectInvalid(client_->GetSession("").status(), "session_id");
   ExpectInvalid(client_->ResumeSession("a\nb", buffers.Mutable()).status(), "session_id");
-  ExpectInvalid(client_->DeleteSession(std::string(300, 'x')), "session_id");
+  ExpectInvalid(client_->DeleteSession(std::string(limits::kMaxSessionIdBytes + 1, 'x')), "session_id");
   ExpectInvalid(client_->TouchSession(" "), "session_id");
   ExpectInvalid(client_->ListSessions(200000).status(), "limit");
 }

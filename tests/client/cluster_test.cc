@@ -21,7 +21,7 @@
 #include "qaqkv/client.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 
 namespace qaqkv::client {
 namespace {
@@ -53,7 +53,7 @@ class ClusterTest : public ::testing::Test {
     for (int i = 0; i < n; ++i) {
       auto& s = servers_.emplace_back(std::make_unique<ServerProcess>());
       // A fixed port, so a restarted server is the same cluster member.
-      const absl::StatusOr<int> free = tools::FreeLoopbackPort();
+      const absl::StatusOr<int> free = base::FreeLoopbackPort();
       ASSERT_TRUE(free.ok()) << free.status();
       auto port = s->Start({absl::StrCat("--listen=127.0.0.1:", *free)});
       ASSERT_TRUE(port.ok()) << port.status();

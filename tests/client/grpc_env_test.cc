@@ -17,7 +17,7 @@
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 #include "tests/service/test_util.h"
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 
 namespace qaqkv::client {
 namespace {
@@ -38,7 +38,7 @@ TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip)
   const service::testing::TempDir tmp;
   const std::string& dir = tmp.path();
   // The server starts with the environment as it was before the call.
-  tools::SnapshotEnvironmentForChildren();
+  base::SnapshotEnvironmentForChildren();
 
   EXPECT_EQ(UseRecommendedGrpcEnvironment(), std::vector<std::string>{"GRPC_POLL_STRATEGY"});
   ASSERT_NE(getenv("GRPC_POLL_STRATEGY"), nullptr);
@@ -47,12 +47,12 @@ TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip)
   EXPECT_STREQ(getenv("GRPC_EXPERIMENTS"), "");
   EXPECT_TRUE(UseRecommendedGrpcEnvironment().empty()) << "a second call changes nothing";
 
-  auto server = tools::ChildProcess::Spawn(
+  auto server = base::ChildProcess::Spawn(
       {service::testing::ServerBinary(), "--listen=127.0.0.1:0", "--memory-only",
        "--memory-bytes=64MiB", "--port-file=" + dir + "/port"},
       dir + "/server.log");
   ASSERT_TRUE(server.ok()) << server.status();
-  auto port = tools::WaitForPortFile(dir + "/port", *server, absl::Seconds(30));
+  auto port = base::WaitForPortFile(dir + "/port", *server, absl::Seconds(30));
   ASSERT_TRUE(port.ok()) << port.status();
   {
     std::ifstream env("/proc/" + std::to_string(server->pid()) + "/environ");

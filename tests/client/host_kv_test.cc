@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::client::internal {
 namespace {
@@ -122,8 +123,11 @@ TEST(ValidateSessionIdTest, PrintableAsciiWithoutSpaces) {
   EXPECT_EQ(ValidateSessionId("").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateSessionId("a b").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateSessionId("tab\there").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ValidateSessionId(std::string(257, 'x')).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(ValidateSessionId(std::string(256, 'x')).ok());
+  // The contract's limit, the same the server applies (a 256-byte cap here
+  // once kept workers from resuming sessions other clients had stored).
+  EXPECT_EQ(ValidateSessionId(std::string(limits::kMaxSessionIdBytes + 1, 'x')).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ValidateSessionId(std::string(limits::kMaxSessionIdBytes, 'x')).ok());
 }
 
 }  // namespace

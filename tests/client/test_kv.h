@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 #include "qaqkv/client.h"
 #include "qaqkv/v1/kvcache.pb.h"
 
@@ -76,8 +76,8 @@ inline Kv MakeKv(int tokens, uint32_t seed) {
   for (int l = 0; l < kLayers; ++l) {
     auto& k = kv.k.emplace_back(size_t(tokens) * kKvHeads * kHeadDim);
     auto& v = kv.v.emplace_back(k.size());
-    for (auto& x : k) x = ::qaqkv::internal::FloatToHalf(normal(rng));
-    for (auto& x : v) x = ::qaqkv::internal::FloatToHalf(normal(rng));
+    for (auto& x : k) x = ::qaqkv::FloatToHalf(normal(rng));
+    for (auto& x : v) x = ::qaqkv::FloatToHalf(normal(rng));
   }
   return kv;
 }

@@ -18,7 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_raii.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 #include "qaqkv/client.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
@@ -44,7 +44,7 @@ Layers RandomLayers(std::mt19937& rng) {
   std::normal_distribution<float> normal(0.f, 1.f);
   Layers out(kLayers, std::vector<uint16_t>(kValues));
   for (auto& layer : out) {
-    for (auto& x : layer) x = ::qaqkv::internal::FloatToHalf(normal(rng));
+    for (auto& x : layer) x = ::qaqkv::FloatToHalf(normal(rng));
   }
   return out;
 }

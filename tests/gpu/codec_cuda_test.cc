@@ -16,14 +16,12 @@
 #include "kernels/codec.h"
 #include "kernels/cuda/codec_cuda.h"
 #include "kernels/cuda/cuda_raii.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv {
 namespace {
 
 using cuda::DeviceBuffer;
-using internal::FloatToBf16;
-using internal::FloatToHalf;
 
 uint64_t TestSeed() {
   static const uint64_t seed = [] {

@@ -10,15 +10,13 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 #include "kernels/internal/page_format.h"
 #include "kernels/internal/tensor_codec.h"
 
 namespace qaqkv {
 namespace {
 
-using internal::FloatToHalf;
-using internal::HalfToFloat;
 using ::testing::HasSubstr;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -45,7 +43,7 @@ int64_t Canon(const PageShape& s, int64_t h, int64_t t, int64_t d) {
 float Rounded(float x, DType t) {
   switch (t) {
     case DType::kF16: return HalfToFloat(FloatToHalf(x));
-    case DType::kBF16: return internal::Bf16ToFloat(internal::FloatToBf16(x));
+    case DType::kBF16: return ::qaqkv::Bf16ToFloat(::qaqkv::FloatToBf16(x));
     case DType::kF32: return x;
   }
   return x;
@@ -77,7 +75,7 @@ Tensor MakeTensor(const PageShape& s, const std::vector<float>& canon_in, DType 
         if (dt == DType::kF32) {
           std::memcpy(t.bytes.data() + o * 4, &x, 4);
         } else {
-          const uint16_t b = dt == DType::kF16 ? FloatToHalf(x) : internal::FloatToBf16(x);
+          const uint16_t b = dt == DType::kF16 ? FloatToHalf(x) : ::qaqkv::FloatToBf16(x);
           std::memcpy(t.bytes.data() + o * 2, &b, 2);
         }
       }
@@ -144,7 +142,7 @@ std::vector<int> CheckSection(const internal::SectionView& view, const PageShape
   auto exact_ok = [&](int64_t idx) {
     const float want = HalfToFloat(FloatToHalf(in[idx]));
     const bool ok = std::isnan(want) ? std::isnan(out[idx])
-                                     : internal::FloatBits(want) == internal::FloatBits(out[idx]);
+                                     : ::qaqkv::FloatBits(want) == ::qaqkv::FloatBits(out[idx]);
     if (!ok && failures++ < 5) {
       ADD_FAILURE() << what << " exact value at " << idx << ": in " << in[idx] << " out "
                     << out[idx];
@@ -423,11 +421,11 @@ TEST(CodecRoundTrip, EveryCodecDTypeLayout) {
                     if (odt == DType::kF32) {
                       float g;
                       std::memcpy(&g, buf.data() + o * 4, 4);
-                      bad += internal::FloatBits(g) != internal::FloatBits(f);
+                      bad += ::qaqkv::FloatBits(g) != ::qaqkv::FloatBits(f);
                     } else {
                       uint16_t g;
                       std::memcpy(&g, buf.data() + o * 2, 2);
-                      bad += g != (odt == DType::kF16 ? FloatToHalf(f) : internal::FloatToBf16(f));
+                      bad += g != (odt == DType::kF16 ? FloatToHalf(f) : ::qaqkv::FloatToBf16(f));
                     }
                   }
                 }
@@ -787,9 +785,9 @@ TEST(OutOfRange, FiniteBeyondFp16IsRejected) {
       EXPECT_THAT(std::string(page.status().message()), HasSubstr(which ? "v:" : "k:"));
     }
     // bf16 holds 1e5, fp16 does not.
-    std::vector<uint16_t> b(s.values(), internal::FloatToBf16(1.0f));
-    b[2] = internal::FloatToBf16(1e5f);
-    std::vector<uint16_t> ok(s.values(), internal::FloatToBf16(1.0f));
+    std::vector<uint16_t> b(s.values(), ::qaqkv::FloatToBf16(1.0f));
+    b[2] = ::qaqkv::FloatToBf16(1e5f);
+    std::vector<uint16_t> ok(s.values(), ::qaqkv::FloatToBf16(1.0f));
     auto page = EncodePage(*cfg, s, {ok.data(), DType::kBF16}, {b.data(), DType::kBF16});
     ASSERT_FALSE(page.ok());
     EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument);

@@ -12,12 +12,11 @@
 #include "gtest/gtest.h"
 #include "kernels/codec.h"
 #include "kernels/internal/fast.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv {
 namespace {
 
-using internal::FloatToHalf;
 
 uint64_t TestSeed() {
   static const uint64_t seed = [] {
@@ -107,7 +106,7 @@ std::vector<uint8_t> ToBytes(const std::vector<float>& nhd, const PageShape& s, 
         if (dt == DType::kF32) {
           std::memcpy(out.data() + o * 4, &x, 4);
         } else {
-          const uint16_t b = dt == DType::kF16 ? FloatToHalf(x) : internal::FloatToBf16(x);
+          const uint16_t b = dt == DType::kF16 ? FloatToHalf(x) : ::qaqkv::FloatToBf16(x);
           std::memcpy(out.data() + o * 2, &b, 2);
         }
       }

@@ -4,7 +4,7 @@
 #include <limits>
 
 #include "gtest/gtest.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv::internal {
 namespace {

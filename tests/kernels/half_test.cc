@@ -1,4 +1,4 @@
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 #include <cmath>
 #include <cstdint>

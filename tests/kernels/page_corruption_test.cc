@@ -8,8 +8,8 @@
 
 #include "gtest/gtest.h"
 #include "kernels/codec.h"
-#include "kernels/internal/half.h"
-#include "kernels/internal/xxh3.h"
+#include "kernels/half.h"
+#include "kernels/checksum.h"
 #include "xxhash.h"
 
 namespace qaqkv {
@@ -329,7 +329,7 @@ TEST(PageChecksumTest, DispatchedXxh3EqualsThePortableOne) {
   for (size_t n : {0, 1, 3, 4, 8, 9, 16, 17, 64, 128, 129, 200, 240, 241, 1023, 1024, 1025,
                    4096, 65536, 65537, 262144, 262184}) {
     for (size_t offset : {0, 1, 7}) {  // unaligned starts too
-      EXPECT_EQ(internal::Xxh3(bytes.data() + offset, n), XXH3_64bits(bytes.data() + offset, n))
+      EXPECT_EQ(PageChecksum(bytes.data() + offset, n), XXH3_64bits(bytes.data() + offset, n))
           << n << " bytes at offset " << offset;
     }
   }

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kernels/codec.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv::service::testing {
 
@@ -40,7 +40,7 @@ absl::StatusOr<std::string> MakePage(std::string_view codec, const v1::Geometry&
   std::vector<float> k(static_cast<size_t>(shape.values()));
   std::vector<uint16_t> v(static_cast<size_t>(shape.values()));
   for (float& x : k) x = normal(rng);
-  for (uint16_t& x : v) x = qaqkv::internal::FloatToHalf(0.5f * normal(rng));
+  for (uint16_t& x : v) x = ::qaqkv::FloatToHalf(0.5f * normal(rng));
   auto page = EncodePage(*config, shape, TensorView{k.data(), DType::kF32, Layout::kNHD},
                          TensorView{v.data(), DType::kF16, Layout::kNHD});
   if (!page.ok()) return page.status();

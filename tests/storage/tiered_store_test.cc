@@ -95,7 +95,7 @@ TEST(TieredStoreTest, BadRequestsStoreNothing) {
   EXPECT_EQ(code(Req("", 1, 0, 2, p)), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Req("t", 1, 2, 2, p)), absl::StatusCode::kInvalidArgument);   // layer
   EXPECT_EQ(code(Req("t", 1, 0, 0, p)), absl::StatusCode::kInvalidArgument);   // num_layers
-  EXPECT_EQ(code(Req("t", 1, 0, kMaxLayers + 1, p)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Req("t", 1, 0, limits::kMaxLayers + 1, p)), absl::StatusCode::kInvalidArgument);
   std::string corrupt = p;
   corrupt[3] ^= 1;
   EXPECT_EQ(code(Req("t", 1, 0, 2, corrupt)), absl::StatusCode::kInvalidArgument);
@@ -317,7 +317,7 @@ TEST(TieredStoreSessionsTest, BadSessionRequestsStoreNothing) {
   EXPECT_EQ(s->PutSession("t", "", Session({1}, 1)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s->PutSession("t", "has space", Session({1}, 1)).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(s->PutSession("t", std::string(kMaxSessionIdBytes + 1, 'x'), Session({1}, 1)).code(),
+  EXPECT_EQ(s->PutSession("t", std::string(limits::kMaxSessionIdBytes + 1, 'x'), Session({1}, 1)).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s->PutSession("", "c", Session({1}, 1)).code(), absl::StatusCode::kInvalidArgument);
   SessionRecord bad_tail = Session({1}, 1);

@@ -2,12 +2,10 @@
 
 #include <algorithm>
 
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv::tools {
 
-using internal::FloatToHalf;
-using internal::HalfToFloat;
 
 HostBuffers ToFp16Nhd(const eval::KvSample& s, int tokens) {
   HostBuffers out;

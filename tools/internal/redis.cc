@@ -5,6 +5,10 @@
 #include "absl/strings/str_cat.h"
 
 namespace qaqkv::tools {
+
+using base::ChildProcess;
+using base::FreeLoopbackPort;
+using base::WaitForTcp;
 namespace {
 
 struct ReplyFree {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 
 struct redisContext;
 
@@ -24,7 +24,7 @@ struct RedisFree {
 using RedisConn = std::unique_ptr<redisContext, RedisFree>;
 
 struct RedisServer {
-  ChildProcess process;
+  base::ChildProcess process;
   int port = 0;
 };
 

@@ -37,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "qaqkv/limits.h"
 
 namespace qaqkv::client {
 
@@ -52,8 +53,9 @@ enum class DType : uint8_t { kF16 = 1, kBF16 = 2, kF32 = 3 };
 enum class Layout : uint8_t { kNHD = 0, kHND = 1 };
 
 // The shape of a model's KV cache. Limits (checked before anything is sent):
-// num_layers 1..4096, num_kv_heads 1..1024, num_q_heads a positive multiple
-// of num_kv_heads, head_dim 1..1024, block_tokens 1..65536.
+// each at least 1 and at most its limit in qaqkv/limits.h (kMaxLayers 4096,
+// kMaxKvHeads 1024, kMaxQHeads 65536, kMaxHeadDim 1024, kMaxBlockTokens
+// 65536), and num_q_heads a multiple of num_kv_heads.
 struct Geometry {
   int num_layers = 0;
   int num_kv_heads = 0;
@@ -287,7 +289,7 @@ struct LoadResult {
 
 // A chat session to save: a chain of committed blocks plus a partial tail.
 struct SessionSpec {
-  std::string session_id;  // 1..256 printable ASCII bytes, no spaces
+  std::string session_id;  // 1..limits::kMaxSessionIdBytes printable ASCII bytes, no spaces
   Geometry geometry;
   std::string codec = "qaq";
   std::vector<BlockKey> blocks;  // full blocks, in order
@@ -333,7 +335,7 @@ struct TierStats {
 // NCCL transport (qaqkv/nccl_transport.h, CUDA builds) is built on these
 // two calls; they need no GPU themselves.
 struct TransferOffer {
-  std::string transfer_id;     // 1..256 printable ASCII bytes, no spaces
+  std::string transfer_id;     // 1..limits::kMaxTransferIdBytes printable ASCII bytes, no spaces
   std::string nccl_unique_id;  // exactly 128 bytes (ncclUniqueId)
   BlockFormat format;
   std::vector<BlockKey> blocks;

@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kThreads)
     const float x = Load(in, geo, c);
     if (!isfinite(x)) {
       finite = false;
-    } else if (fabsf(x) > internal::kHalfMax) {
+    } else if (fabsf(x) > ::qaqkv::kHalfMax) {
       atomicMin(bad_index, static_cast<unsigned long long>(CanonicalIndex(geo, c)));
     }
     if (cached) cache[i] = x;
@@ -172,7 +172,7 @@ __global__ void StoreFp16Kernel(Geo geo, int32_t t0, InView in, uint8_t* page, u
        idx += int64_t{gridDim.x} * blockDim.x) {
     const Coord c{idx / D / rt, t0 + (idx / D) % rt, idx % D};
     const float x = Load(in, geo, c);
-    if (bad_index != nullptr && isfinite(x) && fabsf(x) > internal::kHalfMax) {
+    if (bad_index != nullptr && isfinite(x) && fabsf(x) > ::qaqkv::kHalfMax) {
       atomicMin(bad_index, static_cast<unsigned long long>(CanonicalIndex(geo, c)));
     }
     if (page != nullptr) PutU16(page + offset + 2 * idx, FloatToHalf(x));

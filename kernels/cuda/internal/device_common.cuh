@@ -9,14 +9,14 @@
 
 #include "kernels/cuda/internal/launch.h"
 #include "kernels/internal/group_math.h"
-#include "kernels/internal/half.h"
+#include "kernels/half.h"
 
 namespace qaqkv::cuda_internal {
 
-using internal::Bf16ToFloat;
-using internal::FloatToBf16;
-using internal::FloatToHalf;
-using internal::HalfToFloat;
+using ::qaqkv::Bf16ToFloat;
+using ::qaqkv::FloatToBf16;
+using ::qaqkv::FloatToHalf;
+using ::qaqkv::HalfToFloat;
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -254,7 +254,7 @@ __device__ __forceinline__ void WriteGroup(const TensorParams& p, int64_t g, int
   int bits = p.fixed_bits;
   if (p.variable_widths) {
     const float e = GroupE(p, g);
-    const float range = hi - HalfToFloat(internal::FloatToHalfDown(lo));
+    const float range = hi - HalfToFloat(::qaqkv::FloatToHalfDown(lo));
     bits = e < 0 ? p.b_max : internal::BitWidthFor(range, e, p.b_min, p.b_max);
   }
   const internal::GroupParams gp = internal::MakeGroupParams(lo, hi, bits);

@@ -11,7 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/internal/half.h"  // QAQKV_HD only
+#include "kernels/half.h"  // QAQKV_HD only
 
 namespace qaqkv::cuda_internal {
 

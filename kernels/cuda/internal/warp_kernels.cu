@@ -212,11 +212,11 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
   for (int j = 0; j < S::kVpl; ++j) {
     finite = finite && isfinite(x[j]);
-    in_range = in_range && !(fabsf(x[j]) > internal::kHalfMax && isfinite(x[j]));
+    in_range = in_range && !(fabsf(x[j]) > ::qaqkv::kHalfMax && isfinite(x[j]));
   }
   if (!in_range) {  // rare: find the values fp16 cannot hold
     for (int j = 0; j < S::kVpl; ++j) {
-      if (isfinite(x[j]) && fabsf(x[j]) > internal::kHalfMax) {
+      if (isfinite(x[j]) && fabsf(x[j]) > ::qaqkv::kHalfMax) {
         const Coord c = ElementCoord(geo, at.g, S::Index(j, at.sub));
         atomicMin(bad_index, static_cast<unsigned long long>(CanonicalIndex(geo, c)));
       }

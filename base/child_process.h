@@ -1,8 +1,8 @@
-// A child process the tools start and own: qaqkv-server for `qaqkv bench
-// service` and redis-server as its baseline. The destructor kills and reaps
+// A child process its starter owns: the qaqkv-server and redis-server that
+// `qaqkv bench service` and the tests start. The destructor kills and reaps
 // the child, so no error path leaves a server running.
-#ifndef QAQKV_TOOLS_INTERNAL_CHILD_PROCESS_H_
-#define QAQKV_TOOLS_INTERNAL_CHILD_PROCESS_H_
+#ifndef QAQKV_BASE_CHILD_PROCESS_H_
+#define QAQKV_BASE_CHILD_PROCESS_H_
 
 #include <sys/types.h>
 
@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace qaqkv::tools {
+namespace qaqkv::base {
 
 // Children start with the environment qaqkv was given, captured by this
 // call at the start of main(), not with the gRPC settings qaqkv then sets
@@ -67,6 +67,6 @@ absl::Status WaitForTcp(int port, ChildProcess& child, absl::Duration timeout);
 // The directory of the running executable (to find sibling binaries).
 std::string ExecutableDir();
 
-}  // namespace qaqkv::tools
+}  // namespace qaqkv::base
 
-#endif  // QAQKV_TOOLS_INTERNAL_CHILD_PROCESS_H_
+#endif  // QAQKV_BASE_CHILD_PROCESS_H_

@@ -1,7 +1,7 @@
-// The client's thread pool and in-flight counter, the concurrency under
-// Offload and Load. No gRPC here, so this runs under TSan too (the tests
-// that make gRPC calls cannot: Debian's gRPC is not TSan-instrumented).
-#include "client/internal/work_pool.h"
+// The thread pool and in-flight counter under the client's Offload and Load
+// and the server's store writers. No gRPC here, so this runs under TSan too
+// (the tests that make gRPC calls cannot: Debian's gRPC is not instrumented).
+#include "base/thread_pool.h"
 
 #include <atomic>
 #include <mutex>
@@ -10,13 +10,13 @@
 
 #include "gtest/gtest.h"
 
-namespace qaqkv::client::internal {
+namespace qaqkv::base {
 namespace {
 
-TEST(WorkPoolTest, RunsEveryTaskAndWaitsForThem) {
+TEST(ThreadPoolTest, RunsEveryTaskAndWaitsForThem) {
   std::vector<int> done(1000, 0);
   {
-    WorkPool pool(4);
+    ThreadPool pool(4);
     TaskCounter tasks;
     for (int i = 0; i < 1000; ++i) {
       tasks.Add();
@@ -32,8 +32,8 @@ TEST(WorkPoolTest, RunsEveryTaskAndWaitsForThem) {
 
 // A bounded window, as Load keeps its decode backlog: never more than
 // `limit` tasks in flight, whatever the number of submitters.
-TEST(WorkPoolTest, WaitBelowBoundsTasksInFlight) {
-  WorkPool pool(3);
+TEST(ThreadPoolTest, WaitBelowBoundsTasksInFlight) {
+  ThreadPool pool(3);
   TaskCounter tasks;
   std::atomic<int> in_flight{0}, peak{0}, ran{0};
   constexpr int kLimit = 4;
@@ -64,14 +64,14 @@ TEST(WorkPoolTest, WaitBelowBoundsTasksInFlight) {
 }
 
 // The destructor runs what is still queued before joining.
-TEST(WorkPoolTest, DestructorDrainsTheQueue) {
+TEST(ThreadPoolTest, DestructorDrainsTheQueue) {
   std::atomic<int> ran{0};
   {
-    WorkPool pool(1);
+    ThreadPool pool(1);
     for (int i = 0; i < 100; ++i) pool.Submit([&] { ++ran; });
   }
   EXPECT_EQ(ran.load(), 100);
 }
 
 }  // namespace
-}  // namespace qaqkv::client::internal
+}  // namespace qaqkv::base

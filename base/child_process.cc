@@ -1,4 +1,4 @@
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 
 #include <arpa/inet.h>
 #include <sched.h>
@@ -25,7 +25,7 @@
 
 extern char** environ;
 
-namespace qaqkv::tools {
+namespace qaqkv::base {
 namespace {
 
 // Set once at the start of main(), before any thread starts; read-only after.
@@ -249,4 +249,4 @@ std::string ExecutableDir() {
   return ec ? std::string(".") : p.parent_path().string();
 }
 
-}  // namespace qaqkv::tools
+}  // namespace qaqkv::base

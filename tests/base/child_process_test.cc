@@ -1,6 +1,6 @@
 // ChildProcess's CPU pinning and environment, and ParseCpuList's answers to
 // good and bad lists: `qaqkv bench service --server-cpus` rests on them.
-#include "tools/internal/child_process.h"
+#include "base/child_process.h"
 
 #include <sched.h>
 #include <signal.h>
@@ -15,7 +15,7 @@
 
 #include "gtest/gtest.h"
 
-namespace qaqkv::tools {
+namespace qaqkv::base {
 namespace {
 
 std::vector<int> AllowedCpus() {
@@ -92,4 +92,4 @@ TEST(ChildProcessTest, ChildrenGetTheSnapshottedEnvironment) {
 }
 
 }  // namespace
-}  // namespace qaqkv::tools
+}  // namespace qaqkv::base

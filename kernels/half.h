@@ -1,7 +1,10 @@
 // Exact, portable fp16 / bf16 <-> fp32 conversions with explicit rounding.
-// Host and device code share them (QAQKV_HD), so every backend rounds alike.
-#ifndef QAQKV_KERNELS_INTERNAL_HALF_H_
-#define QAQKV_KERNELS_INTERNAL_HALF_H_
+// Host and device code share them (QAQKV_HD), so every backend rounds alike;
+// tools and tests use them to build and compare KV.
+//
+// Thread-safety: pure functions.
+#ifndef QAQKV_KERNELS_HALF_H_
+#define QAQKV_KERNELS_HALF_H_
 
 #include <cstdint>
 #include <cstring>
@@ -12,7 +15,7 @@
 #define QAQKV_HD inline
 #endif
 
-namespace qaqkv::internal {
+namespace qaqkv {
 
 QAQKV_HD uint32_t FloatBits(float f) {
   uint32_t u;
@@ -107,6 +110,6 @@ QAQKV_HD uint16_t FloatToBf16(float f) {
 
 inline constexpr float kHalfMax = 65504.0f;
 
-}  // namespace qaqkv::internal
+}  // namespace qaqkv
 
-#endif  // QAQKV_KERNELS_INTERNAL_HALF_H_
+#endif  // QAQKV_KERNELS_HALF_H_

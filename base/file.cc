@@ -1,0 +1,101 @@
+#include "base/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/strings.h"
+
+namespace qaqkv::base {
+namespace {
+
+absl::Status ErrnoError(int err, std::string_view field, const std::string& path,
+                        std::string_view what) {
+  const std::string msg =
+      absl::StrCat(AsAbsl(field), ": cannot ", AsAbsl(what), " ", path, ": ", std::strerror(err));
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR: return absl::NotFoundError(msg);
+    case EACCES:
+    case EPERM: return absl::PermissionDeniedError(msg);
+    case EISDIR: return absl::InvalidArgumentError(msg);
+    case ENOSPC:
+    case EDQUOT: return absl::ResourceExhaustedError(msg);
+    default: return absl::UnavailableError(msg);
+  }
+}
+
+// Closes the descriptor on every path out.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  // Closes now and reports close's error (a delayed write error shows here).
+  int Close() {
+    const int rc = ::close(fd_);
+    fd_ = -1;
+    return rc;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view field) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoError(errno, field, path, "read");
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, field, path, "read");
+  if (S_ISDIR(st.st_mode)) return ErrnoError(EISDIR, field, path, "read");
+  std::string out;
+  if (S_ISREG(st.st_mode)) out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, field, path, "read");
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+absl::Status WriteFileAtomically(const std::string& path, std::string_view contents,
+                                 std::string_view field) {
+  const std::string tmp = path + ".tmp";
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (fd.get() < 0) return ErrnoError(errno, field, path, "write");
+  size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = ::write(fd.get(), contents.data() + done, contents.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      return ErrnoError(err, field, path, "write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (fd.Close() != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoError(err, field, path, "write");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qaqkv::base

@@ -1,0 +1,28 @@
+// Whole-file reads and writes with errors that name the file and the
+// setting it came from.
+#ifndef QAQKV_BASE_FILE_H_
+#define QAQKV_BASE_FILE_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace qaqkv::base {
+
+// The bytes of `path`. `field` names where the path came from ("--tls-cert")
+// and prefixes the message. kNotFound when the file does not exist,
+// kPermissionDenied when it cannot be opened for reading, kInvalidArgument
+// when it is a directory, kUnavailable for a read error.
+absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view field);
+
+// Writes `contents` to `path` so that a reader sees the old file or the new
+// one, never a part: written to `path`.tmp, then renamed over `path`.
+// kUnavailable (kPermissionDenied when not allowed) naming `field`, the path
+// and the reason; nothing is left behind on failure.
+absl::Status WriteFileAtomically(const std::string& path, std::string_view contents,
+                                 std::string_view field);
+
+}  // namespace qaqkv::base
+
+#endif  // QAQKV_BASE_FILE_H_

@@ -1,0 +1,59 @@
+#include "base/file.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace qaqkv::base {
+namespace {
+
+class FileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "qaqkv-file-XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(FileTest, ReadsWhatWasWrittenAtomically) {
+  const std::string path = dir_ + "/port";
+  ASSERT_TRUE(WriteFileAtomically(path, std::string("7070\n\0x", 7), "--port-file").ok());
+  auto got = ReadFile(path, "--port-file");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, std::string("7070\n\0x", 7));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  ASSERT_TRUE(WriteFileAtomically(path, "8080\n", "--port-file").ok());
+  EXPECT_EQ(*ReadFile(path, "--port-file"), "8080\n");
+}
+
+TEST_F(FileTest, ErrorsNameTheFieldThePathAndTheReason) {
+  auto missing = ReadFile(dir_ + "/nope", "--tls-cert");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("--tls-cert: cannot read " + dir_ + "/nope"),
+            absl::string_view::npos)
+      << missing.status();
+  EXPECT_EQ(ReadFile(dir_, "--config").status().code(), absl::StatusCode::kInvalidArgument);
+  const absl::Status no_dir = WriteFileAtomically(dir_ + "/a/b/port", "1", "--port-file");
+  EXPECT_EQ(no_dir.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(no_dir.message().find("--port-file: cannot write"), absl::string_view::npos) << no_dir;
+}
+
+TEST_F(FileTest, UnreadableFileIsPermissionDenied) {
+  if (geteuid() == 0) GTEST_SKIP() << "root reads any file";
+  const std::string path = dir_ + "/secret";
+  std::ofstream(path) << "x";
+  ASSERT_EQ(chmod(path.c_str(), 0), 0);
+  EXPECT_EQ(ReadFile(path, "--auth-tokens").status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+}  // namespace
+}  // namespace qaqkv::base
