@@ -132,4 +132,49 @@ absl::StatusOr<storage::BlockKey> ValidatePage(const Format& format, const v1::P
   return key;
 }
 
+absl::StatusOr<storage::SessionRecord> ValidateSession(const v1::Session& s) {
+  if (absl::Status id = storage::ValidateSessionId(s.session_id()); !id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("session.", id.message()));  // session.session_id
+  }
+  if (!s.has_format()) return absl::InvalidArgumentError("session.format: missing");
+  QAQKV_ASSIGN_OR_RETURN(const Format format, ValidateFormat(s.format(), "session.format"));
+  storage::SessionRecord r;
+  QAQKV_ASSIGN_OR_RETURN(
+      r.blocks, ValidateBlockKeys(s.block_keys(), "session.block_keys", limits::kMaxSessionBlocks));
+  const uint64_t block_tokens = format.proto.geometry().block_tokens();
+  const uint64_t in_blocks = block_tokens * r.blocks.size();
+  if (s.token_count() < in_blocks || s.token_count() - in_blocks >= block_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "session.token_count: ", s.token_count(), " does not fit ", r.blocks.size(),
+        " blocks of ", block_tokens, " tokens plus a tail shorter than a block"));
+  }
+  const uint64_t tail_tokens = s.token_count() - in_blocks;
+  if (tail_tokens == 0 && !s.tail().empty()) {
+    return absl::InvalidArgumentError(
+        "session.tail: must be empty when token_count ends on a block boundary");
+  }
+  if (tail_tokens > 0) {
+    if (s.tail().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("session.tail: missing for ", tail_tokens, " tail tokens"));
+    }
+    const uint64_t rows = tail_tokens * format.proto.geometry().num_layers();
+    if (rows > limits::kMaxPageTokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "session.tail: ", tail_tokens, " tail tokens x ", format.proto.geometry().num_layers(),
+          " layers is more than a page's ", limits::kMaxPageTokens, " rows"));
+    }
+    QAQKV_RETURN_IF_ERROR(
+        ValidatePageBytes(format, s.tail(), "session.tail", static_cast<uint32_t>(rows)));
+  }
+  if (s.ttl_ms() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("session.ttl_ms: ", s.ttl_ms(), " is negative"));
+  }
+  r.token_count = s.token_count();
+  r.ttl_ms = s.ttl_ms();
+  r.tail = s.tail();
+  r.descriptor = format.descriptor;
+  return r;
+}
+
 }  // namespace qaqkv::service

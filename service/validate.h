@@ -14,6 +14,7 @@
 #include "qaqkv/limits.h"
 #include "qaqkv/v1/kvcache.pb.h"
 #include "storage/keys.h"
+#include "storage/session_record.h"
 
 namespace qaqkv::service {
 
@@ -43,6 +44,11 @@ absl::StatusOr<std::vector<storage::BlockKey>> ValidateBlockKeys(
 // kInvalidArgument or kDataLoss (checksum, truncation), naming `field`.
 absl::Status ValidatePageBytes(const Format& format, std::string_view data, std::string_view field,
                                uint32_t tokens);
+
+// A Session message as the storage record PutSession stores: id, format,
+// block keys, token count against the blocks, tail page (one page of
+// tail_tokens * num_layers rows, as ValidatePageBytes) and TTL.
+absl::StatusOr<storage::SessionRecord> ValidateSession(const v1::Session& s);
 
 // A Page message: key, layer below num_layers, data as ValidatePageBytes.
 absl::StatusOr<storage::BlockKey> ValidatePage(const Format& format, const v1::Page& page,

@@ -31,6 +31,7 @@ struct BlockRecord {
 
   bool HasLayer(uint32_t layer) const { return (present[layer >> 3] >> (layer & 7)) & 1; }
   void SetLayer(uint32_t layer) { present[layer >> 3] |= uint8_t(1u << (layer & 7)); }
+  void ClearLayer(uint32_t layer) { present[layer >> 3] &= uint8_t(~(1u << (layer & 7))); }
   uint32_t LayersPresent() const;
 };
 

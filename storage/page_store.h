@@ -42,6 +42,9 @@ struct PutPageRequest {
 struct PutPageResult {
   bool committed = false;          // the block is complete (now or before)
   bool already_committed = false;  // it was complete before this write
+  // This call wrote the page. False when the block already had the layer (a
+  // retry, or another writer's copy): the stored bytes stay.
+  bool stored = false;
 };
 
 struct TenantUsage {
@@ -77,6 +80,14 @@ class PageStore {
   // Removes the block and all its pages; kNotFound when unknown.
   virtual absl::Status DeleteBlock(std::string_view tenant, const BlockKey& block) = 0;
 
+  // Takes back a page that a PutPage stored (`bytes` its size) while its
+  // block is still not committed: a PutPages stream that fails removes what
+  // it added, so a retry starts clean and nothing holds the tenant's quota.
+  // OK, and nothing changes, when the block is committed or unknown, or
+  // lacks the layer. A block left with no layer is removed.
+  virtual absl::Status RevertPage(std::string_view tenant, const BlockKey& block,
+                                  uint32_t layer, uint64_t bytes) = 0;
+
   virtual TenantUsage Usage(std::string_view tenant) const = 0;
 
   // Sessions. PutSession creates or replaces (created_ms is kept on
@@ -84,7 +95,8 @@ class PageStore {
   // session id, too many blocks, a non-empty tail whose checksum is wrong).
   virtual absl::Status PutSession(std::string_view tenant, std::string_view session_id,
                                   SessionRecord record) = 0;
-  // kNotFound when missing or expired (expired sessions are removed).
+  // kNotFound when missing or expired (expired sessions are removed). An
+  // access: it renews the TTL, as TouchSession does.
   virtual absl::StatusOr<SessionRecord> GetSession(std::string_view tenant,
                                                    std::string_view session_id) = 0;
   // Session ids of the tenant in order, at most `limit`, skipping expired ones.

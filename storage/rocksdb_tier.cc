@@ -6,13 +6,14 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/checksum.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "storage/internal/rocksdb_status.h"
-#include "kernels/checksum.h"
 
 namespace qaqkv::storage {
 namespace {
@@ -129,9 +130,8 @@ absl::Status RocksDbTier::PutPage(std::string_view key, std::string_view page) {
 }
 
 absl::StatusOr<std::string> RocksDbTier::GetPage(std::string_view key) {
-  auto value = Get(Column::kPages, key);
-  if (!value.ok()) return value.status();
-  if (!PageChecksumOk(*value)) {
+  QAQKV_ASSIGN_OR_RETURN(std::string value, Get(Column::kPages, key));
+  if (!PageChecksumOk(value)) {
     checksum_failures_.fetch_add(1, std::memory_order_relaxed);
     // Never served, and not left to fail again: the copy is gone.
     (void)Delete(Column::kPages, key);
@@ -178,12 +178,11 @@ absl::Status RocksDbTier::Delete(Column column, std::string_view key) {
 }
 
 absl::Status RocksDbTier::DeletePrefix(Column column, std::string_view prefix) {
-  auto keys = Keys(column, prefix);
-  if (!keys.ok()) return keys.status();
-  if (keys->empty()) return absl::OkStatus();
+  QAQKV_ASSIGN_OR_RETURN(const std::vector<std::string> keys, Keys(column, prefix));
+  if (keys.empty()) return absl::OkStatus();
   std::vector<Mutation> batch;
-  batch.reserve(keys->size());
-  for (const std::string& k : *keys) batch.push_back({column, k, {}, /*erase=*/true});
+  batch.reserve(keys.size());
+  for (const std::string& k : keys) batch.push_back({column, k, {}, /*erase=*/true});
   return Write(batch);
 }
 
@@ -204,12 +203,11 @@ absl::Status RocksDbTier::Scan(
 absl::StatusOr<std::vector<std::string>> RocksDbTier::Keys(Column column, std::string_view prefix,
                                                            size_t limit) {
   std::vector<std::string> out;
-  absl::Status s = Scan(column, prefix, [&](std::string_view key, std::string_view) {
+  QAQKV_RETURN_IF_ERROR(Scan(column, prefix, [&](std::string_view key, std::string_view) {
     if (out.size() >= limit) return false;
     out.emplace_back(key);
     return true;
-  });
-  if (!s.ok()) return s;
+  }));
   return out;
 }
 

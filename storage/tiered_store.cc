@@ -6,6 +6,9 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "base/strings.h"
 #include "kernels/checksum.h"
 
 namespace qaqkv::storage {
@@ -17,8 +20,7 @@ int64_t NowMs() {
       .count();
 }
 
-// Debian's abseil has its own string_view type.
-absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+using base::AsAbsl;
 
 }  // namespace
 
@@ -41,11 +43,10 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   if (!options.memory_only && options.data_dir.empty()) {
     return absl::InvalidArgumentError("store.data_dir: empty (or choose memory_only)");
   }
-  auto disk = RocksDbTier::Open(disk_options);
-  if (!disk.ok()) return disk.status();
-  auto dram = DramTier::Create({dram_bytes, options.dram_shards});
-  if (!dram.ok()) return dram.status();
-  auto store = std::make_unique<TieredStore>(Token(), options, std::move(*disk), std::move(*dram));
+  QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbTier> disk, RocksDbTier::Open(disk_options));
+  QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<DramTier> dram,
+                         DramTier::Create({dram_bytes, options.dram_shards}));
+  auto store = std::make_unique<TieredStore>(Token(), options, std::move(disk), std::move(dram));
   store->dram_budget_ = dram_bytes;
 
   // Usage is derived from the records, so it matches the data after any
@@ -56,18 +57,18 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
         auto record = DecodeBlockRecord(bytes);
         if (!record.ok()) {
           bad_record = absl::DataLossError(absl::StrCat(
-              "block record ", Absl(key.substr(0, 2)), "...: ", record.status().message()));
+              "block record ", AsAbsl(key.substr(0, 2)), "...: ", record.status().message()));
           return false;
         }
         const size_t tenant_len = static_cast<uint8_t>(key[1]);
         store->AddUsage(key.substr(2, tenant_len), static_cast<int64_t>(record->bytes), 1);
         base::MutexLock lock(&store->index_mu_);
         store->total_bytes_ += record->bytes;
-        store->index_[Absl(key)] = {std::move(*record), false};
+        store->index_[AsAbsl(key)] = {std::move(*record), false};
         return true;
       });
-  if (!scanned.ok()) return scanned;
-  if (!bad_record.ok()) return bad_record;
+  QAQKV_RETURN_IF_ERROR(scanned);
+  QAQKV_RETURN_IF_ERROR(bad_record);
   if (options.maintenance_interval_ms > 0) {
     TieredStore* self = store.get();
     store->maintenance_ = std::thread([self] { self->MaintenanceLoop(); });
@@ -81,22 +82,60 @@ TieredStore::TieredStore(Token, TieredStoreOptions options, std::unique_ptr<Rock
 
 TieredStore::~TieredStore() {
   {
-    std::lock_guard<std::mutex> lock(stop_mu_);
+    base::MutexLock lock(&stop_mu_);
     stopping_ = true;
   }
-  stop_cv_.notify_all();
+  stop_cv_.SignalAll();
   if (maintenance_.joinable()) maintenance_.join();
 }
 
 void TieredStore::MaintenanceLoop() {
-  std::unique_lock<std::mutex> lock(stop_mu_);
-  while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.maintenance_interval_ms),
-                            [this] { return stopping_; })) {
-    lock.unlock();
-    // Errors are retried on the next pass; the store stays usable.
-    (void)RunMaintenance(NowMs());
-    lock.lock();
+  for (;;) {
+    {
+      base::MutexLock lock(&stop_mu_);
+      if (stop_cv_.WaitFor(&stop_mu_, std::chrono::milliseconds(options_.maintenance_interval_ms),
+                           [this] {
+                             stop_mu_.AssertHeld();
+                             return stopping_;
+                           })) {
+        return;
+      }
+    }
+    // A failed pass leaves the store usable; the next pass retries.
+    if (absl::StatusOr<MaintenanceReport> r = RunMaintenance(NowMs()); !r.ok()) {
+      BackgroundError("maintenance pass", r.status());
+    }
   }
+}
+
+void TieredStore::BackgroundError(std::string_view what, const absl::Status& status) {
+  background_errors_.fetch_add(1, std::memory_order_relaxed);
+  base::LogWarning("storage background work failed",
+                   {{"component", "storage"}, {"work", AsAbsl(what)},
+                    {"error", status.ToString()}});
+}
+
+StoreStats TieredStore::Stats() const {
+  StoreStats s;
+  const DramTierStats d = dram_->Stats();
+  s.tiers.push_back({"dram", d.hits, d.misses, d.evictions, d.charged_bytes, d.entries,
+                     dram_budget_});
+  {
+    base::MutexLock lock(&index_mu_);
+    s.total_bytes = total_bytes_;
+    s.blocks = index_.size();
+  }
+  if (!options_.memory_only) {
+    s.tiers.push_back({"disk", disk_hits_.load(std::memory_order_relaxed),
+                       disk_misses_.load(std::memory_order_relaxed),
+                       blocks_evicted_.load(std::memory_order_relaxed), s.total_bytes, s.blocks,
+                       options_.disk_bytes});
+  }
+  s.blocks_evicted = blocks_evicted_.load(std::memory_order_relaxed);
+  s.blocks_dropped = blocks_dropped_.load(std::memory_order_relaxed);
+  s.checksum_failures = disk_->Stats().checksum_failures;
+  s.background_errors = background_errors_.load(std::memory_order_relaxed);
+  return s;
 }
 
 uint64_t TieredStore::TotalBytes() const {
@@ -110,14 +149,14 @@ base::Mutex& TieredStore::StripeFor(std::string_view record_key) {
 
 void TieredStore::AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks) {
   base::MutexLock lock(&usage_mu_);
-  TenantUsage& u = usage_[Absl(tenant)];
+  TenantUsage& u = usage_[AsAbsl(tenant)];
   u.bytes = static_cast<uint64_t>(static_cast<int64_t>(u.bytes) + bytes);
   u.blocks = static_cast<uint64_t>(static_cast<int64_t>(u.blocks) + blocks);
 }
 
 bool TieredStore::ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks) {
   base::MutexLock lock(&usage_mu_);
-  TenantUsage& u = usage_[Absl(tenant)];
+  TenantUsage& u = usage_[AsAbsl(tenant)];
   if (options_.tenant_quota_bytes > 0 && u.bytes + bytes > options_.tenant_quota_bytes) {
     return false;
   }
@@ -128,7 +167,7 @@ bool TieredStore::ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t 
 
 TenantUsage TieredStore::Usage(std::string_view tenant) const {
   base::MutexLock lock(&usage_mu_);
-  auto it = usage_.find(Absl(tenant));
+  auto it = usage_.find(AsAbsl(tenant));
   return it == usage_.end() ? TenantUsage{} : it->second;
 }
 
@@ -162,7 +201,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
 absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& req,
                                                          std::vector<std::string>* evicted,
                                                          bool* no_room) {
-  if (absl::Status s = ValidateTenant(req.tenant); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(req.tenant));
   if (req.num_layers == 0 || req.num_layers > limits::kMaxLayers) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_layers: ", req.num_layers, " not in [1, ", limits::kMaxLayers, "]"));
@@ -208,10 +247,10 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
     return absl::FailedPreconditionError(
         "descriptor: geometry or codec differ from the block's earlier pages");
   }
-  if (record.committed) return PutPageResult{true, true};
+  if (record.committed) return PutPageResult{true, true, false};
   if (record.HasLayer(req.layer)) {
     // The same layer again (a retried stream): durable already.
-    return PutPageResult{false, false};
+    return PutPageResult{false, false, false};
   }
   if (options_.disk_bytes > 0 && TotalBytes() + req.page.size() > options_.disk_bytes) {
     *no_room = true;
@@ -254,21 +293,21 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
   {
     base::MutexLock index_lock(&index_mu_);
     total_bytes_ += req.page.size();
-    index_[Absl(record_key)] = {std::move(record), false};
+    index_[AsAbsl(record_key)] = {std::move(record), false};
   }
   if (!options_.memory_only) dram_->Put(page_key, std::move(buffer));
-  return PutPageResult{committed, false};
+  return PutPageResult{committed, false, true};
 }
 
 std::optional<BlockRecord> TieredStore::IndexedRecord(std::string_view record_key) const {
   base::MutexLock lock(&index_mu_);
-  auto it = index_.find(Absl(record_key));
+  auto it = index_.find(AsAbsl(record_key));
   if (it == index_.end()) return std::nullopt;
   return it->second.record;
 }
 
 absl::StatusOr<BlockRecord> TieredStore::GetBlock(std::string_view tenant, const BlockKey& block) {
-  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
   auto record = IndexedRecord(BlockRecordKey(tenant, block));
   if (!record.has_value()) return absl::NotFoundError("block: not found");
   return std::move(*record);
@@ -276,9 +315,8 @@ absl::StatusOr<BlockRecord> TieredStore::GetBlock(std::string_view tenant, const
 
 absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const BlockKey& block,
                                                 uint32_t layer) {
-  auto record = GetBlock(tenant, block);
-  if (!record.ok()) return record.status();
-  if (!record->committed || layer >= record->num_layers) {
+  QAQKV_ASSIGN_OR_RETURN(const BlockRecord record, GetBlock(tenant, block));
+  if (!record.committed || layer >= record.num_layers) {
     return absl::NotFoundError("block: not found");
   }
   return ReadPage(tenant, block, layer);
@@ -290,7 +328,7 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
   {
     // Recency for eviction; written back to the record by maintenance.
     base::MutexLock index_lock(&index_mu_);
-    if (auto it = index_.find(Absl(BlockRecordKey(tenant, block))); it != index_.end()) {
+    if (auto it = index_.find(AsAbsl(BlockRecordKey(tenant, block))); it != index_.end()) {
       it->second.record.accessed_ms = NowMs();
       it->second.access_dirty = !options_.memory_only;
     }
@@ -298,9 +336,9 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
   if (PageBuffer hit = dram_->Get(page_key)) return hit;
   // Memory-only: the page was evicted and its block is being dropped.
   if (options_.memory_only) return absl::NotFoundError("block: not found");
-  auto bytes = disk_->GetPage(page_key);
+  absl::StatusOr<std::string> bytes = disk_->GetPage(page_key);
   (bytes.ok() ? disk_hits_ : disk_misses_).fetch_add(1, std::memory_order_relaxed);
-  if (!bytes.ok()) return bytes.status();
+  QAQKV_RETURN_IF_ERROR(bytes.status());
   auto page = std::make_shared<const std::string>(std::move(*bytes));
   dram_->Put(page_key, page);
   return PageBuffer(page);
@@ -309,7 +347,7 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
 absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
                                            std::span<const BlockKey> chain,
                                            std::string_view descriptor) {
-  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
   size_t n = 0;
   for (const BlockKey& block : chain) {
     auto record = GetBlock(tenant, block);
@@ -325,7 +363,7 @@ absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
 }
 
 absl::Status TieredStore::DeleteBlock(std::string_view tenant, const BlockKey& block) {
-  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
   return DeleteBlockByRecordKey(BlockRecordKey(tenant, block));
 }
 
@@ -346,14 +384,45 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
     std::vector<Mutation> batch;
     for (const std::string& k : page_keys) batch.push_back({Column::kPages, k, {}, true});
     batch.push_back({Column::kBlocks, record_key, {}, true});
-    if (absl::Status s = disk_->Write(batch); !s.ok()) return s;
+    QAQKV_RETURN_IF_ERROR(disk_->Write(batch));
   }
   for (const std::string& k : page_keys) dram_->Erase(k);
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
   base::MutexLock index_lock(&index_mu_);
-  if (auto it = index_.find(Absl(record_key)); it != index_.end()) {
+  if (auto it = index_.find(AsAbsl(record_key)); it != index_.end()) {
     total_bytes_ -= it->second.record.bytes;
     index_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TieredStore::RevertPage(std::string_view tenant, const BlockKey& block,
+                                     uint32_t layer, uint64_t bytes) {
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
+  const std::string record_key = BlockRecordKey(tenant, block);
+  base::MutexLock lock(&StripeFor(record_key));
+  std::optional<BlockRecord> record = IndexedRecord(record_key);
+  if (!record.has_value() || record->committed || layer >= record->num_layers ||
+      !record->HasLayer(layer) || bytes > record->bytes) {
+    return absl::OkStatus();
+  }
+  record->ClearLayer(layer);
+  record->bytes -= bytes;
+  const bool last = record->LayersPresent() == 0;
+  const std::string page_key = PageKey(tenant, block, layer);
+  if (!options_.memory_only) {
+    const std::string encoded = last ? std::string() : EncodeBlockRecord(*record);
+    QAQKV_RETURN_IF_ERROR(disk_->Write(
+        {{Column::kPages, page_key, {}, true}, {Column::kBlocks, record_key, encoded, last}}));
+  }
+  dram_->Erase(page_key);
+  AddUsage(tenant, -static_cast<int64_t>(bytes), last ? -1 : 0);
+  base::MutexLock index_lock(&index_mu_);
+  total_bytes_ -= bytes;
+  if (last) {
+    index_.erase(AsAbsl(record_key));
+  } else {
+    index_[AsAbsl(record_key)] = {std::move(*record), false};
   }
   return absl::OkStatus();
 }
@@ -361,15 +430,19 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
 absl::flat_hash_set<std::string> TieredStore::ReferencedBlocks(int64_t now_ms) {
   absl::flat_hash_set<std::string> referenced;
   // A failed scan leaves fewer blocks protected; eviction still works.
-  (void)disk_->Scan(Column::kSessions, "", [&](std::string_view key, std::string_view bytes) {
-    auto session = DecodeSessionRecord(bytes);
-    if (!session.ok() || session->ExpiredAt(now_ms)) return true;
-    // 'S' tenant_len tenant session_id
-    const size_t tenant_len = static_cast<uint8_t>(key[1]);
-    const std::string_view tenant = key.substr(2, tenant_len);
-    for (const BlockKey& b : session->blocks) referenced.insert(BlockRecordKey(tenant, b));
-    return true;
-  });
+  absl::Status scanned =
+      disk_->Scan(Column::kSessions, "", [&](std::string_view key, std::string_view bytes) {
+        auto session = DecodeSessionRecord(bytes);
+        if (!session.ok()) return true;
+        session->accessed_ms = LastAccess(key, *session);
+        if (session->ExpiredAt(now_ms)) return true;
+        // 'S' tenant_len tenant session_id
+        const size_t tenant_len = static_cast<uint8_t>(key[1]);
+        const std::string_view tenant = key.substr(2, tenant_len);
+        for (const BlockKey& b : session->blocks) referenced.insert(BlockRecordKey(tenant, b));
+        return true;
+      });
+  if (!scanned.ok()) BackgroundError("scan of sessions for referenced blocks", scanned);
   return referenced;
 }
 
@@ -388,7 +461,7 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
     base::MutexLock lock(&index_mu_);
     if (total_bytes_ <= target) return 0;
     for (const auto& [key, entry] : index_) {
-      if (key == Absl(keep)) continue;
+      if (key == AsAbsl(keep)) continue;
       order.push_back({referenced.contains(key), entry.record.accessed_ms,
                        entry.record.created_ms, key});
     }
@@ -411,9 +484,8 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
 
 absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
   MaintenanceReport report;
-  auto expired = ExpireSessions(now_ms);
-  if (!expired.ok()) return expired.status();
-  report.sessions_expired = *expired;
+  report.session_access_written = WriteBackSessionAccess();
+  QAQKV_ASSIGN_OR_RETURN(report.sessions_expired, ExpireSessions(now_ms));
 
   // Write back access times, and pick abandoned and expired blocks.
   std::vector<std::string> dirty;
@@ -440,7 +512,9 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
     base::MutexLock lock(&StripeFor(key));
     auto record = IndexedRecord(key);
     if (!record.has_value()) continue;
-    (void)disk_->Put(Column::kBlocks, key, EncodeBlockRecord(*record));
+    if (absl::Status s = disk_->Put(Column::kBlocks, key, EncodeBlockRecord(*record)); !s.ok()) {
+      BackgroundError("block access-time write-back", s);
+    }
   }
   for (const std::string& key : abandoned) {
     if (DeleteBlockByRecordKey(key).ok()) ++report.abandoned_reclaimed;
@@ -463,15 +537,46 @@ namespace qaqkv::storage {
 namespace {
 
 absl::Status ValidateSessionRequest(std::string_view tenant, std::string_view session_id) {
-  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
   return ValidateSessionId(session_id);
 }
 
 }  // namespace
 
+int64_t TieredStore::LastAccess(std::string_view key, const SessionRecord& record) const {
+  base::MutexLock lock(&access_mu_);
+  auto it = session_access_.find(AsAbsl(key));
+  return it == session_access_.end() ? record.accessed_ms
+                                     : std::max(record.accessed_ms, it->second);
+}
+
+void TieredStore::NoteAccess(std::string_view key, int64_t now_ms) {
+  base::MutexLock lock(&access_mu_);
+  int64_t& t = session_access_[AsAbsl(key)];
+  t = std::max(t, now_ms);
+}
+
+void TieredStore::ForgetAccess(std::string_view key) {
+  base::MutexLock lock(&access_mu_);
+  session_access_.erase(AsAbsl(key));
+}
+
+absl::StatusOr<SessionRecord> TieredStore::ReadSession(const std::string& key, int64_t now_ms,
+                                                       bool* expired) {
+  auto bytes = disk_->Get(Column::kSessions, key);
+  if (!bytes.ok()) {
+    if (absl::IsNotFound(bytes.status())) return absl::NotFoundError("session: not found");
+    return bytes.status();
+  }
+  QAQKV_ASSIGN_OR_RETURN(SessionRecord record, DecodeSessionRecord(*bytes));
+  record.accessed_ms = LastAccess(key, record);
+  *expired = record.ExpiredAt(now_ms);
+  return record;
+}
+
 absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view session_id,
                                      SessionRecord record) {
-  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
   if (record.blocks.size() > limits::kMaxSessionBlocks) {
     return absl::InvalidArgumentError(absl::StrCat("blocks: ", record.blocks.size(),
                                                    " exceeds ", limits::kMaxSessionBlocks));
@@ -488,88 +593,133 @@ absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view s
     if (auto decoded = DecodeSessionRecord(*old); decoded.ok()) record.created_ms = decoded->created_ms;
   }
   record.accessed_ms = now;
-  return disk_->Put(Column::kSessions, key, EncodeSessionRecord(record));
+  QAQKV_RETURN_IF_ERROR(disk_->Put(Column::kSessions, key, EncodeSessionRecord(record)));
+  ForgetAccess(key);  // the record itself holds the newest access now
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SessionRecord> TieredStore::GetSession(std::string_view tenant,
                                                       std::string_view session_id) {
-  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
   const std::string key = SessionKey(tenant, session_id);
-  auto bytes = disk_->Get(Column::kSessions, key);
-  if (!bytes.ok()) {
-    if (bytes.status().code() == absl::StatusCode::kNotFound) {
-      return absl::NotFoundError("session: not found");
-    }
-    return bytes.status();
-  }
-  auto record = DecodeSessionRecord(*bytes);
-  if (!record.ok()) return record.status();
-  if (record->ExpiredAt(NowMs())) {
-    (void)disk_->Delete(Column::kSessions, key);
+  base::MutexLock lock(&StripeFor(key));
+  const int64_t now = NowMs();
+  bool expired = false;
+  QAQKV_ASSIGN_OR_RETURN(SessionRecord record, ReadSession(key, now, &expired));
+  if (expired) {
+    if (absl::Status s = disk_->Delete(Column::kSessions, key); s.ok()) ForgetAccess(key);
     return absl::NotFoundError("session: not found");
   }
+  // Every access renews the TTL (kvcache.proto, Session.ttl_ms).
+  NoteAccess(key, now);
+  record.accessed_ms = now;
   return record;
 }
 
 absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_view tenant,
                                                                    size_t limit) {
-  if (absl::Status s = ValidateTenant(tenant); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
   const std::string prefix = TenantPrefix('S', tenant);
   std::vector<std::string> out;
   const int64_t now = NowMs();
-  absl::Status s = disk_->Scan(Column::kSessions, prefix,
-                               [&](std::string_view key, std::string_view bytes) {
-                                 if (out.size() >= limit) return false;
-                                 auto record = DecodeSessionRecord(bytes);
-                                 if (record.ok() && !record->ExpiredAt(now)) {
-                                   out.emplace_back(key.substr(prefix.size()));
-                                 }
-                                 return true;
-                               });
-  if (!s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(disk_->Scan(Column::kSessions, prefix,
+                                    [&](std::string_view key, std::string_view bytes) {
+                                      if (out.size() >= limit) return false;
+                                      auto record = DecodeSessionRecord(bytes);
+                                      if (!record.ok()) return true;
+                                      record->accessed_ms = LastAccess(key, *record);
+                                      if (!record->ExpiredAt(now)) {
+                                        out.emplace_back(key.substr(prefix.size()));
+                                      }
+                                      return true;
+                                    }));
   return out;
 }
 
 absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_view session_id) {
-  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
-  base::MutexLock lock(&StripeFor(SessionKey(tenant, session_id)));
-  auto record = GetSession(tenant, session_id);
-  if (!record.ok()) return record.status();
-  return disk_->Delete(Column::kSessions, SessionKey(tenant, session_id));
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
+  const std::string key = SessionKey(tenant, session_id);
+  base::MutexLock lock(&StripeFor(key));
+  bool expired = false;
+  QAQKV_RETURN_IF_ERROR(ReadSession(key, NowMs(), &expired).status());
+  QAQKV_RETURN_IF_ERROR(disk_->Delete(Column::kSessions, key));
+  ForgetAccess(key);
+  if (expired) return absl::NotFoundError("session: not found");
+  return absl::OkStatus();
 }
 
 absl::Status TieredStore::TouchSession(std::string_view tenant, std::string_view session_id) {
-  if (absl::Status s = ValidateSessionRequest(tenant, session_id); !s.ok()) return s;
-  const std::string key = SessionKey(tenant, session_id);
-  base::MutexLock lock(&StripeFor(key));  // no PutSession in between
-  auto record = GetSession(tenant, session_id);
-  if (!record.ok()) return record.status();
-  record->accessed_ms = NowMs();
-  return disk_->Put(Column::kSessions, key, EncodeSessionRecord(*record));
+  return GetSession(tenant, session_id).status();
+}
+
+size_t TieredStore::WriteBackSessionAccess() {
+  std::vector<std::pair<std::string, int64_t>> pending;
+  {
+    base::MutexLock lock(&access_mu_);
+    pending.assign(session_access_.begin(), session_access_.end());
+  }
+  size_t written = 0;
+  for (const auto& [key, accessed] : pending) {
+    base::MutexLock lock(&StripeFor(key));
+    auto bytes = disk_->Get(Column::kSessions, key);
+    absl::StatusOr<SessionRecord> record =
+        bytes.ok() ? DecodeSessionRecord(*bytes) : absl::StatusOr<SessionRecord>(bytes.status());
+    if (!record.ok()) {
+      if (!absl::IsNotFound(record.status())) {
+        BackgroundError("session access write-back", record.status());
+        continue;
+      }
+      ForgetAccess(key);  // deleted since
+      continue;
+    }
+    if (record->accessed_ms < accessed) {
+      record->accessed_ms = accessed;
+      if (absl::Status s = disk_->Put(Column::kSessions, key, EncodeSessionRecord(*record));
+          !s.ok()) {
+        BackgroundError("session access write-back", s);
+        continue;
+      }
+      ++written;
+    }
+    // Drop the entry unless a newer access came in meanwhile.
+    base::MutexLock access_lock(&access_mu_);
+    if (auto it = session_access_.find(AsAbsl(key));
+        it != session_access_.end() && it->second <= accessed) {
+      session_access_.erase(it);
+    }
+  }
+  return written;
 }
 
 absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
   std::vector<std::string> doomed;
-  absl::Status s = disk_->Scan(Column::kSessions, "",
-                               [&](std::string_view key, std::string_view bytes) {
-                                 auto record = DecodeSessionRecord(bytes);
-                                 // An unreadable record can never be resumed: it goes too.
-                                 if (!record.ok() || record->ExpiredAt(now_ms)) {
-                                   doomed.emplace_back(key);
-                                 }
-                                 return true;
-                               });
-  if (!s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(disk_->Scan(Column::kSessions, "",
+                                    [&](std::string_view key, std::string_view bytes) {
+                                      auto record = DecodeSessionRecord(bytes);
+                                      // An unreadable record can never be resumed: it goes too.
+                                      if (!record.ok()) {
+                                        doomed.emplace_back(key);
+                                        return true;
+                                      }
+                                      record->accessed_ms = LastAccess(key, *record);
+                                      if (record->ExpiredAt(now_ms)) doomed.emplace_back(key);
+                                      return true;
+                                    }));
   size_t removed = 0;
   for (const std::string& key : doomed) {
-    // Re-check under the session's lock: a PutSession or TouchSession since
-    // the scan may have brought it back to life.
+    // Re-check under the session's lock: a PutSession or an access since the
+    // scan may have brought it back to life.
     base::MutexLock lock(&StripeFor(key));
-    auto bytes = disk_->Get(Column::kSessions, key);
-    if (!bytes.ok()) continue;
-    auto record = DecodeSessionRecord(*bytes);
-    if (record.ok() && !record->ExpiredAt(now_ms)) continue;
-    if (disk_->Delete(Column::kSessions, key).ok()) ++removed;
+    bool expired = false;
+    absl::StatusOr<SessionRecord> record = ReadSession(key, now_ms, &expired);
+    if (absl::IsNotFound(record.status())) continue;
+    if (record.ok() && !expired) continue;
+    if (absl::Status s = disk_->Delete(Column::kSessions, key); !s.ok()) {
+      BackgroundError("expiring a session", s);
+      continue;
+    }
+    ForgetAccess(key);
+    ++removed;
   }
   return removed;
 }

@@ -18,17 +18,16 @@
 
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "storage/block_record.h"
 #include "base/mutex.h"
+#include "storage/block_record.h"
 #include "storage/page_store.h"
 #include "storage/rocksdb_tier.h"
 
@@ -59,8 +58,32 @@ struct TieredStoreOptions {
   int64_t maintenance_interval_ms = 1000;
 };
 
+// What one tier holds and did since open, by the tier's name ("dram",
+// "disk"): the one set of figures GetStats and /metrics both report.
+struct TierStats {
+  std::string name;
+  uint64_t hits = 0;       // page reads it served
+  uint64_t misses = 0;     // page reads that reached it and did not find the page
+  uint64_t evictions = 0;  // DRAM: entries evicted; disk: whole blocks evicted
+  uint64_t bytes = 0;      // bytes it holds (DRAM: charged bytes; disk: page bytes)
+  uint64_t entries = 0;    // pages (DRAM) or blocks (disk) it holds
+  uint64_t budget_bytes = 0;  // its byte budget; 0: none
+};
+
+struct StoreStats {
+  std::vector<TierStats> tiers;  // in read order: "dram", then "disk" unless memory-only
+  uint64_t total_bytes = 0;      // page bytes of every tenant's blocks
+  uint64_t blocks = 0;           // blocks, committed or not
+  uint64_t blocks_evicted = 0;   // whole blocks evicted under the disk budget
+  uint64_t blocks_dropped = 0;   // memory-only: blocks dropped with an evicted page
+  uint64_t checksum_failures = 0;  // stored pages that failed their checksum
+  // Failures of background work (maintenance passes, scans), each logged.
+  uint64_t background_errors = 0;
+};
+
 struct MaintenanceReport {
   size_t sessions_expired = 0;
+  size_t session_access_written = 0;
   size_t abandoned_reclaimed = 0;
   size_t blocks_expired = 0;
   size_t blocks_evicted = 0;
@@ -86,6 +109,8 @@ class TieredStore final : public PageStore {
                                       uint32_t layer);
   absl::StatusOr<BlockRecord> GetBlock(std::string_view tenant, const BlockKey& block) override;
   absl::Status DeleteBlock(std::string_view tenant, const BlockKey& block) override;
+  absl::Status RevertPage(std::string_view tenant, const BlockKey& block, uint32_t layer,
+                          uint64_t bytes) override;
   TenantUsage Usage(std::string_view tenant) const override;
   absl::Status PutSession(std::string_view tenant, std::string_view session_id,
                           SessionRecord record) override;
@@ -103,6 +128,7 @@ class TieredStore final : public PageStore {
   uint64_t TotalBytes() const;
   ~TieredStore() override;
 
+  StoreStats Stats() const;
   DramTierStats DramStats() const { return dram_->Stats(); }
   // What the DRAM tier got of options.memory_bytes.
   size_t DramBudget() const { return dram_budget_; }
@@ -148,6 +174,19 @@ class TieredStore final : public PageStore {
   std::optional<BlockRecord> IndexedRecord(std::string_view record_key) const;
   // Record keys of the blocks that sessions alive at `now_ms` reference.
   absl::flat_hash_set<std::string> ReferencedBlocks(int64_t now_ms);
+  // The session's record and whether it has expired by `now_ms`, counting
+  // accesses not yet written back. kNotFound when there is none.
+  absl::StatusOr<SessionRecord> ReadSession(const std::string& key, int64_t now_ms,
+                                            bool* expired);
+  // The record's access time with accesses since it was written.
+  int64_t LastAccess(std::string_view key, const SessionRecord& record) const;
+  void NoteAccess(std::string_view key, int64_t now_ms);
+  void ForgetAccess(std::string_view key);
+  // Writes the access times GetSession and TouchSession renewed into the
+  // records (maintenance); returns how many it wrote.
+  size_t WriteBackSessionAccess();
+  // Logs a failure of background work and counts it (StoreStats).
+  void BackgroundError(std::string_view what, const absl::Status& status);
   void MaintenanceLoop();
   base::Mutex& StripeFor(std::string_view record_key);
   void AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks);
@@ -170,10 +209,17 @@ class TieredStore final : public PageStore {
   std::atomic<uint64_t> disk_hits_{0};
   std::atomic<uint64_t> blocks_dropped_{0};
   std::atomic<uint64_t> disk_misses_{0};
+  std::atomic<uint64_t> background_errors_{0};
+  // Session access times newer than their stored records': a GetSession or
+  // TouchSession renews the TTL here instead of rewriting a record whose tail
+  // may be megabytes, and maintenance writes it back (a crash loses at most
+  // one maintenance interval of renewal). By session key.
+  mutable base::Mutex access_mu_;
+  absl::flat_hash_map<std::string, int64_t> session_access_ ABSL_GUARDED_BY(access_mu_);
 
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;  // guarded by stop_mu_
+  base::Mutex stop_mu_;
+  base::CondVar stop_cv_;
+  bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread maintenance_;
 };
 

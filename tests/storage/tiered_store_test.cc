@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <random>
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -309,6 +310,58 @@ TEST(TieredStoreSessionsTest, ExpiryRemovesOnlyStaleSessions) {
   EXPECT_TRUE(s->GetSession("t", "forever").ok());
   EXPECT_TRUE(s->TouchSession("t", "forever").ok());
   EXPECT_EQ(s->TouchSession("t", "short").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(TieredStoreSessionsTest, EveryReadRenewsTheTtlAndMaintenanceWritesItBack) {
+  TempDir dir;
+  int64_t read_at = 0;
+  {
+    auto s = OpenStore(dir.path());
+    ASSERT_TRUE(s->PutSession("t", "s", Session({1}, 1, /*ttl_ms=*/60000)).ok());
+    const int64_t put_at = s->GetSession("t", "s")->accessed_ms;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    read_at = s->GetSession("t", "s")->accessed_ms;
+    ASSERT_GT(read_at, put_at);
+    // The renewal counts before it is written back...
+    EXPECT_EQ(*s->ExpireSessions(put_at + 60000), 0u);
+    auto report = s->RunMaintenance(read_at);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->session_access_written, 1u);
+    // ...and once written, nothing is pending.
+    EXPECT_EQ(s->RunMaintenance(read_at)->session_access_written, 0u);
+  }
+  auto s = OpenStore(dir.path());  // the renewal survives a reopen
+  EXPECT_EQ(*s->ExpireSessions(read_at + 59999), 0u);
+  EXPECT_EQ(*s->ExpireSessions(read_at + 60000), 1u);
+}
+
+TEST(TieredStoreTest, RevertPageTakesBackLayersOfUncommittedBlocksOnly) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  const std::string p0 = FakePage(1000, 0), p1 = FakePage(1500, 1);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 3, p0)).ok());
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 1, 3, p1)).ok());
+  EXPECT_EQ(s->Usage("t").bytes, p0.size() + p1.size());
+  ASSERT_TRUE(s->RevertPage("t", Block(1), 1, p1.size()).ok());
+  EXPECT_EQ(s->Usage("t").bytes, p0.size());
+  EXPECT_FALSE(s->GetBlock("t", Block(1))->HasLayer(1));
+  EXPECT_TRUE(s->RevertPage("t", Block(1), 2, 10).ok());  // a layer it lacks: no change
+  EXPECT_EQ(s->Usage("t").bytes, p0.size());
+  // The last layer taken back removes the block.
+  ASSERT_TRUE(s->RevertPage("t", Block(1), 0, p0.size()).ok());
+  EXPECT_EQ(s->GetBlock("t", Block(1)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Usage("t").blocks, 0u);
+  EXPECT_EQ(s->Stats().total_bytes, 0u);
+  // A committed block keeps every layer.
+  for (uint32_t l = 0; l < 3; ++l) ASSERT_TRUE(s->PutPage(Req("t", 2, l, 3, p0)).ok());
+  ASSERT_TRUE(s->RevertPage("t", Block(2), 1, p0.size()).ok());
+  EXPECT_TRUE(s->GetPage("t", Block(2), 1).ok());
+  EXPECT_EQ(s->Usage("t").bytes, 3 * p0.size());
+  // Taken back on disk too: after a reopen the usage is what is left.
+  s.reset();
+  s = OpenStore(dir.path());
+  EXPECT_EQ(s->Usage("t").bytes, 3 * p0.size());
+  EXPECT_EQ(s->Usage("t").blocks, 1u);
 }
 
 TEST(TieredStoreSessionsTest, BadSessionRequestsStoreNothing) {

@@ -1,0 +1,93 @@
+#include "service/stats.h"
+
+#include <cstdint>
+#include <string_view>
+
+#include "absl/strings/str_cat.h"
+#include "service/metrics.h"
+
+namespace qaqkv::service {
+namespace {
+
+void ToProto(const storage::TierStats& t, v1::TierStats* p) {
+  p->set_name(t.name);
+  p->set_hits(t.hits);
+  p->set_misses(t.misses);
+  p->set_evictions(t.evictions);
+  p->set_bytes(t.bytes);
+  p->set_entries(t.entries);
+  p->set_budget_bytes(t.budget_bytes);
+}
+
+// One Prometheus family per TierStats field, labelled by tier.
+struct TierFamily {
+  std::string_view name;
+  std::string_view type;
+  std::string_view help;
+  uint64_t storage::TierStats::*field;
+};
+constexpr TierFamily kTierFamilies[] = {
+    {"qaqkv_tier_hits_total", "counter", "Page reads served by a tier.", &storage::TierStats::hits},
+    {"qaqkv_tier_misses_total", "counter", "Page reads that reached a tier and missed.",
+     &storage::TierStats::misses},
+    {"qaqkv_evictions_total", "counter",
+     "DRAM entries and disk blocks evicted under their budgets.", &storage::TierStats::evictions},
+    {"qaqkv_tier_bytes", "gauge", "Bytes a tier holds.", &storage::TierStats::bytes},
+    {"qaqkv_tier_entries", "gauge", "Pages (DRAM) or blocks (disk) a tier holds.",
+     &storage::TierStats::entries},
+    {"qaqkv_tier_budget_bytes", "gauge", "Byte budget of a tier (0: none).",
+     &storage::TierStats::budget_bytes},
+};
+
+}  // namespace
+
+void FillStats(const storage::StoreStats& stats, v1::GetStatsResponse* out) {
+  for (const storage::TierStats& t : stats.tiers) {
+    ToProto(t, out->add_tiers());
+    if (t.name == "dram") ToProto(t, out->mutable_dram());
+    if (t.name == "disk") ToProto(t, out->mutable_disk());
+  }
+  out->set_blocks_evicted(stats.blocks_evicted);
+  out->set_checksum_failures(stats.checksum_failures);
+  out->set_total_bytes(stats.total_bytes);
+  out->set_blocks(stats.blocks);
+  out->set_background_errors(stats.background_errors);
+}
+
+void RenderStoreMetrics(const storage::StoreStats& stats,
+                        const std::vector<std::pair<std::string, storage::TenantUsage>>& tenants,
+                        std::string& out) {
+  for (const TierFamily& f : kTierFamilies) {
+    AppendFamily(out, f.name, f.type, f.help);
+    for (const storage::TierStats& t : stats.tiers) {
+      AppendSample(out, f.name, absl::StrCat("tier=\"", EscapeLabel(t.name), "\""),
+                   static_cast<double>(t.*f.field));
+    }
+  }
+  AppendFamily(out, "qaqkv_checksum_failures_total", "counter",
+               "Stored pages that failed their checksum (never served).");
+  AppendSample(out, "qaqkv_checksum_failures_total", "",
+               static_cast<double>(stats.checksum_failures));
+  AppendFamily(out, "qaqkv_background_errors_total", "counter",
+               "Failed background passes of the store (maintenance, scans); each is logged.");
+  AppendSample(out, "qaqkv_background_errors_total", "",
+               static_cast<double>(stats.background_errors));
+  AppendFamily(out, "qaqkv_blocks", "gauge", "Blocks of all tenants, committed or not.");
+  AppendSample(out, "qaqkv_blocks", "", static_cast<double>(stats.blocks));
+  AppendFamily(out, "qaqkv_blocks_dropped_total", "counter",
+               "Memory-only: blocks dropped because the DRAM tier evicted one of their pages.");
+  AppendSample(out, "qaqkv_blocks_dropped_total", "", static_cast<double>(stats.blocks_dropped));
+  // Each family's samples stay together, as the exposition format requires.
+  AppendFamily(out, "qaqkv_tenant_bytes", "gauge", "Page bytes per tenant.");
+  for (const auto& [tenant, usage] : tenants) {
+    AppendSample(out, "qaqkv_tenant_bytes", absl::StrCat("tenant=\"", EscapeLabel(tenant), "\""),
+                 static_cast<double>(usage.bytes));
+  }
+  AppendFamily(out, "qaqkv_tenant_blocks", "gauge", "Blocks per tenant.");
+  for (const auto& [tenant, usage] : tenants) {
+    AppendSample(out, "qaqkv_tenant_blocks", absl::StrCat("tenant=\"", EscapeLabel(tenant), "\""),
+                 static_cast<double>(usage.blocks));
+  }
+}
+
+}  // namespace qaqkv::service
