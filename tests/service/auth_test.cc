@@ -100,7 +100,7 @@ TEST(TokenMapTest, ParsedTenantsAreTheSecondField) {
   EXPECT_EQ(map->TenantFor(std::string("Bearer ") + kTokB).value_or("?"), "bob");
 }
 
-class TokenFileTest : public ::testing::Test {
+class TokenMapFileTest : public ::testing::Test {
  protected:
   std::string Write(const std::string& name, const std::string& text) {
     const std::string path = ::testing::TempDir() + "/auth_test_" + name;
@@ -114,7 +114,7 @@ class TokenFileTest : public ::testing::Test {
   std::vector<std::string> paths_;
 };
 
-TEST_F(TokenFileTest, LoadParsesTheFileNamedByItsPath) {
+TEST_F(TokenMapFileTest, LoadParsesTheFileNamedByItsPath) {
   const std::string path =
       Write("ok", std::string("# ops\n") + kTokA + " alice\n\n" + kTokB + " bob\n");
   const auto map = TokenMap::Load(path);
@@ -124,7 +124,7 @@ TEST_F(TokenFileTest, LoadParsesTheFileNamedByItsPath) {
   EXPECT_THAT(map->Tenants(), ElementsAre("alice", "bob"));
 }
 
-TEST_F(TokenFileTest, LoadErrorsNameThePathAndLine) {
+TEST_F(TokenMapFileTest, LoadErrorsNameThePathAndLine) {
   const std::string bad = Write("bad", std::string(kTokA) + " alice\n\n" + kTokB + "\n");
   const auto got = TokenMap::Load(bad);
   EXPECT_EQ(got.status().code(), kInvalid) << got.status();
@@ -137,7 +137,7 @@ TEST_F(TokenFileTest, LoadErrorsNameThePathAndLine) {
   EXPECT_THAT(Msg(none.status()), HasSubstr(empty + ": no tokens"));
 }
 
-TEST_F(TokenFileTest, LoadMissingFileIsNotFound) {
+TEST_F(TokenMapFileTest, LoadMissingFileIsNotFound) {
   const std::string path = ::testing::TempDir() + "/auth_test_no_such_file";
   std::remove(path.c_str());
   const auto got = TokenMap::Load(path);
@@ -145,7 +145,7 @@ TEST_F(TokenFileTest, LoadMissingFileIsNotFound) {
   EXPECT_THAT(Msg(got.status()), HasSubstr(path));
 }
 
-TEST_F(TokenFileTest, LoadUnreadableFileIsNotFoundOrPermissionDenied) {
+TEST_F(TokenMapFileTest, LoadUnreadableFileIsNotFoundOrPermissionDenied) {
   const std::string path = Write("unreadable", std::string(kTokA) + " alice\n");
   ASSERT_EQ(chmod(path.c_str(), 0), 0);
   if (access(path.c_str(), R_OK) == 0) {
@@ -158,7 +158,7 @@ TEST_F(TokenFileTest, LoadUnreadableFileIsNotFoundOrPermissionDenied) {
   EXPECT_THAT(Msg(got.status()), HasSubstr(path));
 }
 
-TEST_F(TokenFileTest, LoadDirectoryFails) {
+TEST_F(TokenMapFileTest, LoadDirectoryFails) {
   // A directory opens as a stream on Linux but reads nothing: it must not
   // load as a map (whatever the code, the server must refuse to start).
   const auto got = TokenMap::Load(::testing::TempDir());

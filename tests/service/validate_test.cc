@@ -303,7 +303,7 @@ TEST(ValidateFormatTest, DescriptorPinsTheCodecThatWritesThePages) {
   EXPECT_EQ(again->descriptor, a.descriptor);
 }
 
-TEST(FormatFromDescriptorTest, RoundTrip) {
+TEST(ValidateFormatFromDescriptorTest, RoundTrip) {
   for (const std::string codec : {"qaq", "qaq-layer-cs:o=0.1", "kivi2:r=4,g=8", "fp16"}) {
     v1::Geometry g = SmallGeometry();
     g.set_num_layers(32);
@@ -322,7 +322,7 @@ TEST(FormatFromDescriptorTest, RoundTrip) {
   }
 }
 
-TEST(FormatFromDescriptorTest, GarbageIsDataLoss) {
+TEST(ValidateFormatFromDescriptorTest, GarbageIsDataLoss) {
   const std::string valid = MustFormat("qaq").descriptor;
   const std::vector<std::pair<std::string, std::string>> garbage = {
       {"truncated varint", std::string("\xff\xff\xff", 3)},
