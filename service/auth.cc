@@ -1,26 +1,21 @@
 #include "service/auth.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/file.h"
+#include "base/status_macros.h"
 #include "storage/keys.h"
 
 namespace qaqkv::service {
 
 absl::StatusOr<TokenMap> TokenMap::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("--auth-tokens: cannot read ", path));
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  return Parse(text.str(), path);
+  QAQKV_ASSIGN_OR_RETURN(const std::string text, base::ReadFile(path, "--auth-tokens"));
+  return Parse(text, path);
 }
 
 absl::StatusOr<TokenMap> TokenMap::Parse(std::string_view text, std::string_view origin) {

@@ -19,8 +19,9 @@ inline constexpr std::string_view kDefaultTenant = "default";
 class TokenMap {
  public:
   // kInvalidArgument naming the line for a malformed line, an invalid
-  // tenant, or a token given twice; kNotFound/kPermissionDenied when the
-  // file cannot be read.
+  // tenant, or a token given twice; as base::ReadFile when the file cannot
+  // be read (kNotFound, kPermissionDenied, kInvalidArgument for a
+  // directory), the message naming the path.
   static absl::StatusOr<TokenMap> Load(const std::string& path);
   static absl::StatusOr<TokenMap> Parse(std::string_view text, std::string_view origin);
 

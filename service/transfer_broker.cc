@@ -31,9 +31,9 @@ absl::Status ValidateOffer(const v1::TransferOffer& o) {
   const uint32_t layers = o.format().geometry().num_layers();
   const uint32_t end = o.layer_end() == 0 ? layers : o.layer_end();
   if (end > layers || o.layer_begin() >= end) {
-    return absl::InvalidArgumentError(absl::StrCat("offer.layer_end: layers [", o.layer_begin(),
-                                                   ", ", o.layer_end(), ") of a ", layers,
-                                                   "-layer format"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        end > layers ? "offer.layer_end" : "offer.layer_begin", ": layers [", o.layer_begin(), ", ",
+        o.layer_end(), ") of a ", layers, "-layer format"));
   }
   const uint64_t want = uint64_t(o.block_keys_size()) * (end - o.layer_begin());
   if (uint64_t(o.page_bytes_size()) != want) {
@@ -72,8 +72,7 @@ void TransferBroker::ExpireLocked(absl::Time now) {
       ++it;
       continue;
     }
-    const std::string tenant = it->first.substr(0, it->first.find('\0'));
-    if (--per_tenant_[tenant] == 0) per_tenant_.erase(tenant);
+    Release(it->first.substr(0, it->first.find('\0')), it->second.bytes);
     offers_.erase(it++);
   }
 }
@@ -90,14 +89,24 @@ absl::Status TransferBroker::Offer(const std::string& tenant, const v1::Transfer
     return absl::AlreadyExistsError(absl::StrCat(
         "offer.transfer_id: '", offer.transfer_id(), "' is already offered and not yet accepted"));
   }
-  size_t& count = per_tenant_[tenant];
-  if (count >= limits::kMaxPendingTransfersPerTenant) {
+  // Offers are held in memory: both their number and their size are capped
+  // per tenant, so one tenant cannot fill the server with offers nobody
+  // accepts.
+  const uint64_t bytes = offer.ByteSizeLong();
+  Held& held = per_tenant_[tenant];
+  if (held.offers >= limits::kMaxPendingTransfersPerTenant) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "offer: ", count, " transfers already pending for this tenant (at most ",
+        "offer: ", held.offers, " transfers already pending for this tenant (at most ",
         limits::kMaxPendingTransfersPerTenant, ")"));
   }
-  ++count;
-  offers_.emplace(std::move(key), Pending{offer, now + ttl});
+  if (held.bytes + bytes > limits::kMaxPendingTransferBytesPerTenant) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "offer: ", bytes, " bytes on top of the ", held.bytes,
+        " pending for this tenant pass the limit of ", limits::kMaxPendingTransferBytesPerTenant));
+  }
+  ++held.offers;
+  held.bytes += bytes;
+  offers_.emplace(std::move(key), Pending{offer, now + ttl, bytes});
   return absl::OkStatus();
 }
 
@@ -111,9 +120,16 @@ absl::StatusOr<v1::TransferOffer> TransferBroker::Accept(const std::string& tena
     return absl::NotFoundError(absl::StrCat("transfer_id: no pending offer '", AsAbsl(id), "'"));
   }
   v1::TransferOffer offer = std::move(it->second.offer);
+  Release(tenant, it->second.bytes);
   offers_.erase(it);
-  if (--per_tenant_[tenant] == 0) per_tenant_.erase(tenant);
   return offer;
+}
+
+void TransferBroker::Release(const std::string& tenant, uint64_t bytes) {
+  auto it = per_tenant_.find(tenant);
+  if (it == per_tenant_.end()) return;
+  it->second.bytes -= bytes;
+  if (--it->second.offers == 0) per_tenant_.erase(it);
 }
 
 size_t TransferBroker::pending() const {

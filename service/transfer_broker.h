@@ -25,7 +25,8 @@ class TransferBroker {
  public:
   // Validates `offer` (INVALID_ARGUMENT naming the field under "offer")
   // and holds it. ALREADY_EXISTS while an offer of that id is pending,
-  // RESOURCE_EXHAUSTED past limits::kMaxPendingTransfersPerTenant.
+  // RESOURCE_EXHAUSTED past limits::kMaxPendingTransfersPerTenant offers or
+  // limits::kMaxPendingTransferBytesPerTenant bytes (serialized) pending.
   absl::Status Offer(const std::string& tenant, const v1::TransferOffer& offer, absl::Time now);
   // Hands out the pending offer and forgets it: each offer is matched once.
   // NOT_FOUND when none of that id is pending for `tenant`.
@@ -37,13 +38,19 @@ class TransferBroker {
   struct Pending {
     v1::TransferOffer offer;
     absl::Time expires;
+    uint64_t bytes = 0;  // its serialized size, counted against the tenant
+  };
+  struct Held {
+    size_t offers = 0;
+    uint64_t bytes = 0;
   };
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Release(const std::string& tenant, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static std::string Key(std::string_view tenant, std::string_view id);
 
   mutable base::Mutex mu_;
   absl::flat_hash_map<std::string, Pending> offers_ ABSL_GUARDED_BY(mu_);  // by Key()
-  absl::flat_hash_map<std::string, size_t> per_tenant_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Held> per_tenant_ ABSL_GUARDED_BY(mu_);
 };
 
 // The checks Offer applies, for the client to apply before sending too.

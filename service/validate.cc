@@ -43,6 +43,12 @@ absl::StatusOr<Format> ValidateFormat(const v1::BlockFormat& format, std::string
   }
   QAQKV_RETURN_IF_ERROR(
       CheckRange(g.block_tokens(), 1, limits::kMaxBlockTokens, gf + ".block_tokens"));
+  const uint64_t page_values = uint64_t{g.block_tokens()} * g.num_kv_heads() * g.head_dim();
+  if (page_values > limits::kMaxPageValues) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        gf, ": block_tokens x num_kv_heads x head_dim is ", page_values,
+        " values per page, more than ", limits::kMaxPageValues));
+  }
   if (format.codec().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(f, ".codec: missing"));
   }
@@ -64,7 +70,8 @@ absl::StatusOr<Format> ValidateFormat(const v1::BlockFormat& format, std::string
 
 absl::StatusOr<v1::BlockFormat> FormatFromDescriptor(std::string_view descriptor) {
   v1::BlockFormat format;
-  if (!format.ParseFromArray(descriptor.data(), static_cast<int>(descriptor.size()))) {
+  if (!format.ParseFromArray(descriptor.data(), static_cast<int>(descriptor.size())) ||
+      !format.has_geometry() || format.codec().empty()) {
     return absl::DataLossError("stored block format does not parse");
   }
   return format;

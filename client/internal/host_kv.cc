@@ -64,7 +64,15 @@ absl::Status ValidateGeometry(const Geometry& g, std::string_view field) {
     return absl::InvalidArgumentError(absl::StrCat(
         Sv(field), ".dtype: ", static_cast<int>(g.dtype), " is not kF16 or kBF16 (the model's dtype)"));
   }
-  return CheckRange(g.block_tokens, 1, limits::kMaxBlockTokens, field, "block_tokens");
+  QAQKV_RETURN_IF_ERROR(
+      CheckRange(g.block_tokens, 1, limits::kMaxBlockTokens, field, "block_tokens"));
+  const uint64_t page_values = uint64_t(g.block_tokens) * g.num_kv_heads * g.head_dim;
+  if (page_values > limits::kMaxPageValues) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Sv(field), ": block_tokens x num_kv_heads x head_dim is ", page_values,
+        " values per page, more than ", limits::kMaxPageValues));
+  }
+  return absl::OkStatus();
 }
 
 bool SameGeometry(const Geometry& a, const Geometry& b) {

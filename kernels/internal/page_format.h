@@ -32,7 +32,7 @@ inline constexpr size_t kHeaderVBytesOffset = 28;
 inline constexpr int kMaxTokens = static_cast<int>(limits::kMaxPageTokens);
 inline constexpr int kMaxKvHeads = static_cast<int>(limits::kMaxKvHeads);
 inline constexpr int kMaxHeadDim = static_cast<int>(limits::kMaxHeadDim);
-inline constexpr int64_t kMaxPageValues = int64_t{1} << 30;
+inline constexpr int64_t kMaxPageValues = static_cast<int64_t>(limits::kMaxPageValues);
 
 inline constexpr uint8_t kFlagLayerGroups = 1u << 0;
 inline constexpr uint8_t kFlagKeyChannelScale = 1u << 1;

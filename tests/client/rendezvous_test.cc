@@ -134,7 +134,8 @@ TEST_F(RendezvousTest, BadOffersNameTheirFieldAndLeaveNothingPending) {
   raw([](v1::TransferOffer& o) { o.add_page_bytes(1); }, "offer.page_bytes");
   raw([](v1::TransferOffer& o) { o.set_page_bytes(0, 0); }, "offer.page_bytes[0]");
   raw([](v1::TransferOffer& o) { o.set_ttl_ms(-1); }, "offer.ttl_ms");
-  raw([](v1::TransferOffer& o) { o.set_layer_begin(2); }, "offer.layer_end");
+  raw([](v1::TransferOffer& o) { o.set_layer_begin(2); }, "offer.layer_begin");
+  raw([](v1::TransferOffer& o) { o.set_layer_end(3); }, "offer.layer_end");
   for (const char* id : {"bad", "raw"}) {
     EXPECT_EQ(client_->AcceptTransfer(id, absl::ZeroDuration()).status().code(),
               absl::StatusCode::kDeadlineExceeded);

@@ -319,9 +319,12 @@ std::vector<BadInput> BadInputs() {
        .call = geometry([](v1::Geometry& x) { x.set_block_tokens(0xFFFFFFFFu); }),
        .absent_blocks = {k1}});
   // Every size at its maximum is a legal format; the small page does not fit it.
+  // Every field at its own maximum, but no page that large can exist: the
+  // format is refused before any page is looked at.
   cases.push_back({.name = "EverySizeAtItsMaximum",
                    .code = kInvalid,
-                   .field = "pages[0].data",
+                   .field = "format.geometry: block_tokens x num_kv_heads x head_dim is "
+                            "68719476736 values per page",
                    .call = geometry([](v1::Geometry& x) {
                      x.set_num_layers(4096);
                      x.set_num_kv_heads(1024);

@@ -165,16 +165,16 @@ TEST(TransferBrokerTest, OfferValidation) {
          o.set_layer_begin(2);
          o.set_layer_end(2);
        },
-       kInvalid, "offer.layer_end: layers [2, 2) of a 4-layer format"},
+       kInvalid, "offer.layer_begin: layers [2, 2) of a 4-layer format"},
       {"layer_begin > layer_end",
        [](v1::TransferOffer& o) {
          o.set_layer_begin(3);
          o.set_layer_end(1);
        },
-       kInvalid, "layers [3, 1)"},
+       kInvalid, "offer.layer_begin: layers [3, 1)"},
       {"layer_begin = num_layers, layer_end 0",
        [](v1::TransferOffer& o) { o.set_layer_begin(kLayers); }, kInvalid,
-       "layers [4, 0) of a 4-layer format"},
+       "offer.layer_begin: layers [4, 0) of a 4-layer format"},
       {"layer_begin u32 max",
        [](v1::TransferOffer& o) { o.set_layer_begin(std::numeric_limits<uint32_t>::max()); },
        kInvalid, "offer.layer_"},
@@ -371,6 +371,26 @@ TEST(TransferBrokerTest, TenantsAreIsolated) {
     EXPECT_EQ(got->page_bytes(0), tag) << tenant << "/" << id;
   }
   EXPECT_EQ(broker.pending(), 0u);
+}
+
+TEST(TransferBrokerTest, PendingOfferBytesPerTenantAreCapped) {
+  TransferBroker broker;
+  v1::TransferOffer offer = MakeOffer("");
+  SetBlocks(offer, limits::kMaxTransferKeys, 4);  // about 1.5 MB serialized
+  const uint64_t each = offer.ByteSizeLong();
+  const size_t fit = limits::kMaxPendingTransferBytesPerTenant / each;
+  ASSERT_LT(fit, limits::kMaxPendingTransfersPerTenant);  // bytes bind first
+  for (size_t i = 0; i < fit; ++i) {
+    offer.set_transfer_id(absl::StrCat("big", i));
+    ASSERT_TRUE(broker.Offer("alice", offer, kT0).ok()) << i;
+  }
+  offer.set_transfer_id("over");
+  const absl::Status full = broker.Offer("alice", offer, kT0);
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(Msg(full), HasSubstr("pending for this tenant pass the limit of 67108864"));
+  EXPECT_TRUE(broker.Offer("bob", offer, kT0).ok());  // per tenant
+  ASSERT_TRUE(broker.Accept("alice", "big0", kT0).ok());
+  EXPECT_TRUE(broker.Offer("alice", offer, kT0).ok());  // accepting frees its bytes
 }
 
 TEST(TransferBrokerTest, PendingOffersPerTenantAreCapped) {

@@ -201,6 +201,23 @@ TEST(ValidateFormatTest, GeometryRangesAtBothEndsAndCodec) {
       {"block_tokens max+1",
        geo([](v1::Geometry& g) { g.set_block_tokens(kMaxBlockTokens + 1); }), kInvalid,
        gp + "block_tokens: 65537"},
+      // Each field in range, but no page of that size can exist.
+      {"page values past the page format's limit",
+       geo([](v1::Geometry& g) {
+         g.set_block_tokens(kMaxBlockTokens);
+         g.set_num_kv_heads(32);
+         g.set_num_q_heads(32);
+         g.set_head_dim(1024);
+       }),
+       kInvalid, "x.format.geometry: block_tokens x num_kv_heads x head_dim is 2147483648 values"},
+      {"page values at the limit",
+       geo([](v1::Geometry& g) {
+         g.set_block_tokens(kMaxBlockTokens);
+         g.set_num_kv_heads(16);
+         g.set_num_q_heads(16);
+         g.set_head_dim(1024);
+       }),
+       kOk, ""},
 
       {"codec missing", [](v1::BlockFormat& f) { f.clear_codec(); }, kInvalid,
        "x.format.codec: missing"},
@@ -330,6 +347,8 @@ TEST(ValidateFormatFromDescriptorTest, GarbageIsDataLoss) {
       {"truncated valid descriptor", valid.substr(0, valid.size() - 1)},
       {"end-group tag", std::string("\x0c", 1)},
       {"geometry holds garbage", std::string("\x0a\x02\xff\xff", 4)},
+      {"empty: no geometry, no codec", std::string()},
+      {"geometry without a codec", valid.substr(0, valid.find('\x12'))},
   };
   for (const auto& [name, bytes] : garbage) {
     const auto got = FormatFromDescriptor(bytes);

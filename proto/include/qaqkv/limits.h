@@ -45,11 +45,16 @@ inline constexpr uint64_t kMaxTransferPageBytes = uint64_t{64} << 20;
 inline constexpr int64_t kDefaultTransferTtlMs = 30000;   // TransferOffer.ttl_ms 0
 inline constexpr int64_t kMaxTransferTtlMs = 600000;      // TransferOffer.ttl_ms
 inline constexpr size_t kMaxPendingTransfersPerTenant = 1024;
+// Serialized bytes of one tenant's pending offers together.
+inline constexpr uint64_t kMaxPendingTransferBytesPerTenant = uint64_t{64} << 20;
 
 // Rows (tokens) of one page, a limit of the page format. A session's tail
 // page stacks its layers, tail_tokens * num_layers rows, so this also bounds
 // a tail.
 inline constexpr uint32_t kMaxPageTokens = uint32_t{1} << 20;
+// K (or V) values of one page: tokens x kv_heads x head_dim. A geometry
+// whose block_tokens x num_kv_heads x head_dim passes it can hold no page.
+inline constexpr uint64_t kMaxPageValues = uint64_t{1} << 30;
 
 // Messages. The server's --max-message-bytes (default) and its floor; a
 // page never exceeds the message limit it was sent under.
