@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
+#include "base/strings.h"
 #include "kernels/codec.h"
 #include "kernels/cuda/codec_cuda.h"
 #include "kernels/cuda/cuda_raii.h"
@@ -33,19 +35,16 @@ int Fail(const absl::Status& s, const char* what) {
 
 template <typename F>
 absl::StatusOr<double> MedianMs(cudaStream_t stream, int warmup, int iters, F&& body) {
-  auto start = cuda::CudaEvent::Create();
-  auto stop = cuda::CudaEvent::Create();
-  if (!start.ok()) return start.status();
-  if (!stop.ok()) return stop.status();
+  QAQKV_ASSIGN_OR_RETURN(const cuda::CudaEvent start, cuda::CudaEvent::Create());
+  QAQKV_ASSIGN_OR_RETURN(const cuda::CudaEvent stop, cuda::CudaEvent::Create());
   std::vector<double> ms;
   for (int i = 0; i < warmup + iters; ++i) {
-    if (absl::Status s = start->Record(stream); !s.ok()) return s;
-    if (absl::Status s = body(); !s.ok()) return s;
-    if (absl::Status s = stop->Record(stream); !s.ok()) return s;
-    if (absl::Status s = stop->Synchronize(); !s.ok()) return s;
-    auto t = cuda::CudaEvent::ElapsedMs(*start, *stop);
-    if (!t.ok()) return t.status();
-    if (i >= warmup) ms.push_back(*t);
+    QAQKV_RETURN_IF_ERROR(start.Record(stream));
+    QAQKV_RETURN_IF_ERROR(body());
+    QAQKV_RETURN_IF_ERROR(stop.Record(stream));
+    QAQKV_RETURN_IF_ERROR(stop.Synchronize());
+    QAQKV_ASSIGN_OR_RETURN(const float t, cuda::CudaEvent::ElapsedMs(start, stop));
+    if (i >= warmup) ms.push_back(t);
   }
   std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
   return ms[ms.size() / 2];
@@ -130,7 +129,7 @@ int main(int argc, char** argv) {
       vo{ov_out->data(), DType::kF16, Layout::kNHD};
   int status = 0;
   for (absl::string_view name : absl::StrSplit(codecs, ',')) {
-    auto config = ParseCodecConfig(std::string_view(name.data(), name.size()));
+    auto config = ParseCodecConfig(base::AsStd(name));
     if (!config.ok()) return Fail(config.status(), "codec name");
     cuda::DevicePage page;
     auto enc_ms = MedianMs(s, 5, iters, [&] {

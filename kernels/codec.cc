@@ -191,8 +191,8 @@ namespace internal {
 
 absl::Status ValidateEncodeArgs(const CodecConfig& config, const PageShape& shape,
                                 const QaqSideInputs& side) {
-  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
-  if (absl::Status s = ValidateShape(shape); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateConfig(config));
+  QAQKV_RETURN_IF_ERROR(ValidateShape(shape));
   const bool qaq = config.kind == CodecKind::kQaq;
   if (side.context_tokens < 0) {
     return absl::InvalidArgumentError("side.context_tokens: must be >= 0");
@@ -344,7 +344,7 @@ std::string CodecConfig::Name() const {
 
 absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
   // Debian's abseil has its own string_view type; convert once.
-  const absl::string_view text(text_in.data(), text_in.size());
+  const absl::string_view text = base::AsAbsl(text_in);
   CodecConfig c;
   absl::string_view name = text, params;
   if (const size_t colon = text.find(':'); colon != absl::string_view::npos) {
@@ -391,7 +391,7 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
       }
     }
   }
-  if (absl::Status s = ValidateConfig(c); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateConfig(c));
   return c;
 }
 
@@ -399,11 +399,11 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
                                                 TensorView k, TensorView v,
                                                 const QaqSideInputs& side, Backend backend) {
   // Same order of checks as before the plan was shared: config, shape, views, side.
-  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
-  if (absl::Status s = ValidateShape(shape); !s.ok()) return s;
-  if (absl::Status s = ValidateView(k.data, k.dtype, k.layout, "k"); !s.ok()) return s;
-  if (absl::Status s = ValidateView(v.data, v.dtype, v.layout, "v"); !s.ok()) return s;
-  if (absl::Status s = internal::ValidateEncodeArgs(config, shape, side); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateConfig(config));
+  QAQKV_RETURN_IF_ERROR(ValidateShape(shape));
+  QAQKV_RETURN_IF_ERROR(ValidateView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_RETURN_IF_ERROR(ValidateView(v.data, v.dtype, v.layout, "v"));
+  QAQKV_RETURN_IF_ERROR(internal::ValidateEncodeArgs(config, shape, side));
   const bool qaq = config.kind == CodecKind::kQaq;
   internal::PageHeader header = internal::MakePageHeader(config, shape);
   const bool use_fast = backend != Backend::kReference && internal::FastPathSupports(header);
@@ -415,7 +415,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
     page.resize(internal::kHeaderBytes);
     for (int which = 0; which < 2; ++which) {
       const bool keys = which == 0;
-      if (absl::Status s = ToCanonical(keys ? k : v, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+      QAQKV_RETURN_IF_ERROR(ToCanonical(keys ? k : v, shape, keys ? "k" : "v", raw));
       const size_t before = page.size();
       page.resize(before + raw.size() * 2);
       for (size_t i = 0; i < raw.size(); ++i) internal::PutU16(page.data() + before + i * 2, FloatToHalf(raw[i]));
@@ -436,7 +436,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
       // The fast path reads the caller's tensor in place; the reference works
       // on a canonical fp32 copy.
       if (!use_fast) {
-        if (absl::Status s = ToCanonical(in, shape, keys ? "k" : "v", raw); !s.ok()) return s;
+        QAQKV_RETURN_IF_ERROR(ToCanonical(in, shape, keys ? "k" : "v", raw));
       }
       const float* x = raw.data();
       if (keys && use_fast && (config.key_channel_scale || config.key_channel_center)) {
@@ -497,7 +497,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
       internal::TensorEncoding& enc = encs[which];
       if (use_fast) {
         if (absl::Status s = internal::EncodeTensorFast(task, in, enc); !s.ok()) {
-          return absl::Status(s.code(), absl::StrCat(keys ? "k: " : "v: ", s.message()));
+          return base::Annotate(s, keys ? "k" : "v");
         }
       } else {
         internal::EncodeTensorReference(task, x, raw.data(), enc);
@@ -532,14 +532,12 @@ struct ParsedPage {
 };
 
 absl::StatusOr<ParsedPage> ParsePage(std::span<const uint8_t> page) {
-  auto body = internal::VerifyChecksum(page);
-  if (!body.ok()) return body.status();
-  auto header = internal::ReadHeader(*body);
-  if (!header.ok()) return header.status();
+  QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> body, internal::VerifyChecksum(page));
+  QAQKV_ASSIGN_OR_RETURN(const internal::PageHeader header, internal::ReadHeader(body));
   ParsedPage p;
-  p.header = *header;
-  p.k_section = body->subspan(internal::kHeaderBytes, header->k_bytes);
-  p.v_section = body->subspan(internal::kHeaderBytes + header->k_bytes, header->v_bytes);
+  p.header = header;
+  p.k_section = body.subspan(internal::kHeaderBytes, header.k_bytes);
+  p.v_section = body.subspan(internal::kHeaderBytes + header.k_bytes, header.v_bytes);
   return p;
 }
 
@@ -605,29 +603,27 @@ absl::StatusOr<PageInfo> VerifyPage(std::span<const uint8_t> page, const CodecCo
 
 absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, MutableTensorView v,
                         const PageShape* expected, Backend backend) {
-  if (absl::Status s = ValidateView(k.data, k.dtype, k.layout, "k"); !s.ok()) return s;
-  if (absl::Status s = ValidateView(v.data, v.dtype, v.layout, "v"); !s.ok()) return s;
-  auto p = ParsePage(page);
-  if (!p.ok()) return p.status();
-  const PageShape shape = ShapeOf(p->header);
-  if (absl::Status s = internal::CheckExpectedShape(shape, expected); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(ValidateView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_RETURN_IF_ERROR(ValidateView(v.data, v.dtype, v.layout, "v"));
+  QAQKV_ASSIGN_OR_RETURN(const ParsedPage p, ParsePage(page));
+  const PageShape shape = ShapeOf(p.header);
+  QAQKV_RETURN_IF_ERROR(internal::CheckExpectedShape(shape, expected));
   internal::SectionView views[2];
   for (int which = 0; which < 2; ++which) {
-    auto view = internal::ParseSection(p->header, which == 0,
-                                       which == 0 ? p->k_section : p->v_section);
-    if (!view.ok()) return view.status();
-    views[which] = *view;
+    QAQKV_ASSIGN_OR_RETURN(views[which],
+                           internal::ParseSection(p.header, which == 0,
+                                                  which == 0 ? p.k_section : p.v_section));
   }
   std::vector<float> canon;
   for (int which = 0; which < 2; ++which) {
     const MutableTensorView& out = which == 0 ? k : v;
     const internal::SectionView& view = views[which];
     if (backend != Backend::kReference &&
-        internal::DecodeTensorFast(p->header, view, out.data, out.dtype, out.layout)) {
+        internal::DecodeTensorFast(p.header, view, out.data, out.dtype, out.layout)) {
       continue;
     }
     canon.resize(shape.values());
-    if (p->header.kind == CodecKind::kFp16) {
+    if (p.header.kind == CodecKind::kFp16) {
       for (int64_t i = 0; i < shape.values(); ++i) {
         canon[i] = HalfToFloat(internal::GetU16(view.exact_values.data() + i * 2));
       }
@@ -652,31 +648,32 @@ double PageStats::paper_bits_per_value() const {
 }
 
 absl::StatusOr<PageStats> ComputePageStats(std::span<const uint8_t> page) {
-  auto p = ParsePage(page);
-  if (!p.ok()) return p.status();
+  QAQKV_ASSIGN_OR_RETURN(const ParsedPage p, ParsePage(page));
   PageStats st;
-  const PageShape shape = ShapeOf(p->header);
+  const PageShape shape = ShapeOf(p.header);
   st.values = 2 * shape.values();
   st.encoded_bytes = static_cast<int64_t>(page.size());
   for (int which = 0; which < 2; ++which) {
-    auto view = internal::ParseSection(p->header, which == 0,
-                                       which == 0 ? p->k_section : p->v_section);
-    if (!view.ok()) return view.status();
-    if (p->header.kind == CodecKind::kFp16) {
+    QAQKV_ASSIGN_OR_RETURN(const internal::SectionView view,
+                           internal::ParseSection(p.header, which == 0,
+                                                  which == 0 ? p.k_section : p.v_section));
+    if (p.header.kind == CodecKind::kFp16) {
       st.exact_values += shape.values();
       continue;
     }
-    st.exact_values += static_cast<int64_t>(view->exact_values.size() / 2 + view->residual.size() / 2);
-    const int64_t G = view->geo.groups();
+    st.exact_values +=
+        static_cast<int64_t>(view.exact_values.size() / 2 + view.residual.size() / 2);
+    const int64_t G = view.geo.groups();
     int64_t next_exact = 0;
     for (int64_t g = 0; g < G; ++g) {
-      if (next_exact < view->n_exact && internal::GetU32(view->exact_groups.data() + next_exact * 4) == g) {
+      if (next_exact < view.n_exact &&
+          internal::GetU32(view.exact_groups.data() + next_exact * 4) == g) {
         ++next_exact;
         continue;
       }
-      const int n = view->geo.GroupSize(g);
-      st.outliers += 2 * view->outliers;
-      st.code_bits += double(n - 2 * view->outliers) * view->Width(g);
+      const int n = view.geo.GroupSize(g);
+      st.outliers += 2 * view.outliers;
+      st.code_bits += double(n - 2 * view.outliers) * view.Width(g);
     }
   }
   return st;
@@ -739,9 +736,7 @@ absl::StatusOr<WindowStats> ComputeWindowStats(const WindowInputs& in) {
   for (int64_t t = 0; t < T; ++t) {
     if (n == 0 || seen[t] < n) for (int64_t h = 0; h < H; ++h) out.attention[t * H + h] = -1.0f;
   }
-  auto q2 = ComputeQ2(in.queries, in.q_heads, in.kv_heads, in.head_dim, 0.9);
-  if (!q2.ok()) return q2.status();
-  out.q2 = std::move(*q2);
+  QAQKV_ASSIGN_OR_RETURN(out.q2, ComputeQ2(in.queries, in.q_heads, in.kv_heads, in.head_dim, 0.9));
   return out;
 }
 

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/status_macros.h"
 #include "kernels/codec.h"
 #include "kernels/half.h"
 #include "qaqkv/client.h"
@@ -46,12 +47,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 absl::StatusOr<std::unique_ptr<qc::Client>> Connect(const ConnectArgs& a) {
   // absl::Seconds(NaN) is no deadline at all, and a negative count reaches
   // the client as a huge one: check the numbers before they are converted.
-  if (absl::Status st = FirstError({CheckPositive("--deadline", a.deadline_s),
-                                    CheckRange("--replicas", a.replicas, 0, 1024),
-                                    CheckRange("--write-quorum", a.write_quorum, 0, 1024)});
-      !st.ok()) {
-    return st;
-  }
+  QAQKV_RETURN_IF_ERROR(FirstError({CheckPositive("--deadline", a.deadline_s),
+                                     CheckRange("--replicas", a.replicas, 0, 1024),
+                                     CheckRange("--write-quorum", a.write_quorum, 0, 1024)}));
   qc::ClientOptions o;
   if (!a.servers.empty()) {
     o.servers = a.servers;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "base/status_macros.h"
 #include "kernels/codec.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
@@ -59,8 +60,7 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
                                    const std::string& nonce, int max_queries) {
   const eval::KvSample& s = ds.sample;
   const int P = ds.session_tokens, H = s.kv_heads, D = s.head_dim, L = s.num_layers;
-  auto cfg = ParseCodecConfig(codec);
-  if (!cfg.ok()) return cfg.status();
+  QAQKV_ASSIGN_OR_RETURN(const CodecConfig cfg, ParseCodecConfig(codec));
 
   qc::Geometry g;
   g.num_layers = L;
@@ -70,8 +70,8 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
   g.block_tokens = ds.block_tokens;
   const HostBuffers in = ToFp16Nhd(s, P);
   std::vector<std::vector<float>> attention, q2;
-  if (cfg->kind == CodecKind::kQaq) {
-    if (absl::Status st = SideInputs(s, P, *cfg, &attention, &q2); !st.ok()) return st;
+  if (cfg.kind == CodecKind::kQaq) {
+    QAQKV_RETURN_IF_ERROR(SideInputs(s, P, cfg, &attention, &q2));
   }
 
   // Block keys from the token ids, scoped by a per-run nonce so a second
@@ -82,7 +82,7 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
   keys.resize(std::min<size_t>(keys.size(), size_t(P / ds.block_tokens)));
 
   qc::SessionSpec spec;
-  spec.session_id = absl::StrCat("demo-", ds.name, "-", cfg->Name().substr(0, cfg->Name().find(':')),
+  spec.session_id = absl::StrCat("demo-", ds.name, "-", cfg.Name().substr(0, cfg.Name().find(':')),
                                  "-", nonce);
   spec.geometry = g;
   spec.codec = codec;
@@ -102,27 +102,24 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
   for (auto& q : q2) side.q2.emplace_back(q);
   side.context_tokens = P;
 
-  auto before = client.GetStats();
-  if (!before.ok()) return before.status();
+  QAQKV_ASSIGN_OR_RETURN(const qc::ServerStats before, client.GetStats());
   const auto t0 = std::chrono::steady_clock::now();
-  if (absl::Status st = client.OffloadSession(spec, kv, side); !st.ok()) return st;
+  QAQKV_RETURN_IF_ERROR(client.OffloadSession(spec, kv, side));
   Outcome out;
   out.offload_s = Since(t0);
-  auto after = client.GetStats();
-  if (!after.ok()) return after.status();
-  auto saved = client.GetSession(spec.session_id);
-  if (!saved.ok()) return saved.status();
+  QAQKV_ASSIGN_OR_RETURN(const qc::ServerStats after, client.GetStats());
+  QAQKV_ASSIGN_OR_RETURN(const qc::SessionInfo saved, client.GetSession(spec.session_id));
   // The blocks' pages plus the tail page kept in the session record. The
   // keys are scoped by codec and nonce, so the offload stored every block
   // afresh; if the tenant did not grow, someone else's deletes overlapped
   // it and no honest size (or ratio) can be reported.
-  if (!keys.empty() && after->tenant_bytes <= before->tenant_bytes) {
+  if (!keys.empty() && after.tenant_bytes <= before.tenant_bytes) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the offload added no bytes to the tenant (", before->tenant_bytes, " before, ",
-        after->tenant_bytes, " after): its blocks were cached already or the tenant shrank "
+        "the offload added no bytes to the tenant (", before.tenant_bytes, " before, ",
+        after.tenant_bytes, " after): its blocks were cached already or the tenant shrank "
         "meanwhile, so the stored size cannot be measured"));
   }
-  out.stored_bytes = after->tenant_bytes - before->tenant_bytes + saved->tail_bytes;
+  out.stored_bytes = after.tenant_bytes - before.tenant_bytes + saved.tail_bytes;
   out.fp16_bytes = uint64_t{2} * 2 * L * uint64_t(P) * H * D;
 
   // Resume into fresh buffers, layer by layer. Three times, each into
@@ -169,7 +166,7 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
   bool exact = true;
   const int blocks = static_cast<int>(keys.size());
   for (int l : {0, L - 1}) {
-    if (cfg->kind == CodecKind::kFp16) {
+    if (cfg.kind == CodecKind::kFp16) {
       exact &= res.k[l] == in.k[l] && res.v[l] == in.v[l];
       continue;
     }
@@ -183,28 +180,26 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
       }
       si.context_tokens = P;
       const PageShape shape{ds.block_tokens, H, D};
-      auto page = EncodePage(*cfg, shape, {in.k[l].data() + off, DType::kF16, Layout::kNHD},
-                             {in.v[l].data() + off, DType::kF16, Layout::kNHD}, si);
-      if (!page.ok()) return page.status();
+      QAQKV_ASSIGN_OR_RETURN(
+          const std::vector<uint8_t> page,
+          EncodePage(cfg, shape, {in.k[l].data() + off, DType::kF16, Layout::kNHD},
+                     {in.v[l].data() + off, DType::kF16, Layout::kNHD}, si));
       std::vector<uint16_t> kd(n), vd(n);
-      if (absl::Status st = DecodePage(*page, {kd.data(), DType::kF16, Layout::kNHD},
-                                       {vd.data(), DType::kF16, Layout::kNHD});
-          !st.ok()) {
-        return st;
-      }
+      QAQKV_RETURN_IF_ERROR(DecodePage(page, {kd.data(), DType::kF16, Layout::kNHD},
+                                       {vd.data(), DType::kF16, Layout::kNHD}));
       exact &= std::equal(kd.begin(), kd.end(), res.k[l].begin() + off) &&
                std::equal(vd.begin(), vd.end(), res.v[l].begin() + off);
     }
   }
   out.verified = exact;
-  out.check = cfg->kind == CodecKind::kFp16 ? "bit-exact" : "= local decode";
+  out.check = cfg.kind == CodecKind::kFp16 ? "bit-exact" : "= local decode";
 
   double err = 0;
   for (int l = 0; l < L; ++l) {
-    auto m = eval::CompareAttention(s, l, P, ToFloatHnd(res.k[l], P, H, D),
-                                    ToFloatHnd(res.v[l], P, H, D), max_queries);
-    if (!m.ok()) return m.status();
-    err += m->out_rel_err;
+    QAQKV_ASSIGN_OR_RETURN(const eval::Metrics m,
+                           eval::CompareAttention(s, l, P, ToFloatHnd(res.k[l], P, H, D),
+                                                  ToFloatHnd(res.v[l], P, H, D), max_queries));
+    err += m.out_rel_err;
   }
   out.attn_err = err / L;
   (void)client.DeleteSession(spec.session_id);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/internal/launch.h"
 #include "kernels/internal/encode_plan.h"
@@ -158,15 +159,15 @@ struct GpuCodec::Impl {
   bool staging_in_flight = false;
 
   absl::Status Sync() {
-    QAQKV_CUDA_RETURN_IF_NOT_OK(done.Record(stream));
+    QAQKV_RETURN_IF_ERROR(done.Record(stream));
     return done.Synchronize();
   }
 
   absl::Status GrowScan(TensorWork& w, int64_t groups) {
-    QAQKV_CUDA_RETURN_IF_NOT_OK(w.count.Grow(sizeof(ci::GroupCount) * groups));
-    QAQKV_CUDA_RETURN_IF_NOT_OK(w.scanned.Grow(sizeof(ci::GroupCount) * groups));
+    QAQKV_RETURN_IF_ERROR(w.count.Grow(sizeof(ci::GroupCount) * groups));
+    QAQKV_RETURN_IF_ERROR(w.scanned.Grow(sizeof(ci::GroupCount) * groups));
     size_t temp = 0;
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchScan(nullptr, nullptr, groups, nullptr, &temp, stream));
+    QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchScan(nullptr, nullptr, groups, nullptr, &temp, stream));
     return w.scan_temp.Grow(temp);
   }
 
@@ -189,9 +190,9 @@ struct GpuCodec::Impl {
     }
     qi::FillGroupE(config, shape, side, keys, task);
     const int64_t G = task.geo.groups();
-    QAQKV_CUDA_RETURN_IF_NOT_OK(w.group_e.Grow(sizeof(float) * std::max<int64_t>(G, 1)));
+    QAQKV_RETURN_IF_ERROR(w.group_e.Grow(sizeof(float) * std::max<int64_t>(G, 1)));
     // Pageable source: the copy has read it by the time the call returns.
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w.group_e.data(), task.group_e.data(),
+    QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(w.group_e.data(), task.group_e.data(),
                                                sizeof(float) * G, cudaMemcpyHostToDevice, stream));
     p.e_mode = ci::kETable;
     p.group_e = w.group_e.as<float>();
@@ -200,7 +201,7 @@ struct GpuCodec::Impl {
 
   absl::Status Scan(TensorWork& w, int64_t groups) {
     size_t temp = w.scan_temp.size();
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchScan(w.count.as<ci::GroupCount>(),
+    QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchScan(w.count.as<ci::GroupCount>(),
                                               w.scanned.as<ci::GroupCount>(), groups,
                                               w.scan_temp.data(), &temp, stream));
     return absl::OkStatus();
@@ -215,16 +216,12 @@ absl::StatusOr<std::unique_ptr<GpuCodec>> GpuCodec::Create(cudaStream_t stream) 
   if (DeviceCount() == 0) return absl::FailedPreconditionError("cuda: no CUDA device");
   auto impl = std::make_unique<Impl>();
   impl->stream = stream;
-  QAQKV_CUDA_RETURN_IF_NOT_OK(impl->bad.Grow(2 * sizeof(unsigned long long)));
+  QAQKV_RETURN_IF_ERROR(impl->bad.Grow(2 * sizeof(unsigned long long)));
   static_assert(sizeof(ci::EncodeResult) == 2 * sizeof(ci::GroupCount) + 2 * sizeof(unsigned long long));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(impl->totals.Grow(sizeof(ci::EncodeResult)));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(impl->result.Grow(sizeof(ci::EncodeResult) + 4 * sizeof(uint32_t)));
-  auto done = CudaEvent::Create(/*timing=*/false);
-  if (!done.ok()) return done.status();
-  impl->done = std::move(*done);
-  auto free_ev = CudaEvent::Create(/*timing=*/false);
-  if (!free_ev.ok()) return free_ev.status();
-  impl->staging_free = std::move(*free_ev);
+  QAQKV_RETURN_IF_ERROR(impl->totals.Grow(sizeof(ci::EncodeResult)));
+  QAQKV_RETURN_IF_ERROR(impl->result.Grow(sizeof(ci::EncodeResult) + 4 * sizeof(uint32_t)));
+  QAQKV_ASSIGN_OR_RETURN(impl->done, CudaEvent::Create(/*timing=*/false));
+  QAQKV_ASSIGN_OR_RETURN(impl->staging_free, CudaEvent::Create(/*timing=*/false));
   return std::unique_ptr<GpuCodec>(new GpuCodec(std::move(impl)));
 }
 
@@ -233,10 +230,10 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
                                       DevicePage* page) {
   Impl& m = *impl_;
   // The CPU's checks, in the CPU's order (config and shape, views, side).
-  QAQKV_CUDA_RETURN_IF_NOT_OK(qi::ValidateEncodeArgs(config, shape, {}));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(k.data, k.dtype, k.layout, "k"));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(v.data, v.dtype, v.layout, "v"));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(qi::ValidateEncodeArgs(config, shape, side));
+  QAQKV_RETURN_IF_ERROR(qi::ValidateEncodeArgs(config, shape, {}));
+  QAQKV_RETURN_IF_ERROR(CheckView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_RETURN_IF_ERROR(CheckView(v.data, v.dtype, v.layout, "v"));
+  QAQKV_RETURN_IF_ERROR(qi::ValidateEncodeArgs(config, shape, side));
   if (page == nullptr) return absl::InvalidArgumentError("page: null");
   if (config.key_channel_scale || config.key_channel_center) {
     return absl::UnimplementedError(
@@ -249,7 +246,7 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
   const char* names[2] = {"k", "v"};
   const cudaStream_t stream = m.stream;
   auto* bad = m.bad.as<unsigned long long>();
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(bad, 0xff, 2 * sizeof(unsigned long long), stream));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(bad, 0xff, 2 * sizeof(unsigned long long), stream));
   unsigned long long* bad_host = reinterpret_cast<ci::EncodeResult*>(m.totals.data())->bad;
   auto check_range = [&]() -> absl::Status {
     for (int which = 0; which < 2; ++which) {
@@ -262,22 +259,23 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
     const uint64_t section = 2 * uint64_t(shape.values());
     header.k_bytes = header.v_bytes = static_cast<uint32_t>(section);
     ps.body_bytes = qi::kHeaderBytes + 2 * section;
-    QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(ps.body_bytes + qi::kChecksumBytes));
+    QAQKV_RETURN_IF_ERROR(ps.bytes.Grow(ps.body_bytes + qi::kChecksumBytes));
     qi::TensorTask task = qi::TaskShape(header, true);
     const ci::Geo geo = ToGeo(task.geo);
     for (int which = 0; which < 2; ++which) {
-      QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchStoreFp16(geo, 0, ToInView(views[which]),
+      QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchStoreFp16(geo, 0, ToInView(views[which]),
                                                      ps.bytes.as<uint8_t>(),
                                                      qi::kHeaderBytes + which * section,
                                                      bad + which, stream));
     }
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bad_host, bad, 2 * sizeof(unsigned long long),
+    QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(bad_host, bad, 2 * sizeof(unsigned long long),
                                                cudaMemcpyDeviceToHost, stream));
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
-    QAQKV_CUDA_RETURN_IF_NOT_OK(check_range());
+    QAQKV_RETURN_IF_ERROR(m.Sync());
+    QAQKV_RETURN_IF_ERROR(check_range());
     uint8_t hb[qi::kHeaderBytes];
     qi::WriteHeader(header, hb);
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchWriteBytes(ps.bytes.as<uint8_t>(), hb, sizeof(hb), stream));
+    QAQKV_RETURN_IF_CUDA_ERROR(
+        ci::LaunchWriteBytes(ps.bytes.as<uint8_t>(), hb, sizeof(hb), stream));
     ps.header = header;
     ps.has_checksum = false;
     ps.valid = true;
@@ -304,20 +302,20 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
     const int64_t G = task.geo.groups();
     params[which] = ToParams(task);
     if (config.kind == CodecKind::kQaq) {
-      QAQKV_CUDA_RETURN_IF_NOT_OK(m.SetGroupE(config, shape, side, keys, task, w, params[which]));
+      QAQKV_RETURN_IF_ERROR(m.SetGroupE(config, shape, side, keys, task, w, params[which]));
     }
-    QAQKV_CUDA_RETURN_IF_NOT_OK(w.info.Grow(sizeof(ci::GroupInfo) * std::max<int64_t>(G, 1)));
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.GrowScan(w, std::max<int64_t>(G, 1)));
+    QAQKV_RETURN_IF_ERROR(w.info.Grow(sizeof(ci::GroupInfo) * std::max<int64_t>(G, 1)));
+    QAQKV_RETURN_IF_ERROR(m.GrowScan(w, std::max<int64_t>(G, 1)));
     const ci::InView iv = ToInView(views[which]);
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchAnalyze(params[which], iv, w.info.as<ci::GroupInfo>(),
+    QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchAnalyze(params[which], iv, w.info.as<ci::GroupInfo>(),
                                                  w.count.as<ci::GroupCount>(), bad + which,
                                                  stream));
     // kivi2's fp16 residual is in no group: check its range here.
     if (task.geo.quant_tokens < task.geo.tokens) {
-      QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchStoreFp16(params[which].geo, task.geo.quant_tokens, iv,
+      QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchStoreFp16(params[which].geo, task.geo.quant_tokens, iv,
                                                      nullptr, 0, bad + which, stream));
     }
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Scan(w, G));
+    QAQKV_RETURN_IF_ERROR(m.Scan(w, G));
     target.shape[which] = ShapeOf(task);
     target.scanned[which] = w.scanned.as<ci::GroupCount>();
     capacity = WorstCaseSectionEnd(capacity, task);
@@ -325,33 +323,33 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
   if (capacity - qi::kHeaderBytes > 2 * uint64_t{UINT32_MAX}) {
     return absl::InvalidArgumentError("shape: encoded page would exceed 4 GiB");
   }
-  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(capacity + qi::kChecksumBytes));
+  QAQKV_RETURN_IF_ERROR(ps.bytes.Grow(capacity + qi::kChecksumBytes));
   uint8_t* dpage = ps.bytes.as<uint8_t>();
   auto* result = m.result.as<ci::EncodeResult>();
   target.page = dpage;
   target.edges = reinterpret_cast<uint32_t*>(result + 1);
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(target.edges, 0, 4 * sizeof(uint32_t), stream));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(target.edges, 0, 4 * sizeof(uint32_t), stream));
   uint8_t hb[qi::kHeaderBytes];
   qi::WriteHeader(header, hb);  // section sizes patched by FinishPage
-  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchWriteBytes(dpage, hb, sizeof(hb), stream));
+  QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchWriteBytes(dpage, hb, sizeof(hb), stream));
   for (int which = 0; which < 2; ++which) {
     TensorWork& w = m.work[which];
     const ci::InView iv = ToInView(views[which]);
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchZeroCodes(target, which, stream));
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchPack(params[which], iv, w.info.as<ci::GroupInfo>(),
+    QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchZeroCodes(target, which, stream));
+    QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchPack(params[which], iv, w.info.as<ci::GroupInfo>(),
                                               w.count.as<ci::GroupCount>(), target, which,
                                               stream));
     if (tasks[which].geo.quant_tokens < tasks[which].geo.tokens) {
-      QAQKV_CUDA_RETURN_IF_ERROR(
+      QAQKV_RETURN_IF_CUDA_ERROR(
           ci::LaunchStoreResidual(params[which].geo, iv, target, which, stream));
     }
   }
-  QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchFinishPage(target, bad, result, stream));
+  QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchFinishPage(target, bad, result, stream));
   auto* host_result = reinterpret_cast<ci::EncodeResult*>(m.totals.data());
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_result, result, sizeof(ci::EncodeResult),
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(host_result, result, sizeof(ci::EncodeResult),
                                              cudaMemcpyDeviceToHost, stream));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
-  QAQKV_CUDA_RETURN_IF_NOT_OK(check_range());
+  QAQKV_RETURN_IF_ERROR(m.Sync());
+  QAQKV_RETURN_IF_ERROR(check_range());
   const ci::GroupCount* totals = host_result->totals;
   ci::SectionLayout layout[2];
   layout[0] = ci::LayoutSection(qi::kHeaderBytes, target.shape[0], totals[0]);
@@ -379,13 +377,13 @@ absl::StatusOr<std::vector<uint8_t>> GpuCodec::Download(const DevicePage& page) 
   if (!ps.valid) return absl::FailedPreconditionError("page: holds no page");
   const size_t n = ps.has_checksum ? ps.body_bytes + qi::kChecksumBytes : ps.body_bytes;
   if (m.staging_in_flight) {
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging_free.Synchronize());
+    QAQKV_RETURN_IF_ERROR(m.staging_free.Synchronize());
     m.staging_in_flight = false;
   }
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging.Grow(n));
-  QAQKV_CUDA_RETURN_IF_ERROR(
+  QAQKV_RETURN_IF_ERROR(m.staging.Grow(n));
+  QAQKV_RETURN_IF_CUDA_ERROR(
       cudaMemcpyAsync(m.staging.data(), ps.bytes.data(), n, cudaMemcpyDeviceToHost, m.stream));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+  QAQKV_RETURN_IF_ERROR(m.Sync());
   std::vector<uint8_t> out(ps.body_bytes + qi::kChecksumBytes);
   std::memcpy(out.data(), m.staging.data(), n);
   if (!ps.has_checksum) {
@@ -399,7 +397,7 @@ absl::StatusOr<std::vector<uint8_t>> GpuCodec::EncodePage(const CodecConfig& con
                                                           const PageShape& shape, TensorView k,
                                                           TensorView v,
                                                           const QaqSideInputs& side) {
-  QAQKV_CUDA_RETURN_IF_NOT_OK(EncodeToDevice(config, shape, k, v, side, &impl_->scratch_page));
+  QAQKV_RETURN_IF_ERROR(EncodeToDevice(config, shape, k, v, side, &impl_->scratch_page));
   return Download(impl_->scratch_page);
 }
 
@@ -417,32 +415,32 @@ absl::Status LayOutPage(const qi::PageHeader& header, std::span<const uint8_t> b
     const auto section = which == 0 ? body.subspan(qi::kHeaderBytes, header.k_bytes)
                                     : body.subspan(qi::kHeaderBytes + header.k_bytes,
                                                    header.v_bytes);
-    auto view = qi::ParseSection(header, which == 0, section);
-    if (!view.ok()) return view.status();
+    QAQKV_ASSIGN_OR_RETURN(const qi::SectionView view,
+                           qi::ParseSection(header, which == 0, section));
     ci::SectionLayout& l = ps.layout[which];
     l = ci::SectionLayout{};
     auto at = [&](std::span<const uint8_t> s) { return uint64_t(s.data() - base); };
     if (header.kind == CodecKind::kFp16) {
-      l.exact_values = at(view->exact_values);
-      l.end = l.exact_values + view->exact_values.size();
+      l.exact_values = at(view.exact_values);
+      l.end = l.exact_values + view.exact_values.size();
       ps.n_exact[which] = 0;
       continue;
     }
-    l.has_channel_scale = !view->channel_scale.empty();
-    l.has_channel_offset = !view->channel_offset.empty();
-    if (l.has_channel_scale) l.channel_scale = at(view->channel_scale);
-    if (l.has_channel_offset) l.channel_offset = at(view->channel_offset);
-    l.exact_list = at(view->exact_groups);
-    l.widths = view->variable_widths ? at(view->widths) : l.exact_list + view->exact_groups.size();
-    l.lo = at(view->lo);
-    l.step = at(view->step);
-    l.outlier_values = at(view->outlier_values);
-    l.outlier_index = at(view->outlier_index);
-    l.exact_values = at(view->exact_values);
-    l.codes = at(view->codes);
-    l.residual = at(view->residual);
-    l.end = l.residual + view->residual.size();
-    ps.n_exact[which] = static_cast<uint64_t>(view->n_exact);
+    l.has_channel_scale = !view.channel_scale.empty();
+    l.has_channel_offset = !view.channel_offset.empty();
+    if (l.has_channel_scale) l.channel_scale = at(view.channel_scale);
+    if (l.has_channel_offset) l.channel_offset = at(view.channel_offset);
+    l.exact_list = at(view.exact_groups);
+    l.widths = view.variable_widths ? at(view.widths) : l.exact_list + view.exact_groups.size();
+    l.lo = at(view.lo);
+    l.step = at(view.step);
+    l.outlier_values = at(view.outlier_values);
+    l.outlier_index = at(view.outlier_index);
+    l.exact_values = at(view.exact_values);
+    l.codes = at(view.codes);
+    l.residual = at(view.residual);
+    l.end = l.residual + view.residual.size();
+    ps.n_exact[which] = static_cast<uint64_t>(view.n_exact);
   }
   return absl::OkStatus();
 }
@@ -488,9 +486,9 @@ absl::StatusOr<size_t> GpuCodec::DownloadTo(const DevicePage& page, std::span<ui
         absl::StrCat("out: ", out.size(), " bytes, the page has ", total));
   }
   const size_t n = ps.has_checksum ? total : ps.body_bytes;
-  QAQKV_CUDA_RETURN_IF_ERROR(
+  QAQKV_RETURN_IF_CUDA_ERROR(
       cudaMemcpyAsync(out.data(), ps.bytes.data(), n, cudaMemcpyDeviceToHost, m.stream));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+  QAQKV_RETURN_IF_ERROR(m.Sync());
   if (!ps.has_checksum) {
     const uint64_t sum = qi::PageChecksum(out.first(ps.body_bytes));
     qi::PutU64(out.data() + ps.body_bytes, sum);
@@ -503,26 +501,24 @@ absl::Status GpuCodec::Upload(std::span<const uint8_t> bytes, DevicePage* page) 
   if (page == nullptr) return absl::InvalidArgumentError("page: null");
   DevicePage::State& ps = *page->state_;
   ps.valid = false;
-  auto body = qi::VerifyChecksum(bytes);
-  if (!body.ok()) return body.status();
-  auto header = qi::ReadHeader(*body);
-  if (!header.ok()) return header.status();
-  QAQKV_CUDA_RETURN_IF_NOT_OK(LayOutPage(*header, *body, ps));
+  QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> body, qi::VerifyChecksum(bytes));
+  QAQKV_ASSIGN_OR_RETURN(const qi::PageHeader header, qi::ReadHeader(body));
+  QAQKV_RETURN_IF_ERROR(LayOutPage(header, body, ps));
   // Through pinned staging so the copy is asynchronous; the next use of the
   // staging buffer waits for this copy.
   if (m.staging_in_flight) {
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging_free.Synchronize());
+    QAQKV_RETURN_IF_ERROR(m.staging_free.Synchronize());
     m.staging_in_flight = false;
   }
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging.Grow(bytes.size()));
+  QAQKV_RETURN_IF_ERROR(m.staging.Grow(bytes.size()));
   std::memcpy(m.staging.data(), bytes.data(), bytes.size());
-  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(bytes.size()));
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ps.bytes.data(), m.staging.data(), bytes.size(),
+  QAQKV_RETURN_IF_ERROR(ps.bytes.Grow(bytes.size()));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(ps.bytes.data(), m.staging.data(), bytes.size(),
                                              cudaMemcpyHostToDevice, m.stream));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.staging_free.Record(m.stream));
+  QAQKV_RETURN_IF_ERROR(m.staging_free.Record(m.stream));
   m.staging_in_flight = true;
-  ps.header = *header;
-  ps.body_bytes = body->size();
+  ps.header = header;
+  ps.body_bytes = body.size();
   ps.has_checksum = true;
   ps.valid = true;
   return absl::OkStatus();
@@ -533,7 +529,7 @@ absl::Status GpuCodec::AdoptDevicePage(const void* device_bytes, size_t bytes, D
   if (page == nullptr) return absl::InvalidArgumentError("page: null");
   DevicePage::State& ps = *page->state_;
   ps.valid = false;
-  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckDevicePointer(device_bytes, "device_bytes"));
+  QAQKV_RETURN_IF_ERROR(CheckDevicePointer(device_bytes, "device_bytes"));
   if (bytes < qi::kHeaderBytes + qi::kChecksumBytes) {
     return absl::DataLossError(absl::StrCat("page: ", bytes, " bytes is shorter than a header"));
   }
@@ -548,41 +544,40 @@ absl::Status GpuCodec::AdoptDevicePage(const void* device_bytes, size_t bytes, D
   auto fetch = [&](uint64_t offset, uint64_t n) -> absl::Status {
     n = std::min<uint64_t>(n, body_bytes - std::min<uint64_t>(offset, body_bytes));
     if (n == 0) return absl::OkStatus();
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(shadow.data() + offset, src + offset, n,
+    QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(shadow.data() + offset, src + offset, n,
                                                cudaMemcpyDeviceToHost, m.stream));
     return absl::OkStatus();
   };
-  QAQKV_CUDA_RETURN_IF_NOT_OK(fetch(0, qi::kHeaderBytes));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
-  auto header = qi::ReadHeader(body);
-  if (!header.ok()) return header.status();
-  if (header->kind != CodecKind::kFp16) {
-    const uint64_t starts[2] = {qi::kHeaderBytes, qi::kHeaderBytes + uint64_t(header->k_bytes)};
-    const uint64_t sizes[2] = {header->k_bytes, header->v_bytes};
+  QAQKV_RETURN_IF_ERROR(fetch(0, qi::kHeaderBytes));
+  QAQKV_RETURN_IF_ERROR(m.Sync());
+  QAQKV_ASSIGN_OR_RETURN(const qi::PageHeader header, qi::ReadHeader(body));
+  if (header.kind != CodecKind::kFp16) {
+    const uint64_t starts[2] = {qi::kHeaderBytes, qi::kHeaderBytes + uint64_t(header.k_bytes)};
+    const uint64_t sizes[2] = {header.k_bytes, header.v_bytes};
     // Round 1: each section's exact-group count, which sizes its tables.
     for (int which = 0; which < 2; ++which) {
-      const uint64_t at = ChannelBytes(*header, which == 0);
-      if (at + 4 <= sizes[which]) QAQKV_CUDA_RETURN_IF_NOT_OK(fetch(starts[which], at + 4));
+      const uint64_t at = ChannelBytes(header, which == 0);
+      if (at + 4 <= sizes[which]) QAQKV_RETURN_IF_ERROR(fetch(starts[which], at + 4));
     }
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+    QAQKV_RETURN_IF_ERROR(m.Sync());
     // Round 2: the tables themselves.
     for (int which = 0; which < 2; ++which) {
-      const uint64_t at = ChannelBytes(*header, which == 0);
+      const uint64_t at = ChannelBytes(header, which == 0);
       if (at + 4 > sizes[which]) continue;  // ParseSection reports it short
       const uint64_t n_exact = qi::GetU32(shadow.data() + starts[which] + at);
-      const uint64_t table = std::min(SectionTableBytes(*header, which == 0, n_exact),
+      const uint64_t table = std::min(SectionTableBytes(header, which == 0, n_exact),
                                       sizes[which]);
       if (table > at + 4) {
-        QAQKV_CUDA_RETURN_IF_NOT_OK(fetch(starts[which] + at + 4, table - at - 4));
+        QAQKV_RETURN_IF_ERROR(fetch(starts[which] + at + 4, table - at - 4));
       }
     }
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Sync());
+    QAQKV_RETURN_IF_ERROR(m.Sync());
   }
-  QAQKV_CUDA_RETURN_IF_NOT_OK(LayOutPage(*header, body, ps));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(ps.bytes.Grow(bytes));
-  QAQKV_CUDA_RETURN_IF_ERROR(
+  QAQKV_RETURN_IF_ERROR(LayOutPage(header, body, ps));
+  QAQKV_RETURN_IF_ERROR(ps.bytes.Grow(bytes));
+  QAQKV_RETURN_IF_CUDA_ERROR(
       cudaMemcpyAsync(ps.bytes.data(), src, bytes, cudaMemcpyDeviceToDevice, m.stream));
-  ps.header = *header;
+  ps.header = header;
   ps.body_bytes = body_bytes;
   ps.has_checksum = true;
   ps.valid = true;
@@ -599,21 +594,19 @@ absl::Status DecodeTensor(GpuCodec::Impl& m, const DevicePage::State& ps, int wh
 
 absl::Status GpuCodec::Decode(const DevicePage& page, MutableTensorView k, MutableTensorView v,
                               const PageShape* expected) {
-  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(k.data, k.dtype, k.layout, "k"));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(v.data, v.dtype, v.layout, "v"));
+  QAQKV_RETURN_IF_ERROR(CheckView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_RETURN_IF_ERROR(CheckView(v.data, v.dtype, v.layout, "v"));
   const DevicePage::State& ps = *page.state_;
   if (!ps.valid) return absl::FailedPreconditionError("page: holds no page");
   const PageShape shape = page.shape();
-  if (absl::Status s = ::qaqkv::internal::CheckExpectedShape(shape, expected); !s.ok()) {
-    return s;
-  }
+  QAQKV_RETURN_IF_ERROR(::qaqkv::internal::CheckExpectedShape(shape, expected));
   const MutableTensorView outs[2] = {k, v};
   for (int which = 0; which < 2; ++which) {
     ci::OutView o;
     o.data = outs[which].data;
     o.dtype = static_cast<int32_t>(outs[which].dtype);
     o.layout = static_cast<int32_t>(outs[which].layout);
-    QAQKV_CUDA_RETURN_IF_NOT_OK(DecodeTensor(*impl_, ps, which, o));
+    QAQKV_RETURN_IF_ERROR(DecodeTensor(*impl_, ps, which, o));
   }
   return absl::OkStatus();
 }
@@ -628,7 +621,7 @@ absl::Status GpuCodec::DecodePaged(const DevicePage& page, const PagedKvCache& k
   const char* names[2] = {"k_cache", "v_cache"};
   for (int which = 0; which < 2; ++which) {
     const PagedKvCache& c = *caches[which];
-    QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(c.data, c.dtype, Layout::kNHD, names[which]));
+    QAQKV_RETURN_IF_ERROR(CheckView(c.data, c.dtype, Layout::kNHD, names[which]));
     if (c.kv_heads != shape.kv_heads || c.head_dim != shape.head_dim) {
       return absl::InvalidArgumentError(absl::StrCat(
           names[which], ": ", c.kv_heads, " heads x ", c.head_dim, " does not match the page's ",
@@ -656,10 +649,10 @@ absl::Status GpuCodec::DecodePaged(const DevicePage& page, const PagedKvCache& k
     }
   }
   Impl& m = *impl_;
-  QAQKV_CUDA_RETURN_IF_NOT_OK(m.block_table.Grow(sizeof(int32_t) * (last_block + 1)));
+  QAQKV_RETURN_IF_ERROR(m.block_table.Grow(sizeof(int32_t) * (last_block + 1)));
   // Pageable source: read before the call returns; stream order keeps the
   // previous decode's table alive until it is done.
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.block_table.data(), block_table.data(),
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(m.block_table.data(), block_table.data(),
                                              sizeof(int32_t) * (last_block + 1),
                                              cudaMemcpyHostToDevice, m.stream));
   for (int which = 0; which < 2; ++which) {
@@ -669,16 +662,16 @@ absl::Status GpuCodec::DecodePaged(const DevicePage& page, const PagedKvCache& k
     o.block_table = m.block_table.as<const int32_t>();
     o.block_size = static_cast<int32_t>(bs);
     o.first_token = first_token;
-    QAQKV_CUDA_RETURN_IF_NOT_OK(DecodeTensor(m, ps, which, o));
+    QAQKV_RETURN_IF_ERROR(DecodeTensor(m, ps, which, o));
   }
   return absl::OkStatus();
 }
 
 absl::Status GpuCodec::DecodePage(std::span<const uint8_t> bytes, MutableTensorView k,
                                   MutableTensorView v, const PageShape* expected) {
-  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(k.data, k.dtype, k.layout, "k"));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(CheckView(v.data, v.dtype, v.layout, "v"));
-  QAQKV_CUDA_RETURN_IF_NOT_OK(Upload(bytes, &impl_->scratch_page));
+  QAQKV_RETURN_IF_ERROR(CheckView(k.data, k.dtype, k.layout, "k"));
+  QAQKV_RETURN_IF_ERROR(CheckView(v.data, v.dtype, v.layout, "v"));
+  QAQKV_RETURN_IF_ERROR(Upload(bytes, &impl_->scratch_page));
   return Decode(impl_->scratch_page, k, v, expected);
 }
 
@@ -694,7 +687,7 @@ absl::Status DecodeTensor(GpuCodec::Impl& m, const DevicePage::State& ps, int wh
   const ci::TensorParams p = ToParams(task);
   if (h.kind == CodecKind::kFp16) {
     const uint64_t offset = keys ? qi::kHeaderBytes : qi::kHeaderBytes + h.k_bytes;
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchLoadFp16(p.geo, 0, dpage, offset, out, m.stream));
+    QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchLoadFp16(p.geo, 0, dpage, offset, out, m.stream));
     return absl::OkStatus();
   }
   TensorWork& w = m.work[which];
@@ -706,17 +699,17 @@ absl::Status DecodeTensor(GpuCodec::Impl& m, const DevicePage::State& ps, int wh
   const ci::GroupCount* count = nullptr;
   const ci::GroupCount* scanned = nullptr;
   if (!uniform) {
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.GrowScan(w, std::max<int64_t>(G, 1)));
-    QAQKV_CUDA_RETURN_IF_ERROR(ci::LaunchDecodeCount(p, dpage, l, ps.n_exact[which],
+    QAQKV_RETURN_IF_ERROR(m.GrowScan(w, std::max<int64_t>(G, 1)));
+    QAQKV_RETURN_IF_CUDA_ERROR(ci::LaunchDecodeCount(p, dpage, l, ps.n_exact[which],
                                                      w.count.as<ci::GroupCount>(), m.stream));
-    QAQKV_CUDA_RETURN_IF_NOT_OK(m.Scan(w, G));
+    QAQKV_RETURN_IF_ERROR(m.Scan(w, G));
     count = w.count.as<ci::GroupCount>();
     scanned = w.scanned.as<ci::GroupCount>();
   }
-  QAQKV_CUDA_RETURN_IF_ERROR(
+  QAQKV_RETURN_IF_CUDA_ERROR(
       ci::LaunchDecode(p, dpage, l, ps.n_exact[which], count, scanned, out, m.stream));
   if (p.geo.quant_tokens < p.geo.tokens) {
-    QAQKV_CUDA_RETURN_IF_ERROR(
+    QAQKV_RETURN_IF_CUDA_ERROR(
         ci::LaunchLoadFp16(p.geo, p.geo.quant_tokens, dpage, l.residual, out, m.stream));
   }
   return absl::OkStatus();

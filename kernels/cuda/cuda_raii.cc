@@ -1,6 +1,7 @@
 #include "kernels/cuda/cuda_raii.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::cuda {
 
@@ -50,14 +51,14 @@ void DeviceBuffer::Reset() {
 
 absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
   DeviceBuffer b;
-  QAQKV_CUDA_RETURN_IF_NOT_OK(b.Grow(bytes));
+  QAQKV_RETURN_IF_ERROR(b.Grow(bytes));
   return b;
 }
 
 absl::Status DeviceBuffer::Grow(size_t bytes) {
   if (bytes <= size_ && data_ != nullptr) return absl::OkStatus();
   Reset();
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMalloc(&data_, bytes == 0 ? 1 : bytes));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaMalloc(&data_, bytes == 0 ? 1 : bytes));
   size_ = bytes;
   return absl::OkStatus();
 }
@@ -82,7 +83,7 @@ void PinnedBuffer::Reset() {
 absl::Status PinnedBuffer::Grow(size_t bytes) {
   if (bytes <= size_ && data_ != nullptr) return absl::OkStatus();
   Reset();
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&data_, bytes == 0 ? 1 : bytes));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaMallocHost(&data_, bytes == 0 ? 1 : bytes));
   size_ = bytes;
   return absl::OkStatus();
 }
@@ -101,12 +102,12 @@ CudaStream& CudaStream::operator=(CudaStream&& o) noexcept {
 
 absl::StatusOr<CudaStream> CudaStream::Create() {
   CudaStream s;
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream_, cudaStreamNonBlocking));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&s.stream_, cudaStreamNonBlocking));
   return s;
 }
 
 absl::Status CudaStream::Synchronize() const {
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 
@@ -124,24 +125,24 @@ CudaEvent& CudaEvent::operator=(CudaEvent&& o) noexcept {
 
 absl::StatusOr<CudaEvent> CudaEvent::Create(bool timing) {
   CudaEvent e;
-  QAQKV_CUDA_RETURN_IF_ERROR(
+  QAQKV_RETURN_IF_CUDA_ERROR(
       cudaEventCreateWithFlags(&e.event_, timing ? cudaEventDefault : cudaEventDisableTiming));
   return e;
 }
 
 absl::Status CudaEvent::Record(cudaStream_t stream) const {
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(event_, stream));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaEventRecord(event_, stream));
   return absl::OkStatus();
 }
 
 absl::Status CudaEvent::Synchronize() const {
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(event_));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaEventSynchronize(event_));
   return absl::OkStatus();
 }
 
 absl::StatusOr<float> CudaEvent::ElapsedMs(const CudaEvent& start, const CudaEvent& stop) {
   float ms = 0;
-  QAQKV_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start.event_, stop.event_));
+  QAQKV_RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, start.event_, stop.event_));
   return ms;
 }
 

@@ -20,17 +20,18 @@ namespace qaqkv::cuda {
 // is no usable device, kInternal for anything else. `what` names the call.
 absl::Status CudaStatus(cudaError_t err, const char* what);
 
-#define QAQKV_CUDA_RETURN_IF_ERROR(expr)                                    \
+// Returns CudaStatus(err, "<expr as written>") when `expr`, a cudaError_t, is
+// not cudaSuccess: where a CUDA error becomes a Status. Not a status macro:
+// an absl::Status is returned with QAQKV_RETURN_IF_ERROR (base/status_macros.h).
+#define QAQKV_RETURN_IF_CUDA_ERROR(expr)                                    \
   do {                                                                      \
     if (const cudaError_t qaqkv_cuda_err_ = (expr); qaqkv_cuda_err_ != cudaSuccess) \
       return ::qaqkv::cuda::CudaStatus(qaqkv_cuda_err_, #expr);             \
   } while (0)
 
-#define QAQKV_CUDA_RETURN_IF_NOT_OK(expr)                               \
-  do {                                                                  \
-    if (::absl::Status qaqkv_status_ = (expr); !qaqkv_status_.ok())     \
-      return qaqkv_status_;                                             \
-  } while (0)
+// The old name, still used by client/internal/device_kv.cc; delete it once
+// that file says QAQKV_RETURN_IF_CUDA_ERROR.
+#define QAQKV_CUDA_RETURN_IF_ERROR(expr) QAQKV_RETURN_IF_CUDA_ERROR(expr)
 
 // Number of CUDA devices; 0 (not an error) when there is no driver or GPU.
 int DeviceCount();

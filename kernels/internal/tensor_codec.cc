@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::internal {
 namespace {
@@ -97,31 +98,27 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
   const char* side = keys ? "K" : "V";
 
   if (h.kind == CodecKind::kFp16) {
-    auto all = Take(rest, uint64_t(H * T * D) * 2, "fp16 values", keys);
-    if (!all.ok()) return all.status();
-    v.exact_values = *all;
+    QAQKV_ASSIGN_OR_RETURN(v.exact_values,
+                           Take(rest, uint64_t(H * T * D) * 2, "fp16 values", keys));
   } else {
     if (keys && (h.flags & kFlagKeyChannelScale)) {
-      auto cs = Take(rest, uint64_t(H * D) * 2, "channel scales", keys);
-      if (!cs.ok()) return cs.status();
-      v.channel_scale = *cs;
+      QAQKV_ASSIGN_OR_RETURN(v.channel_scale,
+                             Take(rest, uint64_t(H * D) * 2, "channel scales", keys));
     }
     if (keys && (h.flags & kFlagKeyChannelCenter)) {
-      auto cc = Take(rest, uint64_t(H * D) * 2, "channel offsets", keys);
-      if (!cc.ok()) return cc.status();
-      v.channel_offset = *cc;
+      QAQKV_ASSIGN_OR_RETURN(v.channel_offset,
+                             Take(rest, uint64_t(H * D) * 2, "channel offsets", keys));
     }
     const int64_t G = v.geo.groups();
-    auto count = Take(rest, 4, "exact group count", keys);
-    if (!count.ok()) return count.status();
-    v.n_exact = GetU32(count->data());
+    QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> count,
+                           Take(rest, 4, "exact group count", keys));
+    v.n_exact = GetU32(count.data());
     if (v.n_exact > G) {
       return absl::DataLossError(
           absl::StrCat("page: ", side, " section lists ", v.n_exact, " exact groups of ", G));
     }
-    auto exact = Take(rest, uint64_t(v.n_exact) * 4, "exact group list", keys);
-    if (!exact.ok()) return exact.status();
-    v.exact_groups = *exact;
+    QAQKV_ASSIGN_OR_RETURN(v.exact_groups,
+                           Take(rest, uint64_t(v.n_exact) * 4, "exact group list", keys));
     int64_t exact_values = 0;
     for (int64_t i = 0; i < v.n_exact; ++i) {
       const uint32_t g = GetU32(v.exact_groups.data() + i * 4);
@@ -132,27 +129,17 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
       exact_values += v.geo.GroupSize(g);
     }
     if (v.variable_widths) {
-      auto w = Take(rest, uint64_t(G + 1) / 2, "bit widths", keys);
-      if (!w.ok()) return w.status();
-      v.widths = *w;
+      QAQKV_ASSIGN_OR_RETURN(v.widths, Take(rest, uint64_t(G + 1) / 2, "bit widths", keys));
     }
     const int64_t quantized = G - v.n_exact;
-    auto lo = Take(rest, uint64_t(quantized) * 2, "offsets", keys);
-    if (!lo.ok()) return lo.status();
-    auto step = Take(rest, uint64_t(quantized) * 2, "steps", keys);
-    if (!step.ok()) return step.status();
-    v.lo = *lo;
-    v.step = *step;
+    QAQKV_ASSIGN_OR_RETURN(v.lo, Take(rest, uint64_t(quantized) * 2, "offsets", keys));
+    QAQKV_ASSIGN_OR_RETURN(v.step, Take(rest, uint64_t(quantized) * 2, "steps", keys));
     const uint64_t n_out = uint64_t(quantized) * 2 * v.outliers;
-    auto ov = Take(rest, n_out * 2, "outlier values", keys);
-    if (!ov.ok()) return ov.status();
-    auto oi = Take(rest, n_out * v.index_bytes, "outlier indices", keys);
-    if (!oi.ok()) return oi.status();
-    v.outlier_values = *ov;
-    v.outlier_index = *oi;
-    auto ev = Take(rest, uint64_t(exact_values) * 2, "exact values", keys);
-    if (!ev.ok()) return ev.status();
-    v.exact_values = *ev;
+    QAQKV_ASSIGN_OR_RETURN(v.outlier_values, Take(rest, n_out * 2, "outlier values", keys));
+    QAQKV_ASSIGN_OR_RETURN(v.outlier_index,
+                           Take(rest, n_out * v.index_bytes, "outlier indices", keys));
+    QAQKV_ASSIGN_OR_RETURN(v.exact_values,
+                           Take(rest, uint64_t(exact_values) * 2, "exact values", keys));
 
     // An encoder only writes finite offsets, non-negative finite steps and
     // finite outliers (non-finite input goes to exact groups); anything else
@@ -234,13 +221,10 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
         bits += uint64_t(v.geo.GroupSize(g)) * v.Width(g);
       }
     }
-    auto codes = Take(rest, (bits + 7) / 8, "codes", keys);
-    if (!codes.ok()) return codes.status();
-    v.codes = *codes;
+    QAQKV_ASSIGN_OR_RETURN(v.codes, Take(rest, (bits + 7) / 8, "codes", keys));
     const int64_t residual_tokens = T - v.geo.quant_tokens;
-    auto res = Take(rest, uint64_t(H * residual_tokens * D) * 2, "residual", keys);
-    if (!res.ok()) return res.status();
-    v.residual = *res;
+    QAQKV_ASSIGN_OR_RETURN(v.residual,
+                           Take(rest, uint64_t(H * residual_tokens * D) * 2, "residual", keys));
   }
   if (!rest.empty()) {
     return absl::DataLossError(

@@ -3,10 +3,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include <mutex>
+#include "base/status_macros.h"
 
 namespace qaqkv::eval {
 namespace {
@@ -243,8 +244,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
           absl::StatusOr<PageStats> ps = st.ok() ? ComputePageStats(*bytes) : st;
           if (!ps.ok()) {
             std::lock_guard<std::mutex> l(mu);
-            first_error.Update(absl::Status(ps.status().code(),
-                                            absl::StrCat(cfg.Name(), ": ", ps.status().message())));
+            first_error.Update(base::Annotate(ps.status(), cfg.Name()));
             return;
           }
           for (int h = 0; h < H; ++h) {
@@ -288,7 +288,7 @@ absl::StatusOr<std::vector<CodecResult>> Evaluate(const std::vector<KvSample>& s
   for (int i = 1; i < threads; ++i) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
-  if (!first_error.ok()) return first_error;
+  QAQKV_RETURN_IF_ERROR(first_error);
 
   std::vector<CodecResult> out;
   for (size_t c = 0; c < C; ++c) {

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace qaqkv::eval {
@@ -191,9 +192,7 @@ absl::StatusOr<std::optional<int>> MetaInt(const std::string& path, const json* 
 }  // namespace
 
 absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
-  absl::StatusOr<std::string> file = ReadFile(path);
-  if (!file.ok()) return file.status();
-  const std::string& bytes = *file;
+  QAQKV_ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
   if (bytes.size() < 8) {
     return absl::DataLossError(absl::StrCat(path, ": truncated: ", bytes.size(),
                                             " bytes, shorter than the header length"));
@@ -228,9 +227,8 @@ absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
       meta = &*it;
       continue;
     }
-    absl::StatusOr<TensorInfo> t = ParseTensor(path, it.key(), *it);
-    if (!t.ok()) return t.status();
-    tensors.emplace(it.key(), *std::move(t));
+    QAQKV_ASSIGN_OR_RETURN(TensorInfo t, ParseTensor(path, it.key(), *it));
+    tensors.emplace(it.key(), std::move(t));
   }
 
   // Tensors may not overlap (as the format requires), which also bounds the
@@ -278,10 +276,8 @@ absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
     }
     return &it->second;
   };
-  absl::StatusOr<const TensorInfo*> k0 = find("layers.0.k");
-  if (!k0.ok()) return k0.status();
-  absl::StatusOr<const TensorInfo*> q0 = find("layers.0.q");
-  if (!q0.ok()) return q0.status();
+  QAQKV_ASSIGN_OR_RETURN(const TensorInfo* k0, find("layers.0.k"));
+  QAQKV_ASSIGN_OR_RETURN(const TensorInfo* q0, find("layers.0.q"));
 
   KvSample s;
   s.name = fs::path(path).stem().string();
@@ -291,21 +287,19 @@ absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
     uint64_t inferred;
   };
   const Field fields[] = {
-      {"num_kv_heads", &s.kv_heads, (*k0)->shape[0]},
-      {"seq_len", &s.tokens, (*k0)->shape[1]},
-      {"head_dim", &s.head_dim, (*k0)->shape[2]},
-      {"num_q_heads", &s.q_heads, (*q0)->shape[0]},
+      {"num_kv_heads", &s.kv_heads, k0->shape[0]},
+      {"seq_len", &s.tokens, k0->shape[1]},
+      {"head_dim", &s.head_dim, k0->shape[2]},
+      {"num_q_heads", &s.q_heads, q0->shape[0]},
   };
   for (const Field& f : fields) {
-    absl::StatusOr<std::optional<int>> m = MetaInt(path, meta, f.key);
-    if (!m.ok()) return m.status();
-    *f.out = m->value_or(static_cast<int>(f.inferred));
+    QAQKV_ASSIGN_OR_RETURN(const std::optional<int> m, MetaInt(path, meta, f.key));
+    *f.out = m.value_or(static_cast<int>(f.inferred));
     if (*f.out <= 0) return Invalid(path, absl::StrCat(f.key, " is 0"));
   }
-  absl::StatusOr<std::optional<int>> layers = MetaInt(path, meta, "num_layers");
-  if (!layers.ok()) return layers.status();
-  if (layers->has_value()) {
-    s.num_layers = **layers;
+  QAQKV_ASSIGN_OR_RETURN(const std::optional<int> layers, MetaInt(path, meta, "num_layers"));
+  if (layers.has_value()) {
+    s.num_layers = *layers;
   } else {
     while (tensors.contains(absl::StrCat("layers.", s.num_layers, ".k"))) ++s.num_layers;
   }
@@ -329,17 +323,16 @@ absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
         {"k", &layer.k}, {"v", &layer.v}, {"q", &layer.q}};
     for (const auto& [part, out] : parts) {
       const std::string name = absl::StrCat("layers.", l, ".", part);
-      absl::StatusOr<const TensorInfo*> info = find(name);
-      if (!info.ok()) return info.status();
+      QAQKV_ASSIGN_OR_RETURN(const TensorInfo* info, find(name));
       const std::vector<uint64_t> want = {
           static_cast<uint64_t>(*part == 'q' ? s.q_heads : s.kv_heads), t, d};
-      if ((*info)->shape != want) {
+      if (info->shape != want) {
         return Invalid(path, absl::StrCat("tensor ", name, " has shape ",
-                                          ShapeString((*info)->shape), ", expected ",
+                                          ShapeString(info->shape), ", expected ",
                                           ShapeString(want)));
       }
       out->resize(want[0] * t * d);
-      Decode(data + (*info)->begin, (*info)->dtype, out->size(), out->data());
+      Decode(data + info->begin, info->dtype, out->size(), out->data());
     }
   }
   return s;
@@ -353,9 +346,8 @@ absl::StatusOr<std::vector<KvSample>> LoadSafetensorsPath(const std::string& pat
   }
   std::vector<KvSample> samples;
   if (!fs::is_directory(st)) {
-    absl::StatusOr<KvSample> s = LoadSafetensorsFile(path);
-    if (!s.ok()) return s.status();
-    samples.push_back(*std::move(s));
+    QAQKV_ASSIGN_OR_RETURN(KvSample s, LoadSafetensorsFile(path));
+    samples.push_back(std::move(s));
     return samples;
   }
   std::vector<std::string> files;
@@ -371,9 +363,8 @@ absl::StatusOr<std::vector<KvSample>> LoadSafetensorsPath(const std::string& pat
   }
   std::sort(files.begin(), files.end());
   for (const std::string& f : files) {
-    absl::StatusOr<KvSample> s = LoadSafetensorsFile(f);
-    if (!s.ok()) return s.status();
-    samples.push_back(*std::move(s));
+    QAQKV_ASSIGN_OR_RETURN(KvSample s, LoadSafetensorsFile(f));
+    samples.push_back(std::move(s));
   }
   return samples;
 }
@@ -677,20 +668,19 @@ void GenerateLayer(const Geometry& g, int tokens, uint64_t seed, int l, const Ro
 }  // namespace
 
 absl::StatusOr<KvSample> GenerateSynthetic(const SyntheticOptions& opts) {
-  absl::StatusOr<Geometry> g = FindGeometry(opts.geometry);
-  if (!g.ok()) return g.status();
+  QAQKV_ASSIGN_OR_RETURN(const Geometry g, FindGeometry(opts.geometry));
   if (opts.tokens < 1 || opts.max_layers < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "synthetic: need tokens >= 1 and max_layers >= 0, got tokens=", opts.tokens,
         " max_layers=", opts.max_layers));
   }
   KvSample s;
-  s.name = absl::StrCat("synthetic:", g->name, ":seed=", opts.seed);
+  s.name = absl::StrCat("synthetic:", g.name, ":seed=", opts.seed);
   s.num_layers =
-      opts.max_layers == 0 ? g->num_layers : std::min(opts.max_layers, g->num_layers);
-  s.kv_heads = g->kv_heads;
-  s.q_heads = g->q_heads;
-  s.head_dim = g->head_dim;
+      opts.max_layers == 0 ? g.num_layers : std::min(opts.max_layers, g.num_layers);
+  s.kv_heads = g.kv_heads;
+  s.q_heads = g.q_heads;
+  s.head_dim = g.head_dim;
   s.tokens = opts.tokens;
   const uint64_t floats = static_cast<uint64_t>(s.num_layers) *
                           (2 * s.kv_heads + s.q_heads) * static_cast<uint64_t>(s.tokens) *
@@ -699,12 +689,12 @@ absl::StatusOr<KvSample> GenerateSynthetic(const SyntheticOptions& opts) {
     return absl::InvalidArgumentError(
         absl::StrCat("synthetic: ", floats, " floats requested, limit is 2^31"));
   }
-  const bool llama3 = g->name.starts_with("llama3");
+  const bool llama3 = g.name.starts_with("llama3");
   const Rope rope(s.tokens, s.head_dim, llama3 ? 500000.0 : 10000.0);
   static const Ziggurat zig;  // trivially destructible tables
   s.layers.resize(s.num_layers);
   for (int l = 0; l < s.num_layers; ++l) {
-    GenerateLayer(*g, s.tokens, opts.seed, l, rope, zig, s.layers[l]);
+    GenerateLayer(g, s.tokens, opts.seed, l, rope, zig, s.layers[l]);
   }
   return s;
 }

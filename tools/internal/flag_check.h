@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::tools {
 
@@ -46,9 +47,7 @@ inline absl::Status CheckPositive(absl::string_view flag, double value) {
 
 // The first failed check of several, or OK.
 inline absl::Status FirstError(std::initializer_list<absl::Status> checks) {
-  for (const absl::Status& s : checks) {
-    if (!s.ok()) return s;
-  }
+  for (const absl::Status& s : checks) QAQKV_RETURN_IF_ERROR(s);
   return absl::OkStatus();
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "base/status_macros.h"
 #include "kernels/half.h"
 
 namespace qaqkv::tools {
@@ -51,16 +52,14 @@ absl::Status SideInputs(const eval::KvSample& s, int P, const CodecConfig& cfg,
         std::copy_n(L.q.data() + (size_t(qh) * T + wpos[i]) * D, D,
                     q_win.data() + (size_t(i) * Q + qh) * D);
     }
-    auto ws = ComputeWindowStats({P, H, Q, D, k_nhd, q_win, wpos});
-    if (!ws.ok()) return ws.status();
+    QAQKV_ASSIGN_OR_RETURN(WindowStats ws, ComputeWindowStats({P, H, Q, D, k_nhd, q_win, wpos}));
     std::vector<float> q_all(size_t(P) * Q * D);
     for (int t = 0; t < P; ++t)
       for (int qh = 0; qh < Q; ++qh)
         std::copy_n(L.q.data() + (size_t(qh) * T + t) * D, D, q_all.data() + (size_t(t) * Q + qh) * D);
-    auto qq = ComputeQ2(q_all, Q, H, D, 0.9);
-    if (!qq.ok()) return qq.status();
-    attention->push_back(std::move(ws->attention));
-    q2->push_back(std::move(*qq));
+    QAQKV_ASSIGN_OR_RETURN(std::vector<float> qq, ComputeQ2(q_all, Q, H, D, 0.9));
+    attention->push_back(std::move(ws.attention));
+    q2->push_back(std::move(qq));
   }
   return absl::OkStatus();
 }

@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::tools {
 
@@ -34,17 +35,16 @@ void RedisFree::operator()(redisContext* c) const { redisFree(c); }
 
 absl::StatusOr<RedisServer> StartRedis(const std::string& binary, const std::string& log_path,
                                        const std::vector<int>& cpus) {
-  auto port = FreeLoopbackPort();
-  if (!port.ok()) return port.status();
-  auto child = ChildProcess::Spawn({binary, "--port", absl::StrCat(*port), "--bind", "127.0.0.1",
-                                    "--save", "", "--appendonly", "no", "--protected-mode", "no",
-                                    "--daemonize", "no"},
-                                   log_path, cpus);
-  if (!child.ok()) return child.status();
-  if (absl::Status s = WaitForTcp(*port, *child, absl::Seconds(30)); !s.ok()) {
+  QAQKV_ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
+  QAQKV_ASSIGN_OR_RETURN(
+      ChildProcess child,
+      ChildProcess::Spawn({binary, "--port", absl::StrCat(port), "--bind", "127.0.0.1", "--save",
+                           "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"},
+                          log_path, cpus));
+  if (absl::Status s = WaitForTcp(port, child, absl::Seconds(30)); !s.ok()) {
     return absl::UnavailableError(absl::StrCat("redis-server: ", s.message()));
   }
-  return RedisServer{std::move(*child), *port};
+  return RedisServer{std::move(child), port};
 }
 
 absl::StatusOr<RedisConn> RedisConnect(int port) {
@@ -67,10 +67,7 @@ absl::Status RedisSet(redisContext* c, std::span<const std::string> keys,
     redisAppendCommand(c, "SET %b %b", keys[i].data(), keys[i].size(), values[i].data(),
                        values[i].size());
   }
-  for (size_t i = 0; i < keys.size(); ++i) {
-    auto reply = NextReply(c);
-    if (!reply.ok()) return reply.status();
-  }
+  for (size_t i = 0; i < keys.size(); ++i) QAQKV_RETURN_IF_ERROR(NextReply(c).status());
   return absl::OkStatus();
 }
 
@@ -79,14 +76,12 @@ absl::Status RedisGet(redisContext* c, std::span<const std::string> keys, size_t
   for (const std::string& k : keys) redisAppendCommand(c, "GET %b", k.data(), k.size());
   absl::Status first;
   for (size_t i = 0; i < keys.size(); ++i) {
-    auto reply = NextReply(c);
-    if (!reply.ok()) return reply.status();
-    if ((*reply)->type != REDIS_REPLY_STRING ||
-        (expect_len > 0 && (*reply)->len != expect_len)) {
+    QAQKV_ASSIGN_OR_RETURN(const Reply reply, NextReply(c));
+    if (reply->type != REDIS_REPLY_STRING || (expect_len > 0 && reply->len != expect_len)) {
       if (first.ok()) first = absl::DataLossError("redis: GET returned a missing or wrong value");
       continue;
     }
-    *bytes += (*reply)->len;
+    *bytes += reply->len;
   }
   return first;
 }
@@ -96,9 +91,8 @@ absl::StatusOr<size_t> RedisExistingPrefix(redisContext* c, std::span<const std:
   size_t prefix = 0;
   bool gap = false;
   for (size_t i = 0; i < keys.size(); ++i) {
-    auto reply = NextReply(c);
-    if (!reply.ok()) return reply.status();
-    const bool exists = (*reply)->type == REDIS_REPLY_INTEGER && (*reply)->integer == 1;
+    QAQKV_ASSIGN_OR_RETURN(const Reply reply, NextReply(c));
+    const bool exists = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
     if (!exists) gap = true;
     if (!gap) ++prefix;
   }
