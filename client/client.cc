@@ -488,7 +488,7 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPutTo(internal::Endpoin
     if (broken) source.Abort();
     return FromGrpc(writer->Finish());
   }, options_.deadline, attempts);
-  if (!status.ok()) return status;
+  QAQKV_RETURN_IF_ERROR(status);
   return response;
 }
 

@@ -430,7 +430,7 @@ absl::Status Client::Impl::ShardedGet(
     for (size_t i = 0; i < nb; ++i) {
       if (done[i]) continue;
       if (next[i] >= p.holders[i].size()) {
-        if (!last_error[i].ok()) return last_error[i];
+        QAQKV_RETURN_IF_ERROR(last_error[i]);
         if (!p.unknown[i].ok()) {
           return absl::UnavailableError(absl::StrCat(
               "blocks[", i, "] (", KeyHex(blocks[i]),
@@ -492,7 +492,7 @@ absl::Status Client::Impl::ShardedGet(
           },
           last_holder ? options_.retry.max_attempts : 1);
     });
-    if (!callback_error.ok()) return callback_error;
+    QAQKV_RETURN_IF_ERROR(callback_error);
     for (size_t j = 0; j < work.size(); ++j) {
       for (size_t i : work[j].second) {
         // A block whose every layer arrived is done even if its stream
@@ -566,7 +566,7 @@ absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view
     }
   }
   if (!found) {
-    if (!failure.ok()) return failure;
+    QAQKV_RETURN_IF_ERROR(failure);
     return absl::NotFoundError(absl::StrCat("session '", Sv(session_id), "' not found"));
   }
   // The server counted the blocks it holds itself; they are spread over
@@ -697,7 +697,7 @@ absl::Status Client::Impl::TouchSession(std::string_view session_id) {
     return touch(c, context);
   }));
   if (f.ok > 0) return absl::OkStatus();
-  if (!f.failure.ok()) return f.failure;
+  QAQKV_RETURN_IF_ERROR(f.failure);
   return absl::NotFoundError(absl::StrCat("session '", Sv(session_id), "' not found"));
 }
 
@@ -751,7 +751,7 @@ absl::StatusOr<std::vector<std::string>> Client::Impl::ListSessions(uint32_t lim
   // `limit` of the union are exact as long as every server answered.
   std::set<std::string> ids;
   for (size_t e = 0; e < results.size(); ++e) {
-    if (!results[e].ok()) return results[e];
+    QAQKV_RETURN_IF_ERROR(results[e]);
     ids.insert(responses[e].session_ids().begin(), responses[e].session_ids().end());
   }
   std::vector<std::string> out(ids.begin(), ids.end());
@@ -783,7 +783,7 @@ absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
     to->set_entries(to->entries() + from.entries());
   };
   for (size_t e = 0; e < results.size(); ++e) {
-    if (!results[e].ok()) return results[e];
+    QAQKV_RETURN_IF_ERROR(results[e]);
     const v1::GetStatsResponse& s = responses[e];
     sum.set_tenant_bytes(sum.tenant_bytes() + s.tenant_bytes());
     sum.set_tenant_blocks(sum.tenant_blocks() + s.tenant_blocks());

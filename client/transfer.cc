@@ -69,7 +69,7 @@ class EncodeSource final : public PageSource {
       slot = std::move(s);
       s = Slot();
     }
-    if (!slot.status.ok()) return slot.status;
+    QAQKV_RETURN_IF_ERROR(slot.status);
     const size_t block = next_take_ % blocks_;
     const int layer = static_cast<int>(next_take_ / blocks_);
     ++next_take_;

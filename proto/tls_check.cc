@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::wire {
 namespace {
@@ -57,7 +58,7 @@ absl::Status CheckCertificates(std::string_view pem, absl::string_view name) {
 
 absl::Status CheckCertAndKey(std::string_view cert_pem, std::string_view key_pem,
                              absl::string_view cert_name, absl::string_view key_name) {
-  if (absl::Status s = CheckCertificates(cert_pem, cert_name); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(CheckCertificates(cert_pem, cert_name));
   Bio cert_bio = MemoryBio(cert_pem);
   Cert leaf(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
   Bio key_bio = MemoryBio(key_pem);

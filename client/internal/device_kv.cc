@@ -63,9 +63,9 @@ class ScopedDevice {
 
   absl::Status Set(int device) {
     int current = 0;
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&current));
+    QAQKV_RETURN_IF_CUDA_ERROR(cudaGetDevice(&current));
     if (current == device) return absl::OkStatus();
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+    QAQKV_RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
     previous_ = current;
     return absl::OkStatus();
   }
@@ -107,12 +107,12 @@ absl::Status CopyHndRows(const void* src, void* dst, bool to_dense, int64_t buff
   const size_t pitch = static_cast<size_t>(buffer_tokens) * row_bytes;
   const size_t offset = static_cast<size_t>(row0) * row_bytes;
   if (to_dense) {
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(dst, block_bytes,
+    QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpy2DAsync(dst, block_bytes,
                                                  static_cast<const char*>(src) + offset, pitch,
                                                  block_bytes, static_cast<size_t>(heads), kind,
                                                  stream));
   } else {
-    QAQKV_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(static_cast<char*>(dst) + offset, pitch, src,
+    QAQKV_RETURN_IF_CUDA_ERROR(cudaMemcpy2DAsync(static_cast<char*>(dst) + offset, pitch, src,
                                                  block_bytes, block_bytes,
                                                  static_cast<size_t>(heads), kind, stream));
   }
@@ -224,7 +224,7 @@ class DeviceEncodeSource final : public DevicePageSource {
       ++next_take_;
     }
     cv_.notify_all();  // a slot is free for the producer
-    if (!slot.status.ok()) return slot.status;
+    QAQKV_RETURN_IF_ERROR(slot.status);
     page->key = r_.blocks[index % blocks_];
     page->layer = static_cast<uint32_t>(index / blocks_);
     page->data = slot.data;

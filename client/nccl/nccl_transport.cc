@@ -149,7 +149,7 @@ absl::Status NcclTransport::Send(const NcclSendRequest& request) {
   ncclUniqueId id;
   QAQKV_RETURN_IF_ERROR(NcclError(ncclGetUniqueId(&id), "ncclGetUniqueId"));
   offer.nccl_unique_id.assign(reinterpret_cast<const char*>(&id), sizeof(id));
-  if (absl::Status s = client_->OfferTransfer(offer); !s.ok()) return s;
+  QAQKV_RETURN_IF_ERROR(client_->OfferTransfer(offer));
 
   // The durable copy goes to the cache service while NCCL moves the pages.
   std::future<absl::Status> stored;
@@ -183,27 +183,26 @@ absl::Status NcclTransport::Send(const NcclSendRequest& request) {
 
 absl::StatusOr<NcclReceived> NcclTransport::Receive(std::string_view transfer_id,
                                                     absl::Duration wait) {
-  absl::StatusOr<TransferOffer> offer = client_->AcceptTransfer(transfer_id, wait);
-  if (!offer.ok()) return offer.status();
-  if (offer->nccl_unique_id.size() != sizeof(ncclUniqueId)) {
+  QAQKV_ASSIGN_OR_RETURN(TransferOffer offer, client_->AcceptTransfer(transfer_id, wait));
+  if (offer.nccl_unique_id.size() != sizeof(ncclUniqueId)) {
     return absl::InternalError("offer.nccl_unique_id: wrong size from the server");
   }
   ncclUniqueId id;
-  std::memcpy(&id, offer->nccl_unique_id.data(), sizeof(id));
+  std::memcpy(&id, offer.nccl_unique_id.data(), sizeof(id));
   NcclReceived out;
   size_t total = 0;
-  for (uint64_t bytes : offer->page_bytes) {
+  for (uint64_t bytes : offer.page_bytes) {
     out.offsets_.push_back(total);
     total += bytes;
   }
   QAQKV_ASSIGN_OR_RETURN(out.device_, cuda::DeviceBuffer::Allocate(total));
-  const absl::Time deadline = absl::Now() + std::max(offer->ttl, absl::Seconds(30));
+  const absl::Time deadline = absl::Now() + std::max(offer.ttl, absl::Seconds(30));
   Comm comm;
   QAQKV_RETURN_IF_ERROR(comm.Init(2, id, /*rank=*/1, deadline));
   QAQKV_RETURN_IF_ERROR(NcclError(ncclGroupStart(), "ncclGroupStart"));
-  for (size_t i = 0; i < offer->page_bytes.size(); ++i) {
+  for (size_t i = 0; i < offer.page_bytes.size(); ++i) {
     const ncclResult_t r = ncclRecv(out.device_.as<char>() + out.offsets_[i],
-                                    offer->page_bytes[i], ncclUint8, /*peer=*/0, comm.get(),
+                                    offer.page_bytes[i], ncclUint8, /*peer=*/0, comm.get(),
                                     stream_);
     if (r != ncclSuccess && r != ncclInProgress) {
       ncclGroupEnd();
@@ -213,7 +212,7 @@ absl::StatusOr<NcclReceived> NcclTransport::Receive(std::string_view transfer_id
   QAQKV_RETURN_IF_ERROR(GroupEnd(comm, deadline));
   QAQKV_RETURN_IF_ERROR(comm.Drain(stream_, deadline));
   QAQKV_RETURN_IF_ERROR(comm.Close(deadline));
-  out.offer_ = *std::move(offer);
+  out.offer_ = std::move(offer);
   return out;
 }
 

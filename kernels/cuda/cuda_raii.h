@@ -29,10 +29,6 @@ absl::Status CudaStatus(cudaError_t err, const char* what);
       return ::qaqkv::cuda::CudaStatus(qaqkv_cuda_err_, #expr);             \
   } while (0)
 
-// The old name, still used by client/internal/device_kv.cc; delete it once
-// that file says QAQKV_RETURN_IF_CUDA_ERROR.
-#define QAQKV_CUDA_RETURN_IF_ERROR(expr) QAQKV_RETURN_IF_CUDA_ERROR(expr)
-
 // Number of CUDA devices; 0 (not an error) when there is no driver or GPU.
 int DeviceCount();
 
