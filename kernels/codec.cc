@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "base/strings.h"
@@ -326,6 +327,24 @@ std::string_view CodecKindName(CodecKind kind) {
   return "unknown";
 }
 
+namespace {
+
+// `v` as short as it can be written and still parse back to the same float:
+// six significant digits (what names used before, so existing names keep
+// their spelling) unless more are needed. Two configs that write different
+// pages must never share a name: the name is the stored block format.
+std::string FloatName(float v) {
+  std::string text = absl::StrCat(v);
+  for (int digits = 7; digits <= 9; ++digits) {
+    float back = 0;
+    if (absl::SimpleAtof(text, &back) && back == v) break;
+    text = absl::StrFormat("%.*g", digits, v);
+  }
+  return text;
+}
+
+}  // namespace
+
 std::string CodecConfig::Name() const {
   std::string n(CodecKindName(kind));
   if (kind == CodecKind::kKivi2) {
@@ -335,8 +354,8 @@ std::string CodecConfig::Name() const {
   if (key_channel_scale) n += "-cs";
   if (key_channel_center) n += "-cc";
   if (kind == CodecKind::kQaq) {
-    absl::StrAppend(&n, ":s=", sigma_s, ",x=", sigma_x, ",o=", outlier_ratio, ",b=", b_min,
-                    "-", b_max);
+    absl::StrAppend(&n, ":s=", FloatName(sigma_s), ",x=", FloatName(sigma_x),
+                    ",o=", FloatName(outlier_ratio), ",b=", b_min, "-", b_max);
     if (window != 5) absl::StrAppend(&n, ",w=", window);
   }
   return n;

@@ -202,12 +202,23 @@ std::vector<int> CheckSection(const internal::SectionView& view, const PageShape
 
 // ---- configs ---------------------------------------------------------------
 
+TEST(CodecConfig, NamesKeepTheirSixDigitSpelling) {
+  // A name is a stored block's format: names of configs stored before
+  // stay the same.
+  EXPECT_EQ(ParseCodecConfig("qaq")->Name(), "qaq:s=0.001,x=0.001,o=0.01,b=0-8");
+  EXPECT_EQ(ParseCodecConfig("qaq-cc:s=3e-4,x=2e-2,o=0")->Name(),
+            "qaq-cc:s=0.0003,x=0.02,o=0,b=0-8");
+  EXPECT_EQ(ParseCodecConfig("qaq:o=0.06250001")->Name(), "qaq:s=0.001,x=0.001,o=0.06250001,b=0-8");
+}
+
 TEST(CodecConfig, NameRoundTrip) {
   const char* names[] = {"fp16", "int8", "int4", "int8-layer", "int4-layer", "kivi2",
                          "kivi2:r=32", "kivi2:r=0,g=64", "qaq", "qaq-layer", "qaq-cs",
                          "qaq-layer-cs", "qaq:s=7e-4,x=2e-4,o=0,b=0-8",
                          "qaq:s=0.5,x=0.25,o=0.1,b=2-6,w=1", "qaq-cs:o=0.02,b=1-7,w=9",
-                         "qaq-cc:s=3e-4,x=2e-2,o=0", "qaq-layer-cs-cc"};
+                         "qaq-cc:s=3e-4,x=2e-2,o=0", "qaq-layer-cs-cc",
+                         // Values six digits cannot tell from a neighbour.
+                         "qaq:o=0.06250001", "qaq:s=1.00000012e-3,x=3.14159274"};
   for (const char* name : names) {
     auto c = ParseCodecConfig(name);
     ASSERT_TRUE(c.ok()) << name << " " << c.status();
