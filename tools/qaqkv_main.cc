@@ -3,12 +3,15 @@
 #include <malloc.h>
 
 #include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
 
-#include "CLI/CLI.hpp"
+#include "base/child_process.h"
+#include "base/cli.h"
 #include "proto/wire.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
-#include "base/child_process.h"
 
 int main(int argc, char** argv) {
   // Pages are hundreds of KiB: above glibc's default mmap threshold, so every
@@ -183,11 +186,17 @@ int main(int argc, char** argv) {
       ->default_val("redis-server");
   rp->add_option("--format", replay.format, "table, csv or json")->default_val("table");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+  // The server's command-line convention (base/cli.h): dashes or
+  // underscores, --config files, exit 2 naming the flag.
+  absl::StatusOr<std::vector<std::string>> args = qaqkv::base::ExpandArgs(argc, argv);
+  if (!args.ok()) {
+    std::fprintf(stderr, "qaqkv: %s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
+  std::string error;
+  if (std::optional<int> rc = qaqkv::base::ParseArgs(app, *args, &error)) {
+    if (!error.empty()) std::fprintf(stderr, "qaqkv: %s\n", error.c_str());
+    return *rc;
   }
   if (dm->parsed()) return qaqkv::tools::RunDemo(demo);
   if (rp->parsed()) return qaqkv::tools::RunReplay(replay);

@@ -30,6 +30,33 @@ TEST_F(ServiceTest, SecondServerCannotShareTheListenOrMetricsPort) {
 // ---------------------------------------------------------------------------
 // Flags.
 
+TEST(ServerFlagsHelpTest, HelpListsTheFlagsAndVersionPrintsIt) {
+  auto help = RunToExit({ServerBinary(), "--help"}, absl::Seconds(60));
+  ASSERT_TRUE(help.ok()) << help.status();
+  EXPECT_EQ(help->exit_code, 0) << help->output;
+  for (const char* flag : {"--listen", "--data-dir", "--memory-bytes", "--config", "--sync",
+                           "--tenant-quota-bytes", "--drain-timeout", "--port-file"}) {
+    EXPECT_THAT(help->output, HasSubstr(flag));
+  }
+  auto version = RunToExit({ServerBinary(), "--version"}, absl::Seconds(60));
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(version->exit_code, 0);
+  EXPECT_THAT(version->output, HasSubstr("qaqkv-server "));
+}
+
+// Flags after --config override the file's; underscores spell flags too.
+TEST(ServerFlagsHelpTest, CommandLineAfterConfigWins) {
+  TempDir dir;
+  WriteFile(dir.path() + "/server.conf",
+            "# a ConfigMap\n--listen=127.0.0.1:1\n--data_dir=" + dir.path() + "/db\n");
+  auto run = RunToExit({ServerBinary(), "--config=" + dir.path() + "/server.conf",
+                        "--listen=127.0.0.1:99999"},
+                       absl::Seconds(60));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 2) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("127.0.0.1:99999"));  // the later --listen was used
+}
+
 struct BadFlag {
   std::string name;
   std::vector<std::string> args;
@@ -86,8 +113,12 @@ INSTANTIATE_TEST_SUITE_P(
         // same convention.
         {"DrainTimeoutNotADuration", {"--drain-timeout=soon"}, "drain"},
         {"TenantMaxStreamsNotANumber", {"--tenant-max-streams=many"}, "tenant"},
-        {"StoreThreadsNotANumber", {"--store-threads=abc"}, "--store-threads: \"abc\" is not valid: want a whole number"},
-        {"SyncNotABool", {"--sync=maybe"}, "--sync: \"maybe\" is not valid: want true or false"},
+        // The log line is logfmt: the quotes around the value are escaped.
+        {"StoreThreadsNotANumber",
+         {"--store-threads=abc"},
+         R"(--store-threads: \"abc\" is not valid: want a whole number)"},
+        {"SyncNotABool", {"--sync=maybe"}, R"(--sync: \"maybe\" is not valid: want true or false)"},
+        {"ListenWithoutValue", {"--config=$DIR/empty", "--listen"}, "--listen"},
         {"BlockTtlNegative", {"--block-ttl-ms=-1"}, "--block-ttl-ms"},
         {"AbandonedBlockMsZero", {"--abandoned-block-ms=0"}, "--abandoned-block-ms"},
         {"UnknownFlag", {"--memory-byte=1GiB"}, "--memory-byte: unknown flag"},
