@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace qaqkv::base {
 
@@ -77,6 +78,17 @@ class CondVar {
  private:
   std::condition_variable cv_;
 };
+
+// Debian's abseil is built with Mutex deadlock detection on, which records
+// every lock order in a global graph (GraphCycles showed in the service's
+// profiles). Builds with NDEBUG (release and the sanitizer presets) turn it
+// off; the debug preset keeps it. Inline, so NDEBUG is the caller's: call
+// it first thing in main, before any Mutex is taken.
+inline void SkipMutexDeadlockDetectionWithNdebug() {
+#ifdef NDEBUG
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
+}
 
 }  // namespace qaqkv::base
 

@@ -1,27 +1,39 @@
 # The one helper pair every folder uses (after absl_cc_library / absl_cc_test).
 #
-#   qaqkv_cc_library(NAME foo SRCS a.cc HDRS a.h DEPS absl::status [PUBLIC])
-#     -> static library `qaqkv_foo` with alias `qaqkv::foo`.
+#   qaqkv_cc_library(NAME foo SRCS a.cc HDRS a.h
+#                    DEPS <what a.h includes> PRIVATE_DEPS <what only a.cc includes>)
+#     -> static library `qaqkv_foo` with alias `qaqkv::foo` (an INTERFACE
+#        library when there are no SRCS). DEPS are PUBLIC: a user of the
+#        library compiles against their headers. PRIVATE_DEPS are not.
 #   qaqkv_cc_test(NAME foo_test SRCS foo_test.cc DEPS qaqkv::foo [LABELS gpu])
 #     -> GoogleTest executable registered with gtest_discover_tests.
+#
+# Every library and binary is recorded (QAQKV_TARGETS) so that
+# qaqkv_write_target_manifest() can list sources and links for the layering
+# check (scripts/check_layering.py).
 include_guard(GLOBAL)
 include(CMakeParseArguments)
 
+function(qaqkv_record_target target)
+  set_property(GLOBAL APPEND PROPERTY QAQKV_TARGETS ${target})
+endfunction()
+
 function(qaqkv_cc_library)
-  cmake_parse_arguments(QL "" "NAME" "SRCS;HDRS;DEPS;COPTS;DEFINES" ${ARGN})
+  cmake_parse_arguments(QL "" "NAME" "SRCS;HDRS;DEPS;PRIVATE_DEPS;COPTS;DEFINES" ${ARGN})
   set(_target qaqkv_${QL_NAME})
   if(QL_SRCS)
     add_library(${_target} STATIC ${QL_SRCS} ${QL_HDRS})
-    target_include_directories(${_target} PUBLIC ${PROJECT_SOURCE_DIR})
-    target_link_libraries(${_target} PUBLIC ${QL_DEPS})
+    target_include_directories(${_target} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}>)
+    target_link_libraries(${_target} PUBLIC ${QL_DEPS} PRIVATE ${QL_PRIVATE_DEPS})
     target_compile_options(${_target} PRIVATE ${QAQKV_WARNINGS} ${QL_COPTS})
     target_compile_definitions(${_target} PUBLIC ${QL_DEFINES})
   else()
-    add_library(${_target} INTERFACE)
-    target_include_directories(${_target} INTERFACE ${PROJECT_SOURCE_DIR})
+    add_library(${_target} INTERFACE ${QL_HDRS})
+    target_include_directories(${_target} INTERFACE $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}>)
     target_link_libraries(${_target} INTERFACE ${QL_DEPS})
   endif()
   add_library(qaqkv::${QL_NAME} ALIAS ${_target})
+  qaqkv_record_target(${_target})
 endfunction()
 
 function(qaqkv_cc_test)
@@ -40,4 +52,53 @@ function(qaqkv_cc_test)
     set(_props PROPERTIES LABELS "${QT_LABELS}")
   endif()
   gtest_discover_tests(${QT_NAME} DISCOVERY_TIMEOUT 60 ${_props})
+endfunction()
+
+# Writes ${PROJECT_BINARY_DIR}/qaqkv_targets.json: for every recorded target,
+# its folder, sources and direct links (what the layering check compares
+# with what the sources include). Call once, after every target exists.
+function(qaqkv_write_target_manifest)
+  get_property(_targets GLOBAL PROPERTY QAQKV_TARGETS)
+  set(_json "{\n")
+  set(_first TRUE)
+  foreach(_t IN LISTS _targets)
+    get_target_property(_type ${_t} TYPE)
+    get_target_property(_dir ${_t} SOURCE_DIR)
+    get_target_property(_srcs ${_t} SOURCES)
+    if(_type STREQUAL "INTERFACE_LIBRARY")
+      get_target_property(_links ${_t} INTERFACE_LINK_LIBRARIES)
+    else()
+      get_target_property(_links ${_t} LINK_LIBRARIES)
+    endif()
+    foreach(_v _srcs _links)
+      if(NOT ${_v})
+        set(${_v} "")
+      endif()
+    endforeach()
+    set(_src_json "")
+    foreach(_s IN LISTS _srcs)
+      if(_s MATCHES "^\\$<")
+        continue()  # generator expressions (object libraries)
+      endif()
+      if(NOT IS_ABSOLUTE "${_s}")
+        set(_s "${_dir}/${_s}")
+      endif()
+      list(APPEND _src_json "\"${_s}\"")
+    endforeach()
+    set(_link_json "")
+    foreach(_l IN LISTS _links)
+      string(REPLACE "\"" "\\\"" _l "${_l}")
+      list(APPEND _link_json "\"${_l}\"")
+    endforeach()
+    list(JOIN _src_json ", " _src_json)
+    list(JOIN _link_json ", " _link_json)
+    if(NOT _first)
+      string(APPEND _json ",\n")
+    endif()
+    set(_first FALSE)
+    string(APPEND _json "  \"${_t}\": {\"type\": \"${_type}\", \"dir\": \"${_dir}\", "
+                        "\"sources\": [${_src_json}], \"links\": [${_link_json}]}")
+  endforeach()
+  string(APPEND _json "\n}\n")
+  file(WRITE ${PROJECT_BINARY_DIR}/qaqkv_targets.json "${_json}")
 endfunction()

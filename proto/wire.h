@@ -14,7 +14,6 @@
 #include <cstdlib>
 #include <string>
 
-#include "absl/synchronization/mutex.h"
 
 namespace qaqkv::wire {
 
@@ -119,17 +118,6 @@ inline bool SetEnvUnlessSet(const char* name, const char* value) {
 // already sets it. Call before anything uses gRPC. (Clients:
 // qaqkv::client::UseRecommendedGrpcEnvironment.)
 inline void UseServerExperiments() { SetEnvUnlessSet("GRPC_EXPERIMENTS", kServerExperiments); }
-
-// Debian's abseil is built with Mutex deadlock detection on, which records
-// every lock order in a global graph (GraphCycles showed in the service's
-// profiles). Builds with NDEBUG (release and the sanitizer presets) turn it
-// off; the debug preset keeps it. Inline, so NDEBUG is the caller's: call
-// it first thing in main, before any Mutex is taken.
-inline void SkipMutexDeadlockDetectionWithNdebug() {
-#ifdef NDEBUG
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
-}
 
 }  // namespace qaqkv::wire
 

@@ -15,6 +15,7 @@
 #include "base/cli.h"
 #include "base/file.h"
 #include "base/log.h"
+#include "base/mutex.h"
 #include "base/strings.h"
 #include "proto/wire.h"
 #include "qaqkv/limits.h"
@@ -159,7 +160,7 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
 
 int main(int argc, char** argv) {
   qaqkv::wire::UseServerExperiments();  // before anything touches gRPC
-  qaqkv::wire::SkipMutexDeadlockDetectionWithNdebug();
+  qaqkv::base::SkipMutexDeadlockDetectionWithNdebug();
   CLI::App app{
       "qaqkv-server: the qaqkv KV-cache service. Flags may also come from a file, "
       "--config=PATH, one --name=value per line. See docs/operations.md.",

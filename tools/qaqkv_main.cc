@@ -9,7 +9,7 @@
 
 #include "base/child_process.h"
 #include "base/cli.h"
-#include "proto/wire.h"
+#include "base/mutex.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 
@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   // library recommends; servers and Redis that the bench starts do not.
   qaqkv::base::SnapshotEnvironmentForChildren();
   qaqkv::client::UseRecommendedGrpcEnvironment();
-  qaqkv::wire::SkipMutexDeadlockDetectionWithNdebug();
+  qaqkv::base::SkipMutexDeadlockDetectionWithNdebug();
   CLI::App app{"qaqkv: KV-cache offload with QAQ compression"};
   app.require_subcommand(1);
 
