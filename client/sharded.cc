@@ -519,8 +519,9 @@ absl::Status Client::Impl::ShardedGet(
       }
     }
   }
-  for (auto& [e, pages] : repairs) {
-    repair_.Submit([this, members, e, pages = std::move(pages), format] {
+  for (auto& [endpoint, endpoint_pages] : repairs) {
+    // (A structured binding cannot be captured by name before clang 16.)
+    repair_.Submit([this, members, e = endpoint, pages = std::move(endpoint_pages), format] {
       VectorSource source(pages);
       static_cast<void>(StreamPutTo(*members->endpoints[e], format, source, 1));
     });

@@ -3,9 +3,10 @@
 #   find_package(qaqkv CONFIG REQUIRED)
 #   target_link_libraries(app PRIVATE qaqkv::client)
 #
-# Installed: include/qaqkv/{client.h,limits.h} (and nccl_transport.h in CUDA
-# builds), the static libraries the client is built from, and
-# lib/cmake/qaqkv/. The client's own code and what it is built from (the
+# Installed: include/qaqkv/{client.h,limits.h}, the static libraries the
+# client is built from, and lib/cmake/qaqkv/. The NCCL transport
+# (qaqkv/nccl_transport.h) is not installed yet: its header includes the
+# CUDA kernels' own headers, which are not part of the installed API. The client's own code and what it is built from (the
 # generated proto code, gRPC, the kernels) are linked, never included: the
 # generated headers are not installed. tests/install builds a consumer
 # against an install and runs it against a real server.
@@ -17,9 +18,6 @@ include(CMakePackageConfigHelpers)
 set(_qaqkv_export client limits base proto kernels checksum)
 if(TARGET qaqkv_kernels_cuda)
   list(APPEND _qaqkv_export kernels_cuda)
-endif()
-if(TARGET qaqkv_client_nccl)
-  list(APPEND _qaqkv_export client_nccl)
 endif()
 set(_qaqkv_export_targets "")
 foreach(_name IN LISTS _qaqkv_export)
@@ -33,9 +31,6 @@ install(TARGETS ${_qaqkv_export_targets}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 set(_qaqkv_headers ${PROJECT_SOURCE_DIR}/client/include/qaqkv/client.h
                    ${PROJECT_SOURCE_DIR}/proto/include/qaqkv/limits.h)
-if(TARGET qaqkv_client_nccl)
-  list(APPEND _qaqkv_headers ${PROJECT_SOURCE_DIR}/client/include/qaqkv/nccl_transport.h)
-endif()
 install(FILES ${_qaqkv_headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/qaqkv)
 
 set(_qaqkv_cmake_dir ${CMAKE_INSTALL_LIBDIR}/cmake/qaqkv)

@@ -11,6 +11,7 @@
 #include "base/status_macros.h"
 #include "base/strings.h"
 #include "kernels/half.h"
+#include "kernels/internal/codec_table.h"
 #include "kernels/internal/encode_plan.h"
 #include "kernels/internal/fast.h"
 #include "kernels/internal/page_format.h"
@@ -90,8 +91,11 @@ absl::Status ToCanonical(const TensorView& in, const PageShape& s, const char* n
 }
 
 absl::Status ValidateConfig(const CodecConfig& c) {
-  if (static_cast<uint8_t>(c.kind) > static_cast<uint8_t>(CodecKind::kQaq)) {
-    return absl::InvalidArgumentError("config.kind: unknown codec");
+  const internal::CodecTraits* traits = internal::FindCodec(c.kind);
+  if (traits == nullptr) return absl::InvalidArgumentError("config.kind: unknown codec");
+  if (c.group == GroupLevel::kLayer && !traits->layer_groups) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.group: ", base::AsAbsl(traits->name), " has no layer-level groups"));
   }
   if (c.group != GroupLevel::kHead && c.group != GroupLevel::kLayer) {
     return absl::InvalidArgumentError("config.group: unknown group level");
@@ -120,7 +124,7 @@ absl::Status ValidateConfig(const CodecConfig& c) {
     }
     if (c.kivi_residual < 0) return absl::InvalidArgumentError("config.kivi_residual: must be >= 0");
   }
-  if (c.key_channel_scale && c.kind != CodecKind::kQaq) {
+  if (c.key_channel_scale && !traits->key_transforms) {
     return absl::InvalidArgumentError("config.key_channel_scale: only for qaq");
   }
   if (c.key_channel_center && c.kind != CodecKind::kQaq) {
@@ -156,7 +160,7 @@ absl::Status ValidateView(const void* data, DType t, Layout l, const char* name)
 }
 
 int OutliersPerSide(const CodecConfig& c, int group_size) {
-  if (c.kind != CodecKind::kQaq || c.outlier_ratio <= 0) return 0;
+  if (!internal::FindCodec(c.kind)->outliers || c.outlier_ratio <= 0) return 0;
   // Computed once, in double, and stored in the header: no backend recomputes it.
   const int k = static_cast<int>(std::ceil(double{c.outlier_ratio} / 2 * group_size - 1e-9));
   return std::min(k, (group_size - 1) / 2);
@@ -241,8 +245,7 @@ PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape) {
   header.tokens = static_cast<uint32_t>(shape.tokens);
   header.kv_heads = static_cast<uint16_t>(shape.kv_heads);
   header.head_dim = static_cast<uint16_t>(shape.head_dim);
-  if (config.kind != CodecKind::kKivi2 && config.kind != CodecKind::kFp16 &&
-      config.group == GroupLevel::kLayer) {
+  if (FindCodec(config.kind)->layer_groups && config.group == GroupLevel::kLayer) {
     header.flags |= kFlagLayerGroups;
   }
   if (config.key_channel_scale) header.flags |= kFlagKeyChannelScale;
@@ -317,14 +320,8 @@ void FillGroupE(const CodecConfig& config, const PageShape& shape, const QaqSide
 }  // namespace internal
 
 std::string_view CodecKindName(CodecKind kind) {
-  switch (kind) {
-    case CodecKind::kFp16: return "fp16";
-    case CodecKind::kInt8: return "int8";
-    case CodecKind::kInt4: return "int4";
-    case CodecKind::kKivi2: return "kivi2";
-    case CodecKind::kQaq: return "qaq";
-  }
-  return "unknown";
+  const internal::CodecTraits* c = internal::FindCodec(kind);
+  return c == nullptr ? "unknown" : c->name;
 }
 
 namespace {
@@ -372,18 +369,17 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
   }
   std::vector<absl::string_view> parts = absl::StrSplit(name, '-');
   const absl::string_view base = parts[0];
-  if (base == "fp16") c.kind = CodecKind::kFp16;
-  else if (base == "int8") c.kind = CodecKind::kInt8;
-  else if (base == "int4") c.kind = CodecKind::kInt4;
-  else if (base == "kivi2") c.kind = CodecKind::kKivi2;
-  else if (base == "qaq") c.kind = CodecKind::kQaq;
-  else return absl::InvalidArgumentError(absl::StrCat("codec: unknown codec '", base, "'"));
+  const internal::CodecTraits* traits = internal::FindCodec(base::AsStd(base));
+  if (traits == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("codec: unknown codec '", base, "'"));
+  }
+  c.kind = traits->kind;
   for (size_t i = 1; i < parts.size(); ++i) {
-    if (parts[i] == "layer" && c.kind != CodecKind::kKivi2 && c.kind != CodecKind::kFp16) {
+    if (parts[i] == "layer" && traits->layer_groups) {
       c.group = GroupLevel::kLayer;
-    } else if (parts[i] == "cs" && c.kind == CodecKind::kQaq) {
+    } else if (parts[i] == "cs" && traits->key_transforms) {
       c.key_channel_scale = true;
-    } else if (parts[i] == "cc" && c.kind == CodecKind::kQaq) {
+    } else if (parts[i] == "cc" && traits->key_transforms) {
       c.key_channel_center = true;
     } else {
       return absl::InvalidArgumentError(

@@ -40,7 +40,7 @@ struct Flags {
   std::string auth_tokens;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
-  std::string max_message_bytes = "64MiB";
+  std::string max_message_bytes = absl::StrCat(qaqkv::limits::kDefaultMaxMessageBytes >> 20, "MiB");
   std::string tenant_quota_bytes = "0";
   int tenant_max_streams = 64;
   int store_threads = 4;

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "qaqkv/limits.h"
 #include "storage/tiered_store.h"
 
 namespace qaqkv::service {
@@ -22,7 +23,7 @@ struct ServerOptions {
   std::string tls_key_file;
   std::string tls_client_ca_file;  // PEM; requires and verifies client certs (mTLS)
   std::string metrics_listen;      // "host:port" for /metrics; empty: off
-  int max_message_bytes = 64 << 20;
+  int max_message_bytes = static_cast<int>(limits::kDefaultMaxMessageBytes);
   int tenant_max_streams = 64;     // open PutPages/GetPages streams per tenant; 0: no limit
   // Threads that run PutPages' store writes off gRPC's threads (not used
   // memory-only).

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/checksum.h"
+#include "kernels/internal/codec_table.h"
 
 namespace qaqkv::internal {
 
@@ -45,7 +46,8 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
         absl::StrCat("page: unsupported format version ", version));
   }
   PageHeader h;
-  if (p[6] > static_cast<uint8_t>(CodecKind::kQaq)) {
+  const CodecTraits* codec = FindCodec(p[6]);
+  if (codec == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("page: unknown codec id ", p[6]));
   }
   h.kind = static_cast<CodecKind>(p[6]);
@@ -68,7 +70,7 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
         absl::StrCat("page: impossible shape tokens=", h.tokens, " kv_heads=", h.kv_heads,
                      " head_dim=", h.head_dim));
   }
-  if ((h.flags & (kFlagKeyChannelScale | kFlagKeyChannelCenter)) != 0 && h.kind != CodecKind::kQaq) {
+  if ((h.flags & (kFlagKeyChannelScale | kFlagKeyChannelCenter)) != 0 && !codec->key_transforms) {
     return absl::InvalidArgumentError("page: key channel transforms are only valid for qaq");
   }
   if (h.kind == CodecKind::kKivi2 && (h.kivi_group == 0 || h.kivi_residual > h.tokens)) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/internal/codec_table.h"
 #include "base/status_macros.h"
 
 namespace qaqkv::internal {
@@ -32,16 +33,10 @@ absl::StatusOr<std::span<const uint8_t>> Take(std::span<const uint8_t>& rest, ui
 TensorTask TaskShape(const PageHeader& h, bool keys) {
   TensorTask t;
   t.geo = MakeGeometry(h, keys);
-  switch (h.kind) {
-    case CodecKind::kFp16: break;
-    case CodecKind::kInt8: t.fixed_bits = 8; break;
-    case CodecKind::kInt4: t.fixed_bits = 4; break;
-    case CodecKind::kKivi2: t.fixed_bits = 2; break;
-    case CodecKind::kQaq:
-      t.variable_widths = true;
-      t.outliers = h.outliers;
-      break;
-  }
+  const CodecTraits& codec = *FindCodec(h.kind);  // ReadHeader checked the id
+  t.fixed_bits = codec.fixed_bits;
+  t.variable_widths = codec.variable_widths;
+  if (codec.outliers) t.outliers = h.outliers;
   return t;
 }
 

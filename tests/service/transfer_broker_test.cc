@@ -191,13 +191,13 @@ TEST(TransferBrokerTest, OfferValidation) {
       {"page_bytes[5] 0", [](v1::TransferOffer& o) { o.set_page_bytes(5, 0); }, kInvalid,
        "offer.page_bytes[5]: 0 not in [1, 67108864]"},
       {"page_bytes[7] 64 MiB + 1",
-       [kMaxPage](v1::TransferOffer& o) { o.set_page_bytes(7, kMaxPage + 1); }, kInvalid,
+       [](v1::TransferOffer& o) { o.set_page_bytes(7, kMaxPage + 1); }, kInvalid,
        "offer.page_bytes[7]: 67108865 not in [1, 67108864]"},
       {"page_bytes[0] u64 max",
        [](v1::TransferOffer& o) { o.set_page_bytes(0, std::numeric_limits<uint64_t>::max()); },
        kInvalid, "offer.page_bytes[0]: "},
       {"page_bytes 1 and 64 MiB",
-       [kMaxPage](v1::TransferOffer& o) {
+       [](v1::TransferOffer& o) {
          o.set_page_bytes(0, 1);
          o.set_page_bytes(7, kMaxPage);
        },

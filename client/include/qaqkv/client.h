@@ -136,7 +136,7 @@ struct ClientOptions {
   // Largest gRPC message sent or received, >= 2 MiB (pages are batched into
   // messages of about 1 MiB; a single larger page goes alone, so this also
   // bounds the largest page).
-  size_t max_message_bytes = size_t{64} << 20;
+  size_t max_message_bytes = limits::kDefaultMaxMessageBytes;
   // Threads that encode (Offload) and decode (Load) pages, shared by all
   // calls of this client. 0: the hardware concurrency.
   int encode_threads = 0;
