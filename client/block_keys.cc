@@ -1,4 +1,4 @@
-// Block-key hashing (DESIGN.md "block key"). Kept apart from the RPC code so
+// Block-key hashing (docs/design.md "block key"). Kept apart from the RPC code so
 // the tools and tests can use it without a channel.
 #include <cstring>
 

@@ -166,7 +166,7 @@ int OutliersPerSide(const CodecConfig& c, int group_size) {
   return std::min(k, (group_size - 1) / 2);
 }
 
-// sqrt(12) * sigma_K per KV head (QAQ.md section 2), optionally corrected for
+// sqrt(12) * sigma_K per KV head (docs/qaq.md section 2), optionally corrected for
 // per-channel key scales: the score error then has variance
 // Q2 * mean(c_d^2) * sigma'^2, so sigma' = sigma_K / rms(c).
 std::vector<double> KeyE(const CodecConfig& c, const PageShape& s, const QaqSideInputs& side,

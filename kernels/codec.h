@@ -34,7 +34,7 @@ enum class CodecKind : uint8_t {
   kQaq = 4,    // QAQ: per-group adaptive widths, exact outliers
 };
 
-// Which values share one bit width, scale and offset (QAQ.md section 2).
+// Which values share one bit width, scale and offset (docs/qaq.md section 2).
 enum class GroupLevel : uint8_t {
   kHead = 0,   // one token of one KV head: head_dim values
   kLayer = 1,  // one token across all KV heads: kv_heads * head_dim values
@@ -83,7 +83,7 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text);
 struct QaqSideInputs {
   // Predicted attention a_t per (token, kv_head), token-major:
   // attention[t * kv_heads + h]. A negative value means "fewer than n
-  // observations": the token gets b_max (QAQ.md section 2).
+  // observations": the token gets b_max (docs/qaq.md section 2).
   std::span<const float> attention;
   // Squared norm of the scaled query q / sqrt(head_dim), per KV head.
   std::span<const float> q2;
@@ -162,7 +162,7 @@ absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k,
                         MutableTensorView v, const PageShape* expected = nullptr,
                         Backend backend = Backend::kAuto);
 
-// Honest size accounting (QAQ.md section 6) of an encoded page.
+// Honest size accounting (docs/qaq.md section 6) of an encoded page.
 struct PageStats {
   int64_t values = 0;          // K and V values in the page
   int64_t encoded_bytes = 0;   // every byte stored, headers included

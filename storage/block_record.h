@@ -1,4 +1,4 @@
-// The per-block record of the two-phase write (DESIGN.md: a block is visible
+// The per-block record of the two-phase write (docs/design.md: a block is visible
 // only once all of its layers are stored). Stored in the `blocks` column,
 // little-endian, versioned:
 //

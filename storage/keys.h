@@ -1,4 +1,4 @@
-// Key layout of the page store (DESIGN.md: pages keyed by tenant, block key
+// Key layout of the page store (docs/design.md: pages keyed by tenant, block key
 // and layer). Keys are byte strings whose order groups what is read
 // together: every key of a tenant shares a prefix, and every page of a block
 // shares a longer one, so a tenant's data and a block's pages are contiguous
@@ -23,7 +23,7 @@
 
 namespace qaqkv::storage {
 
-// 16-byte content hash of a block and its prefix (DESIGN.md: block key).
+// 16-byte content hash of a block and its prefix (docs/design.md: block key).
 using BlockKey = std::array<uint8_t, 16>;
 
 // A tenant name is 1..limits::kMaxTenantBytes bytes of printable ASCII

@@ -1,5 +1,5 @@
 // The RocksDB tier: the durable copy of every page, block record and session
-// record (DESIGN.md: writes are acknowledged once RocksDB has them).
+// record (docs/design.md: writes are acknowledged once RocksDB has them).
 //
 // Three column families: `pages` (page bytes, stored as BlobDB blobs from
 // `min_blob_size` up, so large values stay out of the LSM's compactions),

@@ -1,5 +1,5 @@
 // A chat session: a named chain of block keys plus a partial tail page, for
-// resume (DESIGN.md). Stored in the `sessions` column, little-endian,
+// resume (docs/design.md). Stored in the `sessions` column, little-endian,
 // versioned:
 //
 //   u8 version (2) | u64 token_count | i64 created_ms | i64 accessed_ms |

@@ -18,7 +18,7 @@ std::vector<std::string> DefaultCodecs() {
       "int4",
       "kivi2",
       "kivi2:r=32",
-      "qaq:s=1e-3,x=1e-3,o=0.01",      // plain QAQ, QAQ.md defaults (1% outliers)
+      "qaq:s=1e-3,x=1e-3,o=0.01",      // plain QAQ, docs/qaq.md defaults (1% outliers)
       "qaq:s=1e-3,x=1e-3,o=0.01,w=1",  // ablation: window n = 1
       "qaq:s=1e-3,x=1e-3,o=0",         // ablation: no outliers
       "qaq:s=5e-4,x=2e-4,o=0",

@@ -1,5 +1,5 @@
 // Rendezvous (highest-random-weight) placement of block keys and session
-// ids over cache servers (DESIGN.md, Decisions): every client ranks the
+// ids over cache servers (docs/design.md, Decisions): every client ranks the
 // endpoints for a key by a hash of (key, endpoint) and uses the first R.
 // Adding or removing a server moves only the keys whose top R it enters or
 // leaves: about R/N of them, with no coordination between clients.

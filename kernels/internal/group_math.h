@@ -1,7 +1,7 @@
 // Per-group quantization math shared by every backend (CPU reference, CPU fast
 // path, CUDA). Keeping it in one header is what makes the backends write the
 // same bytes: same float32 operations in the same order, no log2, fp16 rounding
-// of offsets and steps done here and only here. See QAQ.md sections 2-3.
+// of offsets and steps done here and only here. See docs/qaq.md sections 2-3.
 #ifndef QAQKV_KERNELS_INTERNAL_GROUP_MATH_H_
 #define QAQKV_KERNELS_INTERNAL_GROUP_MATH_H_
 
@@ -29,7 +29,7 @@ QAQKV_HD int BitWidthFor(float range, float e, int b_min, int b_max) {
   return b;
 }
 
-// e for a value group with predicted attention `a` (QAQ.md: sigma_t(V) =
+// e for a value group with predicted attention `a` (docs/qaq.md: sigma_t(V) =
 // sigma_X / (sqrt(T) a_t)); `ev` = sqrt(12) sigma_X / sqrt(T). Negative `a`
 // (not enough observations) yields -1, which selects b_max.
 QAQKV_HD float ValueE(float ev, float a) {

@@ -1,5 +1,5 @@
 // The qaqkv client library: the one public C++ API of the KV-cache offload
-// service (DESIGN.md).
+// service (docs/design.md).
 //
 // A worker offloads the KV cache of a prompt as pages (one layer of one
 // block), compressed by a codec (default QAQ), and loads them back layer by
@@ -221,7 +221,7 @@ struct MutableHostKv {
   int64_t first_token = 0;  // as HostKv::first_token
 };
 
-// QAQ's side inputs (QAQ.md; kernels ComputeWindowStats computes them).
+// QAQ's side inputs (docs/qaq.md; kernels ComputeWindowStats computes them).
 // Ignored by the other codecs. Missing inputs take the conservative
 // defaults (every token counts as highly attended, Q2 = 1).
 struct QaqInputs {
