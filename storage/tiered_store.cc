@@ -43,16 +43,20 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   if (!options.memory_only && options.data_dir.empty()) {
     return absl::InvalidArgumentError("store.data_dir: empty (or choose memory_only)");
   }
-  QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbTier> disk, RocksDbTier::Open(disk_options));
+  QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbTier> records, RocksDbTier::Open(disk_options));
   QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<DramTier> dram,
                          DramTier::Create({dram_bytes, options.dram_shards}));
-  auto store = std::make_unique<TieredStore>(Token(), options, std::move(disk), std::move(dram));
+  std::vector<std::unique_ptr<PageTier>> tiers;
+  tiers.push_back(NewDramPageTier(std::move(dram)));
+  if (!options.memory_only) tiers.push_back(NewRocksDbPageTier(records.get()));
+  auto store =
+      std::make_unique<TieredStore>(Token(), options, std::move(records), std::move(tiers));
   store->dram_budget_ = dram_bytes;
 
   // Usage is derived from the records, so it matches the data after any
   // crash: 'B' tenant_len tenant block(16).
   absl::Status bad_record;
-  absl::Status scanned = store->disk_->Scan(
+  absl::Status scanned = store->records_->Scan(
       Column::kBlocks, "B", [&](std::string_view key, std::string_view bytes) {
         auto record = DecodeBlockRecord(bytes);
         if (!record.ok()) {
@@ -76,9 +80,9 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   return store;
 }
 
-TieredStore::TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> disk,
-                         std::unique_ptr<DramTier> dram)
-    : options_(std::move(options)), disk_(std::move(disk)), dram_(std::move(dram)) {}
+TieredStore::TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> records,
+                         std::vector<std::unique_ptr<PageTier>> tiers)
+    : options_(std::move(options)), records_(std::move(records)), tiers_(std::move(tiers)) {}
 
 TieredStore::~TieredStore() {
   {
@@ -117,23 +121,29 @@ void TieredStore::BackgroundError(std::string_view what, const absl::Status& sta
 
 StoreStats TieredStore::Stats() const {
   StoreStats s;
-  const DramTierStats d = dram_->Stats();
-  s.tiers.push_back({"dram", d.hits, d.misses, d.evictions, d.charged_bytes, d.entries,
-                     dram_budget_});
   {
     base::MutexLock lock(&index_mu_);
     s.total_bytes = total_bytes_;
     s.blocks = index_.size();
   }
-  if (!options_.memory_only) {
-    s.tiers.push_back({"disk", disk_hits_.load(std::memory_order_relaxed),
-                       disk_misses_.load(std::memory_order_relaxed),
-                       blocks_evicted_.load(std::memory_order_relaxed), s.total_bytes, s.blocks,
-                       options_.disk_bytes});
+  for (size_t i = 0; i < tiers_.size(); ++i) {
+    const PageTier& tier = *tiers_[i];
+    const PageTierStats t = tier.Stats();
+    TierStats out{std::string(tier.name()), t.hits, t.misses, t.evictions, t.bytes, t.entries, 0};
+    if (i == 0) out.budget_bytes = dram_budget_;
+    if (i + 1 == tiers_.size() && tier.InRecordDatabase()) {
+      // The RocksDB tier does not count its pages; the records do: what it
+      // holds, its budget, and whole blocks evicted under that budget.
+      out.bytes = s.total_bytes;
+      out.entries = s.blocks;
+      out.evictions = blocks_evicted_.load(std::memory_order_relaxed);
+      out.budget_bytes = options_.disk_bytes;
+    }
+    s.tiers.push_back(std::move(out));
   }
   s.blocks_evicted = blocks_evicted_.load(std::memory_order_relaxed);
   s.blocks_dropped = blocks_dropped_.load(std::memory_order_relaxed);
-  s.checksum_failures = disk_->Stats().checksum_failures;
+  s.checksum_failures = records_->Stats().checksum_failures;
   s.background_errors = background_errors_.load(std::memory_order_relaxed);
   return s;
 }
@@ -272,21 +282,20 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
                               req.owned->size() == req.page.size()
                           ? req.owned
                           : std::make_shared<const std::string>(req.page);
-  if (options_.memory_only) {
-    // The DRAM tier is the page's only home and the index the record's.
-    // A page that cannot be cached is never recorded as stored.
-    if (!dram_->Put(page_key, buffer, evicted)) {
-      AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "page: ", req.page.size(), " bytes do not fit a DRAM shard (memory budget / shards)"));
-    }
-  } else if (absl::Status s = disk_->Write({{Column::kPages, page_key, req.page},
-                                            {Column::kBlocks, record_key,
-                                             EncodeBlockRecord(record)}});
-             !s.ok()) {
+  absl::Status stored;
+  if (home().InRecordDatabase()) {
     // Page and record in one WAL record: a crash leaves both or neither.
+    stored = records_->Write({{Column::kPages, page_key, req.page},
+                              {Column::kBlocks, record_key, EncodeBlockRecord(record)}});
+  } else {
+    // Memory-only: the home tier holds the page's only copy and the index
+    // the record. A page it cannot hold is never recorded as stored; pages
+    // it pushed out go back to PutPage, which drops their blocks.
+    stored = home().Put(page_key, buffer, evicted);
+  }
+  if (!stored.ok()) {
     AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
-    return s;
+    return stored;
   }
   const bool committed = record.committed;
   record.accessed_ms = NowMs();
@@ -295,7 +304,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
     total_bytes_ += req.page.size();
     index_[AsAbsl(record_key)] = {std::move(record), false};
   }
-  if (!options_.memory_only) dram_->Put(page_key, std::move(buffer));
+  CacheAbove(tiers_.size() - 1, page_key, buffer);
   return PutPageResult{committed, false, true};
 }
 
@@ -322,6 +331,23 @@ absl::StatusOr<PageBuffer> TieredStore::GetPage(std::string_view tenant, const B
   return ReadPage(tenant, block, layer);
 }
 
+void TieredStore::CacheAbove(size_t tier, std::string_view page_key, const PageBuffer& buffer) {
+  for (size_t i = 0; i < tier; ++i) (void)tiers_[i]->Put(page_key, buffer, nullptr);
+}
+
+absl::Status TieredStore::ErasePages(std::span<const std::string> page_keys,
+                                     std::vector<Mutation> records) {
+  if (home().InRecordDatabase()) {
+    // The block's pages and its record go in one batch, as they came.
+    for (const std::string& k : page_keys) records.push_back({Column::kPages, k, {}, true});
+  } else {
+    QAQKV_RETURN_IF_ERROR(home().Erase(page_keys));
+  }
+  if (!records.empty()) QAQKV_RETURN_IF_ERROR(records_->Write(records));
+  for (size_t i = 0; i + 1 < tiers_.size(); ++i) (void)tiers_[i]->Erase(page_keys);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const BlockKey& block,
                                                  uint32_t layer) {
   const std::string page_key = PageKey(tenant, block, layer);
@@ -333,15 +359,16 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
       it->second.access_dirty = !options_.memory_only;
     }
   }
-  if (PageBuffer hit = dram_->Get(page_key)) return hit;
-  // Memory-only: the page was evicted and its block is being dropped.
-  if (options_.memory_only) return absl::NotFoundError("block: not found");
-  absl::StatusOr<std::string> bytes = disk_->GetPage(page_key);
-  (bytes.ok() ? disk_hits_ : disk_misses_).fetch_add(1, std::memory_order_relaxed);
-  QAQKV_RETURN_IF_ERROR(bytes.status());
-  auto page = std::make_shared<const std::string>(std::move(*bytes));
-  dram_->Put(page_key, page);
-  return PageBuffer(page);
+  for (size_t i = 0; i < tiers_.size(); ++i) {
+    absl::StatusOr<PageBuffer> page = tiers_[i]->Get(page_key);
+    if (absl::IsNotFound(page.status())) continue;
+    QAQKV_RETURN_IF_ERROR(page.status());  // kDataLoss: the tier dropped the bad copy
+    CacheAbove(i, page_key, *page);
+    return page;
+  }
+  // Memory-only, the page was evicted and its block is being dropped; on
+  // disk, the block was deleted or evicted since its record was read.
+  return absl::NotFoundError("block: not found");
 }
 
 absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
@@ -380,13 +407,10 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
   for (uint32_t layer = 0; layer < record->num_layers; ++layer) {
     if (record->HasLayer(layer)) page_keys.push_back(PageKey(tenant, block, layer));
   }
-  if (!options_.memory_only) {
-    std::vector<Mutation> batch;
-    for (const std::string& k : page_keys) batch.push_back({Column::kPages, k, {}, true});
-    batch.push_back({Column::kBlocks, record_key, {}, true});
-    QAQKV_RETURN_IF_ERROR(disk_->Write(batch));
-  }
-  for (const std::string& k : page_keys) dram_->Erase(k);
+  // Memory-only, block records live in the index alone.
+  std::vector<Mutation> erase_record;
+  if (!options_.memory_only) erase_record.push_back({Column::kBlocks, record_key, {}, true});
+  QAQKV_RETURN_IF_ERROR(ErasePages(page_keys, std::move(erase_record)));
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
   base::MutexLock index_lock(&index_mu_);
   if (auto it = index_.find(AsAbsl(record_key)); it != index_.end()) {
@@ -410,12 +434,10 @@ absl::Status TieredStore::RevertPage(std::string_view tenant, const BlockKey& bl
   record->bytes -= bytes;
   const bool last = record->LayersPresent() == 0;
   const std::string page_key = PageKey(tenant, block, layer);
-  if (!options_.memory_only) {
-    const std::string encoded = last ? std::string() : EncodeBlockRecord(*record);
-    QAQKV_RETURN_IF_ERROR(disk_->Write(
-        {{Column::kPages, page_key, {}, true}, {Column::kBlocks, record_key, encoded, last}}));
-  }
-  dram_->Erase(page_key);
+  const std::string encoded = last ? std::string() : EncodeBlockRecord(*record);
+  std::vector<Mutation> update_record;
+  if (!options_.memory_only) update_record.push_back({Column::kBlocks, record_key, encoded, last});
+  QAQKV_RETURN_IF_ERROR(ErasePages({&page_key, 1}, std::move(update_record)));
   AddUsage(tenant, -static_cast<int64_t>(bytes), last ? -1 : 0);
   base::MutexLock index_lock(&index_mu_);
   total_bytes_ -= bytes;
@@ -431,7 +453,7 @@ absl::flat_hash_set<std::string> TieredStore::ReferencedBlocks(int64_t now_ms) {
   absl::flat_hash_set<std::string> referenced;
   // A failed scan leaves fewer blocks protected; eviction still works.
   absl::Status scanned =
-      disk_->Scan(Column::kSessions, "", [&](std::string_view key, std::string_view bytes) {
+      records_->Scan(Column::kSessions, "", [&](std::string_view key, std::string_view bytes) {
         auto session = DecodeSessionRecord(bytes);
         if (!session.ok()) return true;
         session->accessed_ms = LastAccess(key, *session);
@@ -512,7 +534,7 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
     base::MutexLock lock(&StripeFor(key));
     auto record = IndexedRecord(key);
     if (!record.has_value()) continue;
-    if (absl::Status s = disk_->Put(Column::kBlocks, key, EncodeBlockRecord(*record)); !s.ok()) {
+    if (absl::Status s = records_->Put(Column::kBlocks, key, EncodeBlockRecord(*record)); !s.ok()) {
       BackgroundError("block access-time write-back", s);
     }
   }
@@ -563,7 +585,7 @@ void TieredStore::ForgetAccess(std::string_view key) {
 
 absl::StatusOr<SessionRecord> TieredStore::ReadSession(const std::string& key, int64_t now_ms,
                                                        bool* expired) {
-  auto bytes = disk_->Get(Column::kSessions, key);
+  auto bytes = records_->Get(Column::kSessions, key);
   if (!bytes.ok()) {
     if (absl::IsNotFound(bytes.status())) return absl::NotFoundError("session: not found");
     return bytes.status();
@@ -589,11 +611,11 @@ absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view s
   base::MutexLock lock(&StripeFor(key));
   const int64_t now = NowMs();
   record.created_ms = now;
-  if (auto old = disk_->Get(Column::kSessions, key); old.ok()) {
+  if (auto old = records_->Get(Column::kSessions, key); old.ok()) {
     if (auto decoded = DecodeSessionRecord(*old); decoded.ok()) record.created_ms = decoded->created_ms;
   }
   record.accessed_ms = now;
-  QAQKV_RETURN_IF_ERROR(disk_->Put(Column::kSessions, key, EncodeSessionRecord(record)));
+  QAQKV_RETURN_IF_ERROR(records_->Put(Column::kSessions, key, EncodeSessionRecord(record)));
   ForgetAccess(key);  // the record itself holds the newest access now
   return absl::OkStatus();
 }
@@ -607,7 +629,7 @@ absl::StatusOr<SessionRecord> TieredStore::GetSession(std::string_view tenant,
   bool expired = false;
   QAQKV_ASSIGN_OR_RETURN(SessionRecord record, ReadSession(key, now, &expired));
   if (expired) {
-    if (absl::Status s = disk_->Delete(Column::kSessions, key); s.ok()) ForgetAccess(key);
+    if (absl::Status s = records_->Delete(Column::kSessions, key); s.ok()) ForgetAccess(key);
     return absl::NotFoundError("session: not found");
   }
   // Every access renews the TTL (kvcache.proto, Session.ttl_ms).
@@ -622,7 +644,7 @@ absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_v
   const std::string prefix = TenantPrefix('S', tenant);
   std::vector<std::string> out;
   const int64_t now = NowMs();
-  QAQKV_RETURN_IF_ERROR(disk_->Scan(Column::kSessions, prefix,
+  QAQKV_RETURN_IF_ERROR(records_->Scan(Column::kSessions, prefix,
                                     [&](std::string_view key, std::string_view bytes) {
                                       if (out.size() >= limit) return false;
                                       auto record = DecodeSessionRecord(bytes);
@@ -642,7 +664,7 @@ absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_vie
   base::MutexLock lock(&StripeFor(key));
   bool expired = false;
   QAQKV_RETURN_IF_ERROR(ReadSession(key, NowMs(), &expired).status());
-  QAQKV_RETURN_IF_ERROR(disk_->Delete(Column::kSessions, key));
+  QAQKV_RETURN_IF_ERROR(records_->Delete(Column::kSessions, key));
   ForgetAccess(key);
   if (expired) return absl::NotFoundError("session: not found");
   return absl::OkStatus();
@@ -661,7 +683,7 @@ size_t TieredStore::WriteBackSessionAccess() {
   size_t written = 0;
   for (const auto& [key, accessed] : pending) {
     base::MutexLock lock(&StripeFor(key));
-    auto bytes = disk_->Get(Column::kSessions, key);
+    auto bytes = records_->Get(Column::kSessions, key);
     absl::StatusOr<SessionRecord> record =
         bytes.ok() ? DecodeSessionRecord(*bytes) : absl::StatusOr<SessionRecord>(bytes.status());
     if (!record.ok()) {
@@ -674,7 +696,7 @@ size_t TieredStore::WriteBackSessionAccess() {
     }
     if (record->accessed_ms < accessed) {
       record->accessed_ms = accessed;
-      if (absl::Status s = disk_->Put(Column::kSessions, key, EncodeSessionRecord(*record));
+      if (absl::Status s = records_->Put(Column::kSessions, key, EncodeSessionRecord(*record));
           !s.ok()) {
         BackgroundError("session access write-back", s);
         continue;
@@ -693,7 +715,7 @@ size_t TieredStore::WriteBackSessionAccess() {
 
 absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
   std::vector<std::string> doomed;
-  QAQKV_RETURN_IF_ERROR(disk_->Scan(Column::kSessions, "",
+  QAQKV_RETURN_IF_ERROR(records_->Scan(Column::kSessions, "",
                                     [&](std::string_view key, std::string_view bytes) {
                                       auto record = DecodeSessionRecord(bytes);
                                       // An unreadable record can never be resumed: it goes too.
@@ -714,7 +736,7 @@ absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
     absl::StatusOr<SessionRecord> record = ReadSession(key, now_ms, &expired);
     if (absl::IsNotFound(record.status())) continue;
     if (record.ok() && !expired) continue;
-    if (absl::Status s = disk_->Delete(Column::kSessions, key); !s.ok()) {
+    if (absl::Status s = records_->Delete(Column::kSessions, key); !s.ok()) {
       BackgroundError("expiring a session", s);
       continue;
     }

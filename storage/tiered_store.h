@@ -1,8 +1,19 @@
-// The tiered PageStore: a DRAM tier in front of the RocksDB tier.
+// The tiered PageStore: block and session records in a record database
+// (RocksDB, column families `blocks` and `sessions`), and page bytes in an
+// ordered list of page tiers (page_tier.h). On disk the list is the DRAM
+// tier in front of the RocksDB tier (the record database's `pages` column);
+// memory-only it is the DRAM tier alone.
 //
-// Writes go to RocksDB first (page and block record in one atomic batch) and
-// then into the DRAM tier; reads try DRAM, then RocksDB, and promote what
-// they find.
+// The last tier is the pages' home. A write goes to the home tier first and
+// then, as a cache, to the tiers in front of it; reads try the tiers in
+// order and copy what a lower tier had into the ones above it. The block's
+// record is the commit point: when the home tier keeps its pages in the
+// record database (the RocksDB tier), the page and the record are one atomic
+// batch, so a crash leaves both or neither; memory-only, the record lives in
+// the index alone. (A durable home tier with its own files, the next disk
+// tier, will write the page first and the record after it, with an empty
+// record before a block's first page so that a crash in between leaves a
+// block the abandoned-block reclaim removes, not a page no record names.)
 //
 // Every block's record is also kept in memory (an index loaded at open), so
 // the hot paths (PutPage, GetBlock, Lookup) read no RocksDB record.
@@ -29,6 +40,7 @@
 #include "base/mutex.h"
 #include "storage/block_record.h"
 #include "storage/page_store.h"
+#include "storage/page_tier.h"
 #include "storage/rocksdb_tier.h"
 
 namespace qaqkv::storage {
@@ -129,27 +141,22 @@ class TieredStore final : public PageStore {
   ~TieredStore() override;
 
   StoreStats Stats() const;
-  DramTierStats DramStats() const { return dram_->Stats(); }
   // What the DRAM tier got of options.memory_bytes.
   size_t DramBudget() const { return dram_budget_; }
-  RocksDbTierStats DiskStats() const { return disk_->Stats(); }
   // Whole blocks evicted under the disk budget since open.
   uint64_t BlocksEvicted() const { return blocks_evicted_.load(std::memory_order_relaxed); }
   // Memory-only: blocks dropped because the DRAM tier evicted one of their
   // pages (it held the only copy).
   uint64_t BlocksDropped() const { return blocks_dropped_.load(std::memory_order_relaxed); }
-  // Page reads that missed the DRAM tier and found (hits) or did not find
-  // (misses) the page in RocksDB.
-  uint64_t DiskHits() const { return disk_hits_.load(std::memory_order_relaxed); }
-  uint64_t DiskMisses() const { return disk_misses_.load(std::memory_order_relaxed); }
-  RocksDbTier& disk() { return *disk_; }
+  // The record database (and, on disk, the RocksDB tier's pages column).
+  RocksDbTier& records() { return *records_; }
 
   class Token {
     friend class TieredStore;
     Token() = default;
   };
-  TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> disk,
-              std::unique_ptr<DramTier> dram);
+  TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> records,
+              std::vector<std::unique_ptr<PageTier>> tiers);
 
  private:
   // A block's record as it stands, kept in memory for every block so that
@@ -193,9 +200,19 @@ class TieredStore final : public PageStore {
   // Adds to the tenant's usage unless that would pass its quota.
   bool ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks);
 
+  PageTier& home() { return *tiers_.back(); }
+  // Puts `buffer` into every tier in front of the home tier (caches; a
+  // cache that cannot take it simply does not have it).
+  void CacheAbove(size_t tier, std::string_view page_key, const PageBuffer& buffer);
+  // Erases page keys from every tier, and from the home tier in the same
+  // batch as `records` when it lives in the record database.
+  absl::Status ErasePages(std::span<const std::string> page_keys,
+                          std::vector<Mutation> records);
+
   const TieredStoreOptions options_;
-  std::unique_ptr<RocksDbTier> disk_;
-  std::unique_ptr<DramTier> dram_;
+  // Declared before the tiers: the RocksDB tier refers to it.
+  std::unique_ptr<RocksDbTier> records_;
+  std::vector<std::unique_ptr<PageTier>> tiers_;  // read order; the last is home
   size_t dram_budget_ = 0;
   // Serializes the read-modify-write of one block's record across streams.
   std::array<base::Mutex, kStripes> stripes_;
@@ -206,9 +223,7 @@ class TieredStore final : public PageStore {
   uint64_t total_bytes_ ABSL_GUARDED_BY(index_mu_) = 0;
   base::Mutex eviction_mu_;  // one evictor at a time
   std::atomic<uint64_t> blocks_evicted_{0};
-  std::atomic<uint64_t> disk_hits_{0};
   std::atomic<uint64_t> blocks_dropped_{0};
-  std::atomic<uint64_t> disk_misses_{0};
   std::atomic<uint64_t> background_errors_{0};
   // Session access times newer than their stored records': a GetSession or
   // TouchSession renews the TTL here instead of rewriting a record whose tail

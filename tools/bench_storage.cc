@@ -116,7 +116,7 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     for (uint32_t i = 0; size_t(i) * page_bytes < total; ++i) {
       auto r = (*store)->PutPage({"bench", KeyOf(1u << 20 | i), 0, 1, "geo", pages[i % pages.size()]});
       if (!r.ok()) return fail(kPhase, absl::StrCat("put page ", i), r.status());
-      max_charge = std::max(max_charge, (*store)->DramStats().charged_bytes);
+      max_charge = std::max<size_t>(max_charge, (*store)->Stats().tiers[0].bytes);
     }
     const long rss_after = PeakRssKiB();
     report.Add({{"dram_charge_peak_mib"}, {"-"}, {max_charge / 1048576.0, 1}, {"budget_mib"},

@@ -158,7 +158,24 @@ class Client::Impl {
                              OnPage on_page, int attempts);
 
   // Sharded forms (cluster.cc).
-  struct Presence;
+  struct Presence {
+    // Per block: endpoints that have it committed, in candidate order.
+    std::vector<std::vector<size_t>> holders;
+    // Per block: endpoints among its R replicas that answered "not committed"
+    // (read repair targets).
+    std::vector<std::vector<size_t>> missing;
+    // Per block: the failure of an endpoint that could not answer, if any.
+    std::vector<absl::Status> unknown;
+    // Per block: whether any endpoint asked about it answered.
+    std::vector<bool> answered;
+
+    // Leading blocks some server holds.
+    size_t Prefix() const {
+      size_t n = 0;
+      while (n < holders.size() && !holders[n].empty()) ++n;
+      return n;
+    }
+  };
   absl::StatusOr<Presence> FindBlocks(const internal::Membership& m,
                                       std::span<const BlockKey> blocks,
                                       const v1::BlockFormat* format);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/strings.h"
 #include "client/internal/placement.h"
 
 namespace qaqkv::client::internal {
@@ -159,6 +160,37 @@ Ticker::~Ticker() {
   }
   cv_.notify_all();
   thread_.join();
+}
+
+bool ReplicaFailure(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::Status Named(const Endpoint& endpoint, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(base::AsAbsl(endpoint.name()), ": ", s.message()));
+}
+
+absl::StatusOr<std::vector<ServerAddress>> ParseServerList(const std::vector<std::string>& servers,
+                                                           std::string_view field) {
+  std::vector<ServerAddress> list;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    if (servers[i].empty() || servers[i].find_first_of(" \t\n,") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(base::AsAbsl(field), "[", i, "]: '",
+                                                     servers[i], "' is not a host:port"));
+    }
+    list.push_back({servers[i], servers[i]});
+  }
+  return list;
 }
 
 }  // namespace qaqkv::client::internal

@@ -96,6 +96,17 @@ struct ServerAddress {
   bool operator==(const ServerAddress&) const = default;
 };
 
+// Failures of a server rather than of the request: another replica may
+// succeed where this one did not.
+bool ReplicaFailure(const absl::Status& s);
+// `s` with the server that said it in front of its message.
+absl::Status Named(const Endpoint& endpoint, const absl::Status& s);
+
+// A server list as the membership takes it (each server named by its
+// address), or kInvalidArgument naming `field`[i].
+absl::StatusOr<std::vector<ServerAddress>> ParseServerList(const std::vector<std::string>& servers,
+                                                           std::string_view field);
+
 // Every address `host:port` resolves to (getaddrinfo, TCP), each named by
 // its reverse-DNS name when it has one (a StatefulSet pod behind a headless
 // Service has a stable one, while its IP changes on restart), else by the

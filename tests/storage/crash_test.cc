@@ -123,7 +123,7 @@ TEST(CrashTest, SigkillLosesNoAcknowledgedPage) {
   auto store = TieredStore::Open(Options(dir));
   ASSERT_TRUE(store.ok()) << store.status();
   uint64_t bytes = 0, blocks = 0;
-  auto records = (*store)->disk().Keys(Column::kBlocks, "");
+  auto records = (*store)->records().Keys(Column::kBlocks, "");
   ASSERT_TRUE(records.ok());
   for (uint32_t round = 0; round < kRounds; ++round) {
     for (uint32_t index = 0;; ++index) {
@@ -140,7 +140,7 @@ TEST(CrashTest, SigkillLosesNoAcknowledgedPage) {
       for (uint32_t layer = 0; layer < kLayers; ++layer) {
         const bool was_acked = acked.count({round, index, layer}) > 0;
         const std::string key = PageKey("crash-tenant", BlockFor(round, index), layer);
-        auto raw = (*store)->disk().Get(Column::kPages, key);
+        auto raw = (*store)->records().Get(Column::kPages, key);
         EXPECT_EQ(raw.ok(), record->HasLayer(layer)) << "page and record disagree";
         if (was_acked) {
           ASSERT_TRUE(record->HasLayer(layer)) << "acknowledged page lost: round " << round

@@ -135,9 +135,9 @@ TEST(TieredStoreTest, PagesAndUsageSurviveReopen) {
   auto s = OpenStore(dir.path());
   EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);  // from RocksDB, then DRAM
   EXPECT_EQ(**s->GetPage("t", Block(1), 1), p1);
-  EXPECT_EQ(s->DramStats().hits, 0u);
+  EXPECT_EQ(s->Stats().tiers[0].hits, 0u);
   EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);
-  EXPECT_EQ(s->DramStats().hits, 1u);
+  EXPECT_EQ(s->Stats().tiers[0].hits, 1u);
   const BlockKey chain[] = {Block(1), Block(2)};
   EXPECT_EQ(*s->Lookup("t", chain), 1u);
   EXPECT_EQ(s->Usage("t").bytes, 2 * p0.size() + p1.size());
@@ -154,8 +154,8 @@ TEST(TieredStoreTest, DeleteRemovesPagesEverywhere) {
   EXPECT_EQ(s->GetPage("t", Block(1), 0).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s->DeleteBlock("t", Block(1)).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s->Usage("t").bytes, 0u);
-  EXPECT_EQ(s->DramStats().entries, 0u);
-  EXPECT_TRUE(s->disk().Keys(Column::kPages, "")->empty());
+  EXPECT_EQ(s->Stats().tiers[0].entries, 0u);
+  EXPECT_TRUE(s->records().Keys(Column::kPages, "")->empty());
 }
 
 TEST(TieredStoreTest, MemoryOnlyModeWorksWithoutADirectory) {
@@ -184,7 +184,7 @@ TEST(TieredStoreTest, MemoryOnlyEvictionDropsWholeBlocks) {
   }
   // Only the most recent blocks fit; the older ones were dropped whole.
   EXPECT_GT((*s)->BlocksDropped(), 0u);
-  EXPECT_LE((*s)->DramStats().charged_bytes, size_t{64} << 10);
+  EXPECT_LE((*s)->Stats().tiers[0].bytes, size_t{64} << 10);
   int complete = 0;
   for (int b = 0; b < kBlocks; ++b) {
     const BlockKey chain[] = {Block(static_cast<uint8_t>(b))};
@@ -333,6 +333,34 @@ TEST(TieredStoreSessionsTest, EveryReadRenewsTheTtlAndMaintenanceWritesItBack) {
   auto s = OpenStore(dir.path());  // the renewal survives a reopen
   EXPECT_EQ(*s->ExpireSessions(read_at + 59999), 0u);
   EXPECT_EQ(*s->ExpireSessions(read_at + 60000), 1u);
+}
+
+TEST(TieredStoreTest, TiersAreReportedInReadOrderAndLowerHitsMoveUp) {
+  TempDir dir;
+  const std::string p = FakePage(3000, 7);
+  {
+    auto s = OpenStore(dir.path());
+    ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
+  }
+  auto s = OpenStore(dir.path());  // the DRAM tier starts empty
+  StoreStats st = s->Stats();
+  ASSERT_EQ(st.tiers.size(), 2u);
+  EXPECT_EQ(st.tiers[0].name, "dram");
+  EXPECT_EQ(st.tiers[1].name, "disk");
+  EXPECT_EQ(st.tiers[1].bytes, p.size());
+  EXPECT_EQ(st.tiers[1].entries, 1u);
+  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());  // from disk, copied up
+  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());  // from DRAM
+  st = s->Stats();
+  EXPECT_EQ(st.tiers[0].misses, 1u);
+  EXPECT_EQ(st.tiers[0].hits, 1u);
+  EXPECT_EQ(st.tiers[1].hits, 1u);
+  EXPECT_EQ(st.tiers[1].misses, 0u);
+  // Memory-only, the DRAM tier is the pages' home and the only tier.
+  TempDir mem;
+  auto m = OpenStore(mem.path(), 0, /*memory_only=*/true);
+  ASSERT_EQ(m->Stats().tiers.size(), 1u);
+  EXPECT_EQ(m->Stats().tiers[0].name, "dram");
 }
 
 TEST(TieredStoreTest, RevertPageTakesBackLayersOfUncommittedBlocksOnly) {
@@ -530,8 +558,8 @@ TEST(TieredStoreTest, MemoryOnlyKeepsBlockRecordsOutOfRocksDb) {
   const std::string p0 = FakePage(3000, 30), p1 = FakePage(3000, 31);
   ASSERT_FALSE(s->PutPage(Req("t", 1, 0, 2, p0))->committed);
   ASSERT_TRUE(s->PutPage(Req("t", 1, 1, 2, p1))->committed);
-  EXPECT_TRUE(s->disk().Keys(Column::kBlocks, "")->empty());
-  EXPECT_TRUE(s->disk().Keys(Column::kPages, "")->empty());
+  EXPECT_TRUE(s->records().Keys(Column::kBlocks, "")->empty());
+  EXPECT_TRUE(s->records().Keys(Column::kPages, "")->empty());
   auto record = s->GetBlock("t", Block(1));
   ASSERT_TRUE(record.ok()) << record.status();
   EXPECT_TRUE(record->committed);
@@ -544,13 +572,13 @@ TEST(TieredStoreTest, MemoryOnlyKeepsBlockRecordsOutOfRocksDb) {
   EXPECT_EQ(s->PutPage(Req("t", 1, 0, 2, p0, "other")).status().code(),
             absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(s->RunMaintenance(record->accessed_ms + 10).ok());
-  EXPECT_TRUE(s->disk().Keys(Column::kBlocks, "")->empty());  // no access write-back
+  EXPECT_TRUE(s->records().Keys(Column::kBlocks, "")->empty());  // no access write-back
   ASSERT_TRUE(s->DeleteBlock("t", Block(1)).ok());
   EXPECT_EQ(s->GetBlock("t", Block(1)).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(*s->Lookup("t", chain), 0u);
   EXPECT_EQ(s->Usage("t").bytes, 0u);
   EXPECT_EQ(s->TotalBytes(), 0u);
-  EXPECT_EQ(s->DramStats().entries, 0u);
+  EXPECT_EQ(s->Stats().tiers[0].entries, 0u);
 }
 
 }  // namespace
