@@ -4,10 +4,10 @@
 // the page format.
 //
 // Debian's libxxhash is built for the baseline x86-64 CPU, so its
-// XXH3_64bits runs the SSE2 loop (18.6 GB/s on a 256 KiB page on the
-// development VM). The same library's x86 dispatcher picks the AVX2 or
-// AVX-512 loop at run time (41 GB/s there). XXH3's value does not depend on
-// the loop, so pages written either way check the same.
+// XXH3_64bits runs the SSE2 loop; the same library's x86 dispatcher picks
+// the AVX2 or AVX-512 loop at run time, about twice as fast
+// (docs/performance.md). XXH3's value does not depend on the loop, so pages
+// written either way check the same.
 //
 // Thread-safety: pure functions.
 #ifndef QAQKV_KERNELS_CHECKSUM_H_

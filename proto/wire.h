@@ -68,15 +68,11 @@ inline void AppendFormat(std::string& out, const std::string& format_bytes) {
 // HTTP/2 window and frames let a stream run at memory speed instead of
 // waiting on window updates, a whole message of pages may queue for the
 // socket at once, and sockets are read in large chunks (fewer reads per
-// page). Each was measured with `qaqkv bench service` (docs/performance.md).
-// A read takes up to 4 MiB, but a 256 KiB page still spans several slices,
-// so the client hands a page on as the pieces it lies in (PageBytes,
-// client/internal/wire.cc) and copies it only where a caller needs it in
-// one piece (GetPages, Load's decode threads). gRPC 1.51's
-// tcp_read_chunks experiment, on by default, fills 64 KiB slices; and the
-// client, which leaves tcp_rcv_lowat off (below), reads as segments arrive,
-// so a page spans several reads either way. "-tcp_read_chunks" measured no
-// faster, with tcp_rcv_lowat on and off, so gRPC's default stays.
+// page). A 256 KiB page still spans several of gRPC's 64 KiB receive
+// slices, so the client hands a page on as the pieces it lies in
+// (PageBytes, client/internal/wire.cc) and copies it only where a caller
+// needs it in one piece. docs/performance.md (Service, stops 11-13) has the runs
+// behind each value, and the ones that did not pay (tcp_read_chunks off).
 struct ChannelArg {
   const char* name;
   int value;
@@ -97,13 +93,12 @@ inline constexpr ChannelArg kPageStreamChannelArgs[] = {
 // SO_RCVLOWAT, so a reader sleeps until a whole frame has arrived.
 //  - The server takes both: a 1 MiB PutPages message then wakes it once or
 //    twice instead of once per few segments, which saves thread hand-offs
-//    and reads. Puts at one client went from 0.64-0.69x to 0.83-0.90x Redis.
-//  - The client leaves tcp_rcv_lowat out. A client reading a GetPages
-//    stream that sleeps until each frame is whole copies it out only after
-//    the server has finished sending it; one that wakes as segments arrive
-//    copies while the server sends. Gets at one client: p50 0.43 ms with it,
-//    0.40 ms without, and no change at four clients (three A/B pairs).
-// (`qaqkv bench service`, docs/performance.md.)
+//    and reads.
+//  - The client leaves tcp_rcv_lowat out: a client that sleeps until each
+//    GetPages frame is whole copies it out only after the server has sent
+//    it all, while one that wakes as segments arrive copies while the
+//    server sends.
+// docs/performance.md has the measurements behind both choices.
 inline constexpr char kServerExperiments[] = "tcp_frame_size_tuning,tcp_rcv_lowat";
 inline constexpr char kClientExperiments[] = "tcp_frame_size_tuning";
 

@@ -85,9 +85,9 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const RocksDbTier
   // cap all memtables together so the server's memory stays within its
   // budget (docs/performance.md reports peak RSS against it). The total
   // alone only triggers flushes: the memtable being flushed plus the one
-  // filling meanwhile held twice it under sustained puts (peak RSS 775 MiB
-  // against a 768 MiB allowance). So each page memtable is half the cap and
-  // there are at most two: RocksDB stalls writers until a flush frees one.
+  // filling meanwhile held twice it under sustained puts. So each page
+  // memtable is half the cap and there are at most two: RocksDB stalls
+  // writers until a flush frees one.
   // (A WriteBufferManager with allow_stall hung writers at small budgets.)
   db_options.db_write_buffer_size = options.write_buffer_bytes;
   rocksdb::BlockBasedTableOptions table;

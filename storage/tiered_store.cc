@@ -33,8 +33,8 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   if (!options.memory_only) {
     // RocksDB's memtables and block cache are caches too: they come out of
     // the same budget, so --memory-bytes bounds the process's cache memory
-    // rather than only the DRAM tier's (a 512 MiB budget measured 855 MiB
-    // peak RSS when the two were on top of it).
+    // rather than only the DRAM tier's (docs/performance.md has the peak
+    // RSS with the two on top of it).
     const uint64_t each = std::min<uint64_t>(uint64_t{64} << 20, options.memory_bytes / 8);
     disk_options.write_buffer_bytes = std::max<uint64_t>(each, 1);
     disk_options.block_cache_bytes = std::max<uint64_t>(each, 1);

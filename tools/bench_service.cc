@@ -25,11 +25,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/child_process.h"
+#include "base/status_macros.h"
 #include "kernels/codec.h"
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/flag_check.h"
-#include "base/child_process.h"
 #include "tools/internal/redis.h"
 #include "tools/internal/report.h"
 
@@ -129,22 +130,18 @@ qc::BlockKey Key(uint64_t space, uint64_t thread, uint64_t i) {
 
 std::string Text(const absl::Status& s) { return s.ok() ? std::string() : s.ToString(); }
 
-}  // namespace
-
-int RunBenchService(const BenchServiceArgs& args) {
-  Format format;
-  if (!ParseFormat(args.format, &format)) {
-    std::fprintf(stderr, "qaqkv bench service: --format: expected table, csv or json\n");
-    return 2;
+// The flags, each checked on its own: the first bad one as
+// "--flag: must be ...", or OK.
+absl::Status CheckArgs(const BenchServiceArgs& args, Format* format) {
+  if (!ParseFormat(args.format, format)) {
+    return absl::InvalidArgumentError("--format: expected table, csv or json");
   }
   if (args.page_kib < 8 || args.page_kib % 8 != 0 || args.page_kib > 8192) {
-    std::fprintf(stderr, "qaqkv bench service: --page-kib: a multiple of 8 in 8..8192, got %d\n",
-                 args.page_kib);
-    return 2;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--page-kib: a multiple of 8 in 8..8192, got ", args.page_kib));
   }
   if (args.concurrency.empty()) {
-    std::fprintf(stderr, "qaqkv bench service: --concurrency: give at least one value\n");
-    return 2;
+    return absl::InvalidArgumentError("--concurrency: give at least one value");
   }
   // One flag per message: a list of every rule leaves the user to guess
   // which value broke which. Upper bounds keep a typo from running for
@@ -158,40 +155,101 @@ int RunBenchService(const BenchServiceArgs& args) {
       CheckRange("--disk-mib", args.disk_mib, 1, 1 << 24),
   };
   for (int c : args.concurrency) checks.push_back(CheckRange("--concurrency", c, 1, 256));
-  for (const absl::Status& st : checks) {
-    if (!st.ok()) {
-      std::fprintf(stderr, "qaqkv bench service: %s\n", std::string(st.message()).c_str());
-      return 2;
-    }
-  }
-  signal(SIGPIPE, SIG_IGN);
+  for (const absl::Status& st : checks) QAQKV_RETURN_IF_ERROR(st);
+  return absl::OkStatus();
+}
 
-  // Pages: fp16-codec pages (exact size) of a geometry whose page is
-  // page_kib: 256 tokens x 8 KV heads x head_dim, K and V at 2 bytes.
+// The geometry whose every page is page_kib: 256 tokens x 8 KV heads x
+// head_dim, K and V at 2 bytes (fp16 pages have exactly that size).
+qc::Geometry BenchGeometry(const BenchServiceArgs& args) {
   qc::Geometry geometry;
   geometry.num_layers = args.pages_per_op;
   geometry.num_kv_heads = 8;
   geometry.num_q_heads = 32;
   geometry.head_dim = args.page_kib / 8;
   geometry.block_tokens = 256;
-  const std::string codec = "fp16";
+  return geometry;
+}
+
+// One block's fp16 pages of random values, the bytes every operation sends.
+absl::StatusOr<std::vector<std::string>> MakePages(const qc::Geometry& geometry) {
   std::vector<std::string> pages;
-  {
-    std::mt19937 rng(7);
-    std::normal_distribution<float> normal;
-    CodecConfig cfg;
-    cfg.kind = CodecKind::kFp16;
-    const PageShape shape{geometry.block_tokens, geometry.num_kv_heads, geometry.head_dim};
-    std::vector<float> k(shape.values()), v(shape.values());
-    for (int p = 0; p < args.pages_per_op; ++p) {
-      for (float& x : k) x = normal(rng);
-      for (float& x : v) x = normal(rng);
-      auto page = EncodePage(cfg, shape, {k.data(), DType::kF32, Layout::kNHD},
-                             {v.data(), DType::kF32, Layout::kNHD});
-      if (!page.ok()) return Fail(page.status().ToString());
-      pages.emplace_back(reinterpret_cast<const char*>(page->data()), page->size());
-    }
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  CodecConfig cfg;
+  cfg.kind = CodecKind::kFp16;
+  const PageShape shape{geometry.block_tokens, geometry.num_kv_heads, geometry.head_dim};
+  std::vector<float> k(shape.values()), v(shape.values());
+  for (int p = 0; p < geometry.num_layers; ++p) {
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    QAQKV_ASSIGN_OR_RETURN(const std::vector<uint8_t> page,
+                           EncodePage(cfg, shape, {k.data(), DType::kF32, Layout::kNHD},
+                                      {v.data(), DType::kF32, Layout::kNHD}));
+    pages.emplace_back(reinterpret_cast<const char*>(page.data()), page.size());
   }
+  return pages;
+}
+
+// One qaqkv-server the bench started, and a client per measuring thread.
+struct Server {
+  std::string name;
+  std::optional<ChildProcess> process;
+  int port = 0;
+  std::vector<std::unique_ptr<qc::Client>> clients;
+};
+
+// Two servers: memory-only (a pure cache, durable like the Redis it is
+// compared with: not at all) and on RocksDB (WAL, no fsync: the default),
+// each in its own directory under `dir` with its log there.
+absl::StatusOr<std::vector<Server>> StartServers(const BenchServiceArgs& args,
+                                                 const std::string& dir, uint64_t memory_bytes,
+                                                 const std::vector<int>& cpus) {
+  std::string server_bin = args.server_binary;
+  if (server_bin.empty()) server_bin = ExecutableDir() + "/../service/qaqkv-server";
+  std::vector<Server> servers(2);
+  servers[0].name = "qaqkv-mem";
+  servers[1].name = "qaqkv-disk";
+  for (int i = 0; i < 2; ++i) {
+    const std::string sub = absl::StrCat(dir, "/", servers[i].name);
+    fs::create_directories(sub);
+    std::vector<std::string> argv = {
+        server_bin, "--listen=127.0.0.1:0", absl::StrCat("--port-file=", sub, "/port"),
+        absl::StrCat("--memory-bytes=", memory_bytes), "--tenant-max-streams=0"};
+    if (i == 0) {
+      argv.push_back("--memory-only");
+    } else {
+      argv.push_back(absl::StrCat("--data-dir=", sub, "/db"));
+      argv.push_back(absl::StrCat("--disk-bytes=", uint64_t(args.disk_mib) << 20));
+    }
+    QAQKV_ASSIGN_OR_RETURN(ChildProcess child,
+                           ChildProcess::Spawn(argv, sub + "/server.log", cpus));
+    servers[i].process.emplace(std::move(child));
+    absl::StatusOr<int> port = WaitForPortFile(sub + "/port", *servers[i].process, absl::Seconds(30));
+    if (!port.ok()) {
+      return absl::Status(port.status().code(), absl::StrCat(port.status().message(), " (see ",
+                                                             sub, "/server.log)"));
+    }
+    servers[i].port = *port;
+  }
+  return servers;
+}
+
+}  // namespace
+
+int RunBenchService(const BenchServiceArgs& args) {
+  Format format;
+  if (absl::Status st = CheckArgs(args, &format); !st.ok()) {
+    std::fprintf(stderr, "qaqkv bench service: %s\n", std::string(st.message()).c_str());
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  const qc::Geometry geometry = BenchGeometry(args);
+  const std::string codec = "fp16";
+  absl::StatusOr<std::vector<std::string>> made = MakePages(geometry);
+  if (!made.ok()) return Fail(made.status().ToString());
+  const std::vector<std::string> pages = std::move(*made);
   const uint64_t op_bytes = pages.size() * pages[0].size();
 
   std::string tmpl = (fs::temp_directory_path() / "qaqkv-bench-service-XXXXXX").string();
@@ -212,42 +270,14 @@ int RunBenchService(const BenchServiceArgs& args) {
                  std::string(server_cpus.status().message()).c_str());
     return 2;
   }
-  std::string server_bin = args.server_binary;
-  if (server_bin.empty()) server_bin = ExecutableDir() + "/../service/qaqkv-server";
   const uint64_t memory_bytes = uint64_t(args.memory_mib) << 20;
-  // Two servers: memory-only (a pure cache, durable like the Redis it is
-  // compared with: not at all) and on RocksDB (WAL, no fsync: the default).
-  struct Server {
-    std::string name;
-    std::optional<ChildProcess> process;
-    int port = 0;
-    std::vector<std::unique_ptr<qc::Client>> clients;
-  };
-  std::vector<Server> servers(2);
-  servers[0].name = "qaqkv-mem";
-  servers[1].name = "qaqkv-disk";
-  for (int i = 0; i < 2; ++i) {
-    const std::string sub = absl::StrCat(dir, "/", servers[i].name);
-    fs::create_directories(sub);
-    std::vector<std::string> argv = {
-        server_bin, "--listen=127.0.0.1:0", absl::StrCat("--port-file=", sub, "/port"),
-        absl::StrCat("--memory-bytes=", memory_bytes), "--tenant-max-streams=0"};
-    if (i == 0) {
-      argv.push_back("--memory-only");
-    } else {
-      argv.push_back(absl::StrCat("--data-dir=", sub, "/db"));
-      argv.push_back(absl::StrCat("--disk-bytes=", uint64_t(args.disk_mib) << 20));
-    }
-    auto child = ChildProcess::Spawn(argv, sub + "/server.log", *server_cpus);
-    if (!child.ok()) return Fail(child.status().ToString());
-    servers[i].process.emplace(std::move(*child));
-    auto port = WaitForPortFile(sub + "/port", *servers[i].process, absl::Seconds(30));
-    if (!port.ok()) {
-      cleanup.keep = true;
-      return Fail(absl::StrCat(port.status().ToString(), " (see ", sub, "/server.log)"));
-    }
-    servers[i].port = *port;
+  absl::StatusOr<std::vector<Server>> started =
+      StartServers(args, dir, memory_bytes, *server_cpus);
+  if (!started.ok()) {
+    cleanup.keep = true;  // its log tells why
+    return Fail(started.status().ToString());
   }
+  std::vector<Server> servers = std::move(*started);
 
   auto redis = StartRedis(args.redis_binary, dir + "/redis.log", *server_cpus);
   if (!redis.ok()) return Fail(redis.status().ToString());
