@@ -23,6 +23,7 @@
 #include "kernels/checksum.h"
 #include "kernels/codec.h"
 #include "qaqkv/limits.h"
+#include "tests/service/test_util.h"
 
 namespace qaqkv::service {
 namespace {
@@ -39,24 +40,9 @@ constexpr size_t kTrailerBytes = 8;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
-// 4 layers, 2 KV heads, 4 query heads, head_dim 64, 16 tokens, fp16.
-v1::Geometry SmallGeometry() {
-  v1::Geometry g;
-  g.set_num_layers(4);
-  g.set_num_kv_heads(2);
-  g.set_num_q_heads(4);
-  g.set_head_dim(64);
-  g.set_dtype(v1::DTYPE_FP16);
-  g.set_block_tokens(16);
-  return g;
-}
-
-v1::BlockFormat MakeFormat(const std::string& codec, const v1::Geometry& g = SmallGeometry()) {
-  v1::BlockFormat f;
-  *f.mutable_geometry() = g;
-  f.set_codec(codec);
-  return f;
-}
+// The service tests' small geometry and formats (tests/service/test_util.h).
+using testing::MakeFormat;
+using testing::SmallGeometry;
 
 Format MustFormat(const std::string& codec, const v1::Geometry& g = SmallGeometry()) {
   auto f = ValidateFormat(MakeFormat(codec, g), "format");
@@ -68,21 +54,9 @@ Format MustFormat(const std::string& codec, const v1::Geometry& g = SmallGeometr
 // values of K and V, written by `codec`.
 std::string MakePage(const std::string& codec, uint32_t seed, uint32_t tokens = 0,
                      const v1::Geometry& g = SmallGeometry()) {
-  auto cfg = ParseCodecConfig(codec);
-  EXPECT_TRUE(cfg.ok()) << codec << ": " << cfg.status();
-  if (!cfg.ok()) return "";
-  const PageShape shape{static_cast<int>(tokens == 0 ? g.block_tokens() : tokens),
-                        static_cast<int>(g.num_kv_heads()), static_cast<int>(g.head_dim())};
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n(0, 1);
-  std::vector<float> k(shape.values()), v(shape.values());
-  for (float& x : k) x = n(rng);
-  for (float& x : v) x = n(rng);
-  auto page = EncodePage(*cfg, shape, {k.data(), DType::kF32, Layout::kNHD},
-                         {v.data(), DType::kF32, Layout::kNHD});
+  absl::StatusOr<std::string> page = testing::MakePage(codec, g, seed, tokens);
   EXPECT_TRUE(page.ok()) << codec << ": " << page.status();
-  if (!page.ok()) return "";
-  return std::string(page->begin(), page->end());
+  return page.ok() ? *page : std::string();
 }
 
 uint32_t Get32(const std::string& p, size_t at) {
