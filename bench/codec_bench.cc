@@ -59,17 +59,40 @@ void BM_Decode(benchmark::State& state, const char* codec, Backend backend) {
   state.SetBytesProcessed(state.iterations() * p.shape.values() * 4);
 }
 
+// What the server checks of each page before it stores it: the header and
+// checksum alone (InspectPage), or the whole page against the block's codec
+// without decoding it (VerifyPage, what PutPages runs). Bytes are the page's
+// fp16 size, as for encode and decode, so the three compare directly.
+void BM_Inspect(benchmark::State& state, const char* codec) {
+  const Page& p = TestPage();
+  const CodecConfig cfg = *ParseCodecConfig(codec);
+  const auto page = *EncodePage(cfg, p.shape, {p.k.data()}, {p.v.data()}, {p.attention, {}, 0});
+  for (auto _ : state) benchmark::DoNotOptimize(InspectPage(page).ok());
+  state.SetBytesProcessed(state.iterations() * p.shape.values() * 4);
+}
+
+void BM_Verify(benchmark::State& state, const char* codec) {
+  const Page& p = TestPage();
+  const CodecConfig cfg = *ParseCodecConfig(codec);
+  const auto page = *EncodePage(cfg, p.shape, {p.k.data()}, {p.v.data()}, {p.attention, {}, 0});
+  for (auto _ : state) benchmark::DoNotOptimize(VerifyPage(page, &cfg, &p.shape).ok());
+  state.SetBytesProcessed(state.iterations() * p.shape.values() * 4);
+}
+
 #define QAQKV_CODEC_BENCH(name, codec)                                              \
   BENCHMARK_CAPTURE(BM_Encode, name##_fast, codec, Backend::kFast);              \
   BENCHMARK_CAPTURE(BM_Encode, name##_reference, codec, Backend::kReference);    \
   BENCHMARK_CAPTURE(BM_Decode, name##_fast, codec, Backend::kFast);              \
-  BENCHMARK_CAPTURE(BM_Decode, name##_reference, codec, Backend::kReference)
+  BENCHMARK_CAPTURE(BM_Decode, name##_reference, codec, Backend::kReference); \
+  BENCHMARK_CAPTURE(BM_Inspect, name, codec);                                  \
+  BENCHMARK_CAPTURE(BM_Verify, name, codec)
 
 QAQKV_CODEC_BENCH(int8, "int8");
 QAQKV_CODEC_BENCH(int4, "int4");
 QAQKV_CODEC_BENCH(qaq, "qaq:s=1e-3,x=1e-3,o=0.01");
 QAQKV_CODEC_BENCH(qaq_no_outliers, "qaq:s=1e-3,x=1e-3,o=0");
 QAQKV_CODEC_BENCH(qaq_cc, "qaq-cc:s=3e-4,x=2e-2,o=0");
+QAQKV_CODEC_BENCH(fp16, "fp16");
 
 }  // namespace
 }  // namespace qaqkv

@@ -31,6 +31,7 @@
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/flag_check.h"
+#include "tools/internal/kv_prep.h"
 #include "tools/internal/redis.h"
 #include "tools/internal/report.h"
 
@@ -171,26 +172,6 @@ qc::Geometry BenchGeometry(const BenchServiceArgs& args) {
   return geometry;
 }
 
-// One block's fp16 pages of random values, the bytes every operation sends.
-absl::StatusOr<std::vector<std::string>> MakePages(const qc::Geometry& geometry) {
-  std::vector<std::string> pages;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal;
-  CodecConfig cfg;
-  cfg.kind = CodecKind::kFp16;
-  const PageShape shape{geometry.block_tokens, geometry.num_kv_heads, geometry.head_dim};
-  std::vector<float> k(shape.values()), v(shape.values());
-  for (int p = 0; p < geometry.num_layers; ++p) {
-    for (float& x : k) x = normal(rng);
-    for (float& x : v) x = normal(rng);
-    QAQKV_ASSIGN_OR_RETURN(const std::vector<uint8_t> page,
-                           EncodePage(cfg, shape, {k.data(), DType::kF32, Layout::kNHD},
-                                      {v.data(), DType::kF32, Layout::kNHD}));
-    pages.emplace_back(reinterpret_cast<const char*>(page.data()), page.size());
-  }
-  return pages;
-}
-
 // One qaqkv-server the bench started, and a client per measuring thread.
 struct Server {
   std::string name;
@@ -247,7 +228,11 @@ int RunBenchService(const BenchServiceArgs& args) {
 
   const qc::Geometry geometry = BenchGeometry(args);
   const std::string codec = "fp16";
-  absl::StatusOr<std::vector<std::string>> made = MakePages(geometry);
+  CodecConfig fp16;
+  fp16.kind = CodecKind::kFp16;
+  absl::StatusOr<std::vector<std::string>> made = RandomPages(
+      fp16, {geometry.block_tokens, geometry.num_kv_heads, geometry.head_dim},
+      geometry.num_layers, /*seed=*/7);
   if (!made.ok()) return Fail(made.status().ToString());
   const std::vector<std::string> pages = std::move(*made);
   const uint64_t op_bytes = pages.size() * pages[0].size();

@@ -28,6 +28,7 @@
 #include "qaqkv/client.h"
 #include "tools/commands.h"
 #include "tools/internal/flag_check.h"
+#include "tools/internal/kv_prep.h"
 #include "tools/internal/connect.h"
 #include "tools/internal/redis.h"
 #include "tools/internal/report.h"
@@ -180,21 +181,10 @@ int RunReplay(const ReplayArgs& a) {
   g.num_q_heads = a.kv_heads * 4;
   g.head_dim = a.head_dim;
   g.block_tokens = a.block_tokens;
-  std::vector<std::string> pages;
-  {
-    std::mt19937 rng(11);
-    std::normal_distribution<float> normal;
-    const PageShape shape{a.block_tokens, a.kv_heads, a.head_dim};
-    std::vector<float> k(shape.values()), v(shape.values());
-    for (int l = 0; l < a.layers; ++l) {
-      for (float& x : k) x = normal(rng);
-      for (float& x : v) x = normal(rng);
-      auto p = EncodePage(*cfg, shape, {k.data(), DType::kF32, Layout::kNHD},
-                          {v.data(), DType::kF32, Layout::kNHD});
-      if (!p.ok()) return Fail(p.status().ToString());
-      pages.emplace_back(reinterpret_cast<const char*>(p->data()), p->size());
-    }
-  }
+  absl::StatusOr<std::vector<std::string>> made =
+      RandomPages(*cfg, {a.block_tokens, a.kv_heads, a.head_dim}, a.layers, /*seed=*/11);
+  if (!made.ok()) return Fail(made.status().ToString());
+  const std::vector<std::string> pages = std::move(*made);
   std::vector<std::string_view> page_views(pages.begin(), pages.end());
   uint64_t block_bytes = 0;
   for (const std::string& p : pages) block_bytes += p.size();

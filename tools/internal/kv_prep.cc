@@ -1,12 +1,30 @@
 #include "tools/internal/kv_prep.h"
 
 #include <algorithm>
+#include <random>
 
 #include "base/status_macros.h"
 #include "kernels/half.h"
 
 namespace qaqkv::tools {
 
+absl::StatusOr<std::vector<std::string>> RandomPages(const CodecConfig& config,
+                                                     const PageShape& shape, int count,
+                                                     uint32_t seed) {
+  std::vector<std::string> pages;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> k(shape.values()), v(shape.values());
+  for (int p = 0; p < count; ++p) {
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    QAQKV_ASSIGN_OR_RETURN(const std::vector<uint8_t> page,
+                           EncodePage(config, shape, {k.data(), DType::kF32, Layout::kNHD},
+                                      {v.data(), DType::kF32, Layout::kNHD}));
+    pages.emplace_back(reinterpret_cast<const char*>(page.data()), page.size());
+  }
+  return pages;
+}
 
 HostBuffers ToFp16Nhd(const eval::KvSample& s, int tokens) {
   HostBuffers out;
