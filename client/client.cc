@@ -346,9 +346,11 @@ absl::Status Client::GetPagesInPlace(
 absl::StatusOr<ServerStats> Client::GetStats() {
   QAQKV_ASSIGN_OR_RETURN(const v1::GetStatsResponse response, impl_->GetStats());
   auto tier = [](const v1::TierStats& t) {
-    return TierStats{t.hits(), t.misses(), t.evictions(), t.bytes(), t.entries()};
+    return TierStats{t.name(),  t.hits(),    t.misses(),      t.evictions(),
+                     t.bytes(), t.entries(), t.budget_bytes()};
   };
   ServerStats stats;
+  for (const v1::TierStats& t : response.tiers()) stats.tiers.push_back(tier(t));
   stats.tenant_bytes = response.tenant_bytes();
   stats.tenant_blocks = response.tenant_blocks();
   stats.dram = tier(response.dram());
@@ -356,6 +358,8 @@ absl::StatusOr<ServerStats> Client::GetStats() {
   stats.blocks_evicted = response.blocks_evicted();
   stats.checksum_failures = response.checksum_failures();
   stats.total_bytes = response.total_bytes();
+  stats.blocks = response.blocks();
+  stats.background_errors = response.background_errors();
   stats.version = response.version();
   return stats;
 }

@@ -268,11 +268,13 @@ absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
       });
   v1::GetStatsResponse sum;
   auto add_tier = [](v1::TierStats* to, const v1::TierStats& from) {
+    to->set_name(from.name());
     to->set_hits(to->hits() + from.hits());
     to->set_misses(to->misses() + from.misses());
     to->set_evictions(to->evictions() + from.evictions());
     to->set_bytes(to->bytes() + from.bytes());
     to->set_entries(to->entries() + from.entries());
+    to->set_budget_bytes(to->budget_bytes() + from.budget_bytes());
   };
   for (size_t e = 0; e < results.size(); ++e) {
     QAQKV_RETURN_IF_ERROR(results[e]);
@@ -281,6 +283,16 @@ absl::StatusOr<v1::GetStatsResponse> Client::Impl::GetStats() {
     sum.set_tenant_blocks(sum.tenant_blocks() + s.tenant_blocks());
     add_tier(sum.mutable_dram(), s.dram());
     add_tier(sum.mutable_disk(), s.disk());
+    // Tiers by name, in the order the first server that has each lists them.
+    for (const v1::TierStats& t : s.tiers()) {
+      v1::TierStats* into = nullptr;
+      for (v1::TierStats& have : *sum.mutable_tiers()) {
+        if (have.name() == t.name()) into = &have;
+      }
+      add_tier(into != nullptr ? into : sum.add_tiers(), t);
+    }
+    sum.set_blocks(sum.blocks() + s.blocks());
+    sum.set_background_errors(sum.background_errors() + s.background_errors());
     sum.set_blocks_evicted(sum.blocks_evicted() + s.blocks_evicted());
     sum.set_checksum_failures(sum.checksum_failures() + s.checksum_failures());
     sum.set_total_bytes(sum.total_bytes() + s.total_bytes());

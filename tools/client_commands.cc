@@ -401,15 +401,20 @@ int RunStats(const StatsArgs& a) {
   row("tenant_bytes", s->tenant_bytes);
   row("tenant_blocks", s->tenant_blocks);
   row("total_bytes", s->total_bytes);
-  row("dram_hits", s->dram.hits);
-  row("dram_misses", s->dram.misses);
-  row("dram_evictions", s->dram.evictions);
-  row("dram_bytes", s->dram.bytes);
-  row("dram_entries", s->dram.entries);
-  row("disk_hits", s->disk.hits);
-  row("disk_misses", s->disk.misses);
+  row("blocks", s->blocks);
+  // Every tier by its name, in read order (dram, then disk unless the
+  // server is memory-only).
+  for (const qaqkv::client::TierStats& t : s->tiers) {
+    for (const auto& [field, v] :
+         {std::pair<const char*, uint64_t>{"hits", t.hits}, {"misses", t.misses},
+          {"evictions", t.evictions}, {"bytes", t.bytes}, {"entries", t.entries},
+          {"budget_bytes", t.budget_bytes}}) {
+      r.Add({{absl::StrCat(t.name, "_", field)}, {int64_t(v)}});
+    }
+  }
   row("blocks_evicted", s->blocks_evicted);
   row("checksum_failures", s->checksum_failures);
+  row("background_errors", s->background_errors);
   r.Add({{std::string("server_version")}, {s->version}});
   r.Print(format);
   return 0;

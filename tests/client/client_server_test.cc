@@ -302,6 +302,14 @@ TEST_F(ClientServerTest, SixteenThreadsShareOneClient) {
   auto stats = client_->GetStats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->tenant_blocks, uint64_t{2 * 13});  // 13 distinct sequences of 2 blocks
+  // Every tier by name, in read order; the old dram/disk fields agree.
+  ASSERT_EQ(stats->tiers.size(), 2u);
+  EXPECT_EQ(stats->tiers[0].name, "dram");
+  EXPECT_EQ(stats->tiers[1].name, "disk");
+  EXPECT_EQ(stats->tiers[1].bytes, stats->disk.bytes);
+  EXPECT_EQ(stats->tiers[1].entries, stats->blocks);
+  EXPECT_EQ(stats->tiers[0].hits, stats->dram.hits);
+  EXPECT_GT(stats->tiers[0].budget_bytes, 0u);
 }
 
 // The client retries UNAVAILABLE with backoff: a call made while the server

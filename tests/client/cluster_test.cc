@@ -148,6 +148,11 @@ TEST_F(ClusterTest, BlocksLiveOnTheirTwoRendezvousReplicas) {
   auto stats = c->GetStats();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->tenant_blocks, 2 * keys.size());  // every copy counted
+  // Tiers summed by name over the three servers.
+  ASSERT_EQ(stats->tiers.size(), 2u);
+  EXPECT_EQ(stats->tiers[0].name, "dram");
+  EXPECT_EQ(stats->tiers[1].entries, 2 * keys.size());
+  EXPECT_EQ(stats->blocks, 2 * keys.size());
 }
 
 TEST_F(ClusterTest, SurvivesSigkillAndReadRepairRestoresTheServer) {

@@ -323,11 +323,13 @@ struct SessionInfo {
 };
 
 struct TierStats {
+  std::string name;    // "dram", "disk", ... (in ServerStats::tiers)
   uint64_t hits = 0;
   uint64_t misses = 0;
   uint64_t evictions = 0;
   uint64_t bytes = 0;  // bytes the tier holds
   uint64_t entries = 0;
+  uint64_t budget_bytes = 0;  // 0: none
 };
 
 // A GPU-to-GPU transfer as the cache service brokers it: the sender offers
@@ -352,11 +354,16 @@ struct TransferOffer {
 struct ServerStats {
   uint64_t tenant_bytes = 0;   // page bytes of the caller's tenant
   uint64_t tenant_blocks = 0;
-  TierStats dram;              // server-wide
+  // Every page tier in read order, by name ("dram", then "disk" unless the
+  // servers run memory-only); with several servers, summed by name.
+  std::vector<TierStats> tiers;
+  TierStats dram;              // server-wide (also in `tiers`)
   TierStats disk;              // server-wide; hits/misses are page reads that reached RocksDB
   uint64_t blocks_evicted = 0;     // whole blocks evicted under the disk budget
   uint64_t checksum_failures = 0;  // stored pages that failed their checksum
   uint64_t total_bytes = 0;        // page bytes of all tenants
+  uint64_t blocks = 0;             // blocks of all tenants, committed or not
+  uint64_t background_errors = 0;  // failed background work of the stores (logged there)
   std::string version;             // server version
 };
 
