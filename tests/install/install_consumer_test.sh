@@ -5,13 +5,8 @@
 #   install_consumer_test.sh BUILD_DIR SOURCE_DIR SERVER_BINARY
 set -eu
 build=$1 src=$2 server=$3
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+. "$src/tests/tools/server_lib.sh"
+work=$tmp
 cmake --install "$build" --prefix "$work/prefix" >"$work/install.log"
 # Nothing private leaks into the install: no generated proto headers.
 if find "$work/prefix/include" -name '*.pb.h' | grep -q .; then
@@ -22,15 +17,5 @@ cmake -S "$src/tests/install/consumer" -B "$work/build" -G Ninja \
   -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_BUILD_TYPE=Release >"$work/configure.log" 2>&1 ||
   { cat "$work/configure.log" >&2; exit 1; }
 cmake --build "$work/build" >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
-"$server" --memory-only --listen=127.0.0.1:0 --port-file="$work/port" >"$work/server.log" 2>&1 &
-pid=$!
-i=0
-while [ ! -s "$work/port" ]; do
-  i=$((i + 1))
-  if [ $i -gt 600 ] || ! kill -0 "$pid" 2>/dev/null; then
-    cat "$work/server.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-"$work/build/consumer" "127.0.0.1:$(cat "$work/port")"
+start_server "$server" --memory-only
+"$work/build/consumer" "$target"

@@ -6,25 +6,8 @@
 # worker could not resume a session another client had stored.)
 # Usage: long_session_id_test.sh QAQKV QAQKV_SERVER TINYLM_FILE
 qaqkv=$1 server=$2 src=$3
-tmp=$(mktemp -d) || exit 1
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-"$server" --listen=127.0.0.1:0 --memory-only --memory-bytes=256MiB \
-    --port-file="$tmp/port" >"$tmp/server.log" 2>&1 &
-pid=$!
-i=0
-while [ ! -s "$tmp/port" ]; do
-  i=$((i + 1))
-  [ $i -gt 600 ] && fail "server did not start: $(cat "$tmp/server.log")"
-  sleep 0.05
-done
-target=127.0.0.1:$(cat "$tmp/port")
+. "$(dirname "$0")/server_lib.sh"
+start_server "$server" --memory-only --memory-bytes=256MiB
 
 id=$(printf 's%.0s' $(seq 1000))
 [ ${#id} -eq 1000 ] || fail "built an id of ${#id} bytes"

@@ -7,14 +7,7 @@
 # Usage: nonfinite_kv_test.sh QAQKV QAQKV_SERVER TINYLM_FILE
 qaqkv=$1 server=$2 src=$3
 command -v python3 >/dev/null || exit 77
-tmp=$(mktemp -d) || exit 1
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/server_lib.sh"
 
 python3 - "$src" "$tmp" <<'PY' || fail "cannot patch $src"
 import json, struct, sys
@@ -33,16 +26,7 @@ patch(out + '/nan_k.safetensors', 'layers.0.k', float('nan'), 0)
 patch(out + '/inf_v.safetensors', 'layers.1.v', float('inf'), 5)
 PY
 
-"$server" --listen 127.0.0.1:0 --memory_only --memory_bytes 268435456 \
-    --port_file "$tmp/port" >"$tmp/server.log" 2>&1 &
-pid=$!
-i=0
-while [ ! -s "$tmp/port" ]; do
-  i=$((i + 1))
-  [ $i -gt 200 ] && fail "server did not start: $(cat "$tmp/server.log")"
-  sleep 0.05
-done
-target=127.0.0.1:$(cat "$tmp/port")
+start_server "$server" --memory-only --memory-bytes=268435456
 
 # NaN in K under QAQ: rejected, exit 2, naming the tensor.
 err=$("$qaqkv" put "$tmp/nan_k.safetensors" --session nan --target "$target" 2>&1 >/dev/null)
