@@ -5,8 +5,15 @@
 #     -> static library `qaqkv_foo` with alias `qaqkv::foo` (an INTERFACE
 #        library when there are no SRCS). DEPS are PUBLIC: a user of the
 #        library compiles against their headers. PRIVATE_DEPS are not.
-#   qaqkv_cc_test(NAME foo_test SRCS foo_test.cc DEPS qaqkv::foo [LABELS gpu])
+#   qaqkv_cc_test(NAME foo_test SRCS foo_test.cc DEPS qaqkv::foo [LABELS gpu]
+#                 [NEEDS_SERVER])
 #     -> GoogleTest executable registered with gtest_discover_tests.
+#        NEEDS_SERVER: the test execs this tree's qaqkv-server. Tests labelled
+#        `grpc` are not built at all when QAQKV_BUILD_GRPC_TESTS is OFF (the
+#        tsan preset: Debian's gRPC is not TSan-instrumented, so they would
+#        be built only to be left out). Tests labelled `single_thread` start
+#        no thread, so ThreadSanitizer has nothing to find in them; the
+#        TSan build leaves them out rather than run them 20x slower.
 #
 # Every library and binary is recorded (QAQKV_TARGETS) so that
 # qaqkv_write_target_manifest() can list sources and links for the layering
@@ -40,7 +47,13 @@ function(qaqkv_cc_test)
   if(NOT QAQKV_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(QT "" "NAME" "SRCS;DEPS;LABELS;COPTS" ${ARGN})
+  cmake_parse_arguments(QT "NEEDS_SERVER" "NAME" "SRCS;DEPS;LABELS;COPTS" ${ARGN})
+  if("grpc" IN_LIST QT_LABELS AND NOT QAQKV_BUILD_GRPC_TESTS)
+    return()
+  endif()
+  if("single_thread" IN_LIST QT_LABELS AND QAQKV_SANITIZE STREQUAL "thread")
+    return()
+  endif()
   add_executable(${QT_NAME} ${QT_SRCS})
   target_link_libraries(${QT_NAME} PRIVATE ${QT_DEPS} GTest::gmock GTest::gtest_main)
   target_compile_options(${QT_NAME} PRIVATE ${QAQKV_WARNINGS} ${QT_COPTS})
@@ -52,6 +65,9 @@ function(qaqkv_cc_test)
     set(_props PROPERTIES LABELS "${QT_LABELS}")
   endif()
   gtest_discover_tests(${QT_NAME} DISCOVERY_TIMEOUT 60 ${_props})
+  if(QT_NEEDS_SERVER)
+    add_dependencies(${QT_NAME} qaqkv-server)
+  endif()
 endfunction()
 
 # Writes ${PROJECT_BINARY_DIR}/qaqkv_targets.json: for every recorded target,
