@@ -69,6 +69,25 @@ absl::StatusOr<ParsedPageKey> ParsePageKey(std::string_view key) {
   return out;
 }
 
+absl::StatusOr<ParsedBlockRecordKey> ParseBlockRecordKey(std::string_view key) {
+  if (key.size() < 2 || key[0] != 'B') return absl::InvalidArgumentError("not a block record key");
+  const size_t tenant_len = static_cast<uint8_t>(key[1]);
+  if (key.size() != 2 + tenant_len + 16 || tenant_len == 0) {
+    return absl::InvalidArgumentError("block record key: bad length");
+  }
+  ParsedBlockRecordKey out;
+  out.tenant = std::string(key.substr(2, tenant_len));
+  for (size_t i = 0; i < 16; ++i) out.block[i] = static_cast<uint8_t>(key[2 + tenant_len + i]);
+  return out;
+}
+
+std::string_view KeyTenant(std::string_view key) {
+  if (key.size() < 2) return {};
+  const size_t tenant_len = static_cast<uint8_t>(key[1]);
+  if (key.size() < 2 + tenant_len) return {};
+  return key.substr(2, tenant_len);
+}
+
 std::string BlockKeyHex(const BlockKey& block) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;

@@ -47,6 +47,17 @@ struct ParsedPageKey {
 // kInvalidArgument when `key` is not a page key.
 absl::StatusOr<ParsedPageKey> ParsePageKey(std::string_view key);
 
+struct ParsedBlockRecordKey {
+  std::string tenant;
+  BlockKey block{};
+};
+// kInvalidArgument when `key` is not a block record key.
+absl::StatusOr<ParsedBlockRecordKey> ParseBlockRecordKey(std::string_view key);
+
+// The tenant of a page, block-record or session key (a view into `key`);
+// empty when `key` is too short to hold one.
+std::string_view KeyTenant(std::string_view key);
+
 // Lower-case hex of a block key, for logs and messages.
 std::string BlockKeyHex(const BlockKey& block);
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
@@ -54,25 +53,14 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   store->dram_budget_ = dram_bytes;
 
   // Usage is derived from the records, so it matches the data after any
-  // crash: 'B' tenant_len tenant block(16).
-  absl::Status bad_record;
-  absl::Status scanned = store->records_->Scan(
-      Column::kBlocks, "B", [&](std::string_view key, std::string_view bytes) {
-        auto record = DecodeBlockRecord(bytes);
-        if (!record.ok()) {
-          bad_record = absl::DataLossError(absl::StrCat(
-              "block record ", AsAbsl(key.substr(0, 2)), "...: ", record.status().message()));
-          return false;
-        }
-        const size_t tenant_len = static_cast<uint8_t>(key[1]);
-        store->AddUsage(key.substr(2, tenant_len), static_cast<int64_t>(record->bytes), 1);
+  // crash.
+  QAQKV_RETURN_IF_ERROR(
+      store->metadata_.ForEachBlock([&](std::string_view key, BlockRecord record) {
+        store->AddUsage(KeyTenant(key), static_cast<int64_t>(record.bytes), 1);
         base::MutexLock lock(&store->index_mu_);
-        store->total_bytes_ += record->bytes;
-        store->index_[AsAbsl(key)] = {std::move(*record), false};
-        return true;
-      });
-  QAQKV_RETURN_IF_ERROR(scanned);
-  QAQKV_RETURN_IF_ERROR(bad_record);
+        store->total_bytes_ += record.bytes;
+        store->index_[AsAbsl(key)] = {std::move(record), false};
+      }));
   if (options.maintenance_interval_ms > 0) {
     TieredStore* self = store.get();
     store->maintenance_ = std::thread([self] { self->MaintenanceLoop(); });
@@ -82,7 +70,10 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
 
 TieredStore::TieredStore(Token, TieredStoreOptions options, std::unique_ptr<RocksDbTier> records,
                          std::vector<std::unique_ptr<PageTier>> tiers)
-    : options_(std::move(options)), records_(std::move(records)), tiers_(std::move(tiers)) {}
+    : options_(std::move(options)),
+      records_(std::move(records)),
+      metadata_(records_.get()),
+      tiers_(std::move(tiers)) {}
 
 TieredStore::~TieredStore() {
   {
@@ -285,8 +276,10 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
   absl::Status stored;
   if (home().InRecordDatabase()) {
     // Page and record in one WAL record: a crash leaves both or neither.
-    stored = records_->Write({{Column::kPages, page_key, req.page},
-                              {Column::kBlocks, record_key, EncodeBlockRecord(record)}});
+    RecordBatch batch;
+    batch.PutPage(page_key, req.page);
+    batch.PutBlock(record_key, record);
+    stored = metadata_.Commit(batch);
   } else {
     // Memory-only: the home tier holds the page's only copy and the index
     // the record. A page it cannot hold is never recorded as stored; pages
@@ -336,14 +329,14 @@ void TieredStore::CacheAbove(size_t tier, std::string_view page_key, const PageB
 }
 
 absl::Status TieredStore::ErasePages(std::span<const std::string> page_keys,
-                                     std::vector<Mutation> records) {
+                                     RecordBatch records) {
   if (home().InRecordDatabase()) {
     // The block's pages and its record go in one batch, as they came.
-    for (const std::string& k : page_keys) records.push_back({Column::kPages, k, {}, true});
+    for (const std::string& k : page_keys) records.ErasePage(k);
   } else {
     QAQKV_RETURN_IF_ERROR(home().Erase(page_keys));
   }
-  if (!records.empty()) QAQKV_RETURN_IF_ERROR(records_->Write(records));
+  QAQKV_RETURN_IF_ERROR(metadata_.Commit(records));
   for (size_t i = 0; i + 1 < tiers_.size(); ++i) (void)tiers_[i]->Erase(page_keys);
   return absl::OkStatus();
 }
@@ -395,11 +388,9 @@ absl::Status TieredStore::DeleteBlock(std::string_view tenant, const BlockKey& b
 }
 
 absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) {
-  // 'B' tenant_len tenant block(16)
-  const size_t tenant_len = static_cast<uint8_t>(record_key[1]);
-  const std::string_view tenant = std::string_view(record_key).substr(2, tenant_len);
-  BlockKey block;
-  std::memcpy(block.data(), record_key.data() + 2 + tenant_len, block.size());
+  QAQKV_ASSIGN_OR_RETURN(const ParsedBlockRecordKey parsed, ParseBlockRecordKey(record_key));
+  const std::string_view tenant = parsed.tenant;
+  const BlockKey& block = parsed.block;
   base::MutexLock lock(&StripeFor(record_key));
   auto record = IndexedRecord(record_key);
   if (!record.has_value()) return absl::NotFoundError("block: not found");
@@ -408,8 +399,8 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
     if (record->HasLayer(layer)) page_keys.push_back(PageKey(tenant, block, layer));
   }
   // Memory-only, block records live in the index alone.
-  std::vector<Mutation> erase_record;
-  if (!options_.memory_only) erase_record.push_back({Column::kBlocks, record_key, {}, true});
+  RecordBatch erase_record;
+  if (!options_.memory_only) erase_record.EraseBlock(record_key);
   QAQKV_RETURN_IF_ERROR(ErasePages(page_keys, std::move(erase_record)));
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
   base::MutexLock index_lock(&index_mu_);
@@ -434,9 +425,14 @@ absl::Status TieredStore::RevertPage(std::string_view tenant, const BlockKey& bl
   record->bytes -= bytes;
   const bool last = record->LayersPresent() == 0;
   const std::string page_key = PageKey(tenant, block, layer);
-  const std::string encoded = last ? std::string() : EncodeBlockRecord(*record);
-  std::vector<Mutation> update_record;
-  if (!options_.memory_only) update_record.push_back({Column::kBlocks, record_key, encoded, last});
+  RecordBatch update_record;
+  if (!options_.memory_only) {
+    if (last) {
+      update_record.EraseBlock(record_key);
+    } else {
+      update_record.PutBlock(record_key, *record);
+    }
+  }
   QAQKV_RETURN_IF_ERROR(ErasePages({&page_key, 1}, std::move(update_record)));
   AddUsage(tenant, -static_cast<int64_t>(bytes), last ? -1 : 0);
   base::MutexLock index_lock(&index_mu_);
@@ -452,15 +448,12 @@ absl::Status TieredStore::RevertPage(std::string_view tenant, const BlockKey& bl
 absl::flat_hash_set<std::string> TieredStore::ReferencedBlocks(int64_t now_ms) {
   absl::flat_hash_set<std::string> referenced;
   // A failed scan leaves fewer blocks protected; eviction still works.
-  absl::Status scanned =
-      records_->Scan(Column::kSessions, "", [&](std::string_view key, std::string_view bytes) {
-        auto session = DecodeSessionRecord(bytes);
+  absl::Status scanned = metadata_.ScanSessions(
+      "", [&](std::string_view key, absl::StatusOr<SessionRecord> session) {
         if (!session.ok()) return true;
         session->accessed_ms = LastAccess(key, *session);
         if (session->ExpiredAt(now_ms)) return true;
-        // 'S' tenant_len tenant session_id
-        const size_t tenant_len = static_cast<uint8_t>(key[1]);
-        const std::string_view tenant = key.substr(2, tenant_len);
+        const std::string_view tenant = KeyTenant(key);
         for (const BlockKey& b : session->blocks) referenced.insert(BlockRecordKey(tenant, b));
         return true;
       });
@@ -534,7 +527,7 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
     base::MutexLock lock(&StripeFor(key));
     auto record = IndexedRecord(key);
     if (!record.has_value()) continue;
-    if (absl::Status s = records_->Put(Column::kBlocks, key, EncodeBlockRecord(*record)); !s.ok()) {
+    if (absl::Status s = metadata_.PutBlock(key, *record); !s.ok()) {
       BackgroundError("block access-time write-back", s);
     }
   }
@@ -585,12 +578,7 @@ void TieredStore::ForgetAccess(std::string_view key) {
 
 absl::StatusOr<SessionRecord> TieredStore::ReadSession(const std::string& key, int64_t now_ms,
                                                        bool* expired) {
-  auto bytes = records_->Get(Column::kSessions, key);
-  if (!bytes.ok()) {
-    if (absl::IsNotFound(bytes.status())) return absl::NotFoundError("session: not found");
-    return bytes.status();
-  }
-  QAQKV_ASSIGN_OR_RETURN(SessionRecord record, DecodeSessionRecord(*bytes));
+  QAQKV_ASSIGN_OR_RETURN(SessionRecord record, metadata_.GetSession(key));
   record.accessed_ms = LastAccess(key, record);
   *expired = record.ExpiredAt(now_ms);
   return record;
@@ -611,11 +599,11 @@ absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view s
   base::MutexLock lock(&StripeFor(key));
   const int64_t now = NowMs();
   record.created_ms = now;
-  if (auto old = records_->Get(Column::kSessions, key); old.ok()) {
-    if (auto decoded = DecodeSessionRecord(*old); decoded.ok()) record.created_ms = decoded->created_ms;
+  if (absl::StatusOr<SessionRecord> old = metadata_.GetSession(key); old.ok()) {
+    record.created_ms = old->created_ms;
   }
   record.accessed_ms = now;
-  QAQKV_RETURN_IF_ERROR(records_->Put(Column::kSessions, key, EncodeSessionRecord(record)));
+  QAQKV_RETURN_IF_ERROR(metadata_.PutSession(key, record));
   ForgetAccess(key);  // the record itself holds the newest access now
   return absl::OkStatus();
 }
@@ -629,7 +617,7 @@ absl::StatusOr<SessionRecord> TieredStore::GetSession(std::string_view tenant,
   bool expired = false;
   QAQKV_ASSIGN_OR_RETURN(SessionRecord record, ReadSession(key, now, &expired));
   if (expired) {
-    if (absl::Status s = records_->Delete(Column::kSessions, key); s.ok()) ForgetAccess(key);
+    if (absl::Status s = metadata_.DeleteSession(key); s.ok()) ForgetAccess(key);
     return absl::NotFoundError("session: not found");
   }
   // Every access renews the TTL (kvcache.proto, Session.ttl_ms).
@@ -644,17 +632,14 @@ absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_v
   const std::string prefix = TenantPrefix('S', tenant);
   std::vector<std::string> out;
   const int64_t now = NowMs();
-  QAQKV_RETURN_IF_ERROR(records_->Scan(Column::kSessions, prefix,
-                                    [&](std::string_view key, std::string_view bytes) {
-                                      if (out.size() >= limit) return false;
-                                      auto record = DecodeSessionRecord(bytes);
-                                      if (!record.ok()) return true;
-                                      record->accessed_ms = LastAccess(key, *record);
-                                      if (!record->ExpiredAt(now)) {
-                                        out.emplace_back(key.substr(prefix.size()));
-                                      }
-                                      return true;
-                                    }));
+  QAQKV_RETURN_IF_ERROR(metadata_.ScanSessions(
+      prefix, [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
+        if (out.size() >= limit) return false;
+        if (!record.ok()) return true;
+        record->accessed_ms = LastAccess(key, *record);
+        if (!record->ExpiredAt(now)) out.emplace_back(key.substr(prefix.size()));
+        return true;
+      }));
   return out;
 }
 
@@ -664,7 +649,7 @@ absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_vie
   base::MutexLock lock(&StripeFor(key));
   bool expired = false;
   QAQKV_RETURN_IF_ERROR(ReadSession(key, NowMs(), &expired).status());
-  QAQKV_RETURN_IF_ERROR(records_->Delete(Column::kSessions, key));
+  QAQKV_RETURN_IF_ERROR(metadata_.DeleteSession(key));
   ForgetAccess(key);
   if (expired) return absl::NotFoundError("session: not found");
   return absl::OkStatus();
@@ -683,9 +668,7 @@ size_t TieredStore::WriteBackSessionAccess() {
   size_t written = 0;
   for (const auto& [key, accessed] : pending) {
     base::MutexLock lock(&StripeFor(key));
-    auto bytes = records_->Get(Column::kSessions, key);
-    absl::StatusOr<SessionRecord> record =
-        bytes.ok() ? DecodeSessionRecord(*bytes) : absl::StatusOr<SessionRecord>(bytes.status());
+    absl::StatusOr<SessionRecord> record = metadata_.GetSession(key);
     if (!record.ok()) {
       if (!absl::IsNotFound(record.status())) {
         BackgroundError("session access write-back", record.status());
@@ -696,8 +679,7 @@ size_t TieredStore::WriteBackSessionAccess() {
     }
     if (record->accessed_ms < accessed) {
       record->accessed_ms = accessed;
-      if (absl::Status s = records_->Put(Column::kSessions, key, EncodeSessionRecord(*record));
-          !s.ok()) {
+      if (absl::Status s = metadata_.PutSession(key, *record); !s.ok()) {
         BackgroundError("session access write-back", s);
         continue;
       }
@@ -715,18 +697,17 @@ size_t TieredStore::WriteBackSessionAccess() {
 
 absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
   std::vector<std::string> doomed;
-  QAQKV_RETURN_IF_ERROR(records_->Scan(Column::kSessions, "",
-                                    [&](std::string_view key, std::string_view bytes) {
-                                      auto record = DecodeSessionRecord(bytes);
-                                      // An unreadable record can never be resumed: it goes too.
-                                      if (!record.ok()) {
-                                        doomed.emplace_back(key);
-                                        return true;
-                                      }
-                                      record->accessed_ms = LastAccess(key, *record);
-                                      if (record->ExpiredAt(now_ms)) doomed.emplace_back(key);
-                                      return true;
-                                    }));
+  QAQKV_RETURN_IF_ERROR(metadata_.ScanSessions(
+      "", [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
+        // An unreadable record can never be resumed: it goes too.
+        if (!record.ok()) {
+          doomed.emplace_back(key);
+          return true;
+        }
+        record->accessed_ms = LastAccess(key, *record);
+        if (record->ExpiredAt(now_ms)) doomed.emplace_back(key);
+        return true;
+      }));
   size_t removed = 0;
   for (const std::string& key : doomed) {
     // Re-check under the session's lock: a PutSession or an access since the
@@ -736,7 +717,7 @@ absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
     absl::StatusOr<SessionRecord> record = ReadSession(key, now_ms, &expired);
     if (absl::IsNotFound(record.status())) continue;
     if (record.ok() && !expired) continue;
-    if (absl::Status s = records_->Delete(Column::kSessions, key); !s.ok()) {
+    if (absl::Status s = metadata_.DeleteSession(key); !s.ok()) {
       BackgroundError("expiring a session", s);
       continue;
     }

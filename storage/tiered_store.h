@@ -1,6 +1,6 @@
-// The tiered PageStore: block and session records in a record database
-// (RocksDB, column families `blocks` and `sessions`), and page bytes in an
-// ordered list of page tiers (page_tier.h). On disk the list is the DRAM
+// The tiered PageStore: block and session records in the metadata store
+// (metadata_store.h: RocksDB column families `blocks` and `sessions`), and
+// page bytes in an ordered list of page tiers (page_tier.h). On disk the list is the DRAM
 // tier in front of the RocksDB tier (the record database's `pages` column);
 // memory-only it is the DRAM tier alone.
 //
@@ -39,6 +39,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "base/mutex.h"
 #include "storage/block_record.h"
+#include "storage/metadata_store.h"
 #include "storage/page_store.h"
 #include "storage/page_tier.h"
 #include "storage/rocksdb_tier.h"
@@ -148,7 +149,8 @@ class TieredStore final : public PageStore {
   // Memory-only: blocks dropped because the DRAM tier evicted one of their
   // pages (it held the only copy).
   uint64_t BlocksDropped() const { return blocks_dropped_.load(std::memory_order_relaxed); }
-  // The record database (and, on disk, the RocksDB tier's pages column).
+  // The record database under the metadata store (and, on disk, the RocksDB
+  // tier's pages column), for flushing at shutdown and for tests.
   RocksDbTier& records() { return *records_; }
 
   class Token {
@@ -206,12 +208,12 @@ class TieredStore final : public PageStore {
   void CacheAbove(size_t tier, std::string_view page_key, const PageBuffer& buffer);
   // Erases page keys from every tier, and from the home tier in the same
   // batch as `records` when it lives in the record database.
-  absl::Status ErasePages(std::span<const std::string> page_keys,
-                          std::vector<Mutation> records);
+  absl::Status ErasePages(std::span<const std::string> page_keys, RecordBatch records);
 
   const TieredStoreOptions options_;
-  // Declared before the tiers: the RocksDB tier refers to it.
+  // Declared before the metadata store and the tiers: both refer to it.
   std::unique_ptr<RocksDbTier> records_;
+  MetadataStore metadata_;
   std::vector<std::unique_ptr<PageTier>> tiers_;  // read order; the last is home
   size_t dram_budget_ = 0;
   // Serializes the read-modify-write of one block's record across streams.
