@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "base/strings.h"
@@ -96,6 +98,26 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
     return ErrnoError(err, field, path, "write");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<TempDir> TempDir::Create(std::string_view prefix) {
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::temp_directory_path(ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("temporary directory: ", ec.message()));
+  std::string tmpl = (parent / absl::StrCat(AsAbsl(prefix), "-XXXXXX")).string();
+  if (mkdtemp(tmpl.data()) == nullptr) {
+    return ErrnoError(errno, "temporary directory", parent.string(), "create a directory in");
+  }
+  return TempDir(std::move(tmpl));
+}
+
+TempDir::TempDir(TempDir&& other) noexcept
+    : path_(std::exchange(other.path_, std::string())), keep_(other.keep_) {}
+
+TempDir::~TempDir() {
+  if (path_.empty() || keep_) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
 }
 
 }  // namespace qaqkv::base

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
@@ -22,6 +23,28 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view f
 // and the reason; nothing is left behind on failure.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents,
                                  std::string_view field);
+
+// A fresh directory under the system's temporary directory, removed with
+// everything in it when the object goes (on every return path of its
+// owner), unless Keep() was called, for example to leave a failed run's logs.
+class TempDir {
+ public:
+  // `prefix` starts the directory's name ("qaqkv-bench"). kUnavailable
+  // (kPermissionDenied when not allowed) naming the parent on failure.
+  static absl::StatusOr<TempDir> Create(std::string_view prefix);
+  TempDir(TempDir&& other) noexcept;
+  TempDir& operator=(TempDir&&) = delete;
+  TempDir(const TempDir&) = delete;
+  ~TempDir();
+
+  const std::string& path() const { return path_; }
+  void Keep() { keep_ = true; }
+
+ private:
+  explicit TempDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;  // empty once moved from
+  bool keep_ = false;
+};
 
 }  // namespace qaqkv::base
 

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/child_process.h"
+#include "base/file.h"
 #include "base/status_macros.h"
 #include "kernels/codec.h"
 #include "qaqkv/client.h"
@@ -237,17 +238,9 @@ int RunBenchService(const BenchServiceArgs& args) {
   const std::vector<std::string> pages = std::move(*made);
   const uint64_t op_bytes = pages.size() * pages[0].size();
 
-  std::string tmpl = (fs::temp_directory_path() / "qaqkv-bench-service-XXXXXX").string();
-  if (mkdtemp(tmpl.data()) == nullptr) return Fail("cannot create a temporary directory");
-  const std::string dir = tmpl;
-  struct Cleanup {
-    std::string dir;
-    bool keep;
-    ~Cleanup() {
-      std::error_code ec;
-      if (!keep) fs::remove_all(dir, ec);
-    }
-  } cleanup{dir, false};
+  absl::StatusOr<base::TempDir> temp = base::TempDir::Create("qaqkv-bench-service");
+  if (!temp.ok()) return Fail(temp.status().ToString());
+  const std::string dir = temp->path();
 
   auto server_cpus = ParseCpuList(args.server_cpus, "--server-cpus");
   if (!server_cpus.ok()) {
@@ -259,7 +252,7 @@ int RunBenchService(const BenchServiceArgs& args) {
   absl::StatusOr<std::vector<Server>> started =
       StartServers(args, dir, memory_bytes, *server_cpus);
   if (!started.ok()) {
-    cleanup.keep = true;  // its log tells why
+    temp->Keep();  // its log tells why
     return Fail(started.status().ToString());
   }
   std::vector<Server> servers = std::move(*started);
@@ -412,7 +405,7 @@ int RunBenchService(const BenchServiceArgs& args) {
     server.clients.clear();
     auto rc = server.process->Stop(SIGTERM, absl::Seconds(30));
     if (!rc.ok() || *rc != 0) {
-      cleanup.keep = true;
+      temp->Keep();
       return Fail(absl::StrCat(server.name, " did not stop cleanly (see ", dir, ")"));
     }
   }

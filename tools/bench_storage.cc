@@ -14,11 +14,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
+#include <optional>
 #include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/file.h"
 #include "storage/tiered_store.h"
 #include "tools/commands.h"
 #include "tools/internal/flag_check.h"
@@ -29,7 +30,6 @@ namespace qaqkv::tools {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-namespace fs = std::filesystem;
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "qaqkv bench storage: %s\n", msg.c_str());
@@ -76,24 +76,17 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     return Fail(std::string(st.message()));
   }
   const size_t page_bytes = size_t(args.page_kib) * 1024;
+  // A failed run writes up to 4x --memory-mib into the directory: a
+  // temporary one goes on every return, not only after a successful report.
+  // (Declared before the stores, so the stores close first.)
+  std::optional<base::TempDir> own_dir;
   std::string dir = args.dir;
-  const bool own_dir = dir.empty();
-  if (own_dir) {
-    std::string tmpl = (fs::temp_directory_path() / "qaqkv-bench-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) return Fail("cannot create a temporary directory");
-    dir = tmpl;
+  if (dir.empty()) {
+    absl::StatusOr<base::TempDir> made = base::TempDir::Create("qaqkv-bench");
+    if (!made.ok()) return Fail(made.status().ToString());
+    own_dir.emplace(std::move(*made));
+    dir = own_dir->path();
   }
-  // A failed run writes up to 4x --memory-mib into the directory: remove a
-  // temporary one on every return, not only after a successful report.
-  // (Declared after `dir`, and before the stores, so the stores close first.)
-  struct RemoveOnExit {
-    std::string dir;
-    ~RemoveOnExit() {
-      if (dir.empty()) return;
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } remove_on_exit{own_dir ? dir : std::string()};
   auto fail = [&](absl::string_view phase, const std::string& what, const absl::Status& st) {
     return Fail(absl::StrCat(phase, ": ", what, ": ", st.ToString()));
   };

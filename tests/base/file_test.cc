@@ -55,5 +55,51 @@ TEST_F(FileTest, UnreadableFileIsPermissionDenied) {
   EXPECT_EQ(ReadFile(path, "--auth-tokens").status().code(), absl::StatusCode::kPermissionDenied);
 }
 
+TEST(TempDirTest, RemovedWithItsContentsUnlessKeptAndMovesOwnership) {
+  std::string removed, kept, moved_to;
+  {
+    absl::StatusOr<TempDir> dir = TempDir::Create("qaqkv-tempdir-test");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    removed = dir->path();
+    EXPECT_NE(removed.find("/qaqkv-tempdir-test-"), std::string::npos) << removed;
+    ASSERT_TRUE(std::filesystem::is_directory(removed));
+    std::filesystem::create_directories(removed + "/sub");
+    std::ofstream(removed + "/sub/file") << "x";
+  }
+  EXPECT_FALSE(std::filesystem::exists(removed));
+  {
+    absl::StatusOr<TempDir> dir = TempDir::Create("qaqkv-tempdir-test");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    kept = dir->path();
+    dir->Keep();
+  }
+  EXPECT_TRUE(std::filesystem::is_directory(kept));
+  std::filesystem::remove_all(kept);
+  {
+    absl::StatusOr<TempDir> dir = TempDir::Create("qaqkv-tempdir-test");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    TempDir owner(std::move(*dir));
+    moved_to = owner.path();
+    dir = absl::UnknownError("the moved-from one goes first");  // must not remove it
+    EXPECT_TRUE(std::filesystem::is_directory(moved_to));
+  }
+  EXPECT_FALSE(std::filesystem::exists(moved_to));
+}
+
+TEST(TempDirTest, AnUnusableParentIsAnErrorNamingIt) {
+  const char* old = std::getenv("TMPDIR");
+  const std::string saved = old ? old : "";
+  setenv("TMPDIR", "/proc/qaqkv-no-such-dir", 1);
+  absl::StatusOr<TempDir> dir = TempDir::Create("x");
+  if (old) {
+    setenv("TMPDIR", saved.c_str(), 1);
+  } else {
+    unsetenv("TMPDIR");
+  }
+  ASSERT_FALSE(dir.ok());
+  EXPECT_NE(dir.status().message().find("temporary directory"), absl::string_view::npos)
+      << dir.status();
+}
+
 }  // namespace
 }  // namespace qaqkv::base
