@@ -11,6 +11,7 @@ PACKAGES=(
   libcpp-httplib-dev libhiredis-dev redis-server openssl libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-matplotlib python3-numpy python3-yaml
+  python3-dev python3-pybind11 pybind11-dev python3-pytest python3-torch
 )
 
 missing=()
