@@ -312,13 +312,23 @@ def _tokens_tensor(tokens: Tokens, vocab: int = 256) -> torch.Tensor:
 class TinyLM:
     """The tinylm model: fp32 compute from (fp16) weights, with a :class:`KVCache`."""
 
-    def __init__(self, weights: Mapping[str, ArrayLike], config: Optional[TinyLMConfig] = None) -> None:
+    def __init__(self, weights: Mapping[str, ArrayLike], config: Optional[TinyLMConfig] = None,
+                 cache_dtype: torch.dtype = torch.float32) -> None:
         """Build the model from a name -> array mapping (names as in ``weights.safetensors``).
+
+        ``cache_dtype`` is the precision of the KV cache: float32 (the default, what the
+        tinylm-kv files were dumped with) or float16/bfloat16, as an inference engine keeps
+        its cache. With a 16-bit cache every new K and V is rounded before attention reads
+        it (written to the cache, then read from it), so a cache rebuilt from fp16 pages is
+        bit-identical to the one a process kept. Cache tensors stay float32 either way.
 
         Raises ``ValueError`` naming the tensor when one is missing or misshaped.
         """
         cfg = config or TinyLMConfig()
         self.config = cfg
+        if cache_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"cache_dtype: {cache_dtype} is not float32, float16 or bfloat16")
+        self.cache_dtype = cache_dtype
         qd, kvd = cfg.num_q_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         if cfg.num_q_heads % cfg.num_kv_heads:
             raise ValueError(f"{cfg.num_q_heads} query heads are not a multiple of {cfg.num_kv_heads} KV heads")
@@ -362,14 +372,16 @@ class TinyLM:
         self._sin = torch.from_numpy(np.sin(angles).astype(np.float32))
 
     @classmethod
-    def load(cls, path: Optional[Union[str, "os.PathLike[str]"]] = None) -> "TinyLM":
+    def load(cls, path: Optional[Union[str, "os.PathLike[str]"]] = None,
+             cache_dtype: torch.dtype = torch.float32) -> "TinyLM":
         """Load weights from a safetensors file (default: :func:`default_weights_path`).
 
-        The config comes from the file's ``__metadata__["config"]`` where present.
+        The config comes from the file's ``__metadata__["config"]`` where present;
+        ``cache_dtype`` as in the constructor.
         """
         p = Path(path) if path is not None else default_weights_path()
         tensors, metadata = safetensors.load(p)
-        return cls(tensors, TinyLMConfig.from_metadata(metadata))
+        return cls(tensors, TinyLMConfig.from_metadata(metadata), cache_dtype)
 
     # ---- building blocks -------------------------------------------------------------
 
@@ -428,6 +440,9 @@ class TinyLM:
             q = self._rope(F.linear(h, w["wq"]).view(T, H, D), pos)
             k = self._rope(F.linear(h, w["wk"]).view(T, KV, D), pos)
             v = F.linear(h, w["wv"]).view(T, KV, D)
+            if self.cache_dtype != torch.float32:
+                k = k.to(self.cache_dtype).float()
+                v = v.to(self.cache_dtype).float()
             if return_queries:
                 queries.append(q.clone())
             k_all = torch.cat((cache.keys[l], k), 0) if start else k

@@ -353,3 +353,18 @@ def test_safetensors_errors(tmp_path: Path) -> None:
     notjson.write_bytes(struct.pack("<Q", 4) + b"{{{{" + data)
     with pytest.raises(ValueError, match=r"nj\.safetensors.*JSON"):
         safetensors.load(notjson)
+
+
+def test_a_16_bit_cache_rebuilt_from_fp16_is_bit_identical() -> None:
+    model16 = tinylm.TinyLM.load(cache_dtype=torch.float16)
+    text = bytes(range(32, 127)) * 3
+    _, cache = model16.prefill(text[:200])
+    for k in cache.keys:
+        assert torch.equal(k, k.half().float())  # every cached value is an fp16 value
+    keys, values = cache.to_numpy(np.float16)
+    rebuilt = tinylm.KVCache.from_arrays(model16.config, keys, values)
+    a, _ = model16.prefill(text[200:230], cache)
+    b, _ = model16.prefill(text[200:230], rebuilt)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="cache_dtype"):
+        tinylm.TinyLM.load(cache_dtype=torch.int8)
