@@ -24,7 +24,15 @@ for b in "${bins[@]}"; do
   mkdir -p "$stage/gpu-bundle/$(dirname "$b")"
   cp "$build/$b" "$stage/gpu-bundle/$b"
 done
-ldd "${bins[@]/#/$build/}" | awk '/=> \//{print $3}' | sort -u |
+# The Python package and its GPU test, when the build has them.
+libs_of=("${bins[@]/#/$build/}")
+if [[ -d "$build/python/qaqkv" ]]; then
+  cp -r "$build/python" "$stage/gpu-bundle/python"
+  mkdir -p "$stage/gpu-bundle/python-tests"
+  cp python/tests/conftest.py python/tests/test_gpu.py "$stage/gpu-bundle/python-tests/"
+  libs_of+=("$build"/python/qaqkv/_qaqkv*.so)
+fi
+ldd "${libs_of[@]}" | awk '/=> \//{print $3}' | sort -u |
   grep -Ev '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libstdc\+\+|libgcc_s|libnccl)\.so' |
   while read -r lib; do cp -L "$lib" "$stage/gpu-bundle/lib/"; done
 tar -C "$stage" -cJf "$tarball" gpu-bundle

@@ -49,7 +49,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 if [[ "${QAQKV_SKIP_BUILD:-0}" != 1 ]]; then
   step configure cmake --preset release -DQAQKV_ENABLE_CUDA=ON -DQAQKV_BUILD_BENCHMARKS=ON
   targets=(codec_cuda_test client_device_test qaqkv-server codec_cuda_bench codec_test
-           fast_path_test)
+           fast_path_test qaqkv_python)
   # The NCCL transport's test exists when NCCL was found at configure time.
   grep -q 'client_nccl_transport_test' "$build/build.ninja" 2>/dev/null &&
     targets+=(client_nccl_transport_test)
@@ -62,6 +62,16 @@ nccl_bin="$build/tests/client/client_nccl_transport_test"
 step codec-gpu "$test_bin"
 step client-device "$device_bin"
 [[ -x "$nccl_bin" ]] && step nccl "$nccl_bin"
+# The Python package's device path (python/tests/test_gpu.py): needs a
+# python3 of the module's version with numpy and pytest on this machine.
+py_tests="${QAQKV_PYTHON_TESTS:-python/tests}"
+[[ -n "${QAQKV_BUNDLE:-}" ]] && py_tests="$build/python-tests"
+if PYTHONPATH="$build/python" python3 -c 'import numpy, pytest, qaqkv' 2>/dev/null; then
+  step python-gpu env PYTHONPATH="$build/python" python3 -m pytest -q -p no:cacheprovider \
+    "$py_tests/test_gpu.py"
+else
+  echo; echo "=== python-gpu: skipped (no python3 here that imports numpy, pytest and $build/python/qaqkv)"
+fi
 step bench "$build/bench/codec_cuda_bench" "$@"
 [[ "${QAQKV_SKIP_BUILD:-0}" != 1 ]] &&
   step ctest-kernels ctest --test-dir "$build" -R 'Codec|FastPath' -LE gpu --output-on-failure

@@ -71,6 +71,8 @@ inline void* AsPointer(uintptr_t address) { return reinterpret_cast<void*>(addre
 
 void RegisterCodec(py::module_& m);
 void RegisterClient(py::module_& m);
+// CUDA builds only (device.cc).
+void RegisterDevice(py::module_& m);
 
 }  // namespace qaqkv::python
 

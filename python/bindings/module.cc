@@ -5,6 +5,12 @@
 
 PYBIND11_MODULE(_qaqkv, m) {
   m.doc() = "Native bindings of qaqkv (use the `qaqkv` package, not this module).";
+#ifdef QAQKV_HAVE_CUDA
+  m.attr("_has_cuda") = true;
+  qaqkv::python::RegisterDevice(m);
+#else
+  m.attr("_has_cuda") = false;
+#endif
   qaqkv::python::RegisterCodec(m);
   qaqkv::python::RegisterClient(m);
 }

@@ -7,7 +7,8 @@ numpy array of the raw bits with ``dtype="bf16"``.
 
 Inputs are read in place when they are C-contiguous (a copy is made
 otherwise); outputs must be writable and C-contiguous, since the decoded
-values go straight into them. torch CUDA tensors pass as device addresses,
+values go straight into them. torch CUDA tensors, and any GPU array with
+``__cuda_array_interface__`` (CuPy, Numba, ...), pass as device addresses,
 which the client's device path (CUDA builds) encodes and decodes on the GPU.
 torch is imported only when a tensor is passed.
 """
@@ -19,6 +20,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from qaqkv import _qaqkv
 from qaqkv.errors import InvalidArgument
 
 _NUMPY_DTYPES = {np.dtype(np.float16): "fp16", np.dtype(np.float32): "fp32"}
@@ -46,8 +48,43 @@ class Buffer:
     keep: Any = field(repr=False)  # the object that owns the memory
 
 
+_CAI_DTYPES = {"<f2": "fp16", "<f4": "fp32"}
+
+
+def _cuda_buffer(x: Any, cai: dict, name: str, writable: bool, dtype: Optional[str]) -> Buffer:
+    """A GPU array through __cuda_array_interface__ (contiguous only)."""
+    if not _qaqkv._has_cuda:
+        raise InvalidArgument(f"{name}: a CUDA array, but this qaqkv was built without CUDA")
+    typestr = cai["typestr"]
+    if typestr in ("<u2", "<i2"):
+        if dtype != "bf16":
+            raise InvalidArgument(f"{name}: a {typestr} array holds bf16 bits only with "
+                                  "dtype='bf16'")
+        found = "bf16"
+    else:
+        found = _CAI_DTYPES.get(typestr)
+        if found is None:
+            raise InvalidArgument(f"{name}: CUDA array typestr {typestr} is not <f2 or <f4")
+        if dtype is not None and dtype != found:
+            raise InvalidArgument(f"{name}: dtype {found}, expected {dtype}")
+    shape = tuple(int(n) for n in cai["shape"])
+    strides = cai.get("strides")
+    item = 4 if found == "fp32" else 2
+    if strides is not None:
+        want = tuple(int(np.prod(shape[i + 1:])) * item for i in range(len(shape)))
+        if tuple(strides) != want:
+            raise InvalidArgument(f"{name}: the CUDA array must be C-contiguous")
+    address, readonly = cai["data"]
+    if writable and readonly:
+        raise InvalidArgument(f"{name}: the output CUDA array is read-only")
+    return Buffer(int(address), shape, found, "cuda", x)
+
+
 def buffer(x: Any, name: str, *, writable: bool = False, dtype: Optional[str] = None) -> Buffer:
     """`x` as a Buffer; InvalidArgument naming `name` when it cannot be one."""
+    cai = None if _is_torch(x) else getattr(x, "__cuda_array_interface__", None)
+    if cai is not None:
+        return _cuda_buffer(x, cai, name, writable, dtype)
     if _is_torch(x):
         found = _torch_dtype_name(x)
         if found is None:
@@ -63,6 +100,9 @@ def buffer(x: Any, name: str, *, writable: bool = False, dtype: Optional[str] = 
         device = "cpu" if x.device.type == "cpu" else str(x.device)
         if x.device.type not in ("cpu", "cuda"):
             raise InvalidArgument(f"{name}: tensors on {x.device} are not supported")
+        if x.device.type == "cuda" and not _qaqkv._has_cuda:
+            raise InvalidArgument(f"{name}: a CUDA tensor, but this qaqkv was built without "
+                                  "CUDA (copy it to the CPU, or build with CUDA)")
         return Buffer(x.data_ptr(), tuple(x.shape), found, device, x)
     if not isinstance(x, np.ndarray):
         if writable:

@@ -4,6 +4,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+_has_cuda: bool  # the client has its CUDA device path
+
 class Geometry:
     num_layers: int
     num_kv_heads: int

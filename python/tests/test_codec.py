@@ -221,3 +221,33 @@ def test_errors_carry_code_and_message() -> None:
         qaqkv.canonical_codec("zip")
     assert info.value.code == "INVALID_ARGUMENT"
     assert "zip" in info.value.message and str(info.value).startswith("INVALID_ARGUMENT: ")
+
+
+class FakeCudaArray:
+    """Only the __cuda_array_interface__ dict: never dereferenced here."""
+
+    def __init__(self, shape, typestr="<f2", strides=None, readonly=False) -> None:
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr,
+                                         "data": (0x7000_0000, readonly), "strides": strides,
+                                         "version": 3}
+
+
+def test_gpu_arrays_are_read_through_the_cuda_array_interface() -> None:
+    from qaqkv import _arrays, _qaqkv
+
+    if not _qaqkv._has_cuda:
+        with pytest.raises(qaqkv.InvalidArgument, match="without CUDA"):
+            _arrays.buffer(FakeCudaArray((4, 2, 8)), "k")
+        return
+    b = _arrays.buffer(FakeCudaArray((4, 2, 8)), "k")
+    assert (b.address, b.shape, b.dtype, b.device) == (0x7000_0000, (4, 2, 8), "fp16", "cuda")
+    assert _arrays.buffer(FakeCudaArray((4, 2, 8), strides=(32, 16, 2)), "k").dtype == "fp16"
+    with pytest.raises(qaqkv.InvalidArgument, match="C-contiguous"):
+        _arrays.buffer(FakeCudaArray((4, 2, 8), strides=(64, 16, 2)), "k")
+    with pytest.raises(qaqkv.InvalidArgument, match="read-only"):
+        _arrays.buffer(FakeCudaArray((4, 2, 8), readonly=True), "out", writable=True)
+    with pytest.raises(qaqkv.InvalidArgument, match="typestr"):
+        _arrays.buffer(FakeCudaArray((4, 2, 8), typestr="<f8"), "k")
+    assert _arrays.buffer(FakeCudaArray((4,), typestr="<u2"), "k", dtype="bf16").dtype == "bf16"
+    with pytest.raises(qaqkv.InvalidArgument, match="CPU arrays"):
+        qaqkv.encode(FakeCudaArray((4, 2, 8)), FakeCudaArray((4, 2, 8)), "fp16")
