@@ -48,6 +48,16 @@ echo
 echo "== qaqkv stats =="
 ./build/release/tools/qaqkv stats --target "127.0.0.1:$port"
 
+echo
+echo "== python3 -m qaqkv.chat: a tinylm chat, each turn a fresh worker that resumes the session layer by layer =="
+# Every turn runs in a new process: resume from the server, prefill the
+# user's bytes, generate 48 bytes, offload the session (QAQ with the model's
+# own queries as side inputs), exit. Compared with a process that never
+# offloaded: fp16 must give bit-identical logits and bytes (exits 1 if not).
+cmake --build --preset release --target qaqkv_python >/dev/null
+PYTHONPATH="$PWD/build/release/python" /usr/bin/python3 -m qaqkv.chat run \
+  --server "127.0.0.1:$port" --turns 4 --codecs fp16 qaq int4 kivi2
+
 kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -161,6 +162,19 @@ def test_errors_keep_the_servers_code_and_message(client: qaqkv.Client, server) 
         dead.lookup(unknown)
 
 
+def wait_until_stopped(pid: int) -> None:
+    """Until the kernel has stopped every thread of `pid` (SIGSTOP is delivered
+    asynchronously, and a loaded machine may run a server thread meanwhile)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = [open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0]
+                  for t in os.listdir(f"/proc/{pid}/task")]
+        if all(s == "T" for s in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"server {pid} did not stop")
+
+
 def test_the_gil_is_released_during_calls(make_server) -> None:
     # A stopped server holds the call until its deadline; meanwhile this
     # thread must keep running Python. Holding the GIL, the call would stall
@@ -178,6 +192,7 @@ def test_the_gil_is_released_during_calls(make_server) -> None:
 
     stopped.process.send_signal(signal.SIGSTOP)
     try:
+        wait_until_stopped(stopped.process.pid)
         worker = threading.Thread(target=call)
         start = time.monotonic()
         worker.start()
