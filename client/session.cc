@@ -87,10 +87,11 @@ absl::StatusOr<CheckedSpec> CheckSpec(const SessionSpec& spec) {
   return out;
 }
 
-}  // namespace
-
-absl::Status Client::SaveSession(const SessionSpec& spec) {
-  QAQKV_ASSIGN_OR_RETURN(const CheckedSpec checked, CheckSpec(spec));
+// The PutSession request of `spec`, its tail encoded (SaveSession, and
+// OffloadSession, which also reports the tail's size).
+absl::StatusOr<v1::PutSessionRequest> SessionRequest(const SessionSpec& spec,
+                                                     const CheckedSpec& checked,
+                                                     size_t max_message_bytes) {
   const Geometry& g = spec.geometry;
   const CodecConfig& config = checked.config;
   const int64_t tail = checked.tail;
@@ -140,15 +141,25 @@ absl::Status Client::SaveSession(const SessionSpec& spec) {
     }
     session.set_tail(reinterpret_cast<const char*>(page->data()), page->size());
   }
-  if (request.ByteSizeLong() > impl_->options().max_message_bytes) {
+  if (request.ByteSizeLong() > max_message_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "session: ", request.ByteSizeLong(), " bytes exceed options.max_message_bytes"));
   }
+  return request;
+}
+
+}  // namespace
+
+absl::Status Client::SaveSession(const SessionSpec& spec) {
+  QAQKV_ASSIGN_OR_RETURN(const CheckedSpec checked, CheckSpec(spec));
+  QAQKV_ASSIGN_OR_RETURN(const v1::PutSessionRequest request,
+                         SessionRequest(spec, checked, impl_->options().max_message_bytes));
   return impl_->PutSession(request);
 }
 
-absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
-                                    const QaqInputs& side) {
+absl::StatusOr<OffloadResult> Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
+                                                     const QaqInputs& side) {
+  const absl::Time start = absl::Now();
   QAQKV_ASSIGN_OR_RETURN(const CheckedSpec checked, CheckSpec(spec));
   const Geometry& g = spec.geometry;
   const CodecConfig& config = checked.config;
@@ -166,6 +177,7 @@ absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
 
   const std::string codec = config.Name();
   QAQKV_ASSIGN_OR_RETURN(const size_t committed, Lookup(spec.blocks, &g, codec));
+  OffloadResult result;
   if (committed < spec.blocks.size()) {
     OffloadRequest offload;
     offload.geometry = g;
@@ -175,8 +187,9 @@ absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
     offload.kv.tokens = buffer_tokens;
     offload.kv.first_token = kv.first_token + static_cast<int64_t>(committed) * g.block_tokens;
     offload.side = side;
-    QAQKV_RETURN_IF_ERROR(Offload(offload).status());
+    QAQKV_ASSIGN_OR_RETURN(result, Offload(offload));
   }
+  result.blocks_committed = spec.blocks.size();
   SessionSpec save;
   save.session_id = spec.session_id;
   save.geometry = g;
@@ -189,7 +202,19 @@ absl::Status Client::OffloadSession(const SessionSpec& spec, const HostKv& kv,
     save.tail.tokens = buffer_tokens;
     save.tail.first_token = kv.first_token + block_rows;
   }
-  return SaveSession(save);
+  QAQKV_ASSIGN_OR_RETURN(const CheckedSpec save_checked, CheckSpec(save));
+  QAQKV_ASSIGN_OR_RETURN(const v1::PutSessionRequest request,
+                         SessionRequest(save, save_checked, impl_->options().max_message_bytes));
+  QAQKV_RETURN_IF_ERROR(impl_->PutSession(request));
+  if (tail > 0) {
+    // The tail counts as one more stored page, as the blocks' pages do.
+    result.pages += 1;
+    result.raw_bytes += static_cast<uint64_t>(tail) * g.num_layers * g.num_kv_heads *
+                        g.head_dim * 2 * 2;
+    result.stored_bytes += request.session().tail().size();
+  }
+  result.total_time = absl::Now() - start;
+  return result;
 }
 
 absl::StatusOr<SessionInfo> Client::GetSession(std::string_view session_id) {

@@ -220,7 +220,7 @@ int RunPut(const PutArgs& a) {
   auto before = (*client)->Lookup(spec.blocks, &spec.geometry, a.codec);
   if (!before.ok()) return Fail("put", before.status().ToString(), CodeFor(before.status()));
   const auto t0 = std::chrono::steady_clock::now();
-  if (absl::Status st = (*client)->OffloadSession(spec, kv, side); !st.ok()) {
+  if (absl::Status st = (*client)->OffloadSession(spec, kv, side).status(); !st.ok()) {
     return Fail("put", st.ToString(), CodeFor(st));
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -104,7 +104,7 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
 
   QAQKV_ASSIGN_OR_RETURN(const qc::ServerStats before, client.GetStats());
   const auto t0 = std::chrono::steady_clock::now();
-  QAQKV_RETURN_IF_ERROR(client.OffloadSession(spec, kv, side));
+  QAQKV_RETURN_IF_ERROR(client.OffloadSession(spec, kv, side).status());
   Outcome out;
   out.offload_s = Since(t0);
   QAQKV_ASSIGN_OR_RETURN(const qc::ServerStats after, client.GetStats());

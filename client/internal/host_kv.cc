@@ -3,7 +3,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "base/ids.h"
 #include "base/status_macros.h"
 #include "qaqkv/limits.h"
@@ -94,9 +96,15 @@ absl::StatusOr<::qaqkv::CodecConfig> ParseCodec(std::string_view codec, std::str
   if (codec.empty()) return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": empty"));
   absl::StatusOr<::qaqkv::CodecConfig> config = ::qaqkv::ParseCodecConfig(codec);
   if (!config.ok()) {
-    // The kernels' message starts with "codec: ..."; say which request field.
-    return absl::InvalidArgumentError(
-        absl::StrCat(Sv(field), " '", Sv(codec), "': ", config.status().message()));
+    // The kernels' message starts with "codec: "; name the request field
+    // instead, and the spelling unless the message quotes it already.
+    absl::string_view why = config.status().message();
+    absl::ConsumePrefix(&why, "codec: ");
+    const std::string quoted = absl::StrCat("'", Sv(codec), "'");
+    if (absl::StrContains(why, quoted)) {
+      return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": ", why));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(Sv(field), " ", quoted, ": ", why));
   }
   return config;
 }

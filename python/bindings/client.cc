@@ -94,6 +94,17 @@ py::dict TierDict(const qc::TierStats& t) {
   return d;
 }
 
+py::dict OffloadDict(const qc::OffloadResult& r) {
+  py::dict d;
+  d["blocks_committed"] = r.blocks_committed;
+  d["pages"] = r.pages;
+  d["raw_bytes"] = r.raw_bytes;
+  d["stored_bytes"] = r.stored_bytes;
+  d["encode_seconds"] = Seconds(r.encode_time);
+  d["seconds"] = Seconds(r.total_time);
+  return d;
+}
+
 // Host buffers: one address per layer for K and for V.
 struct Buffers {
   std::vector<uintptr_t> k, v;
@@ -232,15 +243,7 @@ class PyClient {
       py::gil_scoped_release release;
       r = client_->Offload(request);
     }
-    Check(r.status());
-    py::dict d;
-    d["blocks_committed"] = r->blocks_committed;
-    d["pages"] = r->pages;
-    d["raw_bytes"] = r->raw_bytes;
-    d["stored_bytes"] = r->stored_bytes;
-    d["encode_seconds"] = Seconds(r->encode_time);
-    d["seconds"] = Seconds(r->total_time);
-    return d;
+    return OffloadDict(Unwrap(std::move(r)));
   }
 
   py::dict Load(const qc::Geometry& geometry, const std::string& codec,
@@ -271,9 +274,10 @@ class PyClient {
     return d;
   }
 
-  void OffloadSession(const std::string& session_id, const qc::Geometry& geometry,
-                      const std::string& codec, const std::vector<py::bytes>& keys,
-                      uint64_t token_count, double ttl, const Buffers& buffers, const Side& side) {
+  py::dict OffloadSession(const std::string& session_id, const qc::Geometry& geometry,
+                          const std::string& codec, const std::vector<py::bytes>& keys,
+                          uint64_t token_count, double ttl, const Buffers& buffers,
+                          const Side& side) {
     qc::SessionSpec spec;
     spec.session_id = session_id;
     spec.geometry = geometry;
@@ -283,12 +287,12 @@ class PyClient {
     spec.ttl = absl::Seconds(ttl);
     const qc::HostKv kv = buffers.Host();
     const qc::QaqInputs inputs = side.Inputs();
-    absl::Status s;
+    absl::StatusOr<qc::OffloadResult> r;
     {
       py::gil_scoped_release release;
-      s = client_->OffloadSession(spec, kv, inputs);
+      r = client_->OffloadSession(spec, kv, inputs);
     }
-    Check(s);
+    return OffloadDict(Unwrap(std::move(r)));
   }
 
   py::dict ResumeSession(const std::string& session_id, const Buffers& buffers,

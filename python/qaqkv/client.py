@@ -290,17 +290,21 @@ class Client:
                         token_count: int, k: Any, v: Any, *, codec: str = "qaq",
                         ttl: float = 0.0, layout: str = "NHD", first_token: int = 0,
                         attention: Optional[Sequence[Any]] = None,
-                        q2: Optional[Sequence[Any]] = None, context_tokens: int = 0) -> None:
+                        q2: Optional[Sequence[Any]] = None, context_tokens: int = 0
+                        ) -> OffloadResult:
         """Saves a chat session of `token_count` tokens: offloads its full
         blocks (`keys`, those not stored yet) from k and v, which hold all
         token_count rows from `first_token`, and stores the partial last
         block as the session's tail. `ttl` in seconds (0: never expires);
-        every access renews it."""
+        every access renews it. Returns what this call stored: the blocks it
+        offloaded plus the tail (one page); blocks_committed is the
+        session's blocks."""
         kv = kv_buffers(k, v, layout)
         _check_geometry(geometry, kv)
         side = _native_side(geometry.num_layers, attention, q2, context_tokens)
-        self._client().offload_session(session_id, geometry, codec, _keys(keys), int(token_count),
-                                       float(ttl), _native_buffers(kv, first_token), side)
+        return OffloadResult(**self._client().offload_session(
+            session_id, geometry, codec, _keys(keys), int(token_count), float(ttl),
+            _native_buffers(kv, first_token), side))
 
     def resume_session(self, session_id: str, k: Any, v: Any, *, layout: str = "NHD",
                        first_token: int = 0,

@@ -108,11 +108,16 @@ def test_sessions_offload_resume_list_touch_delete(client: qaqkv.Client) -> None
     k, v = cache(tokens, seed=5)
     keys = keys_for("session", tokens)
     assert len(keys) == 3
-    client.offload_session("chat-1", geometry(), keys, tokens, k, v, codec="fp16", ttl=600)
+    stored = client.offload_session("chat-1", geometry(), keys, tokens, k, v, codec="fp16",
+                                    ttl=600)
+    assert (stored.blocks_committed, stored.pages) == (3, 3 * L + 1)
+    assert stored.raw_bytes == tokens * L * H * D * 2 * 2
     info = client.get_session("chat-1")
     assert (info.token_count, info.committed_prefix, len(info.blocks)) == (tokens, 3, 3)
     assert info.codec == qaqkv.canonical_codec("fp16") and info.tail_bytes > 0
     assert info.geometry == geometry() and info.ttl == pytest.approx(600)
+    pages = client.get_pages(keys)[1]
+    assert stored.stored_bytes == sum(len(p) for _, _, p in pages) + info.tail_bytes
     assert "chat-1" in client.list_sessions()
     client.touch_session("chat-1")
     ok, ov = np.zeros_like(k), np.zeros_like(v)

@@ -143,7 +143,14 @@ TEST_F(ClientServerTest, SessionWithTailResumesExactly) {
   ASSERT_EQ(spec.blocks.size(), 2u);
   spec.token_count = kTokens;
   spec.ttl = absl::Hours(1);
-  ASSERT_TRUE(client_->OffloadSession(spec, in.View()).ok());
+  absl::StatusOr<OffloadResult> first = client_->OffloadSession(spec, in.View());
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Two blocks of 4 layers, plus the tail as one page; fp16 stores a little
+  // more than the raw bytes (headers and checksums).
+  EXPECT_EQ(first->blocks_committed, 2u);
+  EXPECT_EQ(first->pages, 2u * 4 + 1);
+  EXPECT_EQ(first->raw_bytes, uint64_t{kTokens} * 4 * g.num_kv_heads * g.head_dim * 2 * 2);
+  EXPECT_GT(first->stored_bytes, first->raw_bytes);
   auto ids = client_->ListSessions();
   ASSERT_TRUE(ids.ok());
   EXPECT_THAT(*ids, ElementsAre("chat-42"));
@@ -162,8 +169,12 @@ TEST_F(ClientServerTest, SessionWithTailResumesExactly) {
   EXPECT_EQ(out.k, in.k);
   EXPECT_EQ(out.v, in.v);
 
-  // Saving again offloads nothing new (the blocks are cached) and replaces.
-  ASSERT_TRUE(client_->OffloadSession(spec, in.View()).ok());
+  // Saving again offloads nothing new (the blocks are cached) and replaces:
+  // only the tail is stored again.
+  absl::StatusOr<OffloadResult> again = client_->OffloadSession(spec, in.View());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->pages, 1u);
+  EXPECT_EQ(again->stored_bytes, info->tail_bytes);
   ASSERT_TRUE(client_->TouchSession("chat-42").ok());
   ASSERT_TRUE(client_->DeleteSession("chat-42").ok());
   EXPECT_EQ(client_->ResumeSession("chat-42", out.View()).status().code(),

@@ -438,7 +438,7 @@ TEST_F(ClientValidationTest, SessionsNameTheBadField) {
   spec.ttl = absl::ZeroDuration();
   spec.token_count = 40;
   spec.tail = buffers.Host();
-  ExpectInvalid(client_->OffloadSession(spec, buffers.Host()), "tail: must be empty");
+  ExpectInvalid(client_->OffloadSession(spec, buffers.Host()).status(), "tail: must be empty");
 
   ExpectInvalid(client_->GetSession("").status(), "session_id");
   ExpectInvalid(client_->ResumeSession("a\nb", buffers.Mutable()).status(), "session_id");
@@ -496,7 +496,7 @@ TEST_F(ClientValidationTest, ValidCallsAreUnavailableAfterTheRetries) {
   spec.tail = tail;
   ExpectUnavailableAfterRetries(client_->SaveSession(spec));
   spec.tail = HostKv();
-  ExpectUnavailableAfterRetries(client_->OffloadSession(spec, buffers.Host()));
+  ExpectUnavailableAfterRetries(client_->OffloadSession(spec, buffers.Host()).status());
   ExpectUnavailableAfterRetries(client_->GetSession("chat-1").status());
   ExpectUnavailableAfterRetries(client_->ResumeSession("chat-1", buffers.Mutable()).status());
   ExpectUnavailableAfterRetries(client_->DeleteSession("chat-1"));

@@ -496,8 +496,12 @@ class Client {
   // from `kv`, which holds all token_count tokens of every layer (rows
   // [first_token, first_token + token_count)), then saves the session with
   // the tail taken from kv's rows after the blocks. spec.tail must be empty.
-  absl::Status OffloadSession(const SessionSpec& spec, const HostKv& kv,
-                              const QaqInputs& side = {});
+  // Returns what was stored: blocks_committed is the session's blocks (all
+  // committed now); pages, raw_bytes and stored_bytes count the blocks this
+  // call offloaded plus the tail (one page), so a session whose blocks were
+  // already stored reports only its tail.
+  absl::StatusOr<OffloadResult> OffloadSession(const SessionSpec& spec, const HostKv& kv,
+                                               const QaqInputs& side = {});
 
   // The session's record; kNotFound if unknown or expired.
   absl::StatusOr<SessionInfo> GetSession(std::string_view session_id);
