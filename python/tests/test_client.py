@@ -240,3 +240,21 @@ def test_a_closed_client_refuses_calls(server) -> None:
     c.close()
     with pytest.raises(qaqkv.InvalidArgument, match="closed"):
         c.stats()
+
+
+def test_tokens_pick_the_tenant_and_a_missing_one_is_unauthenticated(make_server,
+                                                                     tmp_path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("secret-a tenant-a\nsecret-b tenant-b\n")
+    s = make_server(f"--auth-tokens={tokens}")
+    a = qaqkv.Client(s.target, token="secret-a")
+    b = qaqkv.Client(s.target, token="secret-b")
+    k, v = cache(BT, seed=9)
+    keys = keys_for("tenants", BT)
+    a.offload(geometry(), keys, k, v, codec="fp16")
+    assert a.lookup(keys) == 1 and b.lookup(keys) == 0  # tenants do not share blocks
+    assert a.stats().tenant_blocks == 1 and b.stats().tenant_blocks == 0
+    with pytest.raises(qaqkv.Unauthenticated):
+        qaqkv.Client(s.target).lookup(keys)
+    with pytest.raises(qaqkv.Unauthenticated):
+        qaqkv.Client(s.target, token="wrong").lookup(keys)
