@@ -89,9 +89,11 @@ absl::StatusOr<CheckedSpec> CheckSpec(const SessionSpec& spec) {
 
 // The PutSession request of `spec`, its tail encoded (SaveSession, and
 // OffloadSession, which also reports the tail's size).
+// `tail_q2` (empty, or one value per KV head) is the tail page's Q2.
 absl::StatusOr<v1::PutSessionRequest> SessionRequest(const SessionSpec& spec,
                                                      const CheckedSpec& checked,
-                                                     size_t max_message_bytes) {
+                                                     size_t max_message_bytes,
+                                                     std::span<const float> tail_q2 = {}) {
   const Geometry& g = spec.geometry;
   const CodecConfig& config = checked.config;
   const int64_t tail = checked.tail;
@@ -127,10 +129,14 @@ absl::StatusOr<v1::PutSessionRequest> SessionRequest(const SessionSpec& spec,
     const ::qaqkv::PageShape shape{static_cast<int>(tail * g.num_layers), g.num_kv_heads,
                                    g.head_dim};
     const ::qaqkv::DType dtype = internal::ToKernel(kv.dtype);
-    // Default attention and Q2: the tail is the most recent context and
-    // small, so the conservative choice costs little. The context length is
-    // the session's, as for its blocks, not the stacked page's.
+    // Default attention (every tail token counts as highly attended): the
+    // tail is the most recent context and small. Q2 defaults to 1, which is
+    // not conservative for keys when real queries are larger, so
+    // OffloadSession passes the largest Q2 of each KV head over the layers
+    // the caller gave. The context length is the session's, as for its
+    // blocks, not the stacked page's.
     ::qaqkv::QaqSideInputs side;
+    side.q2 = tail_q2;
     side.context_tokens = static_cast<int64_t>(spec.token_count);
     absl::StatusOr<std::vector<uint8_t>> page = ::qaqkv::EncodePage(
         config, shape, {k.data(), dtype, ::qaqkv::Layout::kNHD},
@@ -202,9 +208,21 @@ absl::StatusOr<OffloadResult> Client::OffloadSession(const SessionSpec& spec, co
     save.tail.tokens = buffer_tokens;
     save.tail.first_token = kv.first_token + block_rows;
   }
+  // The tail page is all layers stacked, so it takes one Q2 per KV head:
+  // the largest over the layers (the finest key step any layer needs).
+  std::vector<float> tail_q2;
+  const bool qaq = config.kind == ::qaqkv::CodecKind::kQaq;  // others ignore Q2
+  for (std::span<const float> q2 : qaq ? side.q2 : std::vector<std::span<const float>>{}) {
+    if (q2.empty()) continue;
+    if (tail_q2.empty()) tail_q2.assign(q2.begin(), q2.end());
+    for (size_t h = 0; h < tail_q2.size() && h < q2.size(); ++h) {
+      tail_q2[h] = std::max(tail_q2[h], q2[h]);
+    }
+  }
   QAQKV_ASSIGN_OR_RETURN(const CheckedSpec save_checked, CheckSpec(save));
   QAQKV_ASSIGN_OR_RETURN(const v1::PutSessionRequest request,
-                         SessionRequest(save, save_checked, impl_->options().max_message_bytes));
+                         SessionRequest(save, save_checked, impl_->options().max_message_bytes,
+                                        tail_q2));
   QAQKV_RETURN_IF_ERROR(impl_->PutSession(request));
   if (tail > 0) {
     // The tail counts as one more stored page, as the blocks' pages do.

@@ -258,3 +258,16 @@ def test_tokens_pick_the_tenant_and_a_missing_one_is_unauthenticated(make_server
         qaqkv.Client(s.target).lookup(keys)
     with pytest.raises(qaqkv.Unauthenticated):
         qaqkv.Client(s.target, token="wrong").lookup(keys)
+
+
+def test_a_session_tail_takes_the_largest_q2_of_its_layers(client: qaqkv.Client) -> None:
+    tokens = BT + 20
+    k, v = cache(tokens, seed=10)
+    keys = keys_for("tail-q2", tokens)
+    client.offload_session("tail-default", geometry(), keys, tokens, k, v, codec="qaq")
+    q2 = [np.full(H, 1.0, np.float32)] * (L - 1) + [np.full(H, 80.0, np.float32)]
+    client.offload_session("tail-q2", geometry(), keys, tokens, k, v, codec="qaq", q2=q2)
+    # Larger queries need finer key steps: the last layer's Q2 of 80 applies
+    # to the whole stacked tail page, which grows.
+    assert (client.get_session("tail-q2").tail_bytes >
+            client.get_session("tail-default").tail_bytes)
