@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -370,32 +369,19 @@ class LocalServer:
     """A memory-only qaqkv-server on a free loopback port, stopped by stop()."""
 
     def __init__(self, binary: str) -> None:
+        from qaqkv._server import ServerProcess
+
         self.dir = tempfile.TemporaryDirectory(prefix="qaqkv-chat-")
-        d = Path(self.dir.name)
-        self.log_path = d / "server.log"
-        port_file = d / "port"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [binary, "--listen=127.0.0.1:0", f"--port-file={port_file}", "--memory-only",
-                 f"--data-dir={d / 'db'}", "--memory-bytes=256MiB"],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                log_text = self.log_path.read_text(errors="replace")
-                self.stop()
-                raise ChatError(f"qaqkv-server ({binary}) did not start: {log_text}")
-            time.sleep(0.02)
-        self.target = f"127.0.0.1:{port_file.read_text().strip()}"
+        try:
+            self.server = ServerProcess(binary, Path(self.dir.name),
+                                        ["--memory-only", "--memory-bytes=256MiB"])
+        except RuntimeError as e:
+            self.dir.cleanup()
+            raise ChatError(str(e)) from None
+        self.target = self.server.target
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.server.stop()
         self.dir.cleanup()
 
 

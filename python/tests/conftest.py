@@ -5,44 +5,17 @@ ctest; tests that need it are skipped without it)."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from qaqkv._server import ServerProcess
 
-class Server:
-    """A started qaqkv-server; `target` is its "127.0.0.1:port"."""
 
-    def __init__(self, binary: str, directory: Path, *args: str) -> None:
-        self.directory = directory
-        port_file = directory / "port"
-        self.log = directory / "server.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [binary, "--listen=127.0.0.1:0", f"--port-file={port_file}",
-                 f"--data-dir={directory / 'db'}", *args],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not port_file.exists() or not port_file.read_text().strip():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"qaqkv-server did not start: {self.log.read_text()}")
-            time.sleep(0.02)
-        self.target = f"127.0.0.1:{port_file.read_text().strip()}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+# A started qaqkv-server; `target` is its "127.0.0.1:port".
+Server = ServerProcess
 
 
 def server_binary() -> str:
@@ -72,7 +45,7 @@ def make_server() -> Iterator:
     def start(*args: str) -> Server:
         d = tempfile.TemporaryDirectory(prefix="qaqkv-pytest-")
         dirs.append(d)
-        s = Server(server_binary(), Path(d.name), *args)
+        s = Server(server_binary(), Path(d.name), args)
         started.append(s)
         return s
 
