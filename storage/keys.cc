@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/ids.h"
+#include "base/status_macros.h"
+#include "base/strings.h"
 #include "qaqkv/limits.h"
 
 namespace qaqkv::storage {
@@ -15,6 +17,29 @@ void AppendTenant(std::string& out, char kind, std::string_view tenant) {
 
 void AppendBlock(std::string& out, const BlockKey& block) {
   out.append(reinterpret_cast<const char*>(block.data()), block.size());
+}
+
+// The parts every kind of block key shares: `kind` tenant_len tenant
+// block(16), then exactly `rest_len` more bytes (views into the key).
+struct TenantBlock {
+  std::string_view tenant;
+  BlockKey block{};
+  std::string_view rest;
+};
+absl::StatusOr<TenantBlock> ParseTenantBlock(std::string_view key, char kind, size_t rest_len,
+                                             std::string_view what) {
+  if (key.size() < 2 || key[0] != kind) {
+    return absl::InvalidArgumentError(absl::StrCat("not a ", base::AsAbsl(what)));
+  }
+  const size_t tenant_len = static_cast<uint8_t>(key[1]);
+  if (key.size() != 2 + tenant_len + 16 + rest_len || tenant_len == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(base::AsAbsl(what), ": bad length"));
+  }
+  TenantBlock out;
+  out.tenant = key.substr(2, tenant_len);
+  for (size_t i = 0; i < 16; ++i) out.block[i] = static_cast<uint8_t>(key[2 + tenant_len + i]);
+  out.rest = key.substr(2 + tenant_len + 16);
+  return out;
 }
 
 }  // namespace
@@ -55,30 +80,16 @@ std::string SessionKey(std::string_view tenant, std::string_view session_id) {
 }
 
 absl::StatusOr<ParsedPageKey> ParsePageKey(std::string_view key) {
-  if (key.size() < 2 || key[0] != 'P') return absl::InvalidArgumentError("not a page key");
-  const size_t tenant_len = static_cast<uint8_t>(key[1]);
-  if (key.size() != 2 + tenant_len + 16 + 4 || tenant_len == 0) {
-    return absl::InvalidArgumentError("page key: bad length");
-  }
-  ParsedPageKey out;
-  out.tenant = std::string(key.substr(2, tenant_len));
-  for (size_t i = 0; i < 16; ++i) out.block[i] = static_cast<uint8_t>(key[2 + tenant_len + i]);
-  for (size_t i = 0; i < 4; ++i) {
-    out.layer = (out.layer << 8) | static_cast<uint8_t>(key[2 + tenant_len + 16 + i]);
-  }
+  QAQKV_ASSIGN_OR_RETURN(const TenantBlock tb, ParseTenantBlock(key, 'P', 4, "page key"));
+  ParsedPageKey out{std::string(tb.tenant), tb.block, 0};
+  for (size_t i = 0; i < 4; ++i) out.layer = (out.layer << 8) | static_cast<uint8_t>(tb.rest[i]);
   return out;
 }
 
 absl::StatusOr<ParsedBlockRecordKey> ParseBlockRecordKey(std::string_view key) {
-  if (key.size() < 2 || key[0] != 'B') return absl::InvalidArgumentError("not a block record key");
-  const size_t tenant_len = static_cast<uint8_t>(key[1]);
-  if (key.size() != 2 + tenant_len + 16 || tenant_len == 0) {
-    return absl::InvalidArgumentError("block record key: bad length");
-  }
-  ParsedBlockRecordKey out;
-  out.tenant = std::string(key.substr(2, tenant_len));
-  for (size_t i = 0; i < 16; ++i) out.block[i] = static_cast<uint8_t>(key[2 + tenant_len + i]);
-  return out;
+  QAQKV_ASSIGN_OR_RETURN(const TenantBlock tb,
+                         ParseTenantBlock(key, 'B', 0, "block record key"));
+  return ParsedBlockRecordKey{std::string(tb.tenant), tb.block};
 }
 
 std::string_view KeyTenant(std::string_view key) {
