@@ -219,9 +219,10 @@ absl::StatusOr<OffloadResult> Client::OffloadSession(const SessionSpec& spec, co
       tail_q2[h] = std::max(tail_q2[h], q2[h]);
     }
   }
-  QAQKV_ASSIGN_OR_RETURN(const CheckedSpec save_checked, CheckSpec(save));
+  // `save` differs from `spec` only in the canonical codec name and the tail
+  // buffers, so the checks made on `spec` hold for it.
   QAQKV_ASSIGN_OR_RETURN(const v1::PutSessionRequest request,
-                         SessionRequest(save, save_checked, impl_->options().max_message_bytes,
+                         SessionRequest(save, checked, impl_->options().max_message_bytes,
                                         tail_q2));
   QAQKV_RETURN_IF_ERROR(impl_->PutSession(request));
   if (tail > 0) {
