@@ -113,22 +113,18 @@ struct Buffers {
   int64_t tokens = 0;
   int64_t first_token = 0;
 
-  qc::HostKv Host() const {
-    qc::HostKv kv;
+  qc::HostKv Host() const { return View<qc::HostKv>(); }
+  qc::MutableHostKv Mutable() const { return View<qc::MutableHostKv>(); }
+
+ private:
+  template <typename Kv>
+  Kv View() const {
+    using Pointer = typename decltype(Kv::k)::value_type;  // const void* or void*
+    Kv kv;
     kv.dtype = ClientDType(dtype, "dtype");
     kv.layout = ClientLayout(layout);
-    for (uintptr_t p : k) kv.k.push_back(reinterpret_cast<const void*>(p));
-    for (uintptr_t p : v) kv.v.push_back(reinterpret_cast<const void*>(p));
-    kv.tokens = tokens;
-    kv.first_token = first_token;
-    return kv;
-  }
-  qc::MutableHostKv Mutable() const {
-    qc::MutableHostKv kv;
-    kv.dtype = ClientDType(dtype, "dtype");
-    kv.layout = ClientLayout(layout);
-    for (uintptr_t p : k) kv.k.push_back(AsPointer(p));
-    for (uintptr_t p : v) kv.v.push_back(AsPointer(p));
+    for (uintptr_t p : k) kv.k.push_back(reinterpret_cast<Pointer>(p));
+    for (uintptr_t p : v) kv.v.push_back(reinterpret_cast<Pointer>(p));
     kv.tokens = tokens;
     kv.first_token = first_token;
     return kv;

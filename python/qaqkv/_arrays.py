@@ -192,12 +192,12 @@ def side_inputs(values: Optional[Sequence[Any]], name: str, layers: int) -> list
         return []
     if len(values) != layers:
         raise InvalidArgument(f"{name}: {len(values)} entries, one per layer expected ({layers})")
-    out = []
-    for a in values:
-        if a is None:
-            out.append(None)
-            continue
-        if _is_torch(a):
-            a = a.detach().to("cpu").float().numpy()
-        out.append(np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(-1)))
-    return out
+    return [None if a is None else float32(a).reshape(-1) for a in values]
+
+
+def float32(x: Any) -> np.ndarray:
+    """`x` (numpy, a sequence, or a torch tensor on any device) as a
+    C-contiguous float32 numpy array, for QAQ's side inputs and their math."""
+    if _is_torch(x):
+        x = x.detach().to("cpu").float().numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)

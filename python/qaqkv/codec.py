@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from qaqkv import _qaqkv
-from qaqkv._arrays import buffer
+from qaqkv._arrays import buffer, float32
 from qaqkv.errors import InvalidArgument
 
 
@@ -96,8 +96,8 @@ def encode(k: Any, v: Any, codec: str = "qaq", *, layout: str = "NHD",
     if kb.shape != vb.shape or kb.dtype != vb.dtype:
         raise InvalidArgument(f"v: shape {vb.shape} {vb.dtype}, but k is {kb.shape} {kb.dtype}")
     tokens, heads, dim = _page_shape(kb, layout)
-    side_a = None if attention is None else np.ascontiguousarray(attention, np.float32).reshape(-1)
-    side_q = None if q2 is None else np.ascontiguousarray(q2, np.float32).reshape(-1)
+    side_a = None if attention is None else float32(attention).reshape(-1)
+    side_q = None if q2 is None else float32(q2).reshape(-1)
     return _qaqkv._encode(codec, tokens, heads, dim, kb.address, vb.address, kb.dtype, layout,
                           side_a, side_q, context_tokens)
 
@@ -146,9 +146,7 @@ def page_stats(page: bytes | bytearray | memoryview) -> PageStats:
 
 
 def _f32(x: Any, name: str, ndim: int) -> np.ndarray:
-    if type(x).__module__.split(".")[0] == "torch":
-        x = x.detach().to("cpu").float().numpy()
-    a = np.ascontiguousarray(x, dtype=np.float32)
+    a = float32(x)
     if a.ndim != ndim:
         raise InvalidArgument(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
     return a
