@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string_view>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,6 +38,28 @@ inline uint64_t PageChecksum(const void* data, size_t size) {
   return XXH3_64bits(data, size);
 #endif
 }
+
+// PageChecksum of bytes given in pieces, so an encoder can hash what it just
+// wrote while it is still in cache. Same value as one PageChecksum call over
+// the concatenation.
+class PageHasher {
+ public:
+  PageHasher() : state_(XXH3_createState()) { XXH3_64bits_reset(state_.get()); }
+  void Update(const void* data, size_t size) {
+#if defined(__x86_64__) || defined(__i386__)
+    XXH3_64bits_update_dispatch(state_.get(), data, size);
+#else
+    XXH3_64bits_update(state_.get(), data, size);
+#endif
+  }
+  uint64_t Digest() const { return XXH3_64bits_digest(state_.get()); }
+
+ private:
+  struct Free {
+    void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
+  };
+  std::unique_ptr<XXH3_state_t, Free> state_;
+};
 
 // True when the `size` bytes at `page` end with the little-endian XXH3-64
 // of everything before them. False for fewer than 8 bytes.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "base/strings.h"
+#include "kernels/checksum.h"
 #include "kernels/half.h"
 #include "kernels/internal/codec_table.h"
 #include "kernels/internal/encode_plan.h"
@@ -410,9 +412,67 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
   return c;
 }
 
+namespace {
+
+// An fp16 page written by the fast copy into `page`. The header goes first
+// (an fp16 page's sizes follow from its shape); each piece of the tensors is
+// converted into a scratch buffer that stays in L1, hashed there, and
+// streamed into the page with stores that bypass the cache, so the page's
+// memory is written once and never read. False when a value is beyond fp16's
+// range.
+bool EncodeFp16PageFast(internal::PageHeader header, const PageShape& shape, TensorView k,
+                        TensorView v, std::vector<uint8_t>& page) {
+  const int64_t rows = int64_t{shape.kv_heads} * shape.tokens;
+  const size_t row_bytes = size_t(shape.head_dim) * 2;
+  const size_t tensor_bytes = rows * row_bytes;
+  if (tensor_bytes > UINT32_MAX) return false;  // the reference says why
+  header.k_bytes = static_cast<uint32_t>(tensor_bytes);
+  header.v_bytes = static_cast<uint32_t>(tensor_bytes);
+  // A reused buffer of at least this size shrinks without being cleared.
+  page.resize(internal::kHeaderBytes + 2 * tensor_bytes + internal::kChecksumBytes);
+  internal::WriteHeader(header, page.data());
+  PageHasher hasher;
+  hasher.Update(page.data(), internal::kHeaderBytes);
+  constexpr size_t kScratchBytes = 16 << 10;  // >= one row: head_dim <= 1024
+  static_assert(kScratchBytes >= 2 * internal::kMaxHeadDim);
+  alignas(64) uint8_t scratch[kScratchBytes];
+  const int64_t piece = static_cast<int64_t>(kScratchBytes / row_bytes);
+  for (int which = 0; which < 2; ++which) {
+    const TensorView& in = which == 0 ? k : v;
+    uint8_t* out = page.data() + internal::kHeaderBytes + which * tensor_bytes;
+    if (in.layout == Layout::kNHD) {
+      // The page's row order is the transpose of the input's: reading the
+      // input across heads a row at a time is slow, so the tensor is copied
+      // in the input's order and hashed afterwards, from cache.
+      if (!internal::EncodeFp16RowsFast(in, shape, 0, rows, out)) return false;
+      hasher.Update(out, tensor_bytes);
+      continue;
+    }
+    for (int64_t r = 0; r < rows; r += piece) {
+      const int64_t n = std::min(piece, rows - r);
+      if (!internal::EncodeFp16RowsFast(in, shape, r, n, scratch)) return false;
+      hasher.Update(scratch, n * row_bytes);
+      internal::StreamCopy(scratch, out + r * row_bytes, n * row_bytes);
+    }
+  }
+  internal::Fp16StoreFence();
+  internal::PutU64(page.data() + page.size() - internal::kChecksumBytes, hasher.Digest());
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const PageShape& shape,
                                                 TensorView k, TensorView v,
                                                 const QaqSideInputs& side, Backend backend) {
+  std::vector<uint8_t> page;
+  QAQKV_RETURN_IF_ERROR(EncodePageInto(config, shape, k, v, side, backend, page));
+  return page;
+}
+
+absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, TensorView k,
+                            TensorView v, const QaqSideInputs& side, Backend backend,
+                            std::vector<uint8_t>& page) {
   // Same order of checks as before the plan was shared: config, shape, views, side.
   QAQKV_RETURN_IF_ERROR(ValidateConfig(config));
   QAQKV_RETURN_IF_ERROR(ValidateShape(shape));
@@ -422,19 +482,23 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
   const bool qaq = config.kind == CodecKind::kQaq;
   internal::PageHeader header = internal::MakePageHeader(config, shape);
   const bool use_fast = backend != Backend::kReference && internal::FastPathSupports(header);
-  std::vector<uint8_t> page;
   size_t section_bytes[2] = {0, 0};
   std::vector<float> raw, scaled;
   if (config.kind == CodecKind::kFp16) {
-    page.reserve(internal::kHeaderBytes + shape.values() * 4 + internal::kChecksumBytes);
-    page.resize(internal::kHeaderBytes);
+    if (backend != Backend::kReference && internal::Fp16FastPathSupported() &&
+        EncodeFp16PageFast(header, shape, k, v, page)) {
+      return absl::OkStatus();
+    }
+    // The reference; it also names a value beyond fp16's range, which the
+    // fast copy only detects.
+    const size_t tensor_bytes = static_cast<size_t>(shape.values()) * 2;
+    page.resize(internal::kHeaderBytes + 2 * tensor_bytes);
     for (int which = 0; which < 2; ++which) {
       const bool keys = which == 0;
+      uint8_t* out = page.data() + internal::kHeaderBytes + which * tensor_bytes;
+      section_bytes[which] = tensor_bytes;
       QAQKV_RETURN_IF_ERROR(ToCanonical(keys ? k : v, shape, keys ? "k" : "v", raw));
-      const size_t before = page.size();
-      page.resize(before + raw.size() * 2);
-      for (size_t i = 0; i < raw.size(); ++i) internal::PutU16(page.data() + before + i * 2, FloatToHalf(raw[i]));
-      section_bytes[which] = raw.size() * 2;
+      for (size_t i = 0; i < raw.size(); ++i) internal::PutU16(out + i * 2, FloatToHalf(raw[i]));
     }
   } else {
     // Both tensors are encoded first so the page is allocated once, at its
@@ -536,7 +600,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config, const
   const uint64_t sum = internal::PageChecksum(page);
   page.resize(page.size() + internal::kChecksumBytes);
   internal::PutU64(page.data() + page.size() - internal::kChecksumBytes, sum);
-  return page;
+  return absl::OkStatus();
 }
 
 namespace {
@@ -616,10 +680,64 @@ absl::StatusOr<PageInfo> VerifyPage(std::span<const uint8_t> page, const CodecCo
   return InfoOf(p.header, page.size());
 }
 
+namespace {
+
+size_t DTypeBytes(DType t) { return t == DType::kF32 ? 4 : 2; }
+
+// An fp16 page decoded in one pass: each piece of the page is hashed and
+// then converted while it is in cache, instead of a checksum pass over the
+// whole page before the copy. A checksum mismatch is found only at the end,
+// so the outputs are zeroed then: no value of a page that failed its
+// checksum is left in them. nullopt for anything but a well-formed fp16
+// page of the expected shape; the general path then reports it, checksum
+// first.
+std::optional<absl::Status> DecodeFp16PageFused(std::span<const uint8_t> page,
+                                                const MutableTensorView& k,
+                                                const MutableTensorView& v,
+                                                const PageShape* expected) {
+  if (page.size() < internal::kHeaderBytes + internal::kChecksumBytes) return std::nullopt;
+  const std::span<const uint8_t> body = page.first(page.size() - internal::kChecksumBytes);
+  const absl::StatusOr<internal::PageHeader> h = internal::ReadHeader(body);
+  if (!h.ok() || h->kind != CodecKind::kFp16 || h->flags != 0) return std::nullopt;
+  const PageShape shape = ShapeOf(*h);
+  if (!internal::CheckExpectedShape(shape, expected).ok()) return std::nullopt;
+  const int64_t rows = int64_t{shape.kv_heads} * shape.tokens;
+  const size_t row_bytes = size_t(shape.head_dim) * 2;
+  const size_t tensor_bytes = rows * row_bytes;
+  if (h->k_bytes != tensor_bytes || h->v_bytes != tensor_bytes) return std::nullopt;
+  PageHasher hasher;
+  hasher.Update(body.data(), internal::kHeaderBytes);
+  const int64_t piece = std::max<int64_t>(1, (16 << 10) / row_bytes);
+  for (int which = 0; which < 2; ++which) {
+    const MutableTensorView& out = which == 0 ? k : v;
+    const uint8_t* section = body.data() + internal::kHeaderBytes + which * tensor_bytes;
+    for (int64_t r = 0; r < rows; r += piece) {
+      const int64_t n = std::min(piece, rows - r);
+      hasher.Update(section + r * row_bytes, n * row_bytes);
+      internal::DecodeFp16RowsFast(section + r * row_bytes, shape, r, n, out.data, out.dtype,
+                                   out.layout);
+    }
+  }
+  internal::Fp16StoreFence();
+  if (hasher.Digest() != internal::GetU64(body.data() + body.size())) {
+    std::memset(k.data, 0, shape.values() * DTypeBytes(k.dtype));
+    std::memset(v.data, 0, shape.values() * DTypeBytes(v.dtype));
+    return absl::DataLossError("page: checksum mismatch (XXH3-64)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, MutableTensorView v,
                         const PageShape* expected, Backend backend) {
   QAQKV_RETURN_IF_ERROR(ValidateView(k.data, k.dtype, k.layout, "k"));
   QAQKV_RETURN_IF_ERROR(ValidateView(v.data, v.dtype, v.layout, "v"));
+  if (backend != Backend::kReference && internal::Fp16FastPathSupported()) {
+    if (std::optional<absl::Status> fused = DecodeFp16PageFused(page, k, v, expected)) {
+      return *fused;
+    }
+  }
   QAQKV_ASSIGN_OR_RETURN(const ParsedPage p, ParsePage(page));
   const PageShape shape = ShapeOf(p.header);
   QAQKV_RETURN_IF_ERROR(internal::CheckExpectedShape(shape, expected));

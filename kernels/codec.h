@@ -129,6 +129,14 @@ absl::StatusOr<std::vector<uint8_t>> EncodePage(const CodecConfig& config,
                                                 const QaqSideInputs& side = {},
                                                 Backend backend = Backend::kAuto);
 
+// EncodePage into a caller's buffer, for callers that encode page after page:
+// `page` is resized to the page and overwritten, so a buffer kept from an
+// earlier page of at least the same size is reused without being allocated
+// or cleared again. On an error `page`'s contents are unspecified.
+absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, TensorView k,
+                            TensorView v, const QaqSideInputs& side, Backend backend,
+                            std::vector<uint8_t>& page);
+
 // What a page says about itself, read from its header after the checksum
 // passed. Errors: kDataLoss (truncated or checksum mismatch), kInvalidArgument
 // (unknown version or codec, impossible header fields).
@@ -158,6 +166,9 @@ absl::StatusOr<PageInfo> VerifyPage(std::span<const uint8_t> page,
 // layout and dtype. Never reads outside `page` or writes outside the outputs.
 // Errors: as InspectPage, plus kInvalidArgument when `expected` (if given)
 // disagrees with the page, and kDataLoss when internal sizes do not add up.
+// After an error the outputs hold their earlier contents or zeros, never
+// values of a page that failed its checksum (fp16 pages are checked while
+// they are copied, and the outputs zeroed on a mismatch).
 absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k,
                         MutableTensorView v, const PageShape* expected = nullptr,
                         Backend backend = Backend::kAuto);

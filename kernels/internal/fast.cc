@@ -59,8 +59,44 @@ void KeyChannelStatsFast(const TensorView& in, const PageShape& s, bool center, 
   }
 }
 
+bool Fp16FastPathSupported() { return CpuHasAvx2(); }
+
+void Fp16StoreFence() { __builtin_ia32_sfence(); }
+
+void StreamCopy(const uint8_t* src, uint8_t* dst, size_t n) {
+  if (UseAvx512()) {
+    avx512::StreamCopy(src, dst, n);
+  } else {
+    avx2::StreamCopy(src, dst, n);
+  }
+}
+
+bool EncodeFp16RowsFast(const TensorView& in, const PageShape& s, int64_t first_row,
+                        int64_t rows, uint8_t* out) {
+  return UseAvx512()
+             ? avx512::EncodeFp16Rows(in, s.tokens, s.kv_heads, s.head_dim, first_row, rows, out)
+             : avx2::EncodeFp16Rows(in, s.tokens, s.kv_heads, s.head_dim, first_row, rows, out);
+}
+
+void DecodeFp16RowsFast(const uint8_t* rows_in, const PageShape& s, int64_t first_row,
+                        int64_t rows, void* out, DType dtype, Layout layout) {
+  if (UseAvx512()) {
+    avx512::DecodeFp16Rows(rows_in, s.tokens, s.kv_heads, s.head_dim, first_row, rows, out,
+                           dtype, layout);
+  } else {
+    avx2::DecodeFp16Rows(rows_in, s.tokens, s.kv_heads, s.head_dim, first_row, rows, out, dtype,
+                         layout);
+  }
+}
+
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out, DType dtype,
                       Layout layout) {
+  if (header.kind == CodecKind::kFp16 && Fp16FastPathSupported()) {
+    const PageShape shape{static_cast<int>(header.tokens), header.kv_heads, header.head_dim};
+    DecodeFp16RowsFast(view.exact_values.data(), shape, 0,
+                       int64_t{shape.kv_heads} * shape.tokens, out, dtype, layout);
+    return true;
+  }
   if (!FastPathSupports(header)) return false;
   if (UseAvx512()) {
     avx512::DecodeHeadTensor(view, out, dtype, layout);

@@ -30,8 +30,31 @@ void KeyChannelStatsFast(const TensorView& in, const PageShape& shape, bool cent
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
                       DType dtype, Layout layout);
 
+// fp16 pages (a copy in canonical order) on a CPU with AVX2 and F16C.
+// Encoding writes canonical rows [first_row, first_row + rows) of one tensor
+// (row h * tokens + t holds head_dim fp16 values) to `out`, so the caller can
+// hash each piece while it is in cache. False when the input holds a finite
+// value beyond fp16's range (the reference then names it).
+bool Fp16FastPathSupported();
+bool EncodeFp16RowsFast(const TensorView& in, const PageShape& shape, int64_t first_row,
+                        int64_t rows, uint8_t* out);
+// Decoding converts canonical rows [first_row, first_row + rows), read from
+// `rows_in`, into the caller's tensor.
+// Copies `n` bytes with stores that bypass the cache (the caller fences):
+// for pages written once and sent or stored, not read back soon.
+void StreamCopy(const uint8_t* src, uint8_t* dst, size_t n);
+// Orders the cache-bypassing stores of DecodeFp16RowsFast before what follows.
+void Fp16StoreFence();
+void DecodeFp16RowsFast(const uint8_t* rows_in, const PageShape& shape, int64_t first_row,
+                        int64_t rows, void* out, DType dtype, Layout layout);
+
 #define QAQKV_DECLARE_FAST(ns)                                                     \
   namespace ns {                                                                   \
+  void StreamCopy(const uint8_t* src, uint8_t* dst, size_t n);                    \
+  bool EncodeFp16Rows(const TensorView& in, int tokens, int kv_heads, int head_dim, \
+                      int64_t first_row, int64_t rows, uint8_t* out);              \
+  void DecodeFp16Rows(const uint8_t* rows_in, int tokens, int kv_heads, int head_dim, \
+                      int64_t first_row, int64_t rows, void* out, DType dtype, Layout layout); \
   absl::Status EncodeHeadTensor(const TensorTask& task, const TensorView& in,     \
                                 TensorEncoding& enc);                              \
   void DecodeHeadTensor(const SectionView& v, void* out, DType dtype, Layout layout); \

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/checksum.h"
 #include "kernels/codec.h"
 #include "kernels/internal/fast.h"
 #include "kernels/half.h"
@@ -246,10 +247,128 @@ TEST_P(FastPath, AwkwardShapes) {
       }
 }
 
+// fp16 pages go through a copy, not through fp32: it must still quiet a
+// signalling NaN exactly where the reference's round trip does, keep every
+// other bit pattern, and refuse the same out-of-range values with the same
+// message.
+TEST_P(FastPath, Fp16CopyKeepsTheReferencesBitsForEveryPattern) {
+  std::mt19937_64 rng(TestSeed() ^ 0x5bd1e995ull);
+  SCOPED_TRACE(testing::Message() << "QAQKV_TEST_SEED=" << TestSeed());
+  const uint16_t specials[] = {0x7c01, 0xfc01, 0x7d55, 0x7e00, 0xfe12, 0x7c00, 0xfc00,
+                               0x0001, 0x83ff, 0x0000, 0x8000, 0x7bff, 0xfbff};
+  auto cfg = ParseCodecConfig("fp16");
+  ASSERT_TRUE(cfg.ok());
+  for (const PageShape& s : {PageShape{5, 3, 33}, PageShape{16, 2, 128}, PageShape{1, 1, 1}})
+    for (Layout l : {Layout::kNHD, Layout::kHND}) {
+      SCOPED_TRACE(testing::Message() << s.tokens << "x" << s.kv_heads << "x" << s.head_dim
+                                      << " layout " << int(l));
+      std::vector<uint16_t> kh(s.values()), vh(s.values());
+      for (auto* t : {&kh, &vh})
+        for (auto& h : *t) h = (rng() % 4 == 0) ? specials[rng() % std::size(specials)]
+                                                 : static_cast<uint16_t>(rng());
+      const TensorView k{kh.data(), DType::kF16, l}, v{vh.data(), DType::kF16, l};
+      auto ref = EncodePage(*cfg, s, k, v, {}, Backend::kReference);
+      auto fast = EncodePage(*cfg, s, k, v, {}, Backend::kFast);
+      ASSERT_TRUE(ref.ok() && fast.ok());
+      ASSERT_EQ(*ref, *fast);
+      // A page written elsewhere may hold signalling NaNs: decode one.
+      std::vector<uint8_t> page = *ref;
+      for (size_t i = 32; i + 8 < page.size(); i += 2)
+        if (rng() % 3 == 0) {
+          const uint16_t h = specials[rng() % std::size(specials)];
+          std::memcpy(page.data() + i, &h, 2);
+        }
+      const uint64_t sum = PageChecksum(page.data(), page.size() - 8);
+      std::memcpy(page.data() + page.size() - 8, &sum, 8);
+      for (DType odt : {DType::kF16, DType::kBF16, DType::kF32}) {
+        const size_t n = s.values() * (odt == DType::kF32 ? 4 : 2);
+        std::vector<uint8_t> kr(n, 0xa5), vr(n, 0xa5), kf(n, 0x5a), vf(n, 0x5a);
+        ASSERT_EQ(DecodePage(page, {kr.data(), odt, l}, {vr.data(), odt, l}, &s,
+                             Backend::kReference), absl::OkStatus());
+        ASSERT_EQ(DecodePage(page, {kf.data(), odt, l}, {vf.data(), odt, l}, &s, Backend::kFast),
+                  absl::OkStatus());
+        EXPECT_EQ(kr, kf) << "output dtype " << int(odt);
+        EXPECT_EQ(vr, vf) << "output dtype " << int(odt);
+      }
+    }
+  // Out of range in fp32 and bf16 input: the same refusal from both paths.
+  const PageShape s{7, 2, 40};
+  std::vector<float> kf(s.values(), 1.0f), vf(s.values(), -2.0f);
+  vf[3 * 80 + 41] = 70000.0f;
+  std::vector<uint16_t> kb(s.values(), 0x3f80), vb(s.values(), 0x3f80);
+  kb[5 * 80 + 7] = 0x5000;  // bf16 2^33
+  for (const auto& [k, v] : {std::pair{TensorView{kf.data(), DType::kF32, Layout::kNHD},
+                                       TensorView{vf.data(), DType::kF32, Layout::kNHD}},
+                             std::pair{TensorView{kb.data(), DType::kBF16, Layout::kHND},
+                                       TensorView{vb.data(), DType::kBF16, Layout::kHND}}}) {
+    auto ref = EncodePage(*cfg, s, k, v, {}, Backend::kReference);
+    auto fast = EncodePage(*cfg, s, k, v, {}, Backend::kFast);
+    ASSERT_EQ(ref.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(ref.status(), fast.status());
+    EXPECT_NE(ref.status().message().find("beyond fp16 range"), std::string::npos)
+        << ref.status();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Builds, FastPath, testing::Values(false, true),
                          [](const testing::TestParamInfo<bool>& info) {
                            return info.param ? std::string("Avx2") : std::string("Native");
                          });
+
+
+// The fast fp16 decoder checks the page while it copies it: a mismatch is
+// found after the outputs were written, and must leave zeros there, not the
+// corrupt page's values. The reference checks first and writes nothing.
+TEST(Fp16Decode, ChecksumMismatchLeavesNoValueOfThePage) {
+  const PageShape s{64, 2, 128};
+  std::vector<uint16_t> k(s.values(), FloatToHalf(0.25f)), v(s.values(), FloatToHalf(-3.0f));
+  auto page = EncodePage(*ParseCodecConfig("fp16"), s, {k.data(), DType::kF16, Layout::kNHD},
+                         {v.data(), DType::kF16, Layout::kNHD});
+  ASSERT_TRUE(page.ok());
+  (*page)[page->size() - 100] ^= 0x10;  // inside V
+  for (Backend b : {Backend::kReference, Backend::kFast}) {
+    std::vector<uint16_t> ko(s.values(), 0xa5a5), vo(s.values(), 0xa5a5);
+    const absl::Status st = DecodePage(*page, {ko.data(), DType::kF16, Layout::kNHD},
+                                       {vo.data(), DType::kF16, Layout::kNHD}, &s, b);
+    EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+    EXPECT_EQ(st.message(), "page: checksum mismatch (XXH3-64)");
+    const bool fused = b == Backend::kFast && CpuHasAvx2();
+    const uint16_t want = fused ? 0 : 0xa5a5;
+    for (size_t i = 0; i < ko.size(); ++i) {
+      ASSERT_EQ(ko[i], want) << "k " << i;
+      ASSERT_EQ(vo[i], want) << "v " << i;
+    }
+    // A corrupt page is DATA_LOSS even when the caller expects another shape.
+    const PageShape other{32, 2, 128};
+    EXPECT_EQ(DecodePage(*page, {ko.data(), DType::kF16, Layout::kNHD},
+                         {vo.data(), DType::kF16, Layout::kNHD}, &other, b)
+                  .code(),
+              absl::StatusCode::kDataLoss);
+  }
+}
+
+// EncodePageInto writes the bytes EncodePage returns, whatever the buffer
+// held and however large it was.
+TEST(EncodePageInto, ReusedBuffersHoldExactlyThePage) {
+  std::mt19937_64 rng(TestSeed() ^ 0x2545f4914f6cdd1dull);
+  const PageShape s{33, 3, 64};
+  for (const char* codec : kCodecs) {
+    SCOPED_TRACE(codec);
+    auto cfg = ParseCodecConfig(codec);
+    ASSERT_TRUE(cfg.ok());
+    const auto kx = Values(rng, s, Fill::kNormal), vx = Values(rng, s, Fill::kNormal);
+    const auto kb = ToBytes(kx, s, DType::kF16, Layout::kNHD);
+    const auto vb = ToBytes(vx, s, DType::kF16, Layout::kNHD);
+    const TensorView k{kb.data(), DType::kF16, Layout::kNHD}, v{vb.data(), DType::kF16, Layout::kNHD};
+    auto want = EncodePage(*cfg, s, k, v);
+    ASSERT_TRUE(want.ok());
+    for (size_t start : {size_t{0}, want->size() / 2, want->size(), want->size() * 3}) {
+      std::vector<uint8_t> buf(start, 0xee);
+      ASSERT_EQ(EncodePageInto(*cfg, s, k, v, {}, Backend::kAuto, buf), absl::OkStatus());
+      EXPECT_EQ(buf, *want) << "buffer of " << start << " bytes";
+    }
+  }
+}
 
 }  // namespace
 }  // namespace qaqkv
