@@ -26,6 +26,7 @@ Client::Impl::Impl(ClientOptions options, std::shared_ptr<grpc::ChannelCredentia
                    int threads)
     : options_(std::move(options)),
       credentials_(std::move(credentials)),
+      link_(options_.link_bytes_per_second),
       members_(std::make_shared<internal::Membership>()),
       pool_(threads),
       repair_(1) {}

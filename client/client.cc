@@ -4,6 +4,7 @@
 // retries are in channels.cc, the page streams in streams.cc.
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <set>
 #include <thread>
@@ -122,6 +123,10 @@ absl::Status ValidateOptions(const ClientOptions& o) {
   }
   if (o.keepalive_time < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("options.keepalive_time: negative");
+  }
+  if (!(o.link_bytes_per_second >= 0) || std::isinf(o.link_bytes_per_second)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.link_bytes_per_second: ", o.link_bytes_per_second, " is not >= 0 and finite"));
   }
   return absl::OkStatus();
 }

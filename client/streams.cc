@@ -121,6 +121,7 @@ absl::Status Client::Impl::StreamGetFrom(
     bool have_format = false;
     size_t received = 0, total = 0;
     while (reader->Read(&buffer)) {
+      link_.Wait(buffer.Length());
       absl::StatusOr<internal::InMessage> message = internal::ParseGetMessage(buffer);
       buffer.Clear();
       if (!message.ok()) return abandon(message.status());

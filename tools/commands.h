@@ -77,6 +77,9 @@ struct DemoArgs {
   std::string codec = "qaq-cc:s=1e-4,x=1e-2,o=0";         // synthetic llama3-8b
   std::string tinylm_codec = "qaq-cs:s=5e-4,x=2e-4,o=0";  // tinylm-kv
   int max_queries = 32;              // held-out queries per layer for the error
+  // Link speeds (Gb/s) the synthetic session is also resumed over, each by a
+  // client paced to that speed (ClientOptions::link_bytes_per_second).
+  std::vector<double> link_gbps = {100, 25, 10};
   std::string format = "table";
 };
 int RunDemo(const DemoArgs& args);

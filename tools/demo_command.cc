@@ -15,7 +15,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
+#include <span>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,9 +47,15 @@ struct Dataset {
   std::string codec;  // the QAQ config calibrated for this model (`qaqkv eval`)
 };
 
+// Median resume time and time until layer 0 was usable, seconds.
+struct ResumeTime {
+  double resume_s = 0, layer0_s = 0;
+};
+
 struct Outcome {
   uint64_t fp16_bytes = 0, stored_bytes = 0;
   double offload_s = 0, resume_s = 0, layer0_s = 0;
+  std::vector<ResumeTime> paced;  // one per paced client, in order
   double attn_err = 0;
   bool verified = false;
   std::string check;
@@ -56,7 +65,8 @@ double Since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const std::string& codec,
+absl::StatusOr<Outcome> RunSession(qc::Client& client, std::span<qc::Client* const> paced,
+                                   const Dataset& ds, const std::string& codec,
                                    const std::string& nonce, int max_queries) {
   const eval::KvSample& s = ds.sample;
   const int P = ds.session_tokens, H = s.kv_heads, D = s.head_dim, L = s.num_layers;
@@ -122,11 +132,11 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
   out.stored_bytes = after.tenant_bytes - before.tenant_bytes + saved.tail_bytes;
   out.fp16_bytes = uint64_t{2} * 2 * L * uint64_t(P) * H * D;
 
-  // Resume into fresh buffers, layer by layer. Three times, each into
-  // buffers reset first: a resume takes tens of milliseconds, so one run
-  // can land on the server's RocksDB flushing what the offloads just wrote
-  // (a QAQ resume measured 54 ms in one demo and 120 ms in the next). The
-  // median is reported, and the last resume is the one verified below.
+  // Resume into fresh buffers, layer by layer. Five times per client, each
+  // into buffers reset first: a resume takes tens of milliseconds, so one
+  // run can land on the server's RocksDB flushing what the offloads just
+  // wrote. The median is reported, and the last resume is the one verified
+  // below.
   HostBuffers res;
   qc::MutableHostKv dst;
   dst.dtype = qc::DType::kF16;
@@ -138,26 +148,37 @@ absl::StatusOr<Outcome> RunSession(qc::Client& client, const Dataset& ds, const 
     dst.k.push_back(res.k.back().data());
     dst.v.push_back(res.v.back().data());
   }
-  constexpr int kResumes = 3;
-  std::vector<std::pair<double, double>> timings;  // (resume, layer 0) seconds
+  constexpr int kResumes = 5;
   absl::StatusOr<qc::SessionInfo> info = absl::UnknownError("not resumed");
-  for (int r = 0; r < kResumes; ++r) {
-    for (int l = 0; l < L; ++l) {
-      std::fill(res.k[l].begin(), res.k[l].end(), uint16_t{0xffff});
-      std::fill(res.v[l].begin(), res.v[l].end(), uint16_t{0xffff});
+  auto resume = [&](qc::Client& via) -> absl::StatusOr<ResumeTime> {
+    std::vector<std::pair<double, double>> timings;  // (resume, layer 0) seconds
+    for (int r = 0; r < kResumes; ++r) {
+      for (int l = 0; l < L; ++l) {
+        std::fill(res.k[l].begin(), res.k[l].end(), uint16_t{0xffff});
+        std::fill(res.v[l].begin(), res.v[l].end(), uint16_t{0xffff});
+      }
+      const auto r0 = std::chrono::steady_clock::now();
+      double layer0 = -1;
+      info = via.ResumeSession(spec.session_id, dst, [&](int layer) {
+        if (layer == 0) layer0 = Since(r0);
+      });
+      const double total = Since(r0);
+      if (!info.ok()) return info.status();
+      timings.emplace_back(total, layer0);
     }
-    const auto r0 = std::chrono::steady_clock::now();
-    double layer0 = -1;
-    info = client.ResumeSession(spec.session_id, dst, [&](int layer) {
-      if (layer == 0) layer0 = Since(r0);
-    });
-    const double total = Since(r0);
-    if (!info.ok()) return info.status();
-    timings.emplace_back(total, layer0);
+    std::sort(timings.begin(), timings.end());
+    return ResumeTime{timings[kResumes / 2].first, timings[kResumes / 2].second};
+  };
+  // Unpaced first, as every codec's session is, right after its offload;
+  // then over each emulated link. Every resume writes the same values, and
+  // the last one is verified below.
+  QAQKV_ASSIGN_OR_RETURN(const ResumeTime t, resume(client));
+  out.resume_s = t.resume_s;
+  out.layer0_s = t.layer0_s;
+  for (qc::Client* via : paced) {
+    QAQKV_ASSIGN_OR_RETURN(const ResumeTime pt, resume(*via));
+    out.paced.push_back(pt);
   }
-  std::sort(timings.begin(), timings.end());
-  out.resume_s = timings[kResumes / 2].first;
-  out.layer0_s = timings[kResumes / 2].second;
   if (info->token_count != uint64_t(P)) return absl::InternalError("resumed token_count differs");
 
   // Stored session layout: full blocks, then the tail. The transport must
@@ -259,6 +280,18 @@ int RunDemo(const DemoArgs& args) {
   if (auto st = (*client)->GetStats(); !st.ok()) {
     return Fail(absl::StrCat("cannot reach qaqkv-server at ", args.target, ": ", st.status().ToString()));
   }
+  // One client per emulated link, paced as one NIC of that speed.
+  std::vector<std::unique_ptr<qc::Client>> paced_clients;
+  std::vector<qc::Client*> paced;
+  for (double gbps : args.link_gbps) {
+    if (!(gbps > 0) || gbps > 1e4) return Fail("--link-gbps: each speed in (0, 10000] Gb/s", 2);
+    qc::ClientOptions po = o;
+    po.link_bytes_per_second = gbps * 1e9 / 8;
+    auto c = qc::Client::Create(po);
+    if (!c.ok()) return Fail(c.status().ToString(), 2);
+    paced.push_back(c->get());
+    paced_clients.push_back(std::move(*c));
+  }
 
   std::vector<Dataset> datasets;
   {
@@ -318,7 +351,11 @@ int RunDemo(const DemoArgs& args) {
     Outcome oc[kCodecs];
     for (int c = 0; c < kCodecs; ++c) {
       const std::string codec = codec_of(c, d);
-      auto r = RunSession(**client, d, codec, nonce, args.max_queries);
+      // The links are emulated for the first (synthetic, large) session only.
+      auto r = RunSession(**client, &d == &datasets.front()
+                                        ? std::span<qc::Client* const>(paced)
+                                        : std::span<qc::Client* const>(),
+                          d, codec, nonce, args.max_queries);
       if (!r.ok()) return Fail(absl::StrCat(d.name, " ", codec, ": ", r.status().ToString()));
       oc[c] = *r;
       ok &= r->verified;
@@ -367,12 +404,21 @@ int RunDemo(const DemoArgs& args) {
   if (format == Format::kTable && !results.empty()) {
     const auto& [f, q] = results[0];
     std::printf(
-        "\n%s session of %d tokens: QAQ stores %.2fx fewer bytes than fp16; its resume is "
-        "%.2fx faster end to end (target >= 4x); layer 0 was usable after %.1f%% of the "
-        "resume time (target <= 12.5%%).\n",
+        "\n%s session of %d tokens: QAQ stores %.2fx fewer bytes than fp16. Resume, median of "
+        "five, fp16 through its fast path at full speed; layer 0 is usable when its pages are "
+        "decoded:\n",
         datasets[0].name.c_str(), datasets[0].session_tokens,
-        double(q.fp16_bytes) / q.stored_bytes, f.resume_s / q.resume_s,
-        100.0 * q.layer0_s / q.resume_s);
+        double(q.fp16_bytes) / q.stored_bytes);
+    std::printf("%-22s %10s %10s %9s %14s %14s\n", "link", "fp16_ms", "qaq_ms", "speedup",
+                "fp16_layer0_ms", "qaq_layer0_ms");
+    auto row = [](const std::string& link, const ResumeTime& a, const ResumeTime& b) {
+      std::printf("%-22s %10.1f %10.1f %8.2fx %14.2f %14.2f\n", link.c_str(), a.resume_s * 1e3,
+                  b.resume_s * 1e3, a.resume_s / b.resume_s, a.layer0_s * 1e3, b.layer0_s * 1e3);
+    };
+    for (size_t i = 0; i < args.link_gbps.size() && i < f.paced.size() && i < q.paced.size(); ++i) {
+      row(absl::StrFormat("%g Gb/s (client-paced)", args.link_gbps[i]), f.paced[i], q.paced[i]);
+    }
+    row("loopback, unpaced", {f.resume_s, f.layer0_s}, {q.resume_s, q.layer0_s});
     std::printf("Every resumed session %s.\n",
                 ok ? "matched (fp16 bit-exact, QAQ equal to a local decode)" : "did NOT match");
   }

@@ -107,6 +107,9 @@ int main(int argc, char** argv) {
   dm->add_option("--tinylm-codec", demo.tinylm_codec, "QAQ config of the tinylm-kv sessions")
       ->default_val("qaq-cs:s=5e-4,x=2e-4,o=0");
   dm->add_option("--max-queries", demo.max_queries, "held-out queries per layer")->default_val(32);
+  dm->add_option("--link-gbps", demo.link_gbps,
+                 "link speeds (Gb/s) to also resume the synthetic session over, client-paced")
+      ->delimiter(',');
   dm->add_option("--format", demo.format, "table, csv or json")->default_val("table");
 
   // The subcommands that talk to a server share the connection options.

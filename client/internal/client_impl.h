@@ -16,6 +16,7 @@
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "client/internal/cluster.h"
+#include "client/internal/link_pacer.h"
 #include "client/internal/wire.h"
 #include "base/thread_pool.h"
 #include "qaqkv/client.h"
@@ -200,6 +201,7 @@ class Client::Impl {
 
   const ClientOptions options_;
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  internal::LinkPacer link_;
   mutable std::mutex members_mu_;  // std::mutex: TSan cannot see into Debian's abseil
   std::shared_ptr<const internal::Membership> members_;  // guarded by members_mu_
   std::mutex rng_mu_;
