@@ -15,6 +15,10 @@ cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz --target page_decode_fuzzer page_seed_writer
 mkdir -p "$corpus" "$artifacts"
 build/fuzz/tests/fuzz/page_seed_writer "$corpus"
+# The frozen version-1 pages too (those within -max_len).
+for page in tests/data/pages-v1/*.page; do
+  [[ $(stat -c %s "$page") -le 8192 ]] && cp "$page" "$corpus/v1-$(basename "$page")"
+done
 build/fuzz/tests/fuzz/page_decode_fuzzer -max_total_time="$seconds" -max_len=8192 \
   -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
   -artifact_prefix="$artifacts/" "$corpus"
