@@ -18,6 +18,7 @@
 #include "kernels/internal/fast.h"
 #include "kernels/internal/page_format.h"
 #include "kernels/internal/reference.h"
+#include "kernels/internal/rotation.h"
 #include "kernels/internal/tensor_codec.h"
 
 namespace qaqkv {
@@ -131,6 +132,15 @@ absl::Status ValidateConfig(const CodecConfig& c) {
   }
   if (c.key_channel_center && c.kind != CodecKind::kQaq) {
     return absl::InvalidArgumentError("config.key_channel_center: only for qaq");
+  }
+  if (c.rotate && !traits->rotation) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.rotate: ", base::AsAbsl(traits->name), " has no rotated variant (int8, int4, qaq)"));
+  }
+  if (c.rotate && c.key_channel_scale) {
+    return absl::InvalidArgumentError(
+        "config.rotate: not with key_channel_scale (-cs): the scales are per channel, the "
+        "rotation mixes channels");
   }
   return absl::OkStatus();
 }
@@ -252,6 +262,7 @@ PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape) {
   }
   if (config.key_channel_scale) header.flags |= kFlagKeyChannelScale;
   if (config.key_channel_center) header.flags |= kFlagKeyChannelCenter;
+  if (config.rotate) header.flags |= kFlagRotate;
   if (config.kind == CodecKind::kKivi2) {
     header.kivi_group = static_cast<uint16_t>(config.kivi_group);
     header.kivi_residual = static_cast<uint32_t>(std::min(config.kivi_residual, shape.tokens));
@@ -352,6 +363,7 @@ std::string CodecConfig::Name() const {
   if (group == GroupLevel::kLayer) n += "-layer";
   if (key_channel_scale) n += "-cs";
   if (key_channel_center) n += "-cc";
+  if (rotate) n += "-rh";
   if (kind == CodecKind::kQaq) {
     absl::StrAppend(&n, ":s=", FloatName(sigma_s), ",x=", FloatName(sigma_x),
                     ",o=", FloatName(outlier_ratio), ",b=", b_min, "-", b_max);
@@ -383,6 +395,8 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
       c.key_channel_scale = true;
     } else if (parts[i] == "cc" && traits->key_transforms) {
       c.key_channel_center = true;
+    } else if (parts[i] == "rh" && traits->rotation) {
+      c.rotate = true;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("codec: unknown variant '", parts[i], "' of ", base));
@@ -483,7 +497,7 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
   internal::PageHeader header = internal::MakePageHeader(config, shape);
   const bool use_fast = backend != Backend::kReference && internal::FastPathSupports(header);
   size_t section_bytes[2] = {0, 0};
-  std::vector<float> raw, scaled;
+  std::vector<float> raw, scaled, rotated;
   if (config.kind == CodecKind::kFp16) {
     if (backend != Backend::kReference && internal::Fp16FastPathSupported() &&
         EncodeFp16PageFast(header, shape, k, v, page)) {
@@ -572,6 +586,17 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
             }
         x = scaled.data();
       }
+      if (config.rotate) {
+        // Rows are rotated after the key centres are taken out; the
+        // decoder rotates back, then adds them.
+        const int64_t rows = int64_t{shape.kv_heads} * shape.tokens;
+        rotated.assign(x, x + rows * shape.head_dim);
+        for (int64_t r = 0; r < rows; ++r) {
+          internal::RotateRow(rotated.data() + r * shape.head_dim, shape.head_dim, false);
+        }
+        x = rotated.data();
+        task.rotate = true;
+      }
       if (qaq) internal::FillGroupE(config, shape, side, keys, task);
       internal::TensorEncoding& enc = encs[which];
       if (use_fast) {
@@ -626,7 +651,7 @@ PageShape ShapeOf(const internal::PageHeader& h) {
 
 PageInfo InfoOf(const internal::PageHeader& h, size_t encoded_bytes) {
   PageInfo info;
-  info.version = internal::kPageVersion;
+  info.version = internal::PageVersionFor(h.flags);
   info.kind = h.kind;
   info.group = (h.flags & internal::kFlagLayerGroups) ? GroupLevel::kLayer : GroupLevel::kHead;
   info.shape = ShapeOf(h);

@@ -63,6 +63,13 @@ struct CodecConfig {
   // offsets in fixed channels; centering removes them from every token's
   // range without amplifying the error the way scaling does.
   bool key_channel_center = false;
+  // Variant `-rh` (beyond the paper; int8, int4, qaq): every row of head_dim
+  // values (keys and values) is rotated by a fixed randomized Hadamard
+  // transform before quantization and rotated back on decode. The rotation
+  // keeps q . k and each row's L2 error, and spreads outlier channels over
+  // the row, so the quantized range shrinks. Pages with it are format
+  // version 2 (docs/page-format.md). Not with `-cs`.
+  bool rotate = false;
   // QAQ attention window n: how many recent queries predict a token's
   // attention. Used by whoever computes the side inputs (ComputeWindowStats,
   // the evaluator); not stored in the page.

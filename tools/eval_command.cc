@@ -33,12 +33,15 @@ std::vector<std::string> DefaultCodecs() {
 namespace {
 
 std::vector<std::string> SweepCodecs() {
-  std::vector<std::string> out = {"fp16", "int8", "int4", "kivi2", "kivi2:r=32"};
+  std::vector<std::string> out = {"fp16", "int8", "int4", "int4-rh", "kivi2", "kivi2:r=32"};
   const char* key_sigmas[] = {"1e-4", "3e-4", "5e-4", "1e-3", "2e-3", "5e-3"};
   const char* value_sigmas[] = {"2e-4", "5e-4", "1e-3", "2e-3", "5e-3", "1e-2", "2e-2", "5e-2"};
   const std::pair<const char*, const char*> variants[] = {
       {"qaq", "0.01"}, {"qaq", "0"},    {"qaq-layer", "0.01"},
-      {"qaq-layer", "0"}, {"qaq-cs", "0"}, {"qaq-cc", "0"}};
+      {"qaq-layer", "0"}, {"qaq-cs", "0"}, {"qaq-cc", "0"},
+      // Issue 19: widths of at least 3 bits (what the end-task evaluator
+      // chose), and the rotated rows of format version 2.
+      {"qaq", "0,b=3-8"}, {"qaq-rh", "0"}, {"qaq-cc-rh", "0"}};
   for (const auto& [base, o] : variants)
     for (const char* s : key_sigmas)
       for (const char* x : value_sigmas) out.push_back(absl::StrCat(base, ":s=", s, ",x=", x, ",o=", o));

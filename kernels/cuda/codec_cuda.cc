@@ -130,6 +130,16 @@ uint64_t ChannelBytes(const qi::PageHeader& h, bool keys) {
          ((h.flags & qi::kFlagKeyChannelCenter) ? per : 0);
 }
 
+// Version-2 (rotated) pages have no GPU kernel yet: refused before anything
+// is copied, so the caller can decode them on the CPU.
+absl::Status CheckGpuDecodes(const qi::PageHeader& h) {
+  if ((h.flags & qi::kFlagRotate) != 0) {
+    return absl::UnimplementedError(
+        "cuda: rotated (-rh, format version 2) pages are decoded on the CPU");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RangeError(const char* name, unsigned long long idx, const PageShape& s) {
   const int64_t d = idx % s.head_dim, t = idx / s.head_dim % s.tokens,
                 h = idx / s.head_dim / s.tokens;
@@ -238,6 +248,9 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
   if (config.key_channel_scale || config.key_channel_center) {
     return absl::UnimplementedError(
         "cuda: qaq-cs / qaq-cc pages are encoded on the CPU (the GPU decodes them)");
+  }
+  if (config.rotate) {
+    return absl::UnimplementedError("cuda: rotated (-rh) pages are encoded on the CPU");
   }
   DevicePage::State& ps = *page->state_;
   ps.valid = false;
@@ -503,6 +516,7 @@ absl::Status GpuCodec::Upload(std::span<const uint8_t> bytes, DevicePage* page) 
   ps.valid = false;
   QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> body, qi::VerifyChecksum(bytes));
   QAQKV_ASSIGN_OR_RETURN(const qi::PageHeader header, qi::ReadHeader(body));
+  QAQKV_RETURN_IF_ERROR(CheckGpuDecodes(header));
   QAQKV_RETURN_IF_ERROR(LayOutPage(header, body, ps));
   // Through pinned staging so the copy is asynchronous; the next use of the
   // staging buffer waits for this copy.
@@ -551,6 +565,7 @@ absl::Status GpuCodec::AdoptDevicePage(const void* device_bytes, size_t bytes, D
   QAQKV_RETURN_IF_ERROR(fetch(0, qi::kHeaderBytes));
   QAQKV_RETURN_IF_ERROR(m.Sync());
   QAQKV_ASSIGN_OR_RETURN(const qi::PageHeader header, qi::ReadHeader(body));
+  QAQKV_RETURN_IF_ERROR(CheckGpuDecodes(header));
   if (header.kind != CodecKind::kFp16) {
     const uint64_t starts[2] = {qi::kHeaderBytes, qi::kHeaderBytes + uint64_t(header.k_bytes)};
     const uint64_t sizes[2] = {header.k_bytes, header.v_bytes};

@@ -8,7 +8,7 @@ namespace qaqkv::internal {
 
 void WriteHeader(const PageHeader& h, uint8_t* out) {
   PutU32(out + 0, kPageMagic);
-  PutU16(out + 4, kPageVersion);
+  PutU16(out + 4, PageVersionFor(h.flags));
   out[6] = static_cast<uint8_t>(h.kind);
   out[7] = h.flags;
   PutU32(out + 8, h.tokens);
@@ -41,7 +41,8 @@ absl::StatusOr<std::span<const uint8_t>> VerifyChecksum(std::span<const uint8_t>
 absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
   const uint8_t* p = body.data();
   if (GetU32(p) != kPageMagic) return absl::InvalidArgumentError("page: bad magic");
-  if (const uint16_t version = GetU16(p + 4); version != kPageVersion) {
+  const uint16_t version = GetU16(p + 4);
+  if (version != kPageVersion && version != kPageVersion2) {
     return absl::InvalidArgumentError(
         absl::StrCat("page: unsupported format version ", version));
   }
@@ -60,8 +61,20 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
   h.kivi_residual = GetU32(p + 20);
   h.k_bytes = GetU32(p + 24);
   h.v_bytes = GetU32(p + 28);
-  if ((h.flags & ~(kFlagLayerGroups | kFlagKeyChannelScale | kFlagKeyChannelCenter)) != 0) {
+  if ((h.flags & ~(kFlagLayerGroups | kFlagKeyChannelScale | kFlagKeyChannelCenter |
+                   kFlagRotate)) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("page: unknown flags ", h.flags));
+  }
+  // A version is exactly its features: a rotated page is version 2, and
+  // version 2 says the page is rotated.
+  if (PageVersionFor(h.flags) != version) {
+    return absl::InvalidArgumentError(absl::StrCat("page: flags ", h.flags,
+                                                   " are not those of format version ", version));
+  }
+  if ((h.flags & kFlagRotate) != 0 &&
+      (!codec->rotation || (h.flags & kFlagKeyChannelScale) != 0)) {
+    return absl::InvalidArgumentError("page: rotation is only valid for int8, int4 and qaq, "
+                                      "without key channel scales");
   }
   if (h.tokens == 0 || h.tokens > kMaxTokens || h.kv_heads == 0 ||
       h.kv_heads > kMaxKvHeads || h.head_dim == 0 || h.head_dim > kMaxHeadDim ||

@@ -20,7 +20,10 @@
 namespace qaqkv::internal {
 
 inline constexpr uint32_t kPageMagic = 0x50514151u;  // "QAQP" little-endian
+// Version 1 is every page without a version-2 feature, byte for byte as
+// before version 2 existed; version 2 adds the row rotation (kFlagRotate).
 inline constexpr uint16_t kPageVersion = 1;
+inline constexpr uint16_t kPageVersion2 = 2;
 inline constexpr size_t kHeaderBytes = 32;
 inline constexpr size_t kChecksumBytes = kPageChecksumBytes;
 // Where WriteHeader puts the section sizes (little-endian u32): the GPU
@@ -37,6 +40,12 @@ inline constexpr int64_t kMaxPageValues = static_cast<int64_t>(limits::kMaxPageV
 inline constexpr uint8_t kFlagLayerGroups = 1u << 0;
 inline constexpr uint8_t kFlagKeyChannelScale = 1u << 1;
 inline constexpr uint8_t kFlagKeyChannelCenter = 1u << 2;
+inline constexpr uint8_t kFlagRotate = 1u << 3;  // version 2
+
+// The version a page with these flags is written as.
+inline uint16_t PageVersionFor(uint8_t flags) {
+  return (flags & kFlagRotate) ? kPageVersion2 : kPageVersion;
+}
 
 struct PageHeader {
   CodecKind kind = CodecKind::kQaq;

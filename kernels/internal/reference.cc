@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/internal/rotation.h"
+
 namespace qaqkv::internal {
 
 std::vector<int> SelectOutliers(std::span<const float> values, int k) {
@@ -72,7 +74,9 @@ void EncodeTensorReference(const TensorTask& task, const float* x, const float* 
     enc.widths[g] = static_cast<uint8_t>(p.bits);
     enc.lo.push_back(p.lo);
     enc.step.push_back(p.step);
-    for (int i : outl) enc.outlier_values.push_back(FloatToHalf(raws[i]));
+    // Outliers are exact input values, or exact rotated values of a rotated
+    // row (the decoder rotates the whole row back).
+    for (int i : outl) enc.outlier_values.push_back(FloatToHalf(task.rotate ? vals[i] : raws[i]));
     for (int i : outl) enc.outlier_index.push_back(static_cast<uint16_t>(i));
     const float lo = HalfToFloat(p.lo), inv = InverseStep(HalfToFloat(p.step));
     for (int i = 0, o = 0; i < n; ++i) {
@@ -120,12 +124,38 @@ void DecodeTensorReference(const SectionView& v, float* out) {
         bitpos += w;
       }
       float r = DequantizeValue(code, lo, step);
+      if (v.rotate) {  // still rotated: the pass below turns it back
+        out[idx] = r;
+        return;
+      }
       const int64_t channel = idx / (T * D) * D + idx % D;
       if (!v.channel_scale.empty()) r *= HalfToFloat(GetU16(v.channel_scale.data() + channel * 2));
       if (!v.channel_offset.empty()) r += HalfToFloat(GetU16(v.channel_offset.data() + channel * 2));
       out[idx] = r;
     });
     ++q;
+  }
+  if (v.rotate) {
+    // Every row of a quantized group back from the rotation, then its key
+    // centres added (channel scales never come with a rotation).
+    next_exact = 0;
+    for (int64_t g = 0; g < G; ++g) {
+      if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
+        ++next_exact;
+        continue;
+      }
+      // Head-level groups are one row; layer-level groups one row per head.
+      const int64_t t = geo.kind == GroupGeometry::Kind::kLayer ? g : g / H;
+      const int64_t h0 = geo.kind == GroupGeometry::Kind::kLayer ? 0 : g % H;
+      const int64_t h1 = geo.kind == GroupGeometry::Kind::kLayer ? H : h0 + 1;
+      for (int64_t h = h0; h < h1; ++h) {
+        float* row = out + (h * T + t) * D;
+        RotateRow(row, static_cast<int>(D), true);
+        if (!v.channel_offset.empty()) {
+          for (int64_t d = 0; d < D; ++d) row[d] += HalfToFloat(GetU16(v.channel_offset.data() + (h * D + d) * 2));
+        }
+      }
+    }
   }
   int64_t r = 0;
   for (int64_t h = 0; h < H; ++h)

@@ -37,6 +37,7 @@ TensorTask TaskShape(const PageHeader& h, bool keys) {
   t.fixed_bits = codec.fixed_bits;
   t.variable_widths = codec.variable_widths;
   if (codec.outliers) t.outliers = h.outliers;
+  t.rotate = (h.flags & kFlagRotate) != 0;
   return t;
 }
 
@@ -87,6 +88,7 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
   v.outliers = shape.outliers;
   v.variable_widths = shape.variable_widths;
   v.fixed_bits = shape.fixed_bits;
+  v.rotate = shape.rotate;
   v.index_bytes = OutlierIndexBytes(v.geo.MaxGroupSize());
   const int64_t H = h.kv_heads, D = h.head_dim, T = h.tokens;
   std::span<const uint8_t> rest = section;

@@ -27,6 +27,9 @@ struct TensorTask {
   std::vector<uint16_t> channel_scale;
   // qaq-cc keys: per-channel fp16 means subtracted before quantization.
   std::vector<uint16_t> channel_offset;
+  // Version-2 rotation: the values given to the encoder are rotated rows;
+  // outliers are stored rotated too (exact groups keep the raw values).
+  bool rotate = false;
 };
 
 struct TensorEncoding {
@@ -65,6 +68,7 @@ struct SectionView {
   std::span<const uint8_t> codes;
   std::span<const uint8_t> residual;       // u16 each
   int64_t n_exact = 0;
+  bool rotate = false;  // quantized rows decode rotated; see rotation.h
 
   int Width(int64_t g) const {
     if (!variable_widths) return fixed_bits;

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   const char* const codecs[] = {"fp16",      "int8",         "int4",        "int8-layer",
                                 "int4-layer", "kivi2",       "kivi2:r=2,g=4", "qaq",
                                 "qaq:o=0",   "qaq:o=0.1,b=2-6", "qaq-layer", "qaq-cs", "qaq-cc",
-                                "qaq-layer-cs"};
+                                "qaq-layer-cs", "qaq-rh", "qaq-layer-cc-rh:o=0.1", "int4-rh"};
   const qaqkv::PageShape shapes[] = {{1, 1, 1}, {3, 1, 8}, {6, 2, 16}, {9, 1, 32}, {2, 2, 160}};
   std::mt19937 rng(20240304);
   std::normal_distribution<float> n(0, 1);
