@@ -1,0 +1,175 @@
+#include "kernels/internal/rans.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace qaqkv::internal {
+namespace {
+
+// States live in [kLow, kLow << 8): the decoder reads a byte whenever its
+// state drops below kLow. Both ends start and finish a lane at kLow.
+constexpr uint32_t kLow = 1u << 23;
+
+}  // namespace
+
+absl::StatusOr<RansTable> RansTable::FromCounts(std::span<const uint32_t> counts) {
+  if (counts.empty() || counts.size() > kRansProbScale) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rans: ", counts.size(), " symbols, expected 1..", kRansProbScale));
+  }
+  uint64_t total = 0;
+  for (uint32_t c : counts) total += c;
+  if (total == 0) return absl::InvalidArgumentError("rans: no symbol was counted");
+  const size_t n = counts.size();
+  std::vector<uint16_t> freq(n, 0);
+  // Proportional shares rounded down, at least 1 for every counted symbol;
+  // then the remainder (or the excess) goes to (comes from) the largest
+  // frequencies, one at a time, lowest symbol first on ties.
+  int64_t sum = 0;
+  for (size_t s = 0; s < n; ++s) {
+    if (counts[s] == 0) continue;
+    const uint64_t share = uint64_t{counts[s]} * kRansProbScale / total;
+    freq[s] = static_cast<uint16_t>(std::max<uint64_t>(1, share));
+    sum += freq[s];
+  }
+  std::vector<uint32_t> order;
+  for (size_t s = 0; s < n; ++s)
+    if (counts[s] > 0) order.push_back(static_cast<uint32_t>(s));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return counts[a] > counts[b]; });
+  for (size_t i = 0; sum < int64_t{kRansProbScale}; i = (i + 1) % order.size()) {
+    ++freq[order[i]];
+    ++sum;
+  }
+  // Taking back: never below 1 (present <= 4096 symbols, so this ends).
+  for (size_t i = 0; sum > int64_t{kRansProbScale}; i = (i + 1) % order.size()) {
+    if (freq[order[i]] > 1) {
+      --freq[order[i]];
+      --sum;
+    }
+  }
+  return FromFrequencies(freq);
+}
+
+absl::StatusOr<RansTable> RansTable::FromFrequencies(std::span<const uint16_t> freq) {
+  if (freq.empty() || freq.size() > kRansProbScale) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rans: ", freq.size(), " symbols, expected 1..", kRansProbScale));
+  }
+  uint32_t sum = 0;
+  for (uint16_t f : freq) sum += f;
+  if (sum != kRansProbScale) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rans: frequencies sum to ", sum, ", expected ", kRansProbScale));
+  }
+  RansTable t;
+  t.freq_.assign(freq.begin(), freq.end());
+  t.start_.resize(freq.size());
+  t.slot_symbol_.resize(kRansProbScale);
+  uint32_t at = 0;
+  for (size_t s = 0; s < freq.size(); ++s) {
+    t.start_[s] = at;
+    for (uint32_t j = 0; j < freq[s]; ++j) t.slot_symbol_[at + j] = static_cast<uint16_t>(s);
+    at += freq[s];
+  }
+  return t;
+}
+
+namespace {
+
+absl::Status CheckArgs(size_t symbols, std::span<const uint8_t> context,
+                       std::span<const RansTable> tables, int lanes) {
+  if (lanes < 1 || lanes > kRansMaxLanes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rans: ", lanes, " lanes, expected 1..", kRansMaxLanes));
+  }
+  if (tables.empty()) return absl::InvalidArgumentError("rans: no table");
+  if (!context.empty() && context.size() != symbols) {
+    return absl::InvalidArgumentError(absl::StrCat("rans: ", context.size(), " contexts for ",
+                                                   symbols, " symbols"));
+  }
+  for (uint8_t c : context) {
+    if (c >= tables.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rans: context ", c, " of ", tables.size(), " tables"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<uint8_t>> RansEncode(std::span<const uint16_t> symbols,
+                                                std::span<const uint8_t> context,
+                                                std::span<const RansTable> tables, int lanes) {
+  if (absl::Status st = CheckArgs(symbols.size(), context, tables, lanes); !st.ok()) return st;
+  uint32_t state[kRansMaxLanes];
+  std::fill(state, state + lanes, kLow);
+  // rANS is last in, first out: encode from the last symbol back, writing
+  // bytes back to front, so the decoder reads forward in symbol order.
+  std::vector<uint8_t> rev;
+  rev.reserve(symbols.size() / 2 + 16);
+  for (size_t i = symbols.size(); i-- > 0;) {
+    const RansTable& t = tables[context.empty() ? 0 : context[i]];
+    const uint16_t s = symbols[i];
+    if (s >= t.symbols() || t.freq(s) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rans: symbol ", s, " at ", i, " has no frequency in its table"));
+    }
+    uint32_t& x = state[i % lanes];
+    const uint32_t f = t.freq(s);
+    const uint32_t x_max = ((kLow >> kRansProbBits) << 8) * f;
+    while (x >= x_max) {
+      rev.push_back(static_cast<uint8_t>(x));
+      x >>= 8;
+    }
+    x = ((x / f) << kRansProbBits) + (x % f) + t.start(s);
+  }
+  // The states go first (lane 0 first, little-endian), then the bytes in
+  // the order the decoder wants them.
+  std::vector<uint8_t> out(size_t(lanes) * 4 + rev.size());
+  for (int l = 0; l < lanes; ++l) std::memcpy(out.data() + l * 4, &state[l], 4);
+  std::reverse_copy(rev.begin(), rev.end(), out.begin() + size_t(lanes) * 4);
+  return out;
+}
+
+absl::Status RansDecode(std::span<const uint8_t> stream, std::span<const uint8_t> context,
+                        std::span<const RansTable> tables, int lanes, std::span<uint16_t> out) {
+  if (absl::Status st = CheckArgs(out.size(), context, tables, lanes); !st.ok()) return st;
+  if (stream.size() < size_t(lanes) * 4) {
+    return absl::DataLossError(absl::StrCat("rans: stream of ", stream.size(),
+                                            " bytes is shorter than its ", lanes, " states"));
+  }
+  uint32_t state[kRansMaxLanes];
+  for (int l = 0; l < lanes; ++l) {
+    std::memcpy(&state[l], stream.data() + l * 4, 4);
+    if (state[l] < kLow) return absl::DataLossError("rans: a lane starts below its range");
+  }
+  size_t at = size_t(lanes) * 4;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const RansTable& t = tables[context.empty() ? 0 : context[i]];
+    uint32_t& x = state[i % lanes];
+    const uint32_t slot = x & (kRansProbScale - 1);
+    const int s = t.SymbolAt(slot);
+    // A table shorter than 4096 slots' worth cannot exist (FromFrequencies),
+    // so SymbolAt is defined for every slot.
+    out[i] = static_cast<uint16_t>(s);
+    x = t.freq(s) * (x >> kRansProbBits) + slot - t.start(s);
+    while (x < kLow) {
+      if (at >= stream.size()) return absl::DataLossError("rans: stream ends early");
+      x = (x << 8) | stream[at++];
+    }
+  }
+  if (at != stream.size()) {
+    return absl::DataLossError(
+        absl::StrCat("rans: ", stream.size() - at, " bytes left after the last symbol"));
+  }
+  for (int l = 0; l < lanes; ++l) {
+    if (state[l] != kLow) return absl::DataLossError("rans: a lane does not end where it began");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qaqkv::internal
