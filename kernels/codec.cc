@@ -15,6 +15,7 @@
 #include "kernels/half.h"
 #include "kernels/internal/codec_table.h"
 #include "kernels/internal/encode_plan.h"
+#include "kernels/internal/entropy_codec.h"
 #include "kernels/internal/fast.h"
 #include "kernels/internal/page_format.h"
 #include "kernels/internal/reference.h"
@@ -136,6 +137,23 @@ absl::Status ValidateConfig(const CodecConfig& c) {
   if (c.rotate && !traits->rotation) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.rotate: ", base::AsAbsl(traits->name), " has no rotated variant (int8, int4, qaq)"));
+  }
+  if (c.entropy_coded) {
+    if (!traits->entropy_coding) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.entropy_coded: ", base::AsAbsl(traits->name), " has no -ec variant (qaq)"));
+    }
+    if (c.group != GroupLevel::kHead || c.key_channel_scale || c.key_channel_center) {
+      return absl::InvalidArgumentError(
+          "config.entropy_coded: head-level groups only, without -cs or -cc (every channel is "
+          "centred already)");
+    }
+    if (c.outlier_ratio != 0) {
+      return absl::InvalidArgumentError("config.outlier_ratio: must be 0 with -ec (o=0)");
+    }
+    if (c.b_min != 0 || c.b_max != 8) {
+      return absl::InvalidArgumentError("config.b_min: widths do not apply to -ec (leave b=0-8)");
+    }
   }
   if (c.rotate && c.key_channel_scale) {
     return absl::InvalidArgumentError(
@@ -263,6 +281,7 @@ PageHeader MakePageHeader(const CodecConfig& config, const PageShape& shape) {
   if (config.key_channel_scale) header.flags |= kFlagKeyChannelScale;
   if (config.key_channel_center) header.flags |= kFlagKeyChannelCenter;
   if (config.rotate) header.flags |= kFlagRotate;
+  if (config.entropy_coded) header.flags |= kFlagEntropyCoded;
   if (config.kind == CodecKind::kKivi2) {
     header.kivi_group = static_cast<uint16_t>(config.kivi_group);
     header.kivi_residual = static_cast<uint32_t>(std::min(config.kivi_residual, shape.tokens));
@@ -304,6 +323,7 @@ void FillGroupE(const CodecConfig& config, const PageShape& shape, const QaqSide
   const int64_t G = task.geo.groups();
   const GroupEModel m = ModelGroupE(config, shape, side, keys, task);
   task.group_e.resize(G);
+  task.e_unobserved = keys ? 0.0f : ValueE(m.ev, 1.0f);
   switch (m.kind) {
     case GroupEModel::Kind::kScalar:
       std::fill(task.group_e.begin(), task.group_e.end(), m.scalar);
@@ -363,6 +383,7 @@ std::string CodecConfig::Name() const {
   if (group == GroupLevel::kLayer) n += "-layer";
   if (key_channel_scale) n += "-cs";
   if (key_channel_center) n += "-cc";
+  if (entropy_coded) n += "-ec";
   if (rotate) n += "-rh";
   if (kind == CodecKind::kQaq) {
     absl::StrAppend(&n, ":s=", FloatName(sigma_s), ",x=", FloatName(sigma_x),
@@ -397,6 +418,8 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
       c.key_channel_center = true;
     } else if (parts[i] == "rh" && traits->rotation) {
       c.rotate = true;
+    } else if (parts[i] == "ec" && traits->entropy_coding) {
+      c.entropy_coded = true;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("codec: unknown variant '", parts[i], "' of ", base));
@@ -530,6 +553,11 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
       // on a canonical fp32 copy.
       if (!use_fast) {
         QAQKV_RETURN_IF_ERROR(ToCanonical(in, shape, keys ? "k" : "v", raw));
+      }
+      if (config.entropy_coded) {
+        internal::FillGroupE(config, shape, side, keys, task);
+        internal::EncodeTensorEntropy(task, raw.data(), encs[which]);
+        continue;
       }
       const float* x = raw.data();
       if (keys && use_fast && (config.key_channel_scale || config.key_channel_center)) {
@@ -691,8 +719,16 @@ absl::StatusOr<PageInfo> VerifyPage(std::span<const uint8_t> page, const CodecCo
                                     const PageShape* expected) {
   QAQKV_ASSIGN_OR_RETURN(const ParsedPage p, ParsePage(page));
   QAQKV_RETURN_IF_ERROR(internal::CheckExpectedShape(ShapeOf(p.header), expected));
-  QAQKV_RETURN_IF_ERROR(internal::ParseSection(p.header, true, p.k_section).status());
-  QAQKV_RETURN_IF_ERROR(internal::ParseSection(p.header, false, p.v_section).status());
+  for (int which = 0; which < 2; ++which) {
+    QAQKV_ASSIGN_OR_RETURN(const internal::SectionView view,
+                           internal::ParseSection(p.header, which == 0,
+                                                  which == 0 ? p.k_section : p.v_section));
+    // Whether an entropy-coded stream decodes shows only by decoding it.
+    if (view.entropy_coded) {
+      std::vector<float> scratch(ShapeOf(p.header).values());
+      QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, scratch.data()));
+    }
+  }
   if (config != nullptr) {
     QAQKV_RETURN_IF_ERROR(ValidateConfig(*config));
     const std::string mismatch =
@@ -785,6 +821,8 @@ absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, Muta
       for (int64_t i = 0; i < shape.values(); ++i) {
         canon[i] = HalfToFloat(internal::GetU16(view.exact_values.data() + i * 2));
       }
+    } else if (view.entropy_coded) {
+      QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, canon.data()));
     } else {
       internal::DecodeTensorReference(view, canon.data());
     }
@@ -821,6 +859,13 @@ absl::StatusOr<PageStats> ComputePageStats(std::span<const uint8_t> page) {
     }
     st.exact_values +=
         static_cast<int64_t>(view.exact_values.size() / 2 + view.residual.size() / 2);
+    if (view.entropy_coded) {  // the coded streams, however the bits fall per value
+      // As VerifyPage: a page whose streams do not decode is not counted.
+      std::vector<float> scratch(shape.values());
+      QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, scratch.data()));
+      st.code_bits += 8.0 * double(view.ec_stream.size() + view.codes.size());
+      continue;
+    }
     const int64_t G = view.geo.groups();
     int64_t next_exact = 0;
     for (int64_t g = 0; g < G; ++g) {

@@ -70,6 +70,14 @@ struct CodecConfig {
   // the row, so the quantized range shrinks. Pages with it are format
   // version 2 (docs/page-format.md). Not with `-cs`.
   bool rotate = false;
+  // Variant `qaq-ec` (issue 19, page format version 2): QAQ's error bounds
+  // with an entropy-coded scalar quantizer. Every value of a token's group
+  // is rounded to a multiple of that group's step (sqrt(12) sigma, so the
+  // error is at most half of it) around its channel's page mean, and the
+  // codes are rANS-coded; no per-group offset, step or width is stored
+  // beyond one byte of step. Head-level groups, no outliers, no -cs/-cc
+  // (every channel is centred anyway), widths (b) do not apply; takes -rh.
+  bool entropy_coded = false;
   // QAQ attention window n: how many recent queries predict a token's
   // attention. Used by whoever computes the side inputs (ComputeWindowStats,
   // the evaluator); not stored in the page.

@@ -41,7 +41,9 @@ std::vector<std::string> SweepCodecs() {
       {"qaq-layer", "0"}, {"qaq-cs", "0"}, {"qaq-cc", "0"},
       // Issue 19: widths of at least 3 bits (what the end-task evaluator
       // chose), and the rotated rows of format version 2.
-      {"qaq", "0,b=3-8"}, {"qaq-rh", "0"}, {"qaq-cc-rh", "0"}};
+      {"qaq", "0,b=3-8"}, {"qaq-rh", "0"}, {"qaq-cc-rh", "0"},
+      // The entropy-coded quantizer, plain and rotated.
+      {"qaq-ec", "0"}, {"qaq-ec-rh", "0"}};
   for (const auto& [base, o] : variants)
     for (const char* s : key_sigmas)
       for (const char* x : value_sigmas) out.push_back(absl::StrCat(base, ":s=", s, ",x=", x, ",o=", o));

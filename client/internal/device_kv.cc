@@ -177,7 +177,8 @@ class DeviceEncodeSource final : public DevicePageSource {
         device_(device),
         blocks_(request.blocks.size()),
         total_(blocks_ * static_cast<size_t>(request.geometry.num_layers)),
-        cpu_encode_(config.key_channel_scale || config.key_channel_center || config.rotate),
+        cpu_encode_(config.key_channel_scale || config.key_channel_center || config.rotate ||
+                    config.entropy_coded),
         pool_(std::make_shared<PinnedPool>()),
         slots_(kWindow) {}
 

@@ -133,9 +133,9 @@ uint64_t ChannelBytes(const qi::PageHeader& h, bool keys) {
 // Version-2 (rotated) pages have no GPU kernel yet: refused before anything
 // is copied, so the caller can decode them on the CPU.
 absl::Status CheckGpuDecodes(const qi::PageHeader& h) {
-  if ((h.flags & qi::kFlagRotate) != 0) {
+  if ((h.flags & (qi::kFlagRotate | qi::kFlagEntropyCoded)) != 0) {
     return absl::UnimplementedError(
-        "cuda: rotated (-rh, format version 2) pages are decoded on the CPU");
+        "cuda: format version 2 pages (-rh, -ec) are decoded on the CPU");
   }
   return absl::OkStatus();
 }
@@ -249,8 +249,9 @@ absl::Status GpuCodec::EncodeToDevice(const CodecConfig& config, const PageShape
     return absl::UnimplementedError(
         "cuda: qaq-cs / qaq-cc pages are encoded on the CPU (the GPU decodes them)");
   }
-  if (config.rotate) {
-    return absl::UnimplementedError("cuda: rotated (-rh) pages are encoded on the CPU");
+  if (config.rotate || config.entropy_coded) {
+    return absl::UnimplementedError(
+        "cuda: format version 2 pages (-rh, -ec) are encoded on the CPU");
   }
   DevicePage::State& ps = *page->state_;
   ps.valid = false;

@@ -24,15 +24,16 @@ struct CodecTraits {
   bool key_transforms;     // takes "-cs" and "-cc" (per-channel key scale or centre)
   bool outliers;           // keeps the largest and smallest values of a group exact
   bool rotation;           // takes "-rh" (rows rotated before quantization)
+  bool entropy_coding;     // takes "-ec" (entropy-coded scalar quantizer)
 };
 
 // Indexed by the codec's id: kCodecs[id].kind == CodecKind(id).
 inline constexpr CodecTraits kCodecs[] = {
-    {CodecKind::kFp16, "fp16", 0, false, false, false, false, false},
-    {CodecKind::kInt8, "int8", 8, false, true, false, false, true},
-    {CodecKind::kInt4, "int4", 4, false, true, false, false, true},
-    {CodecKind::kKivi2, "kivi2", 2, false, false, false, false, false},
-    {CodecKind::kQaq, "qaq", 0, true, true, true, true, true},
+    {CodecKind::kFp16, "fp16", 0, false, false, false, false, false, false},
+    {CodecKind::kInt8, "int8", 8, false, true, false, false, true, false},
+    {CodecKind::kInt4, "int4", 4, false, true, false, false, true, false},
+    {CodecKind::kKivi2, "kivi2", 2, false, false, false, false, false, false},
+    {CodecKind::kQaq, "qaq", 0, true, true, true, true, true, true},
 };
 
 constexpr bool CodecIdsAreIndices() {

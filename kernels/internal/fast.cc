@@ -41,7 +41,7 @@ void ForceAvx2ForTesting(bool on) { force_avx2.store(on, std::memory_order_relax
 bool FastPathSupports(const PageHeader& h) {
   const bool kind_ok = h.kind == CodecKind::kInt8 || h.kind == CodecKind::kInt4 ||
                        h.kind == CodecKind::kQaq;
-  return kind_ok && CpuHasAvx2() && (h.flags & (kFlagLayerGroups | kFlagRotate)) == 0 &&
+  return kind_ok && CpuHasAvx2() && (h.flags & (kFlagLayerGroups | kFlagRotate | kFlagEntropyCoded)) == 0 &&
          h.outliers <= 1 && h.head_dim <= kMaxHeadDim;
 }
 

@@ -62,7 +62,7 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
   h.k_bytes = GetU32(p + 24);
   h.v_bytes = GetU32(p + 28);
   if ((h.flags & ~(kFlagLayerGroups | kFlagKeyChannelScale | kFlagKeyChannelCenter |
-                   kFlagRotate)) != 0) {
+                   kFlagRotate | kFlagEntropyCoded)) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("page: unknown flags ", h.flags));
   }
   // A version is exactly its features: a rotated page is version 2, and
@@ -75,6 +75,12 @@ absl::StatusOr<PageHeader> ReadHeader(std::span<const uint8_t> body) {
       (!codec->rotation || (h.flags & kFlagKeyChannelScale) != 0)) {
     return absl::InvalidArgumentError("page: rotation is only valid for int8, int4 and qaq, "
                                       "without key channel scales");
+  }
+  if ((h.flags & kFlagEntropyCoded) != 0 &&
+      (!codec->entropy_coding || h.outliers != 0 ||
+       (h.flags & (kFlagLayerGroups | kFlagKeyChannelScale | kFlagKeyChannelCenter)) != 0)) {
+    return absl::InvalidArgumentError("page: entropy coding is only valid for head-level qaq "
+                                      "without outliers or key channel transforms");
   }
   if (h.tokens == 0 || h.tokens > kMaxTokens || h.kv_heads == 0 ||
       h.kv_heads > kMaxKvHeads || h.head_dim == 0 || h.head_dim > kMaxHeadDim ||

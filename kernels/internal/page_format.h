@@ -40,11 +40,12 @@ inline constexpr int64_t kMaxPageValues = static_cast<int64_t>(limits::kMaxPageV
 inline constexpr uint8_t kFlagLayerGroups = 1u << 0;
 inline constexpr uint8_t kFlagKeyChannelScale = 1u << 1;
 inline constexpr uint8_t kFlagKeyChannelCenter = 1u << 2;
-inline constexpr uint8_t kFlagRotate = 1u << 3;  // version 2
+inline constexpr uint8_t kFlagRotate = 1u << 3;         // version 2
+inline constexpr uint8_t kFlagEntropyCoded = 1u << 4;   // version 2
 
 // The version a page with these flags is written as.
 inline uint16_t PageVersionFor(uint8_t flags) {
-  return (flags & kFlagRotate) ? kPageVersion2 : kPageVersion;
+  return (flags & (kFlagRotate | kFlagEntropyCoded)) ? kPageVersion2 : kPageVersion;
 }
 
 struct PageHeader {

@@ -38,6 +38,8 @@ TensorTask TaskShape(const PageHeader& h, bool keys) {
   t.variable_widths = codec.variable_widths;
   if (codec.outliers) t.outliers = h.outliers;
   t.rotate = (h.flags & kFlagRotate) != 0;
+  t.entropy_coded = (h.flags & kFlagEntropyCoded) != 0;
+  if (t.entropy_coded) t.variable_widths = false;
   return t;
 }
 
@@ -45,6 +47,7 @@ size_t SectionSize(const TensorTask& task, const TensorEncoding& enc) {
   size_t n = (task.channel_scale.size() + task.channel_offset.size()) * 2 + 4 +
              enc.exact_groups.size() * 4;
   if (task.variable_widths) n += (enc.widths.size() + 1) / 2;
+  if (task.entropy_coded) n += enc.ec_scales.size() + enc.ec_steps.size() + 4 + enc.ec_stream.size();
   n += (enc.lo.size() + enc.step.size() + enc.outlier_values.size()) * 2;
   n += enc.outlier_index.size() * OutlierIndexBytes(task.geo.MaxGroupSize());
   n += (enc.exact_values.size() + enc.residual.size()) * 2;
@@ -75,6 +78,14 @@ void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<u
     AppendU16s(enc.outlier_index, out);
   }
   AppendU16s(enc.exact_values, out);
+  if (task.entropy_coded) {
+    out.insert(out.end(), enc.ec_scales.begin(), enc.ec_scales.end());
+    out.insert(out.end(), enc.ec_steps.begin(), enc.ec_steps.end());
+    const size_t at_len = out.size();
+    out.resize(at_len + 4);
+    PutU32(out.data() + at_len, static_cast<uint32_t>(enc.ec_stream.size()));
+    out.insert(out.end(), enc.ec_stream.begin(), enc.ec_stream.end());
+  }
   const ByteBuffer codes = enc.codes.Finish();
   out.insert(out.end(), codes.begin(), codes.end());
   AppendU16s(enc.residual, out);
@@ -89,6 +100,7 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
   v.variable_widths = shape.variable_widths;
   v.fixed_bits = shape.fixed_bits;
   v.rotate = shape.rotate;
+  v.entropy_coded = shape.entropy_coded;
   v.index_bytes = OutlierIndexBytes(v.geo.MaxGroupSize());
   const int64_t H = h.kv_heads, D = h.head_dim, T = h.tokens;
   std::span<const uint8_t> rest = section;
@@ -102,7 +114,7 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
       QAQKV_ASSIGN_OR_RETURN(v.channel_scale,
                              Take(rest, uint64_t(H * D) * 2, "channel scales", keys));
     }
-    if (keys && (h.flags & kFlagKeyChannelCenter)) {
+    if ((keys && (h.flags & kFlagKeyChannelCenter)) || v.entropy_coded) {
       QAQKV_ASSIGN_OR_RETURN(v.channel_offset,
                              Take(rest, uint64_t(H * D) * 2, "channel offsets", keys));
     }
@@ -124,6 +136,29 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
             absl::StrCat("page: ", side, " exact group list is not increasing or out of range"));
       }
       exact_values += v.geo.GroupSize(g);
+    }
+    if (v.entropy_coded) {
+      QAQKV_ASSIGN_OR_RETURN(v.exact_values,
+                             Take(rest, uint64_t(exact_values) * 2, "exact values", keys));
+      QAQKV_ASSIGN_OR_RETURN(v.ec_scales, Take(rest, uint64_t(H * D), "channel spreads", keys));
+      QAQKV_ASSIGN_OR_RETURN(v.ec_steps, Take(rest, uint64_t(G), "group steps", keys));
+      QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> len,
+                             Take(rest, 4, "entropy stream size", keys));
+      QAQKV_ASSIGN_OR_RETURN(v.ec_stream, Take(rest, GetU32(len.data()), "entropy stream", keys));
+      v.codes = rest;  // escape bits, to the end of the section
+      rest = {};
+      // Codes at or above 0xf8 would be fp16 Inf or NaN steps; an exact group has none.
+      for (uint8_t c : v.ec_scales)
+        if (c >= 0xf8) return absl::DataLossError(absl::StrCat("page: ", side, " bad spread code"));
+      for (uint8_t c : v.ec_steps)
+        if (c >= 0xf8) return absl::DataLossError(absl::StrCat("page: ", side, " bad step code"));
+      for (int64_t i = 0; i < v.n_exact; ++i) {
+        if (v.ec_steps[GetU32(v.exact_groups.data() + i * 4)] != 0) {
+          return absl::DataLossError(
+              absl::StrCat("page: ", side, " an exact group has a step"));
+        }
+      }
+      return v;
     }
     if (v.variable_widths) {
       QAQKV_ASSIGN_OR_RETURN(v.widths, Take(rest, uint64_t(G + 1) / 2, "bit widths", keys));

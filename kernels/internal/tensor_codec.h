@@ -30,6 +30,11 @@ struct TensorTask {
   // Version-2 rotation: the values given to the encoder are rotated rows;
   // outliers are stored rotated too (exact groups keep the raw values).
   bool rotate = false;
+  // qaq-ec: sections hold the entropy-coded parts below; channel_offset
+  // holds the centres of K and V alike. e_unobserved is the value target of
+  // a token with no attention observed (group_e < 0): that of attention 1.
+  bool entropy_coded = false;
+  float e_unobserved = 0;
 };
 
 struct TensorEncoding {
@@ -41,6 +46,9 @@ struct TensorEncoding {
   std::vector<uint16_t> exact_values;
   BitWriter codes;
   std::vector<uint16_t> residual;  // kivi: fp16 tokens kept exact, HND
+  // qaq-ec: per channel spread codes, per group step codes, the rANS
+  // stream; `codes` holds the escape bits.
+  std::vector<uint8_t> ec_scales, ec_steps, ec_stream;
 };
 
 // Exact size in bytes of the section SerializeSection will write.
@@ -69,6 +77,8 @@ struct SectionView {
   std::span<const uint8_t> residual;       // u16 each
   int64_t n_exact = 0;
   bool rotate = false;  // quantized rows decode rotated; see rotation.h
+  bool entropy_coded = false;  // qaq-ec: the spans below, `codes` = escape bits
+  std::span<const uint8_t> ec_scales, ec_steps, ec_stream;
 
   int Width(int64_t g) const {
     if (!variable_widths) return fixed_bits;

@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   const char* const codecs[] = {"fp16",      "int8",         "int4",        "int8-layer",
                                 "int4-layer", "kivi2",       "kivi2:r=2,g=4", "qaq",
                                 "qaq:o=0",   "qaq:o=0.1,b=2-6", "qaq-layer", "qaq-cs", "qaq-cc",
-                                "qaq-layer-cs", "qaq-rh", "qaq-layer-cc-rh:o=0.1", "int4-rh"};
+                                "qaq-layer-cs", "qaq-rh", "qaq-layer-cc-rh:o=0.1", "int4-rh", "qaq-ec:o=0",
+                                "qaq-ec-rh:s=1e-2,x=1e-2,o=0"};
   const qaqkv::PageShape shapes[] = {{1, 1, 1}, {3, 1, 8}, {6, 2, 16}, {9, 1, 32}, {2, 2, 160}};
   std::mt19937 rng(20240304);
   std::normal_distribution<float> n(0, 1);

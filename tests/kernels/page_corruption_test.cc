@@ -75,7 +75,8 @@ std::vector<uint8_t> Encode(const char* codec, PageShape s, uint32_t seed, int n
 
 const char* const kSmallCodecs[] = {"fp16", "int8", "int4", "kivi2:r=2,g=4", "qaq",
                                     "qaq-layer", "qaq-cs", "qaq-cc", "qaq:o=0.1",
-                                    "qaq-rh", "int4-layer-rh"};
+                                    "qaq-rh", "int4-layer-rh", "qaq-ec:o=0",
+                                    "qaq-ec-rh:o=0"};
 
 TEST(PageCorruption, ValidPagesDecode) {
   for (const char* c : kSmallCodecs) {

@@ -1,0 +1,192 @@
+// qaq-ec: QAQ's bounds with an entropy-coded scalar quantizer (page format
+// version 2, kernels/internal/entropy_codec.h).
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/checksum.h"
+#include "kernels/codec.h"
+#include "kernels/half.h"
+
+namespace qaqkv {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<float> Normal(const PageShape& s, uint32_t seed, float mean = 0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(mean, 1);
+  std::vector<float> x(s.values());
+  for (float& v : x) v = n(rng);
+  return x;
+}
+
+struct Decoded {
+  std::vector<float> k, v;  // NHD
+};
+Decoded Decode(const std::vector<uint8_t>& page, const PageShape& s) {
+  Decoded d{std::vector<float>(s.values()), std::vector<float>(s.values())};
+  EXPECT_EQ(DecodePage(page, {d.k.data(), DType::kF32, Layout::kNHD},
+                       {d.v.data(), DType::kF32, Layout::kNHD}, &s),
+            absl::OkStatus());
+  return d;
+}
+
+// Without side inputs every value token has attention 1: its step is at most
+// sqrt(12) sigma_X / sqrt(T), and every value lands within half of it.
+TEST(EntropyCoded, EveryValueWithinHalfItsStep) {
+  const PageShape s{64, 2, 96};
+  const std::vector<float> k = Normal(s, 1, 3.0f), v = Normal(s, 2, -1.0f);
+  for (const char* name : {"qaq-ec:s=1e-3,x=1e-2,o=0", "qaq-ec-rh:s=1e-3,x=1e-2,o=0"}) {
+    SCOPED_TRACE(name);
+    const CodecConfig cfg = *ParseCodecConfig(name);
+    auto page = EncodePage(cfg, s, {k.data(), DType::kF32, Layout::kNHD},
+                           {v.data(), DType::kF32, Layout::kNHD});
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_EQ(InspectPage(*page)->version, 2);
+    ASSERT_TRUE(VerifyPage(*page, &cfg, &s).ok());
+    const Decoded d = Decode(*page, s);
+    const double half_step = 0.5 * std::sqrt(12.0) * 1e-2 / std::sqrt(64.0);
+    if (!cfg.rotate) {
+      for (size_t i = 0; i < v.size(); ++i) ASSERT_LE(std::fabs(d.v[i] - v[i]), half_step * 1.0001) << i;
+    } else {
+      // Rotated: the bound holds per row in L2 (the rotation keeps it).
+      for (int r = 0; r < s.tokens * s.kv_heads; ++r) {
+        double e = 0;
+        for (int j = 0; j < s.head_dim; ++j) {
+          const double a = d.v[r * s.head_dim + j] - v[r * s.head_dim + j];
+          e += a * a;
+        }
+        ASSERT_LE(std::sqrt(e), half_step * std::sqrt(double(s.head_dim)) * 1.0001) << r;
+      }
+    }
+  }
+}
+
+// Tokens no query attends (a = 0) have no error bound: they decode to their
+// channels' page means and cost no codes, so the V section holds little
+// more than the centres.
+TEST(EntropyCoded, UnattendedTokensDecodeToTheirCentresForAlmostNothing) {
+  const PageShape s{128, 1, 64};
+  const std::vector<float> k = Normal(s, 3), v = Normal(s, 4, 2.0f);
+  std::vector<float> attention(s.tokens, 0.0f), q2(1, 1.0f);
+  attention[5] = 1.0f;  // one attended token
+  const QaqSideInputs side{attention, q2, 0};
+  const CodecConfig cfg = *ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0");
+  auto page = EncodePage(cfg, s, {k.data(), DType::kF32, Layout::kNHD},
+                         {v.data(), DType::kF32, Layout::kNHD}, side);
+  ASSERT_TRUE(page.ok());
+  const Decoded d = Decode(*page, s);
+  std::vector<double> mean(s.head_dim, 0);
+  for (int t = 0; t < s.tokens; ++t)
+    for (int j = 0; j < s.head_dim; ++j) mean[j] += v[t * s.head_dim + j] / s.tokens;
+  for (int t = 0; t < s.tokens; ++t) {
+    if (t == 5) continue;
+    for (int j = 0; j < s.head_dim; ++j) {
+      ASSERT_EQ(d.v[t * s.head_dim + j], HalfToFloat(FloatToHalf(float(mean[j])))) << t << " " << j;
+    }
+  }
+  // The attended token is coded to its bound.
+  for (int j = 0; j < s.head_dim; ++j) EXPECT_NEAR(d.v[5 * s.head_dim + j], v[5 * s.head_dim + j], 0.01);
+  // V is the centres and spreads (3 bytes a channel), a step byte a token,
+  // one token's codes and the fixed parts: against every token attended,
+  // a small fraction.
+  std::vector<float> all(s.tokens, 1.0f);
+  auto attended = EncodePage(cfg, s, {k.data(), DType::kF32, Layout::kNHD},
+                             {v.data(), DType::kF32, Layout::kNHD}, {all, q2, 0});
+  ASSERT_TRUE(attended.ok());
+  uint32_t v_bytes, v_bytes_all;
+  std::memcpy(&v_bytes, page->data() + 28, 4);
+  std::memcpy(&v_bytes_all, attended->data() + 28, 4);
+  EXPECT_LT(v_bytes, 3u * 64 + 128 + 4 + 4 + 32 + 300);
+  EXPECT_LT(v_bytes * 20, v_bytes_all) << v_bytes << " vs " << v_bytes_all;
+}
+
+TEST(EntropyCoded, NonFiniteValuesStayWhereTheyWere) {
+  const PageShape s{8, 2, 64};
+  std::vector<float> k = Normal(s, 5);
+  k[3 * 128 + 64 + 9] = std::numeric_limits<float>::quiet_NaN();
+  k[6 * 128 + 63] = -std::numeric_limits<float>::infinity();
+  for (const char* name : {"qaq-ec:o=0", "qaq-ec-rh:o=0"}) {
+    SCOPED_TRACE(name);
+    auto page = EncodePage(*ParseCodecConfig(name), s, {k.data(), DType::kF32, Layout::kNHD},
+                           {k.data(), DType::kF32, Layout::kNHD});
+    ASSERT_TRUE(page.ok());
+    const Decoded d = Decode(*page, s);
+    for (size_t i = 0; i < k.size(); ++i) {
+      if (std::isnan(k[i])) {
+        EXPECT_TRUE(std::isnan(d.k[i]));
+      } else if (std::isinf(k[i])) {
+        EXPECT_EQ(d.k[i], k[i]);
+      } else {
+        ASSERT_TRUE(std::isfinite(d.k[i])) << i;
+        ASSERT_NEAR(d.k[i], k[i], 0.5) << i;
+      }
+    }
+  }
+}
+
+// A stream altered under a valid checksum is refused by every reader that
+// could otherwise serve it: VerifyPage (what the server runs), DecodePage
+// and ComputePageStats.
+TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
+  const PageShape s{64, 1, 64};
+  const std::vector<float> k = Normal(s, 6), v = Normal(s, 7);
+  auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0"), s,
+                         {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  ASSERT_TRUE(page.ok());
+  int refused = 0, tried = 0;
+  // The K stream starts after the header, 64 centres, 64 spreads, 64 steps
+  // and its 4-byte size.
+  const size_t stream = 32 + 4 + 64 * 2 + 64 + 64 + 4;
+  for (size_t at = stream; at < stream + 200; ++at) {
+    std::vector<uint8_t> bad = *page;
+    bad[at] ^= 0x24;
+    const uint64_t sum = PageChecksum(bad.data(), bad.size() - 8);
+    std::memcpy(bad.data() + bad.size() - 8, &sum, 8);
+    ++tried;
+    const absl::Status verify = VerifyPage(bad).status();
+    std::vector<float> ko(s.values()), vo(s.values());
+    const absl::Status decode = DecodePage(bad, {ko.data(), DType::kF32}, {vo.data(), DType::kF32});
+    EXPECT_EQ(verify.code(), decode.code()) << at;
+    EXPECT_EQ(ComputePageStats(bad).status().code(), decode.code()) << at;
+    if (!verify.ok()) {
+      EXPECT_EQ(verify.code(), absl::StatusCode::kDataLoss) << verify;
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, tried * 9 / 10);
+}
+
+TEST(EntropyCoded, ConfigAndHeaderRules) {
+  for (const char* bad : {"int4-ec", "qaq-ec", "qaq-layer-ec:o=0", "qaq-cc-ec:o=0",
+                          "qaq-cs-ec:o=0", "qaq-ec:o=0,b=2-6"}) {
+    // plain "qaq-ec" keeps the default 1% outliers, which -ec does not take
+    EXPECT_EQ(ParseCodecConfig(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_THAT(std::string(ParseCodecConfig("qaq-ec").status().message()),
+              HasSubstr("config.outlier_ratio"));
+  auto cfg = ParseCodecConfig("qaq-ec-rh:s=3e-4,x=7e-4,o=0");
+  ASSERT_TRUE(cfg.ok());
+  EXPECT_EQ(cfg->Name(), "qaq-ec-rh:s=0.0003,x=0.0007,o=0,b=0-8");
+  EXPECT_EQ(ParseCodecConfig(cfg->Name())->Name(), cfg->Name());
+  // A page that claims entropy coding with outliers is refused.
+  const PageShape s{4, 1, 16};
+  std::vector<float> x(s.values(), 1.0f);
+  auto page = EncodePage(*cfg, s, {x.data(), DType::kF32}, {x.data(), DType::kF32});
+  ASSERT_TRUE(page.ok());
+  std::vector<uint8_t> bad = *page;
+  const uint16_t outliers = 1;
+  std::memcpy(bad.data() + 16, &outliers, 2);
+  const uint64_t sum = PageChecksum(bad.data(), bad.size() - 8);
+  std::memcpy(bad.data() + bad.size() - 8, &sum, 8);
+  EXPECT_EQ(InspectPage(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace qaqkv
