@@ -570,22 +570,8 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
         // values, rounded to fp16, is what the decoder adds back.
         std::vector<float> center(size_t(H) * D, 0.0f);
         if (config.key_channel_center) {
-          task.channel_offset.assign(size_t(H) * D, 0);
-          for (int h = 0; h < H; ++h)
-            for (int d = 0; d < D; ++d) {
-              double sum = 0;
-              int64_t n = 0;
-              for (int t = 0; t < TT; ++t) {
-                const float a = raw[(size_t(h) * TT + t) * D + d];
-                if (std::isfinite(a)) {
-                  sum += a;
-                  ++n;
-                }
-              }
-              const uint16_t m = FloatToHalf(n > 0 ? static_cast<float>(sum / n) : 0.0f);
-              task.channel_offset[size_t(h) * D + d] = m;
-              center[size_t(h) * D + d] = HalfToFloat(m);
-            }
+          task.channel_offset = internal::ChannelCentres(raw.data(), H, TT, D);
+          for (size_t i = 0; i < center.size(); ++i) center[i] = HalfToFloat(task.channel_offset[i]);
         }
         std::vector<float> scale(size_t(H) * D, 1.0f);
         if (config.key_channel_scale) {

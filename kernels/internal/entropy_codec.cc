@@ -78,24 +78,9 @@ void PutGamma(BitWriter& w, uint32_t n) {
 void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc) {
   const GroupGeometry& geo = task.geo;
   const int64_t H = geo.kv_heads, T = geo.tokens, D = geo.head_dim, G = H * T;
-  // Centres: each channel's mean over the page's finite values, fp16.
-  task.channel_offset.assign(size_t(H) * D, 0);
-  std::vector<float> centre(size_t(H) * D, 0.0f);
-  for (int64_t h = 0; h < H; ++h)
-    for (int64_t d = 0; d < D; ++d) {
-      double sum = 0;
-      int64_t n = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        const float a = raw[(h * T + t) * D + d];
-        if (std::isfinite(a)) {
-          sum += a;
-          ++n;
-        }
-      }
-      const uint16_t c = FloatToHalf(n > 0 ? static_cast<float>(sum / n) : 0.0f);
-      task.channel_offset[h * D + d] = c;
-      centre[h * D + d] = HalfToFloat(c);
-    }
+  task.channel_offset = ChannelCentres(raw, H, T, D);
+  std::vector<float> centre(task.channel_offset.size());
+  for (size_t i = 0; i < centre.size(); ++i) centre[i] = HalfToFloat(task.channel_offset[i]);
   // Centred (and rotated) rows; rows with a non-finite value stay as they are
   // and become exact groups below.
   std::vector<float> y(size_t(G) * D);

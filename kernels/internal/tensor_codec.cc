@@ -1,8 +1,10 @@
 #include "kernels/internal/tensor_codec.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/half.h"
 #include "kernels/internal/codec_table.h"
 #include "base/status_macros.h"
 
@@ -29,6 +31,25 @@ absl::StatusOr<std::span<const uint8_t>> Take(std::span<const uint8_t>& rest, ui
 }
 
 }  // namespace
+
+std::vector<uint16_t> ChannelCentres(const float* canon, int64_t kv_heads, int64_t tokens,
+                                     int64_t head_dim) {
+  std::vector<uint16_t> out(size_t(kv_heads) * head_dim, 0);
+  for (int64_t h = 0; h < kv_heads; ++h)
+    for (int64_t d = 0; d < head_dim; ++d) {
+      double sum = 0;
+      int64_t n = 0;
+      for (int64_t t = 0; t < tokens; ++t) {
+        const float a = canon[(h * tokens + t) * head_dim + d];
+        if (std::isfinite(a)) {
+          sum += a;
+          ++n;
+        }
+      }
+      out[h * head_dim + d] = FloatToHalf(n > 0 ? static_cast<float>(sum / n) : 0.0f);
+    }
+  return out;
+}
 
 TensorTask TaskShape(const PageHeader& h, bool keys) {
   TensorTask t;

@@ -51,6 +51,12 @@ struct TensorEncoding {
   std::vector<uint8_t> ec_scales, ec_steps, ec_stream;
 };
 
+// Each channel's mean over the page's finite values, rounded to fp16, from a
+// canonical [kv_heads][tokens][head_dim] tensor: the centres of qaq-cc keys
+// and of qaq-ec sections, which the decoder adds back.
+std::vector<uint16_t> ChannelCentres(const float* canon, int64_t kv_heads, int64_t tokens,
+                                     int64_t head_dim);
+
 // Exact size in bytes of the section SerializeSection will write.
 size_t SectionSize(const TensorTask& task, const TensorEncoding& enc);
 
