@@ -151,8 +151,9 @@ absl::Status ValidateConfig(const CodecConfig& c) {
     if (c.outlier_ratio != 0) {
       return absl::InvalidArgumentError("config.outlier_ratio: must be 0 with -ec (o=0)");
     }
-    if (c.b_min != 0 || c.b_max != 8) {
-      return absl::InvalidArgumentError("config.b_min: widths do not apply to -ec (leave b=0-8)");
+    if (c.b_max != 8) {
+      return absl::InvalidArgumentError(
+          "config.b_max: -ec has no widest code; only b_min applies (b=N-8)");
     }
   }
   if (c.rotate && c.key_channel_scale) {

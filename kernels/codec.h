@@ -76,7 +76,9 @@ struct CodecConfig {
   // error is at most half of it) around its channel's page mean, and the
   // codes are rANS-coded; no per-group offset, step or width is stored
   // beyond one byte of step. Head-level groups, no outliers, no -cs/-cc
-  // (every channel is centred anyway), widths (b) do not apply; takes -rh.
+  // (every channel is centred anyway); takes -rh. b_min > 0 is a floor on
+  // precision: no token's step exceeds its row's range / 2^b_min, as a
+  // min-max group of b_min bits would have (b_max must stay 8).
   bool entropy_coded = false;
   // QAQ attention window n: how many recent queries predict a token's
   // attention. Used by whoever computes the side inputs (ComputeWindowStats,

@@ -107,8 +107,14 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
     }
     float e = task.group_e[g];
     if (e < 0) e = task.e_unobserved;
-    float amax = 0;
-    for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(row[d]));
+    float amax = 0, lo = row[0], hi = row[0];
+    for (int64_t d = 0; d < D; ++d) {
+      amax = std::max(amax, std::fabs(row[d]));
+      lo = std::min(lo, row[d]);
+      hi = std::max(hi, row[d]);
+    }
+    // b_min: at least the precision of a b_min-bit min-max group.
+    if (task.b_min > 0 && hi > lo) e = std::min(e, std::ldexp(hi - lo, -task.b_min));
     if (!(e < __builtin_inff())) continue;  // no bound at all: zero width
     uint8_t code = std::max<uint8_t>(1, CodeDown(e));
     const float step = CodeValue(code);

@@ -107,6 +107,44 @@ TEST(EntropyCoded, UnattendedTokensDecodeToTheirCentresForAlmostNothing) {
   EXPECT_LT(v_bytes * 20, v_bytes_all) << v_bytes << " vs " << v_bytes_all;
 }
 
+// b_min > 0: no token coarser than a b_min-bit min-max group of its row,
+// even one no query attends.
+TEST(EntropyCoded, BMinFloorsThePrecisionOfUnattendedTokens) {
+  const PageShape s{32, 1, 64};
+  const std::vector<float> k = Normal(s, 8), v = Normal(s, 9);
+  std::vector<float> attention(s.tokens, 0.0f), q2(1, 1.0f);
+  const QaqSideInputs side{attention, q2, 0};
+  for (int b : {0, 3}) {
+    SCOPED_TRACE(b);
+    CodecConfig cfg = *ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0");
+    cfg.b_min = b;
+    auto page = EncodePage(cfg, s, {k.data(), DType::kF32, Layout::kNHD},
+                           {v.data(), DType::kF32, Layout::kNHD}, side);
+    ASSERT_TRUE(page.ok()) << page.status();
+    const Decoded d = Decode(*page, s);
+    // Rows are quantized after each channel's mean is taken out.
+    std::vector<float> mean(s.head_dim, 0.0f);
+    for (int t = 0; t < s.tokens; ++t)
+      for (int j = 0; j < s.head_dim; ++j) mean[j] += v[t * s.head_dim + j] / s.tokens;
+    for (int t = 0; t < s.tokens; ++t) {
+      float lo = 1e30f, hi = -1e30f, worst = 0;
+      for (int j = 0; j < s.head_dim; ++j) {
+        lo = std::min(lo, v[t * s.head_dim + j] - mean[j]);
+        hi = std::max(hi, v[t * s.head_dim + j] - mean[j]);
+      }
+      for (int j = 0; j < s.head_dim; ++j) {
+        worst = std::max(worst, std::fabs(d.v[t * s.head_dim + j] - v[t * s.head_dim + j]));
+      }
+      if (b == 0) {
+        EXPECT_GT(worst, (hi - lo) / 8) << t;  // decoded to the centres
+      } else {
+        // Half a step of at most range / 8, with slack for the fp16 centre.
+        ASSERT_LE(worst, (hi - lo) / 16 * 1.001f + 1e-3f) << t;
+      }
+    }
+  }
+}
+
 TEST(EntropyCoded, NonFiniteValuesStayWhereTheyWere) {
   const PageShape s{8, 2, 64};
   std::vector<float> k = Normal(s, 5);
@@ -171,6 +209,7 @@ TEST(EntropyCoded, ConfigAndHeaderRules) {
   }
   EXPECT_THAT(std::string(ParseCodecConfig("qaq-ec").status().message()),
               HasSubstr("config.outlier_ratio"));
+  EXPECT_TRUE(ParseCodecConfig("qaq-ec:o=0,b=3-8").ok());
   auto cfg = ParseCodecConfig("qaq-ec-rh:s=3e-4,x=7e-4,o=0");
   ASSERT_TRUE(cfg.ok());
   EXPECT_EQ(cfg->Name(), "qaq-ec-rh:s=0.0003,x=0.0007,o=0,b=0-8");
