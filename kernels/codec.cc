@@ -712,8 +712,7 @@ absl::StatusOr<PageInfo> VerifyPage(std::span<const uint8_t> page, const CodecCo
                                                   which == 0 ? p.k_section : p.v_section));
     // Whether an entropy-coded stream decodes shows only by decoding it.
     if (view.entropy_coded) {
-      std::vector<float> scratch(ShapeOf(p.header).values());
-      QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, scratch.data()));
+      QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, nullptr));
     }
   }
   if (config != nullptr) {
@@ -848,8 +847,7 @@ absl::StatusOr<PageStats> ComputePageStats(std::span<const uint8_t> page) {
         static_cast<int64_t>(view.exact_values.size() / 2 + view.residual.size() / 2);
     if (view.entropy_coded) {  // the coded streams, however the bits fall per value
       // As VerifyPage: a page whose streams do not decode is not counted.
-      std::vector<float> scratch(shape.values());
-      QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, scratch.data()));
+      QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, nullptr));
       st.code_bits += 8.0 * double(view.ec_stream.size() + view.codes.size());
       continue;
     }

@@ -173,67 +173,66 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
 absl::Status DecodeTensorEntropy(const SectionView& v, float* out) {
   const GroupGeometry& geo = v.geo;
   const int64_t H = geo.kv_heads, T = geo.tokens, D = geo.head_dim, G = H * T;
-  auto centre = [&](int64_t h, int64_t d) {
-    return HalfToFloat(GetU16(v.channel_offset.data() + (h * D + d) * 2));
-  };
-  // Which groups are coded, hence how many symbols there are and their contexts.
-  std::vector<uint8_t> contexts;
-  int64_t next_exact = 0;
-  std::vector<uint8_t> exact(G, 0);
-  for (int64_t g = 0; g < G; ++g) {
-    if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
-      exact[g] = 1;
-      ++next_exact;
-      continue;
-    }
-    const uint8_t code = v.ec_steps[g];
-    if (code == 0) continue;
-    const int64_t h = g % H;
-    for (int64_t d = 0; d < D; ++d) contexts.push_back(Context(v.ec_scales[h * D + d], code));
-  }
-  std::vector<uint16_t> symbols(contexts.size());
-  if (absl::Status st = RansDecode(v.ec_stream, contexts, Tables(), kLanes, symbols); !st.ok()) {
+  const std::array<RansTable, kContexts>& tables = Tables();
+  // Symbols are decoded as they are needed, so nothing here grows with the
+  // page beyond one row; without `out` only the streams are checked.
+  RansDecoder rans;
+  if (absl::Status st = rans.Start(v.ec_stream, kLanes); !st.ok()) {
     return absl::DataLossError(absl::StrCat("page: entropy-coded section: ", st.message()));
   }
   uint64_t bit = 0;
   const uint64_t escape_bits = uint64_t(v.codes.size()) * 8;
-  size_t next_symbol = 0;
-  int64_t exact_at = 0;
+  int64_t next_exact = 0, exact_at = 0;
   std::vector<float> row(D);
   for (int64_t g = 0; g < G; ++g) {
     const int64_t t = g / H, h = g % H;
-    float* dst = out + (h * T + t) * D;
-    if (exact[g]) {
-      for (int64_t d = 0; d < D; ++d) dst[d] = HalfToFloat(GetU16(v.exact_values.data() + (exact_at++) * 2));
+    float* dst = out == nullptr ? nullptr : out + (h * T + t) * D;
+    if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
+      ++next_exact;
+      for (int64_t d = 0; d < D; ++d, ++exact_at) {
+        if (dst != nullptr) dst[d] = HalfToFloat(GetU16(v.exact_values.data() + exact_at * 2));
+      }
       continue;
     }
     const uint8_t code = v.ec_steps[g];
-    const float step = code == 0 ? 0.0f : CodeValue(code);
-    for (int64_t d = 0; d < D; ++d) {
-      if (code == 0) {
-        row[d] = 0;
-        continue;
-      }
-      uint32_t u = symbols[next_symbol++];
-      if (u == kEscape) {
-        int zeros = 0;
-        while (true) {
-          if (bit >= escape_bits) return absl::DataLossError("page: escape bits end early");
-          if (ReadBits(v.codes, bit++, 1)) break;
-          if (++zeros > 21) return absl::DataLossError("page: escape code too long");
+    if (code == 0) {
+      if (dst == nullptr) continue;
+      std::fill(row.begin(), row.end(), 0.0f);
+    } else {
+      const float step = CodeValue(code);
+      for (int64_t d = 0; d < D; ++d) {
+        uint16_t sym;
+        if (!rans.Next(tables[Context(v.ec_scales[h * D + d], code)], &sym)) {
+          return absl::DataLossError("page: entropy-coded section: rans: stream ends early");
         }
-        if (bit + zeros > escape_bits) return absl::DataLossError("page: escape bits end early");
-        uint32_t n = 1;
-        for (int b = 0; b < zeros; ++b) n = (n << 1) | static_cast<uint32_t>(ReadBits(v.codes, bit++, 1));
-        u = n - 1 + kDirect;
+        uint32_t u = sym;
+        if (u == kEscape) {
+          int zeros = 0;
+          while (true) {
+            if (bit >= escape_bits) return absl::DataLossError("page: escape bits end early");
+            if (ReadBits(v.codes, bit++, 1)) break;
+            if (++zeros > 21) return absl::DataLossError("page: escape code too long");
+          }
+          if (bit + zeros > escape_bits) return absl::DataLossError("page: escape bits end early");
+          uint32_t n = 1;
+          for (int b = 0; b < zeros; ++b) n = (n << 1) | static_cast<uint32_t>(ReadBits(v.codes, bit++, 1));
+          u = n - 1 + kDirect;
+        }
+        row[d] = static_cast<float>(Unzigzag(u)) * step;
       }
-      row[d] = static_cast<float>(Unzigzag(u)) * step;
+      if (dst == nullptr) continue;
     }
     if (v.rotate) RotateRow(row.data(), static_cast<int>(D), true);
-    for (int64_t d = 0; d < D; ++d) dst[d] = row[d] + centre(h, d);
+    for (int64_t d = 0; d < D; ++d) {
+      dst[d] = row[d] + HalfToFloat(GetU16(v.channel_offset.data() + (h * D + d) * 2));
+    }
+  }
+  if (absl::Status st = rans.Finish(); !st.ok()) {
+    return absl::DataLossError(absl::StrCat("page: entropy-coded section: ", st.message()));
   }
   // The escape stream is padded to a byte, with zeros.
-  if (bit + 8 <= escape_bits || (bit < escape_bits && ReadBits(v.codes, bit, int(escape_bits - bit)) != 0)) {
+  if (bit + 8 <= escape_bits ||
+      (bit < escape_bits && ReadBits(v.codes, bit, int(escape_bits - bit)) != 0)) {
     return absl::DataLossError("page: escape bits left over");
   }
   return absl::OkStatus();

@@ -29,7 +29,9 @@ namespace qaqkv::internal {
 void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc);
 
 // Decodes a parsed section into canonical fp32. kDataLoss when the coded
-// streams do not decode to exactly the symbols the section needs.
+// streams do not decode to exactly the symbols the section needs. With a
+// null `out`, only checks that (what VerifyPage needs), in memory that does
+// not grow with the page.
 absl::Status DecodeTensorEntropy(const SectionView& v, float* out);
 
 }  // namespace qaqkv::internal

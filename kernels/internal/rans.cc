@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace qaqkv::internal {
 namespace {
@@ -135,41 +136,63 @@ absl::StatusOr<std::vector<uint8_t>> RansEncode(std::span<const uint16_t> symbol
   return out;
 }
 
-absl::Status RansDecode(std::span<const uint8_t> stream, std::span<const uint8_t> context,
-                        std::span<const RansTable> tables, int lanes, std::span<uint16_t> out) {
-  if (absl::Status st = CheckArgs(out.size(), context, tables, lanes); !st.ok()) return st;
+absl::Status RansDecoder::Start(std::span<const uint8_t> stream, int lanes) {
+  if (lanes < 1 || lanes > kRansMaxLanes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rans: ", lanes, " lanes, expected 1..", kRansMaxLanes));
+  }
   if (stream.size() < size_t(lanes) * 4) {
     return absl::DataLossError(absl::StrCat("rans: stream of ", stream.size(),
                                             " bytes is shorter than its ", lanes, " states"));
   }
-  uint32_t state[kRansMaxLanes];
+  stream_ = stream;
+  lanes_ = lanes;
+  lane_ = 0;
   for (int l = 0; l < lanes; ++l) {
-    std::memcpy(&state[l], stream.data() + l * 4, 4);
-    if (state[l] < kLow) return absl::DataLossError("rans: a lane starts below its range");
+    std::memcpy(&state_[l], stream.data() + l * 4, 4);
+    if (state_[l] < kLow) return absl::DataLossError("rans: a lane starts below its range");
   }
-  size_t at = size_t(lanes) * 4;
-  for (size_t i = 0; i < out.size(); ++i) {
-    const RansTable& t = tables[context.empty() ? 0 : context[i]];
-    uint32_t& x = state[i % lanes];
-    const uint32_t slot = x & (kRansProbScale - 1);
-    const int s = t.SymbolAt(slot);
-    // A table shorter than 4096 slots' worth cannot exist (FromFrequencies),
-    // so SymbolAt is defined for every slot.
-    out[i] = static_cast<uint16_t>(s);
-    x = t.freq(s) * (x >> kRansProbBits) + slot - t.start(s);
-    while (x < kLow) {
-      if (at >= stream.size()) return absl::DataLossError("rans: stream ends early");
-      x = (x << 8) | stream[at++];
-    }
+  at_ = size_t(lanes) * 4;
+  return absl::OkStatus();
+}
+
+bool RansDecoder::Next(const RansTable& t, uint16_t* symbol) {
+  uint32_t& x = state_[lane_];
+  lane_ = lane_ + 1 == lanes_ ? 0 : lane_ + 1;
+  const uint32_t slot = x & (kRansProbScale - 1);
+  // Every slot maps to a symbol of nonzero frequency (FromFrequencies).
+  const int s = t.SymbolAt(slot);
+  *symbol = static_cast<uint16_t>(s);
+  x = t.freq(s) * (x >> kRansProbBits) + slot - t.start(s);
+  while (x < kLow) {
+    if (at_ >= stream_.size()) return false;
+    x = (x << 8) | stream_[at_++];
   }
-  if (at != stream.size()) {
+  return true;
+}
+
+absl::Status RansDecoder::Finish() const {
+  if (at_ != stream_.size()) {
     return absl::DataLossError(
-        absl::StrCat("rans: ", stream.size() - at, " bytes left after the last symbol"));
+        absl::StrCat("rans: ", stream_.size() - at_, " bytes left after the last symbol"));
   }
-  for (int l = 0; l < lanes; ++l) {
-    if (state[l] != kLow) return absl::DataLossError("rans: a lane does not end where it began");
+  for (int l = 0; l < lanes_; ++l) {
+    if (state_[l] != kLow) return absl::DataLossError("rans: a lane does not end where it began");
   }
   return absl::OkStatus();
+}
+
+absl::Status RansDecode(std::span<const uint8_t> stream, std::span<const uint8_t> context,
+                        std::span<const RansTable> tables, int lanes, std::span<uint16_t> out) {
+  if (absl::Status st = CheckArgs(out.size(), context, tables, lanes); !st.ok()) return st;
+  RansDecoder d;
+  QAQKV_RETURN_IF_ERROR(d.Start(stream, lanes));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!d.Next(tables[context.empty() ? 0 : context[i]], &out[i])) {
+      return absl::DataLossError("rans: stream ends early");
+    }
+  }
+  return d.Finish();
 }
 
 }  // namespace qaqkv::internal

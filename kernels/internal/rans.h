@@ -68,6 +68,29 @@ absl::StatusOr<std::vector<uint8_t>> RansEncode(std::span<const uint16_t> symbol
                                                 std::span<const uint8_t> context,
                                                 std::span<const RansTable> tables, int lanes);
 
+// Decodes a RansEncode stream one symbol at a time, so a caller can choose
+// each symbol's table from what it decoded before, and need not hold every
+// symbol at once.
+class RansDecoder {
+ public:
+  // Reads the lanes' states. kDataLoss when the stream is shorter than them or
+  // a state is out of range; kInvalidArgument for a bad lane count.
+  absl::Status Start(std::span<const uint8_t> stream, int lanes);
+  // The next symbol under `table` (the one the encoder used for it); false
+  // when the stream ends early (the caller reports kDataLoss).
+  bool Next(const RansTable& table, uint16_t* symbol);
+  // kDataLoss unless the stream was consumed exactly and every lane is back
+  // where the encoder started it.
+  absl::Status Finish() const;
+
+ private:
+  std::span<const uint8_t> stream_;
+  size_t at_ = 0;
+  int lanes_ = 1;
+  int lane_ = 0;
+  uint32_t state_[kRansMaxLanes] = {};
+};
+
 // Decodes `out.size()` symbols written by RansEncode with the same contexts,
 // tables and lanes. kDataLoss when the stream is short, too long, or its
 // states do not return to where the encoder started them.
