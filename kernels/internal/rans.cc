@@ -13,13 +13,26 @@ namespace {
 // state drops below kLow. Both ends start and finish a lane at kLow.
 constexpr uint32_t kLow = 1u << 23;
 
+absl::Status CheckSymbolCount(size_t n) {
+  if (n == 0 || n > kRansProbScale) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rans: ", n, " symbols, expected 1..", kRansProbScale));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLanes(int lanes) {
+  if (lanes < 1 || lanes > kRansMaxLanes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rans: ", lanes, " lanes, expected 1..", kRansMaxLanes));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<RansTable> RansTable::FromCounts(std::span<const uint32_t> counts) {
-  if (counts.empty() || counts.size() > kRansProbScale) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rans: ", counts.size(), " symbols, expected 1..", kRansProbScale));
-  }
+  QAQKV_RETURN_IF_ERROR(CheckSymbolCount(counts.size()));
   uint64_t total = 0;
   for (uint32_t c : counts) total += c;
   if (total == 0) return absl::InvalidArgumentError("rans: no symbol was counted");
@@ -55,10 +68,7 @@ absl::StatusOr<RansTable> RansTable::FromCounts(std::span<const uint32_t> counts
 }
 
 absl::StatusOr<RansTable> RansTable::FromFrequencies(std::span<const uint16_t> freq) {
-  if (freq.empty() || freq.size() > kRansProbScale) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rans: ", freq.size(), " symbols, expected 1..", kRansProbScale));
-  }
+  QAQKV_RETURN_IF_ERROR(CheckSymbolCount(freq.size()));
   uint32_t sum = 0;
   for (uint16_t f : freq) sum += f;
   if (sum != kRansProbScale) {
@@ -82,10 +92,7 @@ namespace {
 
 absl::Status CheckArgs(size_t symbols, std::span<const uint8_t> context,
                        std::span<const RansTable> tables, int lanes) {
-  if (lanes < 1 || lanes > kRansMaxLanes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rans: ", lanes, " lanes, expected 1..", kRansMaxLanes));
-  }
+  QAQKV_RETURN_IF_ERROR(CheckLanes(lanes));
   if (tables.empty()) return absl::InvalidArgumentError("rans: no table");
   if (!context.empty() && context.size() != symbols) {
     return absl::InvalidArgumentError(absl::StrCat("rans: ", context.size(), " contexts for ",
@@ -137,10 +144,7 @@ absl::StatusOr<std::vector<uint8_t>> RansEncode(std::span<const uint16_t> symbol
 }
 
 absl::Status RansDecoder::Start(std::span<const uint8_t> stream, int lanes) {
-  if (lanes < 1 || lanes > kRansMaxLanes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rans: ", lanes, " lanes, expected 1..", kRansMaxLanes));
-  }
+  QAQKV_RETURN_IF_ERROR(CheckLanes(lanes));
   if (stream.size() < size_t(lanes) * 4) {
     return absl::DataLossError(absl::StrCat("rans: stream of ", stream.size(),
                                             " bytes is shorter than its ", lanes, " states"));
