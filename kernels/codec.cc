@@ -453,11 +453,12 @@ absl::StatusOr<CodecConfig> ParseCodecConfig(std::string_view text_in) {
 namespace {
 
 // An fp16 page written by the fast copy into `page`. The header goes first
-// (an fp16 page's sizes follow from its shape); each piece of the tensors is
-// converted into a scratch buffer that stays in L1, hashed there, and
-// streamed into the page with stores that bypass the cache, so the page's
-// memory is written once and never read. False when a value is beyond fp16's
-// range.
+// (an fp16 page's sizes follow from its shape). HND input is in the page's
+// row order: each piece is converted into a scratch buffer that stays in L1,
+// hashed there and streamed into the page with stores that bypass the cache.
+// NHD input is copied in its own order (reading it across heads a row at a
+// time is slow) and each tensor hashed afterwards, from cache. False when a
+// value is beyond fp16's range.
 bool EncodeFp16PageFast(internal::PageHeader header, const PageShape& shape, TensorView k,
                         TensorView v, std::vector<uint8_t>& page) {
   const int64_t rows = int64_t{shape.kv_heads} * shape.tokens;
@@ -479,9 +480,6 @@ bool EncodeFp16PageFast(internal::PageHeader header, const PageShape& shape, Ten
     const TensorView& in = which == 0 ? k : v;
     uint8_t* out = page.data() + internal::kHeaderBytes + which * tensor_bytes;
     if (in.layout == Layout::kNHD) {
-      // The page's row order is the transpose of the input's: reading the
-      // input across heads a row at a time is slow, so the tensor is copied
-      // in the input's order and hashed afterwards, from cache.
       if (!internal::EncodeFp16RowsFast(in, shape, 0, rows, out)) return false;
       hasher.Update(out, tensor_bytes);
       continue;
@@ -609,8 +607,7 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
         for (int64_t r = 0; r < rows; ++r) {
           internal::RotateRow(rotated.data() + r * shape.head_dim, shape.head_dim, false);
         }
-        x = rotated.data();
-        task.rotate = true;
+        x = rotated.data();  // task.rotate is set already, from the header
       }
       if (qaq) internal::FillGroupE(config, shape, side, keys, task);
       internal::TensorEncoding& enc = encs[which];
@@ -737,7 +734,7 @@ size_t DTypeBytes(DType t) { return t == DType::kF32 ? 4 : 2; }
 // so the outputs are zeroed then: no value of a page that failed its
 // checksum is left in them. nullopt for anything but a well-formed fp16
 // page of the expected shape; the general path then reports it, checksum
-// first.
+// first. Every fp16 page the fast path decodes comes through here.
 std::optional<absl::Status> DecodeFp16PageFused(std::span<const uint8_t> page,
                                                 const MutableTensorView& k,
                                                 const MutableTensorView& v,
@@ -745,7 +742,7 @@ std::optional<absl::Status> DecodeFp16PageFused(std::span<const uint8_t> page,
   if (page.size() < internal::kHeaderBytes + internal::kChecksumBytes) return std::nullopt;
   const std::span<const uint8_t> body = page.first(page.size() - internal::kChecksumBytes);
   const absl::StatusOr<internal::PageHeader> h = internal::ReadHeader(body);
-  if (!h.ok() || h->kind != CodecKind::kFp16 || h->flags != 0) return std::nullopt;
+  if (!h.ok() || h->kind != CodecKind::kFp16) return std::nullopt;
   const PageShape shape = ShapeOf(*h);
   if (!internal::CheckExpectedShape(shape, expected).ok()) return std::nullopt;
   const int64_t rows = int64_t{shape.kv_heads} * shape.tokens;

@@ -91,12 +91,6 @@ void DecodeFp16RowsFast(const uint8_t* rows_in, const PageShape& s, int64_t firs
 
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out, DType dtype,
                       Layout layout) {
-  if (header.kind == CodecKind::kFp16 && Fp16FastPathSupported()) {
-    const PageShape shape{static_cast<int>(header.tokens), header.kv_heads, header.head_dim};
-    DecodeFp16RowsFast(view.exact_values.data(), shape, 0,
-                       int64_t{shape.kv_heads} * shape.tokens, out, dtype, layout);
-    return true;
-  }
   if (!FastPathSupports(header)) return false;
   if (UseAvx512()) {
     avx512::DecodeHeadTensor(view, out, dtype, layout);

@@ -26,7 +26,8 @@ absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in,
 void KeyChannelStatsFast(const TensorView& in, const PageShape& shape, bool center, bool scale,
                          std::vector<uint16_t>& offsets, std::vector<uint16_t>& scales);
 // Decodes straight into the caller's buffer; false when this view is not
-// covered (the caller then uses the reference).
+// covered (the caller then uses the reference). fp16 pages are not covered
+// here: DecodePage copies them with DecodeFp16RowsFast as it checks them.
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
                       DType dtype, Layout layout);
 
@@ -39,14 +40,15 @@ bool Fp16FastPathSupported();
 bool EncodeFp16RowsFast(const TensorView& in, const PageShape& shape, int64_t first_row,
                         int64_t rows, uint8_t* out);
 // Decoding converts canonical rows [first_row, first_row + rows), read from
-// `rows_in`, into the caller's tensor.
-// Copies `n` bytes with stores that bypass the cache (the caller fences):
-// for pages written once and sent or stored, not read back soon.
-void StreamCopy(const uint8_t* src, uint8_t* dst, size_t n);
-// Orders the cache-bypassing stores of DecodeFp16RowsFast before what follows.
-void Fp16StoreFence();
+// `rows_in`, into the caller's tensor; fp16 output bypasses the cache.
 void DecodeFp16RowsFast(const uint8_t* rows_in, const PageShape& shape, int64_t first_row,
                         int64_t rows, void* out, DType dtype, Layout layout);
+// Copies `n` bytes with stores that bypass the cache: for pages written once
+// and sent or stored, not read back soon.
+void StreamCopy(const uint8_t* src, uint8_t* dst, size_t n);
+// Orders the cache-bypassing stores of DecodeFp16RowsFast and StreamCopy
+// before what follows; their callers run it once they are done.
+void Fp16StoreFence();
 
 #define QAQKV_DECLARE_FAST(ns)                                                     \
   namespace ns {                                                                   \
