@@ -81,30 +81,26 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
   task.channel_offset = ChannelCentres(raw, H, T, D);
   std::vector<float> centre(task.channel_offset.size());
   for (size_t i = 0; i < centre.size(); ++i) centre[i] = HalfToFloat(task.channel_offset[i]);
-  // Centred (and rotated) rows; rows with a non-finite value stay as they are
-  // and become exact groups below.
+  // Centred (and rotated) rows. A row with a non-finite value stays as it
+  // is: its group is exact, as is one whose codes would be too large (below).
   std::vector<float> y(size_t(G) * D);
-  std::vector<uint8_t> finite(G, 1);
+  std::vector<uint8_t> exact(G, 0);
   for (int64_t h = 0; h < H; ++h)
     for (int64_t t = 0; t < T; ++t) {
       float* row = y.data() + (h * T + t) * D;
       for (int64_t d = 0; d < D; ++d) {
         const float a = raw[(h * T + t) * D + d];
-        finite[t * H + h] &= std::isfinite(a);
+        exact[t * H + h] |= !std::isfinite(a);
         row[d] = a - centre[h * D + d];
       }
-      if (task.rotate && finite[t * H + h]) RotateRow(row, static_cast<int>(D), false);
+      if (task.rotate && !exact[t * H + h]) RotateRow(row, static_cast<int>(D), false);
     }
-  // Steps, and which groups are exact.
+  // Steps.
   enc.ec_steps.assign(G, 0);
-  std::vector<uint8_t> exact(G, 0);
   for (int64_t g = 0; g < G; ++g) {
     const int64_t t = g / H, h = g % H;
     const float* row = y.data() + (h * T + t) * D;
-    if (!finite[g]) {
-      exact[g] = 1;
-      continue;
-    }
+    if (exact[g]) continue;
     float e = task.group_e[g];
     if (e < 0) e = task.e_unobserved;
     float amax = 0, lo = row[0], hi = row[0];
