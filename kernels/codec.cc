@@ -795,6 +795,16 @@ absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, Muta
   for (int which = 0; which < 2; ++which) {
     const MutableTensorView& out = which == 0 ? k : v;
     const internal::SectionView& view = views[which];
+    if (backend != Backend::kReference && view.entropy_coded &&
+        internal::EntropyFastPathSupports(p.header)) {
+      if (absl::Status st = internal::DecodeEntropyTensorFast(view, out.data, out.dtype, out.layout);
+          !st.ok()) {
+        // Not half a tensor: the contract is earlier contents or zeros.
+        std::memset(out.data, 0, size_t(shape.values()) * DTypeBytes(out.dtype));
+        return st;
+      }
+      continue;
+    }
     if (backend != Backend::kReference &&
         internal::DecodeTensorFast(p.header, view, out.data, out.dtype, out.layout)) {
       continue;

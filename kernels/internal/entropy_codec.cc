@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/half.h"
 #include "kernels/internal/rans.h"
 #include "kernels/internal/rotation.h"
@@ -13,10 +14,8 @@
 namespace qaqkv::internal {
 namespace {
 
-constexpr int kLanes = 8;
-constexpr int kContexts = 16;
-constexpr int kDirect = 32;             // zigzag codes 0..31 are symbols
-constexpr int kEscape = kDirect;        // symbol 32: the code is >= 32
+constexpr int kLanes = kEcLanes;
+constexpr int kContexts = kEcContexts;
 constexpr int64_t kMaxCode = 1 << 20;   // larger |q|: the group is stored exactly
 constexpr uint8_t kFirstNonFinite = 0xf8;  // fp16 0x7c00 >> 7: Inf and NaN
 
@@ -27,53 +26,105 @@ constexpr uint32_t kTheta[kContexts] = {
     580675,   1555205,  3121236,  5108034,  7236411,  9257354,  11018477, 12462448,
     13596300, 14459778, 15103247, 15575456, 15918242, 16165172, 16342086, 16468351};
 
-// The 16 tables, built once with integer arithmetic only.
+// theta^n in 2^24 fixed point, rounded down at each product.
+uint64_t ThetaPow(uint64_t theta, uint64_t n) {
+  uint64_t r = uint64_t{1} << 24;
+  for (; n > 0; n >>= 1) {
+    if (n & 1) r = (r * theta) >> 24;
+    theta = (theta * theta) >> 24;
+  }
+  return r;
+}
+
+// The mass of the zigzag codes [a, b] under theta^|q| (u = 2|q| or 2|q| - 1):
+// one code (a == b), or a token's bucket (a even, b odd): u = a alone, the
+// pairs (2j - 1, 2j) for j in (a/2, (b-1)/2], then u = b alone.
+uint64_t ZigzagMass(uint64_t theta, uint64_t a, uint64_t b) {
+  if (a == b) return ThetaPow(theta, (a + 1) >> 1);
+  uint64_t m = ThetaPow(theta, a >> 1) + ThetaPow(theta, (b + 1) >> 1);
+  const uint64_t j0 = (a >> 1) + 1, j1 = (b - 1) >> 1;
+  if (j0 <= j1) {
+    m += 2 * (((ThetaPow(theta, j0) - ThetaPow(theta, j1 + 1)) << 24) /
+              ((uint64_t{1} << 24) - theta));
+  }
+  return m;
+}
+
+// The 16 tables, built once with integer arithmetic only. Every token has a
+// frequency in every table, so any code can be written in any context.
 const std::array<RansTable, kContexts>& Tables() {
   static const std::array<RansTable, kContexts> tables = [] {
     std::array<RansTable, kContexts> t;
     for (int k = 0; k < kContexts; ++k) {
-      // p[n] = theta^n in 2^24 fixed point.
-      uint64_t p[kDirect / 2 + 2];
-      p[0] = uint64_t{1} << 24;
-      for (int n = 1; n < kDirect / 2 + 2; ++n) p[n] = (p[n - 1] * kTheta[k]) >> 24;
-      std::vector<uint32_t> counts(kDirect + 1);
-      for (int u = 0; u < kDirect; ++u) counts[u] = static_cast<uint32_t>(p[(u + 1) / 2]);
-      // Zigzag codes 32, 33, 34, ... have weights theta^16, theta^17, theta^17, ...
-      const uint64_t tail = p[kDirect / 2] + 2 * p[kDirect / 2 + 1] * (uint64_t{1} << 24) /
-                                                 ((uint64_t{1} << 24) - kTheta[k]);
-      counts[kEscape] = static_cast<uint32_t>(std::min<uint64_t>(tail, uint64_t{1} << 24));
-      t[k] = *RansTable::FromCounts(counts);  // never fails: counts[0] > 0
+      std::vector<uint32_t> counts(kEcTokens);
+      for (int tok = 0; tok < kEcTokens; ++tok) {
+        uint64_t a = static_cast<uint64_t>(tok), b = a;
+        if (tok >= kEcDirect) {
+          const int raw = ((tok - kEcDirect) >> 1) + 3;
+          a = (2u | (tok & 1)) << raw;
+          b = a + (uint64_t{1} << raw) - 1;
+        }
+        counts[tok] = static_cast<uint32_t>(
+            std::clamp<uint64_t>(ZigzagMass(kTheta[k], a, b), 1, uint64_t{1} << 31));
+      }
+      t[k] = *RansTable::FromCounts(counts);  // never fails: every count is positive
     }
     return t;
   }();
   return tables;
 }
 
-// An fp16's top 8 bits (sign 0): the 8-bit codes of steps and spreads.
-float CodeValue(uint8_t code) { return HalfToFloat(static_cast<uint16_t>(code) << 7); }
+// The token of zigzag code u, and how many raw bits follow it.
+void Tokenize(uint32_t u, uint16_t* token, int* raw_bits) {
+  if (u < uint32_t{kEcDirect}) {
+    *token = static_cast<uint16_t>(u);
+    *raw_bits = 0;
+    return;
+  }
+  const int n = 31 - __builtin_clz(u);  // >= 4
+  *raw_bits = n - 1;
+  *token = static_cast<uint16_t>(kEcDirect + 2 * (n - 4) + ((u >> (n - 1)) & 1));
+}
+
+float CodeValue(uint8_t code) { return EcCodeValue(code); }
 uint8_t CodeDown(float x) {  // the largest code whose value is <= x (x >= 0)
   const uint16_t h = FloatToHalfDown(x);
   return static_cast<uint8_t>(std::min<uint32_t>(h >> 7, kFirstNonFinite - 1));
 }
 
-// Context of a value: its channel's spread against its group's step, in
-// half octaves (the codes are 8 per octave).
-uint8_t Context(uint8_t spread, uint8_t step) {
-  const int k = (int(spread) - int(step)) / 4 + 3;
-  return static_cast<uint8_t>(std::clamp(k, 0, kContexts - 1));
-}
+uint8_t Context(uint8_t spread, uint8_t step) { return static_cast<uint8_t>(EcContext(spread, step)); }
 
 uint32_t Zigzag(int32_t q) { return q >= 0 ? uint32_t(q) << 1 : (uint32_t(-q) << 1) - 1; }
 int32_t Unzigzag(uint32_t u) { return (u & 1) ? -int32_t((u + 1) >> 1) : int32_t(u >> 1); }
 
-// Elias gamma of n >= 1: floor(log2 n) zeros, then n's bits from the top.
-void PutGamma(BitWriter& w, uint32_t n) {
-  const int len = 32 - __builtin_clz(n);
-  w.Put(0, len - 1);
-  for (int b = len - 1; b >= 0; --b) w.Put((n >> b) & 1, 1);
+}  // namespace
+
+// An fp16's top 8 bits (sign 0): the 8-bit codes of steps and spreads.
+float EcCodeValue(uint8_t code) { return HalfToFloat(static_cast<uint16_t>(code) << 7); }
+
+const uint32_t* EcDecodeEntries() {
+  static const std::vector<uint32_t> entries = [] {
+    std::vector<uint32_t> e(size_t(kContexts) * kRansProbScale);
+    for (int k = 0; k < kContexts; ++k) {
+      const RansTable& t = Tables()[k];
+      for (uint32_t slot = 0; slot < kRansProbScale; ++slot) {
+        const int sym = t.SymbolAt(slot);
+        e[size_t(k) * kRansProbScale + slot] =
+            t.freq(sym) | (slot - t.start(sym)) << 13 | uint32_t(sym) << 25;
+      }
+    }
+    return e;
+  }();
+  return entries.data();
 }
 
-}  // namespace
+absl::Status EcCheckRawBitsEnd(std::span<const uint8_t> bits, uint64_t at) {
+  const uint64_t size = uint64_t(bits.size()) * 8;
+  if (at + 8 <= size || (at < size && ReadBits(bits, at, int(size - at)) != 0)) {
+    return absl::DataLossError("page: entropy-coded section: raw bits left over");
+  }
+  return absl::OkStatus();
+}
 
 void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc) {
   const GroupGeometry& geo = task.geo;
@@ -135,7 +186,7 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
       }
       enc.ec_scales[h * D + d] = n > 0 ? CodeDown(static_cast<float>(std::sqrt(ss / n))) : 0;
     }
-  // Symbols, in group order, then the rANS stream and the escapes.
+  // Tokens in group order (their raw bits into `codes`), then the rANS stream.
   std::vector<uint16_t> symbols;
   std::vector<uint8_t> contexts;
   for (int64_t g = 0; g < G; ++g) {
@@ -155,12 +206,11 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
       const int32_t q = static_cast<int32_t>(r >= 0 ? std::floor(r + 0.5f) : -std::floor(-r + 0.5f));
       const uint32_t u = Zigzag(q);
       contexts.push_back(Context(enc.ec_scales[h * D + d], code));
-      if (u < kDirect) {
-        symbols.push_back(static_cast<uint16_t>(u));
-      } else {
-        symbols.push_back(kEscape);
-        PutGamma(enc.codes, u - kDirect + 1);
-      }
+      uint16_t token;
+      int raw_bits;
+      Tokenize(u, &token, &raw_bits);
+      symbols.push_back(token);
+      if (raw_bits > 0) enc.codes.Put(u & ((1u << raw_bits) - 1), raw_bits);
     }
   }
   enc.ec_stream = *RansEncode(symbols, contexts, Tables(), kLanes);  // symbols fit the tables
@@ -177,7 +227,6 @@ absl::Status DecodeTensorEntropy(const SectionView& v, float* out) {
     return absl::DataLossError(absl::StrCat("page: entropy-coded section: ", st.message()));
   }
   uint64_t bit = 0;
-  const uint64_t escape_bits = uint64_t(v.codes.size()) * 8;
   int64_t next_exact = 0, exact_at = 0;
   std::vector<float> row(D);
   for (int64_t g = 0; g < G; ++g) {
@@ -202,17 +251,8 @@ absl::Status DecodeTensorEntropy(const SectionView& v, float* out) {
           return absl::DataLossError("page: entropy-coded section: rans: stream ends early");
         }
         uint32_t u = sym;
-        if (u == kEscape) {
-          int zeros = 0;
-          while (true) {
-            if (bit >= escape_bits) return absl::DataLossError("page: escape bits end early");
-            if (ReadBits(v.codes, bit++, 1)) break;
-            if (++zeros > 21) return absl::DataLossError("page: escape code too long");
-          }
-          if (bit + zeros > escape_bits) return absl::DataLossError("page: escape bits end early");
-          uint32_t n = 1;
-          for (int b = 0; b < zeros; ++b) n = (n << 1) | static_cast<uint32_t>(ReadBits(v.codes, bit++, 1));
-          u = n - 1 + kDirect;
+        if (u >= kEcDirect && !EcTokenValue(u, v.codes, bit, &u)) {
+          return absl::DataLossError("page: entropy-coded section: raw bits end early");
         }
         row[d] = static_cast<float>(Unzigzag(u)) * step;
       }
@@ -226,11 +266,8 @@ absl::Status DecodeTensorEntropy(const SectionView& v, float* out) {
   if (absl::Status st = rans.Finish(); !st.ok()) {
     return absl::DataLossError(absl::StrCat("page: entropy-coded section: ", st.message()));
   }
-  // The escape stream is padded to a byte, with zeros.
-  if (bit + 8 <= escape_bits ||
-      (bit < escape_bits && ReadBits(v.codes, bit, int(escape_bits - bit)) != 0)) {
-    return absl::DataLossError("page: escape bits left over");
-  }
+  // The raw bits are padded to a byte, with zeros.
+  QAQKV_RETURN_IF_ERROR(EcCheckRawBitsEnd(v.codes, bit));
   return absl::OkStatus();
 }
 

@@ -9,19 +9,59 @@
 //   8-bit code (the top 8 bits of an fp16), so the error of every value is at
 //   most half of it; a group whose values all lie within half a step of 0
 //   gets code 0 and decodes to the channel centres, with no codes at all;
-// - codes q = round(y / step), zigzagged, are rANS-coded (rans.h, 8 lanes)
-//   under one of 16 fixed two-sided geometric models, chosen per value from
-//   its channel's spread (an 8-bit code per channel) against its group's
-//   step; codes of 32 and more escape to an Elias-gamma bit stream;
+// - codes q = round(y / step), zigzagged to u, are rANS-coded (rans.h, 32
+//   lanes) as tokens under one of 16 fixed two-sided geometric models,
+//   chosen per value from its channel's spread (an 8-bit code per channel)
+//   against its group's step. u < 16 is its own token; a larger u, whose top
+//   bit is bit n, is token 16 + 2 (n - 4) + (bit n - 1 of u), and its n - 1
+//   low bits go to a raw bit stream (the section's `codes`), in symbol order;
 // - a group holding NaN or Inf, or whose codes would exceed 2^20, is stored
 //   exactly as fp16, as in version 1.
 #ifndef QAQKV_KERNELS_INTERNAL_ENTROPY_CODEC_H_
 #define QAQKV_KERNELS_INTERNAL_ENTROPY_CODEC_H_
 
+#include <algorithm>
+#include <cstdint>
+#include <span>
+
 #include "absl/status/status.h"
+#include "kernels/internal/page_format.h"
 #include "kernels/internal/tensor_codec.h"
 
 namespace qaqkv::internal {
+
+// The coder's fixed parameters, shared with the vectorized decoder
+// (fast_ec_impl.inc). Fixed for format version 2.
+inline constexpr int kEcLanes = 32;      // symbol i of a section goes to lane i % 32
+inline constexpr int kEcContexts = 16;
+inline constexpr int kEcDirect = 16;     // zigzag codes 0..15 are their own tokens
+inline constexpr int kEcTokens = 52;     // tokens 16..51 carry 3..20 raw bits
+
+// The model of a value: its channel's spread code against its group's step
+// code, in half octaves (the codes are 8 per octave), rounded down.
+inline int EcContext(int spread, int step) {
+  return std::clamp(((spread - step) >> 2) + 3, 0, kEcContexts - 1);
+}
+
+// An 8-bit step or spread code's value: the fp16 with those top 8 bits.
+float EcCodeValue(uint8_t code);
+
+// The 16 models as one decode table, [context][slot] for the 4096 slots of
+// rans.h: freq | (slot - start) << 13 | symbol << 25.
+const uint32_t* EcDecodeEntries();
+
+// The zigzag code of a token of kEcDirect or more, whose raw bits are read
+// from `bits` at bit `at` (advancing it); false when the bits end early.
+inline bool EcTokenValue(uint32_t token, std::span<const uint8_t> bits, uint64_t& at,
+                         uint32_t* zigzag) {
+  const int raw = static_cast<int>((token - kEcDirect) >> 1) + 3;
+  if (at + raw > uint64_t{bits.size()} * 8) return false;
+  *zigzag = ((2u | (token & 1)) << raw) | static_cast<uint32_t>(ReadBits(bits, at, raw));
+  at += raw;
+  return true;
+}
+// kDataLoss unless the raw bits end at `at`, padded to a byte with zeros.
+absl::Status EcCheckRawBitsEnd(std::span<const uint8_t> bits, uint64_t at);
 
 // Fills enc (exact groups and values, and the entropy-coded parts) and
 // task.channel_offset (the centres) from the canonical input `raw`

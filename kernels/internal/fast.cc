@@ -1,4 +1,5 @@
 #include "kernels/internal/fast.h"
+#include "kernels/internal/entropy_codec.h"
 
 #include <cpuid.h>
 
@@ -57,6 +58,17 @@ void KeyChannelStatsFast(const TensorView& in, const PageShape& s, bool center, 
   } else {
     avx2::KeyChannelStats(in, s.tokens, s.kv_heads, s.head_dim, center, scale, offsets, scales);
   }
+}
+
+bool EntropyFastPathSupports(const PageHeader& h) {
+  return CpuHasAvx2() && (h.flags & kFlagEntropyCoded) != 0 && h.head_dim % kEcLanes == 0 &&
+         h.head_dim <= kMaxHeadDim;
+}
+
+absl::Status DecodeEntropyTensorFast(const SectionView& view, void* out, DType dtype,
+                                     Layout layout) {
+  return UseAvx512() ? avx512::DecodeEntropyTensor(view, out, dtype, layout)
+                     : avx2::DecodeEntropyTensor(view, out, dtype, layout);
 }
 
 bool Fp16FastPathSupported() { return CpuHasAvx2(); }

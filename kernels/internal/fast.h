@@ -31,6 +31,14 @@ void KeyChannelStatsFast(const TensorView& in, const PageShape& shape, bool cent
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
                       DType dtype, Layout layout);
 
+// Entropy-coded (qaq-ec) sections whose head_dim is a multiple of the
+// coder's 32 lanes, on a CPU with AVX2, FMA, F16C and BMI2.
+bool EntropyFastPathSupports(const PageHeader& header);
+// Decodes straight into the caller's buffer. kDataLoss when the coded
+// streams do not decode exactly (the buffer then holds part of the tensor).
+absl::Status DecodeEntropyTensorFast(const SectionView& view, void* out, DType dtype,
+                                     Layout layout);
+
 // fp16 pages (a copy in canonical order) on a CPU with AVX2 and F16C.
 // Encoding writes canonical rows [first_row, first_row + rows) of one tensor
 // (row h * tokens + t holds head_dim fp16 values) to `out`, so the caller can
@@ -60,6 +68,8 @@ void Fp16StoreFence();
   absl::Status EncodeHeadTensor(const TensorTask& task, const TensorView& in,     \
                                 TensorEncoding& enc);                              \
   void DecodeHeadTensor(const SectionView& v, void* out, DType dtype, Layout layout); \
+  absl::Status DecodeEntropyTensor(const SectionView& v, void* out, DType dtype,   \
+                                   Layout layout);                                 \
   void KeyChannelStats(const TensorView& in, int tokens, int kv_heads, int head_dim,    \
                        bool center, bool scale, std::vector<uint16_t>& offsets,          \
                        std::vector<uint16_t>& scales);                                   \

@@ -5,13 +5,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "kernels/internal/page_format.h"
 
 namespace qaqkv::internal {
 namespace {
 
-// States live in [kLow, kLow << 8): the decoder reads a byte whenever its
-// state drops below kLow. Both ends start and finish a lane at kLow.
-constexpr uint32_t kLow = 1u << 23;
+// States live in [kLow, kLow << 16): the decoder reads a 16-bit word
+// whenever its state drops below kLow, at most once per symbol (a state of
+// at least kLow keeps at least kLow >> kRansProbBits after a symbol), so a
+// vector of lanes knows its reads from one compare. Both ends start and
+// finish a lane at kLow.
+constexpr uint32_t kLow = kRansLow;
 
 absl::Status CheckSymbolCount(size_t n) {
   if (n == 0 || n > kRansProbScale) {
@@ -117,8 +121,8 @@ absl::StatusOr<std::vector<uint8_t>> RansEncode(std::span<const uint16_t> symbol
   std::fill(state, state + lanes, kLow);
   // rANS is last in, first out: encode from the last symbol back, writing
   // bytes back to front, so the decoder reads forward in symbol order.
-  std::vector<uint8_t> rev;
-  rev.reserve(symbols.size() / 2 + 16);
+  std::vector<uint16_t> rev;
+  rev.reserve(symbols.size() / 4 + 16);
   for (size_t i = symbols.size(); i-- > 0;) {
     const RansTable& t = tables[context.empty() ? 0 : context[i]];
     const uint16_t s = symbols[i];
@@ -128,18 +132,19 @@ absl::StatusOr<std::vector<uint8_t>> RansEncode(std::span<const uint16_t> symbol
     }
     uint32_t& x = state[i % lanes];
     const uint32_t f = t.freq(s);
-    const uint32_t x_max = ((kLow >> kRansProbBits) << 8) * f;
-    while (x >= x_max) {
-      rev.push_back(static_cast<uint8_t>(x));
-      x >>= 8;
+    const uint32_t x_max = ((kLow >> kRansProbBits) << 16) * f;
+    if (x >= x_max) {  // once is enough: x < 2^32 and x_max >= 2^20
+      rev.push_back(static_cast<uint16_t>(x));
+      x >>= 16;
     }
     x = ((x / f) << kRansProbBits) + (x % f) + t.start(s);
   }
-  // The states go first (lane 0 first, little-endian), then the bytes in
-  // the order the decoder wants them.
-  std::vector<uint8_t> out(size_t(lanes) * 4 + rev.size());
-  for (int l = 0; l < lanes; ++l) std::memcpy(out.data() + l * 4, &state[l], 4);
-  std::reverse_copy(rev.begin(), rev.end(), out.begin() + size_t(lanes) * 4);
+  // The states go first (lane 0 first, little-endian), then the words
+  // (little-endian) in the order the decoder wants them.
+  std::vector<uint8_t> out(size_t(lanes) * 4 + rev.size() * 2);
+  for (int l = 0; l < lanes; ++l) PutU32(out.data() + l * 4, state[l]);
+  uint8_t* w = out.data() + size_t(lanes) * 4;
+  for (size_t i = rev.size(); i-- > 0; w += 2) PutU16(w, rev[i]);
   return out;
 }
 
@@ -153,7 +158,7 @@ absl::Status RansDecoder::Start(std::span<const uint8_t> stream, int lanes) {
   lanes_ = lanes;
   lane_ = 0;
   for (int l = 0; l < lanes; ++l) {
-    std::memcpy(&state_[l], stream.data() + l * 4, 4);
+    state_[l] = GetU32(stream.data() + l * 4);
     if (state_[l] < kLow) return absl::DataLossError("rans: a lane starts below its range");
   }
   at_ = size_t(lanes) * 4;
@@ -168,9 +173,10 @@ bool RansDecoder::Next(const RansTable& t, uint16_t* symbol) {
   const int s = t.SymbolAt(slot);
   *symbol = static_cast<uint16_t>(s);
   x = t.freq(s) * (x >> kRansProbBits) + slot - t.start(s);
-  while (x < kLow) {
-    if (at_ >= stream_.size()) return false;
-    x = (x << 8) | stream_[at_++];
+  if (x < kLow) {
+    if (at_ + 2 > stream_.size()) return false;
+    x = (x << 16) | GetU16(stream_.data() + at_);
+    at_ += 2;
   }
   return true;
 }

@@ -1,6 +1,6 @@
-// rANS (range asymmetric numeral systems) entropy coding of small symbols,
-// the coder planned for page format v2's entropy-coded quantizer
-// (docs/quality.md, "Codec v2, step 2"). Not yet used by any page.
+// rANS (range asymmetric numeral systems) entropy coding of small symbols:
+// the coder of page format v2's entropy-coded quantizer (entropy_codec.h,
+// docs/page-format.md).
 //
 // - Probabilities are frequencies out of 2^kRansProbBits (4096); every
 //   symbol that can occur needs a frequency of at least 1.
@@ -10,8 +10,11 @@
 //   to state i % lanes) and share one byte stream, so a decoder can work on
 //   several symbols at once (lanes of a vector, threads of a warp); the
 //   encoder and the decoder must use the same count.
-// - 32-bit states renormalized a byte at a time: the output is the lanes'
-//   final states (4 bytes each) followed by the renormalization bytes.
+// - 32-bit states in [kRansLow, 2^32), renormalized by one 16-bit word at
+//   most per symbol: the output is the lanes' final states (4 bytes each,
+//   little-endian) followed by the words (little-endian) in the order the
+//   decoder reads them. A vector decoder takes consecutive lanes' words from
+//   consecutive positions, in lane order.
 //
 // Decoding never reads outside the given bytes: a stream that ends early, or
 // that does not end exactly where its states come back to their start, is
@@ -33,6 +36,7 @@ namespace qaqkv::internal {
 inline constexpr int kRansProbBits = 12;
 inline constexpr uint32_t kRansProbScale = 1u << kRansProbBits;
 inline constexpr int kRansMaxLanes = 64;
+inline constexpr uint32_t kRansLow = 1u << 16;
 
 // The frequencies of one context: freq[s] out of kRansProbScale, summing to
 // it exactly, with the cumulative starts and a slot -> symbol map for decode.

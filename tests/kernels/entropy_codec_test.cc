@@ -1,5 +1,6 @@
 // qaq-ec: QAQ's bounds with an entropy-coded scalar quantizer (page format
 // version 2, kernels/internal/entropy_codec.h).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -169,6 +170,57 @@ TEST(EntropyCoded, NonFiniteValuesStayWhereTheyWere) {
   }
 }
 
+// Every code can be written under every model: a spike in a channel that is
+// otherwise almost constant lands in the lowest context (step far above the
+// channel's spread) with a code in the thousands, and must still encode,
+// through a token with raw bits, and decode within half its step. Both
+// decoders agree on it.
+TEST(EntropyCoded, SpikesInQuietChannelsEncode) {
+  const PageShape s{64, 2, 64};
+  std::vector<float> k(s.values(), 0.0f);
+  std::mt19937 rng(8);
+  std::normal_distribution<float> n(0, 1e-3f);
+  for (float& x : k) x = n(rng);
+  // Channel 5 of head 1 at token 17, and channel 40 of head 0 at token 60.
+  k[(17 * 2 + 1) * 64 + 5] = 50.0f;
+  k[(60 * 2 + 0) * 64 + 40] = -3000.0f;
+  for (const char* name : {"qaq-ec:s=1e-3,x=1e-3,o=0", "qaq-ec:s=1e-6,x=1e-6,o=0"}) {
+    SCOPED_TRACE(name);
+    auto page = EncodePage(*ParseCodecConfig(name), s, {k.data(), DType::kF32, Layout::kNHD},
+                           {k.data(), DType::kF32, Layout::kNHD});
+    ASSERT_TRUE(page.ok()) << page.status();
+    const Decoded d = Decode(*page, s);
+    EXPECT_NEAR(d.k[(17 * 2 + 1) * 64 + 5], 50.0f, 0.5f);
+    EXPECT_NEAR(d.k[(60 * 2 + 0) * 64 + 40], -3000.0f, 2.0f);
+    std::vector<float> kr(s.values()), vr(s.values());
+    ASSERT_EQ(DecodePage(*page, {kr.data(), DType::kF32}, {vr.data(), DType::kF32}, &s,
+                         Backend::kReference),
+              absl::OkStatus());
+    EXPECT_EQ(0, std::memcmp(kr.data(), d.k.data(), kr.size() * 4));
+  }
+}
+
+// The lowest model (a step far above its channel's spread) must take codes
+// far out in its tail too: channel 7 of the values is zero but for one
+// token, a few steps out (4-10 here), so its spread over the 256 coded
+// tokens is a sixteenth of that.
+TEST(EntropyCoded, TheLowestModelTakesLargeCodes) {
+  const PageShape s{256, 1, 64};
+  std::vector<float> v = Normal(s, 9);
+  for (int t = 0; t < 256; ++t) v[t * 64 + 7] = 0.0f;
+  v[100 * 64 + 7] = 1.0f;
+  for (double x = 0.5; x <= 1.2; x += 0.05) {
+    SCOPED_TRACE(x);
+    CodecConfig cfg = *ParseCodecConfig("qaq-ec:s=1e-3,o=0");
+    cfg.sigma_x = x;
+    auto page = EncodePage(cfg, s, {v.data(), DType::kF32, Layout::kNHD},
+                           {v.data(), DType::kF32, Layout::kNHD});
+    ASSERT_TRUE(page.ok()) << page.status();
+    const Decoded d = Decode(*page, s);
+    EXPECT_NEAR(d.v[100 * 64 + 7], 1.0f, 0.15f);
+  }
+}
+
 // A stream altered under a valid checksum is refused by every reader that
 // could otherwise serve it: VerifyPage (what the server runs), DecodePage
 // and ComputePageStats.
@@ -192,6 +244,18 @@ TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
     std::vector<float> ko(s.values()), vo(s.values());
     const absl::Status decode = DecodePage(bad, {ko.data(), DType::kF32}, {vo.data(), DType::kF32});
     EXPECT_EQ(verify.code(), decode.code()) << at;
+    // The vectorized decoder and the reference agree on every damaged
+    // stream: the same verdict, the same values when both decode, and a
+    // refused tensor is zeros, not half of one.
+    std::vector<float> kr(s.values(), 7.0f), vr(s.values(), 7.0f);
+    const absl::Status ref = DecodePage(bad, {kr.data(), DType::kF32}, {vr.data(), DType::kF32},
+                                        nullptr, Backend::kReference);
+    EXPECT_EQ(ref.code(), decode.code()) << at;
+    if (decode.ok()) {
+      EXPECT_EQ(0, std::memcmp(ko.data(), kr.data(), ko.size() * 4)) << at;
+    } else {
+      EXPECT_TRUE(std::all_of(ko.begin(), ko.end(), [](float x) { return x == 0.0f; })) << at;
+    }
     EXPECT_EQ(ComputePageStats(bad).status().code(), decode.code()) << at;
     if (!verify.ok()) {
       EXPECT_EQ(verify.code(), absl::StatusCode::kDataLoss) << verify;
