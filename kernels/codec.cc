@@ -551,11 +551,17 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
       // The fast path reads the caller's tensor in place; the reference works
       // on a canonical fp32 copy.
       if (!use_fast) {
-        QAQKV_RETURN_IF_ERROR(ToCanonical(in, shape, keys ? "k" : "v", raw));
+        raw.resize(shape.values());
+        if (backend == Backend::kReference || !internal::ToCanonicalFast(in, shape, raw.data())) {
+          QAQKV_RETURN_IF_ERROR(ToCanonical(in, shape, keys ? "k" : "v", raw));
+        }
       }
       if (config.entropy_coded) {
         internal::FillGroupE(config, shape, side, keys, task);
-        internal::EncodeTensorEntropy(task, raw.data(), encs[which]);
+        const internal::EcRowKernels* fast_rows =
+            backend != Backend::kReference ? internal::EntropyRowKernelsFast() : nullptr;
+        internal::EncodeTensorEntropy(task, raw.data(), encs[which],
+                                      fast_rows != nullptr ? *fast_rows : internal::EcReferenceKernels());
         continue;
       }
       const float* x = raw.data();

@@ -126,40 +126,78 @@ absl::Status EcCheckRawBitsEnd(std::span<const uint8_t> bits, uint64_t at) {
   return absl::OkStatus();
 }
 
-void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc) {
+namespace {
+
+bool CentreRowRef(const float* raw, const float* centre, int n, float* y) {
+  bool finite = true;
+  for (int d = 0; d < n; ++d) {
+    finite &= std::isfinite(raw[d]);
+    y[d] = raw[d] - centre[d];
+  }
+  return finite;
+}
+
+void RowRangeRef(const float* y, int n, float* amax, float* lo, float* hi) {
+  float m = 0, l = y[0], h = y[0];
+  for (int d = 0; d < n; ++d) {
+    m = std::max(m, std::fabs(y[d]));
+    l = std::min(l, y[d]);
+    h = std::max(h, y[d]);
+  }
+  *amax = m;
+  *lo = l;
+  *hi = h;
+}
+
+void QuantizeRowRef(const float* y, int n, float step, uint8_t code, const uint8_t* spread,
+                    uint16_t* tokens, uint8_t* contexts, BitWriter& raw) {
+  for (int d = 0; d < n; ++d) {
+    // Round half away from zero, as one IEEE division and one floor.
+    const float r = y[d] / step;
+    const int32_t q = static_cast<int32_t>(r >= 0 ? std::floor(r + 0.5f) : -std::floor(-r + 0.5f));
+    const uint32_t u = Zigzag(q);
+    contexts[d] = Context(spread[d], code);
+    int raw_bits;
+    Tokenize(u, &tokens[d], &raw_bits);
+    if (raw_bits > 0) raw.Put(u & ((1u << raw_bits) - 1), raw_bits);
+  }
+}
+
+}  // namespace
+
+const EcRowKernels& EcReferenceKernels() {
+  static constexpr EcRowKernels kernels{CentreRowRef, RowRangeRef, QuantizeRowRef};
+  return kernels;
+}
+
+void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc,
+                         const EcRowKernels& k) {
   const GroupGeometry& geo = task.geo;
   const int64_t H = geo.kv_heads, T = geo.tokens, D = geo.head_dim, G = H * T;
+  const int n = static_cast<int>(D);
   task.channel_offset = ChannelCentres(raw, H, T, D);
   std::vector<float> centre(task.channel_offset.size());
   for (size_t i = 0; i < centre.size(); ++i) centre[i] = HalfToFloat(task.channel_offset[i]);
-  // Centred (and rotated) rows. A row with a non-finite value stays as it
-  // is: its group is exact, as is one whose codes would be too large (below).
+  // Centred (and rotated) rows. A row with a non-finite value is not used:
+  // its group is exact, as is one whose codes would be too large (below).
   std::vector<float> y(size_t(G) * D);
   std::vector<uint8_t> exact(G, 0);
   for (int64_t h = 0; h < H; ++h)
     for (int64_t t = 0; t < T; ++t) {
       float* row = y.data() + (h * T + t) * D;
-      for (int64_t d = 0; d < D; ++d) {
-        const float a = raw[(h * T + t) * D + d];
-        exact[t * H + h] |= !std::isfinite(a);
-        row[d] = a - centre[h * D + d];
-      }
-      if (task.rotate && !exact[t * H + h]) RotateRow(row, static_cast<int>(D), false);
+      exact[t * H + h] = !k.centre_row(raw + (h * T + t) * D, centre.data() + h * D, n, row);
+      if (task.rotate && !exact[t * H + h]) RotateRow(row, n, false);
     }
   // Steps.
   enc.ec_steps.assign(G, 0);
+  int64_t coded = 0;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t t = g / H, h = g % H;
-    const float* row = y.data() + (h * T + t) * D;
     if (exact[g]) continue;
     float e = task.group_e[g];
     if (e < 0) e = task.e_unobserved;
-    float amax = 0, lo = row[0], hi = row[0];
-    for (int64_t d = 0; d < D; ++d) {
-      amax = std::max(amax, std::fabs(row[d]));
-      lo = std::min(lo, row[d]);
-      hi = std::max(hi, row[d]);
-    }
+    float amax, lo, hi;
+    k.row_range(y.data() + (h * T + t) * D, n, &amax, &lo, &hi);
     // b_min: at least the precision of a b_min-bit min-max group.
     if (task.b_min > 0 && hi > lo) e = std::min(e, std::ldexp(hi - lo, -task.b_min));
     if (!(e < __builtin_inff())) continue;  // no bound at all: zero width
@@ -171,24 +209,30 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
       continue;
     }
     enc.ec_steps[g] = code;
+    ++coded;
   }
-  // Spreads: each channel's RMS over the coded groups, the models' context.
+  // Spreads: each channel's RMS over the coded groups, the models' context,
+  // summed in double over the tokens in order.
   enc.ec_scales.assign(size_t(H) * D, 0);
-  for (int64_t h = 0; h < H; ++h)
-    for (int64_t d = 0; d < D; ++d) {
-      double ss = 0;
-      int64_t n = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        if (enc.ec_steps[t * H + h] == 0) continue;
-        const double a = y[(h * T + t) * D + d];
-        ss += a * a;
-        ++n;
-      }
-      enc.ec_scales[h * D + d] = n > 0 ? CodeDown(static_cast<float>(std::sqrt(ss / n))) : 0;
+  std::vector<double> ss(D);
+  for (int64_t h = 0; h < H; ++h) {
+    std::fill(ss.begin(), ss.end(), 0.0);
+    int64_t rows = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (enc.ec_steps[t * H + h] == 0) continue;
+      const float* row = y.data() + (h * T + t) * D;
+      for (int64_t d = 0; d < D; ++d) ss[d] += double{row[d]} * double{row[d]};
+      ++rows;
     }
+    if (rows == 0) continue;
+    for (int64_t d = 0; d < D; ++d) {
+      enc.ec_scales[h * D + d] = CodeDown(static_cast<float>(std::sqrt(ss[d] / double(rows))));
+    }
+  }
   // Tokens in group order (their raw bits into `codes`), then the rANS stream.
-  std::vector<uint16_t> symbols;
-  std::vector<uint8_t> contexts;
+  std::vector<uint16_t> symbols(size_t(coded) * D);
+  std::vector<uint8_t> contexts(symbols.size());
+  size_t at = 0;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t t = g / H, h = g % H;
     if (exact[g]) {
@@ -198,22 +242,11 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
     }
     const uint8_t code = enc.ec_steps[g];
     if (code == 0) continue;
-    const float step = CodeValue(code);
-    const float* row = y.data() + (h * T + t) * D;
-    for (int64_t d = 0; d < D; ++d) {
-      // Round half away from zero, as one IEEE division and one floor.
-      const float r = row[d] / step;
-      const int32_t q = static_cast<int32_t>(r >= 0 ? std::floor(r + 0.5f) : -std::floor(-r + 0.5f));
-      const uint32_t u = Zigzag(q);
-      contexts.push_back(Context(enc.ec_scales[h * D + d], code));
-      uint16_t token;
-      int raw_bits;
-      Tokenize(u, &token, &raw_bits);
-      symbols.push_back(token);
-      if (raw_bits > 0) enc.codes.Put(u & ((1u << raw_bits) - 1), raw_bits);
-    }
+    k.quantize_row(y.data() + (h * T + t) * D, n, CodeValue(code), code, enc.ec_scales.data() + h * D,
+                   symbols.data() + at, contexts.data() + at, enc.codes);
+    at += D;
   }
-  enc.ec_stream = *RansEncode(symbols, contexts, Tables(), kLanes);  // symbols fit the tables
+  enc.ec_stream = *RansEncode(symbols, contexts, Tables(), kLanes);  // tokens fit every table
 }
 
 absl::Status DecodeTensorEntropy(const SectionView& v, float* out) {

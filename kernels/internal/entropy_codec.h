@@ -63,10 +63,26 @@ inline bool EcTokenValue(uint32_t token, std::span<const uint8_t> bits, uint64_t
 // kDataLoss unless the raw bits end at `at`, padded to a byte with zeros.
 absl::Status EcCheckRawBitsEnd(std::span<const uint8_t> bits, uint64_t at);
 
+// The encoder's loops over one row of head_dim values, so that a vectorized
+// build (fast_ec_impl.inc) can stand in for the reference's; both compute
+// exactly the same values.
+struct EcRowKernels {
+  // y = raw - centre; false when raw holds a NaN or an Inf.
+  bool (*centre_row)(const float* raw, const float* centre, int n, float* y);
+  // max |y|, min y and max y of a finite row.
+  void (*row_range)(const float* y, int n, float* amax, float* lo, float* hi);
+  // The tokens and contexts of a coded row under its step (code), into
+  // tokens[0, n) and contexts[0, n); raw bits appended to `raw`.
+  void (*quantize_row)(const float* y, int n, float step, uint8_t code, const uint8_t* spread,
+                       uint16_t* tokens, uint8_t* contexts, BitWriter& raw);
+};
+const EcRowKernels& EcReferenceKernels();
+
 // Fills enc (exact groups and values, and the entropy-coded parts) and
 // task.channel_offset (the centres) from the canonical input `raw`
 // ([kv_heads][tokens][head_dim]); task.group_e must be filled.
-void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc);
+void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc,
+                         const EcRowKernels& kernels = EcReferenceKernels());
 
 // Decodes a parsed section into canonical fp32. kDataLoss when the coded
 // streams do not decode to exactly the symbols the section needs. With a

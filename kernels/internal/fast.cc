@@ -1,5 +1,4 @@
 #include "kernels/internal/fast.h"
-#include "kernels/internal/entropy_codec.h"
 
 #include <cpuid.h>
 
@@ -69,6 +68,17 @@ absl::Status DecodeEntropyTensorFast(const SectionView& view, void* out, DType d
                                      Layout layout) {
   return UseAvx512() ? avx512::DecodeEntropyTensor(view, out, dtype, layout)
                      : avx2::DecodeEntropyTensor(view, out, dtype, layout);
+}
+
+const EcRowKernels* EntropyRowKernelsFast() {
+  if (!CpuHasAvx2()) return nullptr;
+  return UseAvx512() ? &avx512::kEcRowKernels : &avx2::kEcRowKernels;
+}
+
+bool ToCanonicalFast(const TensorView& in, const PageShape& s, float* out) {
+  if (!CpuHasAvx2()) return false;
+  return UseAvx512() ? avx512::ToCanonical(in, s.tokens, s.kv_heads, s.head_dim, out)
+                     : avx2::ToCanonical(in, s.tokens, s.kv_heads, s.head_dim, out);
 }
 
 bool Fp16FastPathSupported() { return CpuHasAvx2(); }

@@ -6,6 +6,7 @@
 #define QAQKV_KERNELS_INTERNAL_FAST_H_
 
 #include "kernels/codec.h"
+#include "kernels/internal/entropy_codec.h"
 #include "kernels/internal/tensor_codec.h"
 
 namespace qaqkv::internal {
@@ -38,6 +39,12 @@ bool EntropyFastPathSupports(const PageHeader& header);
 // streams do not decode exactly (the buffer then holds part of the tensor).
 absl::Status DecodeEntropyTensorFast(const SectionView& view, void* out, DType dtype,
                                      Layout layout);
+// The vectorized row loops of the qaq-ec encoder; null without AVX2.
+const EcRowKernels* EntropyRowKernelsFast();
+// The canonical fp32 copy ([kv_heads][tokens][head_dim]) of `in`, as the
+// reference makes it; false without AVX2 or when `in` holds a finite value
+// beyond fp16's range (the reference then names it).
+bool ToCanonicalFast(const TensorView& in, const PageShape& shape, float* out);
 
 // fp16 pages (a copy in canonical order) on a CPU with AVX2 and F16C.
 // Encoding writes canonical rows [first_row, first_row + rows) of one tensor
@@ -70,6 +77,9 @@ void Fp16StoreFence();
   void DecodeHeadTensor(const SectionView& v, void* out, DType dtype, Layout layout); \
   absl::Status DecodeEntropyTensor(const SectionView& v, void* out, DType dtype,   \
                                    Layout layout);                                 \
+  extern const EcRowKernels kEcRowKernels;                                         \
+  bool ToCanonical(const TensorView& in, int tokens, int kv_heads, int head_dim,    \
+                   float* out);                                                    \
   void KeyChannelStats(const TensorView& in, int tokens, int kv_heads, int head_dim,    \
                        bool center, bool scale, std::vector<uint16_t>& offsets,          \
                        std::vector<uint16_t>& scales);                                   \

@@ -116,35 +116,67 @@ absl::Status CheckArgs(size_t symbols, std::span<const uint8_t> context,
 absl::StatusOr<std::vector<uint8_t>> RansEncode(std::span<const uint16_t> symbols,
                                                 std::span<const uint8_t> context,
                                                 std::span<const RansTable> tables, int lanes) {
-  if (absl::Status st = CheckArgs(symbols.size(), context, tables, lanes); !st.ok()) return st;
+  QAQKV_RETURN_IF_ERROR(CheckLanes(lanes));
+  if (tables.empty()) return absl::InvalidArgumentError("rans: no table");
+  if (!context.empty() && context.size() != symbols.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("rans: ", context.size(), " contexts for ",
+                                                   symbols.size(), " symbols"));
+  }
+  // Every (table, symbol) once, with x / freq as a multiply: m = ceil(2^44 /
+  // freq) gives floor(x m / 2^44) = floor(x / freq) for every x < 2^32, as
+  // m freq - 2^44 < freq <= 2^12 = 2^(44 - 32) (Granlund and Montgomery).
+  struct Entry {
+    uint64_t rcp = 0;
+    uint32_t freq = 0, start = 0;
+  };
+  int width = 0;
+  for (const RansTable& t : tables) width = std::max(width, t.symbols());
+  std::vector<Entry> entries(tables.size() * size_t(width));
+  for (size_t k = 0; k < tables.size(); ++k)
+    for (int sym = 0; sym < tables[k].symbols(); ++sym) {
+      Entry& e = entries[k * width + sym];
+      e.freq = tables[k].freq(sym);
+      e.start = tables[k].start(sym);
+      if (e.freq > 0) e.rcp = ((uint64_t{1} << 44) + e.freq - 1) / e.freq;
+    }
   uint32_t state[kRansMaxLanes];
   std::fill(state, state + lanes, kLow);
   // rANS is last in, first out: encode from the last symbol back, writing
-  // bytes back to front, so the decoder reads forward in symbol order.
-  std::vector<uint16_t> rev;
-  rev.reserve(symbols.size() / 4 + 16);
-  for (size_t i = symbols.size(); i-- > 0;) {
-    const RansTable& t = tables[context.empty() ? 0 : context[i]];
+  // words back to front, so the decoder reads forward in symbol order. The
+  // renormalization is branch-free (it is taken at random, about once per
+  // 16 bits of output): every symbol stores a word at `w`, and only a
+  // renormalizing one moves `w` on, so words[w + 1, n] are the output.
+  const size_t n = symbols.size();
+  std::vector<uint16_t> words(n + 1);
+  size_t w = n;
+  int lane = n == 0 ? 0 : static_cast<int>((n - 1) % lanes);
+  for (size_t i = n; i-- > 0;) {
+    const uint32_t k = context.empty() ? 0 : context[i];
+    if (k >= tables.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("rans: context ", k, " of ", tables.size(), " tables"));
+    }
     const uint16_t s = symbols[i];
-    if (s >= t.symbols() || t.freq(s) == 0) {
+    const Entry e = s < width ? entries[k * width + s] : Entry{};
+    if (e.freq == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("rans: symbol ", s, " at ", i, " has no frequency in its table"));
     }
-    uint32_t& x = state[i % lanes];
-    const uint32_t f = t.freq(s);
-    const uint32_t x_max = ((kLow >> kRansProbBits) << 16) * f;
-    if (x >= x_max) {  // once is enough: x < 2^32 and x_max >= 2^20
-      rev.push_back(static_cast<uint16_t>(x));
-      x >>= 16;
-    }
-    x = ((x / f) << kRansProbBits) + (x % f) + t.start(s);
+    uint32_t x = state[lane];
+    // Once is enough: x < 2^32 and the bound is at least 2^20.
+    const uint32_t renorm = x >= ((kLow >> kRansProbBits) << 16) * e.freq;
+    words[w] = static_cast<uint16_t>(x);
+    w -= renorm;
+    x >>= renorm * 16;
+    const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(x) * e.rcp) >> 44);
+    state[lane] = (q << kRansProbBits) + (x - q * e.freq) + e.start;
+    lane = lane == 0 ? lanes - 1 : lane - 1;
   }
   // The states go first (lane 0 first, little-endian), then the words
   // (little-endian) in the order the decoder wants them.
-  std::vector<uint8_t> out(size_t(lanes) * 4 + rev.size() * 2);
+  std::vector<uint8_t> out(size_t(lanes) * 4 + (n - w) * 2);
   for (int l = 0; l < lanes; ++l) PutU32(out.data() + l * 4, state[l]);
-  uint8_t* w = out.data() + size_t(lanes) * 4;
-  for (size_t i = rev.size(); i-- > 0; w += 2) PutU16(w, rev[i]);
+  uint8_t* o = out.data() + size_t(lanes) * 4;
+  for (size_t i = w + 1; i <= n; ++i, o += 2) PutU16(o, words[i]);
   return out;
 }
 
