@@ -74,6 +74,19 @@ const std::array<RansTable, kContexts>& Tables() {
   return tables;
 }
 
+// -log2 of each token's probability under each model: what it costs.
+const std::array<std::array<double, kEcTokens>, kContexts>& TokenBits() {
+  static const auto bits = [] {
+    std::array<std::array<double, kEcTokens>, kContexts> b;
+    for (int k = 0; k < kContexts; ++k)
+      for (int tok = 0; tok < kEcTokens; ++tok) {
+        b[k][tok] = -std::log2(double(Tables()[k].freq(tok)) / kRansProbScale);
+      }
+    return b;
+  }();
+  return bits;
+}
+
 // The token of zigzag code u, and how many raw bits follow it.
 void Tokenize(uint32_t u, uint16_t* token, int* raw_bits) {
   if (u < uint32_t{kEcDirect}) {
@@ -92,7 +105,6 @@ uint8_t CodeDown(float x) {  // the largest code whose value is <= x (x >= 0)
   return static_cast<uint8_t>(std::min<uint32_t>(h >> 7, kFirstNonFinite - 1));
 }
 
-uint8_t Context(uint8_t spread, uint8_t step) { return static_cast<uint8_t>(EcContext(spread, step)); }
 
 uint32_t Zigzag(int32_t q) { return q >= 0 ? uint32_t(q) << 1 : (uint32_t(-q) << 1) - 1; }
 int32_t Unzigzag(uint32_t u) { return (u & 1) ? -int32_t((u + 1) >> 1) : int32_t(u >> 1); }
@@ -156,7 +168,7 @@ void QuantizeRowRef(const float* y, int n, float step, uint8_t code, const uint8
     const float r = y[d] / step;
     const int32_t q = static_cast<int32_t>(r >= 0 ? std::floor(r + 0.5f) : -std::floor(-r + 0.5f));
     const uint32_t u = Zigzag(q);
-    contexts[d] = Context(spread[d], code);
+    contexts[d] = EcUnshiftedContext(spread[d], code);
     int raw_bits;
     Tokenize(u, &tokens[d], &raw_bits);
     if (raw_bits > 0) raw.Put(u & ((1u << raw_bits) - 1), raw_bits);
@@ -246,6 +258,30 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
                    symbols.data() + at, contexts.data() + at, enc.codes);
     at += D;
   }
+  // The section's shift: the one whose models cost the fewest bits for its
+  // tokens (the smaller shift on a tie), from a histogram of unshifted
+  // contexts. Any shift decodes; this choice is the encoder's. (A shift per
+  // head gained nothing on tinylm-kv or synthetic llama3-8b.)
+  constexpr int kRaw = kContexts + 2 * kEcMaxShift;
+  std::vector<uint32_t> hist(size_t(kRaw) * kEcTokens, 0);
+  for (size_t i = 0; i < symbols.size(); ++i) ++hist[size_t(contexts[i]) * kEcTokens + symbols[i]];
+  double best = -1;
+  for (int shift = -kEcMaxShift; shift <= kEcMaxShift; ++shift) {
+    double bits = 0;
+    for (int r = 0; r < kRaw; ++r) {
+      const int k = std::clamp(r - kEcMaxShift + shift, 0, kContexts - 1);
+      for (int tok = 0; tok < kEcTokens; ++tok) {
+        if (hist[size_t(r) * kEcTokens + tok] != 0) bits += hist[size_t(r) * kEcTokens + tok] * TokenBits()[k][tok];
+      }
+    }
+    if (best < 0 || bits < best || (bits == best && std::abs(shift) < std::abs(enc.ec_shift))) {
+      best = bits;
+      enc.ec_shift = static_cast<int8_t>(shift);
+    }
+  }
+  for (uint8_t& c : contexts) {
+    c = static_cast<uint8_t>(std::clamp(int(c) - kEcMaxShift + enc.ec_shift, 0, kContexts - 1));
+  }
   enc.ec_stream = *RansEncode(symbols, contexts, Tables(), kLanes);  // tokens fit every table
 }
 
@@ -280,7 +316,7 @@ absl::Status DecodeTensorEntropy(const SectionView& v, float* out) {
       const float step = CodeValue(code);
       for (int64_t d = 0; d < D; ++d) {
         uint16_t sym;
-        if (!rans.Next(tables[Context(v.ec_scales[h * D + d], code)], &sym)) {
+        if (!rans.Next(tables[EcContext(v.ec_scales[h * D + d], code, v.ec_shift)], &sym)) {
           return absl::DataLossError("page: entropy-coded section: rans: stream ends early");
         }
         uint32_t u = sym;

@@ -12,9 +12,11 @@
 // - codes q = round(y / step), zigzagged to u, are rANS-coded (rans.h, 32
 //   lanes) as tokens under one of 16 fixed two-sided geometric models,
 //   chosen per value from its channel's spread (an 8-bit code per channel)
-//   against its group's step. u < 16 is its own token; a larger u, whose top
-//   bit is bit n, is token 16 + 2 (n - 4) + (bit n - 1 of u), and its n - 1
-//   low bits go to a raw bit stream (the section's `codes`), in symbol order;
+//   against its group's step, moved by a per-section shift that the
+//   encoder picks as the one costing fewest bits. u < 16 is its own token;
+//   a larger u, whose top bit is bit n, is token 16 + 2 (n - 4) + (bit n - 1
+//   of u), and its n - 1 low bits go to a raw bit stream (the section's
+//   `codes`), in symbol order;
 // - a group holding NaN or Inf, or whose codes would exceed 2^20, is stored
 //   exactly as fp16, as in version 1.
 #ifndef QAQKV_KERNELS_INTERNAL_ENTROPY_CODEC_H_
@@ -37,10 +39,20 @@ inline constexpr int kEcContexts = 16;
 inline constexpr int kEcDirect = 16;     // zigzag codes 0..15 are their own tokens
 inline constexpr int kEcTokens = 52;     // tokens 16..51 carry 3..20 raw bits
 
+inline constexpr int kEcMaxShift = 8;    // a section's model shift is in [-8, 8]
+
 // The model of a value: its channel's spread code against its group's step
-// code, in half octaves (the codes are 8 per octave), rounded down.
-inline int EcContext(int spread, int step) {
-  return std::clamp(((spread - step) >> 2) + 3, 0, kEcContexts - 1);
+// code, in half octaves (the codes are 8 per octave), rounded down, moved by
+// the section's shift.
+inline int EcContext(int spread, int step, int shift) {
+  return std::clamp(((spread - step) >> 2) + 3 + shift, 0, kEcContexts - 1);
+}
+// The same before the shift, as an encoder collects it (EcRowKernels):
+// clamped to [-kEcMaxShift, kEcContexts - 1 + kEcMaxShift] and offset by
+// kEcMaxShift, so that any shift then clamps it exactly as EcContext does.
+inline uint8_t EcUnshiftedContext(int spread, int step) {
+  return static_cast<uint8_t>(
+      std::clamp(((spread - step) >> 2) + 3, -kEcMaxShift, kEcContexts - 1 + kEcMaxShift) + kEcMaxShift);
 }
 
 // An 8-bit step or spread code's value: the fp16 with those top 8 bits.
@@ -71,8 +83,9 @@ struct EcRowKernels {
   bool (*centre_row)(const float* raw, const float* centre, int n, float* y);
   // max |y|, min y and max y of a finite row.
   void (*row_range)(const float* y, int n, float* amax, float* lo, float* hi);
-  // The tokens and contexts of a coded row under its step (code), into
-  // tokens[0, n) and contexts[0, n); raw bits appended to `raw`.
+  // The tokens and unshifted contexts (EcUnshiftedContext) of a coded row
+  // under its step (code), into tokens[0, n) and contexts[0, n); raw bits
+  // appended to `raw`.
   void (*quantize_row)(const float* y, int n, float step, uint8_t code, const uint8_t* spread,
                        uint16_t* tokens, uint8_t* contexts, BitWriter& raw);
 };

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/half.h"
 #include "kernels/internal/codec_table.h"
+#include "kernels/internal/entropy_codec.h"
 #include "base/status_macros.h"
 
 namespace qaqkv::internal {
@@ -68,7 +69,7 @@ size_t SectionSize(const TensorTask& task, const TensorEncoding& enc) {
   size_t n = (task.channel_scale.size() + task.channel_offset.size()) * 2 + 4 +
              enc.exact_groups.size() * 4;
   if (task.variable_widths) n += (enc.widths.size() + 1) / 2;
-  if (task.entropy_coded) n += enc.ec_scales.size() + enc.ec_steps.size() + 4 + enc.ec_stream.size();
+  if (task.entropy_coded) n += enc.ec_scales.size() + enc.ec_steps.size() + 1 + 4 + enc.ec_stream.size();
   n += (enc.lo.size() + enc.step.size() + enc.outlier_values.size()) * 2;
   n += enc.outlier_index.size() * OutlierIndexBytes(task.geo.MaxGroupSize());
   n += (enc.exact_values.size() + enc.residual.size()) * 2;
@@ -102,6 +103,7 @@ void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<u
   if (task.entropy_coded) {
     out.insert(out.end(), enc.ec_scales.begin(), enc.ec_scales.end());
     out.insert(out.end(), enc.ec_steps.begin(), enc.ec_steps.end());
+    out.push_back(static_cast<uint8_t>(enc.ec_shift));
     const size_t at_len = out.size();
     out.resize(at_len + 4);
     PutU32(out.data() + at_len, static_cast<uint32_t>(enc.ec_stream.size()));
@@ -163,10 +165,16 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
                              Take(rest, uint64_t(exact_values) * 2, "exact values", keys));
       QAQKV_ASSIGN_OR_RETURN(v.ec_scales, Take(rest, uint64_t(H * D), "channel spreads", keys));
       QAQKV_ASSIGN_OR_RETURN(v.ec_steps, Take(rest, uint64_t(G), "group steps", keys));
+      QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> shift, Take(rest, 1, "model shift", keys));
+      v.ec_shift = static_cast<int8_t>(shift[0]);
+      if (v.ec_shift < -kEcMaxShift || v.ec_shift > kEcMaxShift) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " model shift ", v.ec_shift,
+                                                " is beyond +-", kEcMaxShift));
+      }
       QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> len,
                              Take(rest, 4, "entropy stream size", keys));
       QAQKV_ASSIGN_OR_RETURN(v.ec_stream, Take(rest, GetU32(len.data()), "entropy stream", keys));
-      v.codes = rest;  // escape bits, to the end of the section
+      v.codes = rest;  // raw bits, to the end of the section
       rest = {};
       // Codes at or above 0xf8 would be fp16 Inf or NaN steps; an exact group has none.
       for (uint8_t c : v.ec_scales)

@@ -46,9 +46,10 @@ struct TensorEncoding {
   std::vector<uint16_t> exact_values;
   BitWriter codes;
   std::vector<uint16_t> residual;  // kivi: fp16 tokens kept exact, HND
-  // qaq-ec: per channel spread codes, per group step codes, the rANS
-  // stream; `codes` holds the escape bits.
+  // qaq-ec: per channel spread codes, per group step codes, the models'
+  // shift, the rANS stream; `codes` holds the tokens' raw bits.
   std::vector<uint8_t> ec_scales, ec_steps, ec_stream;
+  int8_t ec_shift = 0;
 };
 
 // Each channel's mean over the page's finite values, rounded to fp16, from a
@@ -85,6 +86,7 @@ struct SectionView {
   bool rotate = false;  // quantized rows decode rotated; see rotation.h
   bool entropy_coded = false;  // qaq-ec: the spans below, `codes` = escape bits
   std::span<const uint8_t> ec_scales, ec_steps, ec_stream;
+  int ec_shift = 0;  // within +-kEcMaxShift
 
   int Width(int64_t g) const {
     if (!variable_widths) return fixed_bits;

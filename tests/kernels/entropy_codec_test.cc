@@ -231,9 +231,9 @@ TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
                          {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
   ASSERT_TRUE(page.ok());
   int refused = 0, tried = 0;
-  // The K stream starts after the header, 64 centres, 64 spreads, 64 steps
-  // and its 4-byte size.
-  const size_t stream = 32 + 4 + 64 * 2 + 64 + 64 + 4;
+  // The K stream starts after the header, 64 centres, the exact-group count,
+  // 64 spreads, 64 steps, the model shift and its 4-byte size.
+  const size_t stream = 32 + 4 + 64 * 2 + 64 + 64 + 1 + 4;
   for (size_t at = stream; at < stream + 200; ++at) {
     std::vector<uint8_t> bad = *page;
     bad[at] ^= 0x24;
@@ -263,6 +263,46 @@ TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
     }
   }
   EXPECT_GT(refused, tried * 9 / 10);
+}
+
+// The model shift (one byte before the stream size) is read as a signed
+// byte within +-8; beyond that the page is refused before anything decodes,
+// and a different shift in range decodes other symbols, caught as DATA_LOSS
+// or decoded the same by both decoders.
+TEST(EntropyCoded, ModelShiftOutOfRangeIsDataLoss) {
+  const PageShape s{64, 1, 64};
+  const std::vector<float> k = Normal(s, 16), v = Normal(s, 17);
+  auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0"), s,
+                         {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  ASSERT_TRUE(page.ok());
+  const size_t shift_at = 32 + 4 + 64 * 2 + 64 + 64;
+  const int8_t chosen = static_cast<int8_t>((*page)[shift_at]);
+  EXPECT_GE(chosen, -8);
+  EXPECT_LE(chosen, 8);
+  for (int bad : {9, -9, 127, -128}) {
+    std::vector<uint8_t> p = *page;
+    p[shift_at] = static_cast<uint8_t>(static_cast<int8_t>(bad));
+    const uint64_t sum = PageChecksum(p.data(), p.size() - 8);
+    std::memcpy(p.data() + p.size() - 8, &sum, 8);
+    const absl::Status st = VerifyPage(p).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << bad;
+    EXPECT_THAT(std::string(st.message()), HasSubstr("model shift")) << bad;
+    std::vector<float> ko(s.values()), vo(s.values());
+    EXPECT_EQ(DecodePage(p, {ko.data(), DType::kF32}, {vo.data(), DType::kF32}).code(),
+              absl::StatusCode::kDataLoss);
+  }
+  std::vector<uint8_t> p = *page;
+  p[shift_at] = static_cast<uint8_t>(chosen == 8 ? 7 : chosen + 1);
+  const uint64_t sum = PageChecksum(p.data(), p.size() - 8);
+  std::memcpy(p.data() + p.size() - 8, &sum, 8);
+  std::vector<float> kf(s.values()), vf(s.values()), kr(s.values()), vr(s.values());
+  const absl::Status fast = DecodePage(p, {kf.data(), DType::kF32}, {vf.data(), DType::kF32});
+  const absl::Status ref = DecodePage(p, {kr.data(), DType::kF32}, {vr.data(), DType::kF32},
+                                      nullptr, Backend::kReference);
+  EXPECT_EQ(fast.code(), ref.code());
+  if (fast.ok()) {
+    EXPECT_EQ(0, std::memcmp(kf.data(), kr.data(), kf.size() * 4));
+  }
 }
 
 TEST(EntropyCoded, ConfigAndHeaderRules) {
