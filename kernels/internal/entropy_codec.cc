@@ -19,69 +19,33 @@ constexpr int kContexts = kEcContexts;
 constexpr int64_t kMaxCode = 1 << 20;   // larger |q|: the group is stored exactly
 constexpr uint8_t kFirstNonFinite = 0xf8;  // fp16 0x7c00 >> 7: Inf and NaN
 
-// theta_k * 2^24 of the two-sided geometric model of context k, whose
-// standard deviation in steps is 2^((k - 2.5) / 2): exp(-sqrt(2) / that).
-// Fixed forever for format version 2.
-constexpr uint32_t kTheta[kContexts] = {
-    580675,   1555205,  3121236,  5108034,  7236411,  9257354,  11018477, 12462448,
-    13596300, 14459778, 15103247, 15575456, 15918242, 16165172, 16342086, 16468351};
+#include "kernels/internal/ec_models.inc"
 
-// theta^n in 2^24 fixed point, rounded down at each product.
-uint64_t ThetaPow(uint64_t theta, uint64_t n) {
-  uint64_t r = uint64_t{1} << 24;
-  for (; n > 0; n >>= 1) {
-    if (n & 1) r = (r * theta) >> 24;
-    theta = (theta * theta) >> 24;
-  }
-  return r;
-}
-
-// The mass of the zigzag codes [a, b] under theta^|q| (u = 2|q| or 2|q| - 1):
-// one code (a == b), or a token's bucket (a even, b odd): u = a alone, the
-// pairs (2j - 1, 2j) for j in (a/2, (b-1)/2], then u = b alone.
-uint64_t ZigzagMass(uint64_t theta, uint64_t a, uint64_t b) {
-  if (a == b) return ThetaPow(theta, (a + 1) >> 1);
-  uint64_t m = ThetaPow(theta, a >> 1) + ThetaPow(theta, (b + 1) >> 1);
-  const uint64_t j0 = (a >> 1) + 1, j1 = (b - 1) >> 1;
-  if (j0 <= j1) {
-    m += 2 * (((ThetaPow(theta, j0) - ThetaPow(theta, j1 + 1)) << 24) /
-              ((uint64_t{1} << 24) - theta));
-  }
-  return m;
-}
-
-// The 16 tables, built once with integer arithmetic only. Every token has a
-// frequency in every table, so any code can be written in any context.
-const std::array<RansTable, kContexts>& Tables() {
-  static const std::array<RansTable, kContexts> tables = [] {
-    std::array<RansTable, kContexts> t;
-    for (int k = 0; k < kContexts; ++k) {
-      std::vector<uint32_t> counts(kEcTokens);
-      for (int tok = 0; tok < kEcTokens; ++tok) {
-        uint64_t a = static_cast<uint64_t>(tok), b = a;
-        if (tok >= kEcDirect) {
-          const int raw = ((tok - kEcDirect) >> 1) + 3;
-          a = (2u | (tok & 1)) << raw;
-          b = a + (uint64_t{1} << raw) - 1;
-        }
-        counts[tok] = static_cast<uint32_t>(
-            std::clamp<uint64_t>(ZigzagMass(kTheta[k], a, b), 1, uint64_t{1} << 31));
+// The 16 models of each family, from the generated weights, normalized to
+// rANS frequencies with integer arithmetic (every backend builds the same).
+using ModelSet = std::array<std::array<RansTable, kContexts>, kEcFamilies>;
+const ModelSet& Tables() {
+  static const ModelSet tables = [] {
+    ModelSet t;
+    for (int f = 0; f < kEcFamilies; ++f)
+      for (int k = 0; k < kContexts; ++k) {
+        t[f][k] = *RansTable::FromCounts(kEcModelWeights[f][k]);  // every weight is positive
       }
-      t[k] = *RansTable::FromCounts(counts);  // never fails: every count is positive
-    }
     return t;
   }();
   return tables;
 }
 
 // -log2 of each token's probability under each model: what it costs.
-const std::array<std::array<double, kEcTokens>, kContexts>& TokenBits() {
-  static const auto bits = [] {
-    std::array<std::array<double, kEcTokens>, kContexts> b;
-    for (int k = 0; k < kContexts; ++k)
-      for (int tok = 0; tok < kEcTokens; ++tok) {
-        b[k][tok] = -std::log2(double(Tables()[k].freq(tok)) / kRansProbScale);
-      }
+using ModelBits = std::array<std::array<std::array<double, kEcTokens>, kContexts>, kEcFamilies>;
+const ModelBits& TokenBits() {
+  static const ModelBits bits = [] {
+    ModelBits b;
+    for (int f = 0; f < kEcFamilies; ++f)
+      for (int k = 0; k < kContexts; ++k)
+        for (int tok = 0; tok < kEcTokens; ++tok) {
+          b[f][k][tok] = -std::log2(double(Tables()[f][k].freq(tok)) / kRansProbScale);
+        }
     return b;
   }();
   return bits;
@@ -116,15 +80,16 @@ float EcCodeValue(uint8_t code) { return HalfToFloat(static_cast<uint16_t>(code)
 
 const uint32_t* EcDecodeEntries() {
   static const std::vector<uint32_t> entries = [] {
-    std::vector<uint32_t> e(size_t(kContexts) * kRansProbScale);
-    for (int k = 0; k < kContexts; ++k) {
-      const RansTable& t = Tables()[k];
-      for (uint32_t slot = 0; slot < kRansProbScale; ++slot) {
-        const int sym = t.SymbolAt(slot);
-        e[size_t(k) * kRansProbScale + slot] =
-            t.freq(sym) | (slot - t.start(sym)) << 13 | uint32_t(sym) << 25;
+    std::vector<uint32_t> e(size_t(kEcFamilies) * kContexts * kRansProbScale);
+    for (int f = 0; f < kEcFamilies; ++f)
+      for (int k = 0; k < kContexts; ++k) {
+        const RansTable& t = Tables()[f][k];
+        uint32_t* row = e.data() + (size_t(f) * kContexts + k) * kRansProbScale;
+        for (uint32_t slot = 0; slot < kRansProbScale; ++slot) {
+          const int sym = t.SymbolAt(slot);
+          row[slot] = t.freq(sym) | (slot - t.start(sym)) << 13 | uint32_t(sym) << 25;
+        }
       }
-    }
     return e;
   }();
   return entries.data();
@@ -258,37 +223,42 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
                    symbols.data() + at, contexts.data() + at, enc.codes);
     at += D;
   }
-  // The section's shift: the one whose models cost the fewest bits for its
-  // tokens (the smaller shift on a tie), from a histogram of unshifted
-  // contexts. Any shift decodes; this choice is the encoder's. (A shift per
-  // head gained nothing on tinylm-kv or synthetic llama3-8b.)
+  // The section's models: the family and shift under which its tokens cost
+  // the fewest bits (the first family, then the smaller shift, on a tie),
+  // from a histogram of unshifted contexts. Any choice decodes; this one is
+  // the encoder's. (A shift per head gained nothing on tinylm-kv or
+  // synthetic llama3-8b.)
   constexpr int kRaw = kContexts + 2 * kEcMaxShift;
   std::vector<uint32_t> hist(size_t(kRaw) * kEcTokens, 0);
   for (size_t i = 0; i < symbols.size(); ++i) ++hist[size_t(contexts[i]) * kEcTokens + symbols[i]];
   double best = -1;
-  for (int shift = -kEcMaxShift; shift <= kEcMaxShift; ++shift) {
-    double bits = 0;
-    for (int r = 0; r < kRaw; ++r) {
-      const int k = std::clamp(r - kEcMaxShift + shift, 0, kContexts - 1);
-      for (int tok = 0; tok < kEcTokens; ++tok) {
-        if (hist[size_t(r) * kEcTokens + tok] != 0) bits += hist[size_t(r) * kEcTokens + tok] * TokenBits()[k][tok];
+  for (int family = 0; family < kEcFamilies; ++family)
+    for (int shift = -kEcMaxShift; shift <= kEcMaxShift; ++shift) {
+      double bits = 0;
+      for (int r = 0; r < kRaw; ++r) {
+        const auto& cost = TokenBits()[family][std::clamp(r - kEcMaxShift + shift, 0, kContexts - 1)];
+        const uint32_t* h = hist.data() + size_t(r) * kEcTokens;
+        for (int tok = 0; tok < kEcTokens; ++tok) {
+          if (h[tok] != 0) bits += h[tok] * cost[tok];
+        }
+      }
+      if (best < 0 || bits < best ||
+          (bits == best && family == enc.ec_family && std::abs(shift) < std::abs(enc.ec_shift))) {
+        best = bits;
+        enc.ec_family = static_cast<uint8_t>(family);
+        enc.ec_shift = static_cast<int8_t>(shift);
       }
     }
-    if (best < 0 || bits < best || (bits == best && std::abs(shift) < std::abs(enc.ec_shift))) {
-      best = bits;
-      enc.ec_shift = static_cast<int8_t>(shift);
-    }
-  }
   for (uint8_t& c : contexts) {
     c = static_cast<uint8_t>(std::clamp(int(c) - kEcMaxShift + enc.ec_shift, 0, kContexts - 1));
   }
-  enc.ec_stream = *RansEncode(symbols, contexts, Tables(), kLanes);  // tokens fit every table
+  enc.ec_stream = *RansEncode(symbols, contexts, Tables()[enc.ec_family], kLanes);  // tokens fit every table
 }
 
 absl::Status DecodeTensorEntropy(const SectionView& v, float* out) {
   const GroupGeometry& geo = v.geo;
   const int64_t H = geo.kv_heads, T = geo.tokens, D = geo.head_dim, G = H * T;
-  const std::array<RansTable, kContexts>& tables = Tables();
+  const std::array<RansTable, kContexts>& tables = Tables()[v.ec_family];
   // Symbols are decoded as they are needed, so nothing here grows with the
   // page beyond one row; without `out` only the streams are checked.
   RansDecoder rans;

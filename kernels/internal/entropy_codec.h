@@ -35,7 +35,8 @@ namespace qaqkv::internal {
 // The coder's fixed parameters, shared with the vectorized decoder
 // (fast_ec_impl.inc). Fixed for format version 2.
 inline constexpr int kEcLanes = 32;      // symbol i of a section goes to lane i % 32
-inline constexpr int kEcContexts = 16;
+inline constexpr int kEcContexts = 16;     // models per family
+inline constexpr int kEcFamilies = 3;      // shapes (ec_models.inc)
 inline constexpr int kEcDirect = 16;     // zigzag codes 0..15 are their own tokens
 inline constexpr int kEcTokens = 52;     // tokens 16..51 carry 3..20 raw bits
 
@@ -58,8 +59,8 @@ inline uint8_t EcUnshiftedContext(int spread, int step) {
 // An 8-bit step or spread code's value: the fp16 with those top 8 bits.
 float EcCodeValue(uint8_t code);
 
-// The 16 models as one decode table, [context][slot] for the 4096 slots of
-// rans.h: freq | (slot - start) << 13 | symbol << 25.
+// Every model as one decode table, [family][context][slot] for the 4096
+// slots of rans.h: freq | (slot - start) << 13 | symbol << 25.
 const uint32_t* EcDecodeEntries();
 
 // The zigzag code of a token of kEcDirect or more, whose raw bits are read

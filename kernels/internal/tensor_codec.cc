@@ -69,7 +69,7 @@ size_t SectionSize(const TensorTask& task, const TensorEncoding& enc) {
   size_t n = (task.channel_scale.size() + task.channel_offset.size()) * 2 + 4 +
              enc.exact_groups.size() * 4;
   if (task.variable_widths) n += (enc.widths.size() + 1) / 2;
-  if (task.entropy_coded) n += enc.ec_scales.size() + enc.ec_steps.size() + 1 + 4 + enc.ec_stream.size();
+  if (task.entropy_coded) n += enc.ec_scales.size() + enc.ec_steps.size() + 2 + 4 + enc.ec_stream.size();
   n += (enc.lo.size() + enc.step.size() + enc.outlier_values.size()) * 2;
   n += enc.outlier_index.size() * OutlierIndexBytes(task.geo.MaxGroupSize());
   n += (enc.exact_values.size() + enc.residual.size()) * 2;
@@ -103,6 +103,7 @@ void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<u
   if (task.entropy_coded) {
     out.insert(out.end(), enc.ec_scales.begin(), enc.ec_scales.end());
     out.insert(out.end(), enc.ec_steps.begin(), enc.ec_steps.end());
+    out.push_back(enc.ec_family);
     out.push_back(static_cast<uint8_t>(enc.ec_shift));
     const size_t at_len = out.size();
     out.resize(at_len + 4);
@@ -165,8 +166,13 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
                              Take(rest, uint64_t(exact_values) * 2, "exact values", keys));
       QAQKV_ASSIGN_OR_RETURN(v.ec_scales, Take(rest, uint64_t(H * D), "channel spreads", keys));
       QAQKV_ASSIGN_OR_RETURN(v.ec_steps, Take(rest, uint64_t(G), "group steps", keys));
-      QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> shift, Take(rest, 1, "model shift", keys));
-      v.ec_shift = static_cast<int8_t>(shift[0]);
+      QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> model, Take(rest, 2, "model", keys));
+      v.ec_family = model[0];
+      v.ec_shift = static_cast<int8_t>(model[1]);
+      if (v.ec_family >= kEcFamilies) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " model family ", v.ec_family,
+                                                " of ", kEcFamilies));
+      }
       if (v.ec_shift < -kEcMaxShift || v.ec_shift > kEcMaxShift) {
         return absl::DataLossError(absl::StrCat("page: ", side, " model shift ", v.ec_shift,
                                                 " is beyond +-", kEcMaxShift));

@@ -47,8 +47,9 @@ struct TensorEncoding {
   BitWriter codes;
   std::vector<uint16_t> residual;  // kivi: fp16 tokens kept exact, HND
   // qaq-ec: per channel spread codes, per group step codes, the models'
-  // shift, the rANS stream; `codes` holds the tokens' raw bits.
+  // family and shift, the rANS stream; `codes` holds the tokens' raw bits.
   std::vector<uint8_t> ec_scales, ec_steps, ec_stream;
+  uint8_t ec_family = 0;
   int8_t ec_shift = 0;
 };
 
@@ -86,7 +87,8 @@ struct SectionView {
   bool rotate = false;  // quantized rows decode rotated; see rotation.h
   bool entropy_coded = false;  // qaq-ec: the spans below, `codes` = escape bits
   std::span<const uint8_t> ec_scales, ec_steps, ec_stream;
-  int ec_shift = 0;  // within +-kEcMaxShift
+  int ec_family = 0;  // below kEcFamilies
+  int ec_shift = 0;   // within +-kEcMaxShift
 
   int Width(int64_t g) const {
     if (!variable_widths) return fixed_bits;

@@ -232,8 +232,8 @@ TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
   ASSERT_TRUE(page.ok());
   int refused = 0, tried = 0;
   // The K stream starts after the header, 64 centres, the exact-group count,
-  // 64 spreads, 64 steps, the model shift and its 4-byte size.
-  const size_t stream = 32 + 4 + 64 * 2 + 64 + 64 + 1 + 4;
+  // 64 spreads, 64 steps, the model family and shift and its 4-byte size.
+  const size_t stream = 32 + 4 + 64 * 2 + 64 + 64 + 2 + 4;
   for (size_t at = stream; at < stream + 200; ++at) {
     std::vector<uint8_t> bad = *page;
     bad[at] ^= 0x24;
@@ -266,16 +266,17 @@ TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
 }
 
 // The model shift (one byte before the stream size) is read as a signed
-// byte within +-8; beyond that the page is refused before anything decodes,
+// byte within +-8, and the family (the byte before it) below 3; beyond that
+// the page is refused before anything decodes,
 // and a different shift in range decodes other symbols, caught as DATA_LOSS
 // or decoded the same by both decoders.
-TEST(EntropyCoded, ModelShiftOutOfRangeIsDataLoss) {
+TEST(EntropyCoded, ModelOutOfRangeIsDataLoss) {
   const PageShape s{64, 1, 64};
   const std::vector<float> k = Normal(s, 16), v = Normal(s, 17);
   auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0"), s,
                          {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
   ASSERT_TRUE(page.ok());
-  const size_t shift_at = 32 + 4 + 64 * 2 + 64 + 64;
+  const size_t shift_at = 32 + 4 + 64 * 2 + 64 + 64 + 1;
   const int8_t chosen = static_cast<int8_t>((*page)[shift_at]);
   EXPECT_GE(chosen, -8);
   EXPECT_LE(chosen, 8);
@@ -290,6 +291,15 @@ TEST(EntropyCoded, ModelShiftOutOfRangeIsDataLoss) {
     std::vector<float> ko(s.values()), vo(s.values());
     EXPECT_EQ(DecodePage(p, {ko.data(), DType::kF32}, {vo.data(), DType::kF32}).code(),
               absl::StatusCode::kDataLoss);
+  }
+  for (int family : {3, 255}) {
+    std::vector<uint8_t> p = *page;
+    p[shift_at - 1] = static_cast<uint8_t>(family);
+    const uint64_t sum = PageChecksum(p.data(), p.size() - 8);
+    std::memcpy(p.data() + p.size() - 8, &sum, 8);
+    const absl::Status st = VerifyPage(p).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << family;
+    EXPECT_THAT(std::string(st.message()), HasSubstr("model family")) << family;
   }
   std::vector<uint8_t> p = *page;
   p[shift_at] = static_cast<uint8_t>(chosen == 8 ? 7 : chosen + 1);
