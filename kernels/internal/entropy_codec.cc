@@ -140,7 +140,106 @@ void QuantizeRowRef(const float* y, int n, float step, uint8_t code, const uint8
   }
 }
 
+// Step codes as tokens: per head, each group's code against the last
+// nonzero code of that head (kEcFirstStep before the first), zigzagged; with
+// zero-width groups in the section, token 0 is a zero-width group and the
+// others are moved up by one. Exact groups have no token.
+constexpr int kEcFirstStep = 64;
+
+void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& exact, int64_t H,
+                 TensorEncoding& enc) {
+  bool zeros = false;
+  for (size_t g = 0; g < steps.size(); ++g) zeros |= !exact[g] && steps[g] == 0;
+  std::vector<int> prev(H, kEcFirstStep);
+  std::vector<uint16_t> tokens;
+  std::vector<uint32_t> values;  // the zigzag code behind each token, for its raw bits
+  for (size_t g = 0; g < steps.size(); ++g) {
+    if (exact[g]) continue;
+    int& p = prev[g % H];
+    uint32_t u = 0;
+    if (steps[g] != 0) {
+      u = Zigzag(int(steps[g]) - p) + (zeros ? 1 : 0);
+      p = steps[g];
+    }
+    uint16_t tok;
+    int raw_bits;
+    Tokenize(u, &tok, &raw_bits);
+    tokens.push_back(tok);
+    values.push_back(u);
+  }
+  // The one model (of 3 families x 16) under which they cost the fewest bits.
+  std::vector<uint32_t> hist(kEcTokens, 0);
+  for (uint16_t t : tokens) ++hist[t];
+  double best = -1;
+  int model = 0;
+  for (int m = 0; m < kEcFamilies * kContexts; ++m) {
+    double bits = 0;
+    for (int t = 0; t < kEcTokens; ++t) {
+      if (hist[t] != 0) bits += hist[t] * TokenBits()[m / kContexts][m % kContexts][t];
+    }
+    if (best < 0 || bits < best) {
+      best = bits;
+      model = m;
+    }
+  }
+  enc.ec_step_model = static_cast<uint8_t>(model | (zeros ? kEcStepZeros : 0));
+  const RansTable& table = Tables()[model / kContexts][model % kContexts];
+  enc.ec_step_stream = *RansEncode(tokens, {}, std::span(&table, 1), 1);  // tokens fit every table
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    uint16_t tok;
+    int raw_bits;
+    Tokenize(values[i], &tok, &raw_bits);
+    if (raw_bits > 0) enc.codes.Put(values[i] & ((1u << raw_bits) - 1), raw_bits);
+  }
+}
+
 }  // namespace
+
+absl::Status DecodeEcSteps(SectionView& v, std::span<const uint8_t> stream) {
+  const int64_t H = v.geo.kv_heads, G = H * v.geo.tokens;
+  const int model = v.ec_step_model & ~kEcStepZeros;
+  const bool zeros = (v.ec_step_model & kEcStepZeros) != 0;
+  if (model >= kEcFamilies * kContexts) {
+    return absl::DataLossError(absl::StrCat("page: step model ", model, " of ", kEcFamilies * kContexts));
+  }
+  const RansTable& table = Tables()[model / kContexts][model % kContexts];
+  RansDecoder rans;
+  if (absl::Status st = rans.Start(stream, 1); !st.ok()) {
+    return absl::DataLossError(absl::StrCat("page: step stream: ", st.message()));
+  }
+  v.ec_steps.assign(G, 0);
+  std::vector<int> prev(H, kEcFirstStep);
+  uint64_t bit = 0;
+  int64_t next_exact = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
+      ++next_exact;
+      continue;
+    }
+    uint16_t tok;
+    if (!rans.Next(table, &tok)) return absl::DataLossError("page: step stream: rans: stream ends early");
+    uint32_t u = tok;
+    if (u >= kEcDirect && !EcTokenValue(u, v.codes, bit, &u)) {
+      return absl::DataLossError("page: step stream: raw bits end early");
+    }
+    if (zeros && u == 0) continue;  // a zero-width group
+    const int64_t code = int64_t{prev[g % H]} + Unzigzag(u - (zeros ? 1 : 0));
+    // Codes at or above 0xf8 would be fp16 Inf or NaN steps.
+    if (code < 1 || code >= 0xf8) return absl::DataLossError(absl::StrCat("page: bad step code ", code));
+    v.ec_steps[g] = static_cast<uint8_t>(code);
+    prev[g % H] = static_cast<int>(code);
+  }
+  if (absl::Status st = rans.Finish(); !st.ok()) {
+    return absl::DataLossError(absl::StrCat("page: step stream: ", st.message()));
+  }
+  // The values' raw bits start at the next byte; the padding is zeros.
+  const uint64_t end = (bit + 7) / 8 * 8;
+  if (end > bit && ReadBits(v.codes, bit, int(end - bit)) != 0) {
+    return absl::DataLossError("page: step raw bits are not padded with zeros");
+  }
+  v.codes = v.codes.subspan(end / 8);
+  return absl::OkStatus();
+}
 
 const EcRowKernels& EcReferenceKernels() {
   static constexpr EcRowKernels kernels{CentreRowRef, RowRangeRef, QuantizeRowRef};
@@ -206,6 +305,9 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
       enc.ec_scales[h * D + d] = CodeDown(static_cast<float>(std::sqrt(ss[d] / double(rows))));
     }
   }
+  // The step codes, coded; their raw bits open `codes`, padded to a byte.
+  EncodeSteps(enc.ec_steps, exact, H, enc);
+  enc.codes.Put(0, static_cast<int>((8 - enc.codes.bit_size() % 8) % 8));
   // Tokens in group order (their raw bits into `codes`), then the rANS stream.
   std::vector<uint16_t> symbols(size_t(coded) * D);
   std::vector<uint8_t> contexts(symbols.size());

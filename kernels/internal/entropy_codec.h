@@ -41,6 +41,7 @@ inline constexpr int kEcDirect = 16;     // zigzag codes 0..15 are their own tok
 inline constexpr int kEcTokens = 52;     // tokens 16..51 carry 3..20 raw bits
 
 inline constexpr int kEcMaxShift = 8;    // a section's model shift is in [-8, 8]
+inline constexpr uint8_t kEcStepZeros = 0x80;  // step model flag: zero-width groups present
 
 // The model of a value: its channel's spread code against its group's step
 // code, in half octaves (the codes are 8 per octave), rounded down, moved by
@@ -97,6 +98,11 @@ const EcRowKernels& EcReferenceKernels();
 // ([kv_heads][tokens][head_dim]); task.group_e must be filled.
 void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc,
                          const EcRowKernels& kernels = EcReferenceKernels());
+
+// Decodes a section's step codes (the stream after its step model byte,
+// whose raw bits open `v.codes`) into v.ec_steps, and moves v.codes past
+// them. kDataLoss when they do not decode exactly or a code is out of range.
+absl::Status DecodeEcSteps(SectionView& v, std::span<const uint8_t> stream);
 
 // Decodes a parsed section into canonical fp32. kDataLoss when the coded
 // streams do not decode to exactly the symbols the section needs. With a

@@ -69,7 +69,8 @@ size_t SectionSize(const TensorTask& task, const TensorEncoding& enc) {
   size_t n = (task.channel_scale.size() + task.channel_offset.size()) * 2 + 4 +
              enc.exact_groups.size() * 4;
   if (task.variable_widths) n += (enc.widths.size() + 1) / 2;
-  if (task.entropy_coded) n += enc.ec_scales.size() + enc.ec_steps.size() + 2 + 4 + enc.ec_stream.size();
+  if (task.entropy_coded) n += enc.ec_scales.size() + 1 + 4 + enc.ec_step_stream.size() + 2 + 4 +
+                                 enc.ec_stream.size();
   n += (enc.lo.size() + enc.step.size() + enc.outlier_values.size()) * 2;
   n += enc.outlier_index.size() * OutlierIndexBytes(task.geo.MaxGroupSize());
   n += (enc.exact_values.size() + enc.residual.size()) * 2;
@@ -102,7 +103,11 @@ void SerializeSection(const TensorTask& task, TensorEncoding& enc, std::vector<u
   AppendU16s(enc.exact_values, out);
   if (task.entropy_coded) {
     out.insert(out.end(), enc.ec_scales.begin(), enc.ec_scales.end());
-    out.insert(out.end(), enc.ec_steps.begin(), enc.ec_steps.end());
+    out.push_back(enc.ec_step_model);
+    const size_t at_steps = out.size();
+    out.resize(at_steps + 4);
+    PutU32(out.data() + at_steps, static_cast<uint32_t>(enc.ec_step_stream.size()));
+    out.insert(out.end(), enc.ec_step_stream.begin(), enc.ec_step_stream.end());
     out.push_back(enc.ec_family);
     out.push_back(static_cast<uint8_t>(enc.ec_shift));
     const size_t at_len = out.size();
@@ -165,7 +170,12 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
       QAQKV_ASSIGN_OR_RETURN(v.exact_values,
                              Take(rest, uint64_t(exact_values) * 2, "exact values", keys));
       QAQKV_ASSIGN_OR_RETURN(v.ec_scales, Take(rest, uint64_t(H * D), "channel spreads", keys));
-      QAQKV_ASSIGN_OR_RETURN(v.ec_steps, Take(rest, uint64_t(G), "group steps", keys));
+      QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> step_model, Take(rest, 1, "step model", keys));
+      v.ec_step_model = step_model[0];
+      QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> step_len,
+                             Take(rest, 4, "step stream size", keys));
+      QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> step_stream,
+                             Take(rest, GetU32(step_len.data()), "step stream", keys));
       QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> model, Take(rest, 2, "model", keys));
       v.ec_family = model[0];
       v.ec_shift = static_cast<int8_t>(model[1]);
@@ -182,16 +192,12 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
       QAQKV_ASSIGN_OR_RETURN(v.ec_stream, Take(rest, GetU32(len.data()), "entropy stream", keys));
       v.codes = rest;  // raw bits, to the end of the section
       rest = {};
-      // Codes at or above 0xf8 would be fp16 Inf or NaN steps; an exact group has none.
+      // Codes at or above 0xf8 would be fp16 Inf or NaN spreads.
       for (uint8_t c : v.ec_scales)
         if (c >= 0xf8) return absl::DataLossError(absl::StrCat("page: ", side, " bad spread code"));
-      for (uint8_t c : v.ec_steps)
-        if (c >= 0xf8) return absl::DataLossError(absl::StrCat("page: ", side, " bad step code"));
-      for (int64_t i = 0; i < v.n_exact; ++i) {
-        if (v.ec_steps[GetU32(v.exact_groups.data() + i * 4)] != 0) {
-          return absl::DataLossError(
-              absl::StrCat("page: ", side, " an exact group has a step"));
-        }
+      // The steps (exact groups get none), and v.codes past their raw bits.
+      if (absl::Status st = DecodeEcSteps(v, step_stream); !st.ok()) {
+        return absl::DataLossError(absl::StrCat(side, " ", st.message()));
       }
       return v;
     }

@@ -49,6 +49,8 @@ struct TensorEncoding {
   // qaq-ec: per channel spread codes, per group step codes, the models'
   // family and shift, the rANS stream; `codes` holds the tokens' raw bits.
   std::vector<uint8_t> ec_scales, ec_steps, ec_stream;
+  uint8_t ec_step_model = 0;
+  std::vector<uint8_t> ec_step_stream;
   uint8_t ec_family = 0;
   int8_t ec_shift = 0;
 };
@@ -86,7 +88,9 @@ struct SectionView {
   int64_t n_exact = 0;
   bool rotate = false;  // quantized rows decode rotated; see rotation.h
   bool entropy_coded = false;  // qaq-ec: the spans below, `codes` = escape bits
-  std::span<const uint8_t> ec_scales, ec_steps, ec_stream;
+  std::span<const uint8_t> ec_scales, ec_stream;
+  uint8_t ec_step_model = 0;
+  std::vector<uint8_t> ec_steps;  // decoded from the step stream at parse time
   int ec_family = 0;  // below kEcFamilies
   int ec_shift = 0;   // within +-kEcMaxShift
 

@@ -27,6 +27,17 @@ std::vector<float> Normal(const PageShape& s, uint32_t seed, float mean = 0) {
   return x;
 }
 
+// Where the K section's value stream starts in a page of 64 channels and one
+// head without exact groups: after the header, the exact-group count, 64
+// centres, 64 spreads, the step model, the step stream with its 4-byte size,
+// the model family and shift and the stream's 4-byte size.
+size_t KStreamAt(const std::vector<uint8_t>& page) {
+  const size_t step_len_at = 32 + 4 + 64 * 2 + 64 + 1;
+  uint32_t step_len;
+  std::memcpy(&step_len, page.data() + step_len_at, 4);
+  return step_len_at + 4 + step_len + 2 + 4;
+}
+
 struct Decoded {
   std::vector<float> k, v;  // NHD
 };
@@ -231,9 +242,7 @@ TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
                          {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
   ASSERT_TRUE(page.ok());
   int refused = 0, tried = 0;
-  // The K stream starts after the header, 64 centres, the exact-group count,
-  // 64 spreads, 64 steps, the model family and shift and its 4-byte size.
-  const size_t stream = 32 + 4 + 64 * 2 + 64 + 64 + 2 + 4;
+  const size_t stream = KStreamAt(*page);
   for (size_t at = stream; at < stream + 200; ++at) {
     std::vector<uint8_t> bad = *page;
     bad[at] ^= 0x24;
@@ -276,7 +285,7 @@ TEST(EntropyCoded, ModelOutOfRangeIsDataLoss) {
   auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0"), s,
                          {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
   ASSERT_TRUE(page.ok());
-  const size_t shift_at = 32 + 4 + 64 * 2 + 64 + 64 + 1;
+  const size_t shift_at = KStreamAt(*page) - 5;
   const int8_t chosen = static_cast<int8_t>((*page)[shift_at]);
   EXPECT_GE(chosen, -8);
   EXPECT_LE(chosen, 8);
@@ -313,6 +322,99 @@ TEST(EntropyCoded, ModelOutOfRangeIsDataLoss) {
   if (fast.ok()) {
     EXPECT_EQ(0, std::memcmp(kf.data(), kr.data(), kf.size() * 4));
   }
+}
+
+// Step codes are coded per head against the head's last one: keys whose
+// step is the same for every token cost a few bytes for all their steps,
+// and values with zero-width tokens (every value within half a step of its
+// centre) and steps that vary with each token's range (b=3) decode to
+// values within half their steps.
+TEST(EntropyCoded, StepCodesRoundTrip) {
+  const PageShape s{256, 1, 64};
+  const std::vector<float> k = Normal(s, 18);
+  std::vector<float> v = Normal(s, 19);
+  // Every 5th value token is zero; the others vary in scale, with each
+  // channel's mean taken out, so the zero tokens sit on their centres.
+  for (int d = 0; d < 64; ++d) {
+    float mean = 0;
+    for (int t = 0; t < 256; ++t) {
+      float& x = v[t * 64 + d];
+      x = t % 5 == 0 ? 0.0f : x * (1.0f + float(t % 7));
+      mean += t % 5 == 0 ? 0.0f : x / 204;
+    }
+    for (int t = 0; t < 256; ++t) v[t * 64 + d] -= t % 5 == 0 ? 0.0f : mean;
+  }
+  // Without a precision floor every key token of the head has one step, and
+  // the zero value tokens are zero-width.
+  auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0"), s,
+                         {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  ASSERT_TRUE(page.ok()) << page.status();
+  const size_t model_at = 32 + 4 + 64 * 2 + 64;
+  uint32_t step_len;
+  std::memcpy(&step_len, page->data() + model_at + 1, 4);
+  EXPECT_LE(step_len, 16u);  // one lane's state and a few words, not 256 bytes
+  EXPECT_EQ((*page)[model_at] & 0x80, 0);  // no zero-width key token
+  const Decoded z = Decode(*page, s);
+  for (int t = 0; t < 256; t += 5)
+    for (int c = 0; c < 64; ++c) ASSERT_LE(std::fabs(z.v[t * 64 + c]), 1e-3f) << t;
+  page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e3,o=0,b=3-8"), s,
+                    {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  ASSERT_TRUE(page.ok()) << page.status();
+  const Decoded d = Decode(*page, s);
+  std::vector<float> centre(64, 0.0f);
+  for (int t = 0; t < 256; ++t)
+    for (int c = 0; c < 64; ++c) centre[c] += v[t * 64 + c] / 256;
+  for (int t = 0; t < 256; ++t) {
+    float lo = v[t * 64] - centre[0], hi = lo, worst = 0;
+    for (int c = 0; c < 64; ++c) {
+      lo = std::min(lo, v[t * 64 + c] - centre[c]);
+      hi = std::max(hi, v[t * 64 + c] - centre[c]);
+      worst = std::max(worst, std::fabs(d.v[t * 64 + c] - v[t * 64 + c]));
+    }
+    // b=3: a step of at most the centred range / 8 (the fp16 centres and
+    // the step rounding add a little).
+    ASSERT_LE(worst, (hi - lo) / 16 * 1.001f + 1e-3f) << t;
+  }
+  std::vector<float> kr(s.values()), vr(s.values());
+  ASSERT_EQ(DecodePage(*page, {kr.data(), DType::kF32}, {vr.data(), DType::kF32}, &s,
+                       Backend::kReference),
+            absl::OkStatus());
+  EXPECT_EQ(0, std::memcmp(vr.data(), d.v.data(), vr.size() * 4));
+}
+
+// A step stream altered under a valid checksum is DATA_LOSS for every reader,
+// or decodes the same way in both decoders.
+TEST(EntropyCoded, AlteredStepStreamsAreDataLoss) {
+  const PageShape s{64, 1, 64};
+  std::vector<float> k = Normal(s, 20), v = Normal(s, 21);
+  for (int t = 0; t < 64; ++t)
+    for (int d = 0; d < 64; ++d) k[t * 64 + d] *= 1.0f + float(t % 9);
+  auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0,b=3-8"), s,
+                         {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  ASSERT_TRUE(page.ok());
+  const size_t model_at = 32 + 4 + 64 * 2 + 64;
+  const size_t end = KStreamAt(*page) - 6;  // the step stream ends where the family starts
+  int refused = 0;
+  for (size_t at = model_at; at < end; ++at) {
+    std::vector<uint8_t> bad = *page;
+    bad[at] ^= 0x41;
+    const uint64_t sum = PageChecksum(bad.data(), bad.size() - 8);
+    std::memcpy(bad.data() + bad.size() - 8, &sum, 8);
+    const absl::Status verify = VerifyPage(bad).status();
+    std::vector<float> kf(s.values()), vf(s.values()), kr(s.values()), vr(s.values());
+    const absl::Status fast = DecodePage(bad, {kf.data(), DType::kF32}, {vf.data(), DType::kF32});
+    const absl::Status ref = DecodePage(bad, {kr.data(), DType::kF32}, {vr.data(), DType::kF32},
+                                        nullptr, Backend::kReference);
+    EXPECT_EQ(verify.code(), fast.code()) << at;
+    EXPECT_EQ(ref.code(), fast.code()) << at;
+    if (!verify.ok()) {
+      EXPECT_EQ(verify.code(), absl::StatusCode::kDataLoss) << verify;
+      ++refused;
+    } else {
+      EXPECT_EQ(0, std::memcmp(kf.data(), kr.data(), kf.size() * 4)) << at;
+    }
+  }
+  EXPECT_GT(refused, static_cast<int>(end - model_at) / 2);
 }
 
 TEST(EntropyCoded, ConfigAndHeaderRules) {
