@@ -9,18 +9,21 @@
 namespace qaqkv::internal {
 
 std::vector<int> SelectOutliers(std::span<const float> values, int k) {
+  if (k == 0) return {};
   const int n = static_cast<int>(values.size());
+  // The k smallest (ascending value, lower index first on ties), then the k
+  // largest of the rest (descending value, lower index first on ties): both
+  // orders are total on finite values, so partial sorts pick exactly the
+  // sets full stable sorts would, in O(n log k).
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return values[a] < values[b]; });
-  std::vector<int> out(order.begin(), order.begin() + k);
-  // Largest k among the rest: descending value, lower index first on ties.
-  std::vector<int> rest(order.begin() + k, order.end());
-  std::stable_sort(rest.begin(), rest.end(), [&](int a, int b) {
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
+    return values[a] < values[b] || (values[a] == values[b] && a < b);
+  });
+  std::partial_sort(order.begin() + k, order.begin() + 2 * k, order.end(), [&](int a, int b) {
     return values[a] > values[b] || (values[a] == values[b] && a < b);
   });
-  out.insert(out.end(), rest.begin(), rest.begin() + k);
+  std::vector<int> out(order.begin(), order.begin() + 2 * k);
   std::sort(out.begin(), out.end());
   return out;
 }

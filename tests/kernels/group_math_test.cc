@@ -1,10 +1,15 @@
 #include "kernels/internal/group_math.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/half.h"
+#include "kernels/internal/reference.h"
 
 namespace qaqkv::internal {
 namespace {
@@ -175,6 +180,34 @@ TEST(GroupMath, QuantizeWithinHalfStep) {
       const float r = DequantizeValue(Q(x, l, s, bits), l, s);
       ASSERT_LE(std::fabs(r - x), s / 2 * (1 + 1e-5f)) << bits << " " << x;
     }
+  }
+}
+
+// SelectOutliers picks, by partial sorts, what its definition says: the k
+// smallest values (ties: lower index first), then the k largest of the rest
+// (same tie rule). Held against that definition written with full stable
+// sorts, on groups full of ties and signed zeros.
+TEST(SelectOutliers, MatchesItsDefinition) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int n = 1 + static_cast<int>(rng() % 300);
+    const int k = static_cast<int>(rng() % ((n + 1) / 2));  // 2k < n, as callers keep it
+    std::vector<float> v(n);
+    for (float& x : v) {
+      const int r = static_cast<int>(rng() % 9) - 4;
+      x = r == 0 ? (rng() % 2 ? -0.0f : 0.0f) : static_cast<float>(r) * 0.5f;
+    }
+    std::vector<int> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return v[a] < v[b]; });
+    std::vector<int> want(order.begin(), order.begin() + k);
+    std::vector<int> rest(order.begin() + k, order.end());
+    std::stable_sort(rest.begin(), rest.end(), [&](int a, int b) {
+      return v[a] > v[b] || (v[a] == v[b] && a < b);
+    });
+    want.insert(want.end(), rest.begin(), rest.begin() + k);
+    std::sort(want.begin(), want.end());
+    ASSERT_EQ(SelectOutliers(v, k), want) << "n " << n << " k " << k;
   }
 }
 
