@@ -825,6 +825,10 @@ absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, Muta
     } else {
       internal::DecodeTensorReference(view, canon.data());
     }
+    if (backend != Backend::kReference &&
+        internal::FromCanonicalFast(canon.data(), shape, out.data, out.dtype, out.layout)) {
+      continue;
+    }
     for (int64_t h = 0; h < shape.kv_heads; ++h)
       for (int64_t t = 0; t < shape.tokens; ++t)
         for (int64_t d = 0; d < shape.head_dim; ++d) {

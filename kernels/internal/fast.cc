@@ -81,6 +81,17 @@ bool ToCanonicalFast(const TensorView& in, const PageShape& s, float* out) {
                      : avx2::ToCanonical(in, s.tokens, s.kv_heads, s.head_dim, out);
 }
 
+bool FromCanonicalFast(const float* canon, const PageShape& s, void* out, DType dtype,
+                       Layout layout) {
+  if (!CpuHasAvx2()) return false;
+  if (UseAvx512()) {
+    avx512::FromCanonical(canon, s.tokens, s.kv_heads, s.head_dim, out, dtype, layout);
+  } else {
+    avx2::FromCanonical(canon, s.tokens, s.kv_heads, s.head_dim, out, dtype, layout);
+  }
+  return true;
+}
+
 bool Fp16FastPathSupported() { return CpuHasAvx2(); }
 
 void Fp16StoreFence() { __builtin_ia32_sfence(); }

@@ -45,6 +45,10 @@ const EcRowKernels* EntropyRowKernelsFast();
 // reference makes it; false without AVX2 or when `in` holds a finite value
 // beyond fp16's range (the reference then names it).
 bool ToCanonicalFast(const TensorView& in, const PageShape& shape, float* out);
+// Stores a canonical fp32 copy into the caller's tensor, as the reference
+// does value by value; false without AVX2.
+bool FromCanonicalFast(const float* canon, const PageShape& shape, void* out, DType dtype,
+                       Layout layout);
 
 // fp16 pages (a copy in canonical order) on a CPU with AVX2 and F16C.
 // Encoding writes canonical rows [first_row, first_row + rows) of one tensor
@@ -80,6 +84,8 @@ void Fp16StoreFence();
   extern const EcRowKernels kEcRowKernels;                                         \
   bool ToCanonical(const TensorView& in, int tokens, int kv_heads, int head_dim,    \
                    float* out);                                                    \
+  void FromCanonical(const float* canon, int tokens, int kv_heads, int head_dim,   \
+                     void* out, DType dtype, Layout layout);                       \
   void KeyChannelStats(const TensorView& in, int tokens, int kv_heads, int head_dim,    \
                        bool center, bool scale, std::vector<uint16_t>& offsets,          \
                        std::vector<uint16_t>& scales);                                   \

@@ -2,3 +2,4 @@
 #include "kernels/internal/fast_impl.inc"
 #include "kernels/internal/fast_fp16_impl.inc"
 #include "kernels/internal/fast_ec_impl.inc"
+#include "kernels/internal/fast_canonical_impl.inc"

@@ -99,6 +99,7 @@ void DecodeTensorReference(const SectionView& v, float* out) {
   const int64_t D = geo.head_dim, T = geo.tokens, H = geo.kv_heads;
   auto u16 = [](std::span<const uint8_t> s, int64_t i) { return GetU16(s.data() + i * 2); };
   const int64_t G = geo.groups();
+  const bool has_transform = !v.channel_scale.empty() || !v.channel_offset.empty();
   int64_t next_exact = 0, q = 0, exact_at = 0;
   uint64_t bitpos = 0;
   for (int64_t g = 0; g < G; ++g) {
@@ -131,9 +132,11 @@ void DecodeTensorReference(const SectionView& v, float* out) {
         out[idx] = r;
         return;
       }
-      const int64_t channel = idx / (T * D) * D + idx % D;
-      if (!v.channel_scale.empty()) r *= HalfToFloat(GetU16(v.channel_scale.data() + channel * 2));
-      if (!v.channel_offset.empty()) r += HalfToFloat(GetU16(v.channel_offset.data() + channel * 2));
+      if (has_transform) {  // two divisions a value: only when there is a transform
+        const int64_t channel = idx / (T * D) * D + idx % D;
+        if (!v.channel_scale.empty()) r *= HalfToFloat(GetU16(v.channel_scale.data() + channel * 2));
+        if (!v.channel_offset.empty()) r += HalfToFloat(GetU16(v.channel_offset.data() + channel * 2));
+      }
       out[idx] = r;
     });
     ++q;
