@@ -124,7 +124,10 @@ void DecodeFp16RowsFast(const uint8_t* rows_in, const PageShape& s, int64_t firs
 
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out, DType dtype,
                       Layout layout) {
-  if (!FastPathSupports(header)) return false;
+  // Decoding also takes rotated rows (-rh); encoding them is the reference's.
+  PageHeader unrotated = header;
+  unrotated.flags &= ~kFlagRotate;
+  if (!FastPathSupports(unrotated)) return false;
   if (UseAvx512()) {
     avx512::DecodeHeadTensor(view, out, dtype, layout);
   } else {

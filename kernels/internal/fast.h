@@ -27,7 +27,8 @@ absl::Status EncodeTensorFast(const TensorTask& task, const TensorView& in,
 void KeyChannelStatsFast(const TensorView& in, const PageShape& shape, bool center, bool scale,
                          std::vector<uint16_t>& offsets, std::vector<uint16_t>& scales);
 // Decodes straight into the caller's buffer; false when this view is not
-// covered (the caller then uses the reference). fp16 pages are not covered
+// covered (the caller then uses the reference). Unlike encoding, decoding
+// covers rotated (-rh) pages too. fp16 pages are not covered
 // here: DecodePage copies them with DecodeFp16RowsFast as it checks them.
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
                       DType dtype, Layout layout);
