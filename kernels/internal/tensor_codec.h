@@ -87,7 +87,7 @@ struct SectionView {
   std::span<const uint8_t> residual;       // u16 each
   int64_t n_exact = 0;
   bool rotate = false;  // quantized rows decode rotated; see rotation.h
-  bool entropy_coded = false;  // qaq-ec: the spans below, `codes` = escape bits
+  bool entropy_coded = false;  // qaq-ec: the fields below, `codes` = the values' raw bits
   std::span<const uint8_t> ec_scales, ec_stream;
   uint8_t ec_step_model = 0;
   std::vector<uint8_t> ec_steps;  // decoded from the step stream at parse time
