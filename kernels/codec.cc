@@ -518,6 +518,10 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
   const bool qaq = config.kind == CodecKind::kQaq;
   internal::PageHeader header = internal::MakePageHeader(config, shape);
   const bool use_fast = backend != Backend::kReference && internal::FastPathSupports(header);
+  // What the head-group fast path does not cover, the grouped one does, on
+  // the reference's canonical copies.
+  const bool use_grouped =
+      !use_fast && backend != Backend::kReference && internal::GroupedFastPathSupports(header);
   size_t section_bytes[2] = {0, 0};
   std::vector<float> raw, scaled, rotated;
   if (config.kind == CodecKind::kFp16) {
@@ -571,29 +575,38 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
                                       task.channel_scale);
       } else if (keys && (config.key_channel_scale || config.key_channel_center)) {
         const int H = shape.kv_heads, D = shape.head_dim, TT = shape.tokens;
-        // Centering first: the mean of each channel over the page's finite
-        // values, rounded to fp16, is what the decoder adds back.
-        std::vector<float> center(size_t(H) * D, 0.0f);
-        if (config.key_channel_center) {
-          task.channel_offset = internal::ChannelCentres(raw.data(), H, TT, D);
-          for (size_t i = 0; i < center.size(); ++i) center[i] = HalfToFloat(task.channel_offset[i]);
-        }
-        std::vector<float> scale(size_t(H) * D, 1.0f);
-        if (config.key_channel_scale) {
-          task.channel_scale.assign(size_t(H) * D, 0);
-          for (int h = 0; h < H; ++h)
-            for (int d = 0; d < D; ++d) {
-              float m = 0;
-              for (int t = 0; t < TT; ++t) {
-                const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d] - center[size_t(h) * D + d]);
-                if (std::isfinite(a)) m = std::max(m, a);
+        if (use_grouped) {
+          // The same statistics, read from the caller's tensor in place.
+          internal::KeyChannelStatsFast(in, shape, config.key_channel_center,
+                                        config.key_channel_scale, task.channel_offset,
+                                        task.channel_scale);
+        } else {
+          // Centering first: the mean of each channel over the page's finite
+          // values, rounded to fp16, is what the decoder adds back.
+          if (config.key_channel_center) {
+            task.channel_offset = internal::ChannelCentres(raw.data(), H, TT, D);
+          }
+          if (config.key_channel_scale) {
+            task.channel_scale.assign(size_t(H) * D, 0);
+            for (int h = 0; h < H; ++h)
+              for (int d = 0; d < D; ++d) {
+                const float c = config.key_channel_center
+                                    ? HalfToFloat(task.channel_offset[size_t(h) * D + d])
+                                    : 0.0f;
+                float m = 0;
+                for (int t = 0; t < TT; ++t) {
+                  const float a = std::fabs(raw[(size_t(h) * TT + t) * D + d] - c);
+                  if (std::isfinite(a)) m = std::max(m, a);
+                }
+                uint16_t sc = ::qaqkv::FloatToHalfUp(m);
+                if (!(HalfToFloat(sc) > 0) || !std::isfinite(HalfToFloat(sc))) sc = FloatToHalf(1.0f);
+                task.channel_scale[size_t(h) * D + d] = sc;
               }
-              uint16_t c = ::qaqkv::FloatToHalfUp(m);
-              if (!(HalfToFloat(c) > 0) || !std::isfinite(HalfToFloat(c))) c = FloatToHalf(1.0f);
-              task.channel_scale[size_t(h) * D + d] = c;
-              scale[size_t(h) * D + d] = HalfToFloat(c);
-            }
+          }
         }
+        std::vector<float> center(size_t(H) * D, 0.0f), scale(size_t(H) * D, 1.0f);
+        for (size_t i = 0; i < task.channel_offset.size(); ++i) center[i] = HalfToFloat(task.channel_offset[i]);
+        for (size_t i = 0; i < task.channel_scale.size(); ++i) scale[i] = HalfToFloat(task.channel_scale[i]);
         // x' = (x - center) / scale; decode computes x'^ * scale + center.
         scaled.resize(raw.size());
         for (int h = 0; h < H; ++h)
@@ -621,6 +634,8 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
         if (absl::Status s = internal::EncodeTensorFast(task, in, enc); !s.ok()) {
           return base::Annotate(s, keys ? "k" : "v");
         }
+      } else if (use_grouped) {
+        internal::EncodeGroupedTensorFast(task, x, raw.data(), enc);
       } else {
         internal::EncodeTensorReference(task, x, raw.data(), enc);
       }
@@ -822,6 +837,8 @@ absl::Status DecodePage(std::span<const uint8_t> page, MutableTensorView k, Muta
       }
     } else if (view.entropy_coded) {
       QAQKV_RETURN_IF_ERROR(internal::DecodeTensorEntropy(view, canon.data()));
+    } else if (backend != Backend::kReference && internal::GroupedFastPathSupports(p.header)) {
+      internal::DecodeGroupedTensorFast(view, canon.data());
     } else {
       internal::DecodeTensorReference(view, canon.data());
     }

@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include "kernels/internal/reference.h"
+
 namespace qaqkv {
 
 namespace {
@@ -57,6 +59,30 @@ void KeyChannelStatsFast(const TensorView& in, const PageShape& s, bool center, 
   } else {
     avx2::KeyChannelStats(in, s.tokens, s.kv_heads, s.head_dim, center, scale, offsets, scales);
   }
+}
+
+bool GroupedFastPathSupports(const PageHeader& h) {
+  const bool kind_ok = h.kind == CodecKind::kInt8 || h.kind == CodecKind::kInt4 ||
+                       h.kind == CodecKind::kKivi2 || h.kind == CodecKind::kQaq;
+  return kind_ok && CpuHasAvx2() && (h.flags & kFlagEntropyCoded) == 0;
+}
+
+void EncodeGroupedTensorFast(const TensorTask& task, const float* x, const float* raw,
+                             TensorEncoding& enc) {
+  if (UseAvx512()) {
+    avx512::EncodeGroupedTensor(task, x, raw, enc);
+  } else {
+    avx2::EncodeGroupedTensor(task, x, raw, enc);
+  }
+}
+
+void DecodeGroupedTensorFast(const SectionView& view, float* out) {
+  if (UseAvx512()) {
+    avx512::DecodeGroupedTensor(view, out);
+  } else {
+    avx2::DecodeGroupedTensor(view, out);
+  }
+  if (view.rotate) UnrotateQuantizedRows(view, out);
 }
 
 bool EntropyFastPathSupports(const PageHeader& h) {

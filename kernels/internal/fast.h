@@ -33,6 +33,16 @@ void KeyChannelStatsFast(const TensorView& in, const PageShape& shape, bool cent
 bool DecodeTensorFast(const PageHeader& header, const SectionView& view, void* out,
                       DType dtype, Layout layout);
 
+// Every other quantized section that is not entropy coded (layer groups,
+// kivi2, head groups with more than one outlier per side, -rh encodes), on
+// a CPU with AVX2, FMA, F16C and BMI2. These work on the canonical fp32
+// copies the reference works on, with its arguments and results: `x` and
+// `raw` as for EncodeTensorReference, `out` in canonical order.
+bool GroupedFastPathSupports(const PageHeader& header);
+void EncodeGroupedTensorFast(const TensorTask& task, const float* x, const float* raw,
+                             TensorEncoding& enc);
+void DecodeGroupedTensorFast(const SectionView& view, float* out);
+
 // Entropy-coded (qaq-ec) sections whose head_dim is a multiple of the
 // coder's 32 lanes, on a CPU with AVX2, FMA, F16C and BMI2.
 bool EntropyFastPathSupports(const PageHeader& header);
@@ -80,6 +90,9 @@ void Fp16StoreFence();
   absl::Status EncodeHeadTensor(const TensorTask& task, const TensorView& in,     \
                                 TensorEncoding& enc);                              \
   void DecodeHeadTensor(const SectionView& v, void* out, DType dtype, Layout layout); \
+  void EncodeGroupedTensor(const TensorTask& task, const float* x, const float* raw,    \
+                           TensorEncoding& enc);                                       \
+  void DecodeGroupedTensor(const SectionView& v, float* out);                          \
   absl::Status DecodeEntropyTensor(const SectionView& v, void* out, DType dtype,   \
                                    Layout layout);                                 \
   extern const EcRowKernels kEcRowKernels;                                         \

@@ -94,6 +94,32 @@ void EncodeTensorReference(const TensorTask& task, const float* x, const float* 
       for (int64_t d = 0; d < D; ++d) enc.residual.push_back(FloatToHalf(raw[(h * T + t) * D + d]));
 }
 
+void UnrotateQuantizedRows(const SectionView& v, float* out) {
+  const GroupGeometry& geo = v.geo;
+  const int64_t D = geo.head_dim, T = geo.tokens, H = geo.kv_heads;
+  const int64_t G = geo.groups();
+  // Every row of a quantized group back from the rotation, then its key
+  // centres added (channel scales never come with a rotation).
+  int64_t next_exact = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
+      ++next_exact;
+      continue;
+    }
+    // Head-level groups are one row; layer-level groups one row per head.
+    const int64_t t = geo.kind == GroupGeometry::Kind::kLayer ? g : g / H;
+    const int64_t h0 = geo.kind == GroupGeometry::Kind::kLayer ? 0 : g % H;
+    const int64_t h1 = geo.kind == GroupGeometry::Kind::kLayer ? H : h0 + 1;
+    for (int64_t h = h0; h < h1; ++h) {
+      float* row = out + (h * T + t) * D;
+      RotateRow(row, static_cast<int>(D), true);
+      if (!v.channel_offset.empty()) {
+        for (int64_t d = 0; d < D; ++d) row[d] += HalfToFloat(GetU16(v.channel_offset.data() + (h * D + d) * 2));
+      }
+    }
+  }
+}
+
 void DecodeTensorReference(const SectionView& v, float* out) {
   const GroupGeometry& geo = v.geo;
   const int64_t D = geo.head_dim, T = geo.tokens, H = geo.kv_heads;
@@ -141,28 +167,7 @@ void DecodeTensorReference(const SectionView& v, float* out) {
     });
     ++q;
   }
-  if (v.rotate) {
-    // Every row of a quantized group back from the rotation, then its key
-    // centres added (channel scales never come with a rotation).
-    next_exact = 0;
-    for (int64_t g = 0; g < G; ++g) {
-      if (next_exact < v.n_exact && GetU32(v.exact_groups.data() + next_exact * 4) == g) {
-        ++next_exact;
-        continue;
-      }
-      // Head-level groups are one row; layer-level groups one row per head.
-      const int64_t t = geo.kind == GroupGeometry::Kind::kLayer ? g : g / H;
-      const int64_t h0 = geo.kind == GroupGeometry::Kind::kLayer ? 0 : g % H;
-      const int64_t h1 = geo.kind == GroupGeometry::Kind::kLayer ? H : h0 + 1;
-      for (int64_t h = h0; h < h1; ++h) {
-        float* row = out + (h * T + t) * D;
-        RotateRow(row, static_cast<int>(D), true);
-        if (!v.channel_offset.empty()) {
-          for (int64_t d = 0; d < D; ++d) row[d] += HalfToFloat(GetU16(v.channel_offset.data() + (h * D + d) * 2));
-        }
-      }
-    }
-  }
+  if (v.rotate) UnrotateQuantizedRows(v, out);
   int64_t r = 0;
   for (int64_t h = 0; h < H; ++h)
     for (int64_t t = geo.quant_tokens; t < T; ++t)

@@ -21,6 +21,11 @@ void EncodeTensorReference(const TensorTask& task, const float* x, const float* 
 // every size has been checked.
 void DecodeTensorReference(const SectionView& view, float* out);
 
+// The last step of decoding a rotated (-rh) section into canonical order:
+// the rows of its quantized groups, decoded still rotated, are rotated back
+// and get their key centres. Exact groups are left as they are.
+void UnrotateQuantizedRows(const SectionView& view, float* out);
+
 }  // namespace qaqkv::internal
 
 #endif  // QAQKV_KERNELS_INTERNAL_REFERENCE_H_

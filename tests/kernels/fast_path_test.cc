@@ -191,7 +191,11 @@ const char* const kCodecs[] = {"int8",      "int4",        "kivi2",      "kivi2:
                                "qaq:o=0",   "qaq:o=0.01",  "qaq-layer",  "qaq-cs", "qaq-cc", "qaq-cc:o=0", "qaq-cs-cc:o=0",
                                "qaq:o=0.01,b=2-6", "int8-layer", "int4-layer", "qaq-layer-cs",
                                "fp16", "int4-rh", "qaq-cc-rh:o=0", "qaq-ec:o=0", "qaq-ec-rh:o=0",
-                               "qaq-ec:s=1e-6,x=1e-6,o=0", "qaq-rh:o=0.01", "qaq-cc-rh"};
+                               "qaq-ec:s=1e-6,x=1e-6,o=0", "qaq-rh:o=0.01", "qaq-cc-rh",
+                               // The grouped fast path: many outliers per side, layer groups
+                               // rotated or with key transforms, kivi2 without a residual.
+                               "qaq:o=0.1", "qaq:o=0.05,b=4-4", "qaq-layer-rh", "qaq-layer-cc:o=0.02",
+                               "qaq-layer-rh:o=0", "kivi2:r=0,g=32", "kivi2:r=5,g=7"};
 
 // Both fast-path builds are held against the reference: the native one
 // (AVX-512 where the CPU has it) and the AVX2 one, forced.
