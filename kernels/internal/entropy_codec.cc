@@ -146,13 +146,15 @@ void QuantizeRowRef(const float* y, int n, float step, uint8_t code, const uint8
 // others are moved up by one. Exact groups have no token.
 constexpr int kEcFirstStep = 64;
 
+// The step tokens' raw bits go straight to enc.codes, which they open: the
+// caller has written nothing there yet, and nothing else is written there
+// before they end.
 void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& exact, int64_t H,
                  TensorEncoding& enc) {
   bool zeros = false;
   for (size_t g = 0; g < steps.size(); ++g) zeros |= !exact[g] && steps[g] == 0;
   std::vector<int> prev(H, kEcFirstStep);
   std::vector<uint16_t> tokens;
-  std::vector<uint32_t> values;  // the zigzag code behind each token, for its raw bits
   for (size_t g = 0; g < steps.size(); ++g) {
     if (exact[g]) continue;
     int& p = prev[g % H];
@@ -165,7 +167,7 @@ void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& 
     int raw_bits;
     Tokenize(u, &tok, &raw_bits);
     tokens.push_back(tok);
-    values.push_back(u);
+    if (raw_bits > 0) enc.codes.Put(u & ((1u << raw_bits) - 1), raw_bits);
   }
   // The one model (of 3 families x 16) under which they cost the fewest bits.
   std::vector<uint32_t> hist(kEcTokens, 0);
@@ -185,12 +187,6 @@ void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& 
   enc.ec_step_model = static_cast<uint8_t>(model | (zeros ? kEcStepZeros : 0));
   const RansTable& table = Tables()[model / kContexts][model % kContexts];
   enc.ec_step_stream = *RansEncode(tokens, {}, std::span(&table, 1), 1);  // tokens fit every table
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    uint16_t tok;
-    int raw_bits;
-    Tokenize(values[i], &tok, &raw_bits);
-    if (raw_bits > 0) enc.codes.Put(values[i] & ((1u << raw_bits) - 1), raw_bits);
-  }
 }
 
 }  // namespace
