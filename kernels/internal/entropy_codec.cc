@@ -51,6 +51,19 @@ const ModelBits& TokenBits() {
   return bits;
 }
 
+// What the tokens counted in hist[0, kEcTokens) cost under one model, added
+// to `bits` token by token. A caller that sums several histograms passes its
+// running sum rather than adding subtotals: that keeps one addition per token
+// in a fixed order, so the rounding, and with it which model wins a near tie
+// (the page's bytes), does not depend on how the sum is split.
+double HistogramBits(const uint32_t* hist, int family, int context, double bits = 0) {
+  const auto& cost = TokenBits()[family][context];
+  for (int tok = 0; tok < kEcTokens; ++tok) {
+    if (hist[tok] != 0) bits += hist[tok] * cost[tok];
+  }
+  return bits;
+}
+
 // The token of zigzag code u, and how many raw bits follow it.
 void Tokenize(uint32_t u, uint16_t* token, int* raw_bits) {
   if (u < uint32_t{kEcDirect}) {
@@ -175,10 +188,7 @@ void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& 
   double best = -1;
   int model = 0;
   for (int m = 0; m < kEcFamilies * kContexts; ++m) {
-    double bits = 0;
-    for (int t = 0; t < kEcTokens; ++t) {
-      if (hist[t] != 0) bits += hist[t] * TokenBits()[m / kContexts][m % kContexts][t];
-    }
+    const double bits = HistogramBits(hist.data(), m / kContexts, m % kContexts);
     if (best < 0 || bits < best) {
       best = bits;
       model = m;
@@ -334,11 +344,8 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
     for (int shift = -kEcMaxShift; shift <= kEcMaxShift; ++shift) {
       double bits = 0;
       for (int r = 0; r < kRaw; ++r) {
-        const auto& cost = TokenBits()[family][std::clamp(r - kEcMaxShift + shift, 0, kContexts - 1)];
-        const uint32_t* h = hist.data() + size_t(r) * kEcTokens;
-        for (int tok = 0; tok < kEcTokens; ++tok) {
-          if (h[tok] != 0) bits += h[tok] * cost[tok];
-        }
+        bits = HistogramBits(hist.data() + size_t(r) * kEcTokens, family,
+                             std::clamp(r - kEcMaxShift + shift, 0, kContexts - 1), bits);
       }
       if (best < 0 || bits < best ||
           (bits == best && family == enc.ec_family && std::abs(shift) < std::abs(enc.ec_shift))) {
