@@ -51,6 +51,19 @@ const ModelBits& TokenBits() {
   return bits;
 }
 
+// What the tokens counted in hist[0, kEcTokens) cost under one model, added
+// to `bits` token by token. A caller that sums several histograms passes its
+// running sum rather than adding subtotals: that keeps one addition per token
+// in a fixed order, so the rounding, and with it which model wins a near tie
+// (the page's bytes), does not depend on how the sum is split.
+double HistogramBits(const uint32_t* hist, int family, int context, double bits = 0) {
+  const auto& cost = TokenBits()[family][context];
+  for (int tok = 0; tok < kEcTokens; ++tok) {
+    if (hist[tok] != 0) bits += hist[tok] * cost[tok];
+  }
+  return bits;
+}
+
 // The token of zigzag code u, and how many raw bits follow it.
 void Tokenize(uint32_t u, uint16_t* token, int* raw_bits) {
   if (u < uint32_t{kEcDirect}) {
@@ -146,13 +159,15 @@ void QuantizeRowRef(const float* y, int n, float step, uint8_t code, const uint8
 // others are moved up by one. Exact groups have no token.
 constexpr int kEcFirstStep = 64;
 
+// The step tokens' raw bits go straight to enc.codes, which they open: the
+// caller has written nothing there yet, and nothing else is written there
+// before they end.
 void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& exact, int64_t H,
                  TensorEncoding& enc) {
   bool zeros = false;
   for (size_t g = 0; g < steps.size(); ++g) zeros |= !exact[g] && steps[g] == 0;
   std::vector<int> prev(H, kEcFirstStep);
   std::vector<uint16_t> tokens;
-  std::vector<uint32_t> values;  // the zigzag code behind each token, for its raw bits
   for (size_t g = 0; g < steps.size(); ++g) {
     if (exact[g]) continue;
     int& p = prev[g % H];
@@ -165,7 +180,7 @@ void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& 
     int raw_bits;
     Tokenize(u, &tok, &raw_bits);
     tokens.push_back(tok);
-    values.push_back(u);
+    if (raw_bits > 0) enc.codes.Put(u & ((1u << raw_bits) - 1), raw_bits);
   }
   // The one model (of 3 families x 16) under which they cost the fewest bits.
   std::vector<uint32_t> hist(kEcTokens, 0);
@@ -173,10 +188,7 @@ void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& 
   double best = -1;
   int model = 0;
   for (int m = 0; m < kEcFamilies * kContexts; ++m) {
-    double bits = 0;
-    for (int t = 0; t < kEcTokens; ++t) {
-      if (hist[t] != 0) bits += hist[t] * TokenBits()[m / kContexts][m % kContexts][t];
-    }
+    const double bits = HistogramBits(hist.data(), m / kContexts, m % kContexts);
     if (best < 0 || bits < best) {
       best = bits;
       model = m;
@@ -185,12 +197,6 @@ void EncodeSteps(const std::vector<uint8_t>& steps, const std::vector<uint8_t>& 
   enc.ec_step_model = static_cast<uint8_t>(model | (zeros ? kEcStepZeros : 0));
   const RansTable& table = Tables()[model / kContexts][model % kContexts];
   enc.ec_step_stream = *RansEncode(tokens, {}, std::span(&table, 1), 1);  // tokens fit every table
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    uint16_t tok;
-    int raw_bits;
-    Tokenize(values[i], &tok, &raw_bits);
-    if (raw_bits > 0) enc.codes.Put(values[i] & ((1u << raw_bits) - 1), raw_bits);
-  }
 }
 
 }  // namespace
@@ -338,11 +344,8 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
     for (int shift = -kEcMaxShift; shift <= kEcMaxShift; ++shift) {
       double bits = 0;
       for (int r = 0; r < kRaw; ++r) {
-        const auto& cost = TokenBits()[family][std::clamp(r - kEcMaxShift + shift, 0, kContexts - 1)];
-        const uint32_t* h = hist.data() + size_t(r) * kEcTokens;
-        for (int tok = 0; tok < kEcTokens; ++tok) {
-          if (h[tok] != 0) bits += h[tok] * cost[tok];
-        }
+        bits = HistogramBits(hist.data() + size_t(r) * kEcTokens, family,
+                             std::clamp(r - kEcMaxShift + shift, 0, kContexts - 1), bits);
       }
       if (best < 0 || bits < best ||
           (bits == best && family == enc.ec_family && std::abs(shift) < std::abs(enc.ec_shift))) {

@@ -27,6 +27,25 @@ std::vector<float> Normal(const PageShape& s, uint32_t seed, float mean = 0) {
   return x;
 }
 
+// The page the tests that alter bytes start from: one head of 64 channels,
+// 64 tokens, the geometry KStreamAt and the tests' byte offsets assume.
+constexpr PageShape kSmallPage{64, 1, 64};
+
+// kSmallPage holding k and v (NHD fp32), encoded under `config`.
+absl::StatusOr<std::vector<uint8_t>> SmallEcPage(const std::vector<float>& k,
+                                                 const std::vector<float>& v,
+                                                 const char* config) {
+  return EncodePage(*ParseCodecConfig(config), kSmallPage,
+                    {k.data(), DType::kF32, Layout::kNHD},
+                    {v.data(), DType::kF32, Layout::kNHD});
+}
+
+// kSmallPage with K drawn from Normal(seed_k) and V from Normal(seed_v).
+absl::StatusOr<std::vector<uint8_t>> NormalEcPage(uint32_t seed_k, uint32_t seed_v,
+                                                  const char* config) {
+  return SmallEcPage(Normal(kSmallPage, seed_k), Normal(kSmallPage, seed_v), config);
+}
+
 // Where the K section's value stream starts in a page of 64 channels and one
 // head without exact groups: after the header, the exact-group count, 64
 // centres, 64 spreads, the step model, the step stream with its 4-byte size,
@@ -255,10 +274,8 @@ TEST(EntropyCoded, TheLowestModelTakesLargeCodes) {
 // could otherwise serve it: VerifyPage (what the server runs), DecodePage
 // and ComputePageStats.
 TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
-  const PageShape s{64, 1, 64};
-  const std::vector<float> k = Normal(s, 6), v = Normal(s, 7);
-  auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0"), s,
-                         {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  const PageShape s = kSmallPage;
+  auto page = NormalEcPage(6, 7, "qaq-ec:s=1e-3,x=1e-3,o=0");
   ASSERT_TRUE(page.ok());
   int refused = 0, tried = 0;
   const size_t stream = KStreamAt(*page);
@@ -297,10 +314,8 @@ TEST(EntropyCoded, AlteredStreamsAreDataLoss) {
 // the page is refused before anything decodes. A different shift in range
 // decodes other tokens: DATA_LOSS, or the same values in both decoders.
 TEST(EntropyCoded, ModelOutOfRangeIsDataLoss) {
-  const PageShape s{64, 1, 64};
-  const std::vector<float> k = Normal(s, 16), v = Normal(s, 17);
-  auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0"), s,
-                         {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  const PageShape s = kSmallPage;
+  auto page = NormalEcPage(16, 17, "qaq-ec:s=1e-3,x=1e-3,o=0");
   ASSERT_TRUE(page.ok());
   const size_t shift_at = KStreamAt(*page) - 5;
   const int8_t chosen = static_cast<int8_t>((*page)[shift_at]);
@@ -391,12 +406,11 @@ TEST(EntropyCoded, StepCodesRoundTrip) {
 // A step stream altered under a valid checksum is DATA_LOSS for every reader,
 // or decodes the same way in both decoders.
 TEST(EntropyCoded, AlteredStepStreamsAreDataLoss) {
-  const PageShape s{64, 1, 64};
-  std::vector<float> k = Normal(s, 20), v = Normal(s, 21);
+  const PageShape s = kSmallPage;
+  std::vector<float> k = Normal(s, 20);
   for (int t = 0; t < 64; ++t)
     for (int d = 0; d < 64; ++d) k[t * 64 + d] *= 1.0f + float(t % 9);
-  auto page = EncodePage(*ParseCodecConfig("qaq-ec:s=1e-3,x=1e-3,o=0,b=3-8"), s,
-                         {k.data(), DType::kF32, Layout::kNHD}, {v.data(), DType::kF32, Layout::kNHD});
+  auto page = SmallEcPage(k, Normal(s, 21), "qaq-ec:s=1e-3,x=1e-3,o=0,b=3-8");
   ASSERT_TRUE(page.ok());
   const size_t model_at = 32 + 4 + 64 * 2 + 64;
   const size_t end = KStreamAt(*page) - 6;  // the step stream ends where the family starts
