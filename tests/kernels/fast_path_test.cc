@@ -53,8 +53,10 @@ std::vector<float> Values(std::mt19937_64& rng, const PageShape& s, Fill fill) {
       for (auto& v : x) v = n(rng) * scale;
       break;
     case Fill::kTies: {
-      const float set[] = {-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 2.0f};
-      const int m = 1 + static_cast<int>(rng() % 6);
+      // Both zeros: outlier ties and a group's min or max of 0 keep the
+      // sign the reference meets first.
+      const float set[] = {-1.0f, -0.5f, 0.0f, -0.0f, 0.5f, 1.0f, 2.0f};
+      const int m = 1 + static_cast<int>(rng() % 7);
       for (auto& v : x) v = set[rng() % m] * scale;
       break;
     }
