@@ -623,8 +623,11 @@ absl::Status EncodePageInto(const CodecConfig& config, const PageShape& shape, T
         // decoder rotates back, then adds them.
         const int64_t rows = int64_t{shape.kv_heads} * shape.tokens;
         rotated.assign(x, x + rows * shape.head_dim);
-        for (int64_t r = 0; r < rows; ++r) {
-          internal::RotateRow(rotated.data() + r * shape.head_dim, shape.head_dim, false);
+        if (backend == Backend::kReference ||
+            !internal::RotateRowsFast(rotated.data(), rows, shape.head_dim, false)) {
+          for (int64_t r = 0; r < rows; ++r) {
+            internal::RotateRow(rotated.data() + r * shape.head_dim, shape.head_dim, false);
+          }
         }
         x = rotated.data();  // task.rotate is set already, from the header
       }

@@ -248,7 +248,8 @@ absl::Status DecodeEcSteps(SectionView& v, std::span<const uint8_t> stream) {
 }
 
 const EcRowKernels& EcReferenceKernels() {
-  static constexpr EcRowKernels kernels{CentreRowRef, RowRangeRef, QuantizeRowRef};
+  static constexpr EcRowKernels kernels{CentreRowRef, RowRangeRef, QuantizeRowRef,
+                                        [](float* row, int n) { RotateRow(row, n, false); }};
   return kernels;
 }
 
@@ -268,7 +269,7 @@ void EncodeTensorEntropy(TensorTask& task, const float* raw, TensorEncoding& enc
     for (int64_t t = 0; t < T; ++t) {
       float* row = y.data() + (h * T + t) * D;
       exact[t * H + h] = !k.centre_row(raw + (h * T + t) * D, centre.data() + h * D, n, row);
-      if (task.rotate && !exact[t * H + h]) RotateRow(row, n, false);
+      if (task.rotate && !exact[t * H + h]) k.rotate_row(row, n);
     }
   // Steps.
   enc.ec_steps.assign(G, 0);

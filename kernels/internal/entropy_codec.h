@@ -90,6 +90,8 @@ struct EcRowKernels {
   // appended to `raw`.
   void (*quantize_row)(const float* y, int n, float step, uint8_t code, const uint8_t* spread,
                        uint16_t* tokens, uint8_t* contexts, BitWriter& raw);
+  // RotateRow(row, n, false) (-rh).
+  void (*rotate_row)(float* row, int n);
 };
 const EcRowKernels& EcReferenceKernels();
 

@@ -82,7 +82,11 @@ void DecodeGroupedTensorFast(const SectionView& view, float* out) {
   } else {
     avx2::DecodeGroupedTensor(view, out);
   }
-  if (view.rotate) UnrotateQuantizedRows(view, out);
+  if (view.rotate) {
+    UnrotateQuantizedRows(view, out, [](float* row, int head_dim) {
+      RotateRowsFast(row, 1, head_dim, true);
+    });
+  }
 }
 
 bool EntropyFastPathSupports(const PageHeader& h) {
@@ -114,6 +118,16 @@ bool FromCanonicalFast(const float* canon, const PageShape& s, void* out, DType 
     avx512::FromCanonical(canon, s.tokens, s.kv_heads, s.head_dim, out, dtype, layout);
   } else {
     avx2::FromCanonical(canon, s.tokens, s.kv_heads, s.head_dim, out, dtype, layout);
+  }
+  return true;
+}
+
+bool RotateRowsFast(float* rows, int64_t count, int head_dim, bool inverse) {
+  if (!CpuHasAvx2()) return false;
+  if (UseAvx512()) {
+    avx512::RotateRows(rows, count, head_dim, inverse);
+  } else {
+    avx2::RotateRows(rows, count, head_dim, inverse);
   }
   return true;
 }

@@ -61,6 +61,10 @@ bool ToCanonicalFast(const TensorView& in, const PageShape& shape, float* out);
 bool FromCanonicalFast(const float* canon, const PageShape& shape, void* out, DType dtype,
                        Layout layout);
 
+// RotateRow (rotation.h) on `count` consecutive rows, vectorized, with the
+// same results; false without AVX2.
+bool RotateRowsFast(float* rows, int64_t count, int head_dim, bool inverse);
+
 // fp16 pages (a copy in canonical order) on a CPU with AVX2 and F16C.
 // Encoding writes canonical rows [first_row, first_row + rows) of one tensor
 // (row h * tokens + t holds head_dim fp16 values) to `out`, so the caller can
@@ -90,6 +94,7 @@ void Fp16StoreFence();
   absl::Status EncodeHeadTensor(const TensorTask& task, const TensorView& in,     \
                                 TensorEncoding& enc);                              \
   void DecodeHeadTensor(const SectionView& v, void* out, DType dtype, Layout layout); \
+  void RotateRows(float* rows, int64_t count, int head_dim, bool inverse);           \
   void EncodeGroupedTensor(const TensorTask& task, const float* x, const float* raw,    \
                            TensorEncoding& enc);                                       \
   void DecodeGroupedTensor(const SectionView& v, float* out);                          \

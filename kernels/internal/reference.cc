@@ -94,7 +94,8 @@ void EncodeTensorReference(const TensorTask& task, const float* x, const float* 
       for (int64_t d = 0; d < D; ++d) enc.residual.push_back(FloatToHalf(raw[(h * T + t) * D + d]));
 }
 
-void UnrotateQuantizedRows(const SectionView& v, float* out) {
+void UnrotateQuantizedRows(const SectionView& v, float* out,
+                           void (*rotate_back)(float* row, int head_dim)) {
   const GroupGeometry& geo = v.geo;
   const int64_t D = geo.head_dim, T = geo.tokens, H = geo.kv_heads;
   const int64_t G = geo.groups();
@@ -112,7 +113,7 @@ void UnrotateQuantizedRows(const SectionView& v, float* out) {
     const int64_t h1 = geo.kind == GroupGeometry::Kind::kLayer ? H : h0 + 1;
     for (int64_t h = h0; h < h1; ++h) {
       float* row = out + (h * T + t) * D;
-      RotateRow(row, static_cast<int>(D), true);
+      rotate_back(row, static_cast<int>(D));
       if (!v.channel_offset.empty()) {
         for (int64_t d = 0; d < D; ++d) row[d] += HalfToFloat(GetU16(v.channel_offset.data() + (h * D + d) * 2));
       }
@@ -167,7 +168,9 @@ void DecodeTensorReference(const SectionView& v, float* out) {
     });
     ++q;
   }
-  if (v.rotate) UnrotateQuantizedRows(v, out);
+  if (v.rotate) {
+    UnrotateQuantizedRows(v, out, [](float* row, int head_dim) { RotateRow(row, head_dim, true); });
+  }
   int64_t r = 0;
   for (int64_t h = 0; h < H; ++h)
     for (int64_t t = geo.quant_tokens; t < T; ++t)

@@ -24,7 +24,9 @@ void DecodeTensorReference(const SectionView& view, float* out);
 // The last step of decoding a rotated (-rh) section into canonical order:
 // the rows of its quantized groups, decoded still rotated, are rotated back
 // and get their key centres. Exact groups are left as they are.
-void UnrotateQuantizedRows(const SectionView& view, float* out);
+// `rotate_back` is RotateRow(row, head_dim, true) or a backend's equal.
+void UnrotateQuantizedRows(const SectionView& view, float* out,
+                           void (*rotate_back)(float* row, int head_dim));
 
 }  // namespace qaqkv::internal
 

@@ -51,22 +51,27 @@ QAQKV_HD float HadamardScale(int n) {
   return 1.0f / static_cast<float>(std::sqrt(static_cast<double>(n)));
 }
 
-// Forward: x <- H (s . x) per block. Inverse: x <- s . (H x) per block.
+// One block of n (a power of two) values starting at channel `at` of its row.
+// Forward: b <- H (s . b). Inverse: b <- s . (H b).
+QAQKV_HD void RotateBlock(float* b, int n, int at, bool inverse) {
+  if (!inverse) {
+    for (int i = 0; i < n; ++i) b[i] *= RotationSign(at + i);
+  }
+  WalshHadamard(b, n);
+  const float scale = HadamardScale(n);
+  for (int i = 0; i < n; ++i) b[i] *= scale;
+  if (inverse) {
+    for (int i = 0; i < n; ++i) b[i] *= RotationSign(at + i);
+  }
+}
+
+// The row's blocks, largest first.
 QAQKV_HD void RotateRow(float* x, int head_dim, bool inverse) {
   int at = 0;
   for (int rest = head_dim; rest > 0;) {
     int n = 1;
     while (n * 2 <= rest) n *= 2;
-    float* b = x + at;
-    if (!inverse) {
-      for (int i = 0; i < n; ++i) b[i] *= RotationSign(at + i);
-    }
-    WalshHadamard(b, n);
-    const float scale = HadamardScale(n);
-    for (int i = 0; i < n; ++i) b[i] *= scale;
-    if (inverse) {
-      for (int i = 0; i < n; ++i) b[i] *= RotationSign(at + i);
-    }
+    RotateBlock(x + at, n, at, inverse);
     at += n;
     rest -= n;
   }
