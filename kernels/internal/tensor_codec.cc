@@ -36,19 +36,25 @@ absl::StatusOr<std::span<const uint8_t>> Take(std::span<const uint8_t>& rest, ui
 std::vector<uint16_t> ChannelCentres(const float* canon, int64_t kv_heads, int64_t tokens,
                                      int64_t head_dim) {
   std::vector<uint16_t> out(size_t(kv_heads) * head_dim, 0);
-  for (int64_t h = 0; h < kv_heads; ++h)
-    for (int64_t d = 0; d < head_dim; ++d) {
-      double sum = 0;
-      int64_t n = 0;
-      for (int64_t t = 0; t < tokens; ++t) {
-        const float a = canon[(h * tokens + t) * head_dim + d];
-        if (std::isfinite(a)) {
-          sum += a;
-          ++n;
-        }
+  // Row by row, so the reads are sequential; each channel still sums its
+  // tokens in order.
+  std::vector<double> sum(head_dim);
+  std::vector<int64_t> n(head_dim);
+  for (int64_t h = 0; h < kv_heads; ++h) {
+    std::fill(sum.begin(), sum.end(), 0.0);
+    std::fill(n.begin(), n.end(), 0);
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* row = canon + (h * tokens + t) * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) {
+        const bool finite = std::isfinite(row[d]);
+        sum[d] += finite ? double{row[d]} : 0.0;
+        n[d] += finite;
       }
-      out[h * head_dim + d] = FloatToHalf(n > 0 ? static_cast<float>(sum / n) : 0.0f);
     }
+    for (int64_t d = 0; d < head_dim; ++d) {
+      out[h * head_dim + d] = FloatToHalf(n[d] > 0 ? static_cast<float>(sum[d] / n[d]) : 0.0f);
+    }
+  }
   return out;
 }
 
