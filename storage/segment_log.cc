@@ -1,0 +1,400 @@
+#include "storage/segment_log.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/checksum.h"
+
+namespace qaqkv::storage {
+namespace {
+
+constexpr uint32_t kRecordMagic = 0x31475351u;    // "QSG1" little-endian
+constexpr uint32_t kLocationMagic = 0x434c5351u;  // "QSLC" little-endian
+constexpr size_t kHeaderBytes = 24;
+constexpr size_t kLocationBytes = 20;
+
+void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t GetU32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t{p[i]} << (8 * i);
+  return v;
+}
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
+  return v;
+}
+
+// XXH3-64 of the header's first 16 bytes followed by the key.
+uint64_t HeaderHash(const uint8_t* head16, std::string_view key) {
+  std::string bytes(reinterpret_cast<const char*>(head16), 16);
+  bytes.append(key);
+  return PageChecksum(bytes.data(), bytes.size());
+}
+
+absl::Status ErrnoStatus(int err, std::string_view what) {
+  const std::string msg = absl::StrCat("segment log: ", std::string(what), ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  return absl::UnavailableError(msg);
+}
+
+}  // namespace
+
+// An open segment file, closed when the last reader or writer lets go (a
+// removed segment's file stays readable by a read already under way).
+struct SegmentLog::File {
+  int fd = -1;
+  explicit File(int f) : fd(f) {}
+  ~File() {
+    if (fd >= 0) ::close(fd);
+  }
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+};
+
+std::string SegmentLocation::Encode() const {
+  std::string out(kLocationBytes, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(out.data());
+  PutU32(p, kLocationMagic);
+  PutU32(p + 4, segment);
+  PutU64(p + 8, offset);
+  PutU32(p + 16, length);
+  return out;
+}
+
+std::optional<SegmentLocation> SegmentLocation::Decode(std::string_view bytes) {
+  if (bytes.size() != kLocationBytes) return std::nullopt;
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  if (GetU32(p) != kLocationMagic) return std::nullopt;
+  return SegmentLocation{GetU32(p + 4), GetU64(p + 8), GetU32(p + 16)};
+}
+
+uint64_t SegmentLocation::RecordBytes(size_t key_size) const {
+  return kHeaderBytes + key_size + length;
+}
+
+SegmentLog::SegmentLog(Token, SegmentLogOptions options) : options_(std::move(options)) {}
+
+SegmentLog::~SegmentLog() = default;
+
+std::string SegmentLog::PathOf(uint32_t segment) const {
+  return absl::StrCat(options_.dir, "/", absl::Hex(segment, absl::kZeroPad8), ".seg");
+}
+
+absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(const SegmentLogOptions& options) {
+  if (options.dir.empty()) return absl::InvalidArgumentError("segment_log.dir: empty");
+  if (options.segment_bytes < (1u << 20)) {
+    return absl::InvalidArgumentError("segment_log.segment_bytes: must be at least 1 MiB");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("segment_log.dir: cannot create ", options.dir, ": ", ec.message()));
+  }
+  auto log = std::make_unique<SegmentLog>(Token(), options);
+  // Every segment already there is sealed and readable; appends start a new
+  // one after the highest id.
+  uint32_t highest = 0;
+  bool any = false;
+  for (const auto& entry : std::filesystem::directory_iterator(options.dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() != 12 || name.substr(8) != ".seg") continue;
+    uint32_t id = 0;
+    if (!absl::SimpleHexAtoi(name.substr(0, 8), &id)) continue;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", entry.path().string()));
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, absl::StrCat("stat ", entry.path().string()));
+    }
+    base::MutexLock lock(&log->mu_);
+    Segment& s = log->segments_[id];
+    s.file = std::make_shared<File>(fd);
+    s.size = static_cast<uint64_t>(st.st_size);
+    log->stats_.file_bytes += s.size;
+    ++log->stats_.segments;
+    highest = std::max(highest, id);
+    any = true;
+  }
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("segment_log.dir: cannot list ", options.dir, ": ", ec.message()));
+  }
+  {
+    base::MutexLock lock(&log->mu_);
+    log->current_ = any ? highest : 0;
+    if (any && highest == UINT32_MAX) {
+      return absl::ResourceExhaustedError("segment log: segment ids exhausted");
+    }
+    QAQKV_RETURN_IF_ERROR(log->StartSegmentLocked());
+  }
+  return log;
+}
+
+absl::Status SegmentLog::StartSegmentLocked() {
+  const uint32_t id = segments_.empty() ? 0 : current_ + 1;
+  const std::string path = PathOf(id);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("create ", path));
+  if (options_.sync) {
+    // The new name must survive a power loss too, before anything in it
+    // is acknowledged.
+    const int dfd = ::open(options_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  Segment& s = segments_[id];
+  s.file = std::make_shared<File>(fd);
+  current_ = id;
+  ++stats_.segments;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::string_view value) {
+  if (key.empty()) return absl::InvalidArgumentError("segment log: empty key");
+  if (key.size() > UINT32_MAX || value.size() > UINT32_MAX) {
+    return absl::InvalidArgumentError("segment log: key or value over 4 GiB");
+  }
+  uint8_t head[kHeaderBytes];
+  PutU32(head, kRecordMagic);
+  PutU32(head + 4, static_cast<uint32_t>(key.size()));
+  PutU64(head + 8, value.size());
+  PutU64(head + 16, HeaderHash(head, key));
+  SegmentLocation loc;
+  loc.length = static_cast<uint32_t>(value.size());
+  const uint64_t bytes = loc.RecordBytes(key.size());
+  std::shared_ptr<File> file;
+  {
+    base::MutexLock lock(&mu_);
+    Segment* s = &segments_[current_];
+    if (s->size > 0 && s->size + bytes > options_.segment_bytes) {
+      QAQKV_RETURN_IF_ERROR(StartSegmentLocked());
+      s = &segments_[current_];
+    }
+    loc.segment = current_;
+    loc.offset = s->size;
+    s->size += bytes;
+    s->live += bytes;
+    ++s->in_flight;
+    stats_.file_bytes += bytes;
+    stats_.live_bytes += bytes;
+    file = s->file;
+  }
+  // Header, key and value in one call, straight from the caller's buffers.
+  iovec iov[3] = {{head, kHeaderBytes},
+                  {const_cast<char*>(key.data()), key.size()},
+                  {const_cast<char*>(value.data()), value.size()}};
+  int at = 0;
+  uint64_t done = 0;
+  int err = 0;
+  while (at < 3) {
+    const ssize_t n = ::pwritev(file->fd, iov + at, 3 - at, static_cast<off_t>(loc.offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    if (n == 0) {
+      err = EIO;
+      break;
+    }
+    done += static_cast<uint64_t>(n);
+    size_t left = static_cast<size_t>(n);
+    while (at < 3 && left >= iov[at].iov_len) left -= iov[at++].iov_len;
+    if (at < 3) {
+      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
+      iov[at].iov_len -= left;
+    }
+  }
+  uint64_t mine = 0;
+  {
+    base::MutexLock lock(&mu_);
+    Segment& s = segments_[loc.segment];
+    --s.in_flight;
+    if (err != 0) {
+      // The range stays (a hole no location names), not live.
+      s.live -= bytes;
+      stats_.live_bytes -= bytes;
+    } else {
+      ++stats_.appends;
+      stats_.appended_bytes += bytes;
+      dirty_.insert(loc.segment);
+      mine = ++completed_;
+    }
+  }
+  if (err != 0) {
+    return ErrnoStatus(err, absl::StrCat("write ", PathOf(loc.segment)));
+  }
+  if (options_.sync) {
+    if (absl::Status st = SyncThrough(mine); !st.ok()) {
+      Release(loc, key.size());
+      return st;
+    }
+  }
+  return loc;
+}
+
+absl::Status SegmentLog::SyncThrough(uint64_t mine) {
+  base::MutexLock lock(&mu_);
+  while (synced_ < mine) {
+    if (!sync_error_.ok()) return sync_error_;
+    if (syncing_) {
+      synced_cv_.Wait(&mu_, [&] {
+        mu_.AssertHeld();
+        return !syncing_ || synced_ >= mine;
+      });
+      continue;
+    }
+    // Lead: one fdatasync per dirty segment covers every write completed
+    // so far, the followers' included.
+    syncing_ = true;
+    const uint64_t upto = completed_;
+    std::vector<std::shared_ptr<File>> files;
+    for (uint32_t id : dirty_) {
+      auto it = segments_.find(id);
+      if (it != segments_.end()) files.push_back(it->second.file);
+    }
+    dirty_.clear();
+    mu_.Unlock();
+    int err = 0;
+    for (const auto& f : files) {
+      if (::fdatasync(f->fd) != 0 && err == 0) err = errno;
+    }
+    mu_.Lock();
+    syncing_ = false;
+    stats_.syncs += files.size();
+    if (err == 0) synced_ = std::max(synced_, upto);
+    // After a failed fdatasync the kernel may have dropped the dirty pages
+    // and will not report it again: no later write can be promised durable.
+    if (err != 0) sync_error_ = ErrnoStatus(err, "fdatasync");
+    synced_cv_.SignalAll();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SegmentLog::Read(const SegmentLocation& loc, std::string_view key) const {
+  std::shared_ptr<File> file;
+  {
+    base::MutexLock lock(&mu_);
+    auto it = segments_.find(loc.segment);
+    if (it == segments_.end()) {
+      return absl::NotFoundError(absl::StrCat("segment log: segment ", loc.segment, " is gone"));
+    }
+    file = it->second.file;
+  }
+  // Header and key into a small buffer, the value straight into the result.
+  std::string head(kHeaderBytes + key.size(), '\0');
+  std::string value(loc.length, '\0');
+  iovec iov[2] = {{head.data(), head.size()}, {value.data(), value.size()}};
+  const uint64_t want = head.size() + value.size();
+  uint64_t got = 0;
+  int at = 0;
+  while (at < 2) {
+    const ssize_t n = ::preadv(file->fd, iov + at, 2 - at, static_cast<off_t>(loc.offset + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("read ", PathOf(loc.segment)));
+    }
+    if (n == 0) break;
+    got += static_cast<uint64_t>(n);
+    size_t left = static_cast<size_t>(n);
+    while (at < 2 && left >= iov[at].iov_len) left -= iov[at++].iov_len;
+    if (at < 2) {
+      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
+      iov[at].iov_len -= left;
+    }
+  }
+  const std::string where = absl::StrCat("segment ", loc.segment, " offset ", loc.offset);
+  if (got != want) {
+    return absl::DataLossError(absl::StrCat("segment log: ", where, ": record cut short"));
+  }
+  const auto* h = reinterpret_cast<const uint8_t*>(head.data());
+  if (GetU32(h) != kRecordMagic || GetU32(h + 4) != key.size() || GetU64(h + 8) != loc.length ||
+      GetU64(h + 16) != HeaderHash(h, key) || head.compare(kHeaderBytes, key.size(), key) != 0) {
+    return absl::DataLossError(absl::StrCat("segment log: ", where, ": not the record of this key"));
+  }
+  return value;
+}
+
+void SegmentLog::AddLive(const SegmentLocation& loc, size_t key_size) {
+  base::MutexLock lock(&mu_);
+  auto it = segments_.find(loc.segment);
+  if (it == segments_.end()) return;
+  const uint64_t bytes = loc.RecordBytes(key_size);
+  it->second.live += bytes;
+  stats_.live_bytes += bytes;
+}
+
+void SegmentLog::Release(const SegmentLocation& loc, size_t key_size) {
+  base::MutexLock lock(&mu_);
+  auto it = segments_.find(loc.segment);
+  if (it == segments_.end()) return;
+  const uint64_t bytes = std::min(loc.RecordBytes(key_size), it->second.live);
+  it->second.live -= bytes;
+  stats_.live_bytes -= bytes;
+}
+
+std::vector<uint32_t> SegmentLog::Reclaimable(double max_live_fraction) const {
+  std::vector<std::pair<uint64_t, uint32_t>> found;
+  {
+    base::MutexLock lock(&mu_);
+    for (const auto& [id, s] : segments_) {
+      if (id == current_ || s.in_flight > 0 || s.size == 0) continue;
+      if (static_cast<double>(s.live) < max_live_fraction * static_cast<double>(s.size)) {
+        found.emplace_back(s.live, id);
+      }
+    }
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<uint32_t> out;
+  for (const auto& f : found) out.push_back(f.second);
+  return out;
+}
+
+absl::Status SegmentLog::RemoveSegment(uint32_t segment) {
+  base::MutexLock lock(&mu_);
+  auto it = segments_.find(segment);
+  if (it == segments_.end()) {
+    return absl::NotFoundError(absl::StrCat("segment log: no segment ", segment));
+  }
+  if (segment == current_ || it->second.in_flight > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("segment log: segment ", segment, " is being written"));
+  }
+  const std::string path = PathOf(segment);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(errno, absl::StrCat("remove ", path));
+  }
+  stats_.file_bytes -= it->second.size;
+  stats_.live_bytes -= it->second.live;
+  --stats_.segments;
+  segments_.erase(it);
+  return absl::OkStatus();
+}
+
+SegmentLogStats SegmentLog::Stats() const {
+  base::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace qaqkv::storage

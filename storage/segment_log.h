@@ -1,0 +1,148 @@
+// Page bytes appended to large segment files outside RocksDB, for the disk
+// tier's key-value separation (as in WiscKey and Titan): a put costs one
+// sequential write of its bytes plus a small location record in RocksDB,
+// instead of RocksDB's WAL write, memtable copy and blob-file flush of every
+// byte, each through the software CRC32C of Debian's RocksDB build
+// (docs/performance.md, "The disk tier").
+//
+// A record is a 24-byte header, the key, then the value:
+//   u32 magic "QSG1", u32 key length, u64 value length (little-endian),
+//   u64 XXH3-64 of those 16 bytes and the key.
+// The header hash catches a location that points at the wrong bytes; the
+// value's integrity is the caller's (pages carry an XXH3-64 trailer that is
+// checked on every read), so no byte is hashed twice on the way in.
+//
+// Files are <dir>/<id as 8 hex digits>.seg. Appends go to the newest file;
+// every Open starts a new one, so nothing is ever appended after a torn
+// tail. An append reserves its range under a lock and writes outside it, so
+// writers copy in parallel.
+//
+// Durability: Append returns once the bytes are in the OS (they survive a
+// SIGKILL of the process); with `sync`, once they are on disk, with one
+// fdatasync shared by every writer waiting for it (group commit).
+//
+// Space: each segment counts its live bytes. Append counts its record as
+// live; the owner calls Release when it drops or replaces a location, and
+// AddLive for each location it still holds after a reopen. Reclaimable
+// lists the sealed segments worth rewriting.
+//
+// Thread-safety: every method may be called concurrently.
+#ifndef QAQKV_STORAGE_SEGMENT_LOG_H_
+#define QAQKV_STORAGE_SEGMENT_LOG_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/mutex.h"
+
+namespace qaqkv::storage {
+
+// Where a record lies: its segment, the offset of its header, and its value
+// length. Encoded in 20 bytes (u32 magic "QSLC", u32 segment, u64 offset,
+// u32 length), which cannot be mistaken for a page (pages start "QAQK").
+struct SegmentLocation {
+  uint32_t segment = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+
+  std::string Encode() const;
+  static std::optional<SegmentLocation> Decode(std::string_view bytes);
+  // Header, key and value: what the record takes in its segment.
+  uint64_t RecordBytes(size_t key_size) const;
+  bool operator==(const SegmentLocation&) const = default;
+};
+
+struct SegmentLogOptions {
+  std::string dir;                       // created if missing
+  uint64_t segment_bytes = 256ull << 20; // a segment is sealed once this full
+  bool sync = false;                     // fdatasync before Append returns
+};
+
+struct SegmentLogStats {
+  uint64_t appended_bytes = 0;  // record bytes written since Open
+  uint64_t appends = 0;
+  uint64_t syncs = 0;           // fdatasync calls (group commit shares them)
+  uint64_t file_bytes = 0;      // all segment files together
+  uint64_t live_bytes = 0;      // records still referenced
+  uint64_t segments = 0;
+};
+
+class SegmentLog {
+ public:
+  // kInvalidArgument for an empty dir or a segment size under 1 MiB;
+  // kUnavailable (kResourceExhausted for a full disk) when the directory or
+  // the first segment cannot be created.
+  static absl::StatusOr<std::unique_ptr<SegmentLog>> Open(const SegmentLogOptions& options);
+  ~SegmentLog();
+  SegmentLog(const SegmentLog&) = delete;
+  SegmentLog& operator=(const SegmentLog&) = delete;
+
+  // Appends one record. kInvalidArgument for an empty key or a value over
+  // 4 GiB; kUnavailable or kResourceExhausted when the write fails (the
+  // range then holds no record that any location names).
+  absl::StatusOr<SegmentLocation> Append(std::string_view key, std::string_view value);
+
+  // The value of the record at `loc`, whose key must be `key`. kNotFound when
+  // its segment is gone; kDataLoss when the bytes there are not that record
+  // (short file, wrong header, other key).
+  absl::StatusOr<std::string> Read(const SegmentLocation& loc, std::string_view key) const;
+
+  // Live-byte accounting (see the file comment); `key_size` is the size of
+  // the record's key.
+  void AddLive(const SegmentLocation& loc, size_t key_size);
+  void Release(const SegmentLocation& loc, size_t key_size);
+
+  // Sealed segments with no write in flight whose live bytes are below
+  // `max_live_fraction` of their file, fewest live bytes first.
+  std::vector<uint32_t> Reclaimable(double max_live_fraction) const;
+  // Deletes a sealed segment's file: its locations then read kNotFound.
+  // kFailedPrecondition for the segment being appended to or one with a
+  // write in flight; kNotFound for an unknown segment.
+  absl::Status RemoveSegment(uint32_t segment);
+
+  SegmentLogStats Stats() const;
+
+ private:
+  struct File;
+  struct Segment {
+    std::shared_ptr<File> file;
+    uint64_t size = 0;      // bytes reserved, written or in flight
+    uint64_t live = 0;
+    int in_flight = 0;
+  };
+  struct Token {};
+
+ public:
+  SegmentLog(Token, SegmentLogOptions options);
+
+ private:
+  absl::Status StartSegmentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SyncThrough(uint64_t done) ABSL_LOCKS_EXCLUDED(mu_);
+  std::string PathOf(uint32_t segment) const;
+
+  const SegmentLogOptions options_;
+  mutable base::Mutex mu_;
+  std::map<uint32_t, Segment> segments_ ABSL_GUARDED_BY(mu_);
+  uint32_t current_ ABSL_GUARDED_BY(mu_) = 0;  // the segment appended to
+  SegmentLogStats stats_ ABSL_GUARDED_BY(mu_);
+  // Group commit: writes completed and synced so far, and the segments
+  // written since the last fdatasync.
+  uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t synced_ ABSL_GUARDED_BY(mu_) = 0;
+  bool syncing_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<uint32_t> dirty_ ABSL_GUARDED_BY(mu_);
+  absl::Status sync_error_ ABSL_GUARDED_BY(mu_);  // sticky
+  base::CondVar synced_cv_;
+};
+
+}  // namespace qaqkv::storage
+
+#endif  // QAQKV_STORAGE_SEGMENT_LOG_H_

@@ -1,0 +1,213 @@
+#include "storage/segment_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/file.h"
+#include "gtest/gtest.h"
+
+namespace qaqkv::storage {
+namespace {
+
+std::string Bytes(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + i * 31 + (i >> 7));
+  return s;
+}
+
+struct Fixture {
+  base::TempDir dir = *base::TempDir::Create("qaqkv-segment-test");
+  SegmentLogOptions Options(uint64_t segment_bytes = 1 << 20, bool sync = false) const {
+    return {dir.path() + "/segments", segment_bytes, sync};
+  }
+};
+
+TEST(SegmentLog, AppendedValuesReadBack) {
+  Fixture f;
+  auto log = SegmentLog::Open(f.Options());
+  ASSERT_TRUE(log.ok()) << log.status();
+  std::vector<SegmentLocation> locs;
+  for (int i = 0; i < 20; ++i) {
+    auto loc = (*log)->Append("key-" + std::to_string(i), Bytes(1000 + i * 37, char(i)));
+    ASSERT_TRUE(loc.ok()) << loc.status();
+    locs.push_back(*loc);
+  }
+  for (int i = 19; i >= 0; --i) {
+    auto v = (*log)->Read(locs[i], "key-" + std::to_string(i));
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(*v, Bytes(1000 + i * 37, char(i)));
+  }
+  // Records follow each other: header (24), key, value.
+  EXPECT_EQ(locs[1].offset, locs[0].offset + 24 + 5 + 1000);
+  const SegmentLogStats st = (*log)->Stats();
+  EXPECT_EQ(st.appends, 20u);
+  EXPECT_EQ(st.live_bytes, st.file_bytes);
+  EXPECT_EQ(st.syncs, 0u);
+}
+
+TEST(SegmentLog, LocationsEncodeInTwentyBytesThatNoPageStartsWith) {
+  const SegmentLocation loc{7, (uint64_t{1} << 40) + 3, 262144};
+  const std::string e = loc.Encode();
+  ASSERT_EQ(e.size(), 20u);
+  EXPECT_EQ(SegmentLocation::Decode(e), loc);
+  EXPECT_FALSE(SegmentLocation::Decode(e.substr(0, 19)).has_value());
+  std::string page = e;
+  page.replace(0, 4, "QAQP");  // a page's magic
+  EXPECT_FALSE(SegmentLocation::Decode(page).has_value());
+}
+
+TEST(SegmentLog, WrongKeyOrDamagedRecordIsDataLoss) {
+  Fixture f;
+  auto log = SegmentLog::Open(f.Options());
+  ASSERT_TRUE(log.ok());
+  auto a = (*log)->Append("a", Bytes(4096, 1));
+  auto b = (*log)->Append("b", Bytes(4096, 2));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto other = (*log)->Read(*a, "b");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kDataLoss) << other.status();
+  // A location into the middle of a record.
+  SegmentLocation inside = *b;
+  inside.offset += 10;
+  EXPECT_EQ((*log)->Read(inside, "b").status().code(), absl::StatusCode::kDataLoss);
+  // A location past the end of the file.
+  SegmentLocation past = *b;
+  past.length += 100;
+  EXPECT_EQ((*log)->Read(past, "b").status().code(), absl::StatusCode::kDataLoss);
+  // A flipped bit in b's header (its value length).
+  const int fd = ::open((f.dir.path() + "/segments/00000000.seg").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const char x = 0x40;
+  ASSERT_EQ(::pwrite(fd, &x, 1, static_cast<off_t>(b->offset + 9)), 1);
+  ::close(fd);
+  EXPECT_EQ((*log)->Read(*b, "b").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE((*log)->Read(*a, "a").ok());
+}
+
+TEST(SegmentLog, SegmentsRollOverWhenFull) {
+  Fixture f;
+  auto log = SegmentLog::Open(f.Options(1 << 20));
+  ASSERT_TRUE(log.ok());
+  std::vector<SegmentLocation> locs;
+  for (int i = 0; i < 10; ++i) {
+    auto loc = (*log)->Append("k" + std::to_string(i), Bytes(300 << 10, char(i)));
+    ASSERT_TRUE(loc.ok());
+    locs.push_back(*loc);
+  }
+  // Three 300 KiB records fit in 1 MiB, a fourth does not.
+  EXPECT_EQ(locs[2].segment, 0u);
+  EXPECT_EQ(locs[3].segment, 1u);
+  EXPECT_EQ(locs[3].offset, 0u);
+  EXPECT_EQ(locs[9].segment, 3u);
+  EXPECT_EQ((*log)->Stats().segments, 4u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(*(*log)->Read(locs[i], "k" + std::to_string(i)), Bytes(300 << 10, char(i)));
+}
+
+TEST(SegmentLog, ReopenReadsOldSegmentsAndAppendsToANewOne) {
+  Fixture f;
+  SegmentLocation old;
+  {
+    auto log = SegmentLog::Open(f.Options());
+    ASSERT_TRUE(log.ok());
+    old = *(*log)->Append("old", Bytes(5000, 3));
+  }
+  auto log = SegmentLog::Open(f.Options());
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(*(*log)->Read(old, "old"), Bytes(5000, 3));
+  auto fresh = (*log)->Append("new", Bytes(10, 4));
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->segment, old.segment + 1);
+  EXPECT_EQ(fresh->offset, 0u);
+  // Nothing of the old segment is live until its owner says so.
+  const SegmentLogStats st = (*log)->Stats();
+  EXPECT_EQ(st.segments, 2u);
+  EXPECT_EQ(st.live_bytes, fresh->RecordBytes(3));
+  (*log)->AddLive(old, 3);
+  EXPECT_EQ((*log)->Stats().live_bytes, fresh->RecordBytes(3) + old.RecordBytes(3));
+}
+
+TEST(SegmentLog, ReleasedSpaceMakesSealedSegmentsReclaimable) {
+  Fixture f;
+  auto log = SegmentLog::Open(f.Options(1 << 20));
+  ASSERT_TRUE(log.ok());
+  std::vector<SegmentLocation> locs;
+  for (int i = 0; i < 7; ++i) locs.push_back(*(*log)->Append("k" + std::to_string(i), Bytes(300 << 10, 1)));
+  // Segments 0 and 1 are sealed and full; 2 is being appended to.
+  EXPECT_TRUE((*log)->Reclaimable(0.5).empty());
+  (*log)->Release(locs[0], 2);
+  (*log)->Release(locs[1], 2);   // segment 0: one third live
+  (*log)->Release(locs[3], 2);   // segment 1: two thirds live
+  (*log)->Release(locs[6], 2);   // the current segment never is a candidate
+  EXPECT_EQ((*log)->Reclaimable(0.5), std::vector<uint32_t>{0});
+  EXPECT_EQ((*log)->Reclaimable(0.9), (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ((*log)->RemoveSegment(2).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*log)->RemoveSegment(9).code(), absl::StatusCode::kNotFound);
+  const uint64_t before = (*log)->Stats().file_bytes;
+  ASSERT_TRUE((*log)->RemoveSegment(0).ok());
+  EXPECT_EQ((*log)->Stats().file_bytes, before - 3 * locs[0].RecordBytes(2));
+  EXPECT_EQ((*log)->Read(locs[2], "k2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(::access((f.dir.path() + "/segments/00000000.seg").c_str(), F_OK) == 0);
+  EXPECT_TRUE((*log)->Read(locs[4], "k4").ok());
+}
+
+void AppendFromThreads(SegmentLog& log, int threads, int each) {
+  std::vector<std::thread> pool;
+  std::vector<std::vector<SegmentLocation>> locs(threads);
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < each; ++i) {
+        auto loc = log.Append("t" + std::to_string(t) + "-" + std::to_string(i), Bytes(20000 + i, char(t)));
+        ASSERT_TRUE(loc.ok()) << loc.status();
+        locs[t].push_back(*loc);
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (int t = 0; t < threads; ++t)
+    for (int i = 0; i < each; ++i) {
+      auto v = log.Read(locs[t][i], "t" + std::to_string(t) + "-" + std::to_string(i));
+      ASSERT_TRUE(v.ok()) << v.status();
+      ASSERT_EQ(*v, Bytes(20000 + i, char(t)));
+    }
+}
+
+TEST(SegmentLog, ConcurrentAppendsAllReadBack) {
+  Fixture f;
+  auto log = SegmentLog::Open(f.Options(1 << 20));
+  ASSERT_TRUE(log.ok());
+  AppendFromThreads(**log, 4, 100);
+  const SegmentLogStats st = (*log)->Stats();
+  EXPECT_EQ(st.appends, 400u);
+  EXPECT_EQ(st.live_bytes, st.file_bytes);
+}
+
+TEST(SegmentLog, SyncedAppendsShareFlushes) {
+  Fixture f;
+  auto log = SegmentLog::Open(f.Options(1 << 20, /*sync=*/true));
+  ASSERT_TRUE(log.ok());
+  AppendFromThreads(**log, 4, 50);
+  const SegmentLogStats st = (*log)->Stats();
+  EXPECT_EQ(st.appends, 200u);
+  // Every append was flushed by some fdatasync, never more than one each.
+  EXPECT_GT(st.syncs, 0u);
+  EXPECT_LE(st.syncs, st.appends + st.segments);
+}
+
+TEST(SegmentLog, BadArgumentsAreRefused) {
+  Fixture f;
+  EXPECT_EQ(SegmentLog::Open({"", 1 << 20, false}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SegmentLog::Open(f.Options(4096)).status().code(), absl::StatusCode::kInvalidArgument);
+  auto log = SegmentLog::Open(f.Options());
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ((*log)->Append("", "v").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*log)->Stats().appends, 0u);
+  // A directory that cannot be created.
+  auto blocked = SegmentLog::Open({"/proc/qaqkv-no/segments", 1 << 20, false});
+  EXPECT_EQ(blocked.status().code(), absl::StatusCode::kUnavailable) << blocked.status();
+}
+
+}  // namespace
+}  // namespace qaqkv::storage
