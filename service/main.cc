@@ -37,6 +37,7 @@ struct Flags {
   std::string disk_bytes = "0";
   bool memory_only = false;
   bool sync = false;
+  bool separate_pages = true;
   std::string auth_tokens;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
@@ -73,6 +74,11 @@ void DefineFlags(CLI::App& app, Flags& f) {
       ->check(TrueFalse());
   app.add_flag("--sync", f.sync, "fsync the WAL before acknowledging each write")
       ->check(TrueFalse());
+  app.add_flag("--separate-pages", f.separate_pages,
+               "page bytes in segment files beside RocksDB, which keeps their locations "
+               "(false: in RocksDB itself); pages stored either way stay readable")
+      ->check(TrueFalse())
+      ->capture_default_str();
   app.add_option("--auth-tokens", f.auth_tokens,
                  "file of `<token> <tenant>` lines; without it the server is single-tenant");
   app.add_option("--tls-cert", f.tls_cert, "server certificate chain (PEM); turns TLS on");
@@ -121,6 +127,7 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   o.store.data_dir = f.data_dir;
   o.store.memory_only = f.memory_only;
   o.store.sync = f.sync;
+  o.store.separate_pages = f.separate_pages;
   // The validators took every size already; what is left is the ranges.
   const uint64_t memory_bytes = *ParseByteSize(f.memory_bytes);
   if (memory_bytes == 0) {

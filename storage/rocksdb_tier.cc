@@ -1,11 +1,16 @@
 #include "storage/rocksdb_tier.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <mutex>
+#include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 #include "base/status_macros.h"
 #include "kernels/checksum.h"
 #include "rocksdb/cache.h"
@@ -42,6 +47,14 @@ std::mutex tsan_rocksdb_mu;
 RocksDbTier::RocksDbTier(Token, RocksDbTierOptions options) : options_(std::move(options)) {}
 
 RocksDbTier::~RocksDbTier() {
+  if (collector_.joinable()) {
+    {
+      base::MutexLock lock(&collector_mu_);
+      collector_stop_ = true;
+    }
+    collector_cv_.SignalAll();
+    collector_.join();
+  }
   if (db_ == nullptr) return;
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   db_->Close();
@@ -115,12 +128,57 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const RocksDbTier
   // The default family is unused; keep the handles in Column order.
   tier->db_->DestroyColumnFamilyHandle(handles[0]);
   tier->handles_.assign(handles.begin() + 1, handles.end());
+  // The segment log is opened whenever it exists, so pages written with
+  // separate_pages stay readable (and deletable) without it.
+  const std::string segments = options.path + "/segments";
+  std::error_code ec;
+  if (!options.in_memory && (options.separate_pages || std::filesystem::exists(segments, ec))) {
+    QAQKV_ASSIGN_OR_RETURN(tier->log_,
+                           SegmentLog::Open({segments, options.segment_bytes, options.sync}));
+    // Live bytes: what the recorded locations name.
+    QAQKV_RETURN_IF_ERROR(
+        tier->Scan(Column::kPages, "", [&](std::string_view key, std::string_view value) {
+          if (auto loc = SegmentLocation::Decode(value)) tier->log_->AddLive(*loc, key.size());
+          return true;
+        }));
+    tier->collector_ = std::thread([t = tier.get()] { t->CollectorLoop(); });
+  }
   return tier;
 }
 
 rocksdb::ColumnFamilyHandle* RocksDbTier::Handle(Column c) const {
   return handles_[static_cast<size_t>(c)];
 }
+
+namespace {
+
+// The stripes of a batch's page keys, locked in index order (so two batches
+// cannot deadlock) and released when it goes. The set is only known at run
+// time, hence no static lock annotations.
+class StripeLocks {
+ public:
+  StripeLocks(std::array<base::Mutex, 64>& stripes, std::vector<size_t> which)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS : stripes_(stripes), which_(std::move(which)) {
+    std::sort(which_.begin(), which_.end());
+    which_.erase(std::unique(which_.begin(), which_.end()), which_.end());
+    for (size_t i : which_) stripes_[i].Lock();
+  }
+  ~StripeLocks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (auto it = which_.rbegin(); it != which_.rend(); ++it) stripes_[*it].Unlock();
+  }
+  StripeLocks(const StripeLocks&) = delete;
+  StripeLocks& operator=(const StripeLocks&) = delete;
+
+ private:
+  std::array<base::Mutex, 64>& stripes_;
+  std::vector<size_t> which_;
+};
+
+size_t StripeIndex(std::string_view key) { return std::hash<std::string_view>()(key) % 64; }
+
+}  // namespace
+
+base::Mutex& RocksDbTier::StripeOf(std::string_view key) { return stripes_[StripeIndex(key)]; }
 
 absl::Status RocksDbTier::PutPage(std::string_view key, std::string_view page) {
   if (!PageChecksumOk(page)) {
@@ -130,23 +188,92 @@ absl::Status RocksDbTier::PutPage(std::string_view key, std::string_view page) {
 }
 
 absl::StatusOr<std::string> RocksDbTier::GetPage(std::string_view key) {
-  QAQKV_ASSIGN_OR_RETURN(std::string value, Get(Column::kPages, key));
-  if (!PageChecksumOk(value)) {
+  absl::StatusOr<std::string> value = Get(Column::kPages, key);
+  if (value.status().code() == absl::StatusCode::kDataLoss) {
+    // Its segment bytes are gone or damaged: as for a checksum mismatch.
+    checksum_failures_.fetch_add(1, std::memory_order_relaxed);
+    (void)Delete(Column::kPages, key);
+    return value.status();
+  }
+  QAQKV_RETURN_IF_ERROR(value.status());
+  if (!PageChecksumOk(*value)) {
     checksum_failures_.fetch_add(1, std::memory_order_relaxed);
     // Never served, and not left to fail again: the copy is gone.
     (void)Delete(Column::kPages, key);
     return absl::DataLossError("page: stored bytes fail their checksum; dropped");
   }
-  return value;
+  return std::move(*value);
+}
+
+absl::StatusOr<std::string> RocksDbTier::ResolvePage(std::string_view key, std::string value) {
+  for (int attempt = 0;; ++attempt) {
+    const std::optional<SegmentLocation> loc = SegmentLocation::Decode(value);
+    if (!loc.has_value()) return value;  // the page itself
+    if (log_ == nullptr) return absl::DataLossError("page: its segment log is not there");
+    absl::StatusOr<std::string> bytes = log_->Read(*loc, key);
+    if (bytes.ok()) return bytes;
+    if (bytes.status().code() != absl::StatusCode::kNotFound) return bytes.status();
+    if (attempt == 2) return absl::DataLossError(absl::StrCat("page: ", bytes.status().message()));
+    // The collector moved the record after the location was read: again.
+    QAQKV_ASSIGN_OR_RETURN(value, GetFromDb(Column::kPages, key));
+  }
 }
 
 absl::Status RocksDbTier::Put(Column column, std::string_view key, std::string_view value) {
   return Write({{column, key, value}});
 }
 
-// Every write goes through here: one place for the sync policy and the TSan
-// serialization.
 absl::Status RocksDbTier::Write(const std::vector<Mutation>& batch) {
+  if (log_ != nullptr) {
+    for (const Mutation& m : batch) {
+      if (m.column == Column::kPages) return WriteSeparated(batch);
+    }
+  }
+  return WriteToDb(batch);
+}
+
+absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
+  std::vector<size_t> which;
+  for (const Mutation& m : batch) {
+    if (m.column == Column::kPages) which.push_back(StripeIndex(m.key));
+  }
+  StripeLocks locks(stripes_, std::move(which));
+  // Each page's bytes go to the log first; the batch then records their
+  // locations. The locations it replaces or erases are released once it is
+  // written, the new ones if it is not.
+  std::vector<Mutation> out = batch;
+  std::vector<std::string> encoded;
+  encoded.reserve(batch.size());  // out[i].value points into it
+  std::vector<std::pair<SegmentLocation, size_t>> replaced, appended;
+  absl::Status st;
+  for (Mutation& m : out) {
+    if (m.column != Column::kPages) continue;
+    absl::StatusOr<std::string> prev = GetFromDb(Column::kPages, m.key);
+    if (prev.ok()) {
+      if (auto loc = SegmentLocation::Decode(*prev)) replaced.emplace_back(*loc, m.key.size());
+    } else if (prev.status().code() != absl::StatusCode::kNotFound) {
+      st = prev.status();
+      break;
+    }
+    if (m.erase || !options_.separate_pages) continue;
+    absl::StatusOr<SegmentLocation> loc = log_->Append(m.key, m.value);
+    if (!loc.ok()) {
+      st = loc.status();
+      break;
+    }
+    appended.emplace_back(*loc, m.key.size());
+    encoded.push_back(loc->Encode());
+    m.value = encoded.back();
+  }
+  if (st.ok()) st = WriteToDb(out);
+  for (const auto& [loc, key_size] : st.ok() ? replaced : appended) log_->Release(loc, key_size);
+  if (st.ok() && !replaced.empty()) WakeCollector();
+  return st;
+}
+
+// Every write to RocksDB goes through here: one place for the sync policy
+// and the TSan serialization.
+absl::Status RocksDbTier::WriteToDb(const std::vector<Mutation>& batch) {
   rocksdb::WriteBatch wb;
   for (const Mutation& m : batch) {
     const rocksdb::Status s = m.erase ? wb.Delete(Handle(m.column), ToSlice(m.key))
@@ -162,6 +289,12 @@ absl::Status RocksDbTier::Write(const std::vector<Mutation>& batch) {
 }
 
 absl::StatusOr<std::string> RocksDbTier::Get(Column column, std::string_view key) {
+  QAQKV_ASSIGN_OR_RETURN(std::string value, GetFromDb(column, key));
+  if (column == Column::kPages) return ResolvePage(key, std::move(value));
+  return value;
+}
+
+absl::StatusOr<std::string> RocksDbTier::GetFromDb(Column column, std::string_view key) {
   std::string value;
   rocksdb::Status s;
   {
@@ -227,12 +360,88 @@ uint64_t RocksDbTier::DiskBytes() const {
     db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalBlobFileSize, &blob);
     total += sst + blob;
   }
+  if (log_ != nullptr) total += log_->Stats().file_bytes;
   return total;
+}
+
+void RocksDbTier::WakeCollector() {
+  if (!collector_.joinable()) return;
+  {
+    base::MutexLock lock(&collector_mu_);
+    collector_wanted_ = true;
+  }
+  collector_cv_.Signal();
+}
+
+void RocksDbTier::CollectorLoop() {
+  for (;;) {
+    {
+      base::MutexLock lock(&collector_mu_);
+      // Woken by deletes; every 10 s anyway, for space a crash left.
+      collector_cv_.WaitFor(&collector_mu_, std::chrono::seconds(10), [&] {
+        collector_mu_.AssertHeld();
+        return collector_stop_ || collector_wanted_;
+      });
+      if (collector_stop_) return;
+      collector_wanted_ = false;
+    }
+    if (absl::Status st = CollectSegments(); !st.ok()) {
+      base::LogWarning("segment collector failed", {{"error", st.ToString()}});
+    }
+  }
+}
+
+absl::Status RocksDbTier::CollectSegments() {
+  if (log_ == nullptr) return absl::OkStatus();
+  const std::vector<uint32_t> segments = log_->Reclaimable(options_.segment_live_fraction);
+  if (segments.empty()) return absl::OkStatus();
+  const std::set<uint32_t> wanted(segments.begin(), segments.end());
+  std::vector<std::pair<std::string, SegmentLocation>> moves;
+  QAQKV_RETURN_IF_ERROR(Scan(Column::kPages, "", [&](std::string_view key, std::string_view value) {
+    if (auto loc = SegmentLocation::Decode(value); loc && wanted.count(loc->segment) > 0) {
+      moves.emplace_back(std::string(key), *loc);
+    }
+    return true;
+  }));
+  for (const auto& [key, loc] : moves) {
+    base::MutexLock lock(&StripeOf(key));
+    absl::StatusOr<std::string> now = GetFromDb(Column::kPages, key);
+    if (now.status().code() == absl::StatusCode::kNotFound) continue;  // deleted meanwhile
+    QAQKV_RETURN_IF_ERROR(now.status());
+    if (SegmentLocation::Decode(*now) != loc) continue;  // replaced meanwhile
+    absl::StatusOr<std::string> bytes = log_->Read(loc, key);
+    if (!bytes.ok()) continue;  // damaged: a read will find it and drop it
+    QAQKV_ASSIGN_OR_RETURN(const SegmentLocation moved, log_->Append(key, *bytes));
+    if (absl::Status st = WriteToDb({{Column::kPages, key, moved.Encode()}}); !st.ok()) {
+      log_->Release(moved, key.size());
+      return st;
+    }
+    log_->Release(loc, key.size());
+    collector_copied_bytes_.fetch_add(bytes->size(), std::memory_order_relaxed);
+  }
+  // The copies and their locations reach the disk before the originals go,
+  // whatever the sync policy: the collector must not lose what was durable.
+  QAQKV_RETURN_IF_ERROR(log_->SyncAll());
+  {
+    QAQKV_TSAN_SERIALIZE_ROCKSDB();
+    QAQKV_RETURN_IF_ERROR(internal::FromRocksDb(db_->FlushWAL(/*sync=*/true), "sync wal"));
+  }
+  for (uint32_t s : segments) {
+    if (log_->RemoveSegment(s).ok()) collected_segments_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
 }
 
 RocksDbTierStats RocksDbTier::Stats() const {
   RocksDbTierStats s;
   s.checksum_failures = checksum_failures_.load(std::memory_order_relaxed);
+  if (log_ != nullptr) {
+    const SegmentLogStats l = log_->Stats();
+    s.segment_file_bytes = l.file_bytes;
+    s.segment_live_bytes = l.live_bytes;
+  }
+  s.collected_segments = collected_segments_.load(std::memory_order_relaxed);
+  s.collector_copied_bytes = collector_copied_bytes_.load(std::memory_order_relaxed);
   return s;
 }
 

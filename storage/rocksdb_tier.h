@@ -1,10 +1,22 @@
 // The RocksDB tier: the durable copy of every page, block record and session
 // record (docs/design.md: writes are acknowledged once RocksDB has them).
 //
-// Three column families: `pages` (page bytes, stored as BlobDB blobs from
-// `min_blob_size` up, so large values stay out of the LSM's compactions),
-// `blocks` and `sessions` (small records). The WAL is always on; with
-// `sync` every write is also fsynced before it returns.
+// Three column families: `pages`, `blocks` and `sessions` (small records).
+// A page's bytes are stored one of two ways, and both are read:
+// - with `separate_pages`, appended to the segment log in <path>/segments
+//   (storage/segment_log.h), the `pages` family holding only its 20-byte
+//   location: key-value separation, so a page is written once, without
+//   RocksDB's WAL, memtable and blob-file copies;
+// - otherwise (and always in memory) as the value itself, a BlobDB blob
+//   from `min_blob_size` up.
+// The WAL is always on; with `sync` every write is also fsynced (the
+// segments first) before it returns.
+//
+// A page put appends its bytes before the batch that records their location
+// is written, so no location ever names bytes that are not there; a crash
+// in between leaves unreferenced bytes, which the collector reclaims. The
+// collector (a background thread) rewrites segments whose live share fell
+// below `segment_live_fraction` and deletes them.
 //
 // Every page read back is checked against the XXH3-64 trailer it carries
 // (docs/page-format.md): a mismatch is kDataLoss, is counted, and the page is
@@ -15,16 +27,20 @@
 #ifndef QAQKV_STORAGE_ROCKSDB_TIER_H_
 #define QAQKV_STORAGE_ROCKSDB_TIER_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
+#include "storage/segment_log.h"
 
 namespace rocksdb {
 class DB;
@@ -45,6 +61,11 @@ struct RocksDbTierOptions {
   // Cap of all memtables together: page values wait there until a flush
   // moves them to blob files.
   uint64_t write_buffer_bytes = 64ull << 20;
+  // Page bytes in the segment log (ignored in memory).
+  bool separate_pages = false;
+  uint64_t segment_bytes = 256ull << 20;
+  // A sealed segment with less than this share of live bytes is rewritten.
+  double segment_live_fraction = 0.5;
 };
 
 enum class Column : uint8_t { kPages = 0, kBlocks = 1, kSessions = 2 };
@@ -59,6 +80,12 @@ struct Mutation {
 
 struct RocksDbTierStats {
   uint64_t checksum_failures = 0;
+  // Segment log (separate_pages): files, live bytes, and what the collector
+  // copied and freed.
+  uint64_t segment_file_bytes = 0;
+  uint64_t segment_live_bytes = 0;
+  uint64_t collected_segments = 0;
+  uint64_t collector_copied_bytes = 0;
 };
 
 class RocksDbTier {
@@ -100,8 +127,11 @@ class RocksDbTier {
   // makes every acknowledged write durable; this bounds recovery time and is
   // what a draining server does before it exits.
   absl::Status Flush();
-  // Bytes on disk: SST files plus blob files.
+  // Bytes on disk: SST files plus blob files plus segment files.
   uint64_t DiskBytes() const;
+  // One pass of the segment collector now (it also runs by itself after
+  // deletes); OK without separate_pages.
+  absl::Status CollectSegments();
 
   RocksDbTierStats Stats() const;
   const RocksDbTierOptions& options() const { return options_; }
@@ -114,12 +144,33 @@ class RocksDbTier {
 
  private:
   rocksdb::ColumnFamilyHandle* Handle(Column c) const;
+  absl::Status WriteToDb(const std::vector<Mutation>& batch);
+  absl::StatusOr<std::string> GetFromDb(Column column, std::string_view key);
+  // The page bytes a stored `pages` value stands for (itself, or what its
+  // location names); retries when the collector moved the record meanwhile.
+  absl::StatusOr<std::string> ResolvePage(std::string_view key, std::string value);
+  absl::Status WriteSeparated(const std::vector<Mutation>& batch);
+  void WakeCollector();
+  void CollectorLoop();
+  base::Mutex& StripeOf(std::string_view key);
 
   RocksDbTierOptions options_;
   std::unique_ptr<rocksdb::Env> env_;  // in-memory mode only; outlives db_
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned by db_, destroyed first
   std::atomic<uint64_t> checksum_failures_{0};
+  // separate_pages only: the log, and per-key locks that keep a page's
+  // "read old location, append, record new location" (puts, deletes, the
+  // collector's moves) from interleaving with another on the same key.
+  std::unique_ptr<SegmentLog> log_;
+  std::array<base::Mutex, 64> stripes_;
+  base::Mutex collector_mu_;
+  base::CondVar collector_cv_;
+  bool collector_stop_ ABSL_GUARDED_BY(collector_mu_) = false;
+  bool collector_wanted_ ABSL_GUARDED_BY(collector_mu_) = false;
+  std::atomic<uint64_t> collected_segments_{0};
+  std::atomic<uint64_t> collector_copied_bytes_{0};
+  std::thread collector_;  // joined by the destructor before the database closes
 };
 
 }  // namespace qaqkv::storage

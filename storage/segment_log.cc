@@ -254,6 +254,15 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
   return loc;
 }
 
+absl::Status SegmentLog::SyncAll() {
+  uint64_t mine;
+  {
+    base::MutexLock lock(&mu_);
+    mine = completed_;
+  }
+  return SyncThrough(mine);
+}
+
 absl::Status SegmentLog::SyncThrough(uint64_t mine) {
   base::MutexLock lock(&mu_);
   while (synced_ < mine) {

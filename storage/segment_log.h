@@ -108,6 +108,10 @@ class SegmentLog {
   // write in flight; kNotFound for an unknown segment.
   absl::Status RemoveSegment(uint32_t segment);
 
+  // fdatasync of every segment written since the last one, whatever
+  // `sync` says: before the collector deletes what it copied elsewhere.
+  absl::Status SyncAll();
+
   SegmentLogStats Stats() const;
 
  private:

@@ -50,6 +50,9 @@ struct TieredStoreOptions {
   std::string data_dir;            // RocksDB directory (unused when memory_only)
   bool memory_only = false;
   bool sync = false;               // fsync every acknowledged write
+  // Page bytes in segment files, RocksDB holding their locations
+  // (storage/rocksdb_tier.h); false: page bytes in RocksDB.
+  bool separate_pages = true;
   // Memory budget: the DRAM tier, and on disk also RocksDB's memtables and
   // block cache, which take min(64 MiB, memory_bytes / 8) each out of it
   // (so one number bounds the server's caches).

@@ -222,7 +222,7 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     const double ours = double(n) * page_bytes / t_store / 1e9;
     const double base = double(n) * page_bytes / t_file / 1e9;
     const double seg = double(n) * page_bytes / t_log / 1e9;
-    report.Add({{"rocksdb_write"}, {sync ? "fsync" : "none"}, {ours, 3}, {"plain file write"},
+    report.Add({{"disk_tier_write"}, {sync ? "fsync" : "none"}, {ours, 3}, {"plain file write"},
                 {base, 3}, {ours / base, 2}});
     report.Add({{"segment_log_write"}, {sync ? "fsync" : "none"}, {seg, 3}, {"plain file write"},
                 {base, 3}, {seg / base, 2}});

@@ -47,9 +47,14 @@ struct Ack {
   uint32_t round, index, layer;
 };
 
+// Page bytes in segment files (the default) or in RocksDB: set by each
+// test before it forks, so the writer and the checker agree.
+bool separate_pages = true;
+
 TieredStoreOptions Options(const std::string& dir) {
   TieredStoreOptions o;
   o.data_dir = dir;
+  o.separate_pages = separate_pages;
   o.memory_bytes = 16 << 20;
   o.dram_shards = 4;
   return o;
@@ -80,7 +85,12 @@ TieredStoreOptions Options(const std::string& dir) {
   _exit(0);
 }
 
-TEST(CrashTest, SigkillLosesNoAcknowledgedPage) {
+class CrashTest : public testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { separate_pages = GetParam(); }
+};
+
+TEST_P(CrashTest, SigkillLosesNoAcknowledgedPage) {
   std::string tmpl = (fs::temp_directory_path() / "qaqkv-crash-XXXXXX").string();
   const std::string dir = mkdtemp(tmpl.data());
   std::mt19937 rng(std::random_device{}());
@@ -173,6 +183,11 @@ TEST(CrashTest, SigkillLosesNoAcknowledgedPage) {
   std::error_code ec;
   fs::remove_all(dir, ec);
 }
+
+INSTANTIATE_TEST_SUITE_P(PageBytes, CrashTest, testing::Values(true, false),
+                         [](const testing::TestParamInfo<bool>& p) {
+                           return p.param ? "InSegments" : "InRocksDb";
+                         });
 
 }  // namespace
 }  // namespace qaqkv::storage
