@@ -53,6 +53,30 @@ absl::Status ErrnoStatus(int err, std::string_view what) {
   return absl::UnavailableError(msg);
 }
 
+// Runs a vectored read or write (`io` is preadv or pwritev) until every
+// buffer is done, the file ends (a read's short count) or it fails (-errno).
+template <typename Io>
+int64_t WholeIo(Io io, int fd, iovec* iov, int count, uint64_t offset) {
+  int at = 0;
+  uint64_t done = 0;
+  while (at < count) {
+    const ssize_t n = io(fd, iov + at, count - at, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (n == 0) break;
+    done += static_cast<uint64_t>(n);
+    size_t left = static_cast<size_t>(n);
+    while (at < count && left >= iov[at].iov_len) left -= iov[at++].iov_len;
+    if (at < count) {
+      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
+      iov[at].iov_len -= left;
+    }
+  }
+  return static_cast<int64_t>(done);
+}
+
 }  // namespace
 
 // An open segment file, closed when the last reader or writer lets go (a
@@ -204,28 +228,8 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
   iovec iov[3] = {{head, kHeaderBytes},
                   {const_cast<char*>(key.data()), key.size()},
                   {const_cast<char*>(value.data()), value.size()}};
-  int at = 0;
-  uint64_t done = 0;
-  int err = 0;
-  while (at < 3) {
-    const ssize_t n = ::pwritev(file->fd, iov + at, 3 - at, static_cast<off_t>(loc.offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    if (n == 0) {
-      err = EIO;
-      break;
-    }
-    done += static_cast<uint64_t>(n);
-    size_t left = static_cast<size_t>(n);
-    while (at < 3 && left >= iov[at].iov_len) left -= iov[at++].iov_len;
-    if (at < 3) {
-      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
-      iov[at].iov_len -= left;
-    }
-  }
+  const int64_t n = WholeIo(::pwritev, file->fd, iov, 3, loc.offset);
+  const int err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < bytes ? EIO : 0);
   uint64_t mine = 0;
   {
     base::MutexLock lock(&mu_);
@@ -316,25 +320,12 @@ absl::StatusOr<std::string> SegmentLog::Read(const SegmentLocation& loc, std::st
   std::string value(loc.length, '\0');
   iovec iov[2] = {{head.data(), head.size()}, {value.data(), value.size()}};
   const uint64_t want = head.size() + value.size();
-  uint64_t got = 0;
-  int at = 0;
-  while (at < 2) {
-    const ssize_t n = ::preadv(file->fd, iov + at, 2 - at, static_cast<off_t>(loc.offset + got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(errno, absl::StrCat("read ", PathOf(loc.segment)));
-    }
-    if (n == 0) break;
-    got += static_cast<uint64_t>(n);
-    size_t left = static_cast<size_t>(n);
-    while (at < 2 && left >= iov[at].iov_len) left -= iov[at++].iov_len;
-    if (at < 2) {
-      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
-      iov[at].iov_len -= left;
-    }
+  const int64_t got = WholeIo(::preadv, file->fd, iov, 2, loc.offset);
+  if (got < 0) {
+    return ErrnoStatus(static_cast<int>(-got), absl::StrCat("read ", PathOf(loc.segment)));
   }
   const std::string where = absl::StrCat("segment ", loc.segment, " offset ", loc.offset);
-  if (got != want) {
+  if (uint64_t(got) != want) {
     return absl::DataLossError(absl::StrCat("segment log: ", where, ": record cut short"));
   }
   const auto* h = reinterpret_cast<const uint8_t*>(head.data());

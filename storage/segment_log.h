@@ -47,7 +47,7 @@ namespace qaqkv::storage {
 
 // Where a record lies: its segment, the offset of its header, and its value
 // length. Encoded in 20 bytes (u32 magic "QSLC", u32 segment, u64 offset,
-// u32 length), which cannot be mistaken for a page (pages start "QAQK").
+// u32 length), which cannot be mistaken for a page (pages start "QAQP").
 struct SegmentLocation {
   uint32_t segment = 0;
   uint64_t offset = 0;

@@ -38,6 +38,16 @@ std::unique_ptr<RocksDbTier> MustOpen(const RocksDbTierOptions& o) {
 
 std::string Key(int i) { return "P" + std::to_string(i); }
 
+// What the pages column itself holds for `key` (a location or a page).
+std::string StoredValue(RocksDbTier& t, std::string_view key) {
+  std::string out;
+  EXPECT_TRUE(t.Scan(Column::kPages, key, [&](std::string_view, std::string_view v) {
+                 out = std::string(v);
+                 return false;
+               }).ok());
+  return out;
+}
+
 TEST(SeparatedPages, BytesLiveInSegmentsAndRocksDbHoldsLocations) {
   TempDir dir;
   const std::string db = dir.path() + "/db";
@@ -108,11 +118,7 @@ TEST(SeparatedPages, ADatabaseReopenedWithoutSeparationStillReadsAndDeletes) {
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(*t->GetPage("old"), FakePage(100000, 1));
   ASSERT_TRUE(t->PutPage("new", FakePage(100000, 2)).ok());
-  auto raw = t->Scan(Column::kPages, "new", [&](std::string_view, std::string_view v) {
-    EXPECT_EQ(v, FakePage(100000, 2));  // stored inline again
-    return true;
-  });
-  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(StoredValue(*t, "new"), FakePage(100000, 2));  // stored inline again
   ASSERT_TRUE(t->Delete(Column::kPages, "old").ok());
   EXPECT_EQ(t->Stats().segment_live_bytes, 0u);
   EXPECT_EQ(t->GetPage("old").status().code(), absl::StatusCode::kNotFound);
@@ -129,12 +135,7 @@ TEST(SeparatedPages, DamagedSegmentBytesAreDataLossAndDropped) {
   const std::string seg = db + "/segments/00000000.seg";
   const int fd = ::open(seg.c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
-  std::string b_record;
-  ASSERT_TRUE(t->Scan(Column::kPages, "b", [&](std::string_view, std::string_view v) {
-                 b_record = std::string(v);
-                 return false;
-               }).ok());
-  const SegmentLocation b = *SegmentLocation::Decode(b_record);
+  const SegmentLocation b = *SegmentLocation::Decode(StoredValue(*t, "b"));
   char c = 0;
   ASSERT_EQ(::pread(fd, &c, 1, static_cast<off_t>(b.offset + 24 + 1 + 20000)), 1);
   c ^= 1;
