@@ -72,6 +72,31 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
                "Failed background passes of the store (maintenance, scans); each is logged.");
   AppendSample(out, "qaqkv_background_errors_total", "",
                static_cast<double>(stats.background_errors));
+  struct Plain {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t value;
+  };
+  const Plain disk[] = {
+      {"qaqkv_disk_file_bytes", "gauge",
+       "Bytes of the disk tier's files: RocksDB's SST and blob files and the segment files.",
+       stats.disk_file_bytes},
+      {"qaqkv_segment_file_bytes", "gauge", "Bytes of the segment files holding page bytes.",
+       stats.segment_file_bytes},
+      {"qaqkv_segment_live_bytes", "gauge",
+       "Segment bytes that stored pages still use (the rest is reclaimable garbage).",
+       stats.segment_live_bytes},
+      {"qaqkv_segments_collected_total", "counter",
+       "Segments the collector rewrote and deleted.", stats.segments_collected},
+      {"qaqkv_segment_collector_copied_bytes_total", "counter",
+       "Live page bytes the collector copied out of sparse segments (its write amplification).",
+       stats.segment_bytes_copied},
+  };
+  for (const Plain& p : disk) {
+    AppendFamily(out, p.name, p.type, p.help);
+    AppendSample(out, p.name, "", static_cast<double>(p.value));
+  }
   AppendFamily(out, "qaqkv_blocks", "gauge", "Blocks of all tenants, committed or not.");
   AppendSample(out, "qaqkv_blocks", "", static_cast<double>(stats.blocks));
   AppendFamily(out, "qaqkv_blocks_dropped_total", "counter",

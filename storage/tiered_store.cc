@@ -135,7 +135,13 @@ StoreStats TieredStore::Stats() const {
   }
   s.blocks_evicted = blocks_evicted_.load(std::memory_order_relaxed);
   s.blocks_dropped = blocks_dropped_.load(std::memory_order_relaxed);
-  s.checksum_failures = records_->Stats().checksum_failures;
+  const RocksDbTierStats db = records_->Stats();
+  s.checksum_failures = db.checksum_failures;
+  if (!options_.memory_only) s.disk_file_bytes = records_->DiskBytes();
+  s.segment_file_bytes = db.segment_file_bytes;
+  s.segment_live_bytes = db.segment_live_bytes;
+  s.segments_collected = db.collected_segments;
+  s.segment_bytes_copied = db.collector_copied_bytes;
   s.background_errors = background_errors_.load(std::memory_order_relaxed);
   return s;
 }

@@ -95,6 +95,13 @@ struct StoreStats {
   uint64_t checksum_failures = 0;  // stored pages that failed their checksum
   // Failures of background work (maintenance passes, scans), each logged.
   uint64_t background_errors = 0;
+  // The disk tier's files: RocksDB's SST and blob files plus the segment
+  // files, and of the segments what is live and what the collector did.
+  uint64_t disk_file_bytes = 0;
+  uint64_t segment_file_bytes = 0;
+  uint64_t segment_live_bytes = 0;
+  uint64_t segments_collected = 0;
+  uint64_t segment_bytes_copied = 0;
 };
 
 struct MaintenanceReport {

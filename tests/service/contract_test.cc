@@ -306,6 +306,10 @@ TEST_F(ContractTest, MetricsCountEveryMethodFromTheInterceptor) {
   EXPECT_EQ(Sample(text, "qaqkv_background_errors_total"), 0.0);
   EXPECT_EQ(Sample(text, R"(qaqkv_tier_entries{tier="disk"})"), 0.0);
   EXPECT_TRUE(Sample(text, R"(qaqkv_tier_budget_bytes{tier="dram"})").has_value());
+  // The disk tier's files: RocksDB's, and segments with nothing live yet.
+  EXPECT_GT(Sample(text, "qaqkv_disk_file_bytes").value_or(-1), -1.0);
+  EXPECT_EQ(Sample(text, "qaqkv_segment_live_bytes"), 0.0);
+  EXPECT_EQ(Sample(text, "qaqkv_segments_collected_total"), 0.0);
 }
 
 }  // namespace
