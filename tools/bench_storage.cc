@@ -5,13 +5,16 @@
 //   bytes to a plain file with the same sync policy, and the segment log
 //   (storage/segment_log.h) the disk tier is moving its page bytes to;
 // - peak RSS and the DRAM tier's charge against its budget under a
-//   sustained write load.
+//   sustained write load;
+// - reads of pages only the disk tier holds against pread of the same bytes
+//   from a plain file, page cache warm and cold.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -94,7 +97,7 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   };
   std::vector<std::string> pages;
   for (int i = 0; i < 16; ++i) pages.push_back(MakePage(page_bytes, i));
-  Report report({"measure", "sync", "ours_gbps", "baseline", "baseline_gbps", "ratio"});
+  Report report({"measure", "mode", "ours_gbps", "baseline", "baseline_gbps", "ratio"});
 
   // 1. Sustained writes (first, so the peak RSS is this load's) through a small DRAM budget: peak RSS against it.
   {
@@ -232,6 +235,64 @@ int RunBenchStorage(const BenchStorageArgs& args) {
                 {base, 3}, {ours / base, 2}});
     report.Add({{"segment_log_write"}, {sync ? "fsync" : "none"}, {seg, 3}, {"plain file write"},
                 {base, 3}, {seg / base, 2}});
+  }
+
+  // 4. Reads of pages only the disk tier holds (a fresh store: the DRAM
+  // tier is empty) against pread of the same bytes from the plain file of
+  // phase 3, with the page cache as the writes left it (warm), then with
+  // every file of both dropped from it (cold: written back, then
+  // POSIX_FADV_DONTNEED).
+  for (bool cold : {false, true}) {
+    const absl::string_view phase = cold ? "disk reads (cold)" : "disk reads (warm)";
+    const int n = args.pages;
+    if (cold) {
+      std::error_code ec;
+      std::vector<std::string> files = {dir + "/plain"};
+      for (const auto& e : std::filesystem::recursive_directory_iterator(dir + "/db", ec)) {
+        if (e.is_regular_file(ec)) files.push_back(e.path().string());
+      }
+      for (const std::string& f : files) {
+        const int fd = open(f.c_str(), O_RDONLY);
+        if (fd < 0) continue;
+        (void)fdatasync(fd);
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+      }
+    }
+    storage::TieredStoreOptions o;
+    o.data_dir = dir + "/db";
+    o.memory_bytes = 64 << 20;
+    auto store = storage::TieredStore::Open(o);
+    if (!store.ok()) return fail(phase, "open " + o.data_dir, store.status());
+    uint64_t sink = 0;
+    auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      auto p = (*store)->GetPage("bench", KeyOf(i), 0);
+      if (!p.ok()) return fail(phase, absl::StrCat("read page ", i), p.status());
+      sink += static_cast<uint8_t>((**p)[i % page_bytes]);
+    }
+    const double t_store = Seconds(t0);
+    const std::string file = dir + "/plain";
+    const int fd = open(file.c_str(), O_RDONLY);
+    if (fd < 0) return Fail(absl::StrCat(phase, ": cannot open ", file, ": ", std::strerror(errno)));
+    std::vector<char> buf(page_bytes);
+    t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      if (pread(fd, buf.data(), page_bytes, off_t(i) * page_bytes) != static_cast<ssize_t>(page_bytes)) {
+        const int err = errno;
+        close(fd);
+        return Fail(absl::StrCat(phase, ": plain file ", file, ": read of page ", i, " failed: ",
+                                 std::strerror(err)));
+      }
+      sink += static_cast<uint8_t>(buf[i % page_bytes]);
+    }
+    const double t_file = Seconds(t0);
+    close(fd);
+    const double ours = double(n) * page_bytes / t_store / 1e9;
+    const double base = double(n) * page_bytes / t_file / 1e9;
+    report.Add({{"disk_tier_read"}, {cold ? "cold" : "warm"}, {ours, 3}, {"plain file pread"},
+                {base, 3}, {ours / base, 2}});
+    if (sink == 42) std::fprintf(stderr, " ");
   }
 
   if (format == Format::kTable) {
