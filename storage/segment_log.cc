@@ -149,6 +149,12 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(const SegmentLogOpt
       ::close(fd);
       return ErrnoStatus(err, absl::StrCat("stat ", entry.path().string()));
     }
+    if (st.st_size == 0) {
+      // Started and never written (each open starts one): nothing to keep.
+      ::close(fd);
+      ::unlink(entry.path().c_str());
+      continue;
+    }
     base::MutexLock lock(&log->mu_);
     Segment& s = log->segments_[id];
     s.file = std::make_shared<File>(fd);

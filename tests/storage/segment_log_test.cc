@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -127,6 +128,23 @@ TEST(SegmentLog, ReopenReadsOldSegmentsAndAppendsToANewOne) {
   EXPECT_EQ(st.live_bytes, fresh->RecordBytes(3));
   (*log)->AddLive(old, 3);
   EXPECT_EQ((*log)->Stats().live_bytes, fresh->RecordBytes(3) + old.RecordBytes(3));
+}
+
+TEST(SegmentLog, OpensThatWriteNothingLeaveNoEmptySegments) {
+  Fixture f;
+  for (int i = 0; i < 3; ++i) {
+    auto log = SegmentLog::Open(f.Options());
+    ASSERT_TRUE(log.ok());
+  }
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(f.dir.path() + "/segments")) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 1);  // the last open's, still empty
+  auto log = SegmentLog::Open(f.Options());
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ((*log)->Stats().segments, 1u);
 }
 
 TEST(SegmentLog, ReleasedSpaceMakesSealedSegmentsReclaimable) {
