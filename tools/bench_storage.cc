@@ -76,7 +76,8 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   // holds --pages pages in memory, phase 1 writes 4x --memory-mib to disk.
   if (absl::Status st = FirstError({CheckRange("--page-kib", args.page_kib, 1, 65536),
                                     CheckRange("--pages", args.pages, 8, 1 << 20),
-                                    CheckRange("--memory-mib", args.memory_mib, 1, 65536)});
+                                    CheckRange("--memory-mib", args.memory_mib, 1, 65536),
+                                    CheckRange("--startup-blocks", args.startup_blocks, 0, 1 << 24)});
       !st.ok()) {
     return Fail(std::string(st.message()));
   }
@@ -293,6 +294,37 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     report.Add({{"disk_tier_read"}, {cold ? "cold" : "warm"}, {ours, 3}, {"plain file pread"},
                 {base, 3}, {ours / base, 2}});
     if (sink == 42) std::fprintf(stderr, " ");
+  }
+
+  // 5. Start-up: a store holding --startup-blocks blocks of one small page
+  // each, closed and opened again; the open rebuilds the block index and
+  // the segment log's live bytes from RocksDB.
+  if (args.startup_blocks > 0) {
+    constexpr absl::string_view kPhase = "start-up";
+    storage::TieredStoreOptions o;
+    o.data_dir = dir + "/db-startup";
+    o.memory_bytes = 64 << 20;
+    o.maintenance_interval_ms = 0;
+    const std::string small = MakePage(256, 7);
+    {
+      auto store = storage::TieredStore::Open(o);
+      if (!store.ok()) return fail(kPhase, "open " + o.data_dir, store.status());
+      for (int i = 0; i < args.startup_blocks; ++i) {
+        auto r = (*store)->PutPage({"bench", KeyOf(2u << 24 | uint32_t(i)), 0, 1, "geo", small});
+        if (!r.ok()) return fail(kPhase, absl::StrCat("put block ", i), r.status());
+      }
+    }
+    const auto t0 = Clock::now();
+    auto store = storage::TieredStore::Open(o);
+    if (!store.ok()) return fail(kPhase, "reopen " + o.data_dir, store.status());
+    const double t_open = Seconds(t0);
+    const uint64_t blocks = (*store)->Stats().blocks;
+    if (blocks != uint64_t(args.startup_blocks)) {
+      return Fail(absl::StrCat(kPhase, ": reopened with ", blocks, " blocks, wrote ",
+                               args.startup_blocks));
+    }
+    report.Add({{"open_seconds"}, {"-"}, {t_open, 3}, {"blocks"}, {double(blocks), 0},
+                {t_open / (double(blocks) / 1e6), 3}});
   }
 
   if (format == Format::kTable) {

@@ -39,6 +39,7 @@ struct BenchStorageArgs {
   int page_kib = 256;
   int pages = 512;
   int memory_mib = 256;  // DRAM budget of the sustained-write run
+  int startup_blocks = 0;  // > 0: time a store's open with this many blocks stored
   std::string dir;       // RocksDB directory; empty = a temporary one
   std::string format = "table";
 };

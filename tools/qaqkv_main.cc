@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
   bs->add_option("--pages", bench_storage.pages, "pages per measurement")->default_val(512);
   bs->add_option("--memory-mib", bench_storage.memory_mib, "DRAM budget of the sustained-write run")
       ->default_val(256);
+  bs->add_option("--startup-blocks", bench_storage.startup_blocks,
+                 "also store this many one-page blocks and time the store's open (0: skip)")
+      ->default_val(0);
   bs->add_option("--dir", bench_storage.dir, "directory for RocksDB (default: a temporary one)");
   bs->add_option("--format", bench_storage.format, "table, csv or json")->default_val("table");
 
