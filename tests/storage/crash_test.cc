@@ -47,14 +47,20 @@ struct Ack {
   uint32_t round, index, layer;
 };
 
-// Page bytes in segment files (the default) or in RocksDB: set by each
-// test before it forks, so the writer and the checker agree.
-bool separate_pages = true;
+// Where page bytes go (segment files, the default, or RocksDB) and whether
+// each write is fsynced: set by each test before it forks, so the writer
+// and the checker agree.
+struct Mode {
+  bool separate_pages;
+  bool sync;
+};
+Mode mode = {true, false};
 
 TieredStoreOptions Options(const std::string& dir) {
   TieredStoreOptions o;
   o.data_dir = dir;
-  o.separate_pages = separate_pages;
+  o.separate_pages = mode.separate_pages;
+  o.sync = mode.sync;
   o.memory_bytes = 16 << 20;
   o.dram_shards = 4;
   return o;
@@ -85,9 +91,9 @@ TieredStoreOptions Options(const std::string& dir) {
   _exit(0);
 }
 
-class CrashTest : public testing::TestWithParam<bool> {
+class CrashTest : public testing::TestWithParam<Mode> {
  protected:
-  void SetUp() override { separate_pages = GetParam(); }
+  void SetUp() override { mode = GetParam(); }
 };
 
 TEST_P(CrashTest, SigkillLosesNoAcknowledgedPage) {
@@ -184,9 +190,11 @@ TEST_P(CrashTest, SigkillLosesNoAcknowledgedPage) {
   fs::remove_all(dir, ec);
 }
 
-INSTANTIATE_TEST_SUITE_P(PageBytes, CrashTest, testing::Values(true, false),
-                         [](const testing::TestParamInfo<bool>& p) {
-                           return p.param ? "InSegments" : "InRocksDb";
+INSTANTIATE_TEST_SUITE_P(Modes, CrashTest,
+                         testing::Values(Mode{true, false}, Mode{false, false}, Mode{true, true}),
+                         [](const testing::TestParamInfo<Mode>& p) {
+                           return std::string(p.param.separate_pages ? "InSegments" : "InRocksDb") +
+                                  (p.param.sync ? "Fsync" : "");
                          });
 
 }  // namespace
