@@ -10,11 +10,17 @@
 #ifndef QAQKV_BASE_MUTEX_H_
 #define QAQKV_BASE_MUTEX_H_
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <mutex>
+#include <string_view>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/hash/hash.h"
 #include "absl/synchronization/mutex.h"
 
 namespace qaqkv::base {
@@ -77,6 +83,43 @@ class CondVar {
 
  private:
   std::condition_variable cv_;
+};
+
+// N mutexes chosen by a key's hash: per-key serialization (a block's
+// read-modify-write, a page's location change) without a lock per key.
+// Two keys may share a stripe, so a holder must not wait for another key's
+// stripe while holding one, except through Locks, which takes them in
+// order.
+template <size_t N>
+class StripedMutex {
+ public:
+  static size_t IndexOf(std::string_view key) { return absl::HashOf(key) % N; }
+  Mutex& For(std::string_view key) { return stripes_[IndexOf(key)]; }
+
+  // The stripes of several keys, locked in index order (so two holders
+  // cannot deadlock) and released when it goes. The set is only known at
+  // run time, hence no static lock annotations.
+  class Locks {
+   public:
+    Locks(StripedMutex& striped, std::vector<size_t> which) ABSL_NO_THREAD_SAFETY_ANALYSIS
+        : striped_(striped), which_(std::move(which)) {
+      std::sort(which_.begin(), which_.end());
+      which_.erase(std::unique(which_.begin(), which_.end()), which_.end());
+      for (size_t i : which_) striped_.stripes_[i].Lock();
+    }
+    ~Locks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      for (auto it = which_.rbegin(); it != which_.rend(); ++it) striped_.stripes_[*it].Unlock();
+    }
+    Locks(const Locks&) = delete;
+    Locks& operator=(const Locks&) = delete;
+
+   private:
+    StripedMutex& striped_;
+    std::vector<size_t> which_;  // IndexOf of each key
+  };
+
+ private:
+  std::array<Mutex, N> stripes_;
 };
 
 // Debian's abseil is built with Mutex deadlock detection on, which records

@@ -36,6 +36,10 @@ void RecordBatch::PutPage(std::string_view key, std::string_view page) {
   mutations_.push_back({Column::kPages, Keep(std::string(key)), page, false});
 }
 
+void RecordBatch::PutNewPage(std::string_view key, std::string_view page) {
+  mutations_.push_back({Column::kPages, Keep(std::string(key)), page, false, /*absent=*/true});
+}
+
 void RecordBatch::ErasePage(std::string_view key) {
   mutations_.push_back({Column::kPages, Keep(std::string(key)), {}, true});
 }

@@ -41,6 +41,9 @@ class RecordBatch {
   // Page writes of a home tier in the record database. `page` is not
   // copied: it must stay valid until Commit returns.
   void PutPage(std::string_view key, std::string_view page);
+  // PutPage of a page the caller knows is not stored (its block's record
+  // lacks the layer): no previous copy is looked up.
+  void PutNewPage(std::string_view key, std::string_view page);
   void ErasePage(std::string_view key);
 
   bool empty() const { return mutations_.empty(); }

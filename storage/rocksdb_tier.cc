@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -150,36 +149,6 @@ rocksdb::ColumnFamilyHandle* RocksDbTier::Handle(Column c) const {
   return handles_[static_cast<size_t>(c)];
 }
 
-namespace {
-
-// The stripes of a batch's page keys, locked in index order (so two batches
-// cannot deadlock) and released when it goes. The set is only known at run
-// time, hence no static lock annotations.
-class StripeLocks {
- public:
-  StripeLocks(std::array<base::Mutex, 64>& stripes, std::vector<size_t> which)
-      ABSL_NO_THREAD_SAFETY_ANALYSIS : stripes_(stripes), which_(std::move(which)) {
-    std::sort(which_.begin(), which_.end());
-    which_.erase(std::unique(which_.begin(), which_.end()), which_.end());
-    for (size_t i : which_) stripes_[i].Lock();
-  }
-  ~StripeLocks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    for (auto it = which_.rbegin(); it != which_.rend(); ++it) stripes_[*it].Unlock();
-  }
-  StripeLocks(const StripeLocks&) = delete;
-  StripeLocks& operator=(const StripeLocks&) = delete;
-
- private:
-  std::array<base::Mutex, 64>& stripes_;
-  std::vector<size_t> which_;
-};
-
-size_t StripeIndex(std::string_view key) { return std::hash<std::string_view>()(key) % 64; }
-
-}  // namespace
-
-base::Mutex& RocksDbTier::StripeOf(std::string_view key) { return stripes_[StripeIndex(key)]; }
-
 absl::Status RocksDbTier::PutPage(std::string_view key, std::string_view page) {
   if (!PageChecksumOk(page)) {
     return absl::InvalidArgumentError("page: checksum does not match its contents");
@@ -235,9 +204,9 @@ absl::Status RocksDbTier::Write(const std::vector<Mutation>& batch) {
 absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
   std::vector<size_t> which;
   for (const Mutation& m : batch) {
-    if (m.column == Column::kPages) which.push_back(StripeIndex(m.key));
+    if (m.column == Column::kPages) which.push_back(decltype(stripes_)::IndexOf(m.key));
   }
-  StripeLocks locks(stripes_, std::move(which));
+  decltype(stripes_)::Locks locks(stripes_, std::move(which));
   // Each page's bytes go to the log first; the batch then records their
   // locations. The locations it replaces or erases are released once it is
   // written, the new ones if it is not.
@@ -248,12 +217,14 @@ absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
   absl::Status st;
   for (Mutation& m : out) {
     if (m.column != Column::kPages) continue;
-    absl::StatusOr<std::string> prev = GetFromDb(Column::kPages, m.key);
-    if (prev.ok()) {
-      if (auto loc = SegmentLocation::Decode(*prev)) replaced.emplace_back(*loc, m.key.size());
-    } else if (prev.status().code() != absl::StatusCode::kNotFound) {
-      st = prev.status();
-      break;
+    if (!m.absent) {
+      absl::StatusOr<std::string> prev = GetFromDb(Column::kPages, m.key);
+      if (prev.ok()) {
+        if (auto loc = SegmentLocation::Decode(*prev)) replaced.emplace_back(*loc, m.key.size());
+      } else if (prev.status().code() != absl::StatusCode::kNotFound) {
+        st = prev.status();
+        break;
+      }
     }
     if (m.erase || !options_.separate_pages) continue;
     absl::StatusOr<SegmentLocation> loc = log_->Append(m.key, m.value);
@@ -404,7 +375,7 @@ absl::Status RocksDbTier::CollectSegments() {
     return true;
   }));
   for (const auto& [key, loc] : moves) {
-    base::MutexLock lock(&StripeOf(key));
+    base::MutexLock lock(&stripes_.For(key));
     absl::StatusOr<std::string> now = GetFromDb(Column::kPages, key);
     if (now.status().code() == absl::StatusCode::kNotFound) continue;  // deleted meanwhile
     QAQKV_RETURN_IF_ERROR(now.status());

@@ -27,7 +27,6 @@
 #ifndef QAQKV_STORAGE_ROCKSDB_TIER_H_
 #define QAQKV_STORAGE_ROCKSDB_TIER_H_
 
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -76,6 +75,11 @@ struct Mutation {
   std::string_view key;
   std::string_view value;
   bool erase = false;
+  // The caller knows `key` holds nothing now (a page its block's record
+  // does not list), so a separated page put need not look up a previous
+  // location to release. Wrong only costs space: bytes it did replace
+  // would stay counted live.
+  bool absent = false;
 };
 
 struct RocksDbTierStats {
@@ -152,7 +156,6 @@ class RocksDbTier {
   absl::Status WriteSeparated(const std::vector<Mutation>& batch);
   void WakeCollector();
   void CollectorLoop();
-  base::Mutex& StripeOf(std::string_view key);
 
   RocksDbTierOptions options_;
   std::unique_ptr<rocksdb::Env> env_;  // in-memory mode only; outlives db_
@@ -163,7 +166,7 @@ class RocksDbTier {
   // "read old location, append, record new location" (puts, deletes, the
   // collector's moves) from interleaving with another on the same key.
   std::unique_ptr<SegmentLog> log_;
-  std::array<base::Mutex, 64> stripes_;
+  base::StripedMutex<64> stripes_;
   base::Mutex collector_mu_;
   base::CondVar collector_cv_;
   bool collector_stop_ ABSL_GUARDED_BY(collector_mu_) = false;
