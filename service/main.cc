@@ -38,6 +38,7 @@ struct Flags {
   bool memory_only = false;
   bool sync = false;
   bool separate_pages = true;
+  std::string write_back_bytes = "0";
   std::string auth_tokens;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
@@ -78,6 +79,12 @@ void DefineFlags(CLI::App& app, Flags& f) {
                "page bytes in segment files beside RocksDB, which keeps their locations "
                "(false: in RocksDB itself); pages stored either way stay readable")
       ->check(TrueFalse())
+      ->capture_default_str();
+  app.add_option("--write-back-bytes", f.write_back_bytes,
+                 "write-back: acknowledge a page once in memory and write it to disk in the "
+                 "background, with at most this many bytes unwritten (what a crash can lose; "
+                 "at most a quarter of --memory-bytes, taken out of it); 0: acknowledge once written")
+      ->check(ByteSize())
       ->capture_default_str();
   app.add_option("--auth-tokens", f.auth_tokens,
                  "file of `<token> <tenant>` lines; without it the server is single-tenant");
@@ -149,6 +156,15 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   if (*drain < absl::ZeroDuration()) return absl::InvalidArgumentError("--drain-timeout: negative");
   o.store.memory_bytes = memory_bytes;
   o.store.disk_bytes = *ParseByteSize(f.disk_bytes);
+  o.store.write_back_bytes = *ParseByteSize(f.write_back_bytes);
+  if (o.store.write_back_bytes > 0 && f.memory_only) {
+    return absl::InvalidArgumentError(
+        "--write-back-bytes: needs a disk to write back to (not with --memory-only)");
+  }
+  if (o.store.write_back_bytes > memory_bytes / 4) {
+    return absl::InvalidArgumentError(
+        "--write-back-bytes: at most a quarter of --memory-bytes (it comes out of it)");
+  }
   o.store.tenant_quota_bytes = *ParseByteSize(f.tenant_quota_bytes);
   o.store.block_ttl_ms = f.block_ttl_ms;
   o.store.abandoned_block_ms = f.abandoned_block_ms;

@@ -254,7 +254,7 @@ absl::Status Server::Shutdown(absl::Duration drain) {
   }
   // Every stream has finished (or was cancelled), so no write is queued.
   impl_->store_writers.reset();
-  absl::Status flushed = impl_->store->records().Flush();
+  absl::Status flushed = impl_->store->Flush();  // write-back's pages too
   impl_->grpc_server.reset();
   impl_->service.reset();
   impl_->store.reset();

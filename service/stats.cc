@@ -92,6 +92,17 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
       {"qaqkv_segment_collector_copied_bytes_total", "counter",
        "Live page bytes the collector copied out of sparse segments (its write amplification).",
        stats.segment_bytes_copied},
+      {"qaqkv_write_back_limit_bytes", "gauge",
+       "Write-back: acknowledged page bytes allowed to wait unwritten (0: write-back off).",
+       stats.write_back_limit_bytes},
+      {"qaqkv_write_back_dirty_bytes", "gauge",
+       "Write-back: acknowledged page bytes not yet written to disk (what a crash would lose).",
+       stats.write_back_dirty_bytes},
+      {"qaqkv_write_back_pages_written_total", "counter",
+       "Write-back: queued pages the background writer stored.", stats.write_back_written_pages},
+      {"qaqkv_write_back_stalls_total", "counter",
+       "Write-back: puts that waited for room among the unwritten bytes.",
+       stats.write_back_stalls},
   };
   for (const Plain& p : disk) {
     AppendFamily(out, p.name, p.type, p.help);

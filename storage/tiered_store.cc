@@ -9,6 +9,7 @@
 #include "base/status_macros.h"
 #include "base/strings.h"
 #include "kernels/checksum.h"
+#include "storage/internal/write_back_queue.h"
 
 namespace qaqkv::storage {
 namespace {
@@ -43,6 +44,20 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   if (!options.memory_only && options.data_dir.empty()) {
     return absl::InvalidArgumentError("store.data_dir: empty (or choose memory_only)");
   }
+  if (options.write_back_bytes > 0) {
+    // Unwritten pages are held beside the DRAM tier's copies (which it may
+    // evict), so they come out of the same budget.
+    if (options.memory_only) {
+      return absl::InvalidArgumentError(
+          "store.write_back_bytes: needs a disk to write back to (not memory_only)");
+    }
+    if (options.write_back_bytes > options.memory_bytes / 4) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "store.write_back_bytes: ", options.write_back_bytes,
+          " is more than a quarter of memory_bytes (", options.memory_bytes, ")"));
+    }
+    dram_bytes -= options.write_back_bytes;
+  }
   QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbTier> records, RocksDbTier::Open(disk_options));
   QAQKV_ASSIGN_OR_RETURN(std::unique_ptr<DramTier> dram,
                          DramTier::Create({dram_bytes, options.dram_shards}));
@@ -66,6 +81,11 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
     TieredStore* self = store.get();
     store->maintenance_ = std::thread([self] { self->MaintenanceLoop(); });
   }
+  if (options.write_back_bytes > 0) {
+    store->write_back_ = std::make_unique<internal::WriteBackQueue>(options.write_back_bytes);
+    TieredStore* self = store.get();
+    store->write_back_thread_ = std::thread([self] { self->WriteBackLoop(); });
+  }
   return store;
 }
 
@@ -83,6 +103,69 @@ TieredStore::~TieredStore() {
   }
   stop_cv_.SignalAll();
   if (maintenance_.joinable()) maintenance_.join();
+  // What write-back still holds is written before the database closes.
+  if (write_back_ != nullptr) {
+    write_back_->Close();
+    if (write_back_thread_.joinable()) write_back_thread_.join();
+  }
+}
+
+absl::Status TieredStore::Flush() {
+  if (write_back_ != nullptr) QAQKV_RETURN_IF_ERROR(write_back_->WaitDrained());
+  return records_->Flush();
+}
+
+absl::Status TieredStore::WriteBackBlockLocked(std::string_view record_key) {
+  const std::vector<internal::WriteBackEntry> entries = write_back_->BlockEntries(record_key);
+  if (entries.empty()) return absl::OkStatus();
+  // In arrival order, each page with the record as it stood after it: the
+  // last record written is the newest, and a crash within the batch leaves
+  // nothing of it (one atomic batch).
+  RecordBatch batch;
+  for (const internal::WriteBackEntry& e : entries) {
+    batch.PutNewPage(e.page_key, *e.page);  // queued pages were never stored
+    batch.PutBlock(e.record_key, e.record);
+  }
+  QAQKV_RETURN_IF_ERROR(metadata_.Commit(batch));
+  for (const internal::WriteBackEntry& e : entries) {
+    write_back_->Remove(e.page_key, e.seq, /*written=*/true);
+  }
+  return absl::OkStatus();
+}
+
+void TieredStore::WriteBackLoop() {
+  int failures = 0;
+  while (std::optional<internal::WriteBackEntry> oldest = write_back_->WaitOldest()) {
+    absl::Status st;
+    {
+      base::MutexLock lock(&stripes_.For(oldest->record_key));
+      st = WriteBackBlockLocked(oldest->record_key);
+    }
+    if (st.ok()) {
+      failures = 0;
+      continue;
+    }
+    // Acknowledged pages stay queued (and readable) and are retried; puts
+    // get the error instead of waiting for room meanwhile.
+    write_back_->SetWriteError(st);
+    BackgroundError("write-back of a block", st);
+    ++failures;
+    bool closing = false;
+    {
+      base::MutexLock lock(&stop_mu_);
+      closing = stopping_;
+    }
+    if (closing && failures >= 3) {
+      // Shutting down and the disk refuses: what is left cannot be kept.
+      base::LogError("write-back: pages lost at shutdown, the disk refused them",
+                     {{"component", "storage"},
+                      {"pages", absl::StrCat(write_back_->Stats().dirty_pages)},
+                      {"error", st.ToString()}});
+      write_back_->DropBlock(oldest->record_key);
+      continue;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(1000, 50 << std::min(failures, 5))));
+  }
 }
 
 void TieredStore::MaintenanceLoop() {
@@ -142,6 +225,14 @@ StoreStats TieredStore::Stats() const {
   s.segment_live_bytes = db.segment_live_bytes;
   s.segments_collected = db.collected_segments;
   s.segment_bytes_copied = db.collector_copied_bytes;
+  if (write_back_ != nullptr) {
+    const internal::WriteBackStats wb = write_back_->Stats();
+    s.write_back_limit_bytes = write_back_->limit();
+    s.write_back_dirty_bytes = wb.dirty_bytes;
+    s.write_back_dirty_pages = wb.dirty_pages;
+    s.write_back_written_pages = wb.written_pages;
+    s.write_back_stalls = wb.stalls;
+  }
   s.background_errors = background_errors_.load(std::memory_order_relaxed);
   return s;
 }
@@ -149,10 +240,6 @@ StoreStats TieredStore::Stats() const {
 uint64_t TieredStore::TotalBytes() const {
   base::MutexLock lock(&index_mu_);
   return total_bytes_;
-}
-
-base::Mutex& TieredStore::StripeFor(std::string_view record_key) {
-  return stripes_[absl::HashOf(record_key) % kStripes];
 }
 
 void TieredStore::AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks) {
@@ -181,8 +268,11 @@ TenantUsage TieredStore::Usage(std::string_view tenant) const {
 
 absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
   std::vector<std::string> evicted;
-  bool no_room = false;
-  absl::StatusOr<PutPageResult> result = PutPageLocked(req, &evicted, &no_room);
+  bool no_room = false, queued = false;
+  // Write-back: room among the unwritten bytes first, waiting for the
+  // writer if need be; never under a block's lock, which the writer takes.
+  if (write_back_ != nullptr) QAQKV_RETURN_IF_ERROR(write_back_->Reserve(req.page.size()));
+  absl::StatusOr<PutPageResult> result = PutPageLocked(req, &evicted, &no_room, &queued);
   // Concurrent writers can fill the room this write's eviction made before
   // it takes its block's lock: evict again (no lock held) and retry, a few
   // times; a budget that live sessions really fill stays refused.
@@ -191,8 +281,9 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
     EvictTo(options_.disk_bytes - std::min(headroom, options_.disk_bytes),
             BlockRecordKey(req.tenant, req.block));
     no_room = false;
-    result = PutPageLocked(req, &evicted, &no_room);
+    result = PutPageLocked(req, &evicted, &no_room, &queued);
   }
+  if (write_back_ != nullptr && !queued) write_back_->Unreserve(req.page.size());
   // Memory-only: the DRAM tier holds the only copy of a page, so a block
   // that lost a page to eviction is incomplete and goes as a whole. Done
   // here, with no block lock held (deleting takes the victim's lock).
@@ -208,7 +299,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
 
 absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& req,
                                                          std::vector<std::string>* evicted,
-                                                         bool* no_room) {
+                                                         bool* no_room, bool* queued) {
   QAQKV_RETURN_IF_ERROR(ValidateTenant(req.tenant));
   if (req.num_layers == 0 || req.num_layers > limits::kMaxLayers) {
     return absl::InvalidArgumentError(
@@ -235,7 +326,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
       EvictTo(options_.disk_bytes - std::min(headroom, options_.disk_bytes), record_key);
     }
   }
-  base::MutexLock lock(&StripeFor(record_key));
+  base::MutexLock lock(&stripes_.For(record_key));
 
   // The index changes only under this block's lock, held here: the record
   // read now is the one this write replaces.
@@ -281,10 +372,14 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
                           ? req.owned
                           : std::make_shared<const std::string>(req.page);
   absl::Status stored;
-  if (home().InRecordDatabase()) {
+  if (write_back_ != nullptr) {
+    // Acknowledged from memory; the writer stores page and record later.
+    write_back_->Add(page_key, record_key, buffer, record);
+    *queued = true;
+  } else if (home().InRecordDatabase()) {
     // Page and record in one WAL record: a crash leaves both or neither.
     RecordBatch batch;
-    batch.PutPage(page_key, req.page);
+    batch.PutNewPage(page_key, req.page);  // the record lacked the layer
     batch.PutBlock(record_key, record);
     stored = metadata_.Commit(batch);
   } else {
@@ -359,6 +454,11 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
       it->second.access_dirty = !options_.memory_only;
     }
   }
+  if (write_back_ != nullptr) {
+    // Unwritten pages are read from the queue: the DRAM tier may have
+    // evicted its copy, and the disk does not have one yet.
+    if (PageBuffer queued = write_back_->Find(page_key)) return queued;
+  }
   for (size_t i = 0; i < tiers_.size(); ++i) {
     absl::StatusOr<PageBuffer> page = tiers_[i]->Get(page_key);
     if (absl::IsNotFound(page.status())) continue;
@@ -398,7 +498,7 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
   QAQKV_ASSIGN_OR_RETURN(const ParsedBlockRecordKey parsed, ParseBlockRecordKey(record_key));
   const std::string_view tenant = parsed.tenant;
   const BlockKey& block = parsed.block;
-  base::MutexLock lock(&StripeFor(record_key));
+  base::MutexLock lock(&stripes_.For(record_key));
   auto record = IndexedRecord(record_key);
   if (!record.has_value()) return absl::NotFoundError("block: not found");
   std::vector<std::string> page_keys;
@@ -409,6 +509,7 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) 
   RecordBatch erase_record;
   if (!options_.memory_only) erase_record.EraseBlock(record_key);
   QAQKV_RETURN_IF_ERROR(ErasePages(page_keys, std::move(erase_record)));
+  if (write_back_ != nullptr) write_back_->DropBlock(record_key);  // never to be written
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
   base::MutexLock index_lock(&index_mu_);
   if (auto it = index_.find(AsAbsl(record_key)); it != index_.end()) {
@@ -422,12 +523,15 @@ absl::Status TieredStore::RevertPage(std::string_view tenant, const BlockKey& bl
                                      uint32_t layer, uint64_t bytes) {
   QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
   const std::string record_key = BlockRecordKey(tenant, block);
-  base::MutexLock lock(&StripeFor(record_key));
+  base::MutexLock lock(&stripes_.For(record_key));
   std::optional<BlockRecord> record = IndexedRecord(record_key);
   if (!record.has_value() || record->committed || layer >= record->num_layers ||
       !record->HasLayer(layer) || bytes > record->bytes) {
     return absl::OkStatus();
   }
+  // The record written below must name only stored pages: store the
+  // block's queued ones first.
+  if (write_back_ != nullptr) QAQKV_RETURN_IF_ERROR(WriteBackBlockLocked(record_key));
   record->ClearLayer(layer);
   record->bytes -= bytes;
   const bool last = record->LayersPresent() == 0;
@@ -522,7 +626,9 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
                  now_ms - r.accessed_ms >= options_.block_ttl_ms) {
         stale.push_back(key);
       }
-      if (entry.access_dirty) {
+      // A block with queued pages keeps its access time in memory until
+      // they are written: the indexed record names pages not stored yet.
+      if (entry.access_dirty && (write_back_ == nullptr || !write_back_->HasBlock(key))) {
         dirty.push_back(key);
         entry.access_dirty = false;
       }
@@ -531,7 +637,7 @@ absl::StatusOr<MaintenanceReport> TieredStore::RunMaintenance(int64_t now_ms) {
   for (const std::string& key : dirty) {
     // Under the block's lock the index and the stored record agree but for
     // the access time, so the indexed record is what to write back.
-    base::MutexLock lock(&StripeFor(key));
+    base::MutexLock lock(&stripes_.For(key));
     auto record = IndexedRecord(key);
     if (!record.has_value()) continue;
     if (absl::Status s = metadata_.PutBlock(key, *record); !s.ok()) {
@@ -603,7 +709,7 @@ absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view s
   }
   if (record.ttl_ms < 0) return absl::InvalidArgumentError("ttl_ms: must be >= 0");
   const std::string key = SessionKey(tenant, session_id);
-  base::MutexLock lock(&StripeFor(key));
+  base::MutexLock lock(&stripes_.For(key));
   const int64_t now = NowMs();
   record.created_ms = now;
   if (absl::StatusOr<SessionRecord> old = metadata_.GetSession(key); old.ok()) {
@@ -619,7 +725,7 @@ absl::StatusOr<SessionRecord> TieredStore::GetSession(std::string_view tenant,
                                                       std::string_view session_id) {
   QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
   const std::string key = SessionKey(tenant, session_id);
-  base::MutexLock lock(&StripeFor(key));
+  base::MutexLock lock(&stripes_.For(key));
   const int64_t now = NowMs();
   bool expired = false;
   QAQKV_ASSIGN_OR_RETURN(SessionRecord record, ReadSession(key, now, &expired));
@@ -653,7 +759,7 @@ absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_v
 absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_view session_id) {
   QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
   const std::string key = SessionKey(tenant, session_id);
-  base::MutexLock lock(&StripeFor(key));
+  base::MutexLock lock(&stripes_.For(key));
   bool expired = false;
   QAQKV_RETURN_IF_ERROR(ReadSession(key, NowMs(), &expired).status());
   QAQKV_RETURN_IF_ERROR(metadata_.DeleteSession(key));
@@ -674,7 +780,7 @@ size_t TieredStore::WriteBackSessionAccess() {
   }
   size_t written = 0;
   for (const auto& [key, accessed] : pending) {
-    base::MutexLock lock(&StripeFor(key));
+    base::MutexLock lock(&stripes_.For(key));
     absl::StatusOr<SessionRecord> record = metadata_.GetSession(key);
     if (!record.ok()) {
       if (!absl::IsNotFound(record.status())) {
@@ -719,7 +825,7 @@ absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
   for (const std::string& key : doomed) {
     // Re-check under the session's lock: a PutSession or an access since the
     // scan may have brought it back to life.
-    base::MutexLock lock(&StripeFor(key));
+    base::MutexLock lock(&stripes_.For(key));
     bool expired = false;
     absl::StatusOr<SessionRecord> record = ReadSession(key, now_ms, &expired);
     if (absl::IsNotFound(record.status())) continue;

@@ -27,7 +27,6 @@
 #ifndef QAQKV_STORAGE_TIERED_STORE_H_
 #define QAQKV_STORAGE_TIERED_STORE_H_
 
-#include <array>
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -45,6 +44,9 @@
 #include "storage/rocksdb_tier.h"
 
 namespace qaqkv::storage {
+namespace internal {
+class WriteBackQueue;
+}  // namespace internal
 
 struct TieredStoreOptions {
   std::string data_dir;            // RocksDB directory (unused when memory_only)
@@ -53,6 +55,14 @@ struct TieredStoreOptions {
   // Page bytes in segment files, RocksDB holding their locations
   // (storage/rocksdb_tier.h); false: page bytes in RocksDB.
   bool separate_pages = true;
+  // Write-back (on disk only; 0: off). A page put is acknowledged once it
+  // is in memory and a background writer stores it; at most this many
+  // bytes of acknowledged pages wait unwritten, and a put past that waits
+  // for room. Those bytes are all a crash can lose, and never part of a
+  // block: each page is written with the block's record as it stood once
+  // that page arrived. They come out of the DRAM tier's share of
+  // memory_bytes, and may be at most a quarter of memory_bytes.
+  uint64_t write_back_bytes = 0;
   // Memory budget: the DRAM tier, and on disk also RocksDB's memtables and
   // block cache, which take min(64 MiB, memory_bytes / 8) each out of it
   // (so one number bounds the server's caches).
@@ -102,6 +112,13 @@ struct StoreStats {
   uint64_t segment_live_bytes = 0;
   uint64_t segments_collected = 0;
   uint64_t segment_bytes_copied = 0;
+  // Write-back: its limit, what waits unwritten now, and since open the
+  // pages written and the puts that waited for room.
+  uint64_t write_back_limit_bytes = 0;
+  uint64_t write_back_dirty_bytes = 0;
+  uint64_t write_back_dirty_pages = 0;
+  uint64_t write_back_written_pages = 0;
+  uint64_t write_back_stalls = 0;
 };
 
 struct MaintenanceReport {
@@ -145,6 +162,10 @@ class TieredStore final : public PageStore {
   absl::Status TouchSession(std::string_view tenant, std::string_view session_id) override;
   absl::StatusOr<size_t> ExpireSessions(int64_t now_ms) override;
 
+  // Writes out what write-back holds unwritten (waiting for it), then
+  // RocksDB's memtables: what a draining server does before it exits.
+  absl::Status Flush();
+
   // One maintenance pass at time `now_ms` (what the background thread runs).
   absl::StatusOr<MaintenanceReport> RunMaintenance(int64_t now_ms);
   // Page bytes of every tenant together.
@@ -180,14 +201,19 @@ class TieredStore final : public PageStore {
     bool access_dirty = false;  // accessed_ms not yet written back (disk only)
   };
 
-  static constexpr size_t kStripes = 64;
   // Evicts least recently used blocks (unreferenced ones first, never
   // `keep`) until the total is at most `target` bytes; returns how many.
   size_t EvictTo(uint64_t target, std::string_view keep);
   // PutPage under the block's lock; collects the DRAM keys it evicted and
   // sets `no_room` when the disk budget had no room for the page.
+  // `queued`: write-back took the page (and its reserved bytes).
   absl::StatusOr<PutPageResult> PutPageLocked(const PutPageRequest& request,
-                                              std::vector<std::string>* evicted, bool* no_room);
+                                              std::vector<std::string>* evicted, bool* no_room,
+                                              bool* queued);
+  // Write-back: stores the block's queued pages with their records, in one
+  // batch, and dequeues them. Under the block's lock.
+  absl::Status WriteBackBlockLocked(std::string_view record_key);
+  void WriteBackLoop();
   absl::Status DeleteBlockByRecordKey(const std::string& record_key);
   // A copy of the block's indexed record; nullopt when there is none.
   std::optional<BlockRecord> IndexedRecord(std::string_view record_key) const;
@@ -207,7 +233,6 @@ class TieredStore final : public PageStore {
   // Logs a failure of background work and counts it (StoreStats).
   void BackgroundError(std::string_view what, const absl::Status& status);
   void MaintenanceLoop();
-  base::Mutex& StripeFor(std::string_view record_key);
   void AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks);
   // Adds to the tenant's usage unless that would pass its quota.
   bool ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks);
@@ -227,7 +252,7 @@ class TieredStore final : public PageStore {
   std::vector<std::unique_ptr<PageTier>> tiers_;  // read order; the last is home
   size_t dram_budget_ = 0;
   // Serializes the read-modify-write of one block's record across streams.
-  std::array<base::Mutex, kStripes> stripes_;
+  base::StripedMutex<64> stripes_;
   mutable base::Mutex usage_mu_;
   absl::flat_hash_map<std::string, TenantUsage> usage_ ABSL_GUARDED_BY(usage_mu_);
   mutable base::Mutex index_mu_;
@@ -243,6 +268,11 @@ class TieredStore final : public PageStore {
   // one maintenance interval of renewal). By session key.
   mutable base::Mutex access_mu_;
   absl::flat_hash_map<std::string, int64_t> session_access_ ABSL_GUARDED_BY(access_mu_);
+
+  // Write-back only (else null): acknowledged pages not yet written, and
+  // the thread writing them.
+  std::unique_ptr<internal::WriteBackQueue> write_back_;
+  std::thread write_back_thread_;
 
   base::Mutex stop_mu_;
   base::CondVar stop_cv_;
