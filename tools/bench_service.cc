@@ -9,7 +9,14 @@
 // pages of `page_kib` each, as one PutPages/GetPages stream, or as that many
 // pipelined SET/GET commands on one hiredis connection. Each of the
 // `concurrency` threads has its own connection (its own Client).
+//
+// The disk's own pace for the same bytes runs beside them (`plain-file`):
+// each thread writes an operation's pages to its own file with write(2)
+// (puts), or preads an operation's worth of the working set from one file
+// into a buffer it reuses (gets), the page cache as the runs left it.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -326,7 +333,54 @@ int RunBenchService(const BenchServiceArgs& args) {
     return "";
   };
 
-  Report report({"op", "concurrency", "system", "MB_per_s", "p50_ms", "p99_ms", "vs_redis"});
+  // The plain-file reference: per-thread files for puts (truncated each
+  // run), and the get working set laid out in one file.
+  const std::string working_file = dir + "/plain-working";
+  {
+    const int fd = open(working_file.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    if (fd < 0) return Fail(absl::StrCat("cannot create ", working_file));
+    for (int b = 0; b < working; ++b) {
+      for (const std::string& p : pages) {
+        if (write(fd, p.data(), p.size()) != static_cast<ssize_t>(p.size())) {
+          close(fd);
+          return Fail(absl::StrCat("cannot write ", working_file));
+        }
+      }
+    }
+    close(fd);
+  }
+  auto plain_run = [&](bool is_get, int c) -> RunResult {
+    std::vector<int> fds(c, -1);
+    for (int t = 0; t < c; ++t) {
+      fds[t] = is_get ? open(working_file.c_str(), O_RDONLY)
+                      : open(absl::StrCat(dir, "/plain-", t).c_str(),
+                             O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    }
+    std::vector<std::string> bufs(c, std::string(op_bytes, '\0'));
+    RunResult r = TimedRun(c, args.seconds, op_bytes, [&](int t, uint64_t i) -> std::string {
+      if (fds[t] < 0) return "plain file: cannot open";
+      if (is_get) {
+        const uint64_t block = (i * 7919 + t * 31) % working;
+        return pread(fds[t], bufs[t].data(), op_bytes, off_t(block * op_bytes)) ==
+                       static_cast<ssize_t>(op_bytes)
+                   ? ""
+                   : "plain file: short read";
+      }
+      for (const std::string& p : pages) {
+        if (write(fds[t], p.data(), p.size()) != static_cast<ssize_t>(p.size())) {
+          return absl::StrCat("plain file: write failed: ", std::strerror(errno));
+        }
+      }
+      return "";
+    });
+    for (int fd : fds) {
+      if (fd >= 0) close(fd);
+    }
+    return r;
+  };
+
+  Report report({"op", "concurrency", "system", "MB_per_s", "p50_ms", "p99_ms", "vs_redis",
+                 "vs_plain_file"});
   std::atomic<uint64_t> put_seq{0};
   bool failed = false;
   for (const std::string& op : args.ops) {
@@ -336,8 +390,9 @@ int RunBenchService(const BenchServiceArgs& args) {
     }
     for (int c : args.concurrency) {
       std::vector<std::vector<RunResult>> ours(servers.size());
-      std::vector<RunResult> theirs;
+      std::vector<RunResult> theirs, plain;
       for (int run = 0; run < args.runs; ++run) {
+        plain.push_back(plain_run(is_get, c));
         for (size_t si = 0; si < servers.size(); ++si) {
           Server& server = servers[si];
           ours[si].push_back(TimedRun(c, args.seconds, op_bytes, [&](int t, uint64_t i) -> std::string {
@@ -372,6 +427,8 @@ int RunBenchService(const BenchServiceArgs& args) {
         }));
       }
       const RunResult b = Median(theirs);
+      const RunResult f = Median(plain);
+      auto vs = [](const RunResult& x, const RunResult& y) { return y.mbps > 0 ? x.mbps / y.mbps : 0.0; };
       for (size_t si = 0; si < servers.size(); ++si) {
         const RunResult a = Median(ours[si]);
         if (!a.error.empty()) {
@@ -380,14 +437,21 @@ int RunBenchService(const BenchServiceArgs& args) {
           failed = true;
         }
         report.Add({{std::string(op)}, {int64_t{c}}, {servers[si].name}, {a.mbps, 1},
-                    {a.p50_ms, 3}, {a.p99_ms, 3}, {b.mbps > 0 ? a.mbps / b.mbps : 0.0, 2}});
+                    {a.p50_ms, 3}, {a.p99_ms, 3}, {vs(a, b), 2}, {vs(a, f), 2}});
       }
       if (!b.error.empty()) {
         std::fprintf(stderr, "qaqkv bench service: redis %s %d: %s\n", op.c_str(), c, b.error.c_str());
         failed = true;
       }
       report.Add({{std::string(op)}, {int64_t{c}}, {std::string("redis")}, {b.mbps, 1},
-                  {b.p50_ms, 3}, {b.p99_ms, 3}, {1.0, 2}});
+                  {b.p50_ms, 3}, {b.p99_ms, 3}, {1.0, 2}, {vs(b, f), 2}});
+      if (!f.error.empty()) {
+        std::fprintf(stderr, "qaqkv bench service: plain file %s %d: %s\n", op.c_str(), c,
+                     f.error.c_str());
+        failed = true;
+      }
+      report.Add({{std::string(op)}, {int64_t{c}}, {std::string("plain-file")}, {f.mbps, 1},
+                  {f.p50_ms, 3}, {f.p99_ms, 3}, {vs(f, b), 2}, {1.0, 2}});
     }
   }
   report.Print(format);
