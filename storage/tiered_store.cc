@@ -486,6 +486,19 @@ absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,
     if (!descriptor.empty() && record->descriptor != descriptor) break;
     ++n;
   }
+  // A hit is a use: the blocks a worker was just told are there are the
+  // last the disk budget evicts (and not evicted between its Lookup and its
+  // GetPages, which EvictTo checks).
+  if (n > 0) {
+    const int64_t now = NowMs();
+    base::MutexLock index_lock(&index_mu_);
+    for (size_t i = 0; i < n; ++i) {
+      if (auto it = index_.find(AsAbsl(BlockRecordKey(tenant, chain[i]))); it != index_.end()) {
+        it->second.record.accessed_ms = now;
+        it->second.access_dirty = !options_.memory_only;
+      }
+    }
+  }
   return n;
 }
 
@@ -494,13 +507,17 @@ absl::Status TieredStore::DeleteBlock(std::string_view tenant, const BlockKey& b
   return DeleteBlockByRecordKey(BlockRecordKey(tenant, block));
 }
 
-absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key) {
+absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key,
+                                                 std::optional<int64_t> unless_used_since) {
   QAQKV_ASSIGN_OR_RETURN(const ParsedBlockRecordKey parsed, ParseBlockRecordKey(record_key));
   const std::string_view tenant = parsed.tenant;
   const BlockKey& block = parsed.block;
   base::MutexLock lock(&stripes_.For(record_key));
   auto record = IndexedRecord(record_key);
   if (!record.has_value()) return absl::NotFoundError("block: not found");
+  if (unless_used_since.has_value() && record->accessed_ms != *unless_used_since) {
+    return absl::FailedPreconditionError("block: used since it was chosen for eviction");
+  }
   std::vector<std::string> page_keys;
   for (uint32_t layer = 0; layer < record->num_layers; ++layer) {
     if (record->HasLayer(layer)) page_keys.push_back(PageKey(tenant, block, layer));
@@ -602,7 +619,7 @@ size_t TieredStore::EvictTo(uint64_t target, std::string_view keep) {
   size_t evicted = 0;
   for (const Candidate& c : order) {
     if (TotalBytes() <= target) break;
-    if (DeleteBlockByRecordKey(c.key).ok()) ++evicted;
+    if (DeleteBlockByRecordKey(c.key, c.accessed_ms).ok()) ++evicted;
   }
   blocks_evicted_.fetch_add(evicted, std::memory_order_relaxed);
   return evicted;

@@ -214,7 +214,11 @@ class TieredStore final : public PageStore {
   // batch, and dequeues them. Under the block's lock.
   absl::Status WriteBackBlockLocked(std::string_view record_key);
   void WriteBackLoop();
-  absl::Status DeleteBlockByRecordKey(const std::string& record_key);
+  // With `unless_used_since`: only if the block's access time is still
+  // that (eviction's snapshot), else kFailedPrecondition: a block read or
+  // looked up since the eviction order was drawn up is not evicted.
+  absl::Status DeleteBlockByRecordKey(const std::string& record_key,
+                                      std::optional<int64_t> unless_used_since = std::nullopt);
   // A copy of the block's indexed record; nullopt when there is none.
   std::optional<BlockRecord> IndexedRecord(std::string_view record_key) const;
   // Record keys of the blocks that sessions alive at `now_ms` reference.

@@ -491,6 +491,25 @@ TEST(TieredStoreBudgetTest, EvictsLeastRecentlyUsedWholeBlocks) {
   }
 }
 
+// A Lookup hit is a use: the blocks a worker was just told are there go
+// after those nobody asked for, so its GetPages still finds them.
+TEST(TieredStoreBudgetTest, LookupHitsAreUsesForEviction) {
+  TempDir dir;
+  const std::string p = FakePage(10000, 21);
+  auto s = OpenWith(dir.path(), 3 * p.size());
+  for (uint8_t b = 1; b <= 3; ++b) {
+    ASSERT_TRUE(s->PutPage(Req("t", b, 0, 1, p)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const BlockKey chain[] = {Block(1)};
+  ASSERT_EQ(*s->Lookup("t", chain), 1u);  // block 1, the oldest, is wanted
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(s->PutPage(Req("t", 4, 0, 1, p)).ok());
+  EXPECT_TRUE(s->GetPage("t", Block(1), 0).ok());
+  EXPECT_EQ(s->GetBlock("t", Block(2)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->GetBlock("t", Block(3)).ok());
+}
+
 TEST(TieredStoreBudgetTest, SessionBlocksGoLastAndOversizedPagesAreRejected) {
   TempDir dir;
   const std::string p = FakePage(10000, 21);
