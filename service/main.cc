@@ -39,6 +39,7 @@ struct Flags {
   bool sync = false;
   bool separate_pages = true;
   std::string write_back_bytes = "0";
+  std::string min_free_disk_bytes = "256MiB";
   std::string auth_tokens;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
@@ -84,6 +85,11 @@ void DefineFlags(CLI::App& app, Flags& f) {
                  "write-back: acknowledge a page once in memory and write it to disk in the "
                  "background, with at most this many bytes unwritten (what a crash can lose; "
                  "at most a quarter of --memory-bytes, taken out of it); 0: acknowledge once written")
+      ->check(ByteSize())
+      ->capture_default_str();
+  app.add_option("--min-free-disk-bytes", f.min_free_disk_bytes,
+                 "below this much free space on the data directory's filesystem, page puts are "
+                 "refused and the server reports not ready (0: no floor)")
       ->check(ByteSize())
       ->capture_default_str();
   app.add_option("--auth-tokens", f.auth_tokens,
@@ -157,6 +163,7 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   o.store.memory_bytes = memory_bytes;
   o.store.disk_bytes = *ParseByteSize(f.disk_bytes);
   o.store.write_back_bytes = *ParseByteSize(f.write_back_bytes);
+  o.store.min_free_disk_bytes = *ParseByteSize(f.min_free_disk_bytes);
   if (o.store.write_back_bytes > 0 && f.memory_only) {
     return absl::InvalidArgumentError(
         "--write-back-bytes: needs a disk to write back to (not with --memory-only)");

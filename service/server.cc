@@ -17,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/file.h"
+#include "base/log.h"
+#include "base/mutex.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "httplib.h"
@@ -115,6 +117,55 @@ class Server::Impl {
   int metrics_port = 0;
   std::atomic<bool> shut_down{false};
 
+  // Readiness: serving, and the disk takes writes (TieredStore::DiskHealth),
+  // checked every 2 s by `ready_thread`. Liveness is only "not draining":
+  // a full disk must take the server out of rotation, not restart it.
+  base::Mutex ready_mu;
+  base::CondVar ready_cv;
+  bool ready_stop ABSL_GUARDED_BY(ready_mu) = false;
+  absl::Status not_ready ABSL_GUARDED_BY(ready_mu);
+  std::thread ready_thread;
+
+  absl::Status NotReady() {
+    if (shut_down.load()) return absl::UnavailableError("draining");
+    base::MutexLock lock(&ready_mu);
+    return not_ready;
+  }
+
+  void CheckReadiness() {
+    const absl::Status disk = store->DiskHealth();
+    bool changed = false;
+    {
+      base::MutexLock lock(&ready_mu);
+      changed = disk.ok() != not_ready.ok();
+      not_ready = disk;
+    }
+    if (shut_down.load()) return;
+    grpc_server->GetHealthCheckService()->SetServingStatus(kHealthServiceName, disk.ok());
+    if (!changed) return;
+    if (disk.ok()) {
+      base::LogInfo("ready again: the disk takes writes", {{"component", "server"}});
+    } else {
+      base::LogWarning("not ready: the disk does not take writes",
+                       {{"component", "server"}, {"error", disk.ToString()}});
+    }
+  }
+
+  void ReadinessLoop() {
+    for (;;) {
+      {
+        base::MutexLock lock(&ready_mu);
+        if (ready_cv.WaitFor(&ready_mu, std::chrono::seconds(2), [this] {
+              ready_mu.AssertHeld();
+              return ready_stop;
+            })) {
+          return;
+        }
+      }
+      CheckReadiness();
+    }
+  }
+
   std::string RenderMetrics() {
     return metrics.Render([this](std::string& out) {
       std::vector<std::pair<std::string, storage::TenantUsage>> tenants;
@@ -123,6 +174,7 @@ class Server::Impl {
         tenants.emplace_back(t, store->Usage(t));
       }
       RenderStoreMetrics(store->Stats(), tenants, out);
+      RenderReadiness(NotReady().ok(), out);
     });
   }
 
@@ -145,6 +197,12 @@ class Server::Impl {
     http->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
       res.status = shut_down.load() ? 503 : 200;
       res.set_content(shut_down.load() ? "draining\n" : "ok\n", "text/plain");
+    });
+    // Readiness: /healthz's, and the disk takes writes.
+    http->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      const absl::Status why = NotReady();
+      res.status = why.ok() ? 200 : 503;
+      res.set_content(why.ok() ? "ok\n" : absl::StrCat(why.message(), "\n"), "text/plain");
     });
     metrics_port = bind_port == 0 ? http->bind_to_any_port(host)
                                   : (http->bind_to_port(host, bind_port) ? bind_port : -1);
@@ -222,15 +280,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   grpc::HealthCheckServiceInterface* health = impl->grpc_server->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(kHealthServiceName, true);
+  impl->CheckReadiness();  // before the first probe can come
   if (absl::Status s = impl->StartMetrics(); !s.ok()) {
     impl->grpc_server->Shutdown();
     return s;
   }
+  Impl* raw = impl.get();
+  impl->ready_thread = std::thread([raw] { raw->ReadinessLoop(); });
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
 absl::Status Server::Shutdown(absl::Duration drain) {
   if (impl_ == nullptr || impl_->shut_down.exchange(true)) return absl::OkStatus();
+  if (impl_->ready_thread.joinable()) {
+    {
+      base::MutexLock lock(&impl_->ready_mu);
+      impl_->ready_stop = true;
+    }
+    impl_->ready_cv.SignalAll();
+    impl_->ready_thread.join();
+  }
   if (impl_->grpc_server) {
     // Health answers NOT_SERVING and new calls UNAVAILABLE while the streams
     // in flight finish (for up to `drain`), so load balancers and clients

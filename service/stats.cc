@@ -92,6 +92,20 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
       {"qaqkv_segment_collector_copied_bytes_total", "counter",
        "Live page bytes the collector copied out of sparse segments (its write amplification).",
        stats.segment_bytes_copied},
+      {"qaqkv_data_dir_bytes", "gauge",
+       "Bytes the data directory's files take on disk (WAL, SSTs, blob files, segments, "
+       "garbage included): what the volume must hold.",
+       stats.data_dir_bytes},
+      {"qaqkv_wal_bytes", "gauge", "Bytes of RocksDB's write-ahead logs.", stats.wal_bytes},
+      {"qaqkv_blob_garbage_bytes", "gauge",
+       "Bytes of RocksDB blob files no page references (pages stored without "
+       "--separate-pages), until blob garbage collection reclaims them.",
+       stats.blob_garbage_bytes},
+      {"qaqkv_filesystem_free_bytes", "gauge",
+       "Free bytes on the data directory's filesystem (for unprivileged users).",
+       stats.fs_free_bytes},
+      {"qaqkv_filesystem_size_bytes", "gauge", "Size of the data directory's filesystem.",
+       stats.fs_size_bytes},
       {"qaqkv_write_back_limit_bytes", "gauge",
        "Write-back: acknowledged page bytes allowed to wait unwritten (0: write-back off).",
        stats.write_back_limit_bytes},
@@ -124,6 +138,12 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
     AppendSample(out, "qaqkv_tenant_blocks", absl::StrCat("tenant=\"", EscapeLabel(tenant), "\""),
                  static_cast<double>(usage.blocks));
   }
+}
+
+void RenderReadiness(bool ready, std::string& out) {
+  AppendFamily(out, "qaqkv_ready", "gauge",
+               "1 while the server serves and its disk takes writes (readiness), else 0.");
+  AppendSample(out, "qaqkv_ready", "", ready ? 1.0 : 0.0);
 }
 
 }  // namespace qaqkv::service

@@ -26,6 +26,10 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
                         const std::vector<std::pair<std::string, storage::TenantUsage>>& tenants,
                         std::string& out);
 
+// Appends qaqkv_ready: 1 while the server serves and its disk takes
+// writes (what /readyz and the KvCache health status say).
+void RenderReadiness(bool ready, std::string& out);
+
 }  // namespace qaqkv::service
 
 #endif  // QAQKV_SERVICE_STATS_H_

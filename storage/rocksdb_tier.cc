@@ -230,6 +230,7 @@ absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
     absl::StatusOr<SegmentLocation> loc = log_->Append(m.key, m.value);
     if (!loc.ok()) {
       st = loc.status();
+      NoteWrite(st);
       break;
     }
     appended.emplace_back(*loc, m.key.size());
@@ -255,8 +256,24 @@ absl::Status RocksDbTier::WriteToDb(const std::vector<Mutation>& batch) {
   wo.sync = options_.sync;
   // In memory nothing survives the process, so a log would only cost time.
   wo.disableWAL = options_.in_memory;
-  QAQKV_TSAN_SERIALIZE_ROCKSDB();
-  return internal::FromRocksDb(db_->Write(wo, &wb), "write");
+  absl::Status st;
+  {
+    QAQKV_TSAN_SERIALIZE_ROCKSDB();
+    st = internal::FromRocksDb(db_->Write(wo, &wb), "write");
+  }
+  NoteWrite(st);
+  return st;
+}
+
+void RocksDbTier::NoteWrite(const absl::Status& st) {
+  base::MutexLock lock(&health_mu_);
+  last_write_error_ = st;
+}
+
+absl::Status RocksDbTier::Health() const {
+  if (log_ != nullptr) QAQKV_RETURN_IF_ERROR(log_->SyncError());
+  base::MutexLock lock(&health_mu_);
+  return last_write_error_;
 }
 
 absl::StatusOr<std::string> RocksDbTier::Get(Column column, std::string_view key) {
@@ -412,6 +429,18 @@ RocksDbTierStats RocksDbTier::Stats() const {
     s.segment_live_bytes = l.live_bytes;
   }
   s.collected_segments = collected_segments_.load(std::memory_order_relaxed);
+  if (!options_.in_memory) {
+    uint64_t garbage = 0;
+    if (db_->GetIntProperty(Handle(Column::kPages), rocksdb::DB::Properties::kLiveBlobFileGarbageSize,
+                            &garbage)) {
+      s.blob_garbage_bytes = garbage;
+    }
+    // The logs RocksDB keeps: every *.log file of its directory.
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(options_.path, ec)) {
+      if (e.path().extension() == ".log" && e.is_regular_file(ec)) s.wal_bytes += e.file_size(ec);
+    }
+  }
   s.collector_copied_bytes = collector_copied_bytes_.load(std::memory_order_relaxed);
   return s;
 }

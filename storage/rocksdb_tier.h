@@ -90,6 +90,10 @@ struct RocksDbTierStats {
   uint64_t segment_live_bytes = 0;
   uint64_t collected_segments = 0;
   uint64_t collector_copied_bytes = 0;
+  // Files: RocksDB's write-ahead logs, and blob bytes no page references
+  // any more (BlobDB garbage, reclaimed by its garbage collection).
+  uint64_t wal_bytes = 0;
+  uint64_t blob_garbage_bytes = 0;
 };
 
 class RocksDbTier {
@@ -137,6 +141,11 @@ class RocksDbTier {
   // deletes); OK without separate_pages.
   absl::Status CollectSegments();
 
+  // OK while writes work. Otherwise why not: the segment log's failed
+  // fdatasync (for good: restart on a healthy disk), or the last write's
+  // error until a write succeeds again.
+  absl::Status Health() const;
+
   RocksDbTierStats Stats() const;
   const RocksDbTierOptions& options() const { return options_; }
 
@@ -154,6 +163,8 @@ class RocksDbTier {
   // location names); retries when the collector moved the record meanwhile.
   absl::StatusOr<std::string> ResolvePage(std::string_view key, std::string value);
   absl::Status WriteSeparated(const std::vector<Mutation>& batch);
+  // Remembers a write's outcome for Health.
+  void NoteWrite(const absl::Status& st);
   void WakeCollector();
   void CollectorLoop();
 
@@ -162,6 +173,8 @@ class RocksDbTier {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned by db_, destroyed first
   std::atomic<uint64_t> checksum_failures_{0};
+  mutable base::Mutex health_mu_;
+  absl::Status last_write_error_ ABSL_GUARDED_BY(health_mu_);
   // separate_pages only: the log, and per-key locks that keep a page's
   // "read old location, append, record new location" (puts, deletes, the
   // collector's moves) from interleaving with another on the same key.

@@ -403,4 +403,9 @@ SegmentLogStats SegmentLog::Stats() const {
   return stats_;
 }
 
+absl::Status SegmentLog::SyncError() const {
+  base::MutexLock lock(&mu_);
+  return sync_error_;
+}
+
 }  // namespace qaqkv::storage

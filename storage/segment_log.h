@@ -113,6 +113,8 @@ class SegmentLog {
   absl::Status SyncAll();
 
   SegmentLogStats Stats() const;
+  // The failed fdatasync that stopped every later write, or OK.
+  absl::Status SyncError() const;
 
  private:
   struct File;

@@ -1,7 +1,13 @@
 #include "storage/tiered_store.h"
 
+#include <sys/statvfs.h>
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
@@ -108,6 +114,66 @@ TieredStore::~TieredStore() {
     write_back_->Close();
     if (write_back_thread_.joinable()) write_back_thread_.join();
   }
+}
+
+namespace {
+
+struct FsSpace {
+  uint64_t free = 0, size = 0;
+};
+
+absl::StatusOr<FsSpace> SpaceOf(const std::string& dir) {
+  struct statvfs v;
+  if (statvfs(dir.c_str(), &v) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("disk: cannot stat the filesystem of ", dir, ": ", std::strerror(errno)));
+  }
+  return FsSpace{uint64_t(v.f_bavail) * v.f_frsize, uint64_t(v.f_blocks) * v.f_frsize};
+}
+
+// Bytes allocated to the files under `dir` (holes and sparse tails not
+// counted; what `du` says).
+uint64_t AllocatedBytes(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      total += uint64_t(st.st_blocks) * 512;
+    }
+  }
+  return total;
+}
+
+}  // namespace
+
+absl::Status TieredStore::CheckFreeSpace() {
+  if (options_.min_free_disk_bytes == 0) return absl::OkStatus();
+  const int64_t now = NowMs();
+  base::MutexLock lock(&free_space_mu_);
+  if (now - free_space_checked_ms_ < 1000) return free_space_;
+  free_space_checked_ms_ = now;
+  absl::StatusOr<FsSpace> space = SpaceOf(options_.data_dir);
+  if (!space.ok()) {
+    free_space_ = space.status();
+  } else if (space->free < options_.min_free_disk_bytes) {
+    free_space_ = absl::ResourceExhaustedError(
+        absl::StrCat("disk: ", space->free, " bytes free on the filesystem of ", options_.data_dir,
+                     ", under the floor of ", options_.min_free_disk_bytes,
+                     " (min_free_disk_bytes); page puts are refused"));
+  } else {
+    free_space_ = absl::OkStatus();
+  }
+  return free_space_;
+}
+
+absl::Status TieredStore::DiskHealth() {
+  if (options_.memory_only) return absl::OkStatus();
+  QAQKV_RETURN_IF_ERROR(CheckFreeSpace());
+  QAQKV_RETURN_IF_ERROR(records_->Health());
+  if (write_back_ != nullptr) QAQKV_RETURN_IF_ERROR(write_back_->WriteError());
+  return absl::OkStatus();
 }
 
 absl::Status TieredStore::Flush() {
@@ -225,6 +291,25 @@ StoreStats TieredStore::Stats() const {
   s.segment_live_bytes = db.segment_live_bytes;
   s.segments_collected = db.collected_segments;
   s.segment_bytes_copied = db.collector_copied_bytes;
+  s.wal_bytes = db.wal_bytes;
+  s.blob_garbage_bytes = db.blob_garbage_bytes;
+  if (!options_.memory_only) {
+    // A walk of the directory and a statvfs, at most every 5 s: Stats runs
+    // on every scrape and GetStats, and benches poll it.
+    base::MutexLock lock(&disk_use_mu_);
+    const int64_t now = NowMs();
+    if (disk_use_.checked_ms == 0 || now - disk_use_.checked_ms >= 5000) {
+      disk_use_.checked_ms = now;
+      disk_use_.data_dir_bytes = AllocatedBytes(options_.data_dir);
+      if (absl::StatusOr<FsSpace> space = SpaceOf(options_.data_dir); space.ok()) {
+        disk_use_.fs_free_bytes = space->free;
+        disk_use_.fs_size_bytes = space->size;
+      }
+    }
+    s.data_dir_bytes = disk_use_.data_dir_bytes;
+    s.fs_free_bytes = disk_use_.fs_free_bytes;
+    s.fs_size_bytes = disk_use_.fs_size_bytes;
+  }
   if (write_back_ != nullptr) {
     const internal::WriteBackStats wb = write_back_->Stats();
     s.write_back_limit_bytes = write_back_->limit();
@@ -267,6 +352,7 @@ TenantUsage TieredStore::Usage(std::string_view tenant) const {
 }
 
 absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
+  if (!options_.memory_only) QAQKV_RETURN_IF_ERROR(CheckFreeSpace());
   std::vector<std::string> evicted;
   bool no_room = false, queued = false;
   // Write-back: room among the unwritten bytes first, waiting for the

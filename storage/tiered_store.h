@@ -63,6 +63,10 @@ struct TieredStoreOptions {
   // that page arrived. They come out of the DRAM tier's share of
   // memory_bytes, and may be at most a quarter of memory_bytes.
   uint64_t write_back_bytes = 0;
+  // On disk: below this many free bytes on data_dir's filesystem page puts
+  // are refused (kResourceExhausted) and DiskHealth reports it, before
+  // RocksDB and the segments run out of room mid-write. 0: no floor.
+  uint64_t min_free_disk_bytes = 256ull << 20;
   // Memory budget: the DRAM tier, and on disk also RocksDB's memtables and
   // block cache, which take min(64 MiB, memory_bytes / 8) each out of it
   // (so one number bounds the server's caches).
@@ -119,6 +123,15 @@ struct StoreStats {
   uint64_t write_back_dirty_pages = 0;
   uint64_t write_back_written_pages = 0;
   uint64_t write_back_stalls = 0;
+  // The data directory on its filesystem (on disk only): what its files
+  // take (allocated blocks, so the WAL, SSTs, blob files and segments, all
+  // garbage included), RocksDB's logs and blob garbage among them, and the
+  // filesystem's free and total bytes.
+  uint64_t data_dir_bytes = 0;
+  uint64_t wal_bytes = 0;
+  uint64_t blob_garbage_bytes = 0;
+  uint64_t fs_free_bytes = 0;
+  uint64_t fs_size_bytes = 0;
 };
 
 struct MaintenanceReport {
@@ -161,6 +174,12 @@ class TieredStore final : public PageStore {
   absl::Status DeleteSession(std::string_view tenant, std::string_view session_id) override;
   absl::Status TouchSession(std::string_view tenant, std::string_view session_id) override;
   absl::StatusOr<size_t> ExpireSessions(int64_t now_ms) override;
+
+  // Whether the disk takes writes: OK, or kResourceExhausted (free space
+  // under min_free_disk_bytes) or the error writes last failed with (a
+  // failed fdatasync, a write error, write-back failing). OK memory-only.
+  // What a server's readiness reports.
+  absl::Status DiskHealth();
 
   // Writes out what write-back holds unwritten (waiting for it), then
   // RocksDB's memtables: what a draining server does before it exits.
@@ -214,6 +233,9 @@ class TieredStore final : public PageStore {
   // batch, and dequeues them. Under the block's lock.
   absl::Status WriteBackBlockLocked(std::string_view record_key);
   void WriteBackLoop();
+  // kResourceExhausted while data_dir's filesystem has less free space than
+  // min_free_disk_bytes; looked up at most once a second.
+  absl::Status CheckFreeSpace();
   // With `unless_used_since`: only if the block's access time is still
   // that (eviction's snapshot), else kFailedPrecondition: a block read or
   // looked up since the eviction order was drawn up is not evicted.
@@ -277,6 +299,16 @@ class TieredStore final : public PageStore {
   // the thread writing them.
   std::unique_ptr<internal::WriteBackQueue> write_back_;
   std::thread write_back_thread_;
+
+  struct DiskUse {
+    int64_t checked_ms = 0;
+    uint64_t data_dir_bytes = 0, fs_free_bytes = 0, fs_size_bytes = 0;
+  };
+  mutable base::Mutex disk_use_mu_;
+  mutable DiskUse disk_use_ ABSL_GUARDED_BY(disk_use_mu_);
+  base::Mutex free_space_mu_;
+  int64_t free_space_checked_ms_ ABSL_GUARDED_BY(free_space_mu_) = 0;
+  absl::Status free_space_ ABSL_GUARDED_BY(free_space_mu_);
 
   base::Mutex stop_mu_;
   base::CondVar stop_cv_;

@@ -149,6 +149,11 @@ void WriteBackQueue::SetWriteError(absl::Status status) {
   changed_.SignalAll();
 }
 
+absl::Status WriteBackQueue::WriteError() const {
+  base::MutexLock lock(&mu_);
+  return write_error_;
+}
+
 void WriteBackQueue::Close() {
   {
     base::MutexLock lock(&mu_);

@@ -80,6 +80,7 @@ class WriteBackQueue {
 
   // Background writes failed (OK: they work again).
   void SetWriteError(absl::Status status);
+  absl::Status WriteError() const;
   // Wakes every waiter: WaitOldest returns what is left and then nullopt.
   void Close();
 

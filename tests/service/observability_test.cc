@@ -89,6 +89,73 @@ TEST_F(ServiceTest, ReflectionListsTheKvCacheService) {
 
 
 
+// The bound metrics port, from the startup line (written before the port
+// file, so it is there once the server is up).
+int MetricsPort(const std::string& log) {
+  const std::string marker = "metrics on port ";
+  size_t at = log.find(marker);
+  if (at == std::string::npos) return 0;
+  at += marker.size();
+  int port = 0;
+  const size_t end = log.find_first_not_of("0123456789", at);
+  return absl::SimpleAtoi(log.substr(at, end - at), &port) ? port : 0;
+}
+
+// A disk under the free-space floor takes the server out of rotation
+// (readiness, the KvCache health status, page puts refused) without
+// failing liveness: a restart would not give the disk room.
+TEST_F(ServiceTest, AFullDiskMakesTheServerNotReadyButAlive) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--metrics-listen=127.0.0.1:0", "--min-free-disk-bytes=1048576TiB"}));
+  const int metrics_port = MetricsPort(server_.Log());
+  ASSERT_GT(metrics_port, 0) << server_.Log();
+  httplib::Client http("127.0.0.1", metrics_port);
+  http.set_read_timeout(30);
+  auto ready = http.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503);
+  EXPECT_THAT(ready->body, HasSubstr("min_free_disk_bytes"));
+  auto alive = http.Get("/healthz");
+  ASSERT_TRUE(alive);
+  EXPECT_EQ(alive->status, 200);
+  std::string response;
+  ASSERT_GRPC_OK(HealthCheck(server_.Channel(), "", &response));
+  EXPECT_EQ(response, std::string("\x08\x01", 2)) << "liveness stays SERVING";
+  ASSERT_GRPC_OK(HealthCheck(server_.Channel(), "qaqkv.v1.KvCache", &response));
+  EXPECT_EQ(response, std::string("\x08\x02", 2)) << "readiness is NOT_SERVING";
+  const TestBlock block = NewBlock(format_, 131);
+  const PutResult put = PutBlocks(*stub_, format_, {block});
+  EXPECT_EQ(put.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(put.status.error_message(), HasSubstr("bytes free"));
+  EXPECT_EQ(Lookup(*stub_, {block.key}).committed_prefix, 0u);
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(Sample(metrics->body, "qaqkv_ready"), 0.0);
+}
+
+TEST_F(ServiceTest, ReadinessAndDiskUseOnAHealthyDisk) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
+  const int metrics_port = MetricsPort(server_.Log());
+  ASSERT_GT(metrics_port, 0) << server_.Log();
+  httplib::Client http("127.0.0.1", metrics_port);
+  http.set_read_timeout(30);
+  auto ready = http.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+  std::string response;
+  ASSERT_GRPC_OK(HealthCheck(server_.Channel(), "qaqkv.v1.KvCache", &response));
+  EXPECT_EQ(response, std::string("\x08\x01", 2));
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(Sample(metrics->body, "qaqkv_ready"), 1.0);
+  // RocksDB's files exist from the open: its WAL, MANIFEST and OPTIONS.
+  EXPECT_GT(Sample(metrics->body, "qaqkv_data_dir_bytes").value_or(0), 0.0);
+  EXPECT_GT(Sample(metrics->body, "qaqkv_filesystem_free_bytes").value_or(0), 0.0);
+  EXPECT_GE(Sample(metrics->body, "qaqkv_filesystem_size_bytes").value_or(0),
+            Sample(metrics->body, "qaqkv_filesystem_free_bytes").value_or(1));
+  EXPECT_TRUE(Sample(metrics->body, "qaqkv_wal_bytes").has_value());
+}
+
 TEST_F(ServiceTest, MetricsCountRequestsAndTenantBytes) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
   // The bound metrics port is in the startup line, written before the port

@@ -280,5 +280,32 @@ TEST(WriteBackStoreTest, UnwrittenBytesStayWithinTheLimitUnderLoad) {
   }
 }
 
+// The free-space floor (not write-back's, but the same question: does the
+// disk take writes?): below it puts are refused and DiskHealth says why.
+TEST(DiskHealthTest, AFloorAboveTheFreeSpaceRefusesPutsAndReportsIt) {
+  base::TempDir dir = MakeDir();
+  TieredStoreOptions o = WriteBackOptions(dir.path(), 0);
+  o.min_free_disk_bytes = ~uint64_t{0};
+  auto s = Open(o);
+  ASSERT_NE(s, nullptr);
+  const absl::Status health = s->DiskHealth();
+  EXPECT_EQ(health.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(health.message(), HasSubstr("min_free_disk_bytes"));
+  auto put = s->PutPage({"t", Block(1), 0, 1, "geo", FakePage(1000, 1)});
+  EXPECT_EQ(put.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s->GetBlock("t", Block(1)).status().code(), absl::StatusCode::kNotFound);
+  s.reset();
+  o.min_free_disk_bytes = 0;
+  s = Open(o);
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(s->DiskHealth().ok());
+  ASSERT_TRUE(s->PutPage({"t", Block(1), 0, 1, "geo", FakePage(1000, 1)}).ok());
+  const StoreStats st = s->Stats();
+  EXPECT_GT(st.data_dir_bytes, 0u);
+  EXPECT_GT(st.wal_bytes, 0u);
+  EXPECT_GT(st.fs_size_bytes, 0u);
+  EXPECT_LE(st.fs_free_bytes, st.fs_size_bytes);
+}
+
 }  // namespace
 }  // namespace qaqkv::storage
