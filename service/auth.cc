@@ -1,5 +1,7 @@
 #include "service/auth.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
@@ -67,6 +69,58 @@ std::vector<std::string> TokenMap::Tenants() const {
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
+}
+
+TokenFile::Signature TokenFile::SignatureOf(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Signature{};
+  return Signature{int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                   int64_t(st.st_size), uint64_t(st.st_ino)};
+}
+
+absl::StatusOr<std::unique_ptr<TokenFile>> TokenFile::Open(std::string path) {
+  auto file = std::make_unique<TokenFile>(Token(), std::move(path));
+  const Signature before = SignatureOf(file->path_);
+  QAQKV_ASSIGN_OR_RETURN(TokenMap map, TokenMap::Load(file->path_));
+  base::MutexLock lock(&file->mu_);
+  file->map_ = std::make_shared<const TokenMap>(std::move(map));
+  // The version seen before reading: a change during the read is loaded
+  // again by the next Reload.
+  file->loaded_ = before;
+  return file;
+}
+
+absl::StatusOr<std::string> TokenFile::TenantFor(std::string_view authorization) const {
+  std::shared_ptr<const TokenMap> map;
+  {
+    base::MutexLock lock(&mu_);
+    map = map_;
+  }
+  return map->TenantFor(authorization);
+}
+
+std::vector<std::string> TokenFile::Tenants() const {
+  std::shared_ptr<const TokenMap> map;
+  {
+    base::MutexLock lock(&mu_);
+    map = map_;
+  }
+  return map->Tenants();
+}
+
+absl::StatusOr<bool> TokenFile::Reload() {
+  const Signature now = SignatureOf(path_);
+  {
+    base::MutexLock lock(&mu_);
+    if (now == loaded_) return false;
+    // Remembered whatever comes of it: a bad version is reported once, not
+    // at every check.
+    loaded_ = now;
+  }
+  QAQKV_ASSIGN_OR_RETURN(TokenMap map, TokenMap::Load(path_));
+  base::MutexLock lock(&mu_);
+  map_ = std::make_shared<const TokenMap>(std::move(map));
+  return true;
 }
 
 }  // namespace qaqkv::service

@@ -4,12 +4,14 @@
 #ifndef QAQKV_SERVICE_AUTH_H_
 #define QAQKV_SERVICE_AUTH_H_
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 
 namespace qaqkv::service {
 
@@ -36,6 +38,43 @@ class TokenMap {
 
  private:
   absl::flat_hash_map<std::string, std::string> tenants_;  // token -> tenant
+};
+
+// The token file as the server serves it: loaded at start, and loaded again
+// by Reload when it changed (its modification time, size or inode: a
+// Kubernetes Secret volume swaps a symlink, an editor renames a new file in),
+// so a rotated token takes effect without a restart. A file that no longer
+// parses is refused and the tokens loaded before stay in force.
+//
+// Thread-safety: every method may be called concurrently.
+class TokenFile {
+ public:
+  // As TokenMap::Load.
+  static absl::StatusOr<std::unique_ptr<TokenFile>> Open(std::string path);
+
+  absl::StatusOr<std::string> TenantFor(std::string_view authorization) const;
+  std::vector<std::string> Tenants() const;
+  // True when the file changed and its new tokens are in force; false when
+  // it did not change; the parse or read error when it changed into
+  // something unusable (the old tokens stay).
+  absl::StatusOr<bool> Reload();
+
+  struct Token {};
+  TokenFile(Token, std::string path) : path_(std::move(path)) {}
+
+ private:
+  // What identifies a version of the file.
+  struct Signature {
+    int64_t mtime_ns = -1, size = -1;
+    uint64_t inode = 0;
+    bool operator==(const Signature&) const = default;
+  };
+  static Signature SignatureOf(const std::string& path);
+
+  const std::string path_;
+  mutable base::Mutex mu_;
+  std::shared_ptr<const TokenMap> map_ ABSL_GUARDED_BY(mu_);
+  Signature loaded_ ABSL_GUARDED_BY(mu_);  // the version map_ came from (or last refused)
 };
 
 }  // namespace qaqkv::service

@@ -50,6 +50,7 @@ struct Flags {
   int64_t block_ttl_ms = 0;
   int64_t abandoned_block_ms = 600000;
   std::string drain_timeout = "20s";
+  std::string reload_interval = "10s";
   std::string port_file;
 };
 
@@ -127,6 +128,11 @@ void DefineFlags(CLI::App& app, Flags& f) {
                  "on SIGTERM, how long in-flight streams get to finish")
       ->check(Duration())
       ->capture_default_str();
+  app.add_option("--reload-interval", f.reload_interval,
+                 "how often --auth-tokens and the TLS files are checked for changes, which then "
+                 "take effect without a restart")
+      ->check(Duration())
+      ->capture_default_str();
   app.add_option("--port-file", f.port_file, "write the bound gRPC port to this file once serving");
 }
 
@@ -159,6 +165,10 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
         "--abandoned-block-ms: want a positive number of milliseconds");
   }
   (void)absl::ParseDuration(f.drain_timeout, drain);
+  (void)absl::ParseDuration(f.reload_interval, &o.reload_interval);
+  if (o.reload_interval < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("--reload-interval: want at least 1s");
+  }
   if (*drain < absl::ZeroDuration()) return absl::InvalidArgumentError("--drain-timeout: negative");
   o.store.memory_bytes = memory_bytes;
   o.store.disk_bytes = *ParseByteSize(f.disk_bytes);

@@ -5,6 +5,9 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 
 #include <atomic>
 #include <chrono>
@@ -80,23 +83,32 @@ absl::Status CheckOptions(const ServerOptions& options) {
 
 // The server's credentials: plaintext, TLS, or mTLS. The files are read and
 // checked here so a mistake is a clear error at start, not a handshake
-// failure on every call.
+// failure on every call. gRPC then watches them (every reload_interval), so
+// a renewed certificate (cert-manager rewrites the Secret's files) serves
+// new handshakes without a restart; a pair that does not load keeps the
+// last good one.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
     const ServerOptions& options) {
   if (options.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
   QAQKV_ASSIGN_OR_RETURN(const std::string cert, base::ReadFile(options.tls_cert_file, "--tls-cert"));
   QAQKV_ASSIGN_OR_RETURN(const std::string key, base::ReadFile(options.tls_key_file, "--tls-key"));
   QAQKV_RETURN_IF_ERROR(wire::CheckCertAndKey(cert, key, "--tls-cert", "--tls-key"));
-  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  ssl.pem_key_cert_pairs.push_back({key, cert});
   if (!options.tls_client_ca_file.empty()) {
     QAQKV_ASSIGN_OR_RETURN(const std::string ca,
                            base::ReadFile(options.tls_client_ca_file, "--tls-client-ca"));
     QAQKV_RETURN_IF_ERROR(wire::CheckCertificates(ca, "--tls-client-ca"));
-    ssl.pem_root_certs = ca;
-    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
-  return grpc::SslServerCredentials(ssl);
+  const auto refresh_s = static_cast<unsigned>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(options.reload_interval)));
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      options.tls_key_file, options.tls_cert_file, options.tls_client_ca_file, refresh_s);
+  grpc::experimental::TlsServerCredentialsOptions tls(provider);
+  tls.watch_identity_key_cert_pairs();
+  if (!options.tls_client_ca_file.empty()) {
+    tls.watch_root_certs();
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(tls);
 }
 
 }  // namespace
@@ -107,7 +119,7 @@ class Server::Impl {
   std::unique_ptr<storage::TieredStore> store;
   // Declared after the store: destroyed (drained) before it.
   std::unique_ptr<base::ThreadPool> store_writers;
-  std::unique_ptr<TokenMap> tokens;
+  std::unique_ptr<TokenFile> tokens;
   Metrics metrics;
   std::unique_ptr<internal::KvCacheService> service;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -151,11 +163,29 @@ class Server::Impl {
     }
   }
 
+  // A changed token file takes effect; a broken one is logged once and the
+  // tokens in force stay.
+  void ReloadTokens() {
+    if (tokens == nullptr) return;
+    absl::StatusOr<bool> reloaded = tokens->Reload();
+    if (!reloaded.ok()) {
+      base::LogWarning("token file changed but cannot be used; the previous tokens stay",
+                       {{"component", "server"}, {"error", reloaded.status().ToString()}});
+    } else if (*reloaded) {
+      base::LogInfo("token file reloaded",
+                    {{"component", "server"},
+                     {"tenants", absl::StrCat(tokens->Tenants().size())}});
+    }
+  }
+
+  // Readiness every 2 s, the token file every reload_interval.
   void ReadinessLoop() {
+    const absl::Duration tick = std::min(absl::Seconds(2), options.reload_interval);
+    absl::Time next_reload = absl::Now() + options.reload_interval;
     for (;;) {
       {
         base::MutexLock lock(&ready_mu);
-        if (ready_cv.WaitFor(&ready_mu, std::chrono::seconds(2), [this] {
+        if (ready_cv.WaitFor(&ready_mu, absl::ToChronoMilliseconds(tick), [this] {
               ready_mu.AssertHeld();
               return ready_stop;
             })) {
@@ -163,6 +193,10 @@ class Server::Impl {
         }
       }
       CheckReadiness();
+      if (absl::Now() >= next_reload) {
+        ReloadTokens();
+        next_reload = absl::Now() + options.reload_interval;
+      }
     }
   }
 
@@ -228,8 +262,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   if (!options.auth_tokens_file.empty()) {
-    QAQKV_ASSIGN_OR_RETURN(TokenMap tokens, TokenMap::Load(options.auth_tokens_file));
-    impl->tokens = std::make_unique<TokenMap>(std::move(tokens));
+    QAQKV_ASSIGN_OR_RETURN(impl->tokens, TokenFile::Open(options.auth_tokens_file));
   }
   QAQKV_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds, Credentials(options));
 

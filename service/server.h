@@ -28,6 +28,10 @@ struct ServerOptions {
   // Threads that run PutPages' store writes off gRPC's threads (not used
   // memory-only).
   int store_threads = 4;
+  // How often the token file and the TLS files are checked for changes; a
+  // changed file takes effect without a restart (new TLS handshakes get the
+  // new certificate).
+  absl::Duration reload_interval = absl::Seconds(10);
 };
 
 class Server {

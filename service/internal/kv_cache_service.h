@@ -40,7 +40,7 @@ class KvCacheService final
  public:
   struct Options {
     storage::TieredStore* store = nullptr;
-    const TokenMap* tokens = nullptr;  // null: single tenant
+    const TokenFile* tokens = nullptr;  // null: single tenant
     Metrics* metrics = nullptr;
     base::ThreadPool* store_writers = nullptr;  // null: writes on gRPC's threads
     int tenant_max_streams = 64;                // 0: no limit
@@ -101,7 +101,7 @@ class KvCacheService final
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, Fn fn);
 
   storage::TieredStore* const store_;
-  const TokenMap* const tokens_;
+  const TokenFile* const tokens_;
   Metrics* const metrics_;
   base::ThreadPool* const store_writers_;
   const int tenant_max_streams_;

@@ -117,6 +117,36 @@ TEST_F(AuthTest, TenantsCannotSeeEachOthersData) {
   EXPECT_EQ(sa.total_bytes(), block.bytes() + b_block.bytes());
 }
 
+// A rotated token file takes effect without a restart; one that does not
+// parse is refused and the tokens in force stay.
+TEST_F(ServiceTest, TokenFileChangesTakeEffectWithoutARestart) {
+  const std::string tokens = server_.dir() + "/tokens";
+  WriteFile(tokens, "old-token a\n");
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({absl::StrCat("--auth-tokens=", tokens), "--reload-interval=1s"}));
+  const TestBlock block = NewBlock(format_, 77);
+  ASSERT_GRPC_OK(PutBlocks(*server_.Stub({.bearer_token = "old-token"}), format_, {block}).status);
+  // As a Secret volume does it: a new file renamed over the old one.
+  WriteFile(tokens + ".new", "new-token a\n");
+  ASSERT_EQ(std::rename((tokens + ".new").c_str(), tokens.c_str()), 0);
+  auto lookup_with = [&](const std::string& token) {
+    return Lookup(*server_.Stub({.bearer_token = token}), {block.key}).status;
+  };
+  EXPECT_TRUE(PollUntil([&] { return lookup_with("new-token").ok(); }))
+      << "the new token was never accepted";
+  EXPECT_EQ(lookup_with("old-token").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // Tenant a's data is where it was.
+  EXPECT_EQ(Lookup(*server_.Stub({.bearer_token = "new-token"}), {block.key}).committed_prefix,
+            1u);
+  // A broken file: refused, logged, the tokens in force stay.
+  WriteFile(tokens + ".new", "only-a-token\n");
+  ASSERT_EQ(std::rename((tokens + ".new").c_str(), tokens.c_str()), 0);
+  EXPECT_TRUE(PollUntil([&] {
+    return server_.Log().find("token file changed but cannot be used") != std::string::npos;
+  })) << server_.Log();
+  EXPECT_GRPC_OK(lookup_with("new-token"));
+}
+
 // ---------------------------------------------------------------------------
 // TLS.
 
@@ -184,6 +214,42 @@ TEST_F(ServiceTest, TlsServerServesOnlyTlsClientsThatTrustIt) {
                 .error_code(),
             grpc::StatusCode::UNAVAILABLE)
       << "wrong server name";
+}
+
+// A renewed certificate (here: one signed by another CA, so the client can
+// tell which it got) serves new handshakes without a restart.
+TEST_F(ServiceTest, ARenewedCertificateServesWithoutARestart) {
+  TempDir pki_dir;
+  ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
+  const std::string script = absl::StrCat("set -e\ncd '", pki.dir, R"('
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout renewed.key \
+  -out renewed.csr -subj "/CN=qaqkv-server-renewed"
+openssl x509 -req -in renewed.csr -CA other-ca.pem -CAkey other-ca.key -CAcreateserial -days 2 \
+  -out renewed.pem -extfile server.ext
+mkdir live
+cp server.pem live/tls.crt
+cp server.key live/tls.key
+)");
+  auto made = RunToExit({"/bin/sh", "-c", script}, absl::Seconds(60));
+  ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
+  ASSERT_NO_FATAL_FAILURE(StartServer({absl::StrCat("--tls-cert=", pki.dir, "/live/tls.crt"),
+                                       absl::StrCat("--tls-key=", pki.dir, "/live/tls.key"),
+                                       "--reload-interval=1s"}));
+  EXPECT_GRPC_OK(Probe(server_, {.tls_root_pem = pki.ca}));
+  EXPECT_EQ(Probe(server_, {.tls_root_pem = pki.other_ca}).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  // Key first, then certificate, each renamed in whole.
+  WriteFile(pki.dir + "/live/tls.key.new", ReadFile(pki.dir + "/renewed.key"));
+  WriteFile(pki.dir + "/live/tls.crt.new", ReadFile(pki.dir + "/renewed.pem"));
+  ASSERT_EQ(std::rename((pki.dir + "/live/tls.key.new").c_str(),
+                        (pki.dir + "/live/tls.key").c_str()), 0);
+  ASSERT_EQ(std::rename((pki.dir + "/live/tls.crt.new").c_str(),
+                        (pki.dir + "/live/tls.crt").c_str()), 0);
+  EXPECT_TRUE(PollUntil([&] { return Probe(server_, {.tls_root_pem = pki.other_ca}).ok(); }))
+      << "the renewed certificate was never served";
+  EXPECT_EQ(Probe(server_, {.tls_root_pem = pki.ca}).error_code(),
+            grpc::StatusCode::UNAVAILABLE)
+      << "the old certificate is still served";
 }
 
 TEST_F(ServiceTest, MutualTlsRequiresATrustedClientCertificate) {

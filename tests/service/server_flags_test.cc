@@ -104,6 +104,7 @@ INSTANTIATE_TEST_SUITE_P(
         {"TenantQuotaNegative", {"--tenant-quota-bytes=-1"}, "--tenant-quota-bytes"},
         {"TenantMaxStreamsNegative", {"--tenant-max-streams=-1"}, "--tenant-max-streams"},
         {"DrainTimeoutNegative", {"--drain-timeout=-1s"}, "--drain-timeout"},
+        {"ReloadIntervalUnderASecond", {"--reload-interval=100ms"}, "--reload-interval"},
         {"TlsCertWithoutKey", {"--tls-cert=$DIR/empty"}, "--tls-cert"},
         {"TlsKeyWithoutCert", {"--tls-key=$DIR/empty"}, "--tls-key"},
         {"TlsClientCaWithoutCert", {"--tls-client-ca=$DIR/empty"}, "--tls-client-ca"},
