@@ -101,21 +101,30 @@ int MetricsPort(const std::string& log) {
   return absl::SimpleAtoi(log.substr(at, end - at), &port) ? port : 0;
 }
 
+// An HTTP client of the metrics endpoint of the server that wrote `log`;
+// null when the log names no metrics port.
+std::unique_ptr<httplib::Client> MetricsHttp(const std::string& log) {
+  const int port = MetricsPort(log);
+  if (port <= 0) return nullptr;
+  auto http = std::make_unique<httplib::Client>("127.0.0.1", port);
+  http->set_connection_timeout(30);
+  http->set_read_timeout(30);
+  return http;
+}
+
 // A disk under the free-space floor takes the server out of rotation
 // (readiness, the KvCache health status, page puts refused) without
 // failing liveness: a restart would not give the disk room.
 TEST_F(ServiceTest, AFullDiskMakesTheServerNotReadyButAlive) {
   ASSERT_NO_FATAL_FAILURE(
       StartServer({"--metrics-listen=127.0.0.1:0", "--min-free-disk-bytes=1048576TiB"}));
-  const int metrics_port = MetricsPort(server_.Log());
-  ASSERT_GT(metrics_port, 0) << server_.Log();
-  httplib::Client http("127.0.0.1", metrics_port);
-  http.set_read_timeout(30);
-  auto ready = http.Get("/readyz");
+  const std::unique_ptr<httplib::Client> http = MetricsHttp(server_.Log());
+  ASSERT_NE(http, nullptr) << server_.Log();
+  auto ready = http->Get("/readyz");
   ASSERT_TRUE(ready);
   EXPECT_EQ(ready->status, 503);
   EXPECT_THAT(ready->body, HasSubstr("min_free_disk_bytes"));
-  auto alive = http.Get("/healthz");
+  auto alive = http->Get("/healthz");
   ASSERT_TRUE(alive);
   EXPECT_EQ(alive->status, 200);
   std::string response;
@@ -128,24 +137,22 @@ TEST_F(ServiceTest, AFullDiskMakesTheServerNotReadyButAlive) {
   EXPECT_EQ(put.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(put.status.error_message(), HasSubstr("bytes free"));
   EXPECT_EQ(Lookup(*stub_, {block.key}).committed_prefix, 0u);
-  auto metrics = http.Get("/metrics");
+  auto metrics = http->Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_EQ(Sample(metrics->body, "qaqkv_ready"), 0.0);
 }
 
 TEST_F(ServiceTest, ReadinessAndDiskUseOnAHealthyDisk) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
-  const int metrics_port = MetricsPort(server_.Log());
-  ASSERT_GT(metrics_port, 0) << server_.Log();
-  httplib::Client http("127.0.0.1", metrics_port);
-  http.set_read_timeout(30);
-  auto ready = http.Get("/readyz");
+  const std::unique_ptr<httplib::Client> http = MetricsHttp(server_.Log());
+  ASSERT_NE(http, nullptr) << server_.Log();
+  auto ready = http->Get("/readyz");
   ASSERT_TRUE(ready);
   EXPECT_EQ(ready->status, 200);
   std::string response;
   ASSERT_GRPC_OK(HealthCheck(server_.Channel(), "qaqkv.v1.KvCache", &response));
   EXPECT_EQ(response, std::string("\x08\x01", 2));
-  auto metrics = http.Get("/metrics");
+  auto metrics = http->Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_EQ(Sample(metrics->body, "qaqkv_ready"), 1.0);
   // RocksDB's files exist from the open: its WAL, MANIFEST and OPTIONS.
@@ -158,21 +165,10 @@ TEST_F(ServiceTest, ReadinessAndDiskUseOnAHealthyDisk) {
 
 TEST_F(ServiceTest, MetricsCountRequestsAndTenantBytes) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
-  // The bound metrics port is in the startup line, written before the port
-  // file, so it is there now.
-  const std::string log = server_.Log();
-  const std::string marker = "metrics on port ";
-  size_t at = log.find(marker);
-  ASSERT_NE(at, std::string::npos) << log;
-  at += marker.size();
-  const size_t end = log.find_first_not_of("0123456789", at);
-  int metrics_port = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(log.substr(at, end - at), &metrics_port)) << log;
-  httplib::Client http("127.0.0.1", metrics_port);
-  http.set_connection_timeout(30);
-  http.set_read_timeout(30);
+  const std::unique_ptr<httplib::Client> http = MetricsHttp(server_.Log());
+  ASSERT_NE(http, nullptr) << server_.Log();
   auto scrape = [&]() -> std::string {
-    auto res = http.Get("/metrics");
+    auto res = http->Get("/metrics");
     if (!res || res->status != 200) return "";
     return res->body;
   };
@@ -215,7 +211,7 @@ TEST_F(ServiceTest, MetricsCountRequestsAndTenantBytes) {
   EXPECT_THAT(text, HasSubstr("qaqkv_request_duration_seconds_bucket"));
   // The gauge agrees with what the tenant sees.
   EXPECT_EQ(Stats(*stub_).tenant_bytes(), block.bytes());
-  auto health = http.Get("/healthz");
+  auto health = http->Get("/healthz");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
 }
