@@ -64,7 +64,46 @@ def mounted_key(pod, container, path, objects, kind):
     return False
 
 
-def check_overlay(name, docs, want_replicas, want_flags):
+def selects(term, labels):
+    """Whether a labelSelector (matchLabels only) selects pods with `labels`."""
+    sel = (term or {}).get("labelSelector", {})
+    return set(sel) <= {"matchLabels"} and matches(sel.get("matchLabels", {}), labels)
+
+
+def check_rollout(name, spec, labels, docs):
+    """Placement and rollout: one pod per node, spread over zones, one pod
+    started, stopped or updated at a time, and a PDB that agrees."""
+    pod = spec["template"]["spec"]
+    # With R = 2 the two copies of a block are on two pods; only one pod per
+    # node keeps them on two nodes, and only a required term guarantees it.
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    required = anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    check(any(t.get("topologyKey") == "kubernetes.io/hostname" and selects(t, labels) for t in required),
+          f"{name}: no required pod anti-affinity on kubernetes.io/hostname selecting the server pods")
+    spread = pod.get("topologySpreadConstraints", [])
+    zone = [c for c in spread if c.get("topologyKey") == "topology.kubernetes.io/zone"]
+    check(any(c.get("whenUnsatisfiable") == "ScheduleAnyway" and selects(c, labels)
+              and c.get("maxSkew") == 1 for c in zone),
+          f"{name}: no zone spread (topology.kubernetes.io/zone, maxSkew 1, ScheduleAnyway) of the server pods")
+    for c in spread:
+        check(selects(c, labels), f"{name}: a topology spread constraint selects no server pod")
+
+    check(spec.get("podManagementPolicy") == "OrderedReady",
+          f"{name}: podManagementPolicy {spec.get('podManagementPolicy')}: a scale-down may stop several pods at once")
+    check(spec.get("minReadySeconds", 0) > 0, f"{name}: minReadySeconds is not > 0")
+    strategy = spec.get("updateStrategy", {})
+    check(strategy.get("type", "RollingUpdate") == "RollingUpdate", f"{name}: updateStrategy is not RollingUpdate")
+    rolling = strategy.get("rollingUpdate", {})
+    check(rolling.get("maxUnavailable", 1) == 1, f"{name}: rolling update maxUnavailable != 1")
+    check(rolling.get("partition", 0) == 0, f"{name}: a committed partition holds pods back from updates")
+    pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    check(len(pdbs) == 1, f"{name}: want one PodDisruptionBudget")
+    for d in pdbs:
+        check(d["spec"].get("maxUnavailable") == 1 and "minAvailable" not in d["spec"],
+              f"{name}: PodDisruptionBudget is not maxUnavailable 1")
+
+
+def check_overlay(name, docs, want_flags):
     objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     kinds = sorted({d["kind"] for d in docs})
     for k in ["ConfigMap", "Secret", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"]:
@@ -78,7 +117,11 @@ def check_overlay(name, docs, want_replicas, want_flags):
     pod = spec["template"]["spec"]
     labels = spec["template"]["metadata"]["labels"]
     check(matches(spec["selector"]["matchLabels"], labels), f"{name}: StatefulSet selector misses its pods")
-    check(spec.get("replicas") == want_replicas, f"{name}: replicas {spec.get('replicas')} != {want_replicas}")
+    # No rendered manifest sets replicas: `kubectl scale` sets the count and
+    # a re-apply must not undo it (docs/runbooks.md, "Deploy").
+    check("replicas" not in spec, f"{name}: StatefulSet sets replicas {spec.get('replicas')}; "
+          "a re-apply would undo `kubectl scale`")
+    check_rollout(name, spec, labels, docs)
     container = pod["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
     check("grpc" in ports and "metrics" in ports, f"{name}: container ports {ports}")
@@ -176,10 +219,10 @@ def main():
         print("kubectl not found: skipped")
         return 77
     root = sys.argv[1].rstrip("/")
-    check_overlay("base", render(f"{root}/base"), 1,
+    check_overlay("base", render(f"{root}/base"),
                   {"data-dir": "/var/lib/qaqkv/data", "auth-tokens": "/etc/qaqkv/tokens/tokens"})
-    check_overlay("dev", render(f"{root}/overlays/dev"), 1, {"memory-only": ""})
-    check_overlay("prod", render(f"{root}/overlays/prod"), 3,
+    check_overlay("dev", render(f"{root}/overlays/dev"), {"memory-only": ""})
+    check_overlay("prod", render(f"{root}/overlays/prod"),
                   {"tls-cert": "/etc/qaqkv/tls/tls.crt", "tls-key": "/etc/qaqkv/tls/tls.key",
                    "data-dir": "/var/lib/qaqkv/data"})
     for f in FAILURES:
