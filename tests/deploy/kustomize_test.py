@@ -139,13 +139,25 @@ def check_overlay(name, docs, want_flags):
                   f"{name}: Service {svc['metadata']['name']} targets port {target} the pod lacks")
 
     # Probes reach a port the container listens on.
-    for probe_name in ["readinessProbe", "livenessProbe"]:
+    for probe_name in ["startupProbe", "readinessProbe", "livenessProbe"]:
         probe = container.get(probe_name)
         check(probe is not None, f"{name}: no {probe_name}")
         if not probe:
             continue
         port = (probe.get("grpc") or probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
         check(port in ports or port in ports.values(), f"{name}: {probe_name} probes port {port} the pod lacks")
+
+    # The server listens only once its store is open (about 4.4 s per
+    # million blocks): the startup probe must allow at least 10 minutes, and
+    # ask what liveness asks (in prod the gRPC probe cannot speak TLS, so a
+    # gRPC startup probe there would never pass).
+    startup = container.get("startupProbe") or {}
+    allowed = startup.get("initialDelaySeconds", 0) + \
+        startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    check(allowed >= 600, f"{name}: startupProbe allows {allowed}s for the store's open, want >= 600s")
+    handler = lambda p: {k: v for k, v in (p or {}).items() if k in ("grpc", "httpGet", "tcpSocket", "exec")}
+    check(handler(startup) == handler(container.get("livenessProbe")),
+          f"{name}: startupProbe and livenessProbe ask different things")
 
     # Other selectors.
     for d in docs:
