@@ -7,6 +7,8 @@ point at, and the security and shutdown settings hold.
 
 Usage: kustomize_test.py DEPLOY_K8S_DIR   (exit 0 pass, 1 fail, 77 skip)
 """
+import base64
+import re
 import shutil
 import subprocess
 import sys
@@ -46,7 +48,25 @@ def flags_of(configmap):
     return flags
 
 
-def mounted_key(pod, container, path, objects, kind):
+# The keys of a cert-manager Certificate's Secret (ca.crt when the issuer
+# provides one).
+CERT_MANAGER_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+
+
+def secret_keys(name, objects, external):
+    """The keys Secret `name` will have: a rendered Secret's, a cert-manager
+    Certificate's (whose secretName it is), or those the operator is told to
+    create (`external`, {name: keys}, docs/runbooks.md); None if nothing
+    provides it."""
+    obj = objects.get(("Secret", name))
+    if obj is not None:
+        return set(obj.get("data", {})) | set(obj.get("stringData", {}))
+    if any(k == "Certificate" and d["spec"].get("secretName") == name for (k, _), d in objects.items()):
+        return CERT_MANAGER_KEYS
+    return external.get(name)
+
+
+def mounted_key(pod, container, path, objects, kind, external=None):
     """Whether `path` is a key of a `kind` object mounted in `container`."""
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for m in container.get("volumeMounts", []):
@@ -59,8 +79,7 @@ def mounted_key(pod, container, path, objects, kind):
             obj = objects.get(("ConfigMap", v["configMap"]["name"]))
             return obj is not None and key in obj.get("data", {})
         if kind == "Secret" and "secret" in v:
-            obj = objects.get(("Secret", v["secret"]["secretName"]))
-            return obj is not None and key in {**obj.get("data", {}), **obj.get("stringData", {})}
+            return key in (secret_keys(v["secret"]["secretName"], objects, external or {}) or set())
     return False
 
 
@@ -103,10 +122,62 @@ def check_rollout(name, spec, labels, docs):
               f"{name}: PodDisruptionBudget is not maxUnavailable 1")
 
 
-def check_overlay(name, docs, want_flags):
+def strings(obj):
+    """Every string in a rendered object, keys and values."""
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from strings(k)
+            yield from strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from strings(v)
+
+
+def tokens_of(docs):
+    """The tokens of every rendered Secret's `tokens` key (dev's placeholders)."""
+    out = set()
+    for d in docs:
+        if d["kind"] == "Secret":
+            text = base64.b64decode(d.get("data", {}).get("tokens", "")).decode()
+            text += d.get("stringData", {}).get("tokens", "")
+            out |= {line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")}
+    return out
+
+
+def check_no_credentials(name, docs, placeholder_tokens):
+    """Production ships no credential: no Secret with data (a generator's
+    output), no placeholder token, no private key."""
+    for d in docs:
+        if d["kind"] == "Secret":
+            check(not d.get("data") and not d.get("stringData"),
+                  f"{name}: Secret {d['metadata']['name']} carries data from git")
+    for text in (t for d in docs for t in strings(d)):
+        for token in placeholder_tokens:
+            check(token not in text, f"{name}: contains the dev placeholder token {token!r}")
+        check(not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text), f"{name}: contains a PEM private key")
+
+
+def check_certificate(name, docs, secret_name, namespace, service):
+    """The TLS Secret is a cert-manager Certificate's, for the names clients use."""
+    certs = [d for d in docs if d["kind"] == "Certificate" and d["spec"].get("secretName") == secret_name]
+    check(len(certs) == 1, f"{name}: no cert-manager Certificate writes the mounted TLS Secret {secret_name}")
+    for c in certs:
+        check(c["apiVersion"] == "cert-manager.io/v1", f"{name}: Certificate apiVersion {c['apiVersion']}")
+        issuer = c["spec"].get("issuerRef", {})
+        check(issuer.get("kind") in ("ClusterIssuer", "Issuer") and issuer.get("name"),
+              f"{name}: Certificate issuerRef {issuer}")
+        want = {f"*.{service}.{namespace}.svc", f"*.{service}.{namespace}.svc.cluster.local",
+                f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"}
+        missing = want - set(c["spec"].get("dnsNames", []))
+        check(not missing, f"{name}: Certificate lacks dnsNames {sorted(missing)}")
+
+
+def check_overlay(name, docs, want_flags, external_secrets, production=False, placeholder_tokens=()):
     objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     kinds = sorted({d["kind"] for d in docs})
-    for k in ["ConfigMap", "Secret", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"]:
+    for k in ["ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"]:
         check(k in kinds, f"{name}: no {k}")
     sts = [d for d in docs if d["kind"] == "StatefulSet"]
     check(len(sts) == 1, f"{name}: want one StatefulSet")
@@ -173,7 +244,8 @@ def check_overlay(name, docs, want_flags):
         if "configMap" in v:
             check(("ConfigMap", v["configMap"]["name"]) in objects, f"{name}: volume {v['name']} mounts a missing ConfigMap")
         if "secret" in v:
-            check(("Secret", v["secret"]["secretName"]) in objects, f"{name}: volume {v['name']} mounts a missing Secret")
+            check(secret_keys(v["secret"]["secretName"], objects, external_secrets) is not None,
+                  f"{name}: volume {v['name']} mounts Secret {v['secret']['secretName']}, which nothing provides")
 
     # The server reads its flags from the mounted ConfigMap, and the files the
     # flags name are mounted keys.
@@ -188,8 +260,19 @@ def check_overlay(name, docs, want_flags):
             check(flags.get(flag) == value, f"{name}: flag --{flag} is {flags.get(flag)!r}, want {value!r}")
         for flag in ["auth-tokens", "tls-cert", "tls-key"]:
             if flag in flags:
-                check(mounted_key(pod, container, flags[flag], objects, "Secret"),
+                check(mounted_key(pod, container, flags[flag], objects, "Secret", external_secrets),
                       f"{name}: --{flag} {flags[flag]} is not a mounted Secret key")
+        if production:
+            check_no_credentials(name, docs, placeholder_tokens)
+            check("tls-cert" in flags and "auth-tokens" in flags, f"{name}: serves without TLS or tokens")
+            tls_mount = [m for m in container["volumeMounts"]
+                         if flags.get("tls-cert", "").startswith(m["mountPath"].rstrip("/") + "/")]
+            tls_volume = [v for v in pod["volumes"] if tls_mount and v["name"] == tls_mount[0]["name"]]
+            if tls_volume and "secret" in tls_volume[0]:
+                check_certificate(name, docs, tls_volume[0]["secret"]["secretName"],
+                                  sts["metadata"].get("namespace"), spec.get("serviceName"))
+            else:
+                check(False, f"{name}: --tls-cert is not on a mounted Secret")
         listen_port = int(flags.get("listen", ":0").rsplit(":", 1)[1])
         check(listen_port == ports.get("grpc"), f"{name}: --listen port {listen_port} != container grpc port")
         metrics_port = int(flags.get("metrics-listen", ":0").rsplit(":", 1)[1])
@@ -231,12 +314,19 @@ def main():
         print("kubectl not found: skipped")
         return 77
     root = sys.argv[1].rstrip("/")
+    # Secrets the operator creates by name (docs/runbooks.md), with their keys.
+    operator_secrets = {"qaqkv-tokens": {"tokens"}}
     check_overlay("base", render(f"{root}/base"),
-                  {"data-dir": "/var/lib/qaqkv/data", "auth-tokens": "/etc/qaqkv/tokens/tokens"})
-    check_overlay("dev", render(f"{root}/overlays/dev"), {"memory-only": ""})
+                  {"data-dir": "/var/lib/qaqkv/data", "auth-tokens": "/etc/qaqkv/tokens/tokens"},
+                  operator_secrets)
+    dev = render(f"{root}/overlays/dev")
+    check_overlay("dev", dev, {"memory-only": ""}, {})
+    dev_tokens = tokens_of(dev)
+    check(bool(dev_tokens), "dev: no token in its qaqkv-tokens Secret")
     check_overlay("prod", render(f"{root}/overlays/prod"),
                   {"tls-cert": "/etc/qaqkv/tls/tls.crt", "tls-key": "/etc/qaqkv/tls/tls.key",
-                   "data-dir": "/var/lib/qaqkv/data"})
+                   "data-dir": "/var/lib/qaqkv/data"},
+                  operator_secrets, production=True, placeholder_tokens=dev_tokens)
     for f in FAILURES:
         print("FAIL:", f)
     print(f"{len(FAILURES)} failures")
