@@ -174,8 +174,35 @@ def check_certificate(name, docs, secret_name, namespace, service):
         check(not missing, f"{name}: Certificate lacks dnsNames {sorted(missing)}")
 
 
-def check_overlay(name, docs, want_flags, external_secrets, production=False, placeholder_tokens=()):
+# Kinds that live outside namespaces (of those an overlay might render).
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterIssuer",
+                  "CustomResourceDefinition", "PriorityClass", "StorageClass", "PersistentVolume"}
+
+
+def check_namespace(name, docs):
+    """One Namespace object, so a first apply works, and every namespaced
+    object in it; it enforces the restricted Pod Security Standard."""
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    check(len(namespaces) == 1, f"{name}: want one Namespace object, have {len(namespaces)}")
+    if len(namespaces) != 1:
+        return None
+    ns = namespaces[0]["metadata"]["name"]
+    for d in docs:
+        if d["kind"] not in CLUSTER_SCOPED:
+            check(d["metadata"].get("namespace") == ns,
+                  f"{name}: {d['kind']} {d['metadata']['name']} is in namespace "
+                  f"{d['metadata'].get('namespace')!r}, not {ns!r}")
+    labels = namespaces[0]["metadata"].get("labels", {})
+    check(labels.get("pod-security.kubernetes.io/enforce") == "restricted",
+          f"{name}: Namespace {ns} does not enforce the restricted Pod Security Standard")
+    return ns
+
+
+def check_overlay(name, docs, want_flags, external_secrets, production=False, placeholder_tokens=(),
+                  overlay=True):
     objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    if overlay:
+        check_namespace(name, docs)
     kinds = sorted({d["kind"] for d in docs})
     for k in ["ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"]:
         check(k in kinds, f"{name}: no {k}")
@@ -304,6 +331,9 @@ def check_overlay(name, docs, want_flags, external_secrets, production=False, pl
     check(sc.get("readOnlyRootFilesystem") is True, f"{name}: root filesystem is writable")
     check(sc.get("allowPrivilegeEscalation") is False, f"{name}: privilege escalation allowed")
     check(pod.get("securityContext", {}).get("runAsNonRoot") is True, f"{name}: may run as root")
+    check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: capabilities not all dropped")
+    seccomp = sc.get("seccompProfile") or pod.get("securityContext", {}).get("seccompProfile", {})
+    check(seccomp.get("type") == "RuntimeDefault", f"{name}: no RuntimeDefault seccomp profile")
 
 
 def main():
@@ -318,7 +348,7 @@ def main():
     operator_secrets = {"qaqkv-tokens": {"tokens"}}
     check_overlay("base", render(f"{root}/base"),
                   {"data-dir": "/var/lib/qaqkv/data", "auth-tokens": "/etc/qaqkv/tokens/tokens"},
-                  operator_secrets)
+                  operator_secrets, overlay=False)
     dev = render(f"{root}/overlays/dev")
     check_overlay("dev", dev, {"memory-only": ""}, {})
     dev_tokens = tokens_of(dev)
