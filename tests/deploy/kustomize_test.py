@@ -8,6 +8,7 @@ point at, and the security and shutdown settings hold.
 Usage: kustomize_test.py DEPLOY_K8S_DIR   (exit 0 pass, 1 fail, 77 skip)
 """
 import base64
+import os
 import re
 import shutil
 import subprocess
@@ -198,6 +199,93 @@ def check_namespace(name, docs):
     return ns
 
 
+def check_registry_image(name, container):
+    """Prod pulls from a named registry by tag or digest: a bare `qaqkv`
+    would resolve to docker.io/library/qaqkv, which is not ours."""
+    image = container.get("image", "")
+    first = image.split("/", 1)[0]
+    check("/" in image and ("." in first or ":" in first or first == "localhost"),
+          f"{name}: image {image!r} names no registry")
+    ref = image.rsplit("/", 1)[-1]
+    check("@sha256:" in ref or (":" in ref and not ref.endswith(":latest")),
+          f"{name}: image {image!r} has neither a fixed tag nor a digest")
+
+
+def ignore_regex(pattern):
+    """A .dockerignore pattern as a regex over root-relative paths (Go's
+    filepath.Match, with ** across folders), matching the path or a parent."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):  # any folders, or none
+            out += "(.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + "(/.*)?$")
+
+
+def docker_ignored(rules, path):
+    """Whether .dockerignore `rules` leave `path` out (the last match wins)."""
+    ignored = False
+    for negate, regex in rules:
+        if regex.match(path):
+            ignored = not negate
+    return ignored
+
+
+def check_docker_context(repo):
+    """.dockerignore leaves out build trees and .git but nothing the image's
+    build reads; the Dockerfile's base images can be pinned by digest."""
+    dockerfile = open(f"{repo}/deploy/Dockerfile").read()
+    try:
+        lines = open(f"{repo}/.dockerignore").read().splitlines()
+    except FileNotFoundError:
+        check(False, "no .dockerignore at the repository root")
+        return
+    rules = []
+    for line in (l.strip() for l in lines):
+        if line and not line.startswith("#"):
+            negate = line.startswith("!")
+            rules.append((negate, ignore_regex(line.lstrip("!").strip("/"))))
+    for path in ["build", "build/release", ".git"]:
+        check(docker_ignored(rules, path), f".dockerignore does not leave out {path}")
+    # What the build reads: the Dockerfile's COPY sources, the top-level
+    # CMake files, and every folder CMakeLists.txt adds outside the options
+    # the Dockerfile turns off.
+    needed = {"CMakeLists.txt", "CMakePresets.json", "cmake"}
+    for m in re.finditer(r"^COPY\s+(?!--from)(.+)$", dockerfile, re.M):
+        needed |= {src for src in m.group(1).split()[:-1] if src != "."}
+    off = set(re.findall(r"-D(QAQKV_BUILD_\w+)=OFF", dockerfile)) | {"QAQKV_BUILD_FUZZERS"}
+    conditions = []
+    for line in open(f"{repo}/CMakeLists.txt").read().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if m := re.match(r"if\s*\((.*)\)$", line):
+            conditions.append(m.group(1).strip())
+        elif re.match(r"endif\s*\(", line):
+            conditions.pop()
+        elif m := re.match(r"add_subdirectory\s*\(\s*([\w/.-]+)", line):
+            if not any(c in off for c in conditions):
+                needed.add(m.group(1))
+    for path in sorted(needed):
+        check(os.path.exists(f"{repo}/{path}"), f"the image's build needs {path}, which does not exist")
+        check(not docker_ignored(rules, path), f".dockerignore leaves out {path}, which the image's build needs")
+    for m in re.finditer(r"^FROM\s+(\S+)", dockerfile, re.M):
+        image = m.group(1)
+        check(image.startswith("${") or "@sha256:" in image,
+              f"Dockerfile: FROM {image} is neither a build argument (to pin by digest) nor pinned")
+
+
 def check_overlay(name, docs, want_flags, external_secrets, production=False, placeholder_tokens=(),
                   overlay=True):
     objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
@@ -290,6 +378,7 @@ def check_overlay(name, docs, want_flags, external_secrets, production=False, pl
                 check(mounted_key(pod, container, flags[flag], objects, "Secret", external_secrets),
                       f"{name}: --{flag} {flags[flag]} is not a mounted Secret key")
         if production:
+            check_registry_image(name, container)
             check_no_credentials(name, docs, placeholder_tokens)
             check("tls-cert" in flags and "auth-tokens" in flags, f"{name}: serves without TLS or tokens")
             tls_mount = [m for m in container["volumeMounts"]
@@ -357,6 +446,7 @@ def main():
                   {"tls-cert": "/etc/qaqkv/tls/tls.crt", "tls-key": "/etc/qaqkv/tls/tls.key",
                    "data-dir": "/var/lib/qaqkv/data"},
                   operator_secrets, production=True, placeholder_tokens=dev_tokens)
+    check_docker_context(os.path.dirname(os.path.dirname(os.path.abspath(root))))
     for f in FAILURES:
         print("FAIL:", f)
     print(f"{len(FAILURES)} failures")
