@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -286,8 +287,107 @@ def check_docker_context(repo):
               f"Dockerfile: FROM {image} is neither a build argument (to pin by digest) nor pinned")
 
 
+# Metrics the rules may read besides the server's own: kube-state-metrics,
+# for pod readiness and pod age, which the server cannot report itself.
+KUBE_STATE_METRICS = {"kube_statefulset_status_replicas_ready", "kube_statefulset_replicas",
+                      "kube_pod_start_time"}
+# The alerts docs/operations.md recommends, by the metric each one reads;
+# every one must have a rule.
+DOCUMENTED_ALERT_METRICS = ["qaqkv_checksum_failures_total", "qaqkv_background_errors_total",
+                            "qaqkv_requests_total", "qaqkv_tier_hits_total", "qaqkv_tier_misses_total",
+                            "qaqkv_evictions_total", "qaqkv_tier_budget_bytes",
+                            "kube_statefulset_status_replicas_ready"]
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+
+
+def exported_metrics(repo):
+    """The metric names the server exports: every "qaqkv_..." string literal
+    of the two files that render /metrics."""
+    names = set()
+    for path in ["service/metrics.cc", "service/stats.cc"]:
+        names |= set(re.findall(r'"(qaqkv_[a-z0-9_]+)"', open(f"{repo}/{path}").read()))
+    # A histogram's family name is no series of its own; its _bucket, _sum
+    # and _count are.
+    return {n for n in names if n + "_bucket" not in names}
+
+
+def metric_names(expr):
+    """The metric names a PromQL expression reads: identifiers left once
+    strings, label matchers, ranges, grouping clauses and offsets are cut,
+    that are not functions (followed by a parenthesis) or keywords."""
+    expr = re.sub(r'"(\\.|[^"\\])*"|\'(\\.|[^\'\\])*\'', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", " ", expr)
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\boffset\s+\w+", " ", expr)
+    names = set()
+    for m in re.finditer(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(\s*\()?", expr):
+        if m.group(2) is None and m.group(1).lower() not in PROMQL_KEYWORDS:
+            names.add(m.group(1))
+    return names
+
+
+def check_monitoring(name, docs, services, repo):
+    """A ServiceMonitor that reaches the metrics port, and rules that read
+    only metrics that exist, one for each documented alert."""
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    check(len(monitors) == 1, f"{name}: want one ServiceMonitor, have {len(monitors)}")
+    for m in monitors:
+        check(m["apiVersion"] == "monitoring.coreos.com/v1", f"{name}: ServiceMonitor apiVersion {m['apiVersion']}")
+        targets = [s for s in services if matches(m["spec"].get("selector", {}).get("matchLabels", {}),
+                                                  s["metadata"].get("labels", {}))]
+        check(len(targets) == 1, f"{name}: ServiceMonitor selects {len(targets)} Services, want 1")
+        for endpoint in m["spec"].get("endpoints", []):
+            ports = {p.get("name") for t in targets for p in t["spec"]["ports"]}
+            check(endpoint.get("port") in ports, f"{name}: ServiceMonitor scrapes port {endpoint.get('port')} "
+                  f"the Service lacks")
+            check(any(p.get("targetPort") == "metrics" and p.get("name") == endpoint.get("port")
+                      for t in targets for p in t["spec"]["ports"]),
+                  f"{name}: ServiceMonitor's port does not lead to the pods' metrics port")
+
+    rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"].get("groups", [])
+             for r in g.get("rules", [])]
+    check(any(r.get("alert") for r in rules), f"{name}: no PrometheusRule alerts")
+    exported = exported_metrics(repo)
+    check(len(exported) >= 10 and "qaqkv_requests_total" in exported,
+          f"found only {sorted(exported)} in service/metrics.cc and service/stats.cc")
+    recorded = {r["record"] for r in rules if "record" in r}
+    known = exported | recorded | KUBE_STATE_METRICS
+    read = set()
+    for r in rules:
+        what = r.get("alert") or r.get("record")
+        used = metric_names(r.get("expr", ""))
+        read |= used
+        check(bool(used), f"{name}: rule {what} reads no metric")
+        for metric in sorted(used - known):
+            check(False, f"{name}: rule {what} reads {metric}, which the server does not export")
+        if "alert" in r:
+            check((r.get("labels") or {}).get("severity") in ("critical", "warning", "info"),
+                  f"{name}: alert {what} has no severity")
+            check(bool((r.get("annotations") or {}).get("summary")), f"{name}: alert {what} has no summary")
+    for r in rules:
+        if "record" in r:
+            read |= metric_names(r["expr"])
+    for metric in DOCUMENTED_ALERT_METRICS:
+        check(metric in read, f"{name}: no rule reads {metric} (an alert docs/operations.md recommends)")
+    # Where promtool is installed (Debian's prometheus package), also parse
+    # every expression as Prometheus would, and run the rules' unit tests
+    # (prometheus_rules_test.yaml).
+    if rules and shutil.which("promtool"):
+        with tempfile.TemporaryDirectory() as tmp:
+            groups = [g for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"]]
+            with open(f"{tmp}/rules.yaml", "w") as f:
+                yaml.safe_dump({"groups": groups}, f)
+            shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "prometheus_rules_test.yaml"), tmp)
+            for args in (["check", "rules", "rules.yaml"], ["test", "rules", "prometheus_rules_test.yaml"]):
+                out = subprocess.run(["promtool", *args], cwd=tmp, capture_output=True, text=True)
+                check(out.returncode == 0, f"{name}: promtool {' '.join(args)}: {out.stdout.strip()} {out.stderr.strip()}")
+    elif rules:
+        print(f"{name}: promtool not found: rule syntax and rule unit tests not run")
+
+
 def check_overlay(name, docs, want_flags, external_secrets, production=False, placeholder_tokens=(),
-                  overlay=True):
+                  overlay=True, repo=None):
     objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     if overlay:
         check_namespace(name, docs)
@@ -378,6 +478,7 @@ def check_overlay(name, docs, want_flags, external_secrets, production=False, pl
                 check(mounted_key(pod, container, flags[flag], objects, "Secret", external_secrets),
                       f"{name}: --{flag} {flags[flag]} is not a mounted Secret key")
         if production:
+            check_monitoring(name, docs, services, repo)
             check_registry_image(name, container)
             check_no_credentials(name, docs, placeholder_tokens)
             check("tls-cert" in flags and "auth-tokens" in flags, f"{name}: serves without TLS or tokens")
@@ -442,11 +543,12 @@ def main():
     check_overlay("dev", dev, {"memory-only": ""}, {})
     dev_tokens = tokens_of(dev)
     check(bool(dev_tokens), "dev: no token in its qaqkv-tokens Secret")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(root)))
     check_overlay("prod", render(f"{root}/overlays/prod"),
                   {"tls-cert": "/etc/qaqkv/tls/tls.crt", "tls-key": "/etc/qaqkv/tls/tls.key",
                    "data-dir": "/var/lib/qaqkv/data"},
-                  operator_secrets, production=True, placeholder_tokens=dev_tokens)
-    check_docker_context(os.path.dirname(os.path.dirname(os.path.abspath(root))))
+                  operator_secrets, production=True, placeholder_tokens=dev_tokens, repo=repo)
+    check_docker_context(repo)
     for f in FAILURES:
         print("FAIL:", f)
     print(f"{len(FAILURES)} failures")
