@@ -386,6 +386,59 @@ def check_monitoring(name, docs, services, repo):
         print(f"{name}: promtool not found: rule syntax and rule unit tests not run")
 
 
+def check_worker(name, docs, prod):
+    """The example worker reaches prod's servers: admitted by their
+    NetworkPolicy, discovering their headless Service, a token from a
+    Secret, TLS with a CA file and a tls_server_name the certificate names."""
+    check_namespace(name, docs)
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    check(len(deployments) == 1, f"{name}: want one Deployment")
+    sts = [d for d in prod if d["kind"] == "StatefulSet"]
+    if len(deployments) != 1 or len(sts) != 1:
+        return
+    pod = deployments[0]["spec"]["template"]
+    labels = pod["metadata"].get("labels", {})
+    check(matches(deployments[0]["spec"]["selector"]["matchLabels"], labels), f"{name}: Deployment selects no pod")
+    container = pod["spec"]["containers"][0]
+    server_ports = {p["name"]: p["containerPort"] for p in sts[0]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    grpc_port = server_ports.get("grpc")
+    for policy in (d for d in prod if d["kind"] == "NetworkPolicy"):
+        grpc_rules = [r for r in policy["spec"].get("ingress", [])
+                      if any(p.get("port") in (grpc_port, "grpc") for p in r.get("ports", []))]
+        check(any(matches(f.get("podSelector", {}).get("matchLabels", {}), labels)
+                  and "namespaceSelector" in f for r in grpc_rules for f in r.get("from", [])),
+              f"{name}: prod's NetworkPolicy does not admit the worker's pods to gRPC")
+    env = {e["name"]: e for e in container.get("env", [])}
+    script = " ".join(container.get("command", []) + container.get("args", []))
+    for var in ["QAQKV_DISCOVERY", "QAQKV_TLS_SERVER_NAME", "QAQKV_TLS_CA"]:
+        check(var in env and f"${var}" in script, f"{name}: {var} not set or not used")
+    namespace = sts[0]["metadata"].get("namespace")
+    service = sts[0]["spec"]["serviceName"]
+    check(env.get("QAQKV_DISCOVERY", {}).get("value") == f"{service}.{namespace}.svc.cluster.local:{grpc_port}",
+          f"{name}: discovery {env.get('QAQKV_DISCOVERY', {}).get('value')} is not prod's headless Service")
+    certs = [d for d in prod if d["kind"] == "Certificate"]
+    names = {n for c in certs for n in c["spec"].get("dnsNames", []) if not n.startswith("*")}
+    check(env.get("QAQKV_TLS_SERVER_NAME", {}).get("value") in names,
+          f"{name}: tls_server_name {env.get('QAQKV_TLS_SERVER_NAME', {}).get('value')} is not a name "
+          f"prod's certificate carries ({sorted(names)})")
+    token = env.get("QAQKV_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    check(bool(token.get("name") and token.get("key")), f"{name}: QAQKV_TOKEN does not come from a Secret")
+    ca = env.get("QAQKV_TLS_CA", {}).get("value", "")
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    mounted = False
+    for m in container.get("volumeMounts", []):
+        prefix = m["mountPath"].rstrip("/") + "/"
+        secret = volumes.get(m["name"], {}).get("secret")
+        if ca.startswith(prefix) and secret:
+            items = {i["path"]: i["key"] for i in secret.get("items", [])}
+            mounted = items.get(ca[len(prefix):], ca[len(prefix):]) == "ca.crt" if items else True
+    check(mounted, f"{name}: the CA file {ca!r} is not a mounted Secret's ca.crt")
+    sc = container.get("securityContext", {})
+    check(pod["spec"].get("securityContext", {}).get("runAsNonRoot") is True
+          and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"],
+          f"{name}: worker pod does not meet the restricted Pod Security Standard")
+
+
 def check_overlay(name, docs, want_flags, external_secrets, production=False, placeholder_tokens=(),
                   overlay=True, repo=None):
     objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
@@ -544,10 +597,12 @@ def main():
     dev_tokens = tokens_of(dev)
     check(bool(dev_tokens), "dev: no token in its qaqkv-tokens Secret")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(root)))
-    check_overlay("prod", render(f"{root}/overlays/prod"),
+    prod = render(f"{root}/overlays/prod")
+    check_overlay("prod", prod,
                   {"tls-cert": "/etc/qaqkv/tls/tls.crt", "tls-key": "/etc/qaqkv/tls/tls.key",
                    "data-dir": "/var/lib/qaqkv/data"},
                   operator_secrets, production=True, placeholder_tokens=dev_tokens, repo=repo)
+    check_worker("examples/worker", render(f"{root}/examples/worker"), prod)
     check_docker_context(repo)
     for f in FAILURES:
         print("FAIL:", f)
