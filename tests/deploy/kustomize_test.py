@@ -1,11 +1,31 @@
 #!/usr/bin/env python3
-"""Renders every kustomize overlay of deploy/k8s with `kubectl kustomize` and
-checks the objects and their cross-references: selectors match the pods'
-labels, Service ports and probes name ports the container has, every
-ConfigMap and Secret a pod mounts exists with the keys the server's flags
-point at, and the security and shutdown settings hold.
+"""Renders the base, every overlay and the example worker of deploy/k8s with
+`kubectl kustomize` and checks the objects and their cross-references:
+- selectors match the pods' labels; Service ports and probes name ports the
+  container has; every ConfigMap and Secret a pod mounts is rendered, is a
+  cert-manager Certificate's, or is one the operator creates, with the keys
+  the server's flags point at; security and shutdown settings hold;
+- placement and rollout: a required pod anti-affinity on the node, a
+  ScheduleAnyway zone spread, OrderedReady, minReadySeconds > 0, a rolling
+  update and a PodDisruptionBudget of one pod at a time, and no replicas in
+  any rendered manifest (so a re-apply keeps `kubectl scale`'s count);
+- a startup probe allowing >= 600 s, asking what the liveness probe asks;
+- each overlay's Namespace object, with every namespaced object in it;
+- prod: no Secret with data, no dev token, no PEM private key; a
+  Certificate for the mounted TLS Secret covering the headless Service's
+  names; an image from a registry at a fixed tag or digest; a
+  ServiceMonitor and a PrometheusRule whose expressions read only metrics
+  service/metrics.cc and service/stats.cc export (plus named
+  kube-state-metrics ones), one rule per documented alert (and, where
+  promtool is installed, `promtool check rules` and the rules' unit tests,
+  prometheus_rules_test.yaml);
+- the example worker reaches prod: NetworkPolicy label, discovery name,
+  tls_server_name among the certificate's names, token from a Secret;
+- .dockerignore leaves out build trees and .git but nothing the image's
+  build reads, and the Dockerfile's base images are build arguments.
 
 Usage: kustomize_test.py DEPLOY_K8S_DIR   (exit 0 pass, 1 fail, 77 skip)
+The repository root is taken to be DEPLOY_K8S_DIR/../..
 """
 import base64
 import os
@@ -531,9 +551,6 @@ def check_overlay(name, docs, want_flags, external_secrets, production=False, pl
                 check(mounted_key(pod, container, flags[flag], objects, "Secret", external_secrets),
                       f"{name}: --{flag} {flags[flag]} is not a mounted Secret key")
         if production:
-            check_monitoring(name, docs, services, repo)
-            check_registry_image(name, container)
-            check_no_credentials(name, docs, placeholder_tokens)
             check("tls-cert" in flags and "auth-tokens" in flags, f"{name}: serves without TLS or tokens")
             tls_mount = [m for m in container["volumeMounts"]
                          if flags.get("tls-cert", "").startswith(m["mountPath"].rstrip("/") + "/")]
@@ -558,6 +575,11 @@ def check_overlay(name, docs, want_flags, external_secrets, production=False, pl
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         grace = pod.get("terminationGracePeriodSeconds", 30)
         check(grace > pre_stop + drain_s, f"{name}: grace {grace}s does not cover preStop {pre_stop}s + drain {drain_s}s")
+
+    if production:
+        check_no_credentials(name, docs, placeholder_tokens)
+        check_registry_image(name, container)
+        check_monitoring(name, docs, services, repo)
 
     # Guaranteed QoS with whole CPUs, so the static CPU manager can give the
     # server cores of its own.
