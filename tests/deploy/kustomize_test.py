@@ -347,6 +347,16 @@ def metric_names(expr):
     return names
 
 
+def markdown_anchors(path):
+    """The anchors of a Markdown file's headings, as GitHub makes them."""
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        return set()
+    return {re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            for m in re.finditer(r"^#+\s+(.*)$", text, re.M)}
+
+
 def check_monitoring(name, docs, services, repo):
     """A ServiceMonitor that reaches the metrics port, and rules that read
     only metrics that exist, one for each documented alert."""
@@ -382,9 +392,14 @@ def check_monitoring(name, docs, services, repo):
         for metric in sorted(used - known):
             check(False, f"{name}: rule {what} reads {metric}, which the server does not export")
         if "alert" in r:
+            annotations = r.get("annotations") or {}
             check((r.get("labels") or {}).get("severity") in ("critical", "warning", "info"),
                   f"{name}: alert {what} has no severity")
-            check(bool((r.get("annotations") or {}).get("summary")), f"{name}: alert {what} has no summary")
+            check(bool(annotations.get("summary")), f"{name}: alert {what} has no summary")
+            if "runbook" in annotations:
+                path, _, anchor = annotations["runbook"].partition("#")
+                check(anchor in markdown_anchors(f"{repo}/{path}"),
+                      f"{name}: alert {what} links {annotations['runbook']}, which has no such heading")
     for r in rules:
         if "record" in r:
             read |= metric_names(r["expr"])
