@@ -532,6 +532,17 @@ def check_overlay(name, docs, want_flags, external_secrets, production=False, pl
     handler = lambda p: {k: v for k, v in (p or {}).items() if k in ("grpc", "httpGet", "tcpSocket", "exec")}
     check(handler(startup) == handler(container.get("livenessProbe")),
           f"{name}: startupProbe and livenessProbe ask different things")
+    # Readiness asks whether the server takes writes (the KvCache health
+    # name, /readyz); liveness only whether it runs ("", /healthz), so a
+    # full disk takes the pod out of the Service instead of restarting it.
+    ready = container.get("readinessProbe") or {}
+    live = container.get("livenessProbe") or {}
+    check(ready.get("grpc", {}).get("service") == "qaqkv.v1.KvCache" or
+          ready.get("httpGet", {}).get("path") == "/readyz",
+          f"{name}: readinessProbe does not ask for readiness (qaqkv.v1.KvCache or /readyz)")
+    check(live.get("grpc", {}).get("service", "") == "" if "grpc" in live else
+          live.get("httpGet", {}).get("path") == "/healthz",
+          f"{name}: livenessProbe asks for more than liveness (\"\" or /healthz)")
 
     # Other selectors.
     for d in docs:
