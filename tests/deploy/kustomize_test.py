@@ -308,9 +308,8 @@ def check_docker_context(repo):
 
 
 # Metrics the rules may read besides the server's own: kube-state-metrics,
-# for pod readiness and pod age, which the server cannot report itself.
-KUBE_STATE_METRICS = {"kube_statefulset_status_replicas_ready", "kube_statefulset_replicas",
-                      "kube_pod_start_time"}
+# for pods not ready or not running, which the server cannot report itself.
+KUBE_STATE_METRICS = {"kube_statefulset_status_replicas_ready", "kube_statefulset_replicas"}
 # The alerts docs/operations.md recommends, by the metric each one reads;
 # every one must have a rule.
 DOCUMENTED_ALERT_METRICS = ["qaqkv_checksum_failures_total", "qaqkv_background_errors_total",
