@@ -53,6 +53,22 @@ class Fd {
   int fd_;
 };
 
+// Gives the owner write and search permission on `dir` and on every
+// directory under it, so that everything in them can be unlinked. Symlinks
+// are not followed: only what is inside `dir` changes.
+void MakeRemovable(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::add, ec);
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code type_ec;
+    if (it->symlink_status(type_ec).type() == std::filesystem::file_type::directory) {
+      MakeRemovable(it->path());
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view field) {
@@ -117,6 +133,11 @@ TempDir::TempDir(TempDir&& other) noexcept
 TempDir::~TempDir() {
   if (path_.empty() || keep_) return;
   std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+  if (!ec) return;
+  // Tests take write permission from a directory in here to provoke errors;
+  // its entries cannot be unlinked until it is given back.
+  MakeRemovable(path_);
   std::filesystem::remove_all(path_, ec);
 }
 

@@ -27,6 +27,8 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
 // A fresh directory under the system's temporary directory, removed with
 // everything in it when the object goes (on every return path of its
 // owner), unless Keep() was called, for example to leave a failed run's logs.
+// Directories inside that were left without write permission are removed
+// too: the destructor gives it back first.
 class TempDir {
  public:
   // `prefix` starts the directory's name ("qaqkv-bench"). kUnavailable

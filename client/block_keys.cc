@@ -2,18 +2,16 @@
 // the tools and tests can use it without a channel.
 #include <cstring>
 
+#include "base/endian.h"
 #include "qaqkv/client.h"
 #include "xxhash.h"
 
 namespace qaqkv::client {
 namespace {
 
-void AppendU32(std::vector<uint8_t>& buf, uint32_t v) {
-  for (int i = 0; i < 4; ++i) buf.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-
-void AppendU64(uint8_t* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(v >> (8 * i));
+void AppendLe32(std::vector<uint8_t>& buf, uint32_t v) {
+  buf.resize(buf.size() + 4);
+  base::StoreLe32(buf.data() + buf.size() - 4, v);
 }
 
 }  // namespace
@@ -30,9 +28,9 @@ std::vector<BlockKey> Client::ComputeBlockKeys(std::string_view model_fingerprin
   // The message is rebuilt per block in one buffer: [prev key | header |
   // tokens]; only the key and the tokens change between blocks.
   std::vector<uint8_t> buf(16, 0);
-  AppendU32(buf, static_cast<uint32_t>(model_fingerprint.size()));
+  AppendLe32(buf, static_cast<uint32_t>(model_fingerprint.size()));
   buf.insert(buf.end(), model_fingerprint.begin(), model_fingerprint.end());
-  AppendU32(buf, static_cast<uint32_t>(codec.size()));
+  AppendLe32(buf, static_cast<uint32_t>(codec.size()));
   buf.insert(buf.end(), codec.begin(), codec.end());
   const size_t header = buf.size();
   buf.resize(header + 4 * static_cast<size_t>(block_tokens));
@@ -42,12 +40,12 @@ std::vector<BlockKey> Client::ComputeBlockKeys(std::string_view model_fingerprin
     for (int t = 0; t < block_tokens; ++t) {
       // Explicit little-endian, so keys agree across hosts.
       const uint32_t id = static_cast<uint32_t>(token_ids[b * block_tokens + t]);
-      for (int i = 0; i < 4; ++i) tokens[4 * t + i] = static_cast<uint8_t>(id >> (8 * i));
+      base::StoreLe32(tokens + 4 * t, id);
     }
     const XXH128_hash_t h = XXH3_128bits(buf.data(), buf.size());
     BlockKey key;
-    AppendU64(key.data(), h.low64);
-    AppendU64(key.data() + 8, h.high64);
+    base::StoreLe64(key.data(), h.low64);
+    base::StoreLe64(key.data() + 8, h.high64);
     keys.push_back(key);
     std::memcpy(buf.data(), key.data(), key.size());
   }

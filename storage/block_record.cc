@@ -1,29 +1,22 @@
 #include "storage/block_record.h"
 
 #include <bit>
-#include <cstring>
 
+#include "base/endian.h"
 #include "qaqkv/limits.h"
 
 namespace qaqkv::storage {
 namespace {
 
 constexpr uint8_t kVersion = 1;
-constexpr size_t kFixedBytes = 1 + 1 + 4 + 8 + 8 + 8 + 4;
-
-template <typename T>
-void Append(std::string& out, T v) {
-  char buf[sizeof(T)];
-  std::memcpy(buf, &v, sizeof(T));
-  out.append(buf, sizeof(T));
-}
-
-template <typename T>
-T Read(std::string_view in, size_t at) {
-  T v;
-  std::memcpy(&v, in.data() + at, sizeof(T));
-  return v;
-}
+// The fixed part: version and flags bytes, then little-endian fields at these
+// offsets; the descriptor and the layer bitmap follow it.
+constexpr size_t kLayersAt = 2;          // u32
+constexpr size_t kBytesAt = 6;           // u64
+constexpr size_t kCreatedAt = 14;        // i64
+constexpr size_t kAccessedAt = 22;       // i64
+constexpr size_t kDescriptorLenAt = 30;  // u32
+constexpr size_t kFixedBytes = kDescriptorLenAt + 4;
 
 }  // namespace
 
@@ -43,15 +36,16 @@ BlockRecord NewBlockRecord(uint32_t num_layers, std::string_view descriptor, int
 }
 
 std::string EncodeBlockRecord(const BlockRecord& r) {
-  std::string out;
+  std::string out(kFixedBytes, '\0');
   out.reserve(kFixedBytes + r.descriptor.size() + r.present.size());
-  Append<uint8_t>(out, kVersion);
-  Append<uint8_t>(out, r.committed ? 1 : 0);
-  Append<uint32_t>(out, r.num_layers);
-  Append<uint64_t>(out, r.bytes);
-  Append<int64_t>(out, r.created_ms);
-  Append<int64_t>(out, r.accessed_ms);
-  Append<uint32_t>(out, static_cast<uint32_t>(r.descriptor.size()));
+  out[0] = static_cast<char>(kVersion);
+  out[1] = r.committed ? 1 : 0;
+  base::StoreLe32(out.data() + kLayersAt, r.num_layers);
+  base::StoreLe64(out.data() + kBytesAt, r.bytes);
+  base::StoreLe64(out.data() + kCreatedAt, static_cast<uint64_t>(r.created_ms));
+  base::StoreLe64(out.data() + kAccessedAt, static_cast<uint64_t>(r.accessed_ms));
+  base::StoreLe32(out.data() + kDescriptorLenAt,
+                  static_cast<uint32_t>(r.descriptor.size()));
   out += r.descriptor;
   out.append(reinterpret_cast<const char*>(r.present.data()), r.present.size());
   return out;
@@ -59,16 +53,18 @@ std::string EncodeBlockRecord(const BlockRecord& r) {
 
 absl::StatusOr<BlockRecord> DecodeBlockRecord(std::string_view in) {
   if (in.size() < kFixedBytes) return absl::DataLossError("block record: truncated");
-  if (Read<uint8_t>(in, 0) != kVersion) return absl::DataLossError("block record: bad version");
-  const uint8_t flags = Read<uint8_t>(in, 1);
+  if (static_cast<uint8_t>(in[0]) != kVersion) {
+    return absl::DataLossError("block record: bad version");
+  }
+  const uint8_t flags = static_cast<uint8_t>(in[1]);
   if ((flags & ~1u) != 0) return absl::DataLossError("block record: bad flags");
   BlockRecord r;
   r.committed = flags & 1;
-  r.num_layers = Read<uint32_t>(in, 2);
-  r.bytes = Read<uint64_t>(in, 6);
-  r.created_ms = Read<int64_t>(in, 14);
-  r.accessed_ms = Read<int64_t>(in, 22);
-  const uint32_t dlen = Read<uint32_t>(in, 30);
+  r.num_layers = base::LoadLe32(in.data() + kLayersAt);
+  r.bytes = base::LoadLe64(in.data() + kBytesAt);
+  r.created_ms = static_cast<int64_t>(base::LoadLe64(in.data() + kCreatedAt));
+  r.accessed_ms = static_cast<int64_t>(base::LoadLe64(in.data() + kAccessedAt));
+  const uint32_t dlen = base::LoadLe32(in.data() + kDescriptorLenAt);
   if (r.num_layers == 0 || r.num_layers > limits::kMaxLayers) {
     return absl::DataLossError("block record: bad layer count");
   }

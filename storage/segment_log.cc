@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/endian.h"
 #include "base/status_macros.h"
 #include "kernels/checksum.h"
 
@@ -22,23 +23,6 @@ constexpr uint32_t kRecordMagic = 0x31475351u;    // "QSG1" little-endian
 constexpr uint32_t kLocationMagic = 0x434c5351u;  // "QSLC" little-endian
 constexpr size_t kHeaderBytes = 24;
 constexpr size_t kLocationBytes = 20;
-
-void PutU32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void PutU64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t GetU32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t{p[i]} << (8 * i);
-  return v;
-}
-uint64_t GetU64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
-  return v;
-}
 
 // XXH3-64 of the header's first 16 bytes followed by the key.
 uint64_t HeaderHash(const uint8_t* head16, std::string_view key) {
@@ -94,18 +78,18 @@ struct SegmentLog::File {
 std::string SegmentLocation::Encode() const {
   std::string out(kLocationBytes, '\0');
   auto* p = reinterpret_cast<uint8_t*>(out.data());
-  PutU32(p, kLocationMagic);
-  PutU32(p + 4, segment);
-  PutU64(p + 8, offset);
-  PutU32(p + 16, length);
+  base::StoreLe32(p, kLocationMagic);
+  base::StoreLe32(p + 4, segment);
+  base::StoreLe64(p + 8, offset);
+  base::StoreLe32(p + 16, length);
   return out;
 }
 
 std::optional<SegmentLocation> SegmentLocation::Decode(std::string_view bytes) {
   if (bytes.size() != kLocationBytes) return std::nullopt;
   const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
-  if (GetU32(p) != kLocationMagic) return std::nullopt;
-  return SegmentLocation{GetU32(p + 4), GetU64(p + 8), GetU32(p + 16)};
+  if (base::LoadLe32(p) != kLocationMagic) return std::nullopt;
+  return SegmentLocation{base::LoadLe32(p + 4), base::LoadLe64(p + 8), base::LoadLe32(p + 16)};
 }
 
 uint64_t SegmentLocation::RecordBytes(size_t key_size) const {
@@ -206,10 +190,10 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
     return absl::InvalidArgumentError("segment log: key or value over 4 GiB");
   }
   uint8_t head[kHeaderBytes];
-  PutU32(head, kRecordMagic);
-  PutU32(head + 4, static_cast<uint32_t>(key.size()));
-  PutU64(head + 8, value.size());
-  PutU64(head + 16, HeaderHash(head, key));
+  base::StoreLe32(head, kRecordMagic);
+  base::StoreLe32(head + 4, static_cast<uint32_t>(key.size()));
+  base::StoreLe64(head + 8, value.size());
+  base::StoreLe64(head + 16, HeaderHash(head, key));
   SegmentLocation loc;
   loc.length = static_cast<uint32_t>(value.size());
   const uint64_t bytes = loc.RecordBytes(key.size());
@@ -335,8 +319,10 @@ absl::StatusOr<std::string> SegmentLog::Read(const SegmentLocation& loc, std::st
     return absl::DataLossError(absl::StrCat("segment log: ", where, ": record cut short"));
   }
   const auto* h = reinterpret_cast<const uint8_t*>(head.data());
-  if (GetU32(h) != kRecordMagic || GetU32(h + 4) != key.size() || GetU64(h + 8) != loc.length ||
-      GetU64(h + 16) != HeaderHash(h, key) || head.compare(kHeaderBytes, key.size(), key) != 0) {
+  if (base::LoadLe32(h) != kRecordMagic || base::LoadLe32(h + 4) != key.size() ||
+      base::LoadLe64(h + 8) != loc.length ||
+      base::LoadLe64(h + 16) != HeaderHash(h, key) ||
+      head.compare(kHeaderBytes, key.size(), key) != 0) {
     return absl::DataLossError(absl::StrCat("segment log: ", where, ": not the record of this key"));
   }
   return value;

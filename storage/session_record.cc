@@ -1,8 +1,10 @@
 #include "storage/session_record.h"
 
 #include <cstring>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "base/endian.h"
 #include "base/ids.h"
 #include "qaqkv/limits.h"
 
@@ -12,22 +14,35 @@ namespace {
 // Version 2 added the descriptor; version 1 records (no descriptor) still read.
 constexpr uint8_t kVersion = 2;
 
-template <typename T>
-void Append(std::string& out, T v) {
-  char buf[sizeof(T)];
-  std::memcpy(buf, &v, sizeof(T));
-  out.append(buf, sizeof(T));
+void AppendLe32(std::string& out, uint32_t v) {
+  char buf[4];
+  base::StoreLe32(buf, v);
+  out.append(buf, sizeof(buf));
+}
+void AppendLe64(std::string& out, uint64_t v) {
+  char buf[8];
+  base::StoreLe64(buf, v);
+  out.append(buf, sizeof(buf));
 }
 
 // Bounds-checked little-endian reader.
 class Reader {
  public:
   explicit Reader(std::string_view in) : in_(in) {}
+  // T is one of the record's field types: uint8_t, uint32_t, (u)int64_t.
   template <typename T>
   bool Read(T* v) {
-    if (in_.size() - at_ < sizeof(T)) return false;
-    std::memcpy(v, in_.data() + at_, sizeof(T));
-    at_ += sizeof(T);
+    static_assert(std::is_integral_v<T> &&
+                  (sizeof(T) == 1 || sizeof(T) == 4 || sizeof(T) == 8));
+    std::string_view b;
+    if (!Bytes(sizeof(T), &b)) return false;
+    if constexpr (sizeof(T) == 1) {
+      *v = static_cast<T>(b[0]);
+    } else if constexpr (sizeof(T) == 4) {
+      *v = static_cast<T>(base::LoadLe32(b.data()));
+    } else {
+      *v = static_cast<T>(base::LoadLe64(b.data()));
+    }
     return true;
   }
   bool Bytes(size_t n, std::string_view* out) {
@@ -51,16 +66,16 @@ absl::Status ValidateSessionId(std::string_view id) {
 
 std::string EncodeSessionRecord(const SessionRecord& r) {
   std::string out;
-  Append<uint8_t>(out, kVersion);
-  Append<uint64_t>(out, r.token_count);
-  Append<int64_t>(out, r.created_ms);
-  Append<int64_t>(out, r.accessed_ms);
-  Append<int64_t>(out, r.ttl_ms);
-  Append<uint32_t>(out, static_cast<uint32_t>(r.blocks.size()));
+  out.push_back(static_cast<char>(kVersion));
+  AppendLe64(out, r.token_count);
+  AppendLe64(out, static_cast<uint64_t>(r.created_ms));
+  AppendLe64(out, static_cast<uint64_t>(r.accessed_ms));
+  AppendLe64(out, static_cast<uint64_t>(r.ttl_ms));
+  AppendLe32(out, static_cast<uint32_t>(r.blocks.size()));
   for (const BlockKey& b : r.blocks) out.append(reinterpret_cast<const char*>(b.data()), b.size());
-  Append<uint32_t>(out, static_cast<uint32_t>(r.tail.size()));
+  AppendLe32(out, static_cast<uint32_t>(r.tail.size()));
   out += r.tail;
-  Append<uint32_t>(out, static_cast<uint32_t>(r.descriptor.size()));
+  AppendLe32(out, static_cast<uint32_t>(r.descriptor.size()));
   out += r.descriptor;
   return out;
 }

@@ -147,11 +147,6 @@ absl::Status RangeError(const char* name, unsigned long long idx, const PageShap
                                                  " channel ", d, " is beyond fp16 range"));
 }
 
-template <typename T>
-void PutLe(uint8_t* p, T v) {
-  std::memcpy(p, &v, sizeof(T));  // little-endian host, as the CPU encoder
-}
-
 }  // namespace
 
 struct GpuCodec::Impl {

@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "base/endian.h"
 #include "kernels/checksum.h"
 #include "kernels/codec.h"
 #include "qaqkv/limits.h"
@@ -61,12 +62,13 @@ struct PageHeader {
   uint32_t v_bytes = 0;
 };
 
-inline void PutU16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
-inline void PutU32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
-inline void PutU64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
-inline uint16_t GetU16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
-inline uint32_t GetU32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
-inline uint64_t GetU64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+// The page's little-endian fields, under the names the codec backends use.
+inline void PutU16(uint8_t* p, uint16_t v) { base::StoreLe16(p, v); }
+inline void PutU32(uint8_t* p, uint32_t v) { base::StoreLe32(p, v); }
+inline void PutU64(uint8_t* p, uint64_t v) { base::StoreLe64(p, v); }
+inline uint16_t GetU16(const uint8_t* p) { return base::LoadLe16(p); }
+inline uint32_t GetU32(const uint8_t* p) { return base::LoadLe32(p); }
+inline uint64_t GetU64(const uint8_t* p) { return base::LoadLe64(p); }
 
 void WriteHeader(const PageHeader& h, uint8_t* out);
 // Parses and sanity-checks the header of a page whose checksum already passed.

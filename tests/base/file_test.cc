@@ -86,6 +86,27 @@ TEST(TempDirTest, RemovedWithItsContentsUnlessKeptAndMovesOwnership) {
   EXPECT_FALSE(std::filesystem::exists(moved_to));
 }
 
+// Tests take write permission away to provoke errors (the directory itself
+// or one inside, with entries); the directory still goes. Root ignores the
+// permissions, so there this only checks that removal works.
+TEST(TempDirTest, RemovesDirectoriesLeftWithoutWritePermission) {
+  namespace fs = std::filesystem;
+  std::string path;
+  {
+    absl::StatusOr<TempDir> dir = TempDir::Create("qaqkv-tempdir-test");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    path = dir->path();
+    fs::create_directories(path + "/ro/deeper");
+    std::ofstream(path + "/ro/deeper/file") << "x";
+    std::ofstream(path + "/ro/file") << "x";
+    fs::create_directory_symlink(path + "/ro", path + "/link");
+    fs::permissions(path + "/ro/deeper", fs::perms::owner_read | fs::perms::owner_exec);
+    fs::permissions(path + "/ro", fs::perms::owner_read | fs::perms::owner_exec);
+    fs::permissions(path, fs::perms::owner_read | fs::perms::owner_exec);
+  }
+  EXPECT_FALSE(fs::exists(path));
+}
+
 TEST(TempDirTest, AnUnusableParentIsAnErrorNamingIt) {
   const char* old = std::getenv("TMPDIR");
   const std::string saved = old ? old : "";

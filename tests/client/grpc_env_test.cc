@@ -35,7 +35,7 @@ TEST(GrpcEnvironmentTest, SetsWhatIsMissingKeepsWhatIsSetAndPagesStillRoundTrip)
 
   ASSERT_EQ(unsetenv("GRPC_POLL_STRATEGY"), 0);
   ASSERT_EQ(setenv("GRPC_EXPERIMENTS", "", 1), 0);  // an operator's "none": kept
-  const service::testing::TempDir tmp;
+  const base::TempDir tmp = service::testing::MakeTempDir();
   const std::string& dir = tmp.path();
   // The server starts with the environment as it was before the call.
   base::SnapshotEnvironmentForChildren();

@@ -192,7 +192,7 @@ done
 }
 
 TEST_F(ServiceTest, TlsServerServesOnlyTlsClientsThatTrustIt) {
-  TempDir pki_dir;
+  base::TempDir pki_dir = MakeTempDir();
   ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
   ASSERT_NO_FATAL_FAILURE(
       StartServer({absl::StrCat("--tls-cert=", pki.dir, "/server.pem"),
@@ -219,7 +219,7 @@ TEST_F(ServiceTest, TlsServerServesOnlyTlsClientsThatTrustIt) {
 // A renewed certificate (here: one signed by another CA, so the client can
 // tell which it got) serves new handshakes without a restart.
 TEST_F(ServiceTest, ARenewedCertificateServesWithoutARestart) {
-  TempDir pki_dir;
+  base::TempDir pki_dir = MakeTempDir();
   ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
   const std::string script = absl::StrCat("set -e\ncd '", pki.dir, R"('
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout renewed.key \
@@ -253,7 +253,7 @@ cp server.key live/tls.key
 }
 
 TEST_F(ServiceTest, MutualTlsRequiresATrustedClientCertificate) {
-  TempDir pki_dir;
+  base::TempDir pki_dir = MakeTempDir();
   ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
   ASSERT_NO_FATAL_FAILURE(
       StartServer({absl::StrCat("--tls-cert=", pki.dir, "/server.pem"),
@@ -285,9 +285,9 @@ TEST_F(ServiceTest, MutualTlsRequiresATrustedClientCertificate) {
 
 
 TEST_F(ServiceTest, TlsFilesThatDoNotFitAreRefusedAtStart) {
-  TempDir pki_dir;
+  base::TempDir pki_dir = MakeTempDir();
   ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string d = pki.dir;
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/client.key"},

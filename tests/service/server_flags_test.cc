@@ -9,7 +9,7 @@ TEST_F(ServiceTest, SecondServerCannotShareTheListenOrMetricsPort) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
   const TestBlock block = NewBlock(format_, 93);
   ASSERT_GRPC_OK(PutBlocks(*stub_, format_, {block}).status);
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   for (const std::string& flag :
        {absl::StrCat("--listen=127.0.0.1:", server_.port()),
         absl::StrCat("--metrics-listen=127.0.0.1:", server_.port())}) {
@@ -46,7 +46,7 @@ TEST(ServerFlagsHelpTest, HelpListsTheFlagsAndVersionPrintsIt) {
 
 // Flags after --config override the file's; underscores spell flags too.
 TEST(ServerFlagsHelpTest, CommandLineAfterConfigWins) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   WriteFile(dir.path() + "/server.conf",
             "# a ConfigMap\n--listen=127.0.0.1:1\n--data_dir=" + dir.path() + "/db\n");
   auto run = RunToExit({ServerBinary(), "--config=" + dir.path() + "/server.conf",
@@ -68,7 +68,7 @@ void PrintTo(const BadFlag& f, std::ostream* os) { *os << f.name; }
 class ServerFlagsTest : public ::testing::TestWithParam<BadFlag> {};
 
 TEST_P(ServerFlagsTest, BadFlagExitsWithCode2NamingTheFlag) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   std::vector<std::string> argv = {ServerBinary(), "--listen=127.0.0.1:0",
                                    absl::StrCat("--data-dir=", dir.path(), "/db")};
   for (std::string a : GetParam().args) {

@@ -189,7 +189,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
 
 absl::StatusOr<ExitResult> RunToExit(const std::vector<std::string>& argv,
                                      absl::Duration timeout) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string log = dir.path() + "/output";
   auto pid = Spawn(argv, log);
   if (!pid.ok()) return pid.status();

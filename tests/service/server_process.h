@@ -24,12 +24,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/file.h"
 #include "qaqkv/v1/kvcache.grpc.pb.h"
 #include "tests/storage/test_util.h"
 
 namespace qaqkv::service::testing {
 
-using TempDir = storage::testing::TempDir;
+using storage::testing::MakeTempDir;
 
 // Path of the qaqkv-server binary: $QAQKV_SERVER_BINARY when set (to test
 // another build of the server), else the one of this build tree.
@@ -111,7 +112,7 @@ class ServerProcess {
   std::unique_ptr<v1::KvCache::Stub> Stub(const ClientOptions& options = {}) const;
 
  private:
-  TempDir dir_;
+  base::TempDir dir_ = MakeTempDir();
   std::vector<std::string> last_args_;
   pid_t pid_ = -1;
   int port_ = 0;

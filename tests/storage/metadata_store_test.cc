@@ -46,7 +46,7 @@ class MetadataStoreTest : public ::testing::Test {
     return keys;
   }
 
-  testing::TempDir dir_;
+  base::TempDir dir_ = testing::MakeTempDir();
   std::unique_ptr<RocksDbTier> db_;
   std::unique_ptr<MetadataStore> metadata_;
 };

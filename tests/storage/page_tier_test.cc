@@ -12,7 +12,7 @@ namespace qaqkv::storage {
 namespace {
 
 using testing::FakePage;
-using testing::TempDir;
+using testing::MakeTempDir;
 
 PageBuffer Buffer(const std::string& bytes) { return std::make_shared<const std::string>(bytes); }
 
@@ -45,7 +45,7 @@ TEST(PageTierTest, DramTierKeepsEvictsAndRefusesByItsBudget) {
 }
 
 TEST(PageTierTest, RocksDbTierChecksEveryPageItReadsBack) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto db = RocksDbTier::Open({.path = dir.path()});
   ASSERT_TRUE(db.ok()) << db.status();
   std::unique_ptr<PageTier> tier = NewRocksDbPageTier(db->get());

@@ -17,7 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::FakePage;
-using testing::TempDir;
+using testing::MakeTempDir;
 
 
 
@@ -28,7 +28,7 @@ std::unique_ptr<RocksDbTier> OpenAt(const std::string& path) {
 }
 
 TEST(RocksDbTierTest, PutGetAndPersistAcrossReopen) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string page = FakePage(256 * 1024, 1);
   {
     auto t = OpenAt(dir.path() + "/db");
@@ -51,7 +51,7 @@ TEST(RocksDbTierTest, PutGetAndPersistAcrossReopen) {
 }
 
 TEST(RocksDbTierTest, RejectsPagesWhoseChecksumIsWrong) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto t = OpenAt(dir.path());
   std::string page = FakePage(1000, 2);
   page[10] ^= 1;
@@ -63,7 +63,7 @@ TEST(RocksDbTierTest, RejectsPagesWhoseChecksumIsWrong) {
 // A value corrupted behind the tier's back (here written raw) is detected on
 // read, counted, and dropped so it is never served.
 TEST(RocksDbTierTest, CorruptStoredPageIsDataLossAndDropped) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto t = OpenAt(dir.path());
   std::string page = FakePage(5000, 3);
   page[100] ^= 0x40;
@@ -77,7 +77,7 @@ TEST(RocksDbTierTest, CorruptStoredPageIsDataLossAndDropped) {
 // flipped bytes as a page (kDataLoss from RocksDB's own checks or ours), and
 // the database still reopens.
 TEST(RocksDbTierTest, FlippedBlobFileBytesAreNeverServed) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string page = FakePage(64 * 1024, 4);
   {
     auto t = OpenAt(dir.path());
@@ -117,7 +117,7 @@ TEST(RocksDbTierTest, FlippedBlobFileBytesAreNeverServed) {
 }
 
 TEST(RocksDbTierTest, PrefixScansAndDeletes) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto t = OpenAt(dir.path());
   for (const char* k : {"a/1", "a/2", "a/3", "b/1"}) ASSERT_TRUE(t->Put(Column::kBlocks, k, k).ok());
   auto keys = t->Keys(Column::kBlocks, "a/");
@@ -131,7 +131,7 @@ TEST(RocksDbTierTest, PrefixScansAndDeletes) {
 
 TEST(RocksDbTierTest, BadDirectoriesGiveClearErrors) {
   EXPECT_EQ(RocksDbTier::Open({""}).status().code(), absl::StatusCode::kInvalidArgument);
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   // A path under a regular file cannot be created.
   const std::string file = dir.path() + "/file";
   std::ofstream(file) << "x";
@@ -151,7 +151,7 @@ TEST(RocksDbTierTest, BadDirectoriesGiveClearErrors) {
 }
 
 TEST(RocksDbTierTest, DiskBytesCountBlobs) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto t = RocksDbTier::Open({dir.path(), /*sync=*/true});
   ASSERT_TRUE(t.ok());
   const std::string page = FakePage(256 * 1024, 5);
@@ -172,7 +172,7 @@ namespace {
 // attribute (chattr +i). Opening fails with a clear error, nothing crashes,
 // and once the directory is writable again the data is all there.
 TEST(RocksDbTierTest, UnwritableDirectoryFailsCleanlyAndRecovers) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string db = dir.path() + "/db";
   const std::string page = FakePage(8000, 6);
   {

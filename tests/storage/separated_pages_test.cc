@@ -20,7 +20,7 @@ namespace qaqkv::storage {
 namespace {
 
 using testing::FakePage;
-using testing::TempDir;
+using testing::MakeTempDir;
 
 RocksDbTierOptions Separated(const std::string& path, uint64_t segment_bytes = 1 << 20) {
   RocksDbTierOptions o;
@@ -49,7 +49,7 @@ std::string StoredValue(RocksDbTier& t, std::string_view key) {
 }
 
 TEST(SeparatedPages, BytesLiveInSegmentsAndRocksDbHoldsLocations) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string db = dir.path() + "/db";
   {
     auto t = MustOpen(Separated(db));
@@ -78,7 +78,7 @@ TEST(SeparatedPages, BytesLiveInSegmentsAndRocksDbHoldsLocations) {
 }
 
 TEST(SeparatedPages, DeletedSpaceIsCollectedAndTheRestStillReads) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto t = MustOpen(Separated(dir.path() + "/db"));
   ASSERT_NE(t, nullptr);
   constexpr int kPages = 13;  // 300 KiB each, three per 1 MiB segment
@@ -105,7 +105,7 @@ TEST(SeparatedPages, DeletedSpaceIsCollectedAndTheRestStillReads) {
 }
 
 TEST(SeparatedPages, ADatabaseReopenedWithoutSeparationStillReadsAndDeletes) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string db = dir.path() + "/db";
   {
     auto t = MustOpen(Separated(db));
@@ -125,7 +125,7 @@ TEST(SeparatedPages, ADatabaseReopenedWithoutSeparationStillReadsAndDeletes) {
 }
 
 TEST(SeparatedPages, DamagedSegmentBytesAreDataLossAndDropped) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string db = dir.path() + "/db";
   auto t = MustOpen(Separated(db));
   ASSERT_NE(t, nullptr);
@@ -152,7 +152,7 @@ TEST(SeparatedPages, DamagedSegmentBytesAreDataLossAndDropped) {
 }
 
 TEST(SeparatedPages, ConcurrentWritersReadersAndCollectionLoseNothing) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto t = MustOpen(Separated(dir.path() + "/db"));
   ASSERT_NE(t, nullptr);
   constexpr int kKeys = 24;
@@ -222,7 +222,7 @@ TEST(SeparatedPages, ConcurrentWritersReadersAndCollectionLoseNothing) {
 }
 
 TEST(SeparatedPages, SyncedWritesReadBack) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   RocksDbTierOptions o = Separated(dir.path() + "/db");
   o.sync = true;
   auto t = MustOpen(o);

@@ -2,36 +2,22 @@
 #ifndef QAQKV_TESTS_STORAGE_TEST_UTIL_H_
 #define QAQKV_TESTS_STORAGE_TEST_UTIL_H_
 
-#include <cstdlib>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
-#include <filesystem>
 #include <random>
 #include <string>
 
+#include "base/file.h"
 #include "xxhash.h"
 
 namespace qaqkv::storage::testing {
 
-// A fresh temporary directory, removed (made writable first) at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "qaqkv-test-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::permissions(path_, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::add, ec);
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// A fresh temporary directory for one test, removed with everything in it
+// (read-only directories included) at scope exit. Should the machine's
+// temporary directory be unusable, the test fails with the reason (absl's
+// BadStatusOrAccess, which gtest reports).
+inline base::TempDir MakeTempDir() { return base::TempDir::Create("qaqkv-test").value(); }
 
 // Bytes shaped like a page: a random body of `body` bytes and the XXH3-64
 // trailer every page carries.

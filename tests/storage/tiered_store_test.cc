@@ -17,7 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::FakePage;
-using testing::TempDir;
+using testing::MakeTempDir;
 
 
 
@@ -48,7 +48,7 @@ PutPageRequest Req(std::string_view tenant, uint8_t block, uint32_t layer, uint3
 }
 
 TEST(TieredStoreTest, BlockBecomesVisibleOnlyWhenComplete) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   const std::string p0 = FakePage(1000, 0), p1 = FakePage(1000, 1), p2 = FakePage(1000, 2);
   // Layers arrive out of order.
@@ -74,7 +74,7 @@ TEST(TieredStoreTest, BlockBecomesVisibleOnlyWhenComplete) {
 }
 
 TEST(TieredStoreTest, LookupCountsTheLongestCommittedPrefix) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   const std::string p = FakePage(100, 3);
   for (uint8_t b : {1, 2, 4}) ASSERT_TRUE(s->PutPage(Req("t", b, 0, 1, p)).ok());
@@ -89,7 +89,7 @@ TEST(TieredStoreTest, LookupCountsTheLongestCommittedPrefix) {
 }
 
 TEST(TieredStoreTest, BadRequestsStoreNothing) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   const std::string p = FakePage(100, 4);
   auto code = [&](const PutPageRequest& r) { return s->PutPage(r).status().code(); };
@@ -110,7 +110,7 @@ TEST(TieredStoreTest, BadRequestsStoreNothing) {
 }
 
 TEST(TieredStoreTest, QuotaIsEnforcedPerTenant) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(1000, 5);
   auto s = OpenStore(dir.path(), /*quota=*/2 * p.size());
   ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
@@ -124,7 +124,7 @@ TEST(TieredStoreTest, QuotaIsEnforcedPerTenant) {
 }
 
 TEST(TieredStoreTest, PagesAndUsageSurviveReopen) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p0 = FakePage(70000, 6), p1 = FakePage(5000, 7);
   {
     auto s = OpenStore(dir.path());
@@ -145,7 +145,7 @@ TEST(TieredStoreTest, PagesAndUsageSurviveReopen) {
 }
 
 TEST(TieredStoreTest, DeleteRemovesPagesEverywhere) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   const std::string p = FakePage(300, 8);
   ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
@@ -213,7 +213,7 @@ TEST(TieredStoreTest, MemoryOnlyEvictionDropsWholeBlocks) {
 // Several streams deliver the layers of the same blocks at once: every block
 // commits exactly once, no layer is lost, and usage adds up. Run under TSan.
 TEST(TieredStoreTest, ConcurrentStreamsCommitEachBlockOnce) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   constexpr int kBlocks = 12, kLayers = 8, kThreads = 4;
   std::vector<std::string> pages;
@@ -259,7 +259,7 @@ SessionRecord Session(std::initializer_list<uint8_t> blocks, uint64_t tokens, in
 }
 
 TEST(TieredStoreSessionsTest, PutGetListDeleteAndSurviveReopen) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string tail = FakePage(300, 11);
   {
     auto s = OpenStore(dir.path());
@@ -287,7 +287,7 @@ TEST(TieredStoreSessionsTest, PutGetListDeleteAndSurviveReopen) {
 }
 
 TEST(TieredStoreSessionsTest, ReplaceKeepsCreationTime) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   ASSERT_TRUE(s->PutSession("t", "c", Session({1}, 10)).ok());
   const int64_t created = s->GetSession("t", "c")->created_ms;
@@ -299,7 +299,7 @@ TEST(TieredStoreSessionsTest, ReplaceKeepsCreationTime) {
 }
 
 TEST(TieredStoreSessionsTest, ExpiryRemovesOnlyStaleSessions) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   ASSERT_TRUE(s->PutSession("t", "short", Session({1}, 1, /*ttl_ms=*/60000)).ok());
   ASSERT_TRUE(s->PutSession("t", "forever", Session({1}, 1)).ok());
@@ -313,7 +313,7 @@ TEST(TieredStoreSessionsTest, ExpiryRemovesOnlyStaleSessions) {
 }
 
 TEST(TieredStoreSessionsTest, EveryReadRenewsTheTtlAndMaintenanceWritesItBack) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   int64_t read_at = 0;
   {
     auto s = OpenStore(dir.path());
@@ -336,7 +336,7 @@ TEST(TieredStoreSessionsTest, EveryReadRenewsTheTtlAndMaintenanceWritesItBack) {
 }
 
 TEST(TieredStoreTest, TiersAreReportedInReadOrderAndLowerHitsMoveUp) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(3000, 7);
   {
     auto s = OpenStore(dir.path());
@@ -357,14 +357,14 @@ TEST(TieredStoreTest, TiersAreReportedInReadOrderAndLowerHitsMoveUp) {
   EXPECT_EQ(st.tiers[1].hits, 1u);
   EXPECT_EQ(st.tiers[1].misses, 0u);
   // Memory-only, the DRAM tier is the pages' home and the only tier.
-  TempDir mem;
+  base::TempDir mem = MakeTempDir();
   auto m = OpenStore(mem.path(), 0, /*memory_only=*/true);
   ASSERT_EQ(m->Stats().tiers.size(), 1u);
   EXPECT_EQ(m->Stats().tiers[0].name, "dram");
 }
 
 TEST(TieredStoreTest, RevertPageTakesBackLayersOfUncommittedBlocksOnly) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   const std::string p0 = FakePage(1000, 0), p1 = FakePage(1500, 1);
   ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 3, p0)).ok());
@@ -393,7 +393,7 @@ TEST(TieredStoreTest, RevertPageTakesBackLayersOfUncommittedBlocksOnly) {
 }
 
 TEST(TieredStoreSessionsTest, BadSessionRequestsStoreNothing) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   auto s = OpenStore(dir.path());
   EXPECT_EQ(s->PutSession("t", "", Session({1}, 1)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s->PutSession("t", "has space", Session({1}, 1)).code(),
@@ -433,7 +433,7 @@ std::unique_ptr<TieredStore> OpenWith(const std::string& dir, uint64_t disk_byte
 // Many writers at a full budget: eviction keeps making room for all of them
 // (none is refused), and the total never passes the budget.
 TEST(TieredStoreBudgetTest, ConcurrentWritersAtAFullBudgetAreNotRefused) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(4000, 21);
   const uint64_t budget = 64 * p.size();
   auto s = OpenWith(dir.path(), budget);
@@ -461,7 +461,7 @@ TEST(TieredStoreBudgetTest, ConcurrentWritersAtAFullBudgetAreNotRefused) {
 // A full budget evicts least recently used whole blocks, blocks that a live
 // session references last, and never part of a block.
 TEST(TieredStoreBudgetTest, EvictsLeastRecentlyUsedWholeBlocks) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(10000, 20);
   // Room for six pages: three blocks of two layers.
   auto s = OpenWith(dir.path(), 6 * p.size());
@@ -494,7 +494,7 @@ TEST(TieredStoreBudgetTest, EvictsLeastRecentlyUsedWholeBlocks) {
 // A Lookup hit is a use: the blocks a worker was just told are there go
 // after those nobody asked for, so its GetPages still finds them.
 TEST(TieredStoreBudgetTest, LookupHitsAreUsesForEviction) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(10000, 21);
   auto s = OpenWith(dir.path(), 3 * p.size());
   for (uint8_t b = 1; b <= 3; ++b) {
@@ -511,7 +511,7 @@ TEST(TieredStoreBudgetTest, LookupHitsAreUsesForEviction) {
 }
 
 TEST(TieredStoreBudgetTest, SessionBlocksGoLastAndOversizedPagesAreRejected) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(10000, 21);
   auto s = OpenWith(dir.path(), 2 * p.size());
   ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 1, p)).ok());
@@ -527,7 +527,7 @@ TEST(TieredStoreBudgetTest, SessionBlocksGoLastAndOversizedPagesAreRejected) {
 }
 
 TEST(TieredStoreMaintenanceTest, ReclaimsAbandonedAndExpiresUnreferencedBlocks) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(500, 23);
   auto s = OpenWith(dir.path(), 0, /*block_ttl_ms=*/120000);
   ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 2, p)).ok());  // never completed
@@ -551,7 +551,7 @@ TEST(TieredStoreMaintenanceTest, ReclaimsAbandonedAndExpiresUnreferencedBlocks) 
 // Reads move the access time in memory at once and on disk at the next
 // maintenance pass: a reopened store sees it (its LRU order survives).
 TEST(TieredStoreMaintenanceTest, AccessTimesAreWrittenBack) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   const std::string p = FakePage(500, 24);
   int64_t before = 0, read_at = 0;
   {
@@ -610,7 +610,7 @@ namespace {
 // thread all at once, under a tight disk budget that keeps eviction busy.
 // Every successful read returns the bytes that were written. Run under TSan.
 TEST(TieredStoreStressTest, EverythingAtOnce) {
-  TempDir dir;
+  base::TempDir dir = MakeTempDir();
   TieredStoreOptions o;
   o.data_dir = dir.path();
   o.memory_bytes = 1 << 20;

@@ -24,6 +24,7 @@ namespace {
 
 using internal::WriteBackQueue;
 using testing::FakePage;
+using testing::MakeTempDir;
 using ::testing::HasSubstr;
 
 PageBuffer Bytes(size_t n, char c) { return std::make_shared<const std::string>(n, c); }
@@ -138,14 +139,8 @@ std::unique_ptr<TieredStore> Open(const TieredStoreOptions& o) {
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-base::TempDir MakeDir() {
-  auto dir = base::TempDir::Create("qaqkv-write-back");
-  EXPECT_TRUE(dir.ok()) << dir.status();
-  return std::move(*dir);
-}
-
 TEST(WriteBackStoreTest, RejectsALimitWithoutADiskOrTooLarge) {
-  base::TempDir dir = MakeDir();
+  base::TempDir dir = MakeTempDir();
   TieredStoreOptions o = WriteBackOptions(dir.path(), 1 << 20);
   o.memory_only = true;
   auto s = TieredStore::Open(o);
@@ -158,7 +153,7 @@ TEST(WriteBackStoreTest, RejectsALimitWithoutADiskOrTooLarge) {
 }
 
 TEST(WriteBackStoreTest, PagesAreServedAtOnceAndStoredByFlushAndClose) {
-  base::TempDir dir = MakeDir();
+  base::TempDir dir = MakeTempDir();
   const TieredStoreOptions o = WriteBackOptions(dir.path(), 1 << 20);
   std::vector<std::string> pages;
   for (uint32_t i = 0; i < 12; ++i) pages.push_back(FakePage(20000, i));
@@ -199,7 +194,7 @@ TEST(WriteBackStoreTest, PagesAreServedAtOnceAndStoredByFlushAndClose) {
 }
 
 TEST(WriteBackStoreTest, DeletedAndRevertedPagesDoNotComeBack) {
-  base::TempDir dir = MakeDir();
+  base::TempDir dir = MakeTempDir();
   const std::string p0 = FakePage(5000, 0), p1 = FakePage(5000, 1), p2 = FakePage(5000, 2);
   {
     auto s = Open(WriteBackOptions(dir.path(), 1 << 20));
@@ -235,7 +230,7 @@ TEST(WriteBackStoreTest, DeletedAndRevertedPagesDoNotComeBack) {
 // Writers faster than the disk: they wait for room, so what is unwritten
 // never passes the limit, and everything arrives.
 TEST(WriteBackStoreTest, UnwrittenBytesStayWithinTheLimitUnderLoad) {
-  base::TempDir dir = MakeDir();
+  base::TempDir dir = MakeTempDir();
   constexpr uint64_t kLimit = 256 << 10;
   auto s = Open(WriteBackOptions(dir.path(), kLimit));
   ASSERT_NE(s, nullptr);
@@ -283,7 +278,7 @@ TEST(WriteBackStoreTest, UnwrittenBytesStayWithinTheLimitUnderLoad) {
 // The free-space floor (not write-back's, but the same question: does the
 // disk take writes?): below it puts are refused and DiskHealth says why.
 TEST(DiskHealthTest, AFloorAboveTheFreeSpaceRefusesPutsAndReportsIt) {
-  base::TempDir dir = MakeDir();
+  base::TempDir dir = MakeTempDir();
   TieredStoreOptions o = WriteBackOptions(dir.path(), 0);
   o.min_free_disk_bytes = ~uint64_t{0};
   auto s = Open(o);

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/endian.h"
 #include "base/file.h"
 #include "base/status_macros.h"
 #include "kernels/half.h"
@@ -31,9 +32,9 @@ using json = nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
 
 // ---------------------------------------------------------------------------
-// Number formats. Bytes are assembled explicitly so the reader is independent
-// of host endianness; fp16 through kernels/half.h, the codec's own
-// conversion.
+// Number formats. Values are read as little-endian (base/endian.h) so the
+// reader is independent of host endianness; fp16 through kernels/half.h, the
+// codec's own conversion.
 
 enum class DType { kF16, kBF16, kF32 };
 
@@ -46,21 +47,16 @@ struct TensorInfo {
 void Decode(const unsigned char* src, DType dtype, size_t n, float* dst) {
   switch (dtype) {
     case DType::kF16:
-      for (size_t i = 0; i < n; ++i) {
-        dst[i] = HalfToFloat(static_cast<uint16_t>(src[2 * i] | (src[2 * i + 1] << 8)));
-      }
+      for (size_t i = 0; i < n; ++i) dst[i] = HalfToFloat(base::LoadLe16(src + 2 * i));
       break;
     case DType::kBF16:
       for (size_t i = 0; i < n; ++i) {
-        const uint32_t bits = src[2 * i] | (uint32_t{src[2 * i + 1]} << 8);
-        dst[i] = std::bit_cast<float>(bits << 16);
+        dst[i] = std::bit_cast<float>(uint32_t{base::LoadLe16(src + 2 * i)} << 16);
       }
       break;
     case DType::kF32:
       for (size_t i = 0; i < n; ++i) {
-        const unsigned char* b = src + 4 * i;
-        dst[i] = std::bit_cast<float>(b[0] | (uint32_t{b[1]} << 8) |
-                                      (uint32_t{b[2]} << 16) | (uint32_t{b[3]} << 24));
+        dst[i] = std::bit_cast<float>(base::LoadLe32(src + 4 * i));
       }
       break;
   }
@@ -167,10 +163,7 @@ absl::StatusOr<KvSample> LoadSafetensorsFile(const std::string& path) {
     return absl::DataLossError(absl::StrCat(path, ": truncated: ", bytes.size(),
                                             " bytes, shorter than the header length"));
   }
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) {
-    header_len = (header_len << 8) | static_cast<unsigned char>(bytes[i]);
-  }
+  const uint64_t header_len = base::LoadLe64(bytes.data());
   if (header_len > kMaxHeaderBytes) {
     return Invalid(path, absl::StrCat("header length ", header_len, " exceeds 100 MiB"));
   }
