@@ -345,6 +345,18 @@ bool TieredStore::ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t 
   return true;
 }
 
+bool TieredStore::ReserveTotal(uint64_t bytes) {
+  base::MutexLock lock(&index_mu_);
+  if (options_.disk_bytes > 0 && total_bytes_ + bytes > options_.disk_bytes) return false;
+  total_bytes_ += bytes;
+  return true;
+}
+
+void TieredStore::ReleaseTotal(uint64_t bytes) {
+  base::MutexLock lock(&index_mu_);
+  total_bytes_ -= bytes;
+}
+
 TenantUsage TieredStore::Usage(std::string_view tenant) const {
   base::MutexLock lock(&usage_mu_);
   auto it = usage_.find(AsAbsl(tenant));
@@ -437,15 +449,18 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
     // The same layer again (a retried stream): durable already.
     return PutPageResult{false, false, false};
   }
-  if (options_.disk_bytes > 0 && TotalBytes() + req.page.size() > options_.disk_bytes) {
+  // Check and reserve the budget in one step: writers of other blocks hold
+  // other locks, and a check apart from the reservation lets two of them
+  // slip under the last free bytes together.
+  if (!ReserveTotal(req.page.size())) {
     *no_room = true;
     return absl::ResourceExhaustedError(absl::StrCat(
         "disk budget of ", options_.disk_bytes,
         " bytes is full (what is left is held by live sessions or blocks being written)"));
   }
-  // Check and reserve in one step, so concurrent writers of other blocks
-  // cannot both slip under the quota.
+  // Likewise for the tenant's quota.
   if (!ReserveUsage(req.tenant, req.page.size(), existed ? 0 : 1)) {
+    ReleaseTotal(req.page.size());
     return absl::ResourceExhaustedError(
         absl::StrCat("tenant quota of ", options_.tenant_quota_bytes, " bytes exceeded"));
   }
@@ -476,13 +491,13 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
   }
   if (!stored.ok()) {
     AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
+    ReleaseTotal(req.page.size());
     return stored;
   }
   const bool committed = record.committed;
   record.accessed_ms = NowMs();
   {
     base::MutexLock index_lock(&index_mu_);
-    total_bytes_ += req.page.size();
     index_[AsAbsl(record_key)] = {std::move(record), false};
   }
   CacheAbove(tiers_.size() - 1, page_key, buffer);

@@ -262,6 +262,11 @@ class TieredStore final : public PageStore {
   void AddUsage(std::string_view tenant, int64_t bytes, int64_t blocks);
   // Adds to the tenant's usage unless that would pass its quota.
   bool ReserveUsage(std::string_view tenant, uint64_t bytes, int64_t blocks);
+  // Adds to the stored total unless that would pass the disk budget; the
+  // bytes of a page being written count from here on, so the total is the
+  // indexed records plus writes in flight.
+  bool ReserveTotal(uint64_t bytes);
+  void ReleaseTotal(uint64_t bytes);
 
   PageTier& home() { return *tiers_.back(); }
   // Puts `buffer` into every tier in front of the home tier (caches; a
