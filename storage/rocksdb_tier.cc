@@ -435,11 +435,6 @@ RocksDbTierStats RocksDbTier::Stats() const {
                             &garbage)) {
       s.blob_garbage_bytes = garbage;
     }
-    // The logs RocksDB keeps: every *.log file of its directory.
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(options_.path, ec)) {
-      if (e.path().extension() == ".log" && e.is_regular_file(ec)) s.wal_bytes += e.file_size(ec);
-    }
   }
   s.collector_copied_bytes = collector_copied_bytes_.load(std::memory_order_relaxed);
   return s;

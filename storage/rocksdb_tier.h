@@ -90,9 +90,8 @@ struct RocksDbTierStats {
   uint64_t segment_live_bytes = 0;
   uint64_t collected_segments = 0;
   uint64_t collector_copied_bytes = 0;
-  // Files: RocksDB's write-ahead logs, and blob bytes no page references
-  // any more (BlobDB garbage, reclaimed by its garbage collection).
-  uint64_t wal_bytes = 0;
+  // Blob bytes no page references any more (BlobDB garbage, reclaimed by
+  // its garbage collection).
   uint64_t blob_garbage_bytes = 0;
 };
 

@@ -131,41 +131,65 @@ absl::StatusOr<FsSpace> SpaceOf(const std::string& dir) {
   return FsSpace{uint64_t(v.f_bavail) * v.f_frsize, uint64_t(v.f_blocks) * v.f_frsize};
 }
 
-// Bytes allocated to the files under `dir` (holes and sparse tails not
-// counted; what `du` says).
-uint64_t AllocatedBytes(const std::string& dir) {
-  uint64_t total = 0;
+struct DirUse {
+  uint64_t allocated = 0;  // what `du` says: holes and sparse tails not counted
+  uint64_t wal = 0;        // RocksDB's write-ahead logs: *.log at the top
+};
+
+DirUse WalkDir(const std::string& dir) {
+  DirUse use;
   std::error_code ec;
   for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     struct stat st;
-    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-      total += uint64_t(st.st_blocks) * 512;
-    }
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    use.allocated += uint64_t(st.st_blocks) * 512;
+    if (it.depth() == 0 && it->path().extension() == ".log") use.wal += uint64_t(st.st_size);
   }
-  return total;
+  return use;
 }
 
 }  // namespace
 
+TieredStore::DiskUse TieredStore::RefreshedDiskUse(bool walk) const {
+  // A statvfs at most every second (puts check the floor) and a walk of
+  // the directory at most every 5 s (every scrape and GetStats asks).
+  constexpr int64_t kStatMs = 1000, kWalkMs = 5000;
+  const int64_t now = NowMs();
+  {
+    base::MutexLock lock(&disk_use_mu_);
+    if (disk_use_.stat_ms == 0 || now - disk_use_.stat_ms >= kStatMs) {
+      disk_use_.stat_ms = now;
+      absl::StatusOr<FsSpace> space = SpaceOf(options_.data_dir);
+      disk_use_.fs_status = space.status();
+      if (space.ok()) {
+        disk_use_.fs_free_bytes = space->free;
+        disk_use_.fs_size_bytes = space->size;
+      }
+    }
+    walk = walk && (disk_use_.walk_ms == 0 || now - disk_use_.walk_ms >= kWalkMs);
+    if (!walk) return disk_use_;
+    disk_use_.walk_ms = now;  // this caller walks; others use the last walk
+  }
+  // Outside the lock: a put checking the floor never waits for a walk.
+  const DirUse use = WalkDir(options_.data_dir);
+  base::MutexLock lock(&disk_use_mu_);
+  disk_use_.data_dir_bytes = use.allocated;
+  disk_use_.wal_bytes = use.wal;
+  return disk_use_;
+}
+
 absl::Status TieredStore::CheckFreeSpace() {
   if (options_.min_free_disk_bytes == 0) return absl::OkStatus();
-  const int64_t now = NowMs();
-  base::MutexLock lock(&free_space_mu_);
-  if (now - free_space_checked_ms_ < 1000) return free_space_;
-  free_space_checked_ms_ = now;
-  absl::StatusOr<FsSpace> space = SpaceOf(options_.data_dir);
-  if (!space.ok()) {
-    free_space_ = space.status();
-  } else if (space->free < options_.min_free_disk_bytes) {
-    free_space_ = absl::ResourceExhaustedError(
-        absl::StrCat("disk: ", space->free, " bytes free on the filesystem of ", options_.data_dir,
-                     ", under the floor of ", options_.min_free_disk_bytes,
+  const DiskUse use = RefreshedDiskUse(/*walk=*/false);
+  if (!use.fs_status.ok()) return use.fs_status;
+  if (use.fs_free_bytes < options_.min_free_disk_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("disk: ", use.fs_free_bytes, " bytes free on the filesystem of ",
+                     options_.data_dir, ", under the floor of ", options_.min_free_disk_bytes,
                      " (min_free_disk_bytes); page puts are refused"));
-  } else {
-    free_space_ = absl::OkStatus();
   }
-  return free_space_;
+  return absl::OkStatus();
 }
 
 absl::Status TieredStore::DiskHealth() {
@@ -216,12 +240,8 @@ void TieredStore::WriteBackLoop() {
     write_back_->SetWriteError(st);
     BackgroundError("write-back of a block", st);
     ++failures;
-    bool closing = false;
-    {
-      base::MutexLock lock(&stop_mu_);
-      closing = stopping_;
-    }
-    if (closing && failures >= 3) {
+    // Closed: the store is closing and waits for this thread.
+    if (write_back_->closed() && failures >= 3) {
       // Shutting down and the disk refuses: what is left cannot be kept.
       base::LogError("write-back: pages lost at shutdown, the disk refused them",
                      {{"component", "storage"},
@@ -291,24 +311,13 @@ StoreStats TieredStore::Stats() const {
   s.segment_live_bytes = db.segment_live_bytes;
   s.segments_collected = db.collected_segments;
   s.segment_bytes_copied = db.collector_copied_bytes;
-  s.wal_bytes = db.wal_bytes;
   s.blob_garbage_bytes = db.blob_garbage_bytes;
   if (!options_.memory_only) {
-    // A walk of the directory and a statvfs, at most every 5 s: Stats runs
-    // on every scrape and GetStats, and benches poll it.
-    base::MutexLock lock(&disk_use_mu_);
-    const int64_t now = NowMs();
-    if (disk_use_.checked_ms == 0 || now - disk_use_.checked_ms >= 5000) {
-      disk_use_.checked_ms = now;
-      disk_use_.data_dir_bytes = AllocatedBytes(options_.data_dir);
-      if (absl::StatusOr<FsSpace> space = SpaceOf(options_.data_dir); space.ok()) {
-        disk_use_.fs_free_bytes = space->free;
-        disk_use_.fs_size_bytes = space->size;
-      }
-    }
-    s.data_dir_bytes = disk_use_.data_dir_bytes;
-    s.fs_free_bytes = disk_use_.fs_free_bytes;
-    s.fs_size_bytes = disk_use_.fs_size_bytes;
+    const DiskUse use = RefreshedDiskUse(/*walk=*/true);
+    s.data_dir_bytes = use.data_dir_bytes;
+    s.wal_bytes = use.wal_bytes;
+    s.fs_free_bytes = use.fs_free_bytes;
+    s.fs_size_bytes = use.fs_size_bytes;
   }
   if (write_back_ != nullptr) {
     const internal::WriteBackStats wb = write_back_->Stats();

@@ -305,15 +305,18 @@ class TieredStore final : public PageStore {
   std::unique_ptr<internal::WriteBackQueue> write_back_;
   std::thread write_back_thread_;
 
+  // What the filesystem says about the data directory; one cache for the
+  // free-space floor and for Stats.
   struct DiskUse {
-    int64_t checked_ms = 0;
-    uint64_t data_dir_bytes = 0, fs_free_bytes = 0, fs_size_bytes = 0;
+    int64_t stat_ms = 0, walk_ms = 0;
+    absl::Status fs_status;
+    uint64_t fs_free_bytes = 0, fs_size_bytes = 0, data_dir_bytes = 0, wal_bytes = 0;
   };
+  // `walk`: also the directory's bytes (Stats; the put path needs only
+  // the free space).
+  DiskUse RefreshedDiskUse(bool walk) const;
   mutable base::Mutex disk_use_mu_;
   mutable DiskUse disk_use_ ABSL_GUARDED_BY(disk_use_mu_);
-  base::Mutex free_space_mu_;
-  int64_t free_space_checked_ms_ ABSL_GUARDED_BY(free_space_mu_) = 0;
-  absl::Status free_space_ ABSL_GUARDED_BY(free_space_mu_);
 
   base::Mutex stop_mu_;
   base::CondVar stop_cv_;

@@ -162,6 +162,11 @@ void WriteBackQueue::Close() {
   changed_.SignalAll();
 }
 
+bool WriteBackQueue::closed() const {
+  base::MutexLock lock(&mu_);
+  return closed_;
+}
+
 WriteBackStats WriteBackQueue::Stats() const {
   base::MutexLock lock(&mu_);
   return stats_;

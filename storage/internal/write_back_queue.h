@@ -83,6 +83,7 @@ class WriteBackQueue {
   absl::Status WriteError() const;
   // Wakes every waiter: WaitOldest returns what is left and then nullopt.
   void Close();
+  bool closed() const;
 
   WriteBackStats Stats() const;
   uint64_t limit() const { return limit_; }
