@@ -24,26 +24,11 @@ namespace {
 using base::AsAbsl;
 using internal::Named;
 using internal::ReplicaFailure;
+using internal::VectorSource;
 
 std::string_view KeyView(const BlockKey& key) {
   return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
 }
-
-// Pages already in memory, replayed as a PutPages stream.
-class VectorSource final : public PageSource {
- public:
-  explicit VectorSource(std::span<const internal::OutPage> pages) : pages_(pages) {}
-  void Begin() override { next_ = 0; }
-  absl::StatusOr<bool> Next(internal::OutPage* page) override {
-    if (next_ == pages_.size()) return false;
-    *page = pages_[next_++];
-    return true;
-  }
-
- private:
-  std::span<const internal::OutPage> pages_;
-  size_t next_ = 0;
-};
 
 // Layers [layer_begin, layer_end) of `format` (layer_end 0: all).
 size_t LayersWanted(const v1::BlockFormat& format, int layer_begin, int layer_end) {

@@ -7,6 +7,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "base/strings.h"
@@ -34,32 +35,105 @@ absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view
     }));
     return response;
   }
+  // The R replicas at once: the first for the session, the others for its
+  // version only, so a copy that missed a later put or a delete (a server
+  // that was away) is neither served nor spread by repair.
   const std::vector<size_t> order = Candidates(*m, session_id);
   const size_t r = Replicas(*m), k = std::min(order.size(), r + 2);
-  std::vector<size_t> missing;
-  absl::Status failure;  // a replica that could not answer
-  bool found = false;
-  for (size_t j = 0; j < k && !found; ++j) {
-    const size_t e = order[j];
-    absl::Status s = CallOn(
-        *m->endpoints[e],
+  struct Answer {
+    absl::Status status;
+    v1::GetSessionResponse response;
+    int64_t deleted_ms = 0;  // the server's tombstone, if it said so
+    bool full = false;
+  };
+  std::vector<Answer> answers(k);
+  auto ask = [&](size_t j, bool full) {
+    v1::GetSessionRequest one = request;
+    one.set_version_only(!full);
+    answers[j].full = full;
+    answers[j].status = CallOn(
+        *m->endpoints[order[j]],
         [&](const Conn& c, grpc::ClientContext& context, bool&) {
-          return FromGrpc(c.stub.GetSession(&context, request, &response));
+          absl::Status s = FromGrpc(c.stub.GetSession(&context, one, &answers[j].response));
+          if (absl::IsNotFound(s)) {
+            const auto& trailers = context.GetServerTrailingMetadata();
+            if (auto it = trailers.find("qaqkv-deleted-ms"); it != trailers.end()) {
+              int64_t ms = 0;
+              if (absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &ms)) {
+                answers[j].deleted_ms = ms;
+              }
+            }
+          }
+          return s;
         },
         options_.replica_deadline, 1);
+  };
+  internal::RunParallel(std::min(r, k), [&](size_t j) { ask(j, j == 0); });
+  // Beyond the replicas (a copy written while one was ejected) only when
+  // no replica knows the session.
+  auto known = [&](size_t upto) {
+    for (size_t j = 0; j < upto; ++j) {
+      if (answers[j].status.ok() || answers[j].deleted_ms != 0) return true;
+    }
+    return false;
+  };
+  for (size_t j = std::min(r, k); j < k && !known(j); ++j) ask(j, true);
+  int64_t newest_put = 0, newest_delete = 0;
+  size_t best = k;
+  absl::Status failure;  // a replica that could not answer
+  for (size_t j = 0; j < k; ++j) {
+    const absl::Status& s = answers[j].status;
+    newest_delete = std::max(newest_delete, answers[j].deleted_ms);
     if (s.ok()) {
-      found = true;
-    } else if (s.code() == absl::StatusCode::kNotFound) {
-      if (j < r) missing.push_back(e);
+      const int64_t v = answers[j].response.session().updated_ms();
+      if (best == k || v > newest_put || (v == newest_put && answers[j].full && !answers[best].full)) {
+        newest_put = v;
+        best = j;
+      }
     } else if (ReplicaFailure(s)) {
-      failure = Named(*m->endpoints[e], s);
-    } else {
+      failure = Named(*m->endpoints[order[j]], s);
+    } else if (!absl::IsNotFound(s)) {
       return s;
     }
   }
-  if (!found) {
-    QAQKV_RETURN_IF_ERROR(failure);
-    return absl::NotFoundError(absl::StrCat("session '", AsAbsl(session_id), "' not found"));
+  if (best < k && newest_delete != 0 && newest_delete >= newest_put) {
+    // Deleted after the newest copy was put: delete the stale copies too.
+    for (size_t j = 0; j < k; ++j) {
+      if (!answers[j].status.ok()) continue;
+      repair_.Submit([this, m, e = order[j], id = std::string(session_id)] {
+        v1::DeleteSessionRequest erase;
+        erase.set_session_id(id);
+        v1::DeleteSessionResponse ignored;
+        static_cast<void>(CallOn(
+            *m->endpoints[e],
+            [&](const Conn& c, grpc::ClientContext& context, bool&) {
+              return FromGrpc(c.stub.DeleteSession(&context, erase, &ignored));
+            },
+            options_.deadline, 1));
+      });
+    }
+    best = k;
+  }
+  if (best == k) {
+    if (newest_delete == 0) QAQKV_RETURN_IF_ERROR(failure);
+    return absl::NotFoundError(absl::StrCat("session '", AsAbsl(session_id), "' not found",
+                                            newest_delete != 0 ? " (deleted)" : ""));
+  }
+  if (!answers[best].full) {
+    ask(best, true);
+    if (!answers[best].status.ok()) return Named(*m->endpoints[order[best]], answers[best].status);
+  }
+  response = std::move(answers[best].response);
+  // Replicas to repair: those that lack the newest version and hold no
+  // deletion (a repair is refused where a newer event is stored anyway).
+  std::vector<size_t> missing;
+  for (size_t j = 0; j < std::min(r, k); ++j) {
+    if (j == best || answers[j].deleted_ms != 0) continue;
+    const absl::Status& s = answers[j].status;
+    if (absl::IsNotFound(s) ||
+        (s.ok() && answers[j].response.session().updated_ms() < newest_put)) {
+      missing.push_back(order[j]);
+    }
   }
   // The server counted the blocks it holds itself; they are spread over
   // the cluster, so count them there.
@@ -78,6 +152,7 @@ absl::StatusOr<v1::GetSessionResponse> Client::Impl::GetSession(std::string_view
   if (!missing.empty()) {
     auto put = std::make_shared<v1::PutSessionRequest>();
     *put->mutable_session() = response.session();
+    put->set_repair(true);
     for (size_t e : missing) {
       repair_.Submit([this, m, e, put] {
         v1::PutSessionResponse ignored;

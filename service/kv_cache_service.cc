@@ -1,4 +1,5 @@
 // The unary methods of KvCache (the streams are in page_streams.cc).
+#include <optional>
 #include <span>
 #include <utility>
 
@@ -116,6 +117,17 @@ grpc::ServerUnaryReactor* KvCacheService::PutSession(grpc::CallbackServerContext
     if (!req->has_session()) return absl::InvalidArgumentError("session: missing");
     QAQKV_ASSIGN_OR_RETURN(storage::SessionRecord record, ValidateSession(req->session()));
     metrics_->AddBytes("PutSession", record.tail.size(), 0);
+    if (req->repair()) {
+      if (req->session().updated_ms() <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("session.updated_ms: ", req->session().updated_ms(),
+                         "; a repair carries the copy's version (> 0)"));
+      }
+      record.created_ms = req->session().created_ms();
+      record.updated_ms = req->session().updated_ms();
+      record.accessed_ms = req->session().accessed_ms();
+      return store_->RepairSession(tenant, req->session().session_id(), std::move(record));
+    }
     return store_->PutSession(tenant, req->session().session_id(), std::move(record));
   });
 }
@@ -126,8 +138,24 @@ grpc::ServerUnaryReactor* KvCacheService::GetSession(grpc::CallbackServerContext
   return Unary(ctx, [&](const std::string& tenant) -> absl::Status {
     QAQKV_RETURN_IF_ERROR(storage::ValidateSessionId(req->session_id()));
     // An access: the store renews the session's TTL.
-    QAQKV_ASSIGN_OR_RETURN(storage::SessionRecord record,
-                           store_->GetSession(tenant, req->session_id()));
+    absl::StatusOr<storage::SessionRecord> got = store_->GetSession(tenant, req->session_id());
+    if (absl::IsNotFound(got.status())) {
+      // Tell a sharded client that this is a deletion, not a gap to repair.
+      if (absl::StatusOr<int64_t> deleted = store_->SessionDeletedAt(tenant, req->session_id());
+          deleted.ok()) {
+        ctx->AddTrailingMetadata("qaqkv-deleted-ms", absl::StrCat(*deleted));
+      }
+    }
+    QAQKV_ASSIGN_OR_RETURN(storage::SessionRecord record, std::move(got));
+    if (req->version_only()) {
+      v1::Session* s = resp->mutable_session();
+      s->set_session_id(req->session_id());
+      s->set_ttl_ms(record.ttl_ms);
+      s->set_created_ms(record.created_ms);
+      s->set_accessed_ms(record.accessed_ms);
+      s->set_updated_ms(record.updated_ms);
+      return absl::OkStatus();
+    }
     QAQKV_ASSIGN_OR_RETURN(v1::BlockFormat format, FormatFromDescriptor(record.descriptor));
     QAQKV_ASSIGN_OR_RETURN(const size_t prefix, store_->Lookup(tenant, record.blocks));
     v1::Session* s = resp->mutable_session();
@@ -139,6 +167,7 @@ grpc::ServerUnaryReactor* KvCacheService::GetSession(grpc::CallbackServerContext
     s->set_ttl_ms(record.ttl_ms);
     s->set_created_ms(record.created_ms);
     s->set_accessed_ms(record.accessed_ms);
+    s->set_updated_ms(record.updated_ms);
     resp->set_committed_prefix(static_cast<uint32_t>(prefix));
     metrics_->AddBytes("GetSession", 0, s->tail().size());
     return absl::OkStatus();
@@ -153,11 +182,25 @@ grpc::ServerUnaryReactor* KvCacheService::ListSessions(grpc::CallbackServerConte
       return absl::InvalidArgumentError(
           absl::StrCat("limit: ", req->limit(), " is above ", limits::kMaxListSessions));
     }
-    QAQKV_ASSIGN_OR_RETURN(
-        std::vector<std::string> ids,
-        store_->ListSessions(tenant,
-                             req->limit() == 0 ? limits::kDefaultListSessions : req->limit()));
-    for (std::string& id : ids) resp->add_session_ids(std::move(id));
+    if (!req->start_after().empty()) {
+      if (absl::Status id = storage::ValidateSessionId(req->start_after()); !id.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "start_after: ", id.message().substr(id.message().find(':') + 1)));
+      }
+    }
+    const size_t limit = req->limit() == 0 ? limits::kDefaultListSessions : req->limit();
+    QAQKV_ASSIGN_OR_RETURN(std::vector<storage::SessionVersion> versions,
+                           store_->ListSessionVersions(tenant, req->start_after(), limit));
+    for (storage::SessionVersion& v : versions) {
+      if (req->versions()) {
+        v1::SessionVersion* out = resp->add_versions();
+        out->set_session_id(std::move(v.session_id));
+        out->set_updated_ms(v.updated_ms);
+        out->set_deleted_ms(v.deleted_ms);
+      } else if (v.deleted_ms == 0) {
+        resp->add_session_ids(std::move(v.session_id));
+      }
+    }
     return absl::OkStatus();
   });
 }
@@ -167,6 +210,7 @@ grpc::ServerUnaryReactor* KvCacheService::DeleteSession(grpc::CallbackServerCont
                                                         v1::DeleteSessionResponse*) {
   return Unary(ctx, [&](const std::string& tenant) -> absl::Status {
     QAQKV_RETURN_IF_ERROR(storage::ValidateSessionId(req->session_id()));
+    if (req->forget()) return store_->ForgetSession(tenant, req->session_id());
     return store_->DeleteSession(tenant, req->session_id());
   });
 }
@@ -177,6 +221,59 @@ grpc::ServerUnaryReactor* KvCacheService::TouchSession(grpc::CallbackServerConte
   return Unary(ctx, [&](const std::string& tenant) -> absl::Status {
     QAQKV_RETURN_IF_ERROR(storage::ValidateSessionId(req->session_id()));
     return store_->TouchSession(tenant, req->session_id());
+  });
+}
+
+grpc::ServerUnaryReactor* KvCacheService::ListBlocks(grpc::CallbackServerContext* ctx,
+                                                     const v1::ListBlocksRequest* req,
+                                                     v1::ListBlocksResponse* resp) {
+  return Unary(ctx, [&](const std::string& tenant) -> absl::Status {
+    if (req->limit() > limits::kMaxListBlocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("limit: ", req->limit(), " is above ", limits::kMaxListBlocks));
+    }
+    std::optional<storage::BlockKey> after;
+    if (!req->start_after().empty()) {
+      QAQKV_ASSIGN_OR_RETURN(after, ValidateBlockKey(req->start_after(), "start_after"));
+    }
+    QAQKV_ASSIGN_OR_RETURN(
+        const std::vector<storage::BlockInfo> blocks,
+        store_->ListBlocks(tenant, after ? &*after : nullptr,
+                           req->limit() == 0 ? limits::kDefaultListBlocks : req->limit()));
+    resp->mutable_blocks()->Reserve(static_cast<int>(blocks.size()));
+    for (const storage::BlockInfo& b : blocks) {
+      v1::BlockInfo* out = resp->add_blocks();
+      out->set_block_key(KeyBytes(b.block));
+      out->set_committed(b.committed);
+      out->set_bytes(b.bytes);
+      out->set_accessed_ms(b.accessed_ms);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvCacheService::DeleteBlocks(grpc::CallbackServerContext* ctx,
+                                                       const v1::DeleteBlocksRequest* req,
+                                                       v1::DeleteBlocksResponse* resp) {
+  return Unary(ctx, [&](const std::string& tenant) -> absl::Status {
+    if (req->block_keys().empty()) {
+      return absl::InvalidArgumentError("block_keys: empty, name 1 or more blocks");
+    }
+    QAQKV_ASSIGN_OR_RETURN(
+        const std::vector<storage::BlockKey> keys,
+        ValidateBlockKeys(req->block_keys(), "block_keys", limits::kMaxGetPagesKeys));
+    uint32_t deleted = 0;
+    for (const storage::BlockKey& k : keys) {
+      absl::Status s = store_->DeleteBlock(tenant, k);
+      if (s.ok()) {
+        ++deleted;
+      } else if (!absl::IsNotFound(s)) {
+        return absl::Status(s.code(), absl::StrCat("block_keys: ", deleted,
+                                                   " deleted before: ", s.message()));
+      }
+    }
+    resp->set_blocks_deleted(deleted);
+    return absl::OkStatus();
   });
 }
 

@@ -48,6 +48,7 @@ struct Flags {
   int tenant_max_streams = 64;
   int store_threads = 4;
   int64_t block_ttl_ms = 0;
+  int64_t session_tombstone_ms = 7 * 24 * 3600 * 1000LL;
   int64_t abandoned_block_ms = 600000;
   std::string drain_timeout = "20s";
   std::string reload_interval = "10s";
@@ -120,6 +121,11 @@ void DefineFlags(CLI::App& app, Flags& f) {
                  "expire committed blocks no session references, unread this long (0: never)")
       ->check(WholeNumber())
       ->capture_default_str();
+  app.add_option("--session-tombstone-ms", f.session_tombstone_ms,
+                 "keep a deleted session's tombstone this long: longer than a server may be "
+                 "away and come back with an older copy")
+      ->check(WholeNumber())
+      ->capture_default_str();
   app.add_option("--abandoned-block-ms", f.abandoned_block_ms,
                  "reclaim incomplete blocks untouched this long")
       ->check(WholeNumber())
@@ -160,6 +166,10 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
     return absl::InvalidArgumentError("--tenant-max-streams: negative (0: no limit)");
   }
   if (f.block_ttl_ms < 0) return absl::InvalidArgumentError("--block-ttl-ms: negative (0: never)");
+  if (f.session_tombstone_ms < 1) {
+    return absl::InvalidArgumentError(
+        "--session-tombstone-ms: want a positive number of milliseconds");
+  }
   if (f.abandoned_block_ms < 1) {
     return absl::InvalidArgumentError(
         "--abandoned-block-ms: want a positive number of milliseconds");
@@ -184,6 +194,7 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   }
   o.store.tenant_quota_bytes = *ParseByteSize(f.tenant_quota_bytes);
   o.store.block_ttl_ms = f.block_ttl_ms;
+  o.store.session_tombstone_ms = f.session_tombstone_ms;
   o.store.abandoned_block_ms = f.abandoned_block_ms;
   o.max_message_bytes = static_cast<int>(max_message);
   o.auth_tokens_file = f.auth_tokens;

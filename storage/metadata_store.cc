@@ -95,10 +95,10 @@ absl::Status MetadataStore::DeleteSession(std::string_view key) {
 }
 
 absl::Status MetadataStore::ScanSessions(
-    std::string_view prefix,
+    std::string_view prefix, std::string_view start_after,
     absl::FunctionRef<bool(std::string_view key, absl::StatusOr<SessionRecord> record)>
         fn) {
-  return db_->Scan(Column::kSessions, prefix,
+  return db_->Scan(Column::kSessions, prefix, start_after,
                    [&](std::string_view key, std::string_view bytes) {
                      absl::StatusOr<SessionRecord> record = DecodeSessionRecord(bytes);
                      if (!record.ok()) {

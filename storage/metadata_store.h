@@ -84,8 +84,10 @@ class MetadataStore {
   // key order, until fn returns false. A record that does not decode comes
   // as its kDataLoss status, so a caller can skip it or remove it. fn must
   // not call back into the store.
+  // `start_after`: from the first key after prefix + start_after (a
+  // cursor; empty: from the start).
   absl::Status ScanSessions(
-      std::string_view prefix,
+      std::string_view prefix, std::string_view start_after,
       absl::FunctionRef<bool(std::string_view key, absl::StatusOr<SessionRecord> record)>
           fn);
 

@@ -47,6 +47,21 @@ struct PutPageResult {
   bool stored = false;
 };
 
+// One block as a listing shows it (the rebalancer compares servers by it).
+struct BlockInfo {
+  BlockKey block{};
+  bool committed = false;
+  uint64_t bytes = 0;
+  int64_t accessed_ms = 0;
+};
+
+// One session id as a listing that includes tombstones shows it.
+struct SessionVersion {
+  std::string session_id;
+  int64_t updated_ms = 0;
+  int64_t deleted_ms = 0;  // nonzero: a tombstone
+};
+
 struct TenantUsage {
   uint64_t bytes = 0;   // page bytes of the tenant's blocks, committed or not
   uint64_t blocks = 0;
@@ -90,22 +105,52 @@ class PageStore {
 
   virtual TenantUsage Usage(std::string_view tenant) const = 0;
 
-  // Sessions. PutSession creates or replaces (created_ms is kept on
-  // replace, accessed_ms set to now). Errors: kInvalidArgument (bad tenant or
-  // session id, too many blocks, a non-empty tail whose checksum is wrong).
+  // The tenant's blocks with keys after `start_after` (all when empty), in
+  // key order, at most `limit`: a cursor over every block, committed or not.
+  virtual absl::StatusOr<std::vector<BlockInfo>> ListBlocks(std::string_view tenant,
+                                                            const BlockKey* start_after,
+                                                            size_t limit) = 0;
+
+  // Sessions. PutSession creates or replaces, over a tombstone too
+  // (created_ms is kept on replacing a live session; updated_ms and
+  // accessed_ms are set to now). Errors: kInvalidArgument (bad tenant or
+  // session id, too many blocks, a non-empty tail whose checksum is wrong,
+  // a negative ttl_ms).
   virtual absl::Status PutSession(std::string_view tenant, std::string_view session_id,
                                   SessionRecord record) = 0;
-  // kNotFound when missing or expired (expired sessions are removed). An
-  // access: it renews the TTL, as TouchSession does.
+  // Stores a copy of another server's version as it is (its times kept),
+  // unless this store has that version or a newer one, or a tombstone at
+  // or after it: then kAlreadyExists and nothing changes. Errors as
+  // PutSession, and kInvalidArgument for a tombstone or a version of 0.
+  virtual absl::Status RepairSession(std::string_view tenant, std::string_view session_id,
+                                     SessionRecord record) = 0;
+  // kNotFound when missing, deleted or expired (expired sessions are
+  // removed). An access: it renews the TTL, as TouchSession does.
   virtual absl::StatusOr<SessionRecord> GetSession(std::string_view tenant,
                                                    std::string_view session_id) = 0;
-  // Session ids of the tenant in order, at most `limit`, skipping expired ones.
+  // When the session was deleted here, if this store holds its tombstone;
+  // kNotFound otherwise.
+  virtual absl::StatusOr<int64_t> SessionDeletedAt(std::string_view tenant,
+                                                   std::string_view session_id) = 0;
+  // Session ids of the tenant in order, at most `limit`, skipping expired
+  // and deleted ones.
   virtual absl::StatusOr<std::vector<std::string>> ListSessions(std::string_view tenant,
                                                                 size_t limit) = 0;
+  // Every session id after `start_after` in order with its version,
+  // tombstones included, at most `limit`.
+  virtual absl::StatusOr<std::vector<SessionVersion>> ListSessionVersions(
+      std::string_view tenant, std::string_view start_after, size_t limit) = 0;
+  // Leaves a tombstone (kept for TieredStoreOptions::session_tombstone_ms),
+  // so a copy that missed the delete cannot come back over it; kNotFound
+  // when there is no live session.
   virtual absl::Status DeleteSession(std::string_view tenant, std::string_view session_id) = 0;
+  // Removes this store's copy, live or tombstone, leaving nothing: for a
+  // copy that belongs on other servers. kNotFound when there is none.
+  virtual absl::Status ForgetSession(std::string_view tenant, std::string_view session_id) = 0;
   // Marks the session used now (extends its TTL); kNotFound as GetSession.
   virtual absl::Status TouchSession(std::string_view tenant, std::string_view session_id) = 0;
-  // Removes every session whose TTL ran out before `now_ms`; returns how many.
+  // Removes every session whose TTL ran out before `now_ms`, and every
+  // tombstone older than its keeping time; returns how many.
   virtual absl::StatusOr<size_t> ExpireSessions(int64_t now_ms) = 0;
 };
 

@@ -308,13 +308,16 @@ absl::Status RocksDbTier::DeletePrefix(Column column, std::string_view prefix) {
 }
 
 absl::Status RocksDbTier::Scan(
-    Column column, std::string_view prefix,
+    Column column, std::string_view prefix, std::string_view start_after,
     absl::FunctionRef<bool(std::string_view key, std::string_view value)> fn) {
   QAQKV_TSAN_SERIALIZE_ROCKSDB();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), Handle(column)));
-  for (it->Seek(ToSlice(prefix)); it->Valid(); it->Next()) {
+  std::string from(prefix);
+  from.append(start_after);
+  for (it->Seek(ToSlice(from)); it->Valid(); it->Next()) {
     const rocksdb::Slice k = it->key();
     if (!k.starts_with(ToSlice(prefix))) break;
+    if (!start_after.empty() && k == ToSlice(from)) continue;  // after the cursor, not at it
     const rocksdb::Slice v = it->value();
     if (!fn(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) break;
   }

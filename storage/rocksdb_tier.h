@@ -126,6 +126,12 @@ class RocksDbTier {
   // in key order, until fn returns false. One pass over an iterator, not a
   // lookup per key. fn must not call back into this tier.
   absl::Status Scan(Column column, std::string_view prefix,
+                    absl::FunctionRef<bool(std::string_view key, std::string_view value)> fn) {
+    return Scan(column, prefix, {}, fn);
+  }
+  // The same from the first key after prefix + `start_after` (a cursor;
+  // empty: from the start of the prefix).
+  absl::Status Scan(Column column, std::string_view prefix, std::string_view start_after,
                     absl::FunctionRef<bool(std::string_view key, std::string_view value)> fn);
   // Keys of `column` starting with `prefix`, in order (at most `limit`).
   absl::StatusOr<std::vector<std::string>> Keys(Column column, std::string_view prefix,

@@ -11,8 +11,9 @@
 namespace qaqkv::storage {
 namespace {
 
-// Version 2 added the descriptor; version 1 records (no descriptor) still read.
-constexpr uint8_t kVersion = 2;
+// Version 2 added the descriptor, version 3 the put and delete times;
+// older records still read (put at their creation, not deleted).
+constexpr uint8_t kVersion = 3;
 
 void AppendLe32(std::string& out, uint32_t v) {
   char buf[4];
@@ -77,6 +78,8 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
   out += r.tail;
   AppendLe32(out, static_cast<uint32_t>(r.descriptor.size()));
   out += r.descriptor;
+  AppendLe64(out, static_cast<uint64_t>(r.updated_ms));
+  AppendLe64(out, static_cast<uint64_t>(r.deleted_ms));
   return out;
 }
 
@@ -110,6 +113,13 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(std::string_view bytes) {
       return absl::DataLossError("session record: bad descriptor");
     }
     r.descriptor = std::string(descriptor);
+  }
+  if (version >= 3) {
+    if (!in.Read(&r.updated_ms) || !in.Read(&r.deleted_ms)) {
+      return absl::DataLossError("session record: truncated times");
+    }
+  } else {
+    r.updated_ms = r.created_ms;
   }
   if (!in.done()) return absl::DataLossError("session record: trailing bytes");
   return r;

@@ -9,6 +9,7 @@
 #ifndef QAQKV_STORAGE_SESSION_RECORD_H_
 #define QAQKV_STORAGE_SESSION_RECORD_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -24,6 +25,13 @@ struct SessionRecord {
   int64_t created_ms = 0;
   int64_t accessed_ms = 0;
   int64_t ttl_ms = 0;  // 0: never expires
+  // When this version was put (a put by a worker; a repair copies it), so
+  // copies on several servers order by it.
+  int64_t updated_ms = 0;
+  // Nonzero: a tombstone, the session deleted at that time. It holds no
+  // blocks and keeps a server that missed the delete, or a repair from one,
+  // from bringing an older version back.
+  int64_t deleted_ms = 0;
   std::vector<BlockKey> blocks;
   std::string tail;  // partial last page, may be empty
   // Opaque to storage: the caller's geometry and codec of the session's
@@ -31,6 +39,9 @@ struct SessionRecord {
   std::string descriptor;
 
   bool ExpiredAt(int64_t now_ms) const { return ttl_ms > 0 && accessed_ms + ttl_ms <= now_ms; }
+  bool deleted() const { return deleted_ms != 0; }
+  // The newest event this copy knows of: its put or its delete.
+  int64_t version_ms() const { return std::max(updated_ms, deleted_ms); }
 };
 
 // 1..limits::kMaxSessionIdBytes bytes of printable ASCII without spaces.

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "base/status_macros.h"
@@ -520,6 +521,43 @@ std::optional<BlockRecord> TieredStore::IndexedRecord(std::string_view record_ke
   return it->second.record;
 }
 
+absl::StatusOr<std::vector<BlockInfo>> TieredStore::ListBlocks(std::string_view tenant,
+                                                               const BlockKey* start_after,
+                                                               size_t limit) {
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
+  const std::string prefix = TenantPrefix('B', tenant);
+  const std::string after = start_after != nullptr ? BlockRecordKey(tenant, *start_after) : "";
+  std::vector<BlockInfo> out;
+  if (limit == 0) return out;
+  base::MutexLock lock(&index_mu_);
+  // The smallest `limit` keys after the cursor: one pass over the index,
+  // trimming the candidates whenever they reach twice the limit.
+  using Entry = std::pair<const std::string, IndexEntry>;
+  std::vector<const Entry*> picked;
+  auto by_key = [](const Entry* a, const Entry* b) { return a->first < b->first; };
+  auto trim = [&] {
+    std::nth_element(picked.begin(), picked.begin() + limit, picked.end(), by_key);
+    picked.resize(limit);
+  };
+  for (const Entry& e : index_) {
+    if (!absl::StartsWith(e.first, prefix) || (!after.empty() && e.first <= after)) continue;
+    picked.push_back(&e);
+    if (picked.size() >= 2 * limit) trim();
+  }
+  if (picked.size() > limit) trim();
+  std::sort(picked.begin(), picked.end(), by_key);
+  out.reserve(picked.size());
+  for (const Entry* e : picked) {
+    BlockInfo info;
+    std::memcpy(info.block.data(), e->first.data() + prefix.size(), info.block.size());
+    info.committed = e->second.record.committed;
+    info.bytes = e->second.record.bytes;
+    info.accessed_ms = e->second.record.accessed_ms;
+    out.push_back(info);
+  }
+  return out;
+}
+
 absl::StatusOr<BlockRecord> TieredStore::GetBlock(std::string_view tenant, const BlockKey& block) {
   QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
   auto record = IndexedRecord(BlockRecordKey(tenant, block));
@@ -687,7 +725,7 @@ absl::flat_hash_set<std::string> TieredStore::ReferencedBlocks(int64_t now_ms) {
   absl::flat_hash_set<std::string> referenced;
   // A failed scan leaves fewer blocks protected; eviction still works.
   absl::Status scanned = metadata_.ScanSessions(
-      "", [&](std::string_view key, absl::StatusOr<SessionRecord> session) {
+      "", {}, [&](std::string_view key, absl::StatusOr<SessionRecord> session) {
         if (!session.ok()) return true;
         session->accessed_ms = LastAccess(key, *session);
         if (session->ExpiredAt(now_ms)) return true;
@@ -824,9 +862,9 @@ absl::StatusOr<SessionRecord> TieredStore::ReadSession(const std::string& key, i
   return record;
 }
 
-absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view session_id,
-                                     SessionRecord record) {
-  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
+namespace {
+
+absl::Status ValidateSessionRecord(const SessionRecord& record) {
   if (record.blocks.size() > limits::kMaxSessionBlocks) {
     return absl::InvalidArgumentError(absl::StrCat("blocks: ", record.blocks.size(),
                                                    " exceeds ", limits::kMaxSessionBlocks));
@@ -835,16 +873,56 @@ absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view s
     return absl::InvalidArgumentError("tail: checksum does not match its contents");
   }
   if (record.ttl_ms < 0) return absl::InvalidArgumentError("ttl_ms: must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status TieredStore::PutSession(std::string_view tenant, std::string_view session_id,
+                                     SessionRecord record) {
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRecord(record));
   const std::string key = SessionKey(tenant, session_id);
   base::MutexLock lock(&stripes_.For(key));
   const int64_t now = NowMs();
   record.created_ms = now;
+  int64_t newest = 0;  // the stored copy's version
   if (absl::StatusOr<SessionRecord> old = metadata_.GetSession(key); old.ok()) {
-    record.created_ms = old->created_ms;
+    if (!old->deleted()) record.created_ms = old->created_ms;
+    newest = old->version_ms();
   }
+  // Versions order copies across servers: a put supersedes what is stored
+  // even when the clock reads the same millisecond (or stepped back).
+  record.updated_ms = std::max(now, newest + 1);
   record.accessed_ms = now;
+  record.deleted_ms = 0;
   QAQKV_RETURN_IF_ERROR(metadata_.PutSession(key, record));
   ForgetAccess(key);  // the record itself holds the newest access now
+  return absl::OkStatus();
+}
+
+absl::Status TieredStore::RepairSession(std::string_view tenant, std::string_view session_id,
+                                        SessionRecord record) {
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRecord(record));
+  if (record.deleted()) return absl::InvalidArgumentError("deleted_ms: a repair copies live sessions");
+  if (record.updated_ms <= 0) {
+    return absl::InvalidArgumentError("updated_ms: a repair needs the copy's version");
+  }
+  const std::string key = SessionKey(tenant, session_id);
+  base::MutexLock lock(&stripes_.For(key));
+  if (absl::StatusOr<SessionRecord> old = metadata_.GetSession(key); old.ok()) {
+    if (old->version_ms() >= record.updated_ms) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "session: this server has ", old->deleted() ? "a deletion" : "a version", " at ",
+          old->version_ms(), " ms, not older than the copy's ", record.updated_ms));
+    }
+  } else if (!absl::IsNotFound(old.status()) && !absl::IsDataLoss(old.status())) {
+    return old.status();
+  }
+  record.accessed_ms = std::max(record.accessed_ms, record.updated_ms);
+  QAQKV_RETURN_IF_ERROR(metadata_.PutSession(key, record));
+  ForgetAccess(key);
   return absl::OkStatus();
 }
 
@@ -856,6 +934,7 @@ absl::StatusOr<SessionRecord> TieredStore::GetSession(std::string_view tenant,
   const int64_t now = NowMs();
   bool expired = false;
   QAQKV_ASSIGN_OR_RETURN(SessionRecord record, ReadSession(key, now, &expired));
+  if (record.deleted()) return absl::NotFoundError("session: not found (deleted)");
   if (expired) {
     if (absl::Status s = metadata_.DeleteSession(key); s.ok()) ForgetAccess(key);
     return absl::NotFoundError("session: not found");
@@ -866,6 +945,15 @@ absl::StatusOr<SessionRecord> TieredStore::GetSession(std::string_view tenant,
   return record;
 }
 
+absl::StatusOr<int64_t> TieredStore::SessionDeletedAt(std::string_view tenant,
+                                                      std::string_view session_id) {
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
+  QAQKV_ASSIGN_OR_RETURN(const SessionRecord record,
+                         metadata_.GetSession(SessionKey(tenant, session_id)));
+  if (!record.deleted()) return absl::NotFoundError("session: not deleted");
+  return record.deleted_ms;
+}
+
 absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_view tenant,
                                                                    size_t limit) {
   QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
@@ -873,11 +961,30 @@ absl::StatusOr<std::vector<std::string>> TieredStore::ListSessions(std::string_v
   std::vector<std::string> out;
   const int64_t now = NowMs();
   QAQKV_RETURN_IF_ERROR(metadata_.ScanSessions(
-      prefix, [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
+      prefix, {}, [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
         if (out.size() >= limit) return false;
-        if (!record.ok()) return true;
+        if (!record.ok() || record->deleted()) return true;
         record->accessed_ms = LastAccess(key, *record);
         if (!record->ExpiredAt(now)) out.emplace_back(key.substr(prefix.size()));
+        return true;
+      }));
+  return out;
+}
+
+absl::StatusOr<std::vector<SessionVersion>> TieredStore::ListSessionVersions(
+    std::string_view tenant, std::string_view start_after, size_t limit) {
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(tenant));
+  const std::string prefix = TenantPrefix('S', tenant);
+  std::vector<SessionVersion> out;
+  const int64_t now = NowMs();
+  QAQKV_RETURN_IF_ERROR(metadata_.ScanSessions(
+      prefix, start_after, [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
+        if (out.size() >= limit) return false;
+        if (!record.ok()) return true;  // unreadable: maintenance removes it
+        record->accessed_ms = LastAccess(key, *record);
+        if (!record->deleted() && record->ExpiredAt(now)) return true;
+        out.push_back({std::string(key.substr(prefix.size())), record->updated_ms,
+                       record->deleted_ms});
         return true;
       }));
   return out;
@@ -887,11 +994,33 @@ absl::Status TieredStore::DeleteSession(std::string_view tenant, std::string_vie
   QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
   const std::string key = SessionKey(tenant, session_id);
   base::MutexLock lock(&stripes_.For(key));
+  const int64_t now = NowMs();
   bool expired = false;
-  QAQKV_RETURN_IF_ERROR(ReadSession(key, NowMs(), &expired).status());
+  QAQKV_ASSIGN_OR_RETURN(const SessionRecord old, ReadSession(key, now, &expired));
+  if (old.deleted()) return absl::NotFoundError("session: not found (deleted)");
+  if (expired) {
+    QAQKV_RETURN_IF_ERROR(metadata_.DeleteSession(key));
+    ForgetAccess(key);
+    return absl::NotFoundError("session: not found");
+  }
+  SessionRecord tombstone;
+  tombstone.created_ms = old.created_ms;
+  tombstone.updated_ms = old.updated_ms;
+  tombstone.accessed_ms = now;
+  tombstone.deleted_ms = std::max(now, old.updated_ms + 1);
+  QAQKV_RETURN_IF_ERROR(metadata_.PutSession(key, tombstone));
+  ForgetAccess(key);
+  return absl::OkStatus();
+}
+
+absl::Status TieredStore::ForgetSession(std::string_view tenant, std::string_view session_id) {
+  QAQKV_RETURN_IF_ERROR(ValidateSessionRequest(tenant, session_id));
+  const std::string key = SessionKey(tenant, session_id);
+  base::MutexLock lock(&stripes_.For(key));
+  absl::StatusOr<SessionRecord> old = metadata_.GetSession(key);
+  if (absl::IsNotFound(old.status())) return old.status();
   QAQKV_RETURN_IF_ERROR(metadata_.DeleteSession(key));
   ForgetAccess(key);
-  if (expired) return absl::NotFoundError("session: not found");
   return absl::OkStatus();
 }
 
@@ -935,17 +1064,22 @@ size_t TieredStore::WriteBackSessionAccess() {
   return written;
 }
 
+bool TieredStore::Gone(const SessionRecord& record, int64_t now_ms) const {
+  if (record.deleted()) return now_ms - record.deleted_ms >= options_.session_tombstone_ms;
+  return record.ExpiredAt(now_ms);
+}
+
 absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
   std::vector<std::string> doomed;
   QAQKV_RETURN_IF_ERROR(metadata_.ScanSessions(
-      "", [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
+      "", {}, [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
         // An unreadable record can never be resumed: it goes too.
         if (!record.ok()) {
           doomed.emplace_back(key);
           return true;
         }
         record->accessed_ms = LastAccess(key, *record);
-        if (record->ExpiredAt(now_ms)) doomed.emplace_back(key);
+        if (Gone(*record, now_ms)) doomed.emplace_back(key);
         return true;
       }));
   size_t removed = 0;
@@ -956,7 +1090,7 @@ absl::StatusOr<size_t> TieredStore::ExpireSessions(int64_t now_ms) {
     bool expired = false;
     absl::StatusOr<SessionRecord> record = ReadSession(key, now_ms, &expired);
     if (absl::IsNotFound(record.status())) continue;
-    if (record.ok() && !expired) continue;
+    if (record.ok() && !Gone(*record, now_ms)) continue;
     if (absl::Status s = metadata_.DeleteSession(key); !s.ok()) {
       BackgroundError("expiring a session", s);
       continue;

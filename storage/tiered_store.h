@@ -82,6 +82,10 @@ struct TieredStoreOptions {
   // A committed block no session references, unread for this long, expires.
   // 0: never.
   int64_t block_ttl_ms = 0;
+  // How long a deleted session's tombstone is kept: longer than a server
+  // can be away and come back with an older copy (a rebalance after its
+  // return removes such copies).
+  int64_t session_tombstone_ms = 7 * 24 * 3600 * 1000LL;
   // Period of the background maintenance thread (session expiry, abandoned
   // and expired blocks, budget, access times). 0: no thread; call
   // RunMaintenance yourself.
@@ -165,13 +169,24 @@ class TieredStore final : public PageStore {
   absl::Status RevertPage(std::string_view tenant, const BlockKey& block, uint32_t layer,
                           uint64_t bytes) override;
   TenantUsage Usage(std::string_view tenant) const override;
+  absl::StatusOr<std::vector<BlockInfo>> ListBlocks(std::string_view tenant,
+                                                    const BlockKey* start_after,
+                                                    size_t limit) override;
   absl::Status PutSession(std::string_view tenant, std::string_view session_id,
                           SessionRecord record) override;
+  absl::Status RepairSession(std::string_view tenant, std::string_view session_id,
+                             SessionRecord record) override;
   absl::StatusOr<SessionRecord> GetSession(std::string_view tenant,
+                                           std::string_view session_id) override;
+  absl::StatusOr<int64_t> SessionDeletedAt(std::string_view tenant,
                                            std::string_view session_id) override;
   absl::StatusOr<std::vector<std::string>> ListSessions(std::string_view tenant,
                                                         size_t limit) override;
+  absl::StatusOr<std::vector<SessionVersion>> ListSessionVersions(std::string_view tenant,
+                                                                  std::string_view start_after,
+                                                                  size_t limit) override;
   absl::Status DeleteSession(std::string_view tenant, std::string_view session_id) override;
+  absl::Status ForgetSession(std::string_view tenant, std::string_view session_id) override;
   absl::Status TouchSession(std::string_view tenant, std::string_view session_id) override;
   absl::StatusOr<size_t> ExpireSessions(int64_t now_ms) override;
 
@@ -251,6 +266,9 @@ class TieredStore final : public PageStore {
                                             bool* expired);
   // The record's access time with accesses since it was written.
   int64_t LastAccess(std::string_view key, const SessionRecord& record) const;
+  // An expired session, or a tombstone kept long enough: maintenance
+  // removes it.
+  bool Gone(const SessionRecord& record, int64_t now_ms) const;
   void NoteAccess(std::string_view key, int64_t now_ms);
   void ForgetAccess(std::string_view key);
   // Writes the access times GetSession and TouchSession renewed into the

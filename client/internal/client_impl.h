@@ -56,6 +56,26 @@ class PageSource {
   virtual void Abort() {}
 };
 
+namespace internal {
+
+// Pages already in memory, replayed as a PutPages stream.
+class VectorSource final : public PageSource {
+ public:
+  explicit VectorSource(std::span<const OutPage> pages) : pages_(pages) {}
+  void Begin() override { next_ = 0; }
+  absl::StatusOr<bool> Next(OutPage* page) override {
+    if (next_ == pages_.size()) return false;
+    *page = pages_[next_++];
+    return true;
+  }
+
+ private:
+  std::span<const OutPage> pages_;
+  size_t next_ = 0;
+};
+
+}  // namespace internal
+
 // One connection of an attempt: the generated stub and the channel it was
 // made from (the page streams are raw calls on the channel).
 struct Conn {
@@ -141,6 +161,10 @@ class Client::Impl {
   // rendezvous order of its id that answers; Accept asks the first two.
   absl::Status OfferTransfer(const v1::OfferTransferRequest& request);
   absl::StatusOr<v1::TransferOffer> AcceptTransfer(const std::string& transfer_id);
+  // rebalance.cc.
+  absl::StatusOr<Client::RebalanceReport> Rebalance(
+      const Client::RebalanceOptions& options,
+      const std::function<void(const Client::RebalanceReport&)>& progress);
 
  private:
   void Prepare(grpc::ClientContext& context, absl::Duration deadline) const;

@@ -85,6 +85,12 @@ class KvCacheService final
   grpc::ServerUnaryReactor* TouchSession(grpc::CallbackServerContext* ctx,
                                          const v1::TouchSessionRequest* req,
                                          v1::TouchSessionResponse* resp) override;
+  grpc::ServerUnaryReactor* ListBlocks(grpc::CallbackServerContext* ctx,
+                                       const v1::ListBlocksRequest* req,
+                                       v1::ListBlocksResponse* resp) override;
+  grpc::ServerUnaryReactor* DeleteBlocks(grpc::CallbackServerContext* ctx,
+                                         const v1::DeleteBlocksRequest* req,
+                                         v1::DeleteBlocksResponse* resp) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* req,
                                      v1::GetStatsResponse* resp) override;

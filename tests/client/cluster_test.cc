@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qaqkv/client.h"
+#include "tests/client/cluster_fixture.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
 #include "base/child_process.h"
@@ -36,98 +37,8 @@ using testing::MakeKv;
 using testing::Out;
 using testing::SmallGeometry;
 
-// Distinct keys per `seed`: block keys of a synthetic token sequence.
-std::vector<BlockKey> Keys(int blocks, int seed) {
-  std::vector<int32_t> tokens(size_t(blocks) * kBlockTokens);
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7 + seed * 7919) % 32000);
-  return Client::ComputeBlockKeys(absl::StrCat("model-", seed), "fp16", tokens, kBlockTokens);
-}
-
-std::string KeyView(const BlockKey& k) {
-  return std::string(reinterpret_cast<const char*>(k.data()), k.size());
-}
-
-class ClusterTest : public ::testing::Test {
- protected:
-  void StartServers(int n) {
-    for (int i = 0; i < n; ++i) {
-      auto& s = servers_.emplace_back(std::make_unique<ServerProcess>());
-      // A fixed port, so a restarted server is the same cluster member.
-      const absl::StatusOr<int> free = base::FreeLoopbackPort();
-      ASSERT_TRUE(free.ok()) << free.status();
-      auto port = s->Start({absl::StrCat("--listen=127.0.0.1:", *free)});
-      ASSERT_TRUE(port.ok()) << port.status();
-    }
-  }
-  std::vector<std::string> Targets() const {
-    std::vector<std::string> t;
-    for (const auto& s : servers_) t.push_back(s->target());
-    return t;
-  }
-  std::unique_ptr<Client> Connect(ClientOptions o) {
-    if (o.target.empty() && o.discovery.empty() && o.servers.empty()) o.servers = Targets();
-    o.encode_threads = 2;
-    o.health_check_interval = absl::Milliseconds(100);
-    o.retry.initial_backoff = absl::Milliseconds(20);
-    o.retry.max_backoff = absl::Milliseconds(200);
-    auto c = Client::Create(std::move(o));
-    EXPECT_TRUE(c.ok()) << c.status();
-    return c.ok() ? std::move(*c) : nullptr;
-  }
-  // A client of server `i` alone, to look inside the cluster.
-  bool Holds(size_t i, const BlockKey& key) {
-    ClientOptions o;
-    o.target = servers_[i]->target();
-    o.deadline = absl::Seconds(5);
-    o.retry.max_attempts = 1;
-    auto c = Client::Create(o);
-    if (!c.ok()) return false;
-    auto n = (*c)->Lookup(std::span<const BlockKey>(&key, 1));
-    return n.ok() && *n == 1;
-  }
-  // Indices of the servers rendezvous hashing puts `key` on, among `names`.
-  static std::vector<size_t> Placement(const BlockKey& key, const std::vector<std::string>& names,
-                                       size_t replicas) {
-    std::vector<uint64_t> hashes;
-    for (const std::string& n : names) hashes.push_back(internal::EndpointHash(n));
-    return internal::RankEndpoints(KeyView(key), hashes, replicas);
-  }
-  absl::Status Offload(Client& c, const std::vector<BlockKey>& keys, const Kv& kv) {
-    OffloadRequest off;
-    off.geometry = SmallGeometry();
-    off.codec = "fp16";
-    off.blocks = keys;
-    off.kv = kv.View();
-    return c.Offload(off).status();
-  }
-  // Loads `keys` through `c` and checks every byte against `kv`.
-  void ExpectReadsBack(Client& c, const std::vector<BlockKey>& keys, const Kv& kv) {
-    Out out(static_cast<int>(kv.tokens()));
-    LoadRequest load;
-    load.geometry = SmallGeometry();
-    load.codec = "fp16";
-    load.blocks = keys;
-    load.kv = out.View();
-    std::vector<int> layers;
-    load.on_layer = [&](int l) { layers.push_back(l); };
-    auto r = c.Load(load);
-    ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(layers.size(), size_t{kLayers});
-    EXPECT_TRUE(out.k == kv.k && out.v == kv.v) << "loaded bytes differ";
-  }
-  // Polls until `pred` holds, up to `timeout`.
-  template <typename Pred>
-  static bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(15)) {
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      if (pred()) return true;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    return pred();
-  }
-
-  std::vector<std::unique_ptr<ServerProcess>> servers_;
-};
+using testing::ClusterTest;
+using testing::Keys;
 
 TEST_F(ClusterTest, BlocksLiveOnTheirTwoRendezvousReplicas) {
   StartServers(3);

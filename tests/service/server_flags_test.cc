@@ -128,6 +128,7 @@ INSTANTIATE_TEST_SUITE_P(
         {"SyncNotABool", {"--sync=maybe"}, R"(--sync: \"maybe\" is not valid: want true or false)"},
         {"ListenWithoutValue", {"--config=$DIR/empty", "--listen"}, "--listen"},
         {"BlockTtlNegative", {"--block-ttl-ms=-1"}, "--block-ttl-ms"},
+        {"SessionTombstoneZero", {"--session-tombstone-ms=0"}, "--session-tombstone-ms"},
         {"AbandonedBlockMsZero", {"--abandoned-block-ms=0"}, "--abandoned-block-ms"},
         {"UnknownFlag", {"--memory-byte=1GiB"}, "--memory-byte: unknown flag"},
         // gRPC would take the port modulo 65536 and serve somewhere else.

@@ -145,7 +145,7 @@ TEST_F(MetadataStoreTest, SessionsRoundTripAndScanByPrefixUntilTold) {
   const std::string prefix = TenantPrefix('S', "t");
   ASSERT_TRUE(
       metadata_
-          ->ScanSessions(prefix,
+          ->ScanSessions(prefix, {},
                          [&](std::string_view key, absl::StatusOr<SessionRecord> record) {
                            EXPECT_TRUE(record.ok());
                            ids.emplace_back(key.substr(prefix.size()));
@@ -153,6 +153,15 @@ TEST_F(MetadataStoreTest, SessionsRoundTripAndScanByPrefixUntilTold) {
                          })
           .ok());
   EXPECT_THAT(ids, ElementsAre("a", "b"));
+  ids.clear();
+  ASSERT_TRUE(metadata_
+                  ->ScanSessions(prefix, "a",
+                                 [&](std::string_view key, absl::StatusOr<SessionRecord>) {
+                                   ids.emplace_back(key.substr(prefix.size()));
+                                   return true;
+                                 })
+                  .ok());
+  EXPECT_EQ(ids.front(), "b");  // after the cursor, not at it
 
   ASSERT_TRUE(metadata_->DeleteSession(SessionKey("t", "b")).ok());
   EXPECT_TRUE(metadata_->DeleteSession(SessionKey("t", "never")).ok());
@@ -168,7 +177,7 @@ TEST_F(MetadataStoreTest, AnUndecodableSessionIsDataLossToGetAndToScan) {
   std::vector<absl::StatusCode> codes;
   ASSERT_TRUE(
       metadata_
-          ->ScanSessions("",
+          ->ScanSessions("", {},
                          [&](std::string_view, absl::StatusOr<SessionRecord> record) {
                            codes.push_back(record.status().code());
                            return true;

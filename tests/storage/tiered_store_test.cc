@@ -409,6 +409,151 @@ TEST(TieredStoreSessionsTest, BadSessionRequestsStoreNothing) {
   EXPECT_TRUE(s->ListSessions("t", 10)->empty());
 }
 
+// A delete leaves a tombstone: the session reads as gone, the deletion's
+// time is known, a listing with versions shows it, and a repair copy older
+// than the deletion is refused while a new put replaces it.
+TEST(TieredStoreSessionsTest, DeletesLeaveTombstonesThatRefuseOlderCopies) {
+  base::TempDir dir = MakeTempDir();
+  auto s = OpenStore(dir.path());
+  ASSERT_TRUE(s->PutSession("t", "chat", Session({1}, 10)).ok());
+  const SessionRecord put = *s->GetSession("t", "chat");
+  EXPECT_GT(put.updated_ms, 0);
+  ASSERT_TRUE(s->DeleteSession("t", "chat").ok());
+  EXPECT_EQ(s->GetSession("t", "chat").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->DeleteSession("t", "chat").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->TouchSession("t", "chat").code(), absl::StatusCode::kNotFound);
+  const absl::StatusOr<int64_t> deleted = s->SessionDeletedAt("t", "chat");
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_GT(*deleted, put.updated_ms);
+  EXPECT_TRUE(s->ListSessions("t", 10)->empty());
+  const auto versions = s->ListSessionVersions("t", "", 10);
+  ASSERT_TRUE(versions.ok());
+  ASSERT_EQ(versions->size(), 1u);
+  EXPECT_EQ((*versions)[0].session_id, "chat");
+  EXPECT_EQ((*versions)[0].deleted_ms, *deleted);
+
+  // The copy a server that missed the delete still holds comes back as a
+  // repair, and is refused: nothing changes.
+  SessionRecord stale = put;
+  EXPECT_EQ(s->RepairSession("t", "chat", stale).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(s->GetSession("t", "chat").status().code(), absl::StatusCode::kNotFound);
+  // A newer version (put after the deletion elsewhere) is taken as it is.
+  SessionRecord newer = Session({2}, 20);
+  newer.created_ms = 5;
+  newer.updated_ms = *deleted + 100;
+  ASSERT_TRUE(s->RepairSession("t", "chat", newer).ok());
+  SessionRecord got = *s->GetSession("t", "chat");
+  EXPECT_EQ(got.updated_ms, newer.updated_ms);
+  EXPECT_EQ(got.created_ms, 5);
+  EXPECT_EQ(got.blocks, newer.blocks);
+  // ... and the same version again is not rewritten.
+  EXPECT_EQ(s->RepairSession("t", "chat", newer).code(), absl::StatusCode::kAlreadyExists);
+  // A repair names a live version.
+  SessionRecord bad = newer;
+  bad.updated_ms = 0;
+  EXPECT_EQ(s->RepairSession("t", "other", bad).code(), absl::StatusCode::kInvalidArgument);
+  bad.updated_ms = 1;
+  bad.deleted_ms = 2;
+  EXPECT_EQ(s->RepairSession("t", "other", bad).code(), absl::StatusCode::kInvalidArgument);
+
+  // A worker's put over a tombstone is a new session, newer than it.
+  ASSERT_TRUE(s->DeleteSession("t", "chat").ok());
+  const int64_t deleted_again = *s->SessionDeletedAt("t", "chat");
+  ASSERT_TRUE(s->PutSession("t", "chat", Session({3}, 30)).ok());
+  got = *s->GetSession("t", "chat");
+  EXPECT_GT(got.updated_ms, deleted_again);
+  EXPECT_EQ(got.blocks, Session({3}, 30).blocks);
+  EXPECT_EQ(s->SessionDeletedAt("t", "chat").status().code(), absl::StatusCode::kNotFound);
+}
+
+// Forget removes a copy, live or tombstone, and leaves nothing behind.
+TEST(TieredStoreSessionsTest, ForgetLeavesNoTombstone) {
+  base::TempDir dir = MakeTempDir();
+  auto s = OpenStore(dir.path());
+  ASSERT_TRUE(s->PutSession("t", "a", Session({1}, 10)).ok());
+  ASSERT_TRUE(s->PutSession("t", "b", Session({1}, 10)).ok());
+  ASSERT_TRUE(s->DeleteSession("t", "b").ok());
+  ASSERT_TRUE(s->ForgetSession("t", "a").ok());
+  ASSERT_TRUE(s->ForgetSession("t", "b").ok());
+  EXPECT_EQ(s->ForgetSession("t", "a").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->ListSessionVersions("t", "", 10)->empty());
+  // With no tombstone, any copy may come back (it belongs here again).
+  SessionRecord copy = Session({1}, 10);
+  copy.updated_ms = 1;
+  EXPECT_TRUE(s->RepairSession("t", "b", copy).ok());
+}
+
+// Tombstones are kept for session_tombstone_ms, then maintenance removes them.
+TEST(TieredStoreSessionsTest, TombstonesExpireAfterTheirKeepingTime) {
+  base::TempDir dir = MakeTempDir();
+  TieredStoreOptions o;
+  o.data_dir = dir.path();
+  o.memory_bytes = 8 << 20;
+  o.maintenance_interval_ms = 0;
+  o.session_tombstone_ms = 60000;
+  auto s = TieredStore::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->PutSession("t", "a", Session({1}, 10)).ok());
+  ASSERT_TRUE((*s)->DeleteSession("t", "a").ok());
+  const int64_t deleted = *(*s)->SessionDeletedAt("t", "a");
+  EXPECT_EQ(*(*s)->ExpireSessions(deleted + 59999), 0u);
+  EXPECT_TRUE((*s)->SessionDeletedAt("t", "a").ok());
+  EXPECT_EQ(*(*s)->ExpireSessions(deleted + 60000), 1u);
+  EXPECT_EQ((*s)->SessionDeletedAt("t", "a").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE((*s)->ListSessionVersions("t", "", 10)->empty());
+}
+
+// Session versions page by cursor in key order, tenant by tenant.
+TEST(TieredStoreSessionsTest, VersionsPageByCursor) {
+  base::TempDir dir = MakeTempDir();
+  auto s = OpenStore(dir.path());
+  for (const char* id : {"d", "a", "c", "b"}) {
+    ASSERT_TRUE(s->PutSession("t", id, Session({1}, 10)).ok());
+  }
+  ASSERT_TRUE(s->PutSession("u", "a0", Session({1}, 10)).ok());
+  auto page = s->ListSessionVersions("t", "", 2);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[0].session_id, "a");
+  EXPECT_EQ((*page)[1].session_id, "b");
+  page = s->ListSessionVersions("t", "b", 10);
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[0].session_id, "c");
+  EXPECT_EQ((*page)[1].session_id, "d");
+  EXPECT_TRUE(s->ListSessionVersions("t", "d", 10)->empty());
+}
+
+// ListBlocks: every block of the tenant, committed or not, in key order,
+// paged by cursor; other tenants' blocks never appear.
+TEST(TieredStoreTest, ListBlocksPagesInKeyOrder) {
+  base::TempDir dir = MakeTempDir();
+  auto s = OpenStore(dir.path());
+  const std::string p = FakePage(100, 3);
+  for (uint8_t b : {9, 3, 7, 1, 5}) ASSERT_TRUE(s->PutPage(Req("t", b, 0, 1, p)).ok());
+  ASSERT_TRUE(s->PutPage(Req("t", 4, 0, 2, p)).ok());  // not committed
+  ASSERT_TRUE(s->PutPage(Req("u", 2, 0, 1, p)).ok());
+  std::vector<uint8_t> seen;
+  std::vector<bool> committed;
+  const BlockKey* after = nullptr;
+  BlockKey cursor{};
+  for (;;) {
+    auto page = s->ListBlocks("t", after, 2);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const BlockInfo& b : *page) {
+      seen.push_back(b.block[0]);
+      committed.push_back(b.committed);
+      EXPECT_EQ(b.bytes, p.size());
+    }
+    if (page->size() < 2) break;
+    cursor = page->back().block;
+    after = &cursor;
+  }
+  EXPECT_EQ(seen, (std::vector<uint8_t>{1, 3, 4, 5, 7, 9}));
+  EXPECT_EQ(committed, (std::vector<bool>{true, true, false, true, true, true}));
+  EXPECT_TRUE(s->ListBlocks("t", nullptr, 0)->empty());
+  EXPECT_EQ(s->ListBlocks("", nullptr, 10).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace qaqkv::storage
 

@@ -537,6 +537,55 @@ class Client {
   absl::StatusOr<TransferOffer> AcceptTransfer(std::string_view transfer_id,
                                                absl::Duration wait);
 
+  // ---- Rebalance -----------------------------------------------------------------
+
+  // Restores placement after servers were lost, added or removed: every
+  // committed block and live session of the caller's tenant ends up with R
+  // copies on its rendezvous owners among this client's servers, and
+  // copies elsewhere are removed. Needs a client of several servers
+  // (`servers` or `discovery`) that every one of them answers, plus every
+  // server in `options.draining`: a listing that fails anywhere stops the
+  // run before anything is copied or removed (kUnavailable naming the
+  // server), since a copy there may be the only one.
+  //
+  // Safe to interrupt and to run again: a copy is removed only after every
+  // owner holds the block (or the session's version), a session copy is
+  // written only if no newer version or deletion is stored there, and a
+  // rerun finds nothing left to do. A session deleted while a server was
+  // away is deleted on it too, not copied back. Blocks being written (not
+  // yet committed) are left alone.
+  struct RebalanceOptions {
+    // Servers leaving (a planned scale-down): their blocks and sessions go
+    // to their owners among this client's servers, and they keep nothing.
+    // "host:port" each, as in ClientOptions::servers, none of them listed
+    // there.
+    std::vector<std::string> draining;
+    // Copy rate, bytes per second of block pages; 0: as fast as it goes.
+    double max_bytes_per_second = 0;
+    // Blocks per copy stream (one GetPages and one PutPages).
+    int batch_blocks = 256;
+    // False: only copy, remove nothing (e.g. to add copies first and
+    // remove later).
+    bool remove_misplaced = true;
+  };
+  struct RebalanceReport {
+    uint64_t blocks = 0;            // committed blocks found
+    uint64_t blocks_copied = 0;     // copies made (a block to one server)
+    uint64_t bytes_copied = 0;      // their page bytes
+    uint64_t blocks_removed = 0;    // copies removed from non-owners
+    uint64_t blocks_vanished = 0;   // evicted or deleted during the run
+    uint64_t sessions = 0;          // session ids found, deletions included
+    uint64_t sessions_copied = 0;   // session copies made
+    uint64_t sessions_deleted = 0;  // stale copies of deleted sessions deleted
+    uint64_t sessions_removed = 0;  // copies removed from non-owners
+    uint64_t errors = 0;            // copies or removals that failed
+    std::string first_error;        // the first of them (empty: none)
+  };
+  // `progress`, if set, is called after each batch with the totals so far.
+  absl::StatusOr<RebalanceReport> Rebalance(
+      const RebalanceOptions& options,
+      std::function<void(const RebalanceReport&)> progress = nullptr);
+
   // The servers this client places data on, and what it thinks of them.
   struct ServerState {
     std::string name;     // identity used for placement

@@ -38,6 +38,8 @@ inline constexpr size_t kMaxTenantBytes = 255;  // tenant names of the token fil
 inline constexpr size_t kMaxSessionBlocks = size_t{1} << 20;  // Session.block_keys
 inline constexpr uint32_t kDefaultListSessions = 1000;          // ListSessionsRequest.limit 0
 inline constexpr uint32_t kMaxListSessions = 100000;            // ListSessionsRequest.limit
+inline constexpr uint32_t kDefaultListBlocks = 1000;            // ListBlocksRequest.limit 0
+inline constexpr uint32_t kMaxListBlocks = 100000;              // ListBlocksRequest.limit
 
 // GPU-to-GPU transfer offers.
 inline constexpr size_t kNcclUniqueIdBytes = 128;  // NCCL_UNIQUE_ID_BYTES
