@@ -632,6 +632,65 @@ std::vector<BadInput> BadInputs() {
        .code = kInvalid,
        .field = "session_id",
        .call = [](Stub& s) { return TouchSession(s, std::string(2000, 'x')); }});
+  cases.push_back({.name = "SessionRepairWithoutVersion",
+                   .code = kInvalid,
+                   .field = "session.updated_ms",
+                   .call =
+                       [](Stub& s) {
+                         v1::PutSessionRequest r;
+                         *r.mutable_session() = SessionOf("sess", 5);
+                         r.set_repair(true);
+                         v1::PutSessionResponse out;
+                         return Unary(s, &Stub::PutSession, r, &out);
+                       },
+                   .absent_blocks = {},
+                   .absent_sessions = {"sess"}});
+  cases.push_back({.name = "ListSessionsBadCursor",
+                   .code = kInvalid,
+                   .field = "start_after",
+                   .call = [](Stub& s) {
+                     v1::ListSessionsRequest r;
+                     r.set_start_after("a b");
+                     v1::ListSessionsResponse out;
+                     return Unary(s, &Stub::ListSessions, r, &out);
+                   }});
+  cases.push_back({.name = "ListBlocksLimitTooBig",
+                   .code = kInvalid,
+                   .field = "limit",
+                   .call = [](Stub& s) {
+                     v1::ListBlocksRequest r;
+                     r.set_limit(100001);
+                     v1::ListBlocksResponse out;
+                     return Unary(s, &Stub::ListBlocks, r, &out);
+                   }});
+  cases.push_back({.name = "ListBlocksShortCursor",
+                   .code = kInvalid,
+                   .field = "start_after",
+                   .call = [](Stub& s) {
+                     v1::ListBlocksRequest r;
+                     r.set_start_after("short");
+                     v1::ListBlocksResponse out;
+                     return Unary(s, &Stub::ListBlocks, r, &out);
+                   }});
+  cases.push_back({.name = "DeleteBlocksNone",
+                   .code = kInvalid,
+                   .field = "block_keys",
+                   .call = [](Stub& s) {
+                     v1::DeleteBlocksRequest r;
+                     v1::DeleteBlocksResponse out;
+                     return Unary(s, &Stub::DeleteBlocks, r, &out);
+                   }});
+  cases.push_back({.name = "DeleteBlocksBadKeyDeletesNone",
+                   .code = kInvalid,
+                   .field = "block_keys[1]",
+                   .setup = [](Stub& s) { PutCommitted(s, 1); },
+                   .call = [](Stub& s) {
+                     v1::DeleteBlocksRequest r;
+                     r.add_block_keys(Block(1).key);
+                     r.add_block_keys("short");
+                     v1::DeleteBlocksResponse out;
+                     return Unary(s, &Stub::DeleteBlocks, r, &out);
+                   }});
   cases.push_back({.name = "DeleteUnknownSession",
                    .code = C::NOT_FOUND,
                    .field = "session",

@@ -132,6 +132,99 @@ TEST_F(ContractTest, SessionRenewalSurvivesARestart) {
   EXPECT_GE(r.session().accessed_ms(), renewed);
 }
 
+// A delete leaves a tombstone the wire reports (qaqkv-deleted-ms, listing
+// versions), which refuses an older copy put as a repair, survives a
+// restart, and gives way to a new put.
+TEST_F(ContractTest, DeletedSessionsKeepATombstoneThatRefusesOlderCopies) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_GRPC_OK(PutSession(*stub_, SessionWithTtl("chat", format_, 0)));
+  v1::GetSessionResponse live;
+  ASSERT_GRPC_OK(GetSession(*stub_, "chat", &live));
+  EXPECT_GT(live.session().updated_ms(), 0);
+  v1::GetSessionRequest version_only;
+  version_only.set_session_id("chat");
+  version_only.set_version_only(true);
+  v1::GetSessionResponse version;
+  ASSERT_GRPC_OK(Unary(*stub_, &Stub::GetSession, version_only, &version));
+  EXPECT_EQ(version.session().updated_ms(), live.session().updated_ms());
+  EXPECT_TRUE(version.session().tail().empty());
+  EXPECT_FALSE(version.session().has_format());
+
+  v1::DeleteSessionRequest erase;
+  erase.set_session_id("chat");
+  v1::DeleteSessionResponse erased;
+  ASSERT_GRPC_OK(Unary(*stub_, &Stub::DeleteSession, erase, &erased));
+  stub_.reset();
+  ASSERT_TRUE(server_.Terminate().ok());
+  ASSERT_TRUE(server_.Restart().ok());
+  stub_ = server_.Stub();
+
+  grpc::ClientContext ctx;
+  v1::GetSessionRequest get;
+  get.set_session_id("chat");
+  v1::GetSessionResponse gone;
+  EXPECT_EQ(stub_->GetSession(&ctx, get, &gone).error_code(), grpc::StatusCode::NOT_FOUND);
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  const auto it = trailers.find("qaqkv-deleted-ms");
+  ASSERT_NE(it, trailers.end());
+  const int64_t deleted_ms = std::stoll(std::string(it->second.data(), it->second.size()));
+  EXPECT_GT(deleted_ms, live.session().updated_ms());
+  EXPECT_THAT(ListSessions(*stub_), ::testing::IsEmpty());
+  v1::ListSessionsRequest list;
+  list.set_versions(true);
+  v1::ListSessionsResponse listed;
+  ASSERT_GRPC_OK(Unary(*stub_, &Stub::ListSessions, list, &listed));
+  ASSERT_EQ(listed.versions_size(), 1);
+  EXPECT_EQ(listed.versions(0).deleted_ms(), deleted_ms);
+
+  v1::PutSessionRequest repair;
+  *repair.mutable_session() = live.session();
+  repair.set_repair(true);
+  v1::PutSessionResponse put;
+  EXPECT_EQ(Unary(*stub_, &Stub::PutSession, repair, &put).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GetSession(*stub_, "chat", &gone).error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_GRPC_OK(PutSession(*stub_, SessionWithTtl("chat", format_, 0)));
+  ASSERT_GRPC_OK(GetSession(*stub_, "chat", &live));
+  EXPECT_GT(live.session().updated_ms(), deleted_ms);
+}
+
+// ListBlocks and DeleteBlocks act for the caller's tenant only.
+TEST_F(ContractTest, BlockListingAndDeletingStayWithinTheTenant) {
+  const std::string tokens = server_.dir() + "/tokens";
+  WriteFile(tokens, "secret-a tenant-a\nsecret-b tenant-b\n");
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--auth-tokens=" + tokens}));
+  auto a = server_.Stub({.bearer_token = "secret-a"});
+  auto b = server_.Stub({.bearer_token = "secret-b"});
+  const TestBlock x = NewBlock(format_, 71), y = NewBlock(format_, 72);
+  ASSERT_GRPC_OK(PutBlocks(*a, format_, {x, y}).status);
+  v1::ListBlocksRequest list;
+  v1::ListBlocksResponse listed;
+  ASSERT_GRPC_OK(Unary(*b, &Stub::ListBlocks, list, &listed));
+  EXPECT_EQ(listed.blocks_size(), 0);
+  ASSERT_GRPC_OK(Unary(*a, &Stub::ListBlocks, list, &listed));
+  ASSERT_EQ(listed.blocks_size(), 2);
+  EXPECT_LT(listed.blocks(0).block_key(), listed.blocks(1).block_key());
+  EXPECT_TRUE(listed.blocks(0).committed());
+  EXPECT_EQ(listed.blocks(0).bytes() + listed.blocks(1).bytes(), x.bytes() + y.bytes());
+  list.set_start_after(listed.blocks(0).block_key());
+  v1::ListBlocksResponse rest;
+  ASSERT_GRPC_OK(Unary(*a, &Stub::ListBlocks, list, &rest));
+  ASSERT_EQ(rest.blocks_size(), 1);
+  EXPECT_EQ(rest.blocks(0).block_key(), listed.blocks(1).block_key());
+
+  v1::DeleteBlocksRequest erase;
+  erase.add_block_keys(x.key);
+  v1::DeleteBlocksResponse erased;
+  ASSERT_GRPC_OK(Unary(*b, &Stub::DeleteBlocks, erase, &erased));
+  EXPECT_EQ(erased.blocks_deleted(), 0u);  // another tenant's block is unknown
+  EXPECT_EQ(Lookup(*a, {x.key}).committed_prefix, 1u);
+  ASSERT_GRPC_OK(Unary(*a, &Stub::DeleteBlocks, erase, &erased));
+  EXPECT_EQ(erased.blocks_deleted(), 1u);
+  EXPECT_EQ(Lookup(*a, {x.key}).committed_prefix, 0u);
+  EXPECT_EQ(Lookup(*a, {y.key}).committed_prefix, 1u);
+}
+
 TEST_F(ContractTest, StreamThatHitsTheQuotaTakesBackItsPartialBlocks) {
   const TestBlock a = NewBlock(format_, 31);
   const TestBlock b = NewBlock(format_, 32);
