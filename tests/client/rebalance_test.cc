@@ -5,11 +5,15 @@
 // read succeeds.
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qaqkv/client.h"
@@ -270,6 +274,87 @@ TEST_F(RebalanceTest, SessionsDeletedWhileAServerWasAwayDoNotComeBack) {
   size_t copies = 0;
   for (size_t s = 0; s < 3; ++s) copies += HasSession(s, again);
   EXPECT_EQ(copies, 2u);
+}
+
+// A rolling restart under steady traffic at R = 2: each server in turn is
+// drained (SIGTERM) and started again on its data while a worker keeps
+// writing new blocks and reading old and new ones. No read fails: a
+// block's other replica serves it while one is away, and blocks written
+// meanwhile are found on the next candidates. A rebalance afterwards puts
+// those back on their owners.
+TEST_F(RebalanceTest, RollingRestartUnderTrafficFailsNoRead) {
+  StartServers(3);
+  auto c = Connect({});
+  ASSERT_NE(c, nullptr);
+  const auto base = Keys(24, 8);
+  const Kv base_kv = MakeKv(24 * kBlockTokens, 8);
+  ASSERT_TRUE(Offload(*c, base, base_kv).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, failed_reads{0}, writes{0}, failed_writes{0};
+  std::mutex mu;
+  std::vector<std::string> failures;  // guarded by mu
+  std::vector<std::vector<BlockKey>> written;  // touched only by the worker until joined
+  const Kv kv = MakeKv(4 * kBlockTokens, 9);
+  std::thread worker([&] {
+    for (int round = 0; !stop.load(); ++round) {
+      const auto keys = Keys(4, 1000 + round);
+      OffloadRequest off;
+      off.geometry = SmallGeometry();
+      off.codec = "fp16";
+      off.blocks = keys;
+      off.kv = kv.View();
+      ++writes;
+      if (absl::Status s = c->Offload(off).status(); !s.ok()) {
+        ++failed_writes;
+        std::lock_guard<std::mutex> lock(mu);
+        failures.push_back(absl::StrCat("write: ", s.ToString()));
+      } else {
+        written.push_back(keys);
+      }
+      // The newest blocks, an older batch, and the first ones.
+      std::vector<std::pair<const std::vector<BlockKey>*, const Kv*>> loads = {{&base, &base_kv}};
+      if (!written.empty()) loads.push_back({&written.back(), &kv});
+      if (written.size() > 2) loads.push_back({&written[written.size() / 2], &kv});
+      for (const auto& [blocks, want] : loads) {
+        Out out(static_cast<int>(want->tokens()));
+        LoadRequest load;
+        load.geometry = SmallGeometry();
+        load.codec = "fp16";
+        load.blocks = *blocks;
+        load.kv = out.View();
+        ++reads;
+        absl::Status s = c->Load(load).status();
+        if (s.ok() && !(out.k == want->k && out.v == want->v)) {
+          s = absl::DataLossError("loaded bytes differ");
+        }
+        if (!s.ok()) {
+          ++failed_reads;
+          std::lock_guard<std::mutex> lock(mu);
+          failures.push_back(absl::StrCat("read: ", s.ToString()));
+        }
+      }
+    }
+  });
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    absl::SleepFor(absl::Milliseconds(300));
+    ASSERT_TRUE(servers_[i]->Terminate().ok());
+    absl::SleepFor(absl::Milliseconds(500));  // traffic while it is away
+    ASSERT_TRUE(servers_[i]->Restart().ok());
+    ASSERT_TRUE(Eventually([&] { return c->Servers()[i].healthy; }));
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  stop = true;
+  worker.join();
+  EXPECT_GT(reads.load(), 3 * 3);
+  EXPECT_EQ(failed_reads.load(), 0) << absl::StrJoin(failures, "\n");
+  // Writes go to the replicas that are up (write quorum of the R chosen).
+  EXPECT_EQ(failed_writes.load(), 0) << absl::StrJoin(failures, "\n");
+
+  auto report = c->Rebalance({});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->errors, 0u) << report->first_error;
+  for (const std::vector<BlockKey>& keys : written) ExpectPlaced(keys, {0, 1, 2}, {});
+  ExpectPlaced(base, {0, 1, 2}, {});
 }
 
 // What a rebalance refuses: an unsharded client, a bad option, and a
