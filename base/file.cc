@@ -141,4 +141,11 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+FileVersion FileVersionOf(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return FileVersion{};
+  return FileVersion{int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                     int64_t(st.st_size), uint64_t(st.st_ino)};
+}
+
 }  // namespace qaqkv::base

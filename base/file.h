@@ -3,6 +3,7 @@
 #ifndef QAQKV_BASE_FILE_H_
 #define QAQKV_BASE_FILE_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,6 +17,16 @@ namespace qaqkv::base {
 // kPermissionDenied when it cannot be opened for reading, kInvalidArgument
 // when it is a directory, kUnavailable for a read error.
 absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view field);
+
+// What tells one version of a file from the next: its modification time,
+// size and inode (a Kubernetes Secret volume swaps a symlink, an editor
+// renames a new file in). All zero when the file cannot be stat'ed.
+struct FileVersion {
+  int64_t mtime_ns = 0, size = 0;
+  uint64_t inode = 0;
+  bool operator==(const FileVersion&) const = default;
+};
+FileVersion FileVersionOf(const std::string& path);
 
 // Writes `contents` to `path` so that a reader sees the old file or the new
 // one, never a part: written to `path`.tmp, then renamed over `path`.

@@ -1,7 +1,5 @@
 #include "service/auth.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
@@ -71,16 +69,21 @@ std::vector<std::string> TokenMap::Tenants() const {
   return out;
 }
 
-TokenFile::Signature TokenFile::SignatureOf(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return Signature{};
-  return Signature{int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
-                   int64_t(st.st_size), uint64_t(st.st_ino)};
+std::vector<std::pair<std::string, std::vector<std::string>>> TokenMap::TokensByTenant() const {
+  std::vector<std::pair<std::string, std::string>> pairs;  // (tenant, token)
+  for (const auto& [token, tenant] : tenants_) pairs.emplace_back(tenant, token);
+  std::sort(pairs.begin(), pairs.end());
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  for (auto& [tenant, token] : pairs) {
+    if (out.empty() || out.back().first != tenant) out.emplace_back(tenant, std::vector<std::string>{});
+    out.back().second.push_back(std::move(token));
+  }
+  return out;
 }
 
 absl::StatusOr<std::unique_ptr<TokenFile>> TokenFile::Open(std::string path) {
   auto file = std::make_unique<TokenFile>(Token(), std::move(path));
-  const Signature before = SignatureOf(file->path_);
+  const base::FileVersion before = base::FileVersionOf(file->path_);
   QAQKV_ASSIGN_OR_RETURN(TokenMap map, TokenMap::Load(file->path_));
   base::MutexLock lock(&file->mu_);
   file->map_ = std::make_shared<const TokenMap>(std::move(map));
@@ -109,7 +112,7 @@ std::vector<std::string> TokenFile::Tenants() const {
 }
 
 absl::StatusOr<bool> TokenFile::Reload() {
-  const Signature now = SignatureOf(path_);
+  const base::FileVersion now = base::FileVersionOf(path_);
   {
     base::MutexLock lock(&mu_);
     if (now == loaded_) return false;

@@ -7,10 +7,12 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "base/file.h"
 #include "base/mutex.h"
 
 namespace qaqkv::service {
@@ -34,6 +36,9 @@ class TokenMap {
 
   // Every tenant that has a token, sorted, without duplicates.
   std::vector<std::string> Tenants() const;
+  // Every tenant with its tokens (two during a rotation), sorted by tenant
+  // then token: what a tool acting for each tenant in turn needs.
+  std::vector<std::pair<std::string, std::vector<std::string>>> TokensByTenant() const;
   size_t size() const { return tenants_.size(); }
 
  private:
@@ -63,18 +68,10 @@ class TokenFile {
   TokenFile(Token, std::string path) : path_(std::move(path)) {}
 
  private:
-  // What identifies a version of the file.
-  struct Signature {
-    int64_t mtime_ns = -1, size = -1;
-    uint64_t inode = 0;
-    bool operator==(const Signature&) const = default;
-  };
-  static Signature SignatureOf(const std::string& path);
-
   const std::string path_;
   mutable base::Mutex mu_;
   std::shared_ptr<const TokenMap> map_ ABSL_GUARDED_BY(mu_);
-  Signature loaded_ ABSL_GUARDED_BY(mu_);  // the version map_ came from (or last refused)
+  base::FileVersion loaded_ ABSL_GUARDED_BY(mu_);  // the version map_ came from (or last refused)
 };
 
 }  // namespace qaqkv::service

@@ -162,6 +162,20 @@ struct ReplayArgs {
 };
 int RunReplay(const ReplayArgs& args);
 
+// Client::Rebalance for one tenant (conn.token; none: "default") or for
+// every tenant of a token file. Exit 1 when a run failed or a report
+// counts errors.
+struct RebalanceArgs {
+  ConnectArgs conn;  // conn.servers: the cluster after the change (required)
+  std::vector<std::string> draining;  // servers leaving
+  std::string token_file;             // `<token> <tenant>` lines: one run per tenant
+  std::string max_bytes_per_second = "0";  // a size (100MiB); 0: no limit
+  int batch_blocks = 256;
+  bool keep_misplaced = false;  // RebalanceOptions::remove_misplaced = false
+  std::string progress_interval = "10s";  // stderr progress at most this often
+};
+int RunRebalance(const RebalanceArgs& args);
+
 // The default comparison set of `qaqkv eval` and `qaqkv bench codec`.
 std::vector<std::string> DefaultCodecs();
 

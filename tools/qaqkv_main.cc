@@ -1,5 +1,7 @@
 // `qaqkv`: the command line. Subcommands: demo (end to end against a
-// server), eval (codec quality), bench (throughput). See README.md and docs/.
+// server), eval (codec quality), bench (throughput), the operator's client
+// commands (put, get, lookup, sessions, stats, replay, rebalance). See
+// README.md and docs/.
 #include <malloc.h>
 
 #include <cstdio>
@@ -115,15 +117,19 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   dm->add_option("--format", demo.format, "table, csv or json")->default_val("table");
 
-  // The subcommands that talk to a server share the connection options.
-  auto add_conn = [](CLI::App* c, qaqkv::tools::ConnectArgs& a) {
-    c->add_option("--target", a.target, "qaqkv-server address")->default_val("127.0.0.1:7070");
+  // The subcommands that talk to a server share the connection options:
+  // the credentials and the call deadline, then how the servers are named.
+  auto add_credentials = [](CLI::App* c, qaqkv::tools::ConnectArgs& a) {
     c->add_option("--token", a.token, "bearer token")->envname("QAQKV_TOKEN");
     c->add_option("--tls-ca", a.tls_ca, "PEM CA of the server certificate (turns TLS on)");
     c->add_option("--tls-cert", a.tls_cert, "client certificate (mTLS)");
     c->add_option("--tls-key", a.tls_key, "client key (mTLS)");
     c->add_option("--tls-server-name", a.tls_server_name, "name to check in the server certificate");
     c->add_option("--deadline", a.deadline_s, "seconds per call")->default_val(a.deadline_s);
+  };
+  auto add_conn = [&](CLI::App* c, qaqkv::tools::ConnectArgs& a) {
+    c->add_option("--target", a.target, "qaqkv-server address")->default_val("127.0.0.1:7070");
+    add_credentials(c, a);
     c->add_option("--servers", a.servers,
                   "several servers, comma-separated host:port (sharded; overrides --target)")
         ->delimiter(',');
@@ -192,6 +198,41 @@ int main(int argc, char** argv) {
       ->default_val("redis-server");
   rp->add_option("--format", replay.format, "table, csv or json")->default_val("table");
 
+  qaqkv::tools::RebalanceArgs rebalance;
+  CLI::App* rb = app.add_subcommand(
+      "rebalance",
+      "Restore R copies of every block and session on its owners among --servers "
+      "(after a server or volume is lost, after a scale-up, before a scale-down with --draining)");
+  rebalance.conn.deadline_s = 120;
+  add_credentials(rb, rebalance.conn);
+  rb->add_option("--servers", rebalance.conn.servers,
+                 "the cluster after the change, comma-separated host:port, named as the "
+                 "workers name them")
+      ->delimiter(',')
+      ->required();
+  rb->add_option("--draining", rebalance.draining,
+                 "servers leaving (a scale-down), comma-separated host:port: their data goes to "
+                 "the owners among --servers and they keep nothing")
+      ->delimiter(',');
+  rb->add_option("--replicas", rebalance.conn.replicas,
+                 "copies of each block, as the workers set it (0: 2, or 1 with one server)")
+      ->default_val(0);
+  rb->add_option("--token-file", rebalance.token_file,
+                 "`<token> <tenant>` per line (the servers' --auth-tokens file): one run per "
+                 "tenant (default: --token's tenant, or \"default\" without a token)");
+  rb->add_option("--max-bytes-per-second", rebalance.max_bytes_per_second,
+                 "copy rate of page bytes, e.g. 100MiB (0: no limit)")
+      ->check(qaqkv::base::ByteSize())
+      ->default_val("0");
+  rb->add_option("--batch-blocks", rebalance.batch_blocks, "blocks per copy stream")
+      ->default_val(256);
+  rb->add_flag("--keep-misplaced", rebalance.keep_misplaced,
+               "only copy: leave copies on servers that do not own them");
+  rb->add_option("--progress-interval", rebalance.progress_interval,
+                 "print progress (JSON, stderr) at most this often (0: every batch)")
+      ->check(qaqkv::base::Duration())
+      ->default_val("10s");
+
   // The server's command-line convention (base/cli.h): dashes or
   // underscores, --config files, exit 2 naming the flag.
   absl::StatusOr<std::vector<std::string>> args = qaqkv::base::ExpandArgs(argc, argv);
@@ -206,6 +247,7 @@ int main(int argc, char** argv) {
   }
   if (dm->parsed()) return qaqkv::tools::RunDemo(demo);
   if (rp->parsed()) return qaqkv::tools::RunReplay(replay);
+  if (rb->parsed()) return qaqkv::tools::RunRebalance(rebalance);
   if (pt->parsed()) return qaqkv::tools::RunPut(put);
   if (gt->parsed()) return qaqkv::tools::RunGet(get);
   if (lk->parsed()) return qaqkv::tools::RunLookup(lookup);

@@ -21,6 +21,15 @@
   prometheus_rules_test.yaml);
 - the example worker reaches prod: NetworkPolicy label, discovery name,
   tls_server_name among the certificate's names, token from a Secret;
+- the rebalance Job (jobs/rebalance) and the nightly CronJob
+  (components/nightly-rebalance, rendered into a copy of prod): neither in
+  prod's default render; prod's namespace, image and NetworkPolicy label;
+  the servers named as discovery names them, in names the certificate
+  covers; the token file and only the CA mounted from prod's Secrets, no
+  credential; the servers' security settings; and their shell script,
+  run with stubs of `qaqkv` and `getent`, runs `qaqkv rebalance` with the
+  expected flags, and stops on bad or stale pod counts; the CronJob's pod
+  is the Job's; the documented `kubectl set env --local` sets the counts;
 - .dockerignore leaves out build trees and .git but nothing the image's
   build reads, and the Dockerfile's base images are build arguments.
 
@@ -28,6 +37,7 @@ Usage: kustomize_test.py DEPLOY_K8S_DIR   (exit 0 pass, 1 fail, 77 skip)
 The repository root is taken to be DEPLOY_K8S_DIR/../..
 """
 import base64
+import copy
 import os
 import re
 import shutil
@@ -420,6 +430,23 @@ def check_monitoring(name, docs, services, repo):
         print(f"{name}: promtool not found: rule syntax and rule unit tests not run")
 
 
+def server_ports_of(sts):
+    """The server container's ports, {name: number}."""
+    return {p["name"]: p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]}
+
+
+def check_admitted(name, labels, prod):
+    """Prod's NetworkPolicy admits pods with `labels` (from any namespace) to gRPC."""
+    sts = [d for d in prod if d["kind"] == "StatefulSet"]
+    grpc_port = server_ports_of(sts[0]).get("grpc") if sts else None
+    for policy in (d for d in prod if d["kind"] == "NetworkPolicy"):
+        grpc_rules = [r for r in policy["spec"].get("ingress", [])
+                      if any(p.get("port") in (grpc_port, "grpc") for p in r.get("ports", []))]
+        check(any(matches(f.get("podSelector", {}).get("matchLabels", {}), labels)
+                  and "namespaceSelector" in f for r in grpc_rules for f in r.get("from", [])),
+              f"{name}: prod's NetworkPolicy does not admit the pods to gRPC")
+
+
 def check_worker(name, docs, prod):
     """The example worker reaches prod's servers: admitted by their
     NetworkPolicy, discovering their headless Service, a token from a
@@ -434,14 +461,8 @@ def check_worker(name, docs, prod):
     labels = pod["metadata"].get("labels", {})
     check(matches(deployments[0]["spec"]["selector"]["matchLabels"], labels), f"{name}: Deployment selects no pod")
     container = pod["spec"]["containers"][0]
-    server_ports = {p["name"]: p["containerPort"] for p in sts[0]["spec"]["template"]["spec"]["containers"][0]["ports"]}
-    grpc_port = server_ports.get("grpc")
-    for policy in (d for d in prod if d["kind"] == "NetworkPolicy"):
-        grpc_rules = [r for r in policy["spec"].get("ingress", [])
-                      if any(p.get("port") in (grpc_port, "grpc") for p in r.get("ports", []))]
-        check(any(matches(f.get("podSelector", {}).get("matchLabels", {}), labels)
-                  and "namespaceSelector" in f for r in grpc_rules for f in r.get("from", [])),
-              f"{name}: prod's NetworkPolicy does not admit the worker's pods to gRPC")
+    grpc_port = server_ports_of(sts[0]).get("grpc")
+    check_admitted(name, labels, prod)
     env = {e["name"]: e for e in container.get("env", [])}
     script = " ".join(container.get("command", []) + container.get("args", []))
     for var in ["QAQKV_DISCOVERY", "QAQKV_TLS_SERVER_NAME", "QAQKV_TLS_CA"]:
@@ -471,6 +492,233 @@ def check_worker(name, docs, prod):
     check(pod["spec"].get("securityContext", {}).get("runAsNonRoot") is True
           and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"],
           f"{name}: worker pod does not meet the restricted Pod Security Standard")
+
+
+# Env of the rebalance pods that the operator sets per run, or the CronJob
+# takes from the operator's ConfigMap: the rest of the pod is the same in
+# the Job and the CronJob.
+REBALANCE_COUNTS = {"QAQKV_PODS", "QAQKV_DRAINING_PODS"}
+
+
+def run_rebalance_script(container, counts, resolvable=()):
+    """Runs a rebalance container's shell script as the pod would, with the
+    container's env (`counts` in place of QAQKV_PODS and
+    QAQKV_DRAINING_PODS) and stubs on PATH: `qaqkv` records its arguments,
+    `getent hosts NAME` succeeds for the names in `resolvable`. Returns
+    (exit code, the arguments qaqkv got or None, stderr)."""
+    env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    env.update(counts)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(f"{tmp}/qaqkv", "w") as f:
+            f.write('#!/bin/sh\nprintf \'%s\\n\' "$@" > "$STUB_ARGS"\n')
+        with open(f"{tmp}/getent", "w") as f:
+            f.write('#!/bin/sh\n[ "$1" = hosts ] && grep -qxF -- "$2" "$STUB_HOSTS"\n')
+        with open(f"{tmp}/hosts", "w") as f:
+            f.write("".join(f"{h}\n" for h in resolvable))
+        for stub in ("qaqkv", "getent"):
+            os.chmod(f"{tmp}/{stub}", 0o755)
+        env.update(PATH=f"{tmp}:/usr/bin:/bin", STUB_ARGS=f"{tmp}/args", STUB_HOSTS=f"{tmp}/hosts")
+        out = subprocess.run(container["command"] + container.get("args", []), env=env,
+                             capture_output=True, text=True)
+        args = open(f"{tmp}/args").read().splitlines() if os.path.exists(f"{tmp}/args") else None
+    return out.returncode, args, out.stderr
+
+
+def flag_values(args):
+    """`--flag value` pairs of a command line as {flag: value} (a flag
+    without a value: "")."""
+    flags = {}
+    i = 0
+    while i < len(args):
+        if args[i].startswith("--"):
+            has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+            flags[args[i]] = args[i + 1] if has_value else ""
+            i += 2 if has_value else 1
+        else:
+            i += 1
+    return flags
+
+
+def check_rebalance_pod(name, spec, prod, operator_secrets):
+    """A rebalance Job's spec (a Job's, or a CronJob's jobTemplate's) against
+    prod: it reaches the servers by the names workers on discovery use,
+    with the token file and the CA of prod's Secrets and no credential of
+    its own, runs like the servers' pods, and its script runs `qaqkv
+    rebalance` with the flags the counts ask for."""
+    sts = [d for d in prod if d["kind"] == "StatefulSet"]
+    if len(sts) != 1:
+        check(False, f"{name}: prod has no StatefulSet to check against")
+        return
+    sts = sts[0]
+    namespace = sts["metadata"].get("namespace")
+    service = sts["spec"]["serviceName"]
+    grpc_port = server_ports_of(sts).get("grpc")
+    server_pod = sts["spec"]["template"]["spec"]
+    server = server_pod["containers"][0]
+
+    check(0 < spec.get("backoffLimit", 6) <= 10, f"{name}: backoffLimit {spec.get('backoffLimit')}")
+    check("ttlSecondsAfterFinished" in spec, f"{name}: no ttlSecondsAfterFinished")
+    rules = spec.get("podFailurePolicy", {}).get("rules", [])
+    check(any(r.get("action") == "FailJob" and 2 in r.get("onExitCodes", {}).get("values", [])
+              and r["onExitCodes"].get("operator") == "In" for r in rules),
+          f"{name}: exit 2 (bad input) is retried: no podFailurePolicy FailJob on it")
+    template = spec["template"]
+    pod = template["spec"]
+    check(pod.get("restartPolicy") == "Never", f"{name}: restartPolicy {pod.get('restartPolicy')}, want Never")
+    check_admitted(name, template["metadata"].get("labels", {}), prod)
+    check(len(pod["containers"]) == 1, f"{name}: want one container")
+    container = pod["containers"][0]
+    check(container.get("image") == server.get("image"),
+          f"{name}: image {container.get('image')!r} is not the servers' {server.get('image')!r}")
+
+    # Names: a worker on discovery names a server by its pod's reverse-DNS
+    # name, and placement hashes names, so the Job must use the same ones;
+    # the certificate must cover them (TLS checks the dialled name).
+    env = {e["name"]: e for e in container.get("env", [])}
+    pattern = env.get("QAQKV_SERVER_PATTERN", {}).get("value", "")
+    want = f"{sts['metadata']['name']}-%d.{service}.{namespace}.svc.cluster.local:{grpc_port}"
+    check(pattern == want, f"{name}: QAQKV_SERVER_PATTERN {pattern!r}, want {want!r}")
+    names = {n for c in prod if c["kind"] == "Certificate" for n in c["spec"].get("dnsNames", [])}
+    check(f"*.{service}.{namespace}.svc.cluster.local" in names,
+          f"{name}: prod's certificate does not cover the pods' names")
+    check("QAQKV_TOKEN" not in env and not any("secretKeyRef" in e.get("valueFrom", {}) for e in env.values()),
+          f"{name}: a token in the environment (the token file gives one per tenant)")
+
+    # Credentials: only the token file and the CA, both from prod's Secrets.
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for v in volumes.values():
+        if v.get("secret", {}).get("secretName") == "qaqkv-tls":
+            check([i.get("key") for i in v["secret"].get("items", [])] == ["ca.crt"],
+                  f"{name}: mounts more of qaqkv-tls than its ca.crt (the servers' private key)")
+        check(v.get("secret", {}).get("secretName") in (None, "qaqkv-tokens", "qaqkv-tls"),
+              f"{name}: mounts Secret {v.get('secret', {}).get('secretName')}, which prod does not have")
+
+    # The script, as the pod runs it.
+    check(container.get("command", [])[:2] == ["/bin/sh", "-c"], f"{name}: command is not a /bin/sh -c script")
+    server_names = lambda ordinals: ",".join(pattern % i for i in ordinals)
+    rc, args, err = run_rebalance_script(container, {"QAQKV_PODS": "3", "QAQKV_DRAINING_PODS": "0"})
+    check(rc == 0 and args is not None and args[:1] == ["rebalance"],
+          f"{name}: the script did not run `qaqkv rebalance` (exit {rc}: {err.strip()})")
+    flags = flag_values(args or [])
+    check(flags.get("--servers") == server_names(range(3)),
+          f"{name}: --servers {flags.get('--servers')!r} for 3 pods, want {server_names(range(3))!r}")
+    check("--draining" not in flags, f"{name}: --draining {flags.get('--draining')!r} without draining pods")
+    check(flags.get("--replicas") == "2", f"{name}: --replicas {flags.get('--replicas')!r}, want the workers' 2")
+    check("--keep-misplaced" not in flags, f"{name}: --keep-misplaced: stray copies would stay")
+    check("--token" not in flags, f"{name}: a --token on the command line")
+    size = flags.get("--max-bytes-per-second", "")
+    check(re.fullmatch(r"[1-9][0-9]*([KMGT]i?B?)?", size, re.I) is not None,
+          f"{name}: --max-bytes-per-second {size!r}: want a rate limit")
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in prod}
+    check(mounted_key(pod, container, flags.get("--token-file", ""), objects, "Secret", operator_secrets)
+          and any(v.get("secret", {}).get("secretName") == "qaqkv-tokens" for v in volumes.values()),
+          f"{name}: --token-file {flags.get('--token-file')!r} is not the mounted qaqkv-tokens Secret's key")
+    check(mounted_key(pod, container, flags.get("--tls-ca", ""), objects, "Secret", operator_secrets)
+          and flags.get("--tls-ca", "").endswith("/ca.crt"),
+          f"{name}: --tls-ca {flags.get('--tls-ca')!r} is not a mounted Secret's ca.crt")
+
+    rc, args, err = run_rebalance_script(container, {"QAQKV_PODS": "3", "QAQKV_DRAINING_PODS": "1"})
+    flags = flag_values(args or [])
+    check(rc == 0 and flags.get("--servers") == server_names(range(3))
+          and flags.get("--draining") == server_names([3]),
+          f"{name}: 3 pods and 1 draining give --servers {flags.get('--servers')!r} --draining "
+          f"{flags.get('--draining')!r} (exit {rc}: {err.strip()})")
+    # A pod past the counted ones (a scale-up since the counts were set):
+    # the run stops before qaqkv starts.
+    rc, args, err = run_rebalance_script(container, {"QAQKV_PODS": "3", "QAQKV_DRAINING_PODS": "0"},
+                                         resolvable=[(pattern % 3).rsplit(":", 1)[0]])
+    check(rc == 2 and args is None, f"{name}: runs although pod 3 resolves and the count is 3 (exit {rc})")
+    for bad in ("", "x", "-1"):
+        rc, args, err = run_rebalance_script(container, {"QAQKV_PODS": bad, "QAQKV_DRAINING_PODS": "0"})
+        check(rc == 2 and args is None, f"{name}: runs with QAQKV_PODS={bad!r} (exit {rc})")
+
+    # As the servers' pods: non-root as the same user, restricted.
+    psc, ssc = pod.get("securityContext", {}), server_pod.get("securityContext", {})
+    check(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == ssc.get("runAsUser")
+          and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+          f"{name}: pod securityContext {psc} is not the servers' (non-root {ssc.get('runAsUser')}, RuntimeDefault)")
+    sc = container.get("securityContext", {})
+    check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+          and sc.get("capabilities", {}).get("drop") == ["ALL"],
+          f"{name}: container securityContext {sc} is not the servers'")
+    res = container.get("resources", {})
+    check(bool(res.get("requests", {}).get("cpu") and res.get("requests", {}).get("memory")
+               and res.get("limits", {}).get("memory")),
+          f"{name}: resources {res}: want cpu and memory requests and a memory limit")
+
+
+def without_counts(spec):
+    """A rebalance Job spec with the env that differs per run left out."""
+    spec = copy.deepcopy(spec)
+    for c in spec["template"]["spec"]["containers"]:
+        c["env"] = [e for e in c.get("env", []) if e["name"] not in REBALANCE_COUNTS]
+    return spec
+
+
+def check_rebalance(root, prod, operator_secrets, placeholder_tokens):
+    """The one-off Job and the nightly CronJob: out of prod's default
+    render, in prod's namespace, each pod checked by check_rebalance_pod,
+    the CronJob's pod the Job's but for the counts."""
+    check(not [d for d in prod if d["kind"] in ("Job", "CronJob")],
+          "prod: renders a Job or CronJob; a rebalance must run only when asked")
+    sts = [d for d in prod if d["kind"] == "StatefulSet"]
+    namespace = sts[0]["metadata"].get("namespace") if sts else None
+
+    name = "jobs/rebalance"
+    docs = render(f"{root}/jobs/rebalance")
+    check(sorted(d["kind"] for d in docs) == ["Job"],
+          f"{name}: renders {sorted(d['kind'] for d in docs)}, want a Job only (created into prod's namespace)")
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    if jobs:
+        job = jobs[0]
+        check(job["metadata"].get("namespace") == namespace,
+              f"{name}: namespace {job['metadata'].get('namespace')!r}, not prod's {namespace!r}")
+        check_no_credentials(name, docs, placeholder_tokens)
+        check_registry_image(name, job["spec"]["template"]["spec"]["containers"][0])
+        check_rebalance_pod(name, job["spec"], prod, operator_secrets)
+        # The counts as docs/runbooks.md sets them.
+        out = subprocess.run(["kubectl", "set", "env", "--local", "-f", "-", "-o", "yaml",
+                              "QAQKV_PODS=4", "QAQKV_DRAINING_PODS=1"],
+                             input=yaml.safe_dump(job), capture_output=True, text=True)
+        set_env = {}
+        if out.returncode == 0:
+            for e in yaml.safe_load(out.stdout)["spec"]["template"]["spec"]["containers"][0]["env"]:
+                set_env[e["name"]] = e.get("value")
+        check(set_env.get("QAQKV_PODS") == "4" and set_env.get("QAQKV_DRAINING_PODS") == "1",
+              f"{name}: `kubectl set env --local` does not set the counts: {out.stderr.strip()} {set_env}")
+
+    # The CronJob, in a copy of the tree whose prod overlay includes it, as
+    # an operator would add it.
+    name = "prod + components/nightly-rebalance"
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(root, f"{tmp}/k8s")
+        path = f"{tmp}/k8s/overlays/prod/kustomization.yaml"
+        kustomization = yaml.safe_load(open(path))
+        kustomization.setdefault("components", []).append("../../components/nightly-rebalance")
+        with open(path, "w") as f:
+            yaml.safe_dump(kustomization, f)
+        docs = render(f"{tmp}/k8s/overlays/prod")
+    check_namespace(name, docs)
+    check_no_credentials(name, docs, placeholder_tokens)
+    crons = [d for d in docs if d["kind"] == "CronJob"]
+    check(len(crons) == 1, f"{name}: want one CronJob, have {len(crons)}")
+    if not crons:
+        return
+    cron = crons[0]["spec"]
+    check(cron.get("concurrencyPolicy") == "Forbid", f"{name}: concurrencyPolicy is not Forbid")
+    spec = cron["jobTemplate"]["spec"]
+    check_rebalance_pod(name, spec, prod, operator_secrets)
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0].get("env", [])}
+    ref = env.get("QAQKV_PODS", {}).get("valueFrom", {}).get("configMapKeyRef", {})
+    check(ref.get("name") == "qaqkv-rebalance" and ref.get("key") == "pods" and not ref.get("optional"),
+          f"{name}: QAQKV_PODS does not come from the operator's ConfigMap qaqkv-rebalance, key pods")
+    check(("ConfigMap", "qaqkv-rebalance") not in {(d["kind"], d["metadata"]["name"]) for d in docs},
+          f"{name}: renders ConfigMap qaqkv-rebalance: a re-apply would reset the operator's count")
+    check(env.get("QAQKV_DRAINING_PODS", {}).get("value") == "0", f"{name}: a nightly run drains pods")
+    if jobs:
+        check(without_counts(spec) == without_counts(jobs[0]["spec"]),
+              f"{name}: the CronJob's Job differs from jobs/rebalance's beyond the pod counts")
+
 
 
 def check_overlay(name, docs, want_flags, external_secrets, production=False, placeholder_tokens=(),
@@ -650,6 +898,7 @@ def main():
                    "data-dir": "/var/lib/qaqkv/data"},
                   operator_secrets, production=True, placeholder_tokens=dev_tokens, repo=repo)
     check_worker("examples/worker", render(f"{root}/examples/worker"), prod)
+    check_rebalance(root, prod, operator_secrets, dev_tokens)
     check_docker_context(repo)
     for f in FAILURES:
         print("FAIL:", f)

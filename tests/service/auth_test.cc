@@ -251,6 +251,13 @@ TEST(TokenMapTest, TenantsSortedWithoutDuplicates) {
   EXPECT_EQ(map->size(), 7u);  // tokens, not tenants
   // Byte order: upper case sorts first.
   EXPECT_THAT(map->Tenants(), ElementsAre("Bob", "alice", "mallory", "zed"));
+  using Tokens = std::vector<std::string>;
+  const auto by_tenant = map->TokensByTenant();
+  ASSERT_EQ(by_tenant.size(), 4u);
+  EXPECT_EQ(by_tenant[0].first, "Bob");
+  EXPECT_EQ(by_tenant[1].first, "alice");
+  EXPECT_EQ(by_tenant[1].second, (Tokens{"t2", "t4", "t7"}));
+  EXPECT_EQ(by_tenant[3].second, (Tokens{"t1", "t6"}));
 }
 
 TEST(TokenMapTest, DefaultTenantIsAValidTenantName) {
