@@ -43,6 +43,7 @@ struct Flags {
   std::string auth_tokens;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
+  bool metrics_tls = false;
   std::string max_message_bytes = absl::StrCat(qaqkv::limits::kDefaultMaxMessageBytes >> 20, "MiB");
   std::string tenant_quota_bytes = "0";
   int tenant_max_streams = 64;
@@ -102,6 +103,9 @@ void DefineFlags(CLI::App& app, Flags& f) {
                  "CA (PEM) that client certificates must chain to (mTLS)");
   app.add_option("--metrics-listen", f.metrics_listen,
                  "host:port of the Prometheus /metrics endpoint (empty: off)");
+  app.add_flag("--metrics-tls", f.metrics_tls,
+               "serve /metrics, /healthz and /readyz over HTTPS with --tls-cert and --tls-key "
+               "(reloaded as they change)");
   app.add_option("--max-message-bytes", f.max_message_bytes, "largest gRPC message accepted or sent")
       ->check(ByteSize())
       ->capture_default_str();
@@ -202,6 +206,7 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   o.tls_key_file = f.tls_key;
   o.tls_client_ca_file = f.tls_client_ca;
   o.metrics_listen = f.metrics_listen;
+  o.metrics_tls = f.metrics_tls;
   o.tenant_max_streams = f.tenant_max_streams;
   o.store_threads = f.store_threads;
   return o;

@@ -25,6 +25,7 @@
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "httplib.h"
+#include "service/internal/metrics_tls.h"
 #include "proto/tls_check.h"
 #include "proto/wire.h"
 #include "qaqkv/limits.h"
@@ -75,6 +76,10 @@ absl::Status CheckOptions(const ServerOptions& options) {
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key: give both or neither");
   }
+  if (options.metrics_tls && (options.tls_cert_file.empty() || options.metrics_listen.empty())) {
+    return absl::InvalidArgumentError(
+        "--metrics-tls: needs --tls-cert, --tls-key and --metrics-listen");
+  }
   if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
     return absl::InvalidArgumentError("--tls-client-ca: needs --tls-cert and --tls-key");
   }
@@ -124,6 +129,8 @@ class Server::Impl {
   std::unique_ptr<internal::KvCacheService> service;
   std::unique_ptr<grpc::Server> grpc_server;
   int port = 0;
+  // Before `http`, whose handshakes use it.
+  std::unique_ptr<internal::ReloadingCertificate> metrics_cert;
   std::unique_ptr<httplib::Server> http;
   std::thread http_thread;
   int metrics_port = 0;
@@ -217,7 +224,19 @@ class Server::Impl {
     QAQKV_ASSIGN_OR_RETURN(const auto host_port,
                            SplitHostPort(options.metrics_listen, "--metrics-listen"));
     const auto& [host, bind_port] = host_port;
-    http = std::make_unique<httplib::Server>();
+    if (options.metrics_tls) {
+      QAQKV_ASSIGN_OR_RETURN(metrics_cert, internal::ReloadingCertificate::Open(
+                                               options.tls_cert_file, options.tls_key_file,
+                                               options.reload_interval));
+      auto https = std::make_unique<httplib::SSLServer>(
+          [this](SSL_CTX& ctx) { return metrics_cert->Install(ctx); });
+      if (!https->is_valid()) {
+        return absl::InternalError("--metrics-tls: cannot set up the TLS context");
+      }
+      http = std::move(https);
+    } else {
+      http = std::make_unique<httplib::Server>();
+    }
     // cpp-httplib sets SO_REUSEPORT by default, which would let this
     // endpoint share a port with another listener; SO_REUSEADDR only lets
     // a restart bind while old connections sit in TIME_WAIT.

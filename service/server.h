@@ -23,6 +23,9 @@ struct ServerOptions {
   std::string tls_key_file;
   std::string tls_client_ca_file;  // PEM; requires and verifies client certs (mTLS)
   std::string metrics_listen;      // "host:port" for /metrics; empty: off
+  // Serve /metrics, /healthz and /readyz over HTTPS with the TLS
+  // certificate and key (reloaded as they change, as for gRPC).
+  bool metrics_tls = false;
   int max_message_bytes = static_cast<int>(limits::kDefaultMaxMessageBytes);
   int tenant_max_streams = 64;     // open PutPages/GetPages streams per tenant; 0: no limit
   // Threads that run PutPages' store writes off gRPC's threads (not used

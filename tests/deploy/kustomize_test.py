@@ -191,6 +191,11 @@ def check_no_credentials(name, docs, placeholder_tokens):
         check(not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text), f"{name}: contains a PEM private key")
 
 
+def certificate_names(docs):
+    """Every DNS name the cert-manager Certificates cover."""
+    return {n for d in docs if d["kind"] == "Certificate" for n in d["spec"].get("dnsNames", [])}
+
+
 def check_certificate(name, docs, secret_name, namespace, service):
     """The TLS Secret is a cert-manager Certificate's, for the names clients use."""
     certs = [d for d in docs if d["kind"] == "Certificate" and d["spec"].get("secretName") == secret_name]
@@ -833,6 +838,22 @@ def check_overlay(name, docs, want_flags, external_secrets, production=False, pl
                                   sts["metadata"].get("namespace"), spec.get("serviceName"))
             else:
                 check(False, f"{name}: --tls-cert is not on a mounted Secret")
+            # /metrics names tenants: HTTPS, probed and scraped as such.
+            check("metrics-tls" in flags, f"{name}: /metrics is served in plaintext (no --metrics-tls)")
+            for probe_name in ["startupProbe", "readinessProbe", "livenessProbe"]:
+                get = (container.get(probe_name) or {}).get("httpGet")
+                check(get is None or get.get("scheme") == "HTTPS",
+                      f"{name}: {probe_name} speaks HTTP to the HTTPS metrics port")
+            for m in [d for d in docs if d["kind"] == "ServiceMonitor"]:
+                for endpoint in m["spec"].get("endpoints", []):
+                    tls = endpoint.get("tlsConfig", {})
+                    check(endpoint.get("scheme") == "https" and
+                          tls.get("ca", {}).get("secret", {}).get("name") == tls_volume[0]["secret"]["secretName"]
+                          if tls_volume and "secret" in tls_volume[0] else False,
+                          f"{name}: ServiceMonitor does not scrape HTTPS checked against the servers' CA")
+                    server_name = tls.get("serverName", "")
+                    check(server_name in certificate_names(docs),
+                          f"{name}: ServiceMonitor's serverName {server_name!r} is not on the certificate")
         listen_port = int(flags.get("listen", ":0").rsplit(":", 1)[1])
         check(listen_port == ports.get("grpc"), f"{name}: --listen port {listen_port} != container grpc port")
         metrics_port = int(flags.get("metrics-listen", ":0").rsplit(":", 1)[1])

@@ -216,11 +216,10 @@ TEST_F(ServiceTest, TlsServerServesOnlyTlsClientsThatTrustIt) {
       << "wrong server name";
 }
 
-// A renewed certificate (here: one signed by another CA, so the client can
-// tell which it got) serves new handshakes without a restart.
-TEST_F(ServiceTest, ARenewedCertificateServesWithoutARestart) {
-  base::TempDir pki_dir = MakeTempDir();
-  ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
+// A renewed server certificate signed by the other CA (so a client can
+// tell which it got), and live/tls.{crt,key}: copies of the first pair for
+// a server to watch.
+absl::Status MakeRenewal(const Pki& pki) {
   const std::string script = absl::StrCat("set -e\ncd '", pki.dir, R"('
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout renewed.key \
   -out renewed.csr -subj "/CN=qaqkv-server-renewed"
@@ -231,25 +230,77 @@ cp server.pem live/tls.crt
 cp server.key live/tls.key
 )");
   auto made = RunToExit({"/bin/sh", "-c", script}, absl::Seconds(60));
-  ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
-  ASSERT_NO_FATAL_FAILURE(StartServer({absl::StrCat("--tls-cert=", pki.dir, "/live/tls.crt"),
-                                       absl::StrCat("--tls-key=", pki.dir, "/live/tls.key"),
-                                       "--reload-interval=1s"}));
-  EXPECT_GRPC_OK(Probe(server_, {.tls_root_pem = pki.ca}));
-  EXPECT_EQ(Probe(server_, {.tls_root_pem = pki.other_ca}).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
-  // Key first, then certificate, each renamed in whole.
+  if (!made.ok()) return made.status();
+  if (made->exit_code != 0) return absl::InternalError(made->output);
+  return absl::OkStatus();
+}
+
+// Swaps live/ to the renewed pair as a renewal does: key first, then
+// certificate, each renamed in whole.
+void Renew(const Pki& pki) {
   WriteFile(pki.dir + "/live/tls.key.new", ReadFile(pki.dir + "/renewed.key"));
   WriteFile(pki.dir + "/live/tls.crt.new", ReadFile(pki.dir + "/renewed.pem"));
   ASSERT_EQ(std::rename((pki.dir + "/live/tls.key.new").c_str(),
                         (pki.dir + "/live/tls.key").c_str()), 0);
   ASSERT_EQ(std::rename((pki.dir + "/live/tls.crt.new").c_str(),
                         (pki.dir + "/live/tls.crt").c_str()), 0);
+}
+
+// A renewed certificate serves new handshakes without a restart.
+TEST_F(ServiceTest, ARenewedCertificateServesWithoutARestart) {
+  base::TempDir pki_dir = MakeTempDir();
+  ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
+  ASSERT_TRUE(MakeRenewal(pki).ok());
+  ASSERT_NO_FATAL_FAILURE(StartServer({absl::StrCat("--tls-cert=", pki.dir, "/live/tls.crt"),
+                                       absl::StrCat("--tls-key=", pki.dir, "/live/tls.key"),
+                                       "--reload-interval=1s"}));
+  EXPECT_GRPC_OK(Probe(server_, {.tls_root_pem = pki.ca}));
+  EXPECT_EQ(Probe(server_, {.tls_root_pem = pki.other_ca}).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  ASSERT_NO_FATAL_FAILURE(Renew(pki));
   EXPECT_TRUE(PollUntil([&] { return Probe(server_, {.tls_root_pem = pki.other_ca}).ok(); }))
       << "the renewed certificate was never served";
   EXPECT_EQ(Probe(server_, {.tls_root_pem = pki.ca}).error_code(),
             grpc::StatusCode::UNAVAILABLE)
       << "the old certificate is still served";
+}
+
+// --metrics-tls: /metrics and the probes over HTTPS with the server's
+// certificate, never in plaintext, and a renewal served without a restart.
+TEST_F(ServiceTest, MetricsOverTlsServeTheRenewedCertificate) {
+  base::TempDir pki_dir = MakeTempDir();
+  ASSERT_OK_AND_ASSIGN(const Pki pki, MakePki(pki_dir.path()));
+  ASSERT_TRUE(MakeRenewal(pki).ok());
+  ASSERT_NO_FATAL_FAILURE(StartServer({absl::StrCat("--tls-cert=", pki.dir, "/live/tls.crt"),
+                                       absl::StrCat("--tls-key=", pki.dir, "/live/tls.key"),
+                                       "--metrics-listen=127.0.0.1:0", "--metrics-tls",
+                                       "--reload-interval=1s"}));
+  const int port = MetricsPort(server_.Log());
+  ASSERT_GT(port, 0) << server_.Log();
+  // An HTTPS GET of `path` trusting `ca`: the status, or -1 when no
+  // response came (a failed handshake).
+  auto get = [&](const std::string& ca, const std::string& path) {
+    httplib::SSLClient https("127.0.0.1", port);
+    https.set_ca_cert_path(ca.c_str());
+    https.enable_server_certificate_verification(true);
+    https.set_connection_timeout(10);
+    const httplib::Result r = https.Get(path.c_str());
+    return r ? r->status : -1;
+  };
+  const std::string ca = pki.dir + "/ca.pem", other = pki.dir + "/other-ca.pem";
+  EXPECT_EQ(get(ca, "/metrics"), 200);
+  EXPECT_EQ(get(ca, "/healthz"), 200);
+  EXPECT_EQ(get(ca, "/readyz"), 200);
+  EXPECT_EQ(get(other, "/metrics"), -1) << "untrusted certificate accepted";
+  httplib::Client plain("127.0.0.1", port);
+  plain.set_connection_timeout(10);
+  const httplib::Result cleartext = plain.Get("/metrics");
+  EXPECT_TRUE(!cleartext || cleartext->status != 200) << "served in plaintext";
+
+  ASSERT_NO_FATAL_FAILURE(Renew(pki));
+  EXPECT_TRUE(PollUntil([&] { return get(other, "/metrics") == 200; }))
+      << "the renewed certificate was never served";
+  EXPECT_EQ(get(ca, "/metrics"), -1) << "the old certificate is still served";
 }
 
 TEST_F(ServiceTest, MutualTlsRequiresATrustedClientCertificate) {

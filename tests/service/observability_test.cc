@@ -89,18 +89,6 @@ TEST_F(ServiceTest, ReflectionListsTheKvCacheService) {
 
 
 
-// The bound metrics port, from the startup line (written before the port
-// file, so it is there once the server is up).
-int MetricsPort(const std::string& log) {
-  const std::string marker = "metrics on port ";
-  size_t at = log.find(marker);
-  if (at == std::string::npos) return 0;
-  at += marker.size();
-  int port = 0;
-  const size_t end = log.find_first_not_of("0123456789", at);
-  return absl::SimpleAtoi(log.substr(at, end - at), &port) ? port : 0;
-}
-
 // An HTTP client of the metrics endpoint of the server that wrote `log`;
 // null when the log names no metrics port.
 std::unique_ptr<httplib::Client> MetricsHttp(const std::string& log) {

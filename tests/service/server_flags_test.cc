@@ -108,6 +108,7 @@ INSTANTIATE_TEST_SUITE_P(
         {"TlsCertWithoutKey", {"--tls-cert=$DIR/empty"}, "--tls-cert"},
         {"TlsKeyWithoutCert", {"--tls-key=$DIR/empty"}, "--tls-key"},
         {"TlsClientCaWithoutCert", {"--tls-client-ca=$DIR/empty"}, "--tls-client-ca"},
+        {"MetricsTlsWithoutCert", {"--metrics-tls", "--metrics-listen=127.0.0.1:0"}, "--metrics-tls"},
         {"TlsCertUnreadable",
          {"--tls-cert=/nonexistent/c.pem", "--tls-key=$DIR/empty"},
          "--tls-cert"},

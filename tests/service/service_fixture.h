@@ -113,6 +113,18 @@ inline uint64_t Bytes(const std::vector<TestBlock>& blocks) {
   return n;
 }
 
+// The bound metrics port, from the startup line (written before the port
+// file, so it is there once the server is up).
+inline int MetricsPort(const std::string& log) {
+  const std::string marker = "metrics on port ";
+  size_t at = log.find(marker);
+  if (at == std::string::npos) return 0;
+  at += marker.size();
+  int port = 0;
+  const size_t end = log.find_first_not_of("0123456789", at);
+  return absl::SimpleAtoi(log.substr(at, end - at), &port) ? port : 0;
+}
+
 // Polls `condition` until it holds (true) or `timeout` passes (false).
 inline bool PollUntil(const std::function<bool()>& condition,
                absl::Duration timeout = absl::Seconds(60)) {
