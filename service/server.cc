@@ -24,6 +24,7 @@
 #include "base/mutex.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
+#include "base/host_port.h"
 #include "httplib.h"
 #include "service/internal/metrics_tls.h"
 #include "proto/tls_check.h"
@@ -42,22 +43,6 @@ constexpr char kHealthServiceName[] = "qaqkv.v1.KvCache";
 
 // Splits "host:port" or "[v6 address]:port"; the port must be 0..65535
 // (gRPC would otherwise take it modulo 65536 and bind somewhere else).
-absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view addr,
-                                                          absl::string_view flag) {
-  const size_t colon = addr.rfind(':');
-  absl::string_view host = colon == absl::string_view::npos ? addr : addr.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = -1;
-  if (colon == absl::string_view::npos || host.empty() ||
-      !absl::SimpleAtoi(addr.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, ": want host:port with a port in 0..65535 (0 picks one), got \"", addr, "\""));
-  }
-  return std::make_pair(std::string(host), port);
-}
-
 absl::Status CheckOptions(const ServerOptions& options) {
   if (options.max_message_bytes < static_cast<int>(limits::kMinServerMaxMessageBytes)) {
     return absl::InvalidArgumentError(absl::StrCat("--max-message-bytes: ",
@@ -67,7 +52,7 @@ absl::Status CheckOptions(const ServerOptions& options) {
   if (absl::StartsWith(options.listen, "unix:")) {
     if (options.listen.size() == 5) return absl::InvalidArgumentError("--listen: empty unix path");
   } else {
-    QAQKV_RETURN_IF_ERROR(SplitHostPort(options.listen, "--listen").status());
+    QAQKV_RETURN_IF_ERROR(base::SplitHostPort(options.listen, "--listen").status());
   }
   if (options.store_threads < 1 || options.store_threads > 256) {
     return absl::InvalidArgumentError(
@@ -221,9 +206,10 @@ class Server::Impl {
 
   absl::Status StartMetrics() {
     if (options.metrics_listen.empty()) return absl::OkStatus();
-    QAQKV_ASSIGN_OR_RETURN(const auto host_port,
-                           SplitHostPort(options.metrics_listen, "--metrics-listen"));
-    const auto& [host, bind_port] = host_port;
+    QAQKV_ASSIGN_OR_RETURN(const base::HostPort listen,
+                           base::SplitHostPort(options.metrics_listen, "--metrics-listen"));
+    const std::string& host = listen.host;
+    const int bind_port = listen.port;
     if (options.metrics_tls) {
       QAQKV_ASSIGN_OR_RETURN(metrics_cert, internal::ReloadingCertificate::Open(
                                                options.tls_cert_file, options.tls_key_file,

@@ -173,6 +173,10 @@ struct RebalanceArgs {
   int batch_blocks = 256;
   bool keep_misplaced = false;  // RebalanceOptions::remove_misplaced = false
   std::string progress_interval = "10s";  // stderr progress at most this often
+  // "host:port" serving the reports so far as Prometheus gauges; empty: off.
+  std::string metrics_listen;
+  // How long the endpoint stays up after the last tenant (for a last scrape).
+  std::string metrics_linger = "0s";
 };
 int RunRebalance(const RebalanceArgs& args);
 

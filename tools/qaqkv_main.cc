@@ -232,6 +232,12 @@ int main(int argc, char** argv) {
                  "print progress (JSON, stderr) at most this often (0: every batch)")
       ->check(qaqkv::base::Duration())
       ->default_val("10s");
+  rb->add_option("--metrics-listen", rebalance.metrics_listen,
+                 "host:port serving progress as Prometheus gauges (qaqkv_rebalance_*) while it runs");
+  rb->add_option("--metrics-linger", rebalance.metrics_linger,
+                 "keep --metrics-listen up this long after the last tenant, for a last scrape")
+      ->check(qaqkv::base::Duration())
+      ->default_val("0s");
 
   // The server's command-line convention (base/cli.h): dashes or
   // underscores, --config files, exit 2 naming the flag.

@@ -12,19 +12,25 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/cli.h"
 #include "base/file.h"
+#include "base/host_port.h"
+#include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "qaqkv/client.h"
 #include "base/status_macros.h"
@@ -90,6 +96,9 @@ absl::Status CheckServers(std::string_view flag, const std::vector<std::string>&
   return absl::OkStatus();
 }
 
+// The tenant's label value: --token's tenant is known only to the servers.
+std::string MetricsTenant(const Tenant& t) { return t.name.empty() ? "token" : t.name; }
+
 // The report's fields in its order, after the tenant.
 nlohmann::ordered_json ToJson(const Tenant& tenant,
                               const qc::Client::RebalanceReport& r) {
@@ -107,6 +116,76 @@ nlohmann::ordered_json ToJson(const Tenant& tenant,
           {"errors", r.errors},
           {"first_error", r.first_error}};
 }
+
+// The reports so far, per tenant, as Prometheus gauges on an HTTP port:
+// a Job's progress where the cluster's other metrics are.
+class ProgressEndpoint {
+ public:
+  static absl::StatusOr<std::unique_ptr<ProgressEndpoint>> Start(const std::string& listen) {
+    QAQKV_ASSIGN_OR_RETURN(const base::HostPort at,
+                           base::SplitHostPort(listen, "--metrics-listen"));
+    auto self = std::make_unique<ProgressEndpoint>();
+    self->http_.Get("/metrics", [p = self.get()](const httplib::Request&, httplib::Response& res) {
+      res.set_content(p->Render(), "text/plain; version=0.0.4");
+    });
+    const int port = at.port == 0 ? self->http_.bind_to_any_port(at.host)
+                                  : (self->http_.bind_to_port(at.host, at.port) ? at.port : -1);
+    if (port <= 0) {
+      return absl::UnavailableError(absl::StrCat("--metrics-listen: cannot bind ", listen));
+    }
+    std::fprintf(stderr, "qaqkv rebalance: metrics on port %d\n", port);
+    self->thread_ = std::thread([p = self.get()] { p->http_.listen_after_bind(); });
+    return self;
+  }
+  ~ProgressEndpoint() {
+    http_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  void Update(const std::string& tenant, const qc::Client::RebalanceReport& r, bool done) {
+    std::lock_guard<std::mutex> lock(mu_);
+    tenants_[tenant] = {r, done};
+  }
+
+ private:
+  std::string Render() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string out;
+    using R = qc::Client::RebalanceReport;
+    const std::pair<const char*, uint64_t R::*> fields[] = {
+        {"blocks", &R::blocks},
+        {"blocks_copied", &R::blocks_copied},
+        {"bytes_copied", &R::bytes_copied},
+        {"blocks_removed", &R::blocks_removed},
+        {"blocks_vanished", &R::blocks_vanished},
+        {"sessions", &R::sessions},
+        {"sessions_copied", &R::sessions_copied},
+        {"sessions_deleted", &R::sessions_deleted},
+        {"sessions_removed", &R::sessions_removed},
+        {"errors", &R::errors}};
+    for (const auto& [name, field] : fields) {
+      absl::StrAppend(&out, "# TYPE qaqkv_rebalance_", name, " gauge\n");
+      for (const auto& [tenant, state] : tenants_) {
+        absl::StrAppend(&out, "qaqkv_rebalance_", name, "{tenant=\"", tenant, "\"} ",
+                        state.report.*field, "\n");
+      }
+    }
+    absl::StrAppend(&out, "# TYPE qaqkv_rebalance_done gauge\n");
+    for (const auto& [tenant, state] : tenants_) {
+      absl::StrAppend(&out, "qaqkv_rebalance_done{tenant=\"", tenant, "\"} ", state.done ? 1 : 0,
+                      "\n");
+    }
+    return out;
+  }
+
+  struct State {
+    qc::Client::RebalanceReport report;
+    bool done = false;
+  };
+  httplib::Server http_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::map<std::string, State> tenants_;  // guarded by mu_
+};
 
 }  // namespace
 
@@ -150,6 +229,22 @@ int RunRebalance(const RebalanceArgs& a) {
     if (!read.ok()) return Fail(std::string(read.status().message()), 2);
     tenants = *std::move(read);
   }
+  absl::Duration linger;
+  if (!absl::ParseDuration(a.metrics_linger, &linger) || linger < absl::ZeroDuration()) {
+    return Fail(absl::StrCat("--metrics-linger: \"", a.metrics_linger,
+                             "\" is not valid: want a duration like 30s"),
+                2);
+  }
+  std::unique_ptr<ProgressEndpoint> endpoint;
+  if (!a.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<ProgressEndpoint>> started =
+        ProgressEndpoint::Start(a.metrics_listen);
+    if (!started.ok()) {
+      return Fail(std::string(started.status().message()),
+                  absl::IsInvalidArgument(started.status()) ? 2 : 1);
+    }
+    endpoint = std::move(*started);
+  }
   qc::Client::RebalanceOptions options;
   options.draining = a.draining;
   options.max_bytes_per_second = static_cast<double>(*rate);
@@ -172,6 +267,7 @@ int RunRebalance(const RebalanceArgs& a) {
       Clock::time_point printed = start;
       auto progress = [&](const qc::Client::RebalanceReport& r) {
         last = r;
+        if (endpoint != nullptr) endpoint->Update(MetricsTenant(tenant), r, false);
         const Clock::time_point now = Clock::now();
         if (now - printed < absl::ToChronoNanoseconds(interval)) return;
         printed = now;
@@ -193,6 +289,7 @@ int RunRebalance(const RebalanceArgs& a) {
     }
     const std::string who = tenant.name.empty() ? "the --token's tenant"
                                                 : absl::StrCat("tenant ", tenant.name);
+    if (endpoint != nullptr) endpoint->Update(MetricsTenant(tenant), last, true);
     nlohmann::ordered_json j = ToJson(tenant, last);
     j["error"] = status.ok() ? "" : status.ToString();
     std::printf("%s\n", j.dump().c_str());
@@ -206,6 +303,7 @@ int RunRebalance(const RebalanceArgs& a) {
       rc = 1;
     }
   }
+  if (endpoint != nullptr && linger > absl::ZeroDuration()) absl::SleepFor(linger);
   return rc;
 }
 

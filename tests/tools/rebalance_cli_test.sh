@@ -96,6 +96,29 @@ for t in a1 b; do
     >/dev/null 2>&1 || fail "session s-$t does not resume after the drain"
 done
 
+# --metrics-listen: the reports as gauges per tenant, up for a last scrape
+# (--metrics-linger) after the run.
+"$qaqkv" rebalance --servers "$addr_a,$addr_b" --token-file "$tmp/tokens" \
+  --metrics-listen 127.0.0.1:0 --metrics-linger 20s >"$tmp/out" 2>"$tmp/err" &
+rb=$!
+_i=0
+until port=$(sed -n 's/.*metrics on port \([0-9]*\).*/\1/p' "$tmp/err") && [ -n "$port" ] &&
+  grep -q '"tenant":"tenant-b"' "$tmp/out"; do
+  _i=$((_i + 1))
+  [ $_i -le 600 ] || { kill $rb; fail "no metrics port or report: $(cat "$tmp/err" "$tmp/out")"; }
+  sleep 0.05
+done
+metrics=$(/usr/bin/python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())" \
+  "http://127.0.0.1:$port/metrics") || { kill $rb; fail "scrape of the rebalance's metrics"; }
+kill $rb; wait $rb 2>/dev/null
+for t in tenant-a tenant-b; do
+  echo "$metrics" | grep -qx "qaqkv_rebalance_done{tenant=\"$t\"} 1" || fail "no done gauge for $t: $metrics"
+  echo "$metrics" | grep -qx "qaqkv_rebalance_blocks{tenant=\"$t\"} 4" || fail "no blocks gauge for $t: $metrics"
+  echo "$metrics" | grep -qx "qaqkv_rebalance_errors{tenant=\"$t\"} 0" || fail "no errors gauge for $t: $metrics"
+done
+"$qaqkv" rebalance --servers "$addr_a" --metrics-listen nowhere >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--metrics-listen" "$tmp/err" || fail "a bad --metrics-listen: $(cat "$tmp/err")"
+
 # A token the servers refuse (here: one they never had, first for its
 # tenant) gives way to the tenant's next one.
 { echo "secret-token-gone tenant-a"; cat "$tmp/tokens"; } >"$tmp/tokens.cli"
