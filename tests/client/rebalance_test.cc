@@ -83,6 +83,21 @@ class RebalanceTest : public ClusterTest {
       for (size_t o : others) EXPECT_FALSE(Holds(o, key)) << "server " << o << " kept a copy";
     }
   }
+  // Copies that placement over `after` puts on a server that did not hold
+  // them under `before`: what a rebalance must copy.
+  static size_t MovedCopies(const std::vector<BlockKey>& keys,
+                            const std::vector<std::string>& before,
+                            const std::vector<std::string>& after) {
+    size_t moved = 0;
+    for (const BlockKey& key : keys) {
+      const std::vector<size_t> old_set = Placement(key, before, 2);
+      for (size_t s : Placement(key, after, 2)) {
+        moved += !Contains(old_set, std::find(before.begin(), before.end(), after[s]) -
+                                        before.begin());
+      }
+    }
+    return moved;
+  }
   void ExpectResumes(Client& c, const std::vector<std::string>& ids, const Kv& kv) {
     for (const std::string& id : ids) {
       Out out(2 * kBlockTokens + 5);
@@ -155,11 +170,7 @@ TEST_F(RebalanceTest, ScaleUpMovesOnlyWhatRendezvousHashingMoves) {
   const std::vector<std::string> before = Targets();
   StartServers(1);
   const std::vector<std::string> after = Targets();
-  size_t moved = 0;
-  for (const BlockKey& key : keys) {
-    const std::vector<size_t> old_set = Placement(key, before, 2);
-    for (size_t s : Placement(key, after, 2)) moved += !Contains(old_set, s);
-  }
+  const size_t moved = MovedCopies(keys, before, after);
   ASSERT_GT(moved, 0u);
   ASSERT_TRUE(c->SetServers(after).ok());
   Client::RebalanceOptions options;
@@ -188,11 +199,7 @@ TEST_F(RebalanceTest, ScaleDownDrainsTheLeavingServerFirst) {
   const std::vector<std::string> ids = SaveSessions(*c, 8, 5, skv);
   const std::vector<std::string> before = Targets();
   const std::vector<std::string> after = Subset({0, 1, 2});
-  size_t moved = 0;
-  for (const BlockKey& key : keys) {
-    const std::vector<size_t> old_set = Placement(key, before, 2);
-    for (size_t s : Placement(key, after, 2)) moved += !Contains(old_set, s);
-  }
+  const size_t moved = MovedCopies(keys, before, after);
   ClientOptions o;
   o.servers = after;
   auto three = Connect(o);
