@@ -279,20 +279,22 @@ absl::StatusOr<Client::RebalanceReport> Client::Impl::Rebalance(
       }
     }
     if (newest_put == 0) continue;  // only tombstones
-    v1::DeleteSessionRequest erase;
-    erase.set_session_id(id);
+    // Deletes the session's copy on `server` (with a tombstone, or forgotten
+    // without one); true when there was one.
+    auto erase = [&](size_t server, bool forget) {
+      v1::DeleteSessionRequest request;
+      request.set_session_id(id);
+      request.set_forget(forget);
+      v1::DeleteSessionResponse ignored;
+      absl::Status s = call(*all[server], [&](const Conn& conn, grpc::ClientContext& context) {
+        return FromGrpc(conn.stub.DeleteSession(&context, request, &ignored));
+      });
+      if (!s.ok() && !absl::IsNotFound(s)) failed(s);
+      return s.ok();
+    };
     if (newest_delete >= newest_put) {
       for (const SessionCopy& c : copies) {
-        if (c.deleted_ms != 0) continue;
-        v1::DeleteSessionResponse ignored;
-        absl::Status s = call(*all[c.server], [&](const Conn& conn, grpc::ClientContext& context) {
-          return FromGrpc(conn.stub.DeleteSession(&context, erase, &ignored));
-        });
-        if (s.ok()) {
-          ++report.sessions_deleted;
-        } else if (!absl::IsNotFound(s)) {
-          failed(s);
-        }
+        if (c.deleted_ms == 0 && erase(c.server, /*forget=*/false)) ++report.sessions_deleted;
       }
       continue;
     }
@@ -335,18 +337,9 @@ absl::StatusOr<Client::RebalanceReport> Client::Impl::Rebalance(
       }
     }
     if (!options.remove_misplaced || have.size() < owners.size()) continue;
-    erase.set_forget(true);
     for (const SessionCopy& c : copies) {
       if (c.deleted_ms != 0 || Contains(owners, c.server)) continue;
-      v1::DeleteSessionResponse ignored;
-      absl::Status s = call(*all[c.server], [&](const Conn& conn, grpc::ClientContext& context) {
-        return FromGrpc(conn.stub.DeleteSession(&context, erase, &ignored));
-      });
-      if (s.ok()) {
-        ++report.sessions_removed;
-      } else if (!absl::IsNotFound(s)) {
-        failed(s);
-      }
+      if (erase(c.server, /*forget=*/true)) ++report.sessions_removed;
     }
   }
   if (progress) progress(report);
