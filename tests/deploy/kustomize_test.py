@@ -621,6 +621,17 @@ def check_rebalance_pod(name, spec, prod, operator_secrets):
     check(mounted_key(pod, container, flags.get("--tls-ca", ""), objects, "Secret", operator_secrets)
           and flags.get("--tls-ca", "").endswith("/ca.crt"),
           f"{name}: --tls-ca {flags.get('--tls-ca')!r} is not a mounted Secret's ca.crt")
+    # Progress as metrics, on the port prod's PodMonitor scrapes.
+    metrics_port = flags.get("--metrics-listen", ":").rsplit(":", 1)[1]
+    named = {p.get("name"): str(p.get("containerPort")) for p in container.get("ports", [])}
+    check(metrics_port != "" and named.get("metrics") == metrics_port,
+          f"{name}: --metrics-listen {flags.get('--metrics-listen')!r} is not its `metrics` port {named}")
+    monitors = [d for d in prod if d["kind"] == "PodMonitor"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    check(any(matches(m["spec"]["selector"].get("matchLabels", {}), labels) and
+              any(e.get("port") == "metrics" for e in m["spec"].get("podMetricsEndpoints", []))
+              for m in monitors),
+          f"{name}: no PodMonitor of prod scrapes its progress")
 
     rc, args, err = run_rebalance_script(container, {"QAQKV_PODS": "3", "QAQKV_DRAINING_PODS": "1"})
     flags = flag_values(args or [])
