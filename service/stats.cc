@@ -133,6 +133,9 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
     AppendSample(out, "qaqkv_tenant_bytes", absl::StrCat("tenant=\"", EscapeLabel(tenant), "\""),
                  static_cast<double>(usage.bytes));
   }
+  AppendFamily(out, "qaqkv_tenant_quota_bytes", "gauge",
+               "Page bytes each tenant may keep (--tenant-quota-bytes; 0: no quota).");
+  AppendSample(out, "qaqkv_tenant_quota_bytes", "", static_cast<double>(stats.tenant_quota_bytes));
   AppendFamily(out, "qaqkv_tenant_blocks", "gauge", "Blocks per tenant.");
   for (const auto& [tenant, usage] : tenants) {
     AppendSample(out, "qaqkv_tenant_blocks", absl::StrCat("tenant=\"", EscapeLabel(tenant), "\""),

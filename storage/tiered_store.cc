@@ -305,6 +305,7 @@ StoreStats TieredStore::Stats() const {
   }
   s.blocks_evicted = blocks_evicted_.load(std::memory_order_relaxed);
   s.blocks_dropped = blocks_dropped_.load(std::memory_order_relaxed);
+  s.tenant_quota_bytes = options_.tenant_quota_bytes;
   const RocksDbTierStats db = records_->Stats();
   s.checksum_failures = db.checksum_failures;
   if (!options_.memory_only) s.disk_file_bytes = records_->DiskBytes();

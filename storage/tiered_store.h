@@ -110,6 +110,7 @@ struct StoreStats {
   uint64_t blocks = 0;           // blocks, committed or not
   uint64_t blocks_evicted = 0;   // whole blocks evicted under the disk budget
   uint64_t blocks_dropped = 0;   // memory-only: blocks dropped with an evicted page
+  uint64_t tenant_quota_bytes = 0;  // each tenant's quota (0: none)
   uint64_t checksum_failures = 0;  // stored pages that failed their checksum
   // Failures of background work (maintenance passes, scans), each logged.
   uint64_t background_errors = 0;

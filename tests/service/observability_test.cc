@@ -152,7 +152,8 @@ TEST_F(ServiceTest, ReadinessAndDiskUseOnAHealthyDisk) {
 }
 
 TEST_F(ServiceTest, MetricsCountRequestsAndTenantBytes) {
-  ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--metrics-listen=127.0.0.1:0", "--tenant-quota-bytes=64MiB"}));
   const std::unique_ptr<httplib::Client> http = MetricsHttp(server_.Log());
   ASSERT_NE(http, nullptr) << server_.Log();
   auto scrape = [&]() -> std::string {
@@ -183,6 +184,7 @@ TEST_F(ServiceTest, MetricsCountRequestsAndTenantBytes) {
       {R"(qaqkv_pages_served_total)", 4},
       {R"(qaqkv_tenant_bytes{tenant="default"})", static_cast<double>(block.bytes())},
       {R"(qaqkv_tenant_blocks{tenant="default"})", 1},
+      {R"(qaqkv_tenant_quota_bytes)", 64.0 * 1024 * 1024},
   };
   std::string text;
   PollUntil([&] {
