@@ -125,7 +125,7 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
   AppendFamily(out, "qaqkv_blocks", "gauge", "Blocks of all tenants, committed or not.");
   AppendSample(out, "qaqkv_blocks", "", static_cast<double>(stats.blocks));
   AppendFamily(out, "qaqkv_blocks_dropped_total", "counter",
-               "Memory-only: blocks dropped because the DRAM tier evicted one of their pages.");
+               "Blocks dropped because a page was lost: evicted (memory-only) or damaged on disk.");
   AppendSample(out, "qaqkv_blocks_dropped_total", "", static_cast<double>(stats.blocks_dropped));
   // Each family's samples stay together, as the exposition format requires.
   AppendFamily(out, "qaqkv_tenant_bytes", "gauge", "Page bytes per tenant.");

@@ -595,11 +595,13 @@ absl::Status TieredStore::ErasePages(std::span<const std::string> page_keys,
 absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const BlockKey& block,
                                                  uint32_t layer) {
   const std::string page_key = PageKey(tenant, block, layer);
+  const std::string record_key = BlockRecordKey(tenant, block);
+  const int64_t touched = NowMs();
   {
     // Recency for eviction; written back to the record by maintenance.
     base::MutexLock index_lock(&index_mu_);
-    if (auto it = index_.find(AsAbsl(BlockRecordKey(tenant, block))); it != index_.end()) {
-      it->second.record.accessed_ms = NowMs();
+    if (auto it = index_.find(AsAbsl(record_key)); it != index_.end()) {
+      it->second.record.accessed_ms = touched;
       it->second.access_dirty = !options_.memory_only;
     }
   }
@@ -611,13 +613,33 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
   for (size_t i = 0; i < tiers_.size(); ++i) {
     absl::StatusOr<PageBuffer> page = tiers_[i]->Get(page_key);
     if (absl::IsNotFound(page.status())) continue;
-    QAQKV_RETURN_IF_ERROR(page.status());  // kDataLoss: the tier dropped the bad copy
+    if (absl::IsDataLoss(page.status())) {
+      // The tier dropped the bad copy: the block cannot be served whole.
+      DropLostBlock(record_key, touched);
+      return page.status();
+    }
+    QAQKV_RETURN_IF_ERROR(page.status());
     CacheAbove(i, page_key, *page);
     return page;
   }
-  // Memory-only, the page was evicted and its block is being dropped; on
-  // disk, the block was deleted or evicted since its record was read.
+  // Memory-only, the page was evicted and its block is being dropped. On
+  // disk, the block was deleted or evicted since its record was read, or
+  // the page was lost (dropped by an earlier read that found it damaged).
+  if (!options_.memory_only) DropLostBlock(record_key, touched);
   return absl::NotFoundError("block: not found");
+}
+
+void TieredStore::DropLostBlock(const std::string& record_key, int64_t touched_ms) {
+  // A block with a page gone must not stay committed: Lookup would keep
+  // counting it here, read repair would never copy it back, and a
+  // rebalance would take this server for one of its copies. Unless it was
+  // used since this read (a writer stored it again, or evicted and wrote
+  // it anew).
+  if (DeleteBlockByRecordKey(record_key, touched_ms).ok()) {
+    blocks_dropped_.fetch_add(1, std::memory_order_relaxed);
+    base::LogWarning("dropped a block that lost a page; read repair or a rebalance copies it back",
+                     {{"component", "storage"}});
+  }
 }
 
 absl::StatusOr<size_t> TieredStore::Lookup(std::string_view tenant,

@@ -109,7 +109,9 @@ struct StoreStats {
   uint64_t total_bytes = 0;      // page bytes of every tenant's blocks
   uint64_t blocks = 0;           // blocks, committed or not
   uint64_t blocks_evicted = 0;   // whole blocks evicted under the disk budget
-  uint64_t blocks_dropped = 0;   // memory-only: blocks dropped with an evicted page
+  // Blocks dropped because a page was lost: memory-only, evicted; on
+  // disk, damaged (it failed its checksum).
+  uint64_t blocks_dropped = 0;
   uint64_t tenant_quota_bytes = 0;  // each tenant's quota (0: none)
   uint64_t checksum_failures = 0;  // stored pages that failed their checksum
   // Failures of background work (maintenance passes, scans), each logged.
@@ -267,6 +269,10 @@ class TieredStore final : public PageStore {
                                             bool* expired);
   // The record's access time with accesses since it was written.
   int64_t LastAccess(std::string_view key, const SessionRecord& record) const;
+  // Removes a block that lost a page (damaged on disk, or dropped by an
+  // earlier read), unless it was used after `touched_ms`; counted in
+  // blocks_dropped.
+  void DropLostBlock(const std::string& record_key, int64_t touched_ms);
   // An expired session, or a tombstone kept long enough: maintenance
   // removes it.
   bool Gone(const SessionRecord& record, int64_t now_ms) const;

@@ -523,6 +523,50 @@ TEST(TieredStoreSessionsTest, VersionsPageByCursor) {
   EXPECT_TRUE(s->ListSessionVersions("t", "d", 10)->empty());
 }
 
+// A page damaged on disk fails its checksum once (DATA_LOSS) and takes its
+// block with it: the server stops counting a block it cannot serve whole,
+// so a reader's repair (or a rebalance) stores it again.
+TEST(TieredStoreTest, APageDamagedOnDiskDropsItsBlock) {
+  base::TempDir dir = MakeTempDir();
+  const std::string p0 = FakePage(50000, 31), p1 = FakePage(50000, 32), other = FakePage(50000, 33);
+  {
+    auto s = OpenStore(dir.path());
+    ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 2, p0)).ok());
+    ASSERT_TRUE(s->PutPage(Req("t", 1, 1, 2, p1)).ok());
+    ASSERT_TRUE(s->PutPage(Req("t", 2, 0, 1, other)).ok());
+  }
+  // Flip a byte in the middle of layer 1's bytes wherever a segment holds them.
+  size_t flipped = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir.path())) {
+    if (!e.is_regular_file() || e.path().extension() != ".seg") continue;
+    std::string bytes = base::ReadFile(e.path().string(), "segment").value();
+    const size_t at = bytes.find(p1.substr(0, 4096));
+    if (at == std::string::npos) continue;
+    bytes[at + 25000] ^= 0x40;
+    ASSERT_TRUE(base::WriteFileAtomically(e.path().string(), bytes, "segment").ok());
+    ++flipped;
+  }
+  ASSERT_EQ(flipped, 1u);
+  auto s = OpenStore(dir.path());  // an empty DRAM tier: reads reach the disk
+  const BlockKey chain[] = {Block(1)};
+  ASSERT_EQ(*s->Lookup("t", chain), 1u);
+  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);
+  EXPECT_EQ(s->GetPage("t", Block(1), 1).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(*s->Lookup("t", chain), 0u);
+  EXPECT_EQ(s->GetBlock("t", Block(1)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Stats().blocks_dropped, 1u);
+  EXPECT_EQ(s->Usage("t").bytes, other.size());
+  // The other block is untouched, and a repair stores the block again.
+  EXPECT_EQ(**s->GetPage("t", Block(2), 0), other);
+  ASSERT_TRUE(s->PutPage(Req("t", 1, 0, 2, p0)).ok());
+  const absl::StatusOr<PutPageResult> again = s->PutPage(Req("t", 1, 1, 2, p1));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->committed);
+  const absl::StatusOr<PageBuffer> repaired = s->GetPage("t", Block(1), 1);
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  EXPECT_EQ(**repaired, p1);
+}
+
 // ListBlocks: every block of the tenant, committed or not, in key order,
 // paged by cursor; other tenants' blocks never appear.
 TEST(TieredStoreTest, ListBlocksPagesInKeyOrder) {
