@@ -22,10 +22,6 @@ using base::AsAbsl;
 using internal::Endpoint;
 using internal::Named;
 
-std::string_view KeyView(const BlockKey& key) {
-  return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
-}
-
 // Listing pages: large enough that a million blocks take 100 calls.
 constexpr uint32_t kListPage = 10000;
 // Page bytes one copy stream holds in memory at most (a block more when a

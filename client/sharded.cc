@@ -26,10 +26,6 @@ using internal::Named;
 using internal::ReplicaFailure;
 using internal::VectorSource;
 
-std::string_view KeyView(const BlockKey& key) {
-  return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
-}
-
 // Layers [layer_begin, layer_end) of `format` (layer_end 0: all).
 size_t LayersWanted(const v1::BlockFormat& format, int layer_begin, int layer_end) {
   const int end = layer_end == 0 ? static_cast<int>(format.geometry().num_layers()) : layer_end;

@@ -23,7 +23,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -80,11 +79,8 @@ absl::Status CheckServers(std::string_view flag, const std::vector<std::string>&
                           std::set<std::string>* seen) {
   const absl::string_view f(flag.data(), flag.size());
   for (const std::string& s : servers) {
-    const size_t colon = s.rfind(':');
-    uint32_t port = 0;
-    if (s.find_first_of(" \t\n,") != std::string::npos || colon == std::string::npos ||
-        colon == 0 || !absl::SimpleAtoi(absl::string_view(s).substr(colon + 1), &port) ||
-        port == 0 || port > 65535) {
+    const absl::StatusOr<base::HostPort> at = base::SplitHostPort(s, flag);
+    if (s.find_first_of(" \t\n,") != std::string::npos || !at.ok() || at->port == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(f, ": '", s, "' is not a host:port"));
     }

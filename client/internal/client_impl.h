@@ -38,6 +38,10 @@ absl::Status FromGrpc(const grpc::Status& status);
 v1::Geometry ToProto(const Geometry& g);
 Geometry FromProto(const v1::Geometry& g);
 std::string KeyBytes(const BlockKey& key);
+// The key's bytes in place: what placement ranks.
+inline std::string_view KeyView(const BlockKey& key) {
+  return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
+}
 // kInternal when the server sent a key of the wrong length.
 absl::StatusOr<BlockKey> KeyFromBytes(const std::string& bytes, std::string_view field);
 std::string KeyHex(const BlockKey& key);
