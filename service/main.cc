@@ -38,6 +38,7 @@ struct Flags {
   bool memory_only = false;
   bool sync = false;
   bool separate_pages = true;
+  bool promote_on_first_read = false;
   std::string write_back_bytes = "0";
   std::string min_free_disk_bytes = "256MiB";
   std::string auth_tokens;
@@ -82,6 +83,11 @@ void DefineFlags(CLI::App& app, Flags& f) {
   app.add_flag("--separate-pages", f.separate_pages,
                "page bytes in segment files beside RocksDB, which keeps their locations "
                "(false: in RocksDB itself); pages stored either way stay readable")
+      ->check(TrueFalse())
+      ->capture_default_str();
+  app.add_flag("--promote-on-first-read", f.promote_on_first_read,
+               "copy every page read from disk into the DRAM tier (default: on its second read "
+               "in a while, so one resume's sweep does not push out what is read again)")
       ->check(TrueFalse())
       ->capture_default_str();
   app.add_option("--write-back-bytes", f.write_back_bytes,
@@ -187,6 +193,7 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   o.store.memory_bytes = memory_bytes;
   o.store.disk_bytes = *ParseByteSize(f.disk_bytes);
   o.store.write_back_bytes = *ParseByteSize(f.write_back_bytes);
+  o.store.promote_on_first_read = f.promote_on_first_read;
   o.store.min_free_disk_bytes = *ParseByteSize(f.min_free_disk_bytes);
   if (o.store.write_back_bytes > 0 && f.memory_only) {
     return absl::InvalidArgumentError(

@@ -1,6 +1,6 @@
 // Where page bytes live. The tiered store (tiered_store.h) holds an ordered
 // list of page tiers: reads try them in order and copy a page found in a
-// lower tier into the ones above it, writes go to the last tier (the pages'
+// lower tier into the ones above it (the store decides when), writes go to the last tier (the pages'
 // home) and then to the ones above it as a cache. Block and session records
 // are not a tier's business: they are the store's, kept apart in its record
 // database.

@@ -16,6 +16,7 @@
 #include "base/status_macros.h"
 #include "base/strings.h"
 #include "kernels/checksum.h"
+#include "storage/internal/read_admission.h"
 #include "storage/internal/write_back_queue.h"
 
 namespace qaqkv::storage {
@@ -74,6 +75,12 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   auto store =
       std::make_unique<TieredStore>(Token(), options, std::move(records), std::move(tiers));
   store->dram_budget_ = dram_bytes;
+  if (!options.memory_only && !options.promote_on_first_read) {
+    // Remember about as many first reads as the DRAM tier holds pages of
+    // 64 KiB (a small page of a long context), and never fewer than 4096.
+    store->read_admission_ =
+        std::make_unique<internal::ReadAdmission>(std::max<size_t>(dram_bytes >> 16, 4096));
+  }
 
   // Usage is derived from the records, so it matches the data after any
   // crash.
@@ -619,7 +626,9 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
       return page.status();
     }
     QAQKV_RETURN_IF_ERROR(page.status());
-    CacheAbove(i, page_key, *page);
+    if (i > 0 && (read_admission_ == nullptr || read_admission_->Admit(page_key))) {
+      CacheAbove(i, page_key, *page);
+    }
     return page;
   }
   // Memory-only, the page was evicted and its block is being dropped. On

@@ -6,7 +6,8 @@
 //
 // The last tier is the pages' home. A write goes to the home tier first and
 // then, as a cache, to the tiers in front of it; reads try the tiers in
-// order and copy what a lower tier had into the ones above it. The block's
+// order and copy what a lower tier had into the ones above it (on its
+// second read in a while, unless promote_on_first_read). The block's
 // record is the commit point: when the home tier keeps its pages in the
 // record database (the RocksDB tier), the page and the record are one atomic
 // batch, so a crash leaves both or neither; memory-only, the record lives in
@@ -45,6 +46,7 @@
 
 namespace qaqkv::storage {
 namespace internal {
+class ReadAdmission;
 class WriteBackQueue;
 }  // namespace internal
 
@@ -72,6 +74,11 @@ struct TieredStoreOptions {
   // (so one number bounds the server's caches).
   size_t memory_bytes = size_t{1} << 30;
   int dram_shards = 16;
+  // On disk: a page read from the disk tier is copied into the DRAM tier
+  // on its second read within a window of recent reads, so a resume's
+  // one sweep over a session does not push out what is read again
+  // (storage/internal/read_admission.h). True: on every read.
+  bool promote_on_first_read = false;
   uint64_t tenant_quota_bytes = 0;  // 0: no quota
   // Bytes of pages all tenants may keep; past it the least recently used
   // whole blocks are evicted, those no live session references first.
@@ -324,6 +331,10 @@ class TieredStore final : public PageStore {
   // one maintenance interval of renewal). By session key.
   mutable base::Mutex access_mu_;
   absl::flat_hash_map<std::string, int64_t> session_access_ ABSL_GUARDED_BY(access_mu_);
+
+  // Which reads from the disk tier are copied into the DRAM tier (null:
+  // every read, memory-only or promote_on_first_read).
+  std::unique_ptr<internal::ReadAdmission> read_admission_;
 
   // Write-back only (else null): acknowledged pages not yet written, and
   // the thread writing them.

@@ -133,8 +133,9 @@ TEST(TieredStoreTest, PagesAndUsageSurviveReopen) {
     ASSERT_TRUE(s->PutPage(Req("t", 2, 0, 2, p0)).ok());  // never completed
   }
   auto s = OpenStore(dir.path());
-  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);  // from RocksDB, then DRAM
+  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);  // from disk
   EXPECT_EQ(**s->GetPage("t", Block(1), 1), p1);
+  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);  // from disk, copied into DRAM
   EXPECT_EQ(s->Stats().tiers[0].hits, 0u);
   EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);
   EXPECT_EQ(s->Stats().tiers[0].hits, 1u);
@@ -349,18 +350,59 @@ TEST(TieredStoreTest, TiersAreReportedInReadOrderAndLowerHitsMoveUp) {
   EXPECT_EQ(st.tiers[1].name, "disk");
   EXPECT_EQ(st.tiers[1].bytes, p.size());
   EXPECT_EQ(st.tiers[1].entries, 1u);
-  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());  // from disk, copied up
+  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());  // from disk, once: not copied up
+  ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());  // from disk again: copied up
   ASSERT_TRUE(s->GetPage("t", Block(1), 0).ok());  // from DRAM
   st = s->Stats();
-  EXPECT_EQ(st.tiers[0].misses, 1u);
+  EXPECT_EQ(st.tiers[0].misses, 2u);
   EXPECT_EQ(st.tiers[0].hits, 1u);
-  EXPECT_EQ(st.tiers[1].hits, 1u);
+  EXPECT_EQ(st.tiers[1].hits, 2u);
   EXPECT_EQ(st.tiers[1].misses, 0u);
   // Memory-only, the DRAM tier is the pages' home and the only tier.
   base::TempDir mem = MakeTempDir();
   auto m = OpenStore(mem.path(), 0, /*memory_only=*/true);
   ASSERT_EQ(m->Stats().tiers.size(), 1u);
   EXPECT_EQ(m->Stats().tiers[0].name, "dram");
+}
+
+// A sweep that reads each page once (a resume) leaves the DRAM tier as it
+// was; promote_on_first_read copies every page read into it.
+TEST(TieredStoreTest, ASweepOfFirstReadsIsNotCopiedIntoDram) {
+  base::TempDir dir = MakeTempDir();
+  const int kPages = 12;
+  std::vector<std::string> pages;
+  {
+    auto s = OpenStore(dir.path());
+    for (int i = 0; i < kPages; ++i) {
+      pages.push_back(FakePage(4000 + i, static_cast<uint8_t>(i)));
+      ASSERT_TRUE(s->PutPage(Req("t", static_cast<uint8_t>(i), 0, 1, pages.back())).ok());
+    }
+  }
+  for (const bool promote : {false, true}) {
+    TieredStoreOptions o;
+    o.data_dir = dir.path();
+    o.memory_bytes = 8 << 20;
+    o.maintenance_interval_ms = 0;
+    o.promote_on_first_read = promote;
+    auto s = TieredStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    for (int i = 0; i < kPages; ++i) {
+      auto p = (*s)->GetPage("t", Block(static_cast<uint8_t>(i)), 0);
+      ASSERT_TRUE(p.ok()) << p.status();
+      EXPECT_EQ(**p, pages[i]);
+    }
+    StoreStats st = (*s)->Stats();
+    EXPECT_EQ(st.tiers[0].entries, promote ? size_t{kPages} : 0u) << "promote=" << promote;
+    EXPECT_EQ(st.tiers[1].hits, uint64_t{kPages});
+    // The second sweep copies every page up (or finds it there).
+    for (int i = 0; i < kPages; ++i) {
+      ASSERT_TRUE((*s)->GetPage("t", Block(static_cast<uint8_t>(i)), 0).ok());
+    }
+    st = (*s)->Stats();
+    EXPECT_EQ(st.tiers[0].entries, size_t{kPages});
+    EXPECT_EQ(st.tiers[0].hits, promote ? uint64_t{kPages} : 0u);
+    EXPECT_EQ(st.tiers[1].hits, promote ? uint64_t{kPages} : uint64_t{2 * kPages});
+  }
 }
 
 TEST(TieredStoreTest, RevertPageTakesBackLayersOfUncommittedBlocksOnly) {
