@@ -121,6 +121,8 @@ INSTANTIATE_TEST_SUITE_P(
         // Flags that absl parses itself (numbers, durations) must follow the
         // same convention.
         {"DrainTimeoutNotADuration", {"--drain-timeout=soon"}, "drain"},
+        {"PromoteOnFirstReadNotABool", {"--promote-on-first-read=often"},
+         "--promote-on-first-read"},
         {"TenantMaxStreamsNotANumber", {"--tenant-max-streams=many"}, "tenant"},
         // The log line is logfmt: the quotes around the value are escaped.
         {"StoreThreadsNotANumber",
