@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
         store->AddUsage(KeyTenant(key), static_cast<int64_t>(record.bytes), 1);
         base::MutexLock lock(&store->index_mu_);
         store->total_bytes_ += record.bytes;
-        store->index_[AsAbsl(key)] = {std::move(record), false};
+        store->IndexSet(key, {std::move(record), false});
       }));
   if (options.maintenance_interval_ms > 0) {
     TieredStore* self = store.get();
@@ -516,7 +516,7 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
   record.accessed_ms = NowMs();
   {
     base::MutexLock index_lock(&index_mu_);
-    index_[AsAbsl(record_key)] = {std::move(record), false};
+    IndexSet(record_key, {std::move(record), false});
   }
   CacheAbove(tiers_.size() - 1, page_key, buffer);
   return PutPageResult{committed, false, true};
@@ -538,32 +538,32 @@ absl::StatusOr<std::vector<BlockInfo>> TieredStore::ListBlocks(std::string_view 
   std::vector<BlockInfo> out;
   if (limit == 0) return out;
   base::MutexLock lock(&index_mu_);
-  // The smallest `limit` keys after the cursor: one pass over the index,
-  // trimming the candidates whenever they reach twice the limit.
-  using Entry = std::pair<const std::string, IndexEntry>;
-  std::vector<const Entry*> picked;
-  auto by_key = [](const Entry* a, const Entry* b) { return a->first < b->first; };
-  auto trim = [&] {
-    std::nth_element(picked.begin(), picked.begin() + limit, picked.end(), by_key);
-    picked.resize(limit);
-  };
-  for (const Entry& e : index_) {
-    if (!absl::StartsWith(e.first, prefix) || (!after.empty() && e.first <= after)) continue;
-    picked.push_back(&e);
-    if (picked.size() >= 2 * limit) trim();
-  }
-  if (picked.size() > limit) trim();
-  std::sort(picked.begin(), picked.end(), by_key);
-  out.reserve(picked.size());
-  for (const Entry* e : picked) {
+  auto it = after.empty() ? ordered_.lower_bound(std::string_view(prefix))
+                          : ordered_.upper_bound(std::string_view(after));
+  for (; it != ordered_.end() && out.size() < limit; ++it) {
+    const IndexNode& e = **it;
+    if (!absl::StartsWith(e.first, prefix)) break;
     BlockInfo info;
-    std::memcpy(info.block.data(), e->first.data() + prefix.size(), info.block.size());
-    info.committed = e->second.record.committed;
-    info.bytes = e->second.record.bytes;
-    info.accessed_ms = e->second.record.accessed_ms;
+    std::memcpy(info.block.data(), e.first.data() + prefix.size(), info.block.size());
+    info.committed = e.second.record.committed;
+    info.bytes = e.second.record.bytes;
+    info.accessed_ms = e.second.record.accessed_ms;
     out.push_back(info);
   }
   return out;
+}
+
+void TieredStore::IndexSet(std::string_view record_key, IndexEntry entry) {
+  auto [it, inserted] = index_.try_emplace(AsAbsl(record_key));
+  it->second = std::move(entry);
+  if (inserted) ordered_.insert(&*it);
+}
+
+void TieredStore::IndexErase(std::string_view record_key) {
+  auto it = index_.find(AsAbsl(record_key));
+  if (it == index_.end()) return;
+  ordered_.erase(&*it);  // before the node it points at goes
+  index_.erase(it);
 }
 
 absl::StatusOr<BlockRecord> TieredStore::GetBlock(std::string_view tenant, const BlockKey& block) {
@@ -711,7 +711,7 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key,
   base::MutexLock index_lock(&index_mu_);
   if (auto it = index_.find(AsAbsl(record_key)); it != index_.end()) {
     total_bytes_ -= it->second.record.bytes;
-    index_.erase(it);
+    IndexErase(record_key);
   }
   return absl::OkStatus();
 }
@@ -746,9 +746,9 @@ absl::Status TieredStore::RevertPage(std::string_view tenant, const BlockKey& bl
   base::MutexLock index_lock(&index_mu_);
   total_bytes_ -= bytes;
   if (last) {
-    index_.erase(AsAbsl(record_key));
+    IndexErase(record_key);
   } else {
-    index_[AsAbsl(record_key)] = {std::move(*record), false};
+    IndexSet(record_key, {std::move(*record), false});
   }
   return absl::OkStatus();
 }

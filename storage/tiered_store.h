@@ -35,7 +35,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "base/mutex.h"
 #include "storage/block_record.h"
@@ -244,6 +246,14 @@ class TieredStore final : public PageStore {
     BlockRecord record;  // accessed_ms is the live access time
     bool access_dirty = false;  // accessed_ms not yet written back (disk only)
   };
+  using IndexNode = std::pair<const std::string, IndexEntry>;
+  // Orders index nodes by record key, and finds them by a key.
+  struct ByRecordKey {
+    using is_transparent = void;
+    bool operator()(const IndexNode* a, const IndexNode* b) const { return a->first < b->first; }
+    bool operator()(const IndexNode* a, std::string_view b) const { return a->first < b; }
+    bool operator()(std::string_view a, const IndexNode* b) const { return a < b->first; }
+  };
 
   // Evicts least recently used blocks (unreferenced ones first, never
   // `keep`) until the total is at most `target` bytes; returns how many.
@@ -266,6 +276,9 @@ class TieredStore final : public PageStore {
   // looked up since the eviction order was drawn up is not evicted.
   absl::Status DeleteBlockByRecordKey(const std::string& record_key,
                                       std::optional<int64_t> unless_used_since = std::nullopt);
+  void IndexSet(std::string_view record_key, IndexEntry entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  void IndexErase(std::string_view record_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   // A copy of the block's indexed record; nullopt when there is none.
   std::optional<BlockRecord> IndexedRecord(std::string_view record_key) const;
   // Record keys of the blocks that sessions alive at `now_ms` reference.
@@ -319,7 +332,12 @@ class TieredStore final : public PageStore {
   mutable base::Mutex usage_mu_;
   absl::flat_hash_map<std::string, TenantUsage> usage_ ABSL_GUARDED_BY(usage_mu_);
   mutable base::Mutex index_mu_;
-  absl::flat_hash_map<std::string, IndexEntry> index_ ABSL_GUARDED_BY(index_mu_);  // by record key
+  // By record key. Nodes stay where they are, so `ordered_` can point at
+  // them: ListBlocks pages through a tenant's blocks in key order without
+  // passing over the whole index under the lock. Changed only through
+  // IndexSet and IndexErase, which keep the two in step.
+  absl::node_hash_map<std::string, IndexEntry> index_ ABSL_GUARDED_BY(index_mu_);
+  absl::btree_set<const IndexNode*, ByRecordKey> ordered_ ABSL_GUARDED_BY(index_mu_);
   uint64_t total_bytes_ ABSL_GUARDED_BY(index_mu_) = 0;
   base::Mutex eviction_mu_;  // one evictor at a time
   std::atomic<uint64_t> blocks_evicted_{0};

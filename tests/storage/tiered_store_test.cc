@@ -640,6 +640,54 @@ TEST(TieredStoreTest, ListBlocksPagesInKeyOrder) {
   EXPECT_EQ(s->ListBlocks("", nullptr, 10).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The key order ListBlocks pages in follows every change of the index:
+// deletes (the cursor's own block included), a reverted last layer, a
+// reopen, and a tenant whose name starts with another's.
+TEST(TieredStoreTest, ListBlocksFollowsDeletesRevertsAndReopen) {
+  base::TempDir dir = MakeTempDir();
+  const std::string p = FakePage(100, 3);
+  auto list = [](TieredStore& s, std::string_view tenant, size_t limit) {
+    std::vector<uint8_t> seen;
+    BlockKey cursor{};
+    const BlockKey* after = nullptr;
+    for (;;) {
+      auto page = s.ListBlocks(tenant, after, limit);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) return seen;
+      for (const BlockInfo& b : *page) seen.push_back(b.block[0]);
+      if (page->size() < limit) return seen;
+      cursor = page->back().block;
+      after = &cursor;
+    }
+  };
+  {
+    auto s = OpenStore(dir.path());
+    for (uint8_t b = 1; b <= 20; ++b) ASSERT_TRUE(s->PutPage(Req("t", b, 0, 1, p)).ok());
+    ASSERT_TRUE(s->PutPage(Req("t", 30, 0, 2, p)).ok());  // not committed
+    for (uint8_t b : {2, 40}) ASSERT_TRUE(s->PutPage(Req("tt", b, 0, 1, p)).ok());
+    for (uint8_t b : {1, 4, 5, 20}) ASSERT_TRUE(s->DeleteBlock("t", Block(b)).ok());
+    ASSERT_TRUE(s->RevertPage("t", Block(30), 0, p.size()).ok());  // its only layer
+    // A cursor whose block was deleted since still pages on after it.
+    const BlockKey gone = Block(4);
+    auto page = s->ListBlocks("t", &gone, 3);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_EQ(page->size(), 3u);
+    EXPECT_EQ((*page)[0].block[0], 6);
+    EXPECT_EQ((*page)[2].block[0], 8);
+  }
+  auto s = OpenStore(dir.path());
+  std::vector<uint8_t> want;
+  for (uint8_t b = 2; b <= 19; ++b) {
+    if (b != 4 && b != 5) want.push_back(b);
+  }
+  EXPECT_EQ(list(*s, "t", 4), want);
+  EXPECT_EQ(list(*s, "tt", 1), (std::vector<uint8_t>{2, 40}));
+  ASSERT_TRUE(s->PutPage(Req("t", 4, 0, 1, p)).ok());
+  want.insert(want.begin() + 2, 4);
+  EXPECT_EQ(list(*s, "t", 100), want);
+  EXPECT_TRUE(list(*s, "u", 5).empty());
+}
+
 }  // namespace
 }  // namespace qaqkv::storage
 
