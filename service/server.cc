@@ -25,6 +25,7 @@
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "base/host_port.h"
+#include "base/http_listen.h"
 #include "httplib.h"
 #include "service/internal/metrics_tls.h"
 #include "proto/tls_check.h"
@@ -206,10 +207,6 @@ class Server::Impl {
 
   absl::Status StartMetrics() {
     if (options.metrics_listen.empty()) return absl::OkStatus();
-    QAQKV_ASSIGN_OR_RETURN(const base::HostPort listen,
-                           base::SplitHostPort(options.metrics_listen, "--metrics-listen"));
-    const std::string& host = listen.host;
-    const int bind_port = listen.port;
     if (options.metrics_tls) {
       QAQKV_ASSIGN_OR_RETURN(metrics_cert, internal::ReloadingCertificate::Open(
                                                options.tls_cert_file, options.tls_key_file,
@@ -223,13 +220,6 @@ class Server::Impl {
     } else {
       http = std::make_unique<httplib::Server>();
     }
-    // cpp-httplib sets SO_REUSEPORT by default, which would let this
-    // endpoint share a port with another listener; SO_REUSEADDR only lets
-    // a restart bind while old connections sit in TIME_WAIT.
-    http->set_socket_options([](socket_t sock) {
-      int yes = 1;
-      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    });
     http->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(RenderMetrics(), "text/plain; version=0.0.4");
     });
@@ -243,12 +233,8 @@ class Server::Impl {
       res.status = why.ok() ? 200 : 503;
       res.set_content(why.ok() ? "ok\n" : absl::StrCat(why.message(), "\n"), "text/plain");
     });
-    metrics_port = bind_port == 0 ? http->bind_to_any_port(host)
-                                  : (http->bind_to_port(host, bind_port) ? bind_port : -1);
-    if (metrics_port <= 0) {
-      return absl::UnavailableError(
-          absl::StrCat("--metrics-listen: cannot bind ", options.metrics_listen));
-    }
+    QAQKV_ASSIGN_OR_RETURN(metrics_port,
+                           base::BindHttp(*http, options.metrics_listen, "--metrics-listen"));
     http_thread = std::thread([this] { http->listen_after_bind(); });
     return absl::OkStatus();
   }

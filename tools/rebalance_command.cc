@@ -29,6 +29,7 @@
 #include "base/cli.h"
 #include "base/file.h"
 #include "base/host_port.h"
+#include "base/http_listen.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "qaqkv/client.h"
@@ -118,17 +119,11 @@ nlohmann::ordered_json ToJson(const Tenant& tenant,
 class ProgressEndpoint {
  public:
   static absl::StatusOr<std::unique_ptr<ProgressEndpoint>> Start(const std::string& listen) {
-    QAQKV_ASSIGN_OR_RETURN(const base::HostPort at,
-                           base::SplitHostPort(listen, "--metrics-listen"));
     auto self = std::make_unique<ProgressEndpoint>();
     self->http_.Get("/metrics", [p = self.get()](const httplib::Request&, httplib::Response& res) {
       res.set_content(p->Render(), "text/plain; version=0.0.4");
     });
-    const int port = at.port == 0 ? self->http_.bind_to_any_port(at.host)
-                                  : (self->http_.bind_to_port(at.host, at.port) ? at.port : -1);
-    if (port <= 0) {
-      return absl::UnavailableError(absl::StrCat("--metrics-listen: cannot bind ", listen));
-    }
+    QAQKV_ASSIGN_OR_RETURN(const int port, base::BindHttp(self->http_, listen, "--metrics-listen"));
     std::fprintf(stderr, "qaqkv rebalance: metrics on port %d\n", port);
     self->thread_ = std::thread([p = self.get()] { p->http_.listen_after_bind(); });
     return self;
