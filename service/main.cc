@@ -39,6 +39,7 @@ struct Flags {
   bool sync = false;
   bool separate_pages = true;
   bool promote_on_first_read = false;
+  int segment_lanes = 4;
   std::string write_back_bytes = "0";
   std::string min_free_disk_bytes = "256MiB";
   std::string auth_tokens;
@@ -84,6 +85,11 @@ void DefineFlags(CLI::App& app, Flags& f) {
                "page bytes in segment files beside RocksDB, which keeps their locations "
                "(false: in RocksDB itself); pages stored either way stay readable")
       ->check(TrueFalse())
+      ->capture_default_str();
+  app.add_option("--segment-lanes", f.segment_lanes,
+                 "segment files page puts append to at once (1..64): writers in separate files "
+                 "copy in parallel instead of queueing on one file's lock")
+      ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_flag("--promote-on-first-read", f.promote_on_first_read,
                "copy every page read from disk into the DRAM tier (default: on its second read "
@@ -194,6 +200,7 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   o.store.disk_bytes = *ParseByteSize(f.disk_bytes);
   o.store.write_back_bytes = *ParseByteSize(f.write_back_bytes);
   o.store.promote_on_first_read = f.promote_on_first_read;
+  o.store.segment_lanes = f.segment_lanes;
   o.store.min_free_disk_bytes = *ParseByteSize(f.min_free_disk_bytes);
   if (o.store.write_back_bytes > 0 && f.memory_only) {
     return absl::InvalidArgumentError(

@@ -133,7 +133,7 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const RocksDbTier
   std::error_code ec;
   if (!options.in_memory && (options.separate_pages || std::filesystem::exists(segments, ec))) {
     QAQKV_ASSIGN_OR_RETURN(tier->log_,
-                           SegmentLog::Open({segments, options.segment_bytes, options.sync}));
+                           SegmentLog::Open({segments, options.segment_bytes, options.sync, options.segment_lanes}));
     // Live bytes: what the recorded locations name.
     QAQKV_RETURN_IF_ERROR(
         tier->Scan(Column::kPages, "", [&](std::string_view key, std::string_view value) {

@@ -63,6 +63,7 @@ struct RocksDbTierOptions {
   // Page bytes in the segment log (ignored in memory).
   bool separate_pages = false;
   uint64_t segment_bytes = 256ull << 20;
+  int segment_lanes = 4;  // segment files appended to at once (segment_log.h)
   // A sealed segment with less than this share of live bytes is rewritten.
   double segment_live_fraction = 0.5;
 };

@@ -109,6 +109,10 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(const SegmentLogOpt
   if (options.segment_bytes < (1u << 20)) {
     return absl::InvalidArgumentError("segment_log.segment_bytes: must be at least 1 MiB");
   }
+  if (options.lanes < 1 || options.lanes > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment_log.lanes: ", options.lanes, " not in [1, 64]"));
+  }
   std::error_code ec;
   std::filesystem::create_directories(options.dir, ec);
   if (ec) {
@@ -154,17 +158,21 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(const SegmentLogOpt
   }
   {
     base::MutexLock lock(&log->mu_);
-    log->current_ = any ? highest : 0;
-    if (any && highest == UINT32_MAX) {
+    if (any && highest >= kNoSegment - 1) {
       return absl::ResourceExhaustedError("segment log: segment ids exhausted");
     }
-    QAQKV_RETURN_IF_ERROR(log->StartSegmentLocked());
+    log->next_id_ = any ? highest + 1 : 0;
+    log->open_.assign(static_cast<size_t>(options.lanes), kNoSegment);
+    QAQKV_RETURN_IF_ERROR(log->StartSegmentLocked(0));
   }
   return log;
 }
 
-absl::Status SegmentLog::StartSegmentLocked() {
-  const uint32_t id = segments_.empty() ? 0 : current_ + 1;
+absl::Status SegmentLog::StartSegmentLocked(size_t lane) {
+  if (next_id_ == kNoSegment) {
+    return absl::ResourceExhaustedError("segment log: segment ids exhausted");
+  }
+  const uint32_t id = next_id_;
   const std::string path = PathOf(id);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("create ", path));
@@ -179,9 +187,29 @@ absl::Status SegmentLog::StartSegmentLocked() {
   }
   Segment& s = segments_[id];
   s.file = std::make_shared<File>(fd);
-  current_ = id;
+  open_[lane] = id;
+  ++next_id_;
   ++stats_.segments;
   return absl::OkStatus();
+}
+
+size_t SegmentLog::PickLaneLocked() const {
+  size_t best = 0;
+  int best_in_flight = INT32_MAX;
+  for (size_t lane = 0; lane < open_.size(); ++lane) {
+    const int in_flight =
+        open_[lane] == kNoSegment ? 0 : segments_.find(open_[lane])->second.in_flight;
+    if (in_flight == 0) return lane;
+    if (in_flight < best_in_flight) {
+      best = lane;
+      best_in_flight = in_flight;
+    }
+  }
+  return best;
+}
+
+bool SegmentLog::IsOpenLocked(uint32_t segment) const {
+  return std::find(open_.begin(), open_.end(), segment) != open_.end();
 }
 
 absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::string_view value) {
@@ -200,12 +228,14 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
   std::shared_ptr<File> file;
   {
     base::MutexLock lock(&mu_);
-    Segment* s = &segments_[current_];
+    const size_t lane = PickLaneLocked();
+    if (open_[lane] == kNoSegment) QAQKV_RETURN_IF_ERROR(StartSegmentLocked(lane));
+    Segment* s = &segments_[open_[lane]];
     if (s->size > 0 && s->size + bytes > options_.segment_bytes) {
-      QAQKV_RETURN_IF_ERROR(StartSegmentLocked());
-      s = &segments_[current_];
+      QAQKV_RETURN_IF_ERROR(StartSegmentLocked(lane));
+      s = &segments_[open_[lane]];
     }
-    loc.segment = current_;
+    loc.segment = open_[lane];
     loc.offset = s->size;
     s->size += bytes;
     s->live += bytes;
@@ -351,7 +381,7 @@ std::vector<uint32_t> SegmentLog::Reclaimable(double max_live_fraction) const {
   {
     base::MutexLock lock(&mu_);
     for (const auto& [id, s] : segments_) {
-      if (id == current_ || s.in_flight > 0 || s.size == 0) continue;
+      if (IsOpenLocked(id) || s.in_flight > 0 || s.size == 0) continue;
       if (static_cast<double>(s.live) < max_live_fraction * static_cast<double>(s.size)) {
         found.emplace_back(s.live, id);
       }
@@ -369,7 +399,7 @@ absl::Status SegmentLog::RemoveSegment(uint32_t segment) {
   if (it == segments_.end()) {
     return absl::NotFoundError(absl::StrCat("segment log: no segment ", segment));
   }
-  if (segment == current_ || it->second.in_flight > 0) {
+  if (IsOpenLocked(segment) || it->second.in_flight > 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("segment log: segment ", segment, " is being written"));
   }

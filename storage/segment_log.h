@@ -12,10 +12,14 @@
 // value's integrity is the caller's (pages carry an XXH3-64 trailer that is
 // checked on every read), so no byte is hashed twice on the way in.
 //
-// Files are <dir>/<id as 8 hex digits>.seg. Appends go to the newest file;
-// every Open starts a new one, so nothing is ever appended after a torn
-// tail. An append reserves its range under a lock and writes outside it, so
-// writers copy in parallel.
+// Files are <dir>/<id as 8 hex digits>.seg. Appends go to the open files,
+// one per lane; every Open starts new ones, so nothing is ever appended
+// after a torn tail. An append reserves its range under a lock and writes
+// outside it, in a lane no other append is writing to when there is one:
+// the kernel serializes writes to one file on its inode lock (ext4 takes it
+// for every buffered write, and its waiters spin), so writers in separate
+// files copy in parallel. A lane's file is started when a writer first
+// needs it, so a single writer fills one file after another.
 //
 // Durability: Append returns once the bytes are in the OS (they survive a
 // SIGKILL of the process); with `sync`, once they are on disk, with one
@@ -64,6 +68,7 @@ struct SegmentLogOptions {
   std::string dir;                       // created if missing
   uint64_t segment_bytes = 256ull << 20; // a segment is sealed once this full
   bool sync = false;                     // fdatasync before Append returns
+  int lanes = 4;                         // files appended to at once (1..64)
 };
 
 struct SegmentLogStats {
@@ -130,14 +135,22 @@ class SegmentLog {
   SegmentLog(Token, SegmentLogOptions options);
 
  private:
-  absl::Status StartSegmentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts a new file for `lane` (sealing the one it had).
+  absl::Status StartSegmentLocked(size_t lane) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The lane an append goes to: the first with nothing in flight, else the
+  // one with the fewest writes in flight.
+  size_t PickLaneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool IsOpenLocked(uint32_t segment) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SyncThrough(uint64_t done) ABSL_LOCKS_EXCLUDED(mu_);
   std::string PathOf(uint32_t segment) const;
 
   const SegmentLogOptions options_;
   mutable base::Mutex mu_;
   std::map<uint32_t, Segment> segments_ ABSL_GUARDED_BY(mu_);
-  uint32_t current_ ABSL_GUARDED_BY(mu_) = 0;  // the segment appended to
+  static constexpr uint32_t kNoSegment = UINT32_MAX;
+  // Per lane, the segment appended to (kNoSegment: not started yet).
+  std::vector<uint32_t> open_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 0;  // the id the next new segment gets
   SegmentLogStats stats_ ABSL_GUARDED_BY(mu_);
   // Group commit: writes completed and synced so far, and the segments
   // written since the last fdatasync.

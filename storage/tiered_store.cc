@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   disk_options.in_memory = options.memory_only;
   disk_options.sync = options.sync;
   disk_options.separate_pages = options.separate_pages;
+  disk_options.segment_lanes = options.segment_lanes;
   size_t dram_bytes = options.memory_bytes;
   if (!options.memory_only) {
     // RocksDB's memtables and block cache are caches too: they come out of

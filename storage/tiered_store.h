@@ -59,6 +59,9 @@ struct TieredStoreOptions {
   // Page bytes in segment files, RocksDB holding their locations
   // (storage/rocksdb_tier.h); false: page bytes in RocksDB.
   bool separate_pages = true;
+  // Segment files appended to at once: writers in separate files copy in
+  // parallel instead of queueing on one file's inode lock.
+  int segment_lanes = 4;
   // Write-back (on disk only; 0: off). A page put is acknowledged once it
   // is in memory and a background writer stores it; at most this many
   // bytes of acknowledged pages wait unwritten, and a put past that waits

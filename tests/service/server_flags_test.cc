@@ -121,6 +121,9 @@ INSTANTIATE_TEST_SUITE_P(
         // Flags that absl parses itself (numbers, durations) must follow the
         // same convention.
         {"DrainTimeoutNotADuration", {"--drain-timeout=soon"}, "drain"},
+        {"SegmentLanesZero", {"--segment-lanes=0"}, "--segment-lanes"},
+        {"SegmentLanesOver64", {"--segment-lanes=65"}, "--segment-lanes"},
+        {"SegmentLanesNotANumber", {"--segment-lanes=many"}, "--segment-lanes"},
         {"PromoteOnFirstReadNotABool", {"--promote-on-first-read=often"},
          "--promote-on-first-read"},
         {"TenantMaxStreamsNotANumber", {"--tenant-max-streams=many"}, "tenant"},

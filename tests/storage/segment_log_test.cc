@@ -3,12 +3,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "base/file.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace qaqkv::storage {
@@ -202,6 +205,52 @@ TEST(SegmentLog, ConcurrentAppendsAllReadBack) {
   EXPECT_EQ(st.live_bytes, st.file_bytes);
 }
 
+// Writers in lanes of their own leave several files partly filled; every
+// record still reads back after a reopen, live bytes are all counted
+// again, and the reopened log appends to a file newer than all of them.
+TEST(SegmentLog, LanesOfConcurrentWritersReopenWhole) {
+  Fixture f;
+  std::vector<std::pair<std::string, SegmentLocation>> written;
+  uint32_t highest = 0;
+  {
+    SegmentLogOptions o = f.Options(1 << 20);
+    o.lanes = 8;
+    auto log = SegmentLog::Open(o);
+    ASSERT_TRUE(log.ok());
+    std::mutex mu;
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 8; ++t) {
+      pool.emplace_back([&, t] {
+        for (int i = 0; i < 40; ++i) {
+          const std::string key = "k" + std::to_string(t) + "-" + std::to_string(i);
+          auto loc = (*log)->Append(key, Bytes(30000 + 7 * i, char(t)));
+          ASSERT_TRUE(loc.ok()) << loc.status();
+          std::lock_guard<std::mutex> lock(mu);
+          written.emplace_back(key, *loc);
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    EXPECT_EQ((*log)->Stats().appends, 320u);
+  }
+  for (const auto& [key, loc] : written) highest = std::max(highest, loc.segment);
+  auto log = SegmentLog::Open(f.Options(1 << 20));
+  ASSERT_TRUE(log.ok());
+  for (const auto& [key, loc] : written) {
+    (*log)->AddLive(loc, key.size());
+    auto v = (*log)->Read(loc, key);
+    ASSERT_TRUE(v.ok()) << key << ": " << v.status();
+    const int t = key[1] - '0';
+    const int i = std::stoi(key.substr(key.find('-') + 1));
+    ASSERT_EQ(*v, Bytes(30000 + 7 * i, char(t))) << key;
+  }
+  const SegmentLogStats st = (*log)->Stats();
+  EXPECT_EQ(st.live_bytes, st.file_bytes);
+  auto fresh = (*log)->Append("after", "reopen");
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_GT(fresh->segment, highest);
+}
+
 TEST(SegmentLog, SyncedAppendsShareFlushes) {
   Fixture f;
   auto log = SegmentLog::Open(f.Options(1 << 20, /*sync=*/true));
@@ -218,6 +267,13 @@ TEST(SegmentLog, BadArgumentsAreRefused) {
   Fixture f;
   EXPECT_EQ(SegmentLog::Open({"", 1 << 20, false}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(SegmentLog::Open(f.Options(4096)).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const int lanes : {0, 65}) {
+    SegmentLogOptions o = f.Options();
+    o.lanes = lanes;
+    const absl::Status st = SegmentLog::Open(o).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << lanes;
+    EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("segment_log.lanes"));
+  }
   auto log = SegmentLog::Open(f.Options());
   ASSERT_TRUE(log.ok());
   EXPECT_EQ((*log)->Append("", "v").status().code(), absl::StatusCode::kInvalidArgument);
