@@ -56,6 +56,9 @@ struct BenchServiceArgs {
   int memory_mib = 512;          // qaqkv-server --memory-bytes
   int disk_mib = 4096;           // qaqkv-server --disk-bytes (puts evict past it)
   std::string server_binary;     // default: next to qaqkv
+  // More flags for the disk-mode qaqkv-server (e.g. "--segment-lanes=1"),
+  // to compare its settings in the same run of everything else.
+  std::vector<std::string> disk_server_flags;
   std::string redis_binary = "redis-server";
   // CPUs every server the bench starts runs on (ParseCpuList): by default
   // one, the same for qaqkv and Redis, so each server has at most a core,

@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
       ->default_val(512);
   bv->add_option("--disk-mib", bench_service.disk_mib, "qaqkv-server disk budget")->default_val(4096);
   bv->add_option("--server-binary", bench_service.server_binary, "qaqkv-server to start");
+  bv->add_option("--disk-server-flag", bench_service.disk_server_flags,
+                 "a flag for the disk-mode qaqkv-server (repeatable), e.g. --segment-lanes=1")
+      ->allow_extra_args(false);
   bv->add_option("--redis-binary", bench_service.redis_binary, "redis-server to start")
       ->default_val("redis-server");
   bv->add_option("--server-cpus", bench_service.server_cpus,
