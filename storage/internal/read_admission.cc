@@ -6,8 +6,9 @@
 
 namespace qaqkv::storage::internal {
 
-ReadAdmission::ReadAdmission(size_t capacity) : ring_(std::max<size_t>(capacity, 1)) {
-  seen_.reserve(ring_.size());
+ReadAdmission::ReadAdmission(size_t capacity)
+    : capacity_(std::max<size_t>(capacity, 1)), ring_(capacity_) {
+  seen_.reserve(capacity_);
 }
 
 bool ReadAdmission::Admit(std::string_view key) {
@@ -18,7 +19,7 @@ bool ReadAdmission::Admit(std::string_view key) {
     return true;
   }
   const uint64_t seq = next_seq_++;
-  Slot& slot = ring_[seq % ring_.size()];
+  Slot& slot = ring_[seq % capacity_];
   if (slot.seq != 0) {
     auto old = seen_.find(slot.hash);
     if (old != seen_.end() && old->second == slot.seq) seen_.erase(old);

@@ -36,9 +36,10 @@ class ReadAdmission {
   // a first read, which is remembered.
   bool Admit(std::string_view key);
 
-  size_t capacity() const { return ring_.size(); }
+  size_t capacity() const { return capacity_; }
 
  private:
+  const size_t capacity_;
   base::Mutex mu_;
   // Hash of a key read once -> the sequence number of that read; the ring
   // holds (hash, seq) in arrival order so the oldest is forgotten first,
