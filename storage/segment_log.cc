@@ -376,15 +376,21 @@ void SegmentLog::Release(const SegmentLocation& loc, size_t key_size) {
   stats_.live_bytes -= bytes;
 }
 
-std::vector<uint32_t> SegmentLog::Reclaimable(double max_live_fraction) const {
+std::vector<uint32_t> SegmentLog::Reclaimable(double max_live_fraction) {
   std::vector<std::pair<uint64_t, uint32_t>> found;
+  auto worth = [&](const Segment& s) {
+    return static_cast<double>(s.live) < max_live_fraction * static_cast<double>(s.size);
+  };
   {
     base::MutexLock lock(&mu_);
+    for (size_t lane = 1; lane < open_.size(); ++lane) {
+      if (open_[lane] == kNoSegment) continue;
+      const Segment& s = segments_.find(open_[lane])->second;
+      if (s.in_flight == 0 && s.size > 0 && worth(s)) open_[lane] = kNoSegment;
+    }
     for (const auto& [id, s] : segments_) {
       if (IsOpenLocked(id) || s.in_flight > 0 || s.size == 0) continue;
-      if (static_cast<double>(s.live) < max_live_fraction * static_cast<double>(s.size)) {
-        found.emplace_back(s.live, id);
-      }
+      if (worth(s)) found.emplace_back(s.live, id);
     }
   }
   std::sort(found.begin(), found.end());

@@ -106,8 +106,11 @@ class SegmentLog {
   void Release(const SegmentLocation& loc, size_t key_size);
 
   // Sealed segments with no write in flight whose live bytes are below
-  // `max_live_fraction` of their file, fewest live bytes first.
-  std::vector<uint32_t> Reclaimable(double max_live_fraction) const;
+  // `max_live_fraction` of their file, fewest live bytes first. A lane
+  // other than the first whose file qualifies and has nothing in flight is
+  // sealed here (its next append starts a new file): a lane only bursts of
+  // concurrent writers use would otherwise keep its dead bytes for good.
+  std::vector<uint32_t> Reclaimable(double max_live_fraction);
   // Deletes a sealed segment's file: its locations then read kNotFound.
   // kFailedPrecondition for the segment being appended to or one with a
   // write in flight; kNotFound for an unknown segment.
