@@ -42,8 +42,6 @@ namespace {
 // The name health checks may ask about besides "" (kvcache.proto).
 constexpr char kHealthServiceName[] = "qaqkv.v1.KvCache";
 
-// Splits "host:port" or "[v6 address]:port"; the port must be 0..65535
-// (gRPC would otherwise take it modulo 65536 and bind somewhere else).
 absl::Status CheckOptions(const ServerOptions& options) {
   if (options.max_message_bytes < static_cast<int>(limits::kMinServerMaxMessageBytes)) {
     return absl::InvalidArgumentError(absl::StrCat("--max-message-bytes: ",

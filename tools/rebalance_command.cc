@@ -96,22 +96,30 @@ absl::Status CheckServers(std::string_view flag, const std::vector<std::string>&
 // The tenant's label value: --token's tenant is known only to the servers.
 std::string MetricsTenant(const Tenant& t) { return t.name.empty() ? "token" : t.name; }
 
+using Report = qc::Client::RebalanceReport;
+
+// The report's counters in its order: the JSON lines and the gauges both
+// list them from here.
+constexpr std::pair<const char*, uint64_t Report::*> kReportCounts[] = {
+    {"blocks", &Report::blocks},
+    {"blocks_copied", &Report::blocks_copied},
+    {"bytes_copied", &Report::bytes_copied},
+    {"blocks_removed", &Report::blocks_removed},
+    {"blocks_vanished", &Report::blocks_vanished},
+    {"sessions", &Report::sessions},
+    {"sessions_copied", &Report::sessions_copied},
+    {"sessions_deleted", &Report::sessions_deleted},
+    {"sessions_removed", &Report::sessions_removed},
+    {"errors", &Report::errors}};
+
 // The report's fields in its order, after the tenant.
-nlohmann::ordered_json ToJson(const Tenant& tenant,
-                              const qc::Client::RebalanceReport& r) {
-  return {{"tenant", tenant.name.empty() ? nlohmann::ordered_json()
-                                         : nlohmann::ordered_json(tenant.name)},
-          {"blocks", r.blocks},
-          {"blocks_copied", r.blocks_copied},
-          {"bytes_copied", r.bytes_copied},
-          {"blocks_removed", r.blocks_removed},
-          {"blocks_vanished", r.blocks_vanished},
-          {"sessions", r.sessions},
-          {"sessions_copied", r.sessions_copied},
-          {"sessions_deleted", r.sessions_deleted},
-          {"sessions_removed", r.sessions_removed},
-          {"errors", r.errors},
-          {"first_error", r.first_error}};
+nlohmann::ordered_json ToJson(const Tenant& tenant, const Report& r) {
+  nlohmann::ordered_json out = {{"tenant", tenant.name.empty()
+                                               ? nlohmann::ordered_json()
+                                               : nlohmann::ordered_json(tenant.name)}};
+  for (const auto& [name, field] : kReportCounts) out[name] = r.*field;
+  out["first_error"] = r.first_error;
+  return out;
 }
 
 // The reports so far, per tenant, as Prometheus gauges on an HTTP port:
@@ -141,19 +149,7 @@ class ProgressEndpoint {
   std::string Render() {
     std::lock_guard<std::mutex> lock(mu_);
     std::string out;
-    using R = qc::Client::RebalanceReport;
-    const std::pair<const char*, uint64_t R::*> fields[] = {
-        {"blocks", &R::blocks},
-        {"blocks_copied", &R::blocks_copied},
-        {"bytes_copied", &R::bytes_copied},
-        {"blocks_removed", &R::blocks_removed},
-        {"blocks_vanished", &R::blocks_vanished},
-        {"sessions", &R::sessions},
-        {"sessions_copied", &R::sessions_copied},
-        {"sessions_deleted", &R::sessions_deleted},
-        {"sessions_removed", &R::sessions_removed},
-        {"errors", &R::errors}};
-    for (const auto& [name, field] : fields) {
+    for (const auto& [name, field] : kReportCounts) {
       absl::StrAppend(&out, "# TYPE qaqkv_rebalance_", name, " gauge\n");
       for (const auto& [tenant, state] : tenants_) {
         absl::StrAppend(&out, "qaqkv_rebalance_", name, "{tenant=\"", tenant, "\"} ",
