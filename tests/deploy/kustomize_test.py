@@ -337,12 +337,12 @@ PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 def exported_metrics(repo):
     """The metric names the server exports (every "qaqkv_..." string literal
     of the two files that render /metrics) and the rebalance command's
-    gauges (qaqkv_rebalance_ and each field of its table)."""
+    gauges (qaqkv_rebalance_ and each name of its kReportCounts table)."""
     names = set()
     for path in ["service/metrics.cc", "service/stats.cc"]:
         names |= set(re.findall(r'"(qaqkv_[a-z0-9_]+)"', open(f"{repo}/{path}").read()))
     rebalance = open(f"{repo}/tools/rebalance_command.cc").read()
-    names |= {"qaqkv_rebalance_" + f for f in re.findall(r'\{"([a-z_]+)", &R::', rebalance)}
+    names |= {"qaqkv_rebalance_" + f for f in re.findall(r'\{"([a-z_]+)", &Report::', rebalance)}
     names |= {"qaqkv_rebalance_done"} if "qaqkv_rebalance_done" in rebalance else set()
     # A histogram's family name is no series of its own; its _bucket, _sum
     # and _count are.
