@@ -7,6 +7,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
@@ -157,34 +158,65 @@ absl::Status RocksDbTier::PutPage(std::string_view key, std::string_view page) {
 }
 
 absl::StatusOr<std::string> RocksDbTier::GetPage(std::string_view key) {
-  absl::StatusOr<std::string> value = Get(Column::kPages, key);
+  absl::StatusOr<std::string> stored = GetFromDb(Column::kPages, key);
+  if (stored.status().code() == absl::StatusCode::kDataLoss) {
+    checksum_failures_.fetch_add(1, std::memory_order_relaxed);
+    (void)Delete(Column::kPages, key);
+    return stored.status();
+  }
+  QAQKV_RETURN_IF_ERROR(stored.status());
+  absl::StatusOr<std::string> value = ResolvePage(key, &*stored);
   if (value.status().code() == absl::StatusCode::kDataLoss) {
     // Its segment bytes are gone or damaged: as for a checksum mismatch.
     checksum_failures_.fetch_add(1, std::memory_order_relaxed);
-    (void)Delete(Column::kPages, key);
+    DropPage(key, *stored);
     return value.status();
   }
   QAQKV_RETURN_IF_ERROR(value.status());
   if (!PageChecksumOk(*value)) {
     checksum_failures_.fetch_add(1, std::memory_order_relaxed);
     // Never served, and not left to fail again: the copy is gone.
-    (void)Delete(Column::kPages, key);
+    DropPage(key, stored->empty() ? *value : *stored);
     return absl::DataLossError("page: stored bytes fail their checksum; dropped");
   }
   return std::move(*value);
 }
 
-absl::StatusOr<std::string> RocksDbTier::ResolvePage(std::string_view key, std::string value) {
+void RocksDbTier::DropPage(std::string_view key, const std::string& stored) {
+  base::MutexLock lock(&stripes_.For(key));
+  absl::StatusOr<std::string> now = GetFromDb(Column::kPages, key);
+  // A page put or moved since it was read is another copy: not this one's
+  // to drop.
+  if (!now.ok() || *now != stored) return;
+  if (!WriteToDb({{Column::kPages, key, {}, /*erase=*/true}}).ok()) return;
+  if (log_ == nullptr) return;
+  if (auto loc = SegmentLocation::Decode(stored)) {
+    log_->Release(*loc, key.size());
+    WakeCollector();
+  }
+}
+
+absl::StatusOr<std::string> RocksDbTier::ResolvePage(std::string_view key, std::string* stored) {
+  // A reader does not lock the key: a writer may replace its page, and the
+  // collector move its record and delete the segment, between the read of
+  // the location and the read of the bytes. The segment is then gone
+  // (kNotFound), and the key holds a newer location. Only a location that
+  // is still the key's after its segment went is a lost page.
+  constexpr int kMaxMoves = 32;
   for (int attempt = 0;; ++attempt) {
-    const std::optional<SegmentLocation> loc = SegmentLocation::Decode(value);
-    if (!loc.has_value()) return value;  // the page itself
+    const std::optional<SegmentLocation> loc = SegmentLocation::Decode(*stored);
+    if (!loc.has_value()) return std::exchange(*stored, std::string());  // the page itself
     if (log_ == nullptr) return absl::DataLossError("page: its segment log is not there");
     absl::StatusOr<std::string> bytes = log_->Read(*loc, key);
     if (bytes.ok()) return bytes;
     if (bytes.status().code() != absl::StatusCode::kNotFound) return bytes.status();
-    if (attempt == 2) return absl::DataLossError(absl::StrCat("page: ", bytes.status().message()));
-    // The collector moved the record after the location was read: again.
-    QAQKV_ASSIGN_OR_RETURN(value, GetFromDb(Column::kPages, key));
+    QAQKV_ASSIGN_OR_RETURN(std::string now, GetFromDb(Column::kPages, key));
+    if (now == *stored) return absl::DataLossError(absl::StrCat("page: ", bytes.status().message()));
+    if (attempt == kMaxMoves) {
+      return absl::UnavailableError(
+          absl::StrCat("page: moved ", kMaxMoves, " times while being read; try again"));
+    }
+    *stored = std::move(now);
   }
 }
 
@@ -278,7 +310,7 @@ absl::Status RocksDbTier::Health() const {
 
 absl::StatusOr<std::string> RocksDbTier::Get(Column column, std::string_view key) {
   QAQKV_ASSIGN_OR_RETURN(std::string value, GetFromDb(column, key));
-  if (column == Column::kPages) return ResolvePage(key, std::move(value));
+  if (column == Column::kPages) return ResolvePage(key, &value);
   return value;
 }
 

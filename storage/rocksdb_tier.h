@@ -166,8 +166,11 @@ class RocksDbTier {
   absl::Status WriteToDb(const std::vector<Mutation>& batch);
   absl::StatusOr<std::string> GetFromDb(Column column, std::string_view key);
   // The page bytes a stored `pages` value stands for (itself, or what its
-  // location names); retries when the collector moved the record meanwhile.
-  absl::StatusOr<std::string> ResolvePage(std::string_view key, std::string value);
+  // location names); retries when the record was moved meanwhile. `stored`
+  // ends as the location last tried (empty when it was the page itself).
+  absl::StatusOr<std::string> ResolvePage(std::string_view key, std::string* stored);
+  // Deletes the page of `key` if the key still holds `stored`.
+  void DropPage(std::string_view key, const std::string& stored);
   absl::Status WriteSeparated(const std::vector<Mutation>& batch);
   // Remembers a write's outcome for Health.
   void NoteWrite(const absl::Status& st);
