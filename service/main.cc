@@ -40,6 +40,7 @@ struct Flags {
   bool separate_pages = true;
   bool promote_on_first_read = false;
   int segment_lanes = 4;
+  bool segment_direct_io = false;
   std::string write_back_bytes = "0";
   std::string min_free_disk_bytes = "256MiB";
   std::string auth_tokens;
@@ -90,6 +91,11 @@ void DefineFlags(CLI::App& app, Flags& f) {
                  "segment files page puts append to at once (1..64): writers in separate files "
                  "copy in parallel instead of queueing on one file's lock")
       ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_flag("--segment-direct-io", f.segment_direct_io,
+               "append page bytes with O_DIRECT, each record padded to 4 KiB: they skip the "
+               "page cache, which would hold a second copy of what the DRAM tier caches")
+      ->check(TrueFalse())
       ->capture_default_str();
   app.add_flag("--promote-on-first-read", f.promote_on_first_read,
                "copy every page read from disk into the DRAM tier (default: on its second read "
@@ -201,7 +207,13 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   o.store.write_back_bytes = *ParseByteSize(f.write_back_bytes);
   o.store.promote_on_first_read = f.promote_on_first_read;
   o.store.segment_lanes = f.segment_lanes;
+  o.store.segment_direct_io = f.segment_direct_io;
   o.store.min_free_disk_bytes = *ParseByteSize(f.min_free_disk_bytes);
+  if (f.segment_direct_io && (f.memory_only || !f.separate_pages)) {
+    return absl::InvalidArgumentError(
+        "--segment-direct-io: needs segment files (not with --memory-only or "
+        "--separate-pages=false)");
+  }
   if (o.store.write_back_bytes > 0 && f.memory_only) {
     return absl::InvalidArgumentError(
         "--write-back-bytes: needs a disk to write back to (not with --memory-only)");

@@ -134,7 +134,8 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const RocksDbTier
   std::error_code ec;
   if (!options.in_memory && (options.separate_pages || std::filesystem::exists(segments, ec))) {
     QAQKV_ASSIGN_OR_RETURN(tier->log_,
-                           SegmentLog::Open({segments, options.segment_bytes, options.sync, options.segment_lanes}));
+                           SegmentLog::Open({segments, options.segment_bytes, options.sync,
+                                             options.segment_lanes, options.segment_direct_io}));
     // Live bytes: what the recorded locations name.
     QAQKV_RETURN_IF_ERROR(
         tier->Scan(Column::kPages, "", [&](std::string_view key, std::string_view value) {

@@ -64,6 +64,7 @@ struct RocksDbTierOptions {
   bool separate_pages = false;
   uint64_t segment_bytes = 256ull << 20;
   int segment_lanes = 4;  // segment files appended to at once (segment_log.h)
+  bool segment_direct_io = false;  // segment appends with O_DIRECT (segment_log.h)
   // A sealed segment with less than this share of live bytes is rewritten.
   double segment_live_fraction = 0.5;
 };

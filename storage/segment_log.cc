@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -21,8 +22,13 @@ namespace {
 
 constexpr uint32_t kRecordMagic = 0x31475351u;    // "QSG1" little-endian
 constexpr uint32_t kLocationMagic = 0x434c5351u;  // "QSLC" little-endian
+constexpr uint32_t kPaddedMagic = 0x414c5351u;    // "QSLA" little-endian
 constexpr size_t kHeaderBytes = 24;
 constexpr size_t kLocationBytes = 20;
+// Staging buffers larger than this go back to the allocator after use.
+constexpr size_t kMaxPooledStaging = 4u << 20;
+
+uint64_t AlignUp(uint64_t n) { return (n + kSegmentDirectAlign - 1) & ~(kSegmentDirectAlign - 1); }
 
 // XXH3-64 of the header's first 16 bytes followed by the key.
 uint64_t HeaderHash(const uint8_t* head16, std::string_view key) {
@@ -67,7 +73,12 @@ int64_t WholeIo(Io io, int fd, iovec* iov, int count, uint64_t offset) {
 // removed segment's file stays readable by a read already under way).
 struct SegmentLog::File {
   int fd = -1;
-  explicit File(int f) : fd(f) {}
+  // Opened with O_DIRECT: appends and reads both bypass the page cache.
+  // Buffered reads beside direct writes are not coherent (a readahead can
+  // cache a range just before a direct write lands there, and keep it);
+  // a segment reopened later is read buffered, since nothing writes it.
+  bool direct = false;
+  explicit File(int f, bool d = false) : fd(f), direct(d) {}
   ~File() {
     if (fd >= 0) ::close(fd);
   }
@@ -78,7 +89,7 @@ struct SegmentLog::File {
 std::string SegmentLocation::Encode() const {
   std::string out(kLocationBytes, '\0');
   auto* p = reinterpret_cast<uint8_t*>(out.data());
-  base::StoreLe32(p, kLocationMagic);
+  base::StoreLe32(p, padded ? kPaddedMagic : kLocationMagic);
   base::StoreLe32(p + 4, segment);
   base::StoreLe64(p + 8, offset);
   base::StoreLe32(p + 16, length);
@@ -88,13 +99,18 @@ std::string SegmentLocation::Encode() const {
 std::optional<SegmentLocation> SegmentLocation::Decode(std::string_view bytes) {
   if (bytes.size() != kLocationBytes) return std::nullopt;
   const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
-  if (base::LoadLe32(p) != kLocationMagic) return std::nullopt;
-  return SegmentLocation{base::LoadLe32(p + 4), base::LoadLe64(p + 8), base::LoadLe32(p + 16)};
+  const uint32_t magic = base::LoadLe32(p);
+  if (magic != kLocationMagic && magic != kPaddedMagic) return std::nullopt;
+  return SegmentLocation{base::LoadLe32(p + 4), base::LoadLe64(p + 8), base::LoadLe32(p + 16),
+                         magic == kPaddedMagic};
 }
 
 uint64_t SegmentLocation::RecordBytes(size_t key_size) const {
-  return kHeaderBytes + key_size + length;
+  const uint64_t bytes = kHeaderBytes + key_size + length;
+  return padded ? AlignUp(bytes) : bytes;
 }
+
+void SegmentLog::FreeBytes::operator()(char* p) const { std::free(p); }
 
 SegmentLog::SegmentLog(Token, SegmentLogOptions options) : options_(std::move(options)) {}
 
@@ -129,7 +145,10 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(const SegmentLogOpt
     if (name.size() != 12 || name.substr(8) != ".seg") continue;
     uint32_t id = 0;
     if (!absl::SimpleHexAtoi(name.substr(0, 8), &id)) continue;
-    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+    // In direct mode sealed segments are read with O_DIRECT too, so that
+    // the disk tier's reads never fill the page cache.
+    const int direct = options.direct_io ? O_DIRECT : 0;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | direct);
     if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", entry.path().string()));
     struct stat st;
     if (::fstat(fd, &st) != 0) {
@@ -145,7 +164,7 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(const SegmentLogOpt
     }
     base::MutexLock lock(&log->mu_);
     Segment& s = log->segments_[id];
-    s.file = std::make_shared<File>(fd);
+    s.file = std::make_shared<File>(fd, direct != 0);
     s.size = static_cast<uint64_t>(st.st_size);
     log->stats_.file_bytes += s.size;
     ++log->stats_.segments;
@@ -174,8 +193,17 @@ absl::Status SegmentLog::StartSegmentLocked(size_t lane) {
   }
   const uint32_t id = next_id_;
   const std::string path = PathOf(id);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("create ", path));
+  const int direct = options_.direct_io ? O_DIRECT : 0;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | direct, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    if (direct != 0 && err == EINVAL) {
+      ::unlink(path.c_str());  // created before the flag was refused, on some kernels
+      return absl::InvalidArgumentError(absl::StrCat(
+          "segment_log.direct_io: the file system of ", options_.dir, " has no O_DIRECT"));
+    }
+    return ErrnoStatus(err, absl::StrCat("create ", path));
+  }
   if (options_.sync) {
     // The new name must survive a power loss too, before anything in it
     // is acknowledged.
@@ -186,7 +214,7 @@ absl::Status SegmentLog::StartSegmentLocked(size_t lane) {
     }
   }
   Segment& s = segments_[id];
-  s.file = std::make_shared<File>(fd);
+  s.file = std::make_shared<File>(fd, direct != 0);
   open_[lane] = id;
   ++next_id_;
   ++stats_.segments;
@@ -224,6 +252,7 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
   base::StoreLe64(head + 16, HeaderHash(head, key));
   SegmentLocation loc;
   loc.length = static_cast<uint32_t>(value.size());
+  loc.padded = options_.direct_io;
   const uint64_t bytes = loc.RecordBytes(key.size());
   std::shared_ptr<File> file;
   {
@@ -244,12 +273,33 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
     stats_.live_bytes += bytes;
     file = s->file;
   }
-  // Header, key and value in one call, straight from the caller's buffers.
-  iovec iov[3] = {{head, kHeaderBytes},
-                  {const_cast<char*>(key.data()), key.size()},
-                  {const_cast<char*>(value.data()), value.size()}};
-  const int64_t n = WholeIo(::pwritev, file->fd, iov, 3, loc.offset);
-  const int err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < bytes ? EIO : 0);
+  int err = 0;
+  if (loc.padded) {
+    // The record, its padding zeroed, in an aligned buffer: O_DIRECT
+    // needs the memory, the offset and the length aligned.
+    Staging staging = TakeStaging(bytes);
+    if (!staging.bytes) {
+      err = ENOMEM;
+    } else {
+      char* at = staging.bytes.get();
+      std::memcpy(at, head, kHeaderBytes);
+      std::memcpy(at + kHeaderBytes, key.data(), key.size());
+      std::memcpy(at + kHeaderBytes + key.size(), value.data(), value.size());
+      const uint64_t used = kHeaderBytes + key.size() + value.size();
+      std::memset(at + used, 0, bytes - used);
+      iovec iov = {at, bytes};
+      const int64_t n = WholeIo(::pwritev, file->fd, &iov, 1, loc.offset);
+      err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < bytes ? EIO : 0);
+    }
+    ReturnStaging(std::move(staging));
+  } else {
+    // Header, key and value in one call, straight from the caller's buffers.
+    iovec iov[3] = {{head, kHeaderBytes},
+                    {const_cast<char*>(key.data()), key.size()},
+                    {const_cast<char*>(value.data()), value.size()}};
+    const int64_t n = WholeIo(::pwritev, file->fd, iov, 3, loc.offset);
+    err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < bytes ? EIO : 0);
+  }
   uint64_t mine = 0;
   {
     base::MutexLock lock(&mu_);
@@ -276,6 +326,29 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
     }
   }
   return loc;
+}
+
+SegmentLog::Staging SegmentLog::TakeStaging(uint64_t bytes) const {
+  Staging staging;
+  {
+    base::MutexLock lock(&mu_);
+    if (!staging_.empty()) {
+      staging = std::move(staging_.back());
+      staging_.pop_back();
+    }
+  }
+  if (staging.capacity < bytes) {
+    const uint64_t size = AlignUp(bytes);
+    staging.bytes.reset(static_cast<char*>(std::aligned_alloc(kSegmentDirectAlign, size)));
+    staging.capacity = staging.bytes ? size : 0;
+  }
+  return staging;
+}
+
+void SegmentLog::ReturnStaging(Staging staging) const {
+  if (!staging.bytes || staging.capacity > kMaxPooledStaging) return;
+  base::MutexLock lock(&mu_);
+  if (staging_.size() < 2 * open_.size()) staging_.push_back(std::move(staging));
 }
 
 absl::Status SegmentLog::SyncAll() {
@@ -335,6 +408,8 @@ absl::StatusOr<std::string> SegmentLog::Read(const SegmentLocation& loc, std::st
     }
     file = it->second.file;
   }
+  const std::string where = absl::StrCat("segment ", loc.segment, " offset ", loc.offset);
+  if (file->direct) return ReadDirect(*file, loc, key, where);
   // Header and key into a small buffer, the value straight into the result.
   std::string head(kHeaderBytes + key.size(), '\0');
   std::string value(loc.length, '\0');
@@ -344,18 +419,67 @@ absl::StatusOr<std::string> SegmentLog::Read(const SegmentLocation& loc, std::st
   if (got < 0) {
     return ErrnoStatus(static_cast<int>(-got), absl::StrCat("read ", PathOf(loc.segment)));
   }
-  const std::string where = absl::StrCat("segment ", loc.segment, " offset ", loc.offset);
   if (uint64_t(got) != want) {
     return absl::DataLossError(absl::StrCat("segment log: ", where, ": record cut short"));
   }
-  const auto* h = reinterpret_cast<const uint8_t*>(head.data());
+  QAQKV_RETURN_IF_ERROR(CheckHeader(reinterpret_cast<const uint8_t*>(head.data()), loc, key, where));
+  return value;
+}
+
+absl::StatusOr<std::string> SegmentLog::ReadDirect(const File& file, const SegmentLocation& loc,
+                                                   std::string_view key,
+                                                   const std::string& where) const {
+  // The aligned blocks that hold the record: all of a padded record's,
+  // or around one a buffered run wrote (a segment reopened in direct mode).
+  const uint64_t record = kHeaderBytes + key.size() + loc.length;
+  const uint64_t from = loc.offset / kSegmentDirectAlign * kSegmentDirectAlign;
+  const uint64_t skip = loc.offset - from;
+  const uint64_t bytes = AlignUp(skip + record);
+  Staging staging = TakeStaging(bytes);
+  if (!staging.bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("segment log: ", where, ": no memory for a read of ", bytes, " bytes"));
+  }
+  // A short count is the end of the file (unaligned in a buffered run's
+  // segments), after which an unaligned offset would be refused.
+  int64_t got = 0;
+  while (uint64_t(got) < bytes) {
+    const ssize_t n = ::pread(file.fd, staging.bytes.get() + got, bytes - uint64_t(got),
+                              static_cast<off_t>(from + uint64_t(got)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      got = -errno;
+      break;
+    }
+    got += n;
+    if (n == 0 || n % static_cast<ssize_t>(kSegmentDirectAlign) != 0) break;
+  }
+  absl::StatusOr<std::string> value;
+  if (got < 0) {
+    value = ErrnoStatus(static_cast<int>(-got), absl::StrCat("read ", PathOf(loc.segment)));
+  } else if (uint64_t(got) < skip + record) {
+    value = absl::DataLossError(absl::StrCat("segment log: ", where, ": record cut short"));
+  } else {
+    const char* at = staging.bytes.get() + skip;
+    if (absl::Status st = CheckHeader(reinterpret_cast<const uint8_t*>(at), loc, key, where);
+        !st.ok()) {
+      value = st;
+    } else {
+      value = std::string(at + kHeaderBytes + key.size(), loc.length);
+    }
+  }
+  ReturnStaging(std::move(staging));
+  return value;
+}
+
+absl::Status SegmentLog::CheckHeader(const uint8_t* h, const SegmentLocation& loc,
+                                     std::string_view key, const std::string& where) {
   if (base::LoadLe32(h) != kRecordMagic || base::LoadLe32(h + 4) != key.size() ||
-      base::LoadLe64(h + 8) != loc.length ||
-      base::LoadLe64(h + 16) != HeaderHash(h, key) ||
-      head.compare(kHeaderBytes, key.size(), key) != 0) {
+      base::LoadLe64(h + 8) != loc.length || base::LoadLe64(h + 16) != HeaderHash(h, key) ||
+      std::memcmp(h + kHeaderBytes, key.data(), key.size()) != 0) {
     return absl::DataLossError(absl::StrCat("segment log: ", where, ": not the record of this key"));
   }
-  return value;
+  return absl::OkStatus();
 }
 
 void SegmentLog::AddLive(const SegmentLocation& loc, size_t key_size) {

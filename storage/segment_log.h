@@ -25,6 +25,18 @@
 // SIGKILL of the process); with `sync`, once they are on disk, with one
 // fdatasync shared by every writer waiting for it (group commit).
 //
+// Direct I/O (`direct_io`): appends bypass the page cache (O_DIRECT), each
+// record padded with zeros to a multiple of 4 KiB from an aligned staging
+// copy. The DRAM tier already caches hot pages; a second copy in the page
+// cache costs memory outside the process's budget and, on hosts that
+// charge for each newly touched page (docs/performance.md), most of a
+// buffered write's time. Without `sync`, a direct append is on the device but
+// the file's size and extents are not journalled yet: it survives a SIGKILL,
+// as a buffered one does, not a power loss. Reads of a segment written this
+// way are direct too (through an aligned buffer, one copy out), since
+// buffered reads beside direct writes are not coherent; a page read again
+// soon is the DRAM tier's to keep (storage/internal/read_admission.h).
+//
 // Space: each segment counts its live bytes. Append counts its record as
 // live; the owner calls Release when it drops or replaces a location, and
 // AddLive for each location it still holds after a reopen. Reclaimable
@@ -50,16 +62,22 @@
 namespace qaqkv::storage {
 
 // Where a record lies: its segment, the offset of its header, and its value
-// length. Encoded in 20 bytes (u32 magic "QSLC", u32 segment, u64 offset,
-// u32 length), which cannot be mistaken for a page (pages start "QAQP").
+// length. Encoded in 20 bytes (u32 magic "QSLC", or "QSLA" for a padded
+// record, u32 segment, u64 offset, u32 length), which cannot be mistaken for
+// a page (pages start "QAQP").
 struct SegmentLocation {
   uint32_t segment = 0;
   uint64_t offset = 0;
   uint32_t length = 0;
+  // Written with direct I/O: the record takes a multiple of
+  // kSegmentDirectAlign bytes. Carried in the location, not the log's
+  // options, so that live bytes stay exact after a reopen with other ones.
+  bool padded = false;
 
   std::string Encode() const;
   static std::optional<SegmentLocation> Decode(std::string_view bytes);
-  // Header, key and value: what the record takes in its segment.
+  // Header, key and value (and padding): what the record takes in its
+  // segment.
   uint64_t RecordBytes(size_t key_size) const;
   bool operator==(const SegmentLocation&) const = default;
 };
@@ -69,7 +87,12 @@ struct SegmentLogOptions {
   uint64_t segment_bytes = 256ull << 20; // a segment is sealed once this full
   bool sync = false;                     // fdatasync before Append returns
   int lanes = 4;                         // files appended to at once (1..64)
+  bool direct_io = false;                // appends with O_DIRECT (file comment)
 };
+
+// Offset and size alignment of direct appends: the largest logical block
+// size of common devices, so one value suits every disk.
+inline constexpr uint64_t kSegmentDirectAlign = 4096;
 
 struct SegmentLogStats {
   uint64_t appended_bytes = 0;  // record bytes written since Open
@@ -82,7 +105,8 @@ struct SegmentLogStats {
 
 class SegmentLog {
  public:
-  // kInvalidArgument for an empty dir or a segment size under 1 MiB;
+  // kInvalidArgument for an empty dir, a segment size under 1 MiB, lanes
+  // outside [1, 64], or direct_io on a file system without O_DIRECT;
   // kUnavailable (kResourceExhausted for a full disk) when the directory or
   // the first segment cannot be created.
   static absl::StatusOr<std::unique_ptr<SegmentLog>> Open(const SegmentLogOptions& options);
@@ -133,6 +157,14 @@ class SegmentLog {
     int in_flight = 0;
   };
   struct Token {};
+  // An aligned buffer a direct append assembles its record in.
+  struct FreeBytes {
+    void operator()(char* p) const;
+  };
+  struct Staging {
+    std::unique_ptr<char, FreeBytes> bytes;
+    size_t capacity = 0;
+  };
 
  public:
   SegmentLog(Token, SegmentLogOptions options);
@@ -145,6 +177,17 @@ class SegmentLog {
   size_t PickLaneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsOpenLocked(uint32_t segment) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SyncThrough(uint64_t done) ABSL_LOCKS_EXCLUDED(mu_);
+  // A read of a segment written with O_DIRECT, through an aligned buffer.
+  absl::StatusOr<std::string> ReadDirect(const File& file, const SegmentLocation& loc,
+                                         std::string_view key, const std::string& where) const;
+  // kDataLoss unless the record header at `h` (followed by its key) is the
+  // record of `key` that `loc` names.
+  static absl::Status CheckHeader(const uint8_t* h, const SegmentLocation& loc,
+                                  std::string_view key, const std::string& where);
+  // An aligned buffer of at least `bytes` (a pooled one when it is large
+  // enough); its `bytes` is null when memory ran out.
+  Staging TakeStaging(uint64_t bytes) const ABSL_LOCKS_EXCLUDED(mu_);
+  void ReturnStaging(Staging staging) const ABSL_LOCKS_EXCLUDED(mu_);
   std::string PathOf(uint32_t segment) const;
 
   const SegmentLogOptions options_;
@@ -161,6 +204,9 @@ class SegmentLog {
   uint64_t synced_ ABSL_GUARDED_BY(mu_) = 0;
   bool syncing_ ABSL_GUARDED_BY(mu_) = false;
   std::set<uint32_t> dirty_ ABSL_GUARDED_BY(mu_);
+  // Direct I/O's staging buffers, reused so that a steady load touches no
+  // new memory (at most 2 per lane, each at most 4 MiB, are kept).
+  mutable std::vector<Staging> staging_ ABSL_GUARDED_BY(mu_);
   absl::Status sync_error_ ABSL_GUARDED_BY(mu_);  // sticky
   base::CondVar synced_cv_;
 };

@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStore
   disk_options.sync = options.sync;
   disk_options.separate_pages = options.separate_pages;
   disk_options.segment_lanes = options.segment_lanes;
+  disk_options.segment_direct_io = options.segment_direct_io;
   size_t dram_bytes = options.memory_bytes;
   if (!options.memory_only) {
     // RocksDB's memtables and block cache are caches too: they come out of

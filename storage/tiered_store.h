@@ -62,6 +62,10 @@ struct TieredStoreOptions {
   // Segment files appended to at once: writers in separate files copy in
   // parallel instead of queueing on one file's inode lock.
   int segment_lanes = 4;
+  // Segment appends with O_DIRECT, records padded to 4 KiB: page bytes do
+  // not pass through (and are not kept twice in) the page cache
+  // (storage/segment_log.h).
+  bool segment_direct_io = false;
   // Write-back (on disk only; 0: off). A page put is acknowledged once it
   // is in memory and a background writer stores it; at most this many
   // bytes of acknowledged pages wait unwritten, and a put past that waits

@@ -17,7 +17,9 @@
 #include <filesystem>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <random>
 #include <vector>
@@ -54,6 +56,15 @@ std::string MakePage(size_t bytes, uint32_t seed) {
   std::memcpy(p.data() + bytes - 8, &h, 8);
   return p;
 }
+
+constexpr size_t kDirectAlign = 4096;
+struct FreeBytes {
+  void operator()(char* p) const { std::free(p); }
+};
+struct AlignedPage {
+  std::unique_ptr<char, FreeBytes> bytes;
+  size_t size = 0;
+};
 
 storage::BlockKey KeyOf(uint32_t i) {
   storage::BlockKey k{};
@@ -183,6 +194,16 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   // an order that rotates each round, and the median of each: in one fixed
   // order whichever ran first would get the page cache's room for dirty
   // pages and the others its writeback.
+  std::vector<AlignedPage> aligned;
+  for (const std::string& p : pages) {
+    AlignedPage a;
+    a.size = (p.size() + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+    a.bytes.reset(static_cast<char*>(std::aligned_alloc(kDirectAlign, a.size)));
+    if (!a.bytes) return Fail("no memory for the aligned pages");
+    std::memset(a.bytes.get(), 0, a.size);
+    std::memcpy(a.bytes.get(), p.data(), p.size());
+    aligned.push_back(std::move(a));
+  }
   for (bool sync : {false, true}) {
     const absl::string_view phase = sync ? "disk writes (fsync)" : "disk writes";
     const int n = sync ? std::max(8, args.pages / 8) : args.pages;
@@ -194,6 +215,10 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     o.memory_bytes = 64 << 20;
     auto store = storage::TieredStore::Open(o);
     if (!store.ok()) return fail(phase, "open " + db_dir, store.status());
+    o.data_dir = db_dir + "-direct";
+    o.segment_direct_io = true;
+    auto direct_store = storage::TieredStore::Open(o);
+    if (!direct_store.ok()) return fail(phase, "open " + o.data_dir, direct_store.status());
     const std::string seg_dir = dir + (sync ? "/segments-sync" : "/segments");
     auto log = storage::SegmentLog::Open({seg_dir, 256ull << 20, sync});
     if (!log.ok()) return fail(phase, "open " + seg_dir, log.status());
@@ -203,14 +228,15 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     for (const std::string& p : pages) owned.push_back(std::make_shared<const std::string>(p));
     // Round 0 writes keys 0..n-1 and the file "plain": the read phase reads
     // them back.
-    auto store_round = [&](int round, bool verified) -> absl::StatusOr<double> {
+    auto store_round = [&](storage::TieredStore& st, int round,
+                           bool verified) -> absl::StatusOr<double> {
       const uint32_t base = uint32_t(round) * uint32_t(n) + (verified ? 0u : 1u << 24);
       const auto t0 = Clock::now();
       for (int i = 0; i < n; ++i) {
         const storage::PageBuffer& page = owned[i % owned.size()];
         storage::PutPageRequest req{"bench", KeyOf(base + uint32_t(i)), 0, 1, "geo", *page, page};
         req.checksum_verified = verified;
-        auto r = (*store)->PutPage(req);
+        auto r = st.PutPage(req);
         if (!r.ok()) return r.status();
       }
       return Seconds(t0);
@@ -226,16 +252,22 @@ int RunBenchStorage(const BenchStorageArgs& args) {
       }
       return Seconds(t0);
     };
-    auto file_round = [&](int round) -> absl::StatusOr<double> {
-      const std::string file =
-          dir + (sync ? "/plain-sync" : "/plain") + (round > 0 ? absl::StrCat("-", round) : "");
-      const int fd = open(file.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    // The plain file written the plain way, and with O_DIRECT: each page
+    // from an aligned copy padded to 4 KiB, prepared before the clock runs.
+    auto file_round = [&](int round, bool direct) -> absl::StatusOr<double> {
+      const std::string file = dir + (sync ? "/plain-sync" : "/plain") +
+                               (direct ? "-direct" : "") +
+                               (round > 0 ? absl::StrCat("-", round) : "");
+      const int fd =
+          open(file.c_str(), O_CREAT | O_WRONLY | O_TRUNC | (direct ? O_DIRECT : 0), 0644);
       if (fd < 0) {
         return absl::UnavailableError(absl::StrCat("cannot create ", file, ": ", std::strerror(errno)));
       }
       const auto t0 = Clock::now();
       for (int i = 0; i < n; ++i) {
-        const std::string& p = pages[i % pages.size()];
+        const AlignedPage& a = aligned[i % aligned.size()];
+        const std::string_view p =
+            direct ? std::string_view(a.bytes.get(), a.size) : std::string_view(pages[i % pages.size()]);
         if (write(fd, p.data(), p.size()) != static_cast<ssize_t>(p.size()) ||
             (sync && fdatasync(fd) != 0)) {
           const int err = errno;
@@ -249,15 +281,19 @@ int RunBenchStorage(const BenchStorageArgs& args) {
       if (round > 0) unlink(file.c_str());
       return t;
     };
-    constexpr int kWriters = 4;  // store, store hashing, segment log, plain file
+    // store, store hashing, segment log, plain file, direct store, plain
+    // file with O_DIRECT
+    constexpr int kWriters = 6;
     std::vector<double> times[kWriters];
     for (int round = 0; round < kRounds; ++round) {
       for (int k = 0; k < kWriters; ++k) {
         const int which = (k + round) % kWriters;
-        absl::StatusOr<double> t = which == 0   ? store_round(round, true)
-                                   : which == 1 ? store_round(round, false)
+        absl::StatusOr<double> t = which == 0   ? store_round(**store, round, true)
+                                   : which == 1 ? store_round(**store, round, false)
                                    : which == 2 ? log_round(round)
-                                                : file_round(round);
+                                   : which == 3 ? file_round(round, false)
+                                   : which == 4 ? store_round(**direct_store, round, true)
+                                                : file_round(round, true);
         if (!t.ok()) return fail(phase, absl::StrCat("round ", round), t.status());
         times[which].push_back(*t);
       }
@@ -267,7 +303,7 @@ int RunBenchStorage(const BenchStorageArgs& args) {
       return double(n) * page_bytes / t[t.size() / 2] / 1e9;
     };
     const double ours = gbps(times[0]), hashing = gbps(times[1]), seg = gbps(times[2]),
-                 base = gbps(times[3]);
+                 base = gbps(times[3]), direct = gbps(times[4]), base_direct = gbps(times[5]);
     const char* mode = sync ? "fsync" : "none";
     report.Add({{"disk_tier_write"}, {mode}, {ours, 3}, {"plain file write"}, {base, 3},
                 {ours / base, 2}});
@@ -275,6 +311,10 @@ int RunBenchStorage(const BenchStorageArgs& args) {
                 {base, 3}, {hashing / base, 2}});
     report.Add({{"segment_log_write"}, {mode}, {seg, 3}, {"plain file write"}, {base, 3},
                 {seg / base, 2}});
+    report.Add({{"disk_tier_write_direct"}, {mode}, {direct, 3}, {"plain file write"}, {base, 3},
+                {direct / base, 2}});
+    report.Add({{"disk_tier_write_direct"}, {mode}, {direct, 3}, {"plain file O_DIRECT write"},
+                {base_direct, 3}, {direct / base_direct, 2}});
   }
 
   // 4. Reads of pages only the disk tier holds (a fresh store: the DRAM
@@ -288,13 +328,19 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   // DRAM tier keeps. An untimed promoting pass first: a fresh process would
   // otherwise time the page faults of growing its heap, which a server that
   // has run for a while does not pay.
+  // The `direct` pass reads the store that wrote with O_DIRECT (which reads
+  // its segments with O_DIRECT too) against pread with O_DIRECT of the
+  // plain file written that way: neither has a page cache to be warm in.
   struct ReadPass {
-    bool timed, cold, promote;
+    bool timed, cold, promote, direct = false;
   };
-  for (const ReadPass pass : {ReadPass{false, false, true}, ReadPass{true, false, false},
-                              ReadPass{true, false, true}, ReadPass{true, true, false}}) {
+  for (const ReadPass pass :
+       {ReadPass{false, false, true}, ReadPass{true, false, false}, ReadPass{true, false, true},
+        ReadPass{true, true, false}, ReadPass{true, false, false, true}}) {
     const bool cold = pass.cold;
-    const absl::string_view phase = cold ? "disk reads (cold)" : "disk reads (warm)";
+    const absl::string_view phase = pass.direct ? "disk reads (direct)"
+                                    : cold      ? "disk reads (cold)"
+                                                : "disk reads (warm)";
     const int n = args.pages;
     if (cold) {
       std::error_code ec;
@@ -311,9 +357,10 @@ int RunBenchStorage(const BenchStorageArgs& args) {
       }
     }
     storage::TieredStoreOptions o;
-    o.data_dir = dir + "/db";
+    o.data_dir = dir + (pass.direct ? "/db-direct" : "/db");
     o.memory_bytes = 64 << 20;
     o.promote_on_first_read = pass.promote;
+    o.segment_direct_io = pass.direct;
     auto store = storage::TieredStore::Open(o);
     if (!store.ok()) return fail(phase, "open " + o.data_dir, store.status());
     uint64_t sink = 0;
@@ -325,13 +372,15 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     }
     const double t_store = Seconds(t0);
     if (!pass.timed) continue;
-    const std::string file = dir + "/plain";
-    const int fd = open(file.c_str(), O_RDONLY);
+    const std::string file = dir + (pass.direct ? "/plain-direct" : "/plain");
+    const int fd = open(file.c_str(), O_RDONLY | (pass.direct ? O_DIRECT : 0));
     if (fd < 0) return Fail(absl::StrCat(phase, ": cannot open ", file, ": ", std::strerror(errno)));
-    std::vector<char> buf(page_bytes);
+    // Into one reused buffer (aligned, whole blocks, for O_DIRECT).
+    const size_t stride = pass.direct ? aligned[0].size : page_bytes;
+    char* const buf = aligned[0].bytes.get();
     t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
-      if (pread(fd, buf.data(), page_bytes, off_t(i) * page_bytes) != static_cast<ssize_t>(page_bytes)) {
+      if (pread(fd, buf, stride, off_t(i) * stride) != static_cast<ssize_t>(stride)) {
         const int err = errno;
         close(fd);
         return Fail(absl::StrCat(phase, ": plain file ", file, ": read of page ", i, " failed: ",
@@ -343,8 +392,11 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     close(fd);
     const double ours = double(n) * page_bytes / t_store / 1e9;
     const double base = double(n) * page_bytes / t_file / 1e9;
-    report.Add({{pass.promote ? "disk_tier_read_promoting" : "disk_tier_read"},
-                {cold ? "cold" : "warm"}, {ours, 3}, {"plain file pread"}, {base, 3},
+    report.Add({{pass.direct    ? "disk_tier_read_direct"
+                 : pass.promote ? "disk_tier_read_promoting"
+                                : "disk_tier_read"},
+                {pass.direct ? "direct" : cold ? "cold" : "warm"}, {ours, 3},
+                {pass.direct ? "plain file O_DIRECT pread" : "plain file pread"}, {base, 3},
                 {ours / base, 2}});
     if (sink == 42) std::fprintf(stderr, " ");
   }

@@ -126,6 +126,11 @@ INSTANTIATE_TEST_SUITE_P(
         {"SegmentLanesNotANumber", {"--segment-lanes=many"}, "--segment-lanes"},
         {"PromoteOnFirstReadNotABool", {"--promote-on-first-read=often"},
          "--promote-on-first-read"},
+        {"SegmentDirectIoNotABool", {"--segment-direct-io=maybe"}, "--segment-direct-io"},
+        {"SegmentDirectIoMemoryOnly", {"--segment-direct-io", "--memory-only"},
+         "--segment-direct-io: needs segment files"},
+        {"SegmentDirectIoPagesInRocksDb", {"--segment-direct-io", "--separate-pages=false"},
+         "--segment-direct-io: needs segment files"},
         {"TenantMaxStreamsNotANumber", {"--tenant-max-streams=many"}, "tenant"},
         // The log line is logfmt: the quotes around the value are escaped.
         {"StoreThreadsNotANumber",

@@ -56,6 +56,7 @@ struct Mode {
   bool separate_pages;
   bool sync;
   uint64_t write_back_bytes = 0;
+  bool direct_io = false;  // segment appends with O_DIRECT
 };
 Mode mode = {true, false};
 
@@ -65,6 +66,7 @@ TieredStoreOptions Options(const std::string& dir) {
   o.separate_pages = mode.separate_pages;
   o.sync = mode.sync;
   o.write_back_bytes = mode.write_back_bytes;
+  o.segment_direct_io = mode.direct_io;
   o.memory_bytes = 16 << 20;
   o.dram_shards = 4;
   return o;
@@ -220,11 +222,13 @@ TEST_P(CrashTest, SigkillLosesNoAcknowledgedPage) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, CrashTest,
                          testing::Values(Mode{true, false}, Mode{false, false}, Mode{true, true},
-                                         Mode{true, false, 256 << 10}),
+                                         Mode{true, false, 256 << 10},
+                                         Mode{true, false, 0, /*direct_io=*/true}),
                          [](const testing::TestParamInfo<Mode>& p) {
                            return std::string(p.param.separate_pages ? "InSegments" : "InRocksDb") +
                                   (p.param.sync ? "Fsync" : "") +
-                                  (p.param.write_back_bytes > 0 ? "WriteBack" : "");
+                                  (p.param.write_back_bytes > 0 ? "WriteBack" : "") +
+                                  (p.param.direct_io ? "DirectIo" : "");
                          });
 
 }  // namespace
