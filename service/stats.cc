@@ -87,6 +87,11 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
       {"qaqkv_segment_live_bytes", "gauge",
        "Segment bytes that stored pages still use (the rest is reclaimable garbage).",
        stats.segment_live_bytes},
+      {"qaqkv_pages_promoted_total", "counter",
+       "Pages read from disk and copied into the DRAM tier (on a second read in a while, "
+       "or every read with --promote-on-first-read); against qaqkv_tier_hits_total{tier=\"disk\"}, "
+       "the share of disk reads the read admission kept out of memory.",
+       stats.pages_promoted},
       {"qaqkv_segments_collected_total", "counter",
        "Segments the collector rewrote and deleted.", stats.segments_collected},
       {"qaqkv_segment_collector_copied_bytes_total", "counter",

@@ -314,6 +314,7 @@ StoreStats TieredStore::Stats() const {
   }
   s.blocks_evicted = blocks_evicted_.load(std::memory_order_relaxed);
   s.blocks_dropped = blocks_dropped_.load(std::memory_order_relaxed);
+  s.pages_promoted = pages_promoted_.load(std::memory_order_relaxed);
   s.tenant_quota_bytes = options_.tenant_quota_bytes;
   const RocksDbTierStats db = records_->Stats();
   s.checksum_failures = db.checksum_failures;
@@ -561,11 +562,13 @@ void TieredStore::IndexSet(std::string_view record_key, IndexEntry entry) {
   if (inserted) ordered_.insert(&*it);
 }
 
-void TieredStore::IndexErase(std::string_view record_key) {
+std::optional<uint64_t> TieredStore::IndexErase(std::string_view record_key) {
   auto it = index_.find(AsAbsl(record_key));
-  if (it == index_.end()) return;
+  if (it == index_.end()) return std::nullopt;
+  const uint64_t bytes = it->second.record.bytes;
   ordered_.erase(&*it);  // before the node it points at goes
   index_.erase(it);
+  return bytes;
 }
 
 absl::StatusOr<BlockRecord> TieredStore::GetBlock(std::string_view tenant, const BlockKey& block) {
@@ -630,6 +633,7 @@ absl::StatusOr<PageBuffer> TieredStore::ReadPage(std::string_view tenant, const 
     QAQKV_RETURN_IF_ERROR(page.status());
     if (i > 0 && (read_admission_ == nullptr || read_admission_->Admit(page_key))) {
       CacheAbove(i, page_key, *page);
+      pages_promoted_.fetch_add(1, std::memory_order_relaxed);
     }
     return page;
   }
@@ -711,10 +715,7 @@ absl::Status TieredStore::DeleteBlockByRecordKey(const std::string& record_key,
   if (write_back_ != nullptr) write_back_->DropBlock(record_key);  // never to be written
   AddUsage(tenant, -static_cast<int64_t>(record->bytes), -1);
   base::MutexLock index_lock(&index_mu_);
-  if (auto it = index_.find(AsAbsl(record_key)); it != index_.end()) {
-    total_bytes_ -= it->second.record.bytes;
-    IndexErase(record_key);
-  }
+  if (const std::optional<uint64_t> bytes = IndexErase(record_key)) total_bytes_ -= *bytes;
   return absl::OkStatus();
 }
 

@@ -128,6 +128,10 @@ struct StoreStats {
   // Blocks dropped because a page was lost: memory-only, evicted; on
   // disk, damaged (it failed its checksum).
   uint64_t blocks_dropped = 0;
+  // Pages read from a lower tier and copied into the one above: on their
+  // second read in a while, unless promote_on_first_read (a disk-tier hit
+  // not counted here was a first read, left where it was).
+  uint64_t pages_promoted = 0;
   uint64_t tenant_quota_bytes = 0;  // each tenant's quota (0: none)
   uint64_t checksum_failures = 0;  // stored pages that failed their checksum
   // Failures of background work (maintenance passes, scans), each logged.
@@ -285,7 +289,9 @@ class TieredStore final : public PageStore {
                                       std::optional<int64_t> unless_used_since = std::nullopt);
   void IndexSet(std::string_view record_key, IndexEntry entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
-  void IndexErase(std::string_view record_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // The erased record's bytes; nullopt when the key had none.
+  std::optional<uint64_t> IndexErase(std::string_view record_key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   // A copy of the block's indexed record; nullopt when there is none.
   std::optional<BlockRecord> IndexedRecord(std::string_view record_key) const;
   // Record keys of the blocks that sessions alive at `now_ms` reference.
@@ -349,6 +355,7 @@ class TieredStore final : public PageStore {
   base::Mutex eviction_mu_;  // one evictor at a time
   std::atomic<uint64_t> blocks_evicted_{0};
   std::atomic<uint64_t> blocks_dropped_{0};
+  std::atomic<uint64_t> pages_promoted_{0};
   std::atomic<uint64_t> background_errors_{0};
   // Session access times newer than their stored records': a GetSession or
   // TouchSession renews the TTL here instead of rewriting a record whose tail

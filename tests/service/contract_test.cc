@@ -403,6 +403,7 @@ TEST_F(ContractTest, MetricsCountEveryMethodFromTheInterceptor) {
   EXPECT_GT(Sample(text, "qaqkv_disk_file_bytes").value_or(-1), -1.0);
   EXPECT_EQ(Sample(text, "qaqkv_segment_live_bytes"), 0.0);
   EXPECT_EQ(Sample(text, "qaqkv_segments_collected_total"), 0.0);
+  EXPECT_EQ(Sample(text, "qaqkv_pages_promoted_total"), 0.0);
   // Write-back is off by default: no limit, nothing waiting.
   EXPECT_EQ(Sample(text, "qaqkv_write_back_limit_bytes"), 0.0);
   EXPECT_EQ(Sample(text, "qaqkv_write_back_dirty_bytes"), 0.0);

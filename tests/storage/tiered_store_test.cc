@@ -394,6 +394,7 @@ TEST(TieredStoreTest, ASweepOfFirstReadsIsNotCopiedIntoDram) {
     StoreStats st = (*s)->Stats();
     EXPECT_EQ(st.tiers[0].entries, promote ? size_t{kPages} : 0u) << "promote=" << promote;
     EXPECT_EQ(st.tiers[1].hits, uint64_t{kPages});
+    EXPECT_EQ(st.pages_promoted, promote ? uint64_t{kPages} : 0u);
     // The second sweep copies every page up (or finds it there).
     for (int i = 0; i < kPages; ++i) {
       ASSERT_TRUE((*s)->GetPage("t", Block(static_cast<uint8_t>(i)), 0).ok());
@@ -402,6 +403,7 @@ TEST(TieredStoreTest, ASweepOfFirstReadsIsNotCopiedIntoDram) {
     EXPECT_EQ(st.tiers[0].entries, size_t{kPages});
     EXPECT_EQ(st.tiers[0].hits, promote ? uint64_t{kPages} : 0u);
     EXPECT_EQ(st.tiers[1].hits, promote ? uint64_t{kPages} : uint64_t{2 * kPages});
+    EXPECT_EQ(st.pages_promoted, uint64_t{kPages});
   }
 }
 
