@@ -82,48 +82,20 @@ std::vector<std::pair<std::string, std::vector<std::string>>> TokenMap::TokensBy
 }
 
 absl::StatusOr<std::unique_ptr<TokenFile>> TokenFile::Open(std::string path) {
-  auto file = std::make_unique<TokenFile>(Token(), std::move(path));
-  const base::FileVersion before = base::FileVersionOf(file->path_);
-  QAQKV_ASSIGN_OR_RETURN(TokenMap map, TokenMap::Load(file->path_));
-  base::MutexLock lock(&file->mu_);
-  file->map_ = std::make_shared<const TokenMap>(std::move(map));
-  // The version seen before reading: a change during the read is loaded
-  // again by the next Reload.
-  file->loaded_ = before;
-  return file;
+  auto load = [path]() -> absl::StatusOr<std::shared_ptr<const TokenMap>> {
+    QAQKV_ASSIGN_OR_RETURN(TokenMap map, TokenMap::Load(path));
+    return std::make_shared<const TokenMap>(std::move(map));
+  };
+  QAQKV_ASSIGN_OR_RETURN(auto files, base::ReloadingFiles<TokenMap>::Open({path}, std::move(load)));
+  return std::make_unique<TokenFile>(Token(), std::move(files));
 }
 
 absl::StatusOr<std::string> TokenFile::TenantFor(std::string_view authorization) const {
-  std::shared_ptr<const TokenMap> map;
-  {
-    base::MutexLock lock(&mu_);
-    map = map_;
-  }
-  return map->TenantFor(authorization);
+  return files_->Get()->TenantFor(authorization);
 }
 
-std::vector<std::string> TokenFile::Tenants() const {
-  std::shared_ptr<const TokenMap> map;
-  {
-    base::MutexLock lock(&mu_);
-    map = map_;
-  }
-  return map->Tenants();
-}
+std::vector<std::string> TokenFile::Tenants() const { return files_->Get()->Tenants(); }
 
-absl::StatusOr<bool> TokenFile::Reload() {
-  const base::FileVersion now = base::FileVersionOf(path_);
-  {
-    base::MutexLock lock(&mu_);
-    if (now == loaded_) return false;
-    // Remembered whatever comes of it: a bad version is reported once, not
-    // at every check.
-    loaded_ = now;
-  }
-  QAQKV_ASSIGN_OR_RETURN(TokenMap map, TokenMap::Load(path_));
-  base::MutexLock lock(&mu_);
-  map_ = std::make_shared<const TokenMap>(std::move(map));
-  return true;
-}
+absl::StatusOr<bool> TokenFile::Reload() { return files_->Reload(); }
 
 }  // namespace qaqkv::service

@@ -12,8 +12,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "base/file.h"
-#include "base/mutex.h"
+#include "base/reloading_files.h"
 
 namespace qaqkv::service {
 
@@ -65,13 +64,11 @@ class TokenFile {
   absl::StatusOr<bool> Reload();
 
   struct Token {};
-  TokenFile(Token, std::string path) : path_(std::move(path)) {}
+  TokenFile(Token, std::unique_ptr<base::ReloadingFiles<TokenMap>> files)
+      : files_(std::move(files)) {}
 
  private:
-  const std::string path_;
-  mutable base::Mutex mu_;
-  std::shared_ptr<const TokenMap> map_ ABSL_GUARDED_BY(mu_);
-  base::FileVersion loaded_ ABSL_GUARDED_BY(mu_);  // the version map_ came from (or last refused)
+  const std::unique_ptr<base::ReloadingFiles<TokenMap>> files_;
 };
 
 }  // namespace qaqkv::service

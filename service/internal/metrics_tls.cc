@@ -40,11 +40,8 @@ Bio MemoryBio(const std::string& bytes) {
 
 }  // namespace
 
-ReloadingCertificate::ReloadingCertificate(Token, std::string cert_file, std::string key_file,
-                                           absl::Duration reload_interval)
-    : cert_file_(std::move(cert_file)),
-      key_file_(std::move(key_file)),
-      reload_interval_(reload_interval) {}
+ReloadingCertificate::ReloadingCertificate(Token, absl::Duration reload_interval)
+    : reload_interval_(reload_interval) {}
 
 ReloadingCertificate::~ReloadingCertificate() = default;
 
@@ -72,43 +69,30 @@ absl::StatusOr<std::shared_ptr<const ReloadingCertificate::Pair>> ReloadingCerti
 
 absl::StatusOr<std::unique_ptr<ReloadingCertificate>> ReloadingCertificate::Open(
     std::string cert_file, std::string key_file, absl::Duration reload_interval) {
-  auto self = std::make_unique<ReloadingCertificate>(Token(), std::move(cert_file),
-                                                     std::move(key_file), reload_interval);
-  // The versions seen before reading: a change during the read is read
-  // again at the next check.
-  const base::FileVersion cert_version = base::FileVersionOf(self->cert_file_);
-  const base::FileVersion key_version = base::FileVersionOf(self->key_file_);
-  QAQKV_ASSIGN_OR_RETURN(std::shared_ptr<const Pair> pair, Load(self->cert_file_, self->key_file_));
+  auto self = std::make_unique<ReloadingCertificate>(Token(), reload_interval);
+  QAQKV_ASSIGN_OR_RETURN(self->pair_,
+                         base::ReloadingFiles<Pair>::Open(
+                             {cert_file, key_file}, [cert_file, key_file] { return Load(cert_file, key_file); }));
   base::MutexLock lock(&self->mu_);
-  self->pair_ = std::move(pair);
-  self->cert_version_ = cert_version;
-  self->key_version_ = key_version;
   self->checked_ = absl::Now();
   return self;
 }
 
 std::shared_ptr<const ReloadingCertificate::Pair> ReloadingCertificate::Current() {
-  base::MutexLock lock(&mu_);
-  const absl::Time now = absl::Now();
-  if (now - checked_ < reload_interval_) return pair_;
-  checked_ = now;
-  const base::FileVersion cert_version = base::FileVersionOf(cert_file_);
-  const base::FileVersion key_version = base::FileVersionOf(key_file_);
-  if (cert_version == cert_version_ && key_version == key_version_) return pair_;
-  // Remembered whatever comes of it: a bad version is logged once. A
-  // renewal that writes the certificate and the key one after the other
-  // may be caught in between; the next change is read again.
-  cert_version_ = cert_version;
-  key_version_ = key_version;
-  absl::StatusOr<std::shared_ptr<const Pair>> loaded = Load(cert_file_, key_file_);
-  if (loaded.ok()) {
-    pair_ = std::move(*loaded);
-    base::LogInfo("metrics TLS certificate reloaded", {{"component", "service"}});
-  } else {
-    base::LogWarning("metrics TLS certificate not reloaded; the one before stays",
-                     {{"component", "service"}, {"error", loaded.status().ToString()}});
+  {
+    base::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    if (now - checked_ < reload_interval_) return pair_->Get();
+    checked_ = now;
   }
-  return pair_;
+  const absl::StatusOr<bool> reloaded = pair_->Reload();
+  if (!reloaded.ok()) {
+    base::LogWarning("metrics TLS certificate not reloaded; the one before stays",
+                     {{"component", "service"}, {"error", reloaded.status().ToString()}});
+  } else if (*reloaded) {
+    base::LogInfo("metrics TLS certificate reloaded", {{"component", "service"}});
+  }
+  return pair_->Get();
 }
 
 int ReloadingCertificate::OnHandshake(SSL* ssl, void* self) {

@@ -12,8 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "base/file.h"
 #include "base/mutex.h"
+#include "base/reloading_files.h"
 
 namespace qaqkv::service::internal {
 
@@ -33,8 +33,7 @@ class ReloadingCertificate {
   bool Install(SSL_CTX& ctx);
 
   struct Token {};
-  ReloadingCertificate(Token, std::string cert_file, std::string key_file,
-                       absl::Duration reload_interval);
+  explicit ReloadingCertificate(Token, absl::Duration reload_interval);
 
  private:
   struct Pair;  // a leaf, its chain and its key
@@ -43,11 +42,12 @@ class ReloadingCertificate {
   static int OnHandshake(SSL* ssl, void* self);
   std::shared_ptr<const Pair> Current();
 
-  const std::string cert_file_, key_file_;
   const absl::Duration reload_interval_;
+  // A renewal that writes the certificate and the key one after the other
+  // may be caught in between: that pair is refused, and the next check
+  // reads the finished one.
+  std::unique_ptr<base::ReloadingFiles<Pair>> pair_;
   base::Mutex mu_;
-  std::shared_ptr<const Pair> pair_ ABSL_GUARDED_BY(mu_);
-  base::FileVersion cert_version_ ABSL_GUARDED_BY(mu_), key_version_ ABSL_GUARDED_BY(mu_);
   absl::Time checked_ ABSL_GUARDED_BY(mu_);
 };
 
