@@ -73,10 +73,10 @@ int64_t WholeIo(Io io, int fd, iovec* iov, int count, uint64_t offset) {
 // removed segment's file stays readable by a read already under way).
 struct SegmentLog::File {
   int fd = -1;
-  // Opened with O_DIRECT: appends and reads both bypass the page cache.
-  // Buffered reads beside direct writes are not coherent (a readahead can
-  // cache a range just before a direct write lands there, and keep it);
-  // a segment reopened later is read buffered, since nothing writes it.
+  // Opened with O_DIRECT (every segment of a log in direct mode): appends
+  // and reads both bypass the page cache. Buffered reads beside direct
+  // writes would not be coherent: a readahead can cache a range just
+  // before a direct write lands there, and keep it.
   bool direct = false;
   explicit File(int f, bool d = false) : fd(f), direct(d) {}
   ~File() {

@@ -32,10 +32,12 @@
 // charge for each newly touched page (docs/performance.md), most of a
 // buffered write's time. Without `sync`, a direct append is on the device but
 // the file's size and extents are not journalled yet: it survives a SIGKILL,
-// as a buffered one does, not a power loss. Reads of a segment written this
-// way are direct too (through an aligned buffer, one copy out), since
-// buffered reads beside direct writes are not coherent; a page read again
-// soon is the DRAM tier's to keep (storage/internal/read_admission.h).
+// as a buffered one does, not a power loss. In direct mode every segment is
+// read with O_DIRECT too, through the aligned blocks around the record and
+// one copy out (buffered reads beside direct writes are not coherent, and
+// segments an earlier buffered run wrote are read the same way); a page
+// read again soon is the DRAM tier's to keep
+// (storage/internal/read_admission.h).
 //
 // Space: each segment counts its live bytes. Append counts its record as
 // live; the owner calls Release when it drops or replaces a location, and

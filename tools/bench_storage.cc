@@ -7,7 +7,9 @@
 // - peak RSS and the DRAM tier's charge against its budget under a
 //   sustained write load;
 // - reads of pages only the disk tier holds against pread of the same bytes
-//   from a plain file, page cache warm and cold.
+//   from a plain file, page cache warm and cold;
+// - the disk tier with --segment-direct-io, writes and reads, against a
+//   plain file written and read with O_DIRECT.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
