@@ -260,7 +260,7 @@ absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
       }
     }
     if (m.erase || !options_.separate_pages) continue;
-    absl::StatusOr<SegmentLocation> loc = log_->Append(m.key, m.value);
+    absl::StatusOr<SegmentLocation> loc = log_->AppendUnsettled(m.key, m.value);
     if (!loc.ok()) {
       st = loc.status();
       NoteWrite(st);
@@ -272,6 +272,7 @@ absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
   }
   if (st.ok()) st = WriteToDb(out);
   for (const auto& [loc, key_size] : st.ok() ? replaced : appended) log_->Release(loc, key_size);
+  for (const auto& [loc, key_size] : appended) log_->Settle(loc);
   if (st.ok() && !replaced.empty()) WakeCollector();
   return st;
 }
@@ -435,11 +436,11 @@ absl::Status RocksDbTier::CollectSegments() {
     if (SegmentLocation::Decode(*now) != loc) continue;  // replaced meanwhile
     absl::StatusOr<std::string> bytes = log_->Read(loc, key);
     if (!bytes.ok()) continue;  // damaged: a read will find it and drop it
-    QAQKV_ASSIGN_OR_RETURN(const SegmentLocation moved, log_->Append(key, *bytes));
-    if (absl::Status st = WriteToDb({{Column::kPages, key, moved.Encode()}}); !st.ok()) {
-      log_->Release(moved, key.size());
-      return st;
-    }
+    QAQKV_ASSIGN_OR_RETURN(const SegmentLocation moved, log_->AppendUnsettled(key, *bytes));
+    const absl::Status written = WriteToDb({{Column::kPages, key, moved.Encode()}});
+    if (!written.ok()) log_->Release(moved, key.size());
+    log_->Settle(moved);
+    QAQKV_RETURN_IF_ERROR(written);
     log_->Release(loc, key.size());
     collector_copied_bytes_.fetch_add(bytes->size(), std::memory_order_relaxed);
   }

@@ -241,6 +241,19 @@ bool SegmentLog::IsOpenLocked(uint32_t segment) const {
 }
 
 absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::string_view value) {
+  absl::StatusOr<SegmentLocation> loc = AppendUnsettled(key, value);
+  if (loc.ok()) Settle(*loc);
+  return loc;
+}
+
+void SegmentLog::Settle(const SegmentLocation& loc) {
+  base::MutexLock lock(&mu_);
+  auto it = segments_.find(loc.segment);
+  if (it != segments_.end() && it->second.unsettled > 0) --it->second.unsettled;
+}
+
+absl::StatusOr<SegmentLocation> SegmentLog::AppendUnsettled(std::string_view key,
+                                                            std::string_view value) {
   if (key.empty()) return absl::InvalidArgumentError("segment log: empty key");
   if (key.size() > UINT32_MAX || value.size() > UINT32_MAX) {
     return absl::InvalidArgumentError("segment log: key or value over 4 GiB");
@@ -269,6 +282,7 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
     s->size += bytes;
     s->live += bytes;
     ++s->in_flight;
+    ++s->unsettled;
     stats_.file_bytes += bytes;
     stats_.live_bytes += bytes;
     file = s->file;
@@ -307,6 +321,7 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
     --s.in_flight;
     if (err != 0) {
       // The range stays (a hole no location names), not live.
+      --s.unsettled;
       s.live -= bytes;
       stats_.live_bytes -= bytes;
     } else {
@@ -322,6 +337,7 @@ absl::StatusOr<SegmentLocation> SegmentLog::Append(std::string_view key, std::st
   if (options_.sync) {
     if (absl::Status st = SyncThrough(mine); !st.ok()) {
       Release(loc, key.size());
+      Settle(loc);
       return st;
     }
   }
@@ -510,10 +526,12 @@ std::vector<uint32_t> SegmentLog::Reclaimable(double max_live_fraction) {
     for (size_t lane = 1; lane < open_.size(); ++lane) {
       if (open_[lane] == kNoSegment) continue;
       const Segment& s = segments_.find(open_[lane])->second;
-      if (s.in_flight == 0 && s.size > 0 && worth(s)) open_[lane] = kNoSegment;
+      if (s.in_flight == 0 && s.unsettled == 0 && s.size > 0 && worth(s)) {
+        open_[lane] = kNoSegment;
+      }
     }
     for (const auto& [id, s] : segments_) {
-      if (IsOpenLocked(id) || s.in_flight > 0 || s.size == 0) continue;
+      if (IsOpenLocked(id) || s.in_flight > 0 || s.unsettled > 0 || s.size == 0) continue;
       if (worth(s)) found.emplace_back(s.live, id);
     }
   }
@@ -529,7 +547,7 @@ absl::Status SegmentLog::RemoveSegment(uint32_t segment) {
   if (it == segments_.end()) {
     return absl::NotFoundError(absl::StrCat("segment log: no segment ", segment));
   }
-  if (IsOpenLocked(segment) || it->second.in_flight > 0) {
+  if (IsOpenLocked(segment) || it->second.in_flight > 0 || it->second.unsettled > 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("segment log: segment ", segment, " is being written"));
   }

@@ -120,6 +120,14 @@ class SegmentLog {
   // 4 GiB; kUnavailable or kResourceExhausted when the write fails (the
   // range then holds no record that any location names).
   absl::StatusOr<SegmentLocation> Append(std::string_view key, std::string_view value);
+  // Append for an owner that records the location elsewhere afterwards
+  // (RocksDB, for the disk tier): until Settle(loc), the record's segment
+  // is neither offered by Reclaimable nor removed. Without that, a
+  // collector that scanned the owner's index between the append and its
+  // publication would not move the record, and delete its segment. Call
+  // Settle once the location is recorded or dropped, whatever the outcome.
+  absl::StatusOr<SegmentLocation> AppendUnsettled(std::string_view key, std::string_view value);
+  void Settle(const SegmentLocation& loc);
 
   // The value of the record at `loc`, whose key must be `key`. kNotFound when
   // its segment is gone; kDataLoss when the bytes there are not that record
@@ -131,15 +139,15 @@ class SegmentLog {
   void AddLive(const SegmentLocation& loc, size_t key_size);
   void Release(const SegmentLocation& loc, size_t key_size);
 
-  // Sealed segments with no write in flight whose live bytes are below
-  // `max_live_fraction` of their file, fewest live bytes first. A lane
-  // other than the first whose file qualifies and has nothing in flight is
-  // sealed here (its next append starts a new file): a lane only bursts of
+  // Sealed segments with no write in flight and none unsettled whose live
+  // bytes are below `max_live_fraction` of their file, fewest live bytes
+  // first. A lane other than the first whose file qualifies and has nothing
+  // in flight or unsettled is sealed here (its next append starts a new file): a lane only bursts of
   // concurrent writers use would otherwise keep its dead bytes for good.
   std::vector<uint32_t> Reclaimable(double max_live_fraction);
   // Deletes a sealed segment's file: its locations then read kNotFound.
   // kFailedPrecondition for the segment being appended to or one with a
-  // write in flight; kNotFound for an unknown segment.
+  // write in flight or unsettled; kNotFound for an unknown segment.
   absl::Status RemoveSegment(uint32_t segment);
 
   // fdatasync of every segment written since the last one, whatever
@@ -157,6 +165,9 @@ class SegmentLog {
     uint64_t size = 0;      // bytes reserved, written or in flight
     uint64_t live = 0;
     int in_flight = 0;
+    // Appended records whose owner has not yet published or dropped their
+    // location (AppendUnsettled): the segment is not collected meanwhile.
+    int unsettled = 0;
   };
   struct Token {};
   // An aligned buffer a direct append assembles its record in.

@@ -406,6 +406,29 @@ TEST(SegmentLog, BufferedSegmentsReadBackInDirectMode) {
   EXPECT_EQ(*(*log)->Read(*fresh, "new"), Bytes(5000, 9));
 }
 
+// A record whose location is not yet recorded by its owner keeps its
+// segment from the collector: otherwise a collector scanning the owner's
+// index in between would not move it, and would delete it with the segment.
+TEST(SegmentLog, UnsettledRecordsHoldTheirSegment) {
+  Fixture f;
+  auto log = SegmentLog::Open(f.Options(1 << 20));
+  ASSERT_TRUE(log.ok());
+  auto held = (*log)->AppendUnsettled("held", Bytes(300 << 10, 1));
+  ASSERT_TRUE(held.ok()) << held.status();
+  std::vector<SegmentLocation> locs;
+  for (int i = 0; i < 5; ++i) locs.push_back(*(*log)->Append("k" + std::to_string(i), Bytes(300 << 10, 2)));
+  ASSERT_EQ(held->segment, 0u);
+  ASSERT_EQ(locs[2].segment, 1u);  // segment 0 is sealed
+  (*log)->Release(*held, 4);
+  (*log)->Release(locs[0], 2);
+  (*log)->Release(locs[1], 2);  // segment 0 holds nothing live
+  EXPECT_TRUE((*log)->Reclaimable(0.5).empty());
+  EXPECT_EQ((*log)->RemoveSegment(0).code(), absl::StatusCode::kFailedPrecondition);
+  (*log)->Settle(*held);
+  EXPECT_EQ((*log)->Reclaimable(0.5), std::vector<uint32_t>{0});
+  EXPECT_TRUE((*log)->RemoveSegment(0).ok());
+}
+
 TEST(SegmentLog, SyncedAppendsShareFlushes) {
   Fixture f;
   auto log = SegmentLog::Open(f.Options(1 << 20, /*sync=*/true));

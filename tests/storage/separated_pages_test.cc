@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -168,6 +169,13 @@ void ChurnLosesNothing(bool direct_io) {
   }
   std::atomic<bool> stop{false};
   std::atomic<int> bad{0};
+  std::mutex first_mu;
+  std::string first_bad;  // what went wrong first, for the failure message
+  auto note = [&](std::string what) {
+    ++bad;
+    std::lock_guard<std::mutex> lock(first_mu);
+    if (first_bad.empty()) first_bad = std::move(what);
+  };
   std::vector<std::thread> threads;
   // Writers own disjoint keys, so each knows what its keys hold.
   for (int w = 0; w < 2; ++w) {
@@ -175,11 +183,15 @@ void ChurnLosesNothing(bool direct_io) {
       for (int round = 1; round < 60; ++round) {
         for (int k = w; k < kKeys; k += 2) {
           if ((k + round) % 5 == 0) {
-            if (!t->Delete(Column::kPages, Key(k)).ok()) ++bad;
+            if (absl::Status st = t->Delete(Column::kPages, Key(k)); !st.ok()) {
+              note("delete: " + st.ToString());
+            }
             version[k] = -1;
           } else {
             const int seed = k * 1000 + round;
-            if (!t->PutPage(Key(k), FakePage(120000, seed)).ok()) ++bad;
+            if (absl::Status st = t->PutPage(Key(k), FakePage(120000, seed)); !st.ok()) {
+              note("put: " + st.ToString());
+            }
             version[k] = seed;
           }
         }
@@ -188,7 +200,7 @@ void ChurnLosesNothing(bool direct_io) {
   }
   threads.emplace_back([&] {
     while (!stop) {
-      if (!t->CollectSegments().ok()) ++bad;
+      if (absl::Status st = t->CollectSegments(); !st.ok()) note("collect: " + st.ToString());
     }
   });
   threads.emplace_back([&] {
@@ -196,8 +208,10 @@ void ChurnLosesNothing(bool direct_io) {
       for (int k = 0; k < kKeys; ++k) {
         auto p = t->GetPage(Key(k));
         // Whatever it reads must be some complete page of this key.
-        if (p.ok() && p->size() != FakePage(120000, 0).size()) ++bad;
-        if (!p.ok() && p.status().code() != absl::StatusCode::kNotFound) ++bad;
+        if (p.ok() && p->size() != FakePage(120000, 0).size()) note("read: a page cut short");
+        if (!p.ok() && p.status().code() != absl::StatusCode::kNotFound) {
+          note("read: " + p.status().ToString());
+        }
       }
     }
   });
@@ -206,7 +220,7 @@ void ChurnLosesNothing(bool direct_io) {
   stop = true;
   threads[2].join();
   threads[3].join();
-  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(bad.load(), 0) << first_bad;
   ASSERT_TRUE(t->CollectSegments().ok());
   for (int k = 0; k < kKeys; ++k) {
     auto p = t->GetPage(Key(k));
