@@ -103,6 +103,10 @@ class ClusterTest : public ::testing::Test {
     EXPECT_EQ(layers.size(), size_t{kLayers});
     EXPECT_TRUE(out.k == kv.k && out.v == kv.v) << "loaded bytes differ";
   }
+  // How long a server back from an absence may take to be probed again:
+  // each failed probe while it was away doubled its ejection, up to 30 s
+  // (client/internal/cluster.h), and under load it is away longer.
+  static constexpr absl::Duration kReadmitTimeout = absl::Seconds(45);
   // Polls until `pred` holds, up to `timeout`.
   template <typename Pred>
   static bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(15)) {

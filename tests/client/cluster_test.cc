@@ -117,7 +117,7 @@ TEST_F(ClusterTest, SurvivesSigkillAndReadRepairRestoresTheServer) {
   // Back on the same data dir: its old blocks are there; the ones written
   // while it was away are repaired into it by the next read.
   ASSERT_TRUE(servers_[1]->Restart().ok());
-  ASSERT_TRUE(Eventually([&] { return c->Servers()[1].healthy; }));
+  ASSERT_TRUE(Eventually([&] { return c->Servers()[1].healthy; }, kReadmitTimeout));
   ExpectReadsBack(*c, keys, kv);
   ExpectReadsBack(*c, more, more_kv);
   size_t repaired = 0;
