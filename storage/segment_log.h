@@ -142,8 +142,9 @@ class SegmentLog {
   // Sealed segments with no write in flight and none unsettled whose live
   // bytes are below `max_live_fraction` of their file, fewest live bytes
   // first. A lane other than the first whose file qualifies and has nothing
-  // in flight or unsettled is sealed here (its next append starts a new file): a lane only bursts of
-  // concurrent writers use would otherwise keep its dead bytes for good.
+  // in flight or unsettled is sealed here (its next append starts a new
+  // file): a lane only bursts of concurrent writers use would otherwise
+  // keep its dead bytes for good.
   std::vector<uint32_t> Reclaimable(double max_live_fraction);
   // Deletes a sealed segment's file: its locations then read kNotFound.
   // kFailedPrecondition for the segment being appended to or one with a
@@ -190,7 +191,8 @@ class SegmentLog {
   size_t PickLaneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsOpenLocked(uint32_t segment) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SyncThrough(uint64_t done) ABSL_LOCKS_EXCLUDED(mu_);
-  // A read of a segment written with O_DIRECT, through an aligned buffer.
+  // A read of a segment opened with O_DIRECT (every one in direct mode),
+  // through the aligned blocks around the record.
   absl::StatusOr<std::string> ReadDirect(const File& file, const SegmentLocation& loc,
                                          std::string_view key, const std::string& where) const;
   // kDataLoss unless the record header at `h` (followed by its key) is the

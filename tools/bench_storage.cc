@@ -59,7 +59,8 @@ std::string MakePage(size_t bytes, uint32_t seed) {
   return p;
 }
 
-constexpr size_t kDirectAlign = 4096;
+// The alignment the store's direct appends use, so both sides pad alike.
+constexpr size_t kDirectAlign = storage::kSegmentDirectAlign;
 struct FreeBytes {
   void operator()(char* p) const { std::free(p); }
 };
