@@ -14,6 +14,10 @@ artifacts=build/fuzz/artifacts
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz --target page_decode_fuzzer page_seed_writer
 mkdir -p "$corpus" "$artifacts"
+# Every input a fuzzer once failed on must pass before new fuzzing starts,
+# and seeds the corpus so mutation starts near those corners.
+build/fuzz/tests/fuzz/page_decode_fuzzer tests/fuzz/regressions/*
+cp tests/fuzz/regressions/* "$corpus/"
 build/fuzz/tests/fuzz/page_seed_writer "$corpus"
 # The frozen version-1 pages too (those within -max_len).
 for page in tests/data/pages-v1/*.page; do

@@ -31,6 +31,8 @@ absl::StatusOr<std::span<const uint8_t>> Take(std::span<const uint8_t>& rest, ui
   return s;
 }
 
+bool FiniteHalf(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+
 }  // namespace
 
 std::vector<uint16_t> ChannelCentres(const float* canon, int64_t kv_heads, int64_t tokens,
@@ -153,6 +155,23 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
       QAQKV_ASSIGN_OR_RETURN(v.channel_offset,
                              Take(rest, uint64_t(H * D) * 2, "channel offsets", keys));
     }
+    // An encoder writes finite channel centres and finite positive channel
+    // scales (a channel with no usable spread gets 1). Anything else is a
+    // corrupt page: a NaN here would reach every value of its channel, and
+    // which NaN comes out would depend on the decoder's order of operations.
+    for (size_t i = 0; i < v.channel_scale.size(); i += 2) {
+      const uint16_t s = GetU16(v.channel_scale.data() + i);
+      if (!FiniteHalf(s) || (s & 0x8000u) != 0 || (s & 0x7fffu) == 0) {
+        return absl::DataLossError(absl::StrCat("page: ", side, " channel scale ", i / 2,
+                                                " is not finite and positive"));
+      }
+    }
+    for (size_t i = 0; i < v.channel_offset.size(); i += 2) {
+      if (!FiniteHalf(GetU16(v.channel_offset.data() + i))) {
+        return absl::DataLossError(
+            absl::StrCat("page: ", side, " channel offset ", i / 2, " is not finite"));
+      }
+    }
     const int64_t G = v.geo.groups();
     QAQKV_ASSIGN_OR_RETURN(const std::span<const uint8_t> count,
                            Take(rest, 4, "exact group count", keys));
@@ -223,16 +242,15 @@ absl::StatusOr<SectionView> ParseSection(const PageHeader& h, bool keys,
     // An encoder only writes finite offsets, non-negative finite steps and
     // finite outliers (non-finite input goes to exact groups); anything else
     // is a corrupt page, not data.
-    auto finite_half = [](uint16_t h) { return (h & 0x7c00u) != 0x7c00u; };
     for (int64_t i = 0; i < quantized; ++i) {
       const uint16_t lo_h = GetU16(v.lo.data() + i * 2), step_h = GetU16(v.step.data() + i * 2);
-      if (!finite_half(lo_h) || !finite_half(step_h) || (step_h & 0x8000u) != 0) {
+      if (!FiniteHalf(lo_h) || !FiniteHalf(step_h) || (step_h & 0x8000u) != 0) {
         return absl::DataLossError(absl::StrCat("page: ", side, " quantized group ", i,
                                                 " has a non-finite offset or a bad step"));
       }
     }
     for (uint64_t i = 0; i < n_out; ++i) {
-      if (!finite_half(GetU16(v.outlier_values.data() + i * 2))) {
+      if (!FiniteHalf(GetU16(v.outlier_values.data() + i * 2))) {
         return absl::DataLossError(absl::StrCat("page: ", side, " outlier ", i, " is not finite"));
       }
     }

@@ -8,6 +8,7 @@
 //   - InspectPage, ComputePageStats and DecodePage agree on header errors;
 //   - the reference and fast decoders give bit-identical outputs;
 //   - a decoded page re-encoded with fp16 decodes to the same fp16 values.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -81,6 +82,20 @@ void Exercise(std::span<const uint8_t> page, uint8_t selector) {
                                            &info->shape, Backend::kFast);
   Check(f.code() == r.code(), "fast and reference decoders disagree on status");
   if (!r.ok()) return;
+  if (kr != kf || vr != vf) {
+    // Say where, so a crash report can be triaged without a debugger.
+    const bool keys = kr != kf;
+    const auto& a = keys ? kr : vr;
+    const auto& b = keys ? kf : vf;
+    const size_t at = static_cast<size_t>(std::mismatch(a.begin(), a.end(), b.begin()).first -
+                                          a.begin()) / ElemSize(dt) * ElemSize(dt);
+    uint32_t ra = 0, fa = 0;
+    std::memcpy(&ra, a.data() + at, ElemSize(dt));
+    std::memcpy(&fa, b.data() + at, ElemSize(dt));
+    std::fprintf(stderr, "%s value %zu (dtype %d, layout %d, codec %d): reference %#x, fast %#x\n",
+                 keys ? "K" : "V", at / ElemSize(dt), static_cast<int>(dt),
+                 static_cast<int>(layout), static_cast<int>(info->kind), ra, fa);
+  }
   Check(kr == kf && vr == vf, "fast and reference decoders disagree on values");
 
   // A successful decode has no finite value beyond fp16 range only when the

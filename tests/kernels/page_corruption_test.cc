@@ -291,6 +291,58 @@ TEST(PageCorruption, QaqWideOutlierIndices) {
   ExpectCode(bad, kDataLoss, "wide index repeated");
 }
 
+TEST(PageCorruption, ChannelTransformsMustBeFiniteAndScalesPositive) {
+  // A K section with key transforms starts with H*D fp16 channel scales (-cs)
+  // and/or H*D fp16 channel centres (-cc, and every -ec page). The encoder
+  // writes only finite centres and finite positive scales; a NaN there once
+  // reached a whole channel and the fast and reference decoders returned
+  // different NaN payloads for it (a fuzzer find). Such pages are corrupt.
+  const PageShape s{5, 2, 16};
+  const size_t hd = 2 * 16;
+  struct Case {
+    const char* codec;
+    size_t scales;   // offset of the scale array, 0 if none
+    size_t centres;  // offset of the centre array, 0 if none
+  };
+  const Case cases[] = {
+      {"qaq-cs", kHeader, 0},
+      {"qaq-cc", 0, kHeader},
+      {"qaq-cs-cc", kHeader, kHeader + hd * 2},
+      {"qaq-ec:o=0", 0, kHeader},
+  };
+  const uint16_t non_finite[] = {0x7c00, 0xfc00, 0x7e00, 0xfee3, 0x7c01};
+  for (const Case& c : cases) {
+    const auto page = Encode(c.codec, s, 11);
+    ExpectCode(page, absl::StatusCode::kOk, c.codec);
+    for (size_t at : {c.scales, c.centres}) {
+      if (at == 0) continue;
+      const bool scale = at == c.scales;
+      const std::string what = std::string(c.codec) + (scale ? " scale " : " centre ");
+      for (size_t channel : {size_t{0}, size_t{19}, hd - 1}) {
+        for (uint16_t h : non_finite) {
+          auto bad = page;
+          Put16(bad, at + channel * 2, h);
+          Resign(bad);
+          ExpectCode(bad, kDataLoss, what + std::to_string(channel) + " = " + std::to_string(h));
+        }
+        // Zero and negative scales are not written either; a zero or
+        // negative centre is ordinary data.
+        for (uint16_t h : {uint16_t{0x0000}, uint16_t{0x8000}, uint16_t{0xbc00}}) {
+          auto other = page;
+          Put16(other, at + channel * 2, h);
+          Resign(other);
+          ExpectCode(other, scale ? kDataLoss : absl::StatusCode::kOk,
+                     what + std::to_string(channel) + " = " + std::to_string(h));
+        }
+        auto fine = page;  // 2.0: another finite positive value decodes
+        Put16(fine, at + channel * 2, 0x4000);
+        Resign(fine);
+        ExpectCode(fine, absl::StatusCode::kOk, what + std::to_string(channel) + " = 2");
+      }
+    }
+  }
+}
+
 TEST(PageCorruption, ZeroWidthsShrinkCodes) {
   // Re-labelling every group as width 0 leaves the codes unexplained.
   const PageShape s{4, 1, 16};
