@@ -161,33 +161,49 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
             record->num_layers, " layers); a block keeps the format of its first page"));
       }
     }
+    // The received bytes move into the buffers the DRAM tier keeps: no copy.
+    std::vector<std::shared_ptr<const std::string>> owned(req_.pages_size());
+    std::vector<storage::PutPageRequest> puts(req_.pages_size());
     for (int i = 0; i < req_.pages_size(); ++i) {
       v1::Page& page = *req_.mutable_pages(i);
-      // The received bytes move into the buffer the DRAM tier keeps: no copy.
-      auto owned = std::make_shared<const std::string>(std::move(*page.mutable_data()));
-      storage::PutPageRequest put;
+      owned[i] = std::make_shared<const std::string>(std::move(*page.mutable_data()));
+      storage::PutPageRequest& put = puts[i];
       put.tenant = tenant_;
       put.block = keys[i];
       put.layer = page.layer();
       put.num_layers = num_layers;
       put.descriptor = format_->descriptor;
-      put.page = *owned;
-      put.owned = owned;
+      put.page = *owned[i];
+      put.owned = owned[i];
       put.checksum_verified = true;  // ValidatePage checked it above
-      absl::StatusOr<storage::PutPageResult> result = service_->store().PutPage(put);
-      QAQKV_RETURN_IF_ERROR(
-          base::Annotate(result.status(), absl::StrCat("pages[", index_ + i, "]")));
-      if (result->stored) {
-        written_.push_back({keys[i], page.layer(), owned->size()});
+    }
+    // One call for the message: the store writes a block's pages together.
+    std::vector<storage::PutPageResult> results;
+    const absl::Status stored = service_->store().PutPages(puts, &results);
+    for (size_t i = 0; i < results.size(); ++i) {
+      const storage::PutPageResult& result = results[i];
+      if (result.stored) {
+        written_.push_back({keys[i], puts[i].layer, owned[i]->size()});
       } else {
         resp_->set_pages_existing(resp_->pages_existing() + 1);
       }
-      bytes_in_ += owned->size();
+      bytes_in_ += owned[i]->size();
       resp_->set_pages_stored(resp_->pages_stored() + 1);
-      resp_->set_bytes_stored(resp_->bytes_stored() + owned->size());
-      if (result->committed && committed_.insert(keys[i]).second) {
-        resp_->add_committed_blocks(page.block_key());
+      resp_->set_bytes_stored(resp_->bytes_stored() + owned[i]->size());
+      if (result.committed && committed_.insert(keys[i]).second) {
+        resp_->add_committed_blocks(req_.pages(static_cast<int>(i)).block_key());
       }
+    }
+    if (!stored.ok()) {
+      // The store takes a run of one block's pages all or none: name the run.
+      const size_t first = results.size();
+      size_t last = first;
+      while (last + 1 < keys.size() && keys[last + 1] == keys[first]) ++last;
+      return base::Annotate(
+          stored, last == first
+                      ? absl::StrCat("pages[", index_ + first, "]")
+                      : absl::StrCat("pages[", index_ + first, "] to pages[", index_ + last,
+                                     "] (one block's pages, stored together)"));
     }
     service_->metrics().AddPagesIn(req_.pages_size());
     index_ += req_.pages_size();

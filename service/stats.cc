@@ -87,6 +87,12 @@ void RenderStoreMetrics(const storage::StoreStats& stats,
       {"qaqkv_segment_live_bytes", "gauge",
        "Segment bytes that stored pages still use (the rest is reclaimable garbage).",
        stats.segment_live_bytes},
+      {"qaqkv_segment_writes_total", "counter",
+       "Writes of page bytes to segment files; the pages of one block in one message share one.",
+       stats.segment_writes},
+      {"qaqkv_segment_syncs_total", "counter",
+       "fdatasync calls of segment files (--sync; concurrent writers share them).",
+       stats.segment_syncs},
       {"qaqkv_pages_promoted_total", "counter",
        "Pages read from disk and copied into the DRAM tier (on a second read in a while, "
        "or every read with --promote-on-first-read); against qaqkv_tier_hits_total{tier=\"disk\"}, "

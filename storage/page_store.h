@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -76,6 +77,20 @@ class PageStore {
   // kFailedPrecondition (num_layers or descriptor differ from the block's
   // earlier pages), kResourceExhausted (tenant quota); nothing is stored.
   virtual absl::StatusOr<PutPageResult> PutPage(const PutPageRequest& request) = 0;
+
+  // PutPage of each request in order, stopping at the first error, which
+  // it returns. `results` gets one result per page stored before it. An
+  // implementation may store a run of one block's pages together, all or
+  // none: a failure then leaves no page of that run stored.
+  virtual absl::Status PutPages(std::span<const PutPageRequest> requests,
+                                std::vector<PutPageResult>* results) {
+    for (const PutPageRequest& request : requests) {
+      absl::StatusOr<PutPageResult> result = PutPage(request);
+      if (!result.ok()) return result.status();
+      results->push_back(*result);
+    }
+    return absl::OkStatus();
+  }
 
   // The page of a committed block. kNotFound when the block is unknown or
   // not committed (the same answer as for another tenant's block),

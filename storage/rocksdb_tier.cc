@@ -240,15 +240,18 @@ absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
     if (m.column == Column::kPages) which.push_back(decltype(stripes_)::IndexOf(m.key));
   }
   decltype(stripes_)::Locks locks(stripes_, std::move(which));
-  // Each page's bytes go to the log first; the batch then records their
-  // locations. The locations it replaces or erases are released once it is
-  // written, the new ones if it is not.
+  // The pages' bytes go to the log first, all in one write; the batch then
+  // records their locations. The locations it replaces or erases are
+  // released once it is written, the new ones if it is not.
   std::vector<Mutation> out = batch;
   std::vector<std::string> encoded;
   encoded.reserve(batch.size());  // out[i].value points into it
   std::vector<std::pair<SegmentLocation, size_t>> replaced, appended;
+  std::vector<SegmentRecord> records;
+  std::vector<size_t> record_of;  // the mutation each record is for
   absl::Status st;
-  for (Mutation& m : out) {
+  for (size_t i = 0; i < out.size() && st.ok(); ++i) {
+    const Mutation& m = out[i];
     if (m.column != Column::kPages) continue;
     if (!m.absent) {
       absl::StatusOr<std::string> prev = GetFromDb(Column::kPages, m.key);
@@ -256,19 +259,24 @@ absl::Status RocksDbTier::WriteSeparated(const std::vector<Mutation>& batch) {
         if (auto loc = SegmentLocation::Decode(*prev)) replaced.emplace_back(*loc, m.key.size());
       } else if (prev.status().code() != absl::StatusCode::kNotFound) {
         st = prev.status();
-        break;
       }
     }
     if (m.erase || !options_.separate_pages) continue;
-    absl::StatusOr<SegmentLocation> loc = log_->AppendUnsettled(m.key, m.value);
-    if (!loc.ok()) {
-      st = loc.status();
+    records.push_back({m.key, m.value});
+    record_of.push_back(i);
+  }
+  if (st.ok() && !records.empty()) {
+    absl::StatusOr<std::vector<SegmentLocation>> locs = log_->AppendUnsettled(records);
+    if (!locs.ok()) {
+      st = locs.status();
       NoteWrite(st);
-      break;
+    } else {
+      for (size_t r = 0; r < records.size(); ++r) {
+        appended.emplace_back((*locs)[r], records[r].key.size());
+        encoded.push_back((*locs)[r].Encode());
+        out[record_of[r]].value = encoded.back();
+      }
     }
-    appended.emplace_back(*loc, m.key.size());
-    encoded.push_back(loc->Encode());
-    m.value = encoded.back();
   }
   if (st.ok()) st = WriteToDb(out);
   for (const auto& [loc, key_size] : st.ok() ? replaced : appended) log_->Release(loc, key_size);
@@ -464,6 +472,8 @@ RocksDbTierStats RocksDbTier::Stats() const {
     const SegmentLogStats l = log_->Stats();
     s.segment_file_bytes = l.file_bytes;
     s.segment_live_bytes = l.live_bytes;
+    s.segment_writes = l.writes;
+    s.segment_syncs = l.syncs;
   }
   s.collected_segments = collected_segments_.load(std::memory_order_relaxed);
   if (!options_.in_memory) {

@@ -90,6 +90,8 @@ struct RocksDbTierStats {
   // copied and freed.
   uint64_t segment_file_bytes = 0;
   uint64_t segment_live_bytes = 0;
+  uint64_t segment_writes = 0;  // write calls, each of one or more pages
+  uint64_t segment_syncs = 0;   // fdatasync calls of segment files
   uint64_t collected_segments = 0;
   uint64_t collector_copied_bytes = 0;
   // Blob bytes no page references any more (BlobDB garbage, reclaimed by

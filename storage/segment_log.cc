@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <climits>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -50,7 +52,8 @@ int64_t WholeIo(Io io, int fd, iovec* iov, int count, uint64_t offset) {
   int at = 0;
   uint64_t done = 0;
   while (at < count) {
-    const ssize_t n = io(fd, iov + at, count - at, static_cast<off_t>(offset + done));
+    const ssize_t n = io(fd, iov + at, std::min(count - at, IOV_MAX),
+                         static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return -errno;
@@ -254,94 +257,128 @@ void SegmentLog::Settle(const SegmentLocation& loc) {
 
 absl::StatusOr<SegmentLocation> SegmentLog::AppendUnsettled(std::string_view key,
                                                             std::string_view value) {
-  if (key.empty()) return absl::InvalidArgumentError("segment log: empty key");
-  if (key.size() > UINT32_MAX || value.size() > UINT32_MAX) {
-    return absl::InvalidArgumentError("segment log: key or value over 4 GiB");
+  const SegmentRecord record{key, value};
+  QAQKV_ASSIGN_OR_RETURN(std::vector<SegmentLocation> locs,
+                         AppendUnsettled(std::span<const SegmentRecord>(&record, 1)));
+  return locs.front();
+}
+
+absl::StatusOr<std::vector<SegmentLocation>> SegmentLog::AppendUnsettled(
+    std::span<const SegmentRecord> records) {
+  if (records.empty()) return std::vector<SegmentLocation>{};
+  // Headers first: nothing is reserved until every record is known good.
+  std::vector<std::array<uint8_t, kHeaderBytes>> heads(records.size());
+  std::vector<SegmentLocation> locs(records.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const std::string_view key = records[i].key, value = records[i].value;
+    if (key.empty()) return absl::InvalidArgumentError("segment log: empty key");
+    if (key.size() > UINT32_MAX || value.size() > UINT32_MAX) {
+      return absl::InvalidArgumentError("segment log: key or value over 4 GiB");
+    }
+    uint8_t* head = heads[i].data();
+    base::StoreLe32(head, kRecordMagic);
+    base::StoreLe32(head + 4, static_cast<uint32_t>(key.size()));
+    base::StoreLe64(head + 8, value.size());
+    base::StoreLe64(head + 16, HeaderHash(head, key));
+    locs[i].length = static_cast<uint32_t>(value.size());
+    locs[i].padded = options_.direct_io;
+    locs[i].offset = total;  // relative to the batch until the range is known
+    total += locs[i].RecordBytes(key.size());
   }
-  uint8_t head[kHeaderBytes];
-  base::StoreLe32(head, kRecordMagic);
-  base::StoreLe32(head + 4, static_cast<uint32_t>(key.size()));
-  base::StoreLe64(head + 8, value.size());
-  base::StoreLe64(head + 16, HeaderHash(head, key));
-  SegmentLocation loc;
-  loc.length = static_cast<uint32_t>(value.size());
-  loc.padded = options_.direct_io;
-  const uint64_t bytes = loc.RecordBytes(key.size());
+  uint32_t segment = kNoSegment;
+  uint64_t base_offset = 0;
   std::shared_ptr<File> file;
   {
     base::MutexLock lock(&mu_);
     const size_t lane = PickLaneLocked();
     if (open_[lane] == kNoSegment) QAQKV_RETURN_IF_ERROR(StartSegmentLocked(lane));
     Segment* s = &segments_[open_[lane]];
-    if (s->size > 0 && s->size + bytes > options_.segment_bytes) {
+    if (s->size > 0 && s->size + total > options_.segment_bytes) {
       QAQKV_RETURN_IF_ERROR(StartSegmentLocked(lane));
       s = &segments_[open_[lane]];
     }
-    loc.segment = open_[lane];
-    loc.offset = s->size;
-    s->size += bytes;
-    s->live += bytes;
+    segment = open_[lane];
+    base_offset = s->size;
+    s->size += total;
+    s->live += total;
     ++s->in_flight;
-    ++s->unsettled;
-    stats_.file_bytes += bytes;
-    stats_.live_bytes += bytes;
+    s->unsettled += static_cast<int>(records.size());
+    stats_.file_bytes += total;
+    stats_.live_bytes += total;
     file = s->file;
   }
+  for (SegmentLocation& loc : locs) {
+    loc.segment = segment;
+    loc.offset += base_offset;
+  }
   int err = 0;
-  if (loc.padded) {
-    // The record, its padding zeroed, in an aligned buffer: O_DIRECT
+  if (options_.direct_io) {
+    // Every record, its padding zeroed, in one aligned buffer: O_DIRECT
     // needs the memory, the offset and the length aligned.
-    Staging staging = TakeStaging(bytes);
+    Staging staging = TakeStaging(total);
     if (!staging.bytes) {
       err = ENOMEM;
     } else {
-      char* at = staging.bytes.get();
-      std::memcpy(at, head, kHeaderBytes);
-      std::memcpy(at + kHeaderBytes, key.data(), key.size());
-      std::memcpy(at + kHeaderBytes + key.size(), value.data(), value.size());
-      const uint64_t used = kHeaderBytes + key.size() + value.size();
-      std::memset(at + used, 0, bytes - used);
-      iovec iov = {at, bytes};
-      const int64_t n = WholeIo(::pwritev, file->fd, &iov, 1, loc.offset);
-      err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < bytes ? EIO : 0);
+      for (size_t i = 0; i < records.size(); ++i) {
+        const std::string_view key = records[i].key, value = records[i].value;
+        char* at = staging.bytes.get() + (locs[i].offset - base_offset);
+        std::memcpy(at, heads[i].data(), kHeaderBytes);
+        std::memcpy(at + kHeaderBytes, key.data(), key.size());
+        std::memcpy(at + kHeaderBytes + key.size(), value.data(), value.size());
+        const uint64_t used = kHeaderBytes + key.size() + value.size();
+        std::memset(at + used, 0, locs[i].RecordBytes(key.size()) - used);
+      }
+      iovec iov = {staging.bytes.get(), total};
+      const int64_t n = WholeIo(::pwritev, file->fd, &iov, 1, base_offset);
+      err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < total ? EIO : 0);
     }
     ReturnStaging(std::move(staging));
   } else {
-    // Header, key and value in one call, straight from the caller's buffers.
-    iovec iov[3] = {{head, kHeaderBytes},
-                    {const_cast<char*>(key.data()), key.size()},
-                    {const_cast<char*>(value.data()), value.size()}};
-    const int64_t n = WholeIo(::pwritev, file->fd, iov, 3, loc.offset);
-    err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < bytes ? EIO : 0);
+    // Headers, keys and values in one call, straight from the caller's
+    // buffers.
+    std::vector<iovec> iov;
+    iov.reserve(3 * records.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      iov.push_back({heads[i].data(), kHeaderBytes});
+      iov.push_back({const_cast<char*>(records[i].key.data()), records[i].key.size()});
+      iov.push_back({const_cast<char*>(records[i].value.data()), records[i].value.size()});
+    }
+    const int64_t n = WholeIo(::pwritev, file->fd, iov.data(), static_cast<int>(iov.size()),
+                              base_offset);
+    err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < total ? EIO : 0);
   }
   uint64_t mine = 0;
   {
     base::MutexLock lock(&mu_);
-    Segment& s = segments_[loc.segment];
+    Segment& s = segments_[segment];
     --s.in_flight;
     if (err != 0) {
       // The range stays (a hole no location names), not live.
-      --s.unsettled;
-      s.live -= bytes;
-      stats_.live_bytes -= bytes;
+      s.unsettled -= static_cast<int>(records.size());
+      s.live -= total;
+      stats_.live_bytes -= total;
     } else {
-      ++stats_.appends;
-      stats_.appended_bytes += bytes;
-      dirty_.insert(loc.segment);
+      stats_.appends += records.size();
+      ++stats_.writes;
+      stats_.appended_bytes += total;
+      dirty_.insert(segment);
       mine = ++completed_;
     }
   }
   if (err != 0) {
-    return ErrnoStatus(err, absl::StrCat("write ", PathOf(loc.segment)));
+    return ErrnoStatus(err, absl::StrCat("write ", PathOf(segment)));
   }
   if (options_.sync) {
     if (absl::Status st = SyncThrough(mine); !st.ok()) {
-      Release(loc, key.size());
-      Settle(loc);
+      for (size_t i = 0; i < records.size(); ++i) {
+        Release(locs[i], records[i].key.size());
+        Settle(locs[i]);
+      }
       return st;
     }
   }
-  return loc;
+  return locs;
 }
 
 SegmentLog::Staging SegmentLog::TakeStaging(uint64_t bytes) const {

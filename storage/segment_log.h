@@ -53,6 +53,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,6 +85,12 @@ struct SegmentLocation {
   bool operator==(const SegmentLocation&) const = default;
 };
 
+// One record to append: a key and its value, both borrowed.
+struct SegmentRecord {
+  std::string_view key;
+  std::string_view value;
+};
+
 struct SegmentLogOptions {
   std::string dir;                       // created if missing
   uint64_t segment_bytes = 256ull << 20; // a segment is sealed once this full
@@ -98,7 +105,8 @@ inline constexpr uint64_t kSegmentDirectAlign = 4096;
 
 struct SegmentLogStats {
   uint64_t appended_bytes = 0;  // record bytes written since Open
-  uint64_t appends = 0;
+  uint64_t appends = 0;         // records appended
+  uint64_t writes = 0;          // the system calls' batches that wrote them
   uint64_t syncs = 0;           // fdatasync calls (group commit shares them)
   uint64_t file_bytes = 0;      // all segment files together
   uint64_t live_bytes = 0;      // records still referenced
@@ -127,6 +135,13 @@ class SegmentLog {
   // publication would not move the record, and delete its segment. Call
   // Settle once the location is recorded or dropped, whatever the outcome.
   absl::StatusOr<SegmentLocation> AppendUnsettled(std::string_view key, std::string_view value);
+  // Several records in one contiguous range of one segment, with one write
+  // (and, with `sync`, one shared fdatasync): the pages of one message cost
+  // one system call instead of one each. All or nothing: on an error no
+  // location is returned and none is live. Each location is settled on its
+  // own.
+  absl::StatusOr<std::vector<SegmentLocation>> AppendUnsettled(
+      std::span<const SegmentRecord> records);
   void Settle(const SegmentLocation& loc);
 
   // The value of the record at `loc`, whose key must be `key`. kNotFound when

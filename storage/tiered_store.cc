@@ -321,6 +321,8 @@ StoreStats TieredStore::Stats() const {
   if (!options_.memory_only) s.disk_file_bytes = records_->DiskBytes();
   s.segment_file_bytes = db.segment_file_bytes;
   s.segment_live_bytes = db.segment_live_bytes;
+  s.segment_writes = db.segment_writes;
+  s.segment_syncs = db.segment_syncs;
   s.segments_collected = db.collected_segments;
   s.segment_bytes_copied = db.collector_copied_bytes;
   s.blob_garbage_bytes = db.blob_garbage_bytes;
@@ -385,24 +387,56 @@ TenantUsage TieredStore::Usage(std::string_view tenant) const {
 }
 
 absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
+  std::vector<PutPageResult> results;
+  QAQKV_RETURN_IF_ERROR(PutBlockPages(std::span<const PutPageRequest>(&req, 1), &results));
+  return results.front();
+}
+
+absl::Status TieredStore::PutPages(std::span<const PutPageRequest> requests,
+                                   std::vector<PutPageResult>* results) {
+  // Runs of pages of one block go together: one segment write and one
+  // RocksDB batch for all of them. Memory-only, each page goes alone: a
+  // page the DRAM tier cannot hold must fail without taking the block's
+  // other pages with it.
+  size_t i = 0;
+  while (i < requests.size()) {
+    size_t j = i + 1;
+    if (home().InRecordDatabase()) {
+      while (j < requests.size() && requests[j].tenant == requests[i].tenant &&
+             requests[j].block == requests[i].block) {
+        ++j;
+      }
+    }
+    QAQKV_RETURN_IF_ERROR(PutBlockPages(requests.subspan(i, j - i), results));
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TieredStore::PutBlockPages(std::span<const PutPageRequest> group,
+                                        std::vector<PutPageResult>* results) {
   if (!options_.memory_only) QAQKV_RETURN_IF_ERROR(CheckFreeSpace());
+  uint64_t bytes = 0;
+  for (const PutPageRequest& req : group) bytes += req.page.size();
   std::vector<std::string> evicted;
-  bool no_room = false, queued = false;
+  std::vector<PutPageResult> out;
+  bool no_room = false;
+  uint64_t queued = 0;
   // Write-back: room among the unwritten bytes first, waiting for the
   // writer if need be; never under a block's lock, which the writer takes.
-  if (write_back_ != nullptr) QAQKV_RETURN_IF_ERROR(write_back_->Reserve(req.page.size()));
-  absl::StatusOr<PutPageResult> result = PutPageLocked(req, &evicted, &no_room, &queued);
+  if (write_back_ != nullptr) QAQKV_RETURN_IF_ERROR(write_back_->Reserve(bytes));
+  absl::Status st = PutBlockPagesLocked(group, &out, &evicted, &no_room, &queued);
   // Concurrent writers can fill the room this write's eviction made before
   // it takes its block's lock: evict again (no lock held) and retry, a few
   // times; a budget that live sessions really fill stays refused.
   for (int attempt = 0; no_room && attempt < 16; ++attempt) {
-    const uint64_t headroom = std::max<uint64_t>(req.page.size(), options_.disk_bytes / 32);
+    const uint64_t headroom = std::max<uint64_t>(bytes, options_.disk_bytes / 32);
     EvictTo(options_.disk_bytes - std::min(headroom, options_.disk_bytes),
-            BlockRecordKey(req.tenant, req.block));
+            BlockRecordKey(group.front().tenant, group.front().block));
     no_room = false;
-    result = PutPageLocked(req, &evicted, &no_room, &queued);
+    st = PutBlockPagesLocked(group, &out, &evicted, &no_room, &queued);
   }
-  if (write_back_ != nullptr && !queued) write_back_->Unreserve(req.page.size());
+  if (write_back_ != nullptr && queued < bytes) write_back_->Unreserve(bytes - queued);
   // Memory-only: the DRAM tier holds the only copy of a page, so a block
   // that lost a page to eviction is incomplete and goes as a whole. Done
   // here, with no block lock held (deleting takes the victim's lock).
@@ -413,35 +447,43 @@ absl::StatusOr<PutPageResult> TieredStore::PutPage(const PutPageRequest& req) {
       blocks_dropped_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  return result;
+  if (st.ok()) results->insert(results->end(), out.begin(), out.end());
+  return st;
 }
 
-absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& req,
-                                                         std::vector<std::string>* evicted,
-                                                         bool* no_room, bool* queued) {
-  QAQKV_RETURN_IF_ERROR(ValidateTenant(req.tenant));
-  if (req.num_layers == 0 || req.num_layers > limits::kMaxLayers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_layers: ", req.num_layers, " not in [1, ", limits::kMaxLayers, "]"));
+absl::Status TieredStore::PutBlockPagesLocked(std::span<const PutPageRequest> group,
+                                              std::vector<PutPageResult>* out,
+                                              std::vector<std::string>* evicted, bool* no_room,
+                                              uint64_t* queued) {
+  const PutPageRequest& first = group.front();
+  QAQKV_RETURN_IF_ERROR(ValidateTenant(first.tenant));
+  uint64_t bytes = 0, largest = 0;
+  for (const PutPageRequest& req : group) {
+    if (req.num_layers == 0 || req.num_layers > limits::kMaxLayers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_layers: ", req.num_layers, " not in [1, ", limits::kMaxLayers, "]"));
+    }
+    if (req.layer >= req.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer: ", req.layer, " not below num_layers ", req.num_layers));
+    }
+    if (!req.checksum_verified && !PageChecksumOk(req.page)) {
+      return absl::InvalidArgumentError("page: checksum does not match its contents");
+    }
+    bytes += req.page.size();
+    largest = std::max<uint64_t>(largest, req.page.size());
   }
-  if (req.layer >= req.num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer: ", req.layer, " not below num_layers ", req.num_layers));
-  }
-  if (!req.checksum_verified && !PageChecksumOk(req.page)) {
-    return absl::InvalidArgumentError("page: checksum does not match its contents");
-  }
-  const std::string record_key = BlockRecordKey(req.tenant, req.block);
+  const std::string record_key = BlockRecordKey(first.tenant, first.block);
   if (options_.disk_bytes > 0) {
     // Make room before taking this block's lock (eviction takes others').
-    if (req.page.size() > options_.disk_bytes) {
+    if (largest > options_.disk_bytes) {
       return absl::ResourceExhaustedError("page: larger than the whole disk budget");
     }
-    if (TotalBytes() + req.page.size() > options_.disk_bytes) {
+    if (TotalBytes() + bytes > options_.disk_bytes) {
       // Down to a low-water mark (1/32 of the budget below it), not just
-      // one page's room: concurrent writers then find room between this
+      // these pages' room: concurrent writers then find room between this
       // eviction and their own budget check, and eviction runs in batches.
-      const uint64_t headroom = std::max<uint64_t>(req.page.size(), options_.disk_bytes / 32);
+      const uint64_t headroom = std::max<uint64_t>(bytes, options_.disk_bytes / 32);
       EvictTo(options_.disk_bytes - std::min(headroom, options_.disk_bytes), record_key);
     }
   }
@@ -455,74 +497,102 @@ absl::StatusOr<PutPageResult> TieredStore::PutPageLocked(const PutPageRequest& r
     record = std::move(*found);
     existed = true;
   } else {
-    record = NewBlockRecord(req.num_layers, req.descriptor, NowMs());
+    record = NewBlockRecord(first.num_layers, first.descriptor, NowMs());
   }
-  if (record.num_layers != req.num_layers) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "num_layers: ", req.num_layers, " but the block has ", record.num_layers));
+  for (const PutPageRequest& req : group) {
+    if (record.num_layers != req.num_layers) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "num_layers: ", req.num_layers, " but the block has ", record.num_layers));
+    }
+    if (record.descriptor != req.descriptor) {
+      return absl::FailedPreconditionError(
+          "descriptor: geometry or codec differ from the block's earlier pages");
+    }
   }
-  if (record.descriptor != req.descriptor) {
-    return absl::FailedPreconditionError(
-        "descriptor: geometry or codec differ from the block's earlier pages");
+  // Each page's result as if the pages came one at a time; `records[k]` is
+  // the block's record once the k-th new page is stored.
+  out->assign(group.size(), PutPageResult{});
+  std::vector<size_t> fresh;
+  std::vector<BlockRecord> records;
+  uint64_t fresh_bytes = 0;
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (record.committed) {
+      (*out)[i] = PutPageResult{true, true, false};
+    } else if (!record.HasLayer(group[i].layer)) {
+      // A layer the block already has (a retried stream) is durable already.
+      record.SetLayer(group[i].layer);
+      record.bytes += group[i].page.size();
+      record.committed = record.LayersPresent() == record.num_layers;
+      (*out)[i] = PutPageResult{record.committed, false, true};
+      fresh.push_back(i);
+      records.push_back(record);
+      fresh_bytes += group[i].page.size();
+    }
   }
-  if (record.committed) return PutPageResult{true, true, false};
-  if (record.HasLayer(req.layer)) {
-    // The same layer again (a retried stream): durable already.
-    return PutPageResult{false, false, false};
-  }
+  if (fresh.empty()) return absl::OkStatus();
   // Check and reserve the budget in one step: writers of other blocks hold
   // other locks, and a check apart from the reservation lets two of them
   // slip under the last free bytes together.
-  if (!ReserveTotal(req.page.size())) {
+  if (!ReserveTotal(fresh_bytes)) {
     *no_room = true;
     return absl::ResourceExhaustedError(absl::StrCat(
         "disk budget of ", options_.disk_bytes,
         " bytes is full (what is left is held by live sessions or blocks being written)"));
   }
   // Likewise for the tenant's quota.
-  if (!ReserveUsage(req.tenant, req.page.size(), existed ? 0 : 1)) {
-    ReleaseTotal(req.page.size());
+  if (!ReserveUsage(first.tenant, fresh_bytes, existed ? 0 : 1)) {
+    ReleaseTotal(fresh_bytes);
     return absl::ResourceExhaustedError(
         absl::StrCat("tenant quota of ", options_.tenant_quota_bytes, " bytes exceeded"));
   }
-  record.SetLayer(req.layer);
-  record.bytes += req.page.size();
-  record.committed = record.LayersPresent() == record.num_layers;
-  const std::string page_key = PageKey(req.tenant, req.block, req.layer);
-  PageBuffer buffer = req.owned && req.owned->data() == req.page.data() &&
+  std::vector<std::string> page_keys;
+  std::vector<PageBuffer> buffers;
+  page_keys.reserve(fresh.size());  // the batch below points into them
+  for (size_t i : fresh) {
+    const PutPageRequest& req = group[i];
+    page_keys.push_back(PageKey(req.tenant, req.block, req.layer));
+    buffers.push_back(req.owned && req.owned->data() == req.page.data() &&
                               req.owned->size() == req.page.size()
                           ? req.owned
-                          : std::make_shared<const std::string>(req.page);
+                          : std::make_shared<const std::string>(req.page));
+  }
   absl::Status stored;
   if (write_back_ != nullptr) {
-    // Acknowledged from memory; the writer stores page and record later.
-    write_back_->Add(page_key, record_key, buffer, record);
-    *queued = true;
+    // Acknowledged from memory; the writer stores pages and records later,
+    // each page with the record as it stands once that page is stored.
+    for (size_t k = 0; k < fresh.size(); ++k) {
+      write_back_->Add(page_keys[k], record_key, buffers[k], records[k]);
+      *queued += group[fresh[k]].page.size();
+    }
   } else if (home().InRecordDatabase()) {
-    // Page and record in one WAL record: a crash leaves both or neither.
+    // Pages and record in one WAL record: a crash leaves all or none.
     RecordBatch batch;
-    batch.PutNewPage(page_key, req.page);  // the record lacked the layer
+    for (size_t k = 0; k < fresh.size(); ++k) {
+      batch.PutNewPage(page_keys[k], group[fresh[k]].page);  // the record lacked the layer
+    }
     batch.PutBlock(record_key, record);
     stored = metadata_.Commit(batch);
   } else {
-    // Memory-only: the home tier holds the page's only copy and the index
-    // the record. A page it cannot hold is never recorded as stored; pages
-    // it pushed out go back to PutPage, which drops their blocks.
-    stored = home().Put(page_key, buffer, evicted);
+    // Memory-only (one page at a time, PutPages): the home tier holds the
+    // page's only copy and the index the record. A page it cannot hold is
+    // never recorded as stored; pages it pushed out go back to PutPage,
+    // which drops their blocks.
+    for (size_t k = 0; k < fresh.size() && stored.ok(); ++k) {
+      stored = home().Put(page_keys[k], buffers[k], evicted);
+    }
   }
   if (!stored.ok()) {
-    AddUsage(req.tenant, -static_cast<int64_t>(req.page.size()), existed ? 0 : -1);
-    ReleaseTotal(req.page.size());
+    AddUsage(first.tenant, -static_cast<int64_t>(fresh_bytes), existed ? 0 : -1);
+    ReleaseTotal(fresh_bytes);
     return stored;
   }
-  const bool committed = record.committed;
   record.accessed_ms = NowMs();
   {
     base::MutexLock index_lock(&index_mu_);
     IndexSet(record_key, {std::move(record), false});
   }
-  CacheAbove(tiers_.size() - 1, page_key, buffer);
-  return PutPageResult{committed, false, true};
+  for (size_t k = 0; k < fresh.size(); ++k) CacheAbove(tiers_.size() - 1, page_keys[k], buffers[k]);
+  return absl::OkStatus();
 }
 
 std::optional<BlockRecord> TieredStore::IndexedRecord(std::string_view record_key) const {

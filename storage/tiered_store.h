@@ -141,6 +141,8 @@ struct StoreStats {
   uint64_t disk_file_bytes = 0;
   uint64_t segment_file_bytes = 0;
   uint64_t segment_live_bytes = 0;
+  uint64_t segment_writes = 0;  // write calls (a block's pages of one message share one)
+  uint64_t segment_syncs = 0;   // their fdatasync calls (sync mode)
   uint64_t segments_collected = 0;
   uint64_t segment_bytes_copied = 0;
   // Write-back: its limit, what waits unwritten now, and since open the
@@ -177,6 +179,11 @@ class TieredStore final : public PageStore {
   static absl::StatusOr<std::unique_ptr<TieredStore>> Open(const TieredStoreOptions& options);
 
   absl::StatusOr<PutPageResult> PutPage(const PutPageRequest& request) override;
+  // Pages of one block that follow each other are stored together: on disk
+  // one segment write and one RocksDB batch (one flush of each with sync)
+  // for all of them, all or none.
+  absl::Status PutPages(std::span<const PutPageRequest> requests,
+                        std::vector<PutPageResult>* results) override;
   absl::StatusOr<PageBuffer> GetPage(std::string_view tenant, const BlockKey& block,
                                      uint32_t layer) override;
   absl::StatusOr<size_t> Lookup(std::string_view tenant, std::span<const BlockKey> chain,
@@ -269,12 +276,17 @@ class TieredStore final : public PageStore {
   // Evicts least recently used blocks (unreferenced ones first, never
   // `keep`) until the total is at most `target` bytes; returns how many.
   size_t EvictTo(uint64_t target, std::string_view keep);
-  // PutPage under the block's lock; collects the DRAM keys it evicted and
-  // sets `no_room` when the disk budget had no room for the page.
-  // `queued`: write-back took the page (and its reserved bytes).
-  absl::StatusOr<PutPageResult> PutPageLocked(const PutPageRequest& request,
-                                              std::vector<std::string>* evicted, bool* no_room,
-                                              bool* queued);
+  // Pages of one block (a run of PutPages, or PutPage's one), all or none.
+  absl::Status PutBlockPages(std::span<const PutPageRequest> group,
+                             std::vector<PutPageResult>* results);
+  // PutBlockPages under the block's lock: sets `out` to one result per
+  // page, collects the DRAM keys it evicted, and sets `no_room` when the
+  // disk budget had no room for the pages. `queued`: the bytes write-back
+  // took (reserved beforehand).
+  absl::Status PutBlockPagesLocked(std::span<const PutPageRequest> group,
+                                   std::vector<PutPageResult>* out,
+                                   std::vector<std::string>* evicted, bool* no_room,
+                                   uint64_t* queued);
   // Write-back: stores the block's queued pages with their records, in one
   // batch, and dequeues them. Under the block's lock.
   absl::Status WriteBackBlockLocked(std::string_view record_key);

@@ -228,11 +228,13 @@ TEST_F(ContractTest, BlockListingAndDeletingStayWithinTheTenant) {
 TEST_F(ContractTest, StreamThatHitsTheQuotaTakesBackItsPartialBlocks) {
   const TestBlock a = NewBlock(format_, 31);
   const TestBlock b = NewBlock(format_, 32);
-  // Room for A and two layers of B: the stream fails at B's third page.
+  // Room for A and two layers of B: the stream fails at B's pages, which
+  // the store takes together (all four layers in one message).
   const uint64_t quota = a.bytes() + b.pages[0].size() + b.pages[1].size() + 16;
   ASSERT_NO_FATAL_FAILURE(StartServer({absl::StrCat("--tenant-quota-bytes=", quota)}));
   const PutResult put = PutPages(*stub_, {PutMessage({a}, &format_), PutMessage({b})});
-  EXPECT_TRUE(IsError(put.status, grpc::StatusCode::RESOURCE_EXHAUSTED, "pages[6]"))
+  EXPECT_TRUE(IsError(put.status, grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "pages[4] to pages[7] (one block's pages, stored together)"))
       << StatusText(put.status);
   // A committed and stays; B's two stored layers were taken back.
   v1::GetStatsResponse stats = Stats(*stub_);

@@ -123,6 +123,68 @@ TEST(TieredStoreTest, QuotaIsEnforcedPerTenant) {
   EXPECT_TRUE(s->PutPage(Req("t", 3, 0, 1, p)).ok());
 }
 
+// A message's pages go to PutPages: each run of one block's pages is one
+// segment write and one RocksDB batch, all or none, with each page's result
+// as if they had come one at a time.
+TEST(TieredStoreTest, PutPagesStoresARunOfABlocksPagesInOneWrite) {
+  base::TempDir dir = MakeTempDir();
+  const std::string p0 = FakePage(5000, 0), p1 = FakePage(6000, 1), p2 = FakePage(7000, 2);
+  const std::string q = FakePage(3000, 3);
+  {
+    auto s = OpenStore(dir.path(), /*quota=*/40000);
+    ASSERT_TRUE(s->PutPage(Req("t", 1, 1, 3, p1)).ok());  // one layer before
+    const uint64_t writes = s->Stats().segment_writes;
+    EXPECT_EQ(writes, 1u);
+    // Block 1: layer 0, layer 1 again (stored already), layer 2 completing
+    // it, layer 0 again (the block is committed by then); then block 2.
+    const PutPageRequest reqs[] = {Req("t", 1, 0, 3, p0), Req("t", 1, 1, 3, p1),
+                                   Req("t", 1, 2, 3, p2), Req("t", 1, 0, 3, p0),
+                                   Req("t", 2, 0, 2, q), Req("t", 2, 1, 2, q)};
+    std::vector<PutPageResult> results;
+    ASSERT_TRUE(s->PutPages(reqs, &results).ok());
+    ASSERT_EQ(results.size(), 6u);
+    auto eq = [](const PutPageResult& r, bool committed, bool already, bool stored) {
+      return r.committed == committed && r.already_committed == already && r.stored == stored;
+    };
+    EXPECT_TRUE(eq(results[0], false, false, true));
+    EXPECT_TRUE(eq(results[1], false, false, false));
+    EXPECT_TRUE(eq(results[2], true, false, true));
+    EXPECT_TRUE(eq(results[3], true, true, false));
+    EXPECT_TRUE(eq(results[4], false, false, true));
+    EXPECT_TRUE(eq(results[5], true, false, true));
+    EXPECT_EQ(s->Stats().segment_writes, writes + 2);  // one per block
+    EXPECT_EQ(s->Usage("t").bytes, p0.size() + p1.size() + p2.size() + 2 * q.size());
+    EXPECT_EQ(s->Usage("t").blocks, 2u);
+
+    // A run the quota cannot take stores none of its pages; the runs before
+    // it stay, and `results` lists only their pages.
+    const std::string big = FakePage(9000, 4);
+    const PutPageRequest over[] = {Req("t", 3, 0, 1, q), Req("t", 4, 0, 2, big),
+                                   Req("t", 4, 1, 2, big)};
+    results.clear();
+    EXPECT_EQ(s->PutPages(over, &results).code(), absl::StatusCode::kResourceExhausted);
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_TRUE(results[0].committed);
+    EXPECT_EQ(s->GetBlock("t", Block(4)).status().code(), absl::StatusCode::kNotFound);
+    // A bad page anywhere in a run refuses the run.
+    std::string corrupt = q;
+    corrupt[3] ^= 1;
+    const PutPageRequest bad[] = {Req("t", 5, 0, 2, q), Req("t", 5, 1, 2, corrupt)};
+    results.clear();
+    EXPECT_EQ(s->PutPages(bad, &results).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(results.empty());
+    EXPECT_EQ(s->GetBlock("t", Block(5)).status().code(), absl::StatusCode::kNotFound);
+  }
+  // Everything stored survives a reopen, and reads back.
+  auto s = OpenStore(dir.path());
+  const BlockKey chain[] = {Block(1), Block(2), Block(3)};
+  EXPECT_EQ(*s->Lookup("t", chain), 3u);
+  EXPECT_EQ(**s->GetPage("t", Block(1), 0), p0);
+  EXPECT_EQ(**s->GetPage("t", Block(1), 2), p2);
+  EXPECT_EQ(**s->GetPage("t", Block(2), 1), q);
+  EXPECT_EQ(s->Usage("t").bytes, p0.size() + p1.size() + p2.size() + 3 * q.size());
+}
+
 TEST(TieredStoreTest, PagesAndUsageSurviveReopen) {
   base::TempDir dir = MakeTempDir();
   const std::string p0 = FakePage(70000, 6), p1 = FakePage(5000, 7);
