@@ -1,9 +1,10 @@
 // `qaqkv bench storage`: the page store against the baselines its targets
 // name, measured in the same run (docs/performance.md):
 // - DRAM-hit reads of pages against memcpy of the same bytes;
-// - disk-tier writes (PutPage: page bytes to the segment log, location and
-//   record to RocksDB, optional fsync) against writing the same bytes to a
-//   plain file with the same sync policy, and the segment log alone;
+// - disk-tier writes (PutPages of one block's layers, as the service stores
+//   a message: page bytes to the segment log, locations and record to
+//   RocksDB, optional fsync) against writing the same bytes to a plain file
+//   with the same sync points (one flush a put), and the segment log alone;
 // - peak RSS and the DRAM tier's charge against its budget under a
 //   sustained write load;
 // - reads of pages only the disk tier holds against pread of the same bytes
@@ -90,6 +91,7 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   // holds --pages pages in memory, phase 1 writes 4x --memory-mib to disk.
   if (absl::Status st = FirstError({CheckRange("--page-kib", args.page_kib, 1, 65536),
                                     CheckRange("--pages", args.pages, 8, 1 << 20),
+                                    CheckRange("--pages-per-put", args.pages_per_put, 1, 64),
                                     CheckRange("--memory-mib", args.memory_mib, 1, 65536),
                                     CheckRange("--startup-blocks", args.startup_blocks, 0, 1 << 24)});
       !st.ok()) {
@@ -190,7 +192,7 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   }
 
   // 3. Writes of the same pages, with and without fsync: the disk tier
-  // (PutPage as the service issues it: the service verified the page's
+  // (PutPages as the service issues it: the service verified the page's
   // checksum on receipt, whatever the tier, so the store does not hash it
   // again), the disk tier hashing the page itself, the segment log alone,
   // and a plain file written with write(2) (and fdatasync). Three rounds, in
@@ -231,27 +233,43 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     for (const std::string& p : pages) owned.push_back(std::make_shared<const std::string>(p));
     // Round 0 writes keys 0..n-1 and the file "plain": the read phase reads
     // them back.
+    // Page i is layer i % k of block i / k: each put is one block's k
+    // layers, as the service stores a PutPages message's pages of a block.
+    const int k = args.pages_per_put;
     auto store_round = [&](storage::TieredStore& st, int round,
                            bool verified) -> absl::StatusOr<double> {
       const uint32_t base = uint32_t(round) * uint32_t(n) + (verified ? 0u : 1u << 24);
+      std::vector<storage::PutPageRequest> reqs;
+      std::vector<storage::PutPageResult> results;
       const auto t0 = Clock::now();
-      for (int i = 0; i < n; ++i) {
-        const storage::PageBuffer& page = owned[i % owned.size()];
-        storage::PutPageRequest req{"bench", KeyOf(base + uint32_t(i)), 0, 1, "geo", *page, page};
-        req.checksum_verified = verified;
-        auto r = st.PutPage(req);
-        if (!r.ok()) return r.status();
+      for (int i = 0; i < n; i += k) {
+        reqs.clear();
+        results.clear();
+        for (int j = i; j < std::min(n, i + k); ++j) {
+          const storage::PageBuffer& page = owned[j % owned.size()];
+          reqs.push_back({"bench", KeyOf(base + uint32_t(j / k)), uint32_t(j % k), uint32_t(k),
+                          "geo", *page, page});
+          reqs.back().checksum_verified = verified;
+        }
+        if (absl::Status r = st.PutPages(reqs, &results); !r.ok()) return r;
       }
       return Seconds(t0);
     };
     auto log_round = [&](int round) -> absl::StatusOr<double> {
+      std::vector<storage::BlockKey> keys(k);
+      std::vector<storage::SegmentRecord> records;
       const auto t0 = Clock::now();
-      for (int i = 0; i < n; ++i) {
-        const storage::BlockKey key = KeyOf(uint32_t(round) * uint32_t(n) + uint32_t(i));
-        auto r = (*log)->Append(
-            std::string_view(reinterpret_cast<const char*>(key.data()), key.size()),
-            pages[i % pages.size()]);
+      for (int i = 0; i < n; i += k) {
+        records.clear();
+        for (int j = i; j < std::min(n, i + k); ++j) {
+          keys[j - i] = KeyOf(uint32_t(round) * uint32_t(n) + uint32_t(j));
+          records.push_back(
+              {std::string_view(reinterpret_cast<const char*>(keys[j - i].data()), 16),
+               pages[j % pages.size()]});
+        }
+        auto r = (*log)->AppendUnsettled(records);
         if (!r.ok()) return r.status();
+        for (const storage::SegmentLocation& loc : *r) (*log)->Settle(loc);
       }
       return Seconds(t0);
     };
@@ -271,8 +289,10 @@ int RunBenchStorage(const BenchStorageArgs& args) {
         const AlignedPage& a = aligned[i % aligned.size()];
         const std::string_view p =
             direct ? std::string_view(a.bytes.get(), a.size) : std::string_view(pages[i % pages.size()]);
+        // One flush per put, after its last page.
+        const bool flush = sync && (i % k == k - 1 || i == n - 1);
         if (write(fd, p.data(), p.size()) != static_cast<ssize_t>(p.size()) ||
-            (sync && fdatasync(fd) != 0)) {
+            (flush && fdatasync(fd) != 0)) {
           const int err = errno;
           close(fd);
           return absl::UnavailableError(absl::StrCat("plain file ", file, ": write of page ", i,
@@ -369,7 +389,8 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     uint64_t sink = 0;
     auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
-      auto p = (*store)->GetPage("bench", KeyOf(i), 0);
+      auto p = (*store)->GetPage("bench", KeyOf(uint32_t(i / args.pages_per_put)),
+                                 uint32_t(i % args.pages_per_put));
       if (!p.ok()) return fail(phase, absl::StrCat("read page ", i), p.status());
       sink += static_cast<uint8_t>((**p)[i % page_bytes]);
     }
@@ -436,8 +457,9 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   }
 
   if (format == Format::kTable) {
-    std::printf("# %d pages of %d KiB, one thread; RocksDB in %s\n", args.pages, args.page_kib,
-                dir.c_str());
+    std::printf("# %d pages of %d KiB, %d per put (one block's layers; with fsync one flush per put), "
+                "one thread; RocksDB in %s\n",
+                args.pages, args.page_kib, args.pages_per_put, dir.c_str());
   }
   report.Print(format);
   return 0;

@@ -38,6 +38,7 @@ int RunBenchCodec(const BenchCodecArgs& args);
 struct BenchStorageArgs {
   int page_kib = 256;
   int pages = 512;
+  int pages_per_put = 8;  // pages of one block stored by one PutPages (as bench service's ops)
   int memory_mib = 256;  // DRAM budget of the sustained-write run
   int startup_blocks = 0;  // > 0: time a store's open with this many blocks stored
   std::string dir;       // RocksDB directory; empty = a temporary one

@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
   CLI::App* bs = bn->add_subcommand("storage", "Page store reads and writes against memcpy and plain files");
   bs->add_option("--page-kib", bench_storage.page_kib, "page size")->default_val(256);
   bs->add_option("--pages", bench_storage.pages, "pages per measurement")->default_val(512);
+  bs->add_option("--pages-per-put", bench_storage.pages_per_put,
+                 "pages per put: one block's layers, stored together (with fsync, one flush a put)")
+      ->default_val(8);
   bs->add_option("--memory-mib", bench_storage.memory_mib, "DRAM budget of the sustained-write run")
       ->default_val(256);
   bs->add_option("--startup-blocks", bench_storage.startup_blocks,
