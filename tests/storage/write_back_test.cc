@@ -193,6 +193,46 @@ TEST(WriteBackStoreTest, PagesAreServedAtOnceAndStoredByFlushAndClose) {
   EXPECT_EQ(s->Usage("t").bytes, 13u * 20008);
 }
 
+// PutPages in write-back: each page of a block's run is queued with the
+// record as it stands once that page is stored, so the writer stores them
+// in order and a reopen finds every block whole.
+TEST(WriteBackStoreTest, PutPagesQueuesEachPageOfARun) {
+  base::TempDir dir = MakeTempDir();
+  std::vector<std::string> pages;
+  for (uint32_t i = 0; i < 12; ++i) pages.push_back(FakePage(20000, i));
+  {
+    auto s = Open(WriteBackOptions(dir.path(), 1 << 20));
+    ASSERT_NE(s, nullptr);
+    std::vector<PutPageRequest> reqs;
+    for (uint32_t b = 0; b < 3; ++b) {
+      for (uint32_t layer = 0; layer < 4; ++layer) {
+        reqs.push_back({"t", Block(b), layer, 4, "geo", pages[b * 4 + layer]});
+      }
+    }
+    std::vector<PutPageResult> results;
+    ASSERT_TRUE(s->PutPages(reqs, &results).ok());
+    ASSERT_EQ(results.size(), 12u);
+    for (size_t i = 0; i < 12; ++i) {
+      EXPECT_EQ(results[i].committed, i % 4 == 3) << i;
+      EXPECT_TRUE(results[i].stored) << i;
+    }
+    const BlockKey chain[] = {Block(0), Block(1), Block(2)};
+    EXPECT_EQ(*s->Lookup("t", chain), 3u);
+    ASSERT_TRUE(s->Flush().ok());
+    EXPECT_EQ(s->Stats().write_back_written_pages, 12u);
+  }
+  auto s = Open(WriteBackOptions(dir.path(), 0));
+  ASSERT_NE(s, nullptr);
+  const BlockKey chain[] = {Block(0), Block(1), Block(2)};
+  EXPECT_EQ(*s->Lookup("t", chain), 3u);
+  for (uint32_t b = 0; b < 3; ++b) {
+    for (uint32_t layer = 0; layer < 4; ++layer) {
+      EXPECT_EQ(**s->GetPage("t", Block(b), layer), pages[b * 4 + layer]);
+    }
+  }
+  EXPECT_EQ(s->Usage("t").bytes, 12u * 20008);
+}
+
 TEST(WriteBackStoreTest, DeletedAndRevertedPagesDoNotComeBack) {
   base::TempDir dir = MakeTempDir();
   const std::string p0 = FakePage(5000, 0), p1 = FakePage(5000, 1), p2 = FakePage(5000, 2);
