@@ -69,7 +69,8 @@ port, pid = sys.argv[1], sys.argv[2]
 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
 want = ("qaqkv_received_bytes_total", "qaqkv_segment_file_bytes", "qaqkv_segment_live_bytes",
         "qaqkv_segment_collector_copied_bytes_total", "qaqkv_segments_collected_total",
-        "qaqkv_disk_file_bytes", "qaqkv_evictions_total", "qaqkv_write_back_stalls_total")
+        "qaqkv_disk_file_bytes", "qaqkv_evictions_total", "qaqkv_write_back_stalls_total",
+        "qaqkv_segment_writes_total", "qaqkv_pages_stored_total")
 totals = {}
 for line in text.splitlines():
     if line.startswith("#"):
