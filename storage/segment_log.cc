@@ -113,8 +113,6 @@ uint64_t SegmentLocation::RecordBytes(size_t key_size) const {
   return padded ? AlignUp(bytes) : bytes;
 }
 
-void SegmentLog::FreeBytes::operator()(char* p) const { std::free(p); }
-
 SegmentLog::SegmentLog(Token, SegmentLogOptions options) : options_(std::move(options)) {}
 
 SegmentLog::~SegmentLog() = default;
@@ -316,20 +314,20 @@ absl::StatusOr<std::vector<SegmentLocation>> SegmentLog::AppendUnsettled(
   if (options_.direct_io) {
     // Every record, its padding zeroed, in one aligned buffer: O_DIRECT
     // needs the memory, the offset and the length aligned.
-    Staging staging = TakeStaging(total);
-    if (!staging.bytes) {
+    base::AlignedBuffer staging = TakeStaging(total);
+    if (staging.empty()) {
       err = ENOMEM;
     } else {
       for (size_t i = 0; i < records.size(); ++i) {
         const std::string_view key = records[i].key, value = records[i].value;
-        char* at = staging.bytes.get() + (locs[i].offset - base_offset);
+        char* at = staging.data() + (locs[i].offset - base_offset);
         std::memcpy(at, heads[i].data(), kHeaderBytes);
         std::memcpy(at + kHeaderBytes, key.data(), key.size());
         std::memcpy(at + kHeaderBytes + key.size(), value.data(), value.size());
         const uint64_t used = kHeaderBytes + key.size() + value.size();
         std::memset(at + used, 0, locs[i].RecordBytes(key.size()) - used);
       }
-      iovec iov = {staging.bytes.get(), total};
+      iovec iov = {staging.data(), total};
       const int64_t n = WholeIo(::pwritev, file->fd, &iov, 1, base_offset);
       err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < total ? EIO : 0);
     }
@@ -381,8 +379,8 @@ absl::StatusOr<std::vector<SegmentLocation>> SegmentLog::AppendUnsettled(
   return locs;
 }
 
-SegmentLog::Staging SegmentLog::TakeStaging(uint64_t bytes) const {
-  Staging staging;
+base::AlignedBuffer SegmentLog::TakeStaging(uint64_t bytes) const {
+  base::AlignedBuffer staging;
   {
     base::MutexLock lock(&mu_);
     if (!staging_.empty()) {
@@ -390,16 +388,12 @@ SegmentLog::Staging SegmentLog::TakeStaging(uint64_t bytes) const {
       staging_.pop_back();
     }
   }
-  if (staging.capacity < bytes) {
-    const uint64_t size = AlignUp(bytes);
-    staging.bytes.reset(static_cast<char*>(std::aligned_alloc(kSegmentDirectAlign, size)));
-    staging.capacity = staging.bytes ? size : 0;
-  }
+  if (staging.size() < bytes) staging = base::AlignedBuffer::Allocate(bytes, kSegmentDirectAlign);
   return staging;
 }
 
-void SegmentLog::ReturnStaging(Staging staging) const {
-  if (!staging.bytes || staging.capacity > kMaxPooledStaging) return;
+void SegmentLog::ReturnStaging(base::AlignedBuffer staging) const {
+  if (staging.empty() || staging.size() > kMaxPooledStaging) return;
   base::MutexLock lock(&mu_);
   if (staging_.size() < 2 * open_.size()) staging_.push_back(std::move(staging));
 }
@@ -488,8 +482,8 @@ absl::StatusOr<std::string> SegmentLog::ReadDirect(const File& file, const Segme
   const uint64_t from = loc.offset / kSegmentDirectAlign * kSegmentDirectAlign;
   const uint64_t skip = loc.offset - from;
   const uint64_t bytes = AlignUp(skip + record);
-  Staging staging = TakeStaging(bytes);
-  if (!staging.bytes) {
+  base::AlignedBuffer staging = TakeStaging(bytes);
+  if (staging.empty()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("segment log: ", where, ": no memory for a read of ", bytes, " bytes"));
   }
@@ -497,7 +491,7 @@ absl::StatusOr<std::string> SegmentLog::ReadDirect(const File& file, const Segme
   // segments), after which an unaligned offset would be refused.
   int64_t got = 0;
   while (uint64_t(got) < bytes) {
-    const ssize_t n = ::pread(file.fd, staging.bytes.get() + got, bytes - uint64_t(got),
+    const ssize_t n = ::pread(file.fd, staging.data() + got, bytes - uint64_t(got),
                               static_cast<off_t>(from + uint64_t(got)));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
@@ -513,7 +507,7 @@ absl::StatusOr<std::string> SegmentLog::ReadDirect(const File& file, const Segme
   } else if (uint64_t(got) < skip + record) {
     value = absl::DataLossError(absl::StrCat("segment log: ", where, ": record cut short"));
   } else {
-    const char* at = staging.bytes.get() + skip;
+    const char* at = staging.data() + skip;
     if (absl::Status st = CheckHeader(reinterpret_cast<const uint8_t*>(at), loc, key, where);
         !st.ok()) {
       value = st;

@@ -60,6 +60,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/aligned_buffer.h"
 #include "base/mutex.h"
 
 namespace qaqkv::storage {
@@ -186,14 +187,6 @@ class SegmentLog {
     int unsettled = 0;
   };
   struct Token {};
-  // An aligned buffer a direct append assembles its record in.
-  struct FreeBytes {
-    void operator()(char* p) const;
-  };
-  struct Staging {
-    std::unique_ptr<char, FreeBytes> bytes;
-    size_t capacity = 0;
-  };
 
  public:
   SegmentLog(Token, SegmentLogOptions options);
@@ -216,8 +209,8 @@ class SegmentLog {
                                   std::string_view key, const std::string& where);
   // An aligned buffer of at least `bytes` (a pooled one when it is large
   // enough); its `bytes` is null when memory ran out.
-  Staging TakeStaging(uint64_t bytes) const ABSL_LOCKS_EXCLUDED(mu_);
-  void ReturnStaging(Staging staging) const ABSL_LOCKS_EXCLUDED(mu_);
+  base::AlignedBuffer TakeStaging(uint64_t bytes) const ABSL_LOCKS_EXCLUDED(mu_);
+  void ReturnStaging(base::AlignedBuffer staging) const ABSL_LOCKS_EXCLUDED(mu_);
   std::string PathOf(uint32_t segment) const;
 
   const SegmentLogOptions options_;
@@ -236,7 +229,7 @@ class SegmentLog {
   std::set<uint32_t> dirty_ ABSL_GUARDED_BY(mu_);
   // Direct I/O's staging buffers, reused so that a steady load touches no
   // new memory (at most 2 per lane, each at most 4 MiB, are kept).
-  mutable std::vector<Staging> staging_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<base::AlignedBuffer> staging_ ABSL_GUARDED_BY(mu_);
   absl::Status sync_error_ ABSL_GUARDED_BY(mu_);  // sticky
   base::CondVar synced_cv_;
 };

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/aligned_buffer.h"
 #include "base/file.h"
 #include "storage/segment_log.h"
 #include "storage/tiered_store.h"
@@ -62,13 +63,6 @@ std::string MakePage(size_t bytes, uint32_t seed) {
 
 // The alignment the store's direct appends use, so both sides pad alike.
 constexpr size_t kDirectAlign = storage::kSegmentDirectAlign;
-struct FreeBytes {
-  void operator()(char* p) const { std::free(p); }
-};
-struct AlignedPage {
-  std::unique_ptr<char, FreeBytes> bytes;
-  size_t size = 0;
-};
 
 storage::BlockKey KeyOf(uint32_t i) {
   storage::BlockKey k{};
@@ -199,14 +193,12 @@ int RunBenchStorage(const BenchStorageArgs& args) {
   // an order that rotates each round, and the median of each: in one fixed
   // order whichever ran first would get the page cache's room for dirty
   // pages and the others its writeback.
-  std::vector<AlignedPage> aligned;
+  std::vector<base::AlignedBuffer> aligned;
   for (const std::string& p : pages) {
-    AlignedPage a;
-    a.size = (p.size() + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-    a.bytes.reset(static_cast<char*>(std::aligned_alloc(kDirectAlign, a.size)));
-    if (!a.bytes) return Fail("no memory for the aligned pages");
-    std::memset(a.bytes.get(), 0, a.size);
-    std::memcpy(a.bytes.get(), p.data(), p.size());
+    base::AlignedBuffer a = base::AlignedBuffer::Allocate(p.size(), kDirectAlign);
+    if (a.empty()) return Fail("no memory for the aligned pages");
+    std::memset(a.data(), 0, a.size());
+    std::memcpy(a.data(), p.data(), p.size());
     aligned.push_back(std::move(a));
   }
   for (bool sync : {false, true}) {
@@ -286,9 +278,9 @@ int RunBenchStorage(const BenchStorageArgs& args) {
       }
       const auto t0 = Clock::now();
       for (int i = 0; i < n; ++i) {
-        const AlignedPage& a = aligned[i % aligned.size()];
+        const base::AlignedBuffer& a = aligned[i % aligned.size()];
         const std::string_view p =
-            direct ? std::string_view(a.bytes.get(), a.size) : std::string_view(pages[i % pages.size()]);
+            direct ? std::string_view(a.data(), a.size()) : std::string_view(pages[i % pages.size()]);
         // One flush per put, after its last page.
         const bool flush = sync && (i % k == k - 1 || i == n - 1);
         if (write(fd, p.data(), p.size()) != static_cast<ssize_t>(p.size()) ||
@@ -400,8 +392,8 @@ int RunBenchStorage(const BenchStorageArgs& args) {
     const int fd = open(file.c_str(), O_RDONLY | (pass.direct ? O_DIRECT : 0));
     if (fd < 0) return Fail(absl::StrCat(phase, ": cannot open ", file, ": ", std::strerror(errno)));
     // Into one reused buffer (aligned, whole blocks, for O_DIRECT).
-    const size_t stride = pass.direct ? aligned[0].size : page_bytes;
-    char* const buf = aligned[0].bytes.get();
+    const size_t stride = pass.direct ? aligned[0].size() : page_bytes;
+    char* const buf = aligned[0].data();
     t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
       if (pread(fd, buf, stride, off_t(i) * stride) != static_cast<ssize_t>(stride)) {
