@@ -26,8 +26,10 @@ using ::qaqkv::PageShape;
 // stream drains, few enough that memory stays a small multiple of a page.
 size_t Window(const base::ThreadPool& pool) { return 2 * static_cast<size_t>(pool.threads()) + 2; }
 
-// Encodes the pages of an OffloadRequest layer-major on the pool, at most
-// Window() ahead of the stream, and hands them out in order.
+// Encodes the pages of an OffloadRequest block-major (every layer of a
+// block, then the next block) on the pool, at most Window() ahead of the
+// stream, and hands them out in order: the server then stores each block's
+// layers of a message in one write, and blocks commit as the stream goes.
 class EncodeSource final : public PageSource {
  public:
   EncodeSource(const OffloadRequest& request, const CodecConfig& config, int64_t buffer_tokens,
@@ -36,8 +38,8 @@ class EncodeSource final : public PageSource {
         config_(config),
         buffer_tokens_(buffer_tokens),
         max_page_(max_page),
-        blocks_(request.blocks.size()),
-        total_(blocks_ * static_cast<size_t>(request.geometry.num_layers)),
+        layers_(static_cast<size_t>(request.geometry.num_layers)),
+        total_(request.blocks.size() * layers_),
         window_(Window(pool)),
         pool_(pool),
         slots_(window_) {}
@@ -70,8 +72,8 @@ class EncodeSource final : public PageSource {
       s = Slot();
     }
     QAQKV_RETURN_IF_ERROR(slot.status);
-    const size_t block = next_take_ % blocks_;
-    const int layer = static_cast<int>(next_take_ / blocks_);
+    const size_t block = next_take_ / layers_;
+    const int layer = static_cast<int>(next_take_ % layers_);
     ++next_take_;
     page->key = r_.blocks[block];
     page->layer = static_cast<uint32_t>(layer);
@@ -123,8 +125,8 @@ class EncodeSource final : public PageSource {
 
   absl::Status EncodeOne(size_t index, std::string& data) const {
     const Geometry& g = r_.geometry;
-    const size_t block = index % blocks_;
-    const int layer = static_cast<int>(index / blocks_);
+    const size_t block = index / layers_;
+    const int layer = static_cast<int>(index % layers_);
     const int64_t bt = g.block_tokens;
     const int64_t row0 = r_.kv.first_token + static_cast<int64_t>(block) * bt;
     const size_t elem = internal::ElementBytes(r_.kv.dtype);
@@ -151,7 +153,7 @@ class EncodeSource final : public PageSource {
     }
     const ::qaqkv::QaqSideInputs side = internal::PageSide(
         r_.side, layer, row0, bt, g.num_kv_heads,
-        r_.kv.first_token + static_cast<int64_t>(blocks_) * bt);
+        r_.kv.first_token + static_cast<int64_t>(r_.blocks.size()) * bt);
     const ::qaqkv::DType dtype = internal::ToKernel(r_.kv.dtype);
     absl::StatusOr<std::vector<uint8_t>> bytes =
         ::qaqkv::EncodePage(config_, shape, {k, dtype, ::qaqkv::Layout::kNHD},
@@ -166,7 +168,7 @@ class EncodeSource final : public PageSource {
   const CodecConfig config_;
   const int64_t buffer_tokens_;
   const size_t max_page_;
-  const size_t blocks_;
+  const size_t layers_;
   const size_t total_;
   const size_t window_;
   base::ThreadPool& pool_;

@@ -175,8 +175,8 @@ class DeviceEncodeSource final : public DevicePageSource {
         buffer_tokens_(buffer_tokens),
         max_page_(max_page),
         device_(device),
-        blocks_(request.blocks.size()),
-        total_(blocks_ * static_cast<size_t>(request.geometry.num_layers)),
+        layers_(static_cast<size_t>(request.geometry.num_layers)),
+        total_(request.blocks.size() * layers_),
         cpu_encode_(config.key_channel_scale || config.key_channel_center || config.rotate ||
                     config.entropy_coded),
         pool_(std::make_shared<PinnedPool>()),
@@ -226,8 +226,8 @@ class DeviceEncodeSource final : public DevicePageSource {
     }
     cv_.notify_all();  // a slot is free for the producer
     QAQKV_RETURN_IF_ERROR(slot.status);
-    page->key = r_.blocks[index % blocks_];
-    page->layer = static_cast<uint32_t>(index / blocks_);
+    page->key = r_.blocks[index / layers_];
+    page->layer = static_cast<uint32_t>(index % layers_);
     page->data = slot.data;
     page->owner = std::move(slot.owner);
     return true;
@@ -277,8 +277,8 @@ class DeviceEncodeSource final : public DevicePageSource {
 
   absl::Status EncodeOne(size_t index, Slot& out) {
     const Geometry& g = r_.geometry;
-    const size_t block = index % blocks_;
-    const int layer = static_cast<int>(index / blocks_);
+    const size_t block = index / layers_;
+    const int layer = static_cast<int>(index % layers_);
     const PagePlace place(g, r_.kv.dtype, r_.kv.first_token, block);
     const int64_t bt = place.bt, row0 = place.row0;
     const size_t elem = place.elem, tensor_bytes = place.tensor_bytes;
@@ -286,7 +286,7 @@ class DeviceEncodeSource final : public DevicePageSource {
     const ::qaqkv::DType dtype = place.dtype;
     const ::qaqkv::QaqSideInputs side =
         PageSide(r_.side, layer, row0, bt, g.num_kv_heads,
-                 r_.kv.first_token + static_cast<int64_t>(blocks_) * bt);
+                 r_.kv.first_token + static_cast<int64_t>(r_.blocks.size()) * bt);
     const cudaStream_t stream = stream_.get();
     const void* srcs[2] = {r_.kv.k[layer], r_.kv.v[layer]};
 
@@ -353,7 +353,7 @@ class DeviceEncodeSource final : public DevicePageSource {
   const int64_t buffer_tokens_;
   const size_t max_page_;
   const int device_;
-  const size_t blocks_;
+  const size_t layers_;
   const size_t total_;
   const bool cpu_encode_;
   const std::shared_ptr<PinnedPool> pool_;

@@ -55,7 +55,7 @@ absl::StatusOr<KvPlacement> LocateKv(const KvBuffers& kv, int layer_begin, int l
                                      std::string_view field);
 
 // Offload's pages from device buffers, in the order EncodeSource (transfer.cc)
-// gives: layer-major, encoded ahead of the stream by an internal thread.
+// gives: block-major, encoded ahead of the stream by an internal thread.
 class DevicePageSource : public PageSource {
  public:
   // Time spent encoding (GPU encode plus the copy back), summed.

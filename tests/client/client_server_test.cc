@@ -18,6 +18,8 @@
 #include "tests/client/one_server_test.h"
 #include "tests/client/test_kv.h"
 #include "tests/service/server_process.h"
+#include "tests/service/service_fixture.h"
+#include "httplib.h"
 #include "tests/service/test_util.h"
 #include "base/child_process.h"
 
@@ -91,6 +93,40 @@ TEST_F(ClientServerTest, Fp16OffloadAndLoadAreBitExactLayerByLayer) {
   EXPECT_THAT(layers, ElementsAre(2));
   EXPECT_EQ(part.k[2], in.k[2]);
   EXPECT_EQ(part.k[0], std::vector<uint16_t>(in.k[0].size(), 0xffff));
+}
+
+// Offload streams block-major: each block's layers follow each other, so
+// the server stores each block of a message with one segment write (three
+// here, not one per page), and blocks commit in order as the stream goes.
+TEST(ClientOffloadOrderTest, PagesGoBlockMajorSoEachBlockIsOneWrite) {
+  ServerProcess server;
+  ASSERT_TRUE(server.Start({"--metrics-listen=127.0.0.1:0"}).ok());
+  const std::string log = server.Log();
+  const size_t at = log.find("metrics on port ");
+  ASSERT_NE(at, std::string::npos) << log;
+  const int metrics_port = std::atoi(log.c_str() + at + std::strlen("metrics on port "));
+  std::unique_ptr<Client> client = Connect(server.target());
+  ASSERT_NE(client, nullptr);
+
+  const Geometry g = SmallGeometry();
+  constexpr int kBlocks = 3, kTokens = kBlocks * kBlockTokens;
+  const Kv in = MakeKv(kTokens, 9);
+  OffloadRequest off;
+  off.geometry = g;
+  off.codec = "int8";
+  off.blocks = Client::ComputeBlockKeys("m", "int8", Tokens(kTokens, 9), kBlockTokens);
+  off.kv = in.View();
+  auto r = client->Offload(off);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->pages, static_cast<uint64_t>(kBlocks * kLayers));
+
+  httplib::Client http("127.0.0.1", metrics_port);
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res && res->status == 200);
+  EXPECT_EQ(service::testing::Sample(res->body, "qaqkv_segment_writes_total"), double{kBlocks})
+      << res->body;
+  EXPECT_EQ(service::testing::Sample(res->body, "qaqkv_pages_stored_total"),
+            double{kBlocks * kLayers});
 }
 
 // QAQ through the service returns exactly what the codec decodes locally.

@@ -409,6 +409,22 @@ TEST_F(ContractTest, MetricsCountEveryMethodFromTheInterceptor) {
   // Write-back is off by default: no limit, nothing waiting.
   EXPECT_EQ(Sample(text, "qaqkv_write_back_limit_bytes"), 0.0);
   EXPECT_EQ(Sample(text, "qaqkv_write_back_dirty_bytes"), 0.0);
+  EXPECT_EQ(Sample(text, "qaqkv_segment_writes_total"), 0.0);
+  EXPECT_EQ(Sample(text, "qaqkv_segment_syncs_total"), 0.0);
+
+  // One message with two blocks' layers in a row: one segment write per
+  // block, however many layers it has.
+  const TestBlock a = NewBlock(format_, 61), b = NewBlock(format_, 62);
+  ASSERT_GT(a.pages.size(), 1u);
+  ASSERT_GRPC_OK(PutBlocks(*stub_, format_, {a, b}).status);
+  ASSERT_TRUE(PollUntil([&] {
+    auto res = http.Get("/metrics");
+    text = res && res->status == 200 ? res->body : "";
+    return Sample(text, "qaqkv_segment_writes_total").has_value();
+  }));
+  EXPECT_EQ(Sample(text, "qaqkv_segment_writes_total"), 2.0);
+  EXPECT_EQ(Sample(text, "qaqkv_pages_stored_total"),
+            static_cast<double>(a.pages.size() + b.pages.size()));
 }
 
 }  // namespace

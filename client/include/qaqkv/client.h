@@ -448,7 +448,10 @@ class Client {
   // ---- KV offload -----------------------------------------------------------
 
   // Encodes page (block b, layer l) from rows [first_token + b*block_tokens,
-  // + block_tokens) of kv.k[l]/kv.v[l] and streams the pages layer-major.
+  // + block_tokens) of kv.k[l]/kv.v[l] and streams the pages block-major
+  // (every layer of block 0, then block 1, ...): blocks commit in order as
+  // the stream goes, so an offload cut short leaves a committed prefix, and
+  // the server stores a block's layers of one message in one write.
   // Encoding runs on the encode threads, a bounded number of pages ahead of
   // the stream, so memory stays small for any length. Every request field is
   // validated first (kInvalidArgument naming it). A finite value beyond
