@@ -92,6 +92,27 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view f
   return out;
 }
 
+absl::StatusOr<bool> DirectIoSupported(const std::string& dir, std::string_view field) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return ErrnoError(ec.value(), field, dir, "create");
+  const std::string probe = absl::StrCat(dir, "/.direct-io-probe-", ::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(probe.c_str());
+    return true;
+  }
+  const int err = errno;
+  // Linux answers EINVAL for a file system without O_DIRECT, having
+  // created the file first.
+  if (err == EINVAL) {
+    ::unlink(probe.c_str());
+    return false;
+  }
+  return ErrnoError(err, field, probe, "create");
+}
+
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents,
                                  std::string_view field) {
   const std::string tmp = path + ".tmp";

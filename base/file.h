@@ -35,6 +35,12 @@ FileVersion FileVersionOf(const std::string& path);
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents,
                                  std::string_view field);
 
+// Whether files in `dir` (created if missing) can be opened with O_DIRECT:
+// false when the file system refuses it (tmpfs, some FUSE and network file
+// systems); kUnavailable naming `field` when `dir` cannot be created or
+// written at all. Probes with a file it removes again.
+absl::StatusOr<bool> DirectIoSupported(const std::string& dir, std::string_view field);
+
 // A fresh directory under the system's temporary directory, removed with
 // everything in it when the object goes (on every return path of its
 // owner), unless Keep() was called, for example to leave a failed run's logs.

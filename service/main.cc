@@ -40,7 +40,8 @@ struct Flags {
   bool separate_pages = true;
   bool promote_on_first_read = false;
   int segment_lanes = 4;
-  bool segment_direct_io = false;
+  bool segment_direct_io = true;
+  bool segment_direct_io_given = false;  // on the command line or in --config
   std::string write_back_bytes = "0";
   std::string min_free_disk_bytes = "256MiB";
   std::string auth_tokens;
@@ -93,8 +94,10 @@ void DefineFlags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_flag("--segment-direct-io", f.segment_direct_io,
-               "append page bytes with O_DIRECT, each record padded to 4 KiB: they skip the "
-               "page cache, which would hold a second copy of what the DRAM tier caches")
+               "append and read page bytes with O_DIRECT, each record padded to 4 KiB: they "
+               "skip the page cache, which would hold a second copy of what the DRAM tier "
+               "caches (=false: through the page cache). Left at its default, a file system "
+               "without O_DIRECT falls back to the page cache, with a warning")
       ->check(TrueFalse())
       ->capture_default_str();
   app.add_flag("--promote-on-first-read", f.promote_on_first_read,
@@ -207,9 +210,11 @@ absl::StatusOr<qaqkv::service::ServerOptions> ToOptions(const Flags& f,
   o.store.write_back_bytes = *ParseByteSize(f.write_back_bytes);
   o.store.promote_on_first_read = f.promote_on_first_read;
   o.store.segment_lanes = f.segment_lanes;
-  o.store.segment_direct_io = f.segment_direct_io;
+  // On by default wherever there are segment files; asked for explicitly, it
+  // must be possible.
+  o.store.segment_direct_io = f.segment_direct_io && !f.memory_only && f.separate_pages;
   o.store.min_free_disk_bytes = *ParseByteSize(f.min_free_disk_bytes);
-  if (f.segment_direct_io && (f.memory_only || !f.separate_pages)) {
+  if (f.segment_direct_io_given && f.segment_direct_io && (f.memory_only || !f.separate_pages)) {
     return absl::InvalidArgumentError(
         "--segment-direct-io: needs segment files (not with --memory-only or "
         "--separate-pages=false)");
@@ -260,9 +265,22 @@ int main(int argc, char** argv) {
     if (!error.empty()) Fail(error);
     return *rc;
   }
+  flags.segment_direct_io_given = app.count("--segment-direct-io") > 0;
   absl::Duration drain_timeout;
   absl::StatusOr<qaqkv::service::ServerOptions> options = ToOptions(flags, &drain_timeout);
   if (!options.ok()) return Fail(qaqkv::base::AsStd(options.status().message()));
+  if (options->store.segment_direct_io && !flags.segment_direct_io_given) {
+    const std::string segments = options->store.data_dir + "/segments";
+    absl::StatusOr<bool> direct = qaqkv::base::DirectIoSupported(segments, "--data-dir");
+    if (!direct.ok()) return Fail(qaqkv::base::AsStd(direct.status().message()));
+    if (!*direct) {
+      qaqkv::base::LogWarning(
+          "the data dir's file system has no O_DIRECT: segments go through the page cache "
+          "(--segment-direct-io=false says so explicitly)",
+          {{"dir", segments}});
+      options->store.segment_direct_io = false;
+    }
+  }
   const qaqkv::service::ServerOptions& o = *options;
 
   // Freed page buffers stay in the allocator instead of going back to the

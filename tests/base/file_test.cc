@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace qaqkv::base {
@@ -123,4 +124,21 @@ TEST(TempDirTest, AnUnusableParentIsAnErrorNamingIt) {
 }
 
 }  // namespace
+// The probe answers for an ordinary directory (every file system CI runs
+// on has O_DIRECT), creates a missing one, leaves nothing behind, and names
+// the field when the directory cannot be made.
+TEST(DirectIoSupportedTest, ProbesAndCleansUp) {
+  auto dir = TempDir::Create("qaqkv-direct-probe");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  const std::string sub = dir->path() + "/a/b";
+  absl::StatusOr<bool> ok = DirectIoSupported(sub, "--data-dir");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(*ok);
+  EXPECT_TRUE(std::filesystem::is_directory(sub));
+  EXPECT_TRUE(std::filesystem::is_empty(sub));
+  absl::StatusOr<bool> bad = DirectIoSupported("/proc/qaqkv-no/segments", "--data-dir");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("--data-dir"));
+}
+
 }  // namespace qaqkv::base
