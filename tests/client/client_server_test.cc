@@ -114,7 +114,9 @@ TEST(ClientOffloadOrderTest, PagesGoBlockMajorSoEachBlockIsOneWrite) {
   OffloadRequest off;
   off.geometry = g;
   off.codec = "int8";
-  off.blocks = Client::ComputeBlockKeys("m", "int8", Tokens(kTokens, 9), kBlockTokens);
+  const std::vector<BlockKey> keys =
+      Client::ComputeBlockKeys("m", "int8", Tokens(kTokens, 9), kBlockTokens);
+  off.blocks = keys;  // a span: the keys must outlive the call
   off.kv = in.View();
   auto r = client->Offload(off);
   ASSERT_TRUE(r.ok()) << r.status();
