@@ -27,7 +27,9 @@ constexpr uint32_t kLocationMagic = 0x434c5351u;  // "QSLC" little-endian
 constexpr uint32_t kPaddedMagic = 0x414c5351u;    // "QSLA" little-endian
 constexpr size_t kHeaderBytes = 24;
 constexpr size_t kLocationBytes = 20;
-// Staging buffers larger than this go back to the allocator after use.
+// The largest staging buffer kept for reuse: a direct write of more goes
+// through one in several writes; a direct read of more takes a buffer of its
+// own, freed after use.
 constexpr size_t kMaxPooledStaging = 4u << 20;
 
 uint64_t AlignUp(uint64_t n) { return (n + kSegmentDirectAlign - 1) & ~(kSegmentDirectAlign - 1); }
@@ -68,6 +70,53 @@ int64_t WholeIo(Io io, int fd, iovec* iov, int count, uint64_t offset) {
     }
   }
   return static_cast<int64_t>(done);
+}
+
+// Writes `records` (headers in `heads`, ranges in `locs`, padded) from
+// `base_offset` on through `staging`, in as many aligned writes as its size
+// needs, counted in `*writes`. 0, or the errno of the write that failed.
+int WriteStaged(int fd, const base::AlignedBuffer& staging, std::span<const SegmentRecord> records,
+                std::span<const std::array<uint8_t, kHeaderBytes>> heads,
+                std::span<const SegmentLocation> locs, uint64_t base_offset, uint64_t* writes) {
+  const uint64_t chunk = staging.size();  // a multiple of kSegmentDirectAlign
+  uint64_t fill = 0, flushed = 0;
+  int err = 0;
+  const auto flush = [&] {
+    iovec iov = {staging.data(), fill};
+    const int64_t n = WholeIo(::pwritev, fd, &iov, 1, base_offset + flushed);
+    ++*writes;
+    err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < fill ? EIO : 0);
+    flushed += fill;
+    fill = 0;
+    return err == 0;
+  };
+  // Appends `size` bytes (zeros when `from` is null), writing each full chunk.
+  const auto put = [&](const char* from, uint64_t size) {
+    while (size > 0) {
+      const uint64_t n = std::min(size, chunk - fill);
+      if (from != nullptr) {
+        std::memcpy(staging.data() + fill, from, n);
+        from += n;
+      } else {
+        std::memset(staging.data() + fill, 0, n);
+      }
+      fill += n;
+      size -= n;
+      if (fill == chunk && !flush()) return false;
+    }
+    return true;
+  };
+  for (size_t i = 0; i < records.size(); ++i) {
+    const std::string_view key = records[i].key, value = records[i].value;
+    const uint64_t used = kHeaderBytes + key.size() + value.size();
+    if (!put(reinterpret_cast<const char*>(heads[i].data()), kHeaderBytes) ||
+        !put(key.data(), key.size()) || !put(value.data(), value.size()) ||
+        !put(nullptr, locs[i].RecordBytes(key.size()) - used)) {
+      return err;
+    }
+  }
+  if (fill > 0) flush();
+  return err;
 }
 
 }  // namespace
@@ -311,25 +360,19 @@ absl::StatusOr<std::vector<SegmentLocation>> SegmentLog::AppendUnsettled(
     loc.offset += base_offset;
   }
   int err = 0;
+  uint64_t writes = 1;  // the buffered path's one pwritev; direct counts its own
   if (options_.direct_io) {
-    // Every record, its padding zeroed, in one aligned buffer: O_DIRECT
-    // needs the memory, the offset and the length aligned.
-    base::AlignedBuffer staging = TakeStaging(total);
+    // Every record, its padding zeroed, through an aligned buffer: O_DIRECT
+    // needs the memory, the offset and the length aligned. A range larger
+    // than one pooled buffer goes in several writes of it, so a message of
+    // any size stages through a bounded, reused buffer (its locations are
+    // published only once every write is done, so it is still all or none).
+    base::AlignedBuffer staging = TakeStaging(std::min<uint64_t>(total, kMaxPooledStaging));
     if (staging.empty()) {
       err = ENOMEM;
     } else {
-      for (size_t i = 0; i < records.size(); ++i) {
-        const std::string_view key = records[i].key, value = records[i].value;
-        char* at = staging.data() + (locs[i].offset - base_offset);
-        std::memcpy(at, heads[i].data(), kHeaderBytes);
-        std::memcpy(at + kHeaderBytes, key.data(), key.size());
-        std::memcpy(at + kHeaderBytes + key.size(), value.data(), value.size());
-        const uint64_t used = kHeaderBytes + key.size() + value.size();
-        std::memset(at + used, 0, locs[i].RecordBytes(key.size()) - used);
-      }
-      iovec iov = {staging.data(), total};
-      const int64_t n = WholeIo(::pwritev, file->fd, &iov, 1, base_offset);
-      err = n < 0 ? static_cast<int>(-n) : (uint64_t(n) < total ? EIO : 0);
+      writes = 0;
+      err = WriteStaged(file->fd, staging, records, heads, locs, base_offset, &writes);
     }
     ReturnStaging(std::move(staging));
   } else {
@@ -358,7 +401,7 @@ absl::StatusOr<std::vector<SegmentLocation>> SegmentLog::AppendUnsettled(
       stats_.live_bytes -= total;
     } else {
       stats_.appends += records.size();
-      ++stats_.writes;
+      stats_.writes += writes;
       stats_.appended_bytes += total;
       dirty_.insert(segment);
       mine = ++completed_;

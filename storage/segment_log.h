@@ -107,7 +107,7 @@ inline constexpr uint64_t kSegmentDirectAlign = 4096;
 struct SegmentLogStats {
   uint64_t appended_bytes = 0;  // record bytes written since Open
   uint64_t appends = 0;         // records appended
-  uint64_t writes = 0;          // the system calls' batches that wrote them
+  uint64_t writes = 0;          // writes that wrote them: a batch is one (direct: one per 4 MiB)
   uint64_t syncs = 0;           // fdatasync calls (group commit shares them)
   uint64_t file_bytes = 0;      // all segment files together
   uint64_t live_bytes = 0;      // records still referenced
@@ -137,8 +137,9 @@ class SegmentLog {
   // Settle once the location is recorded or dropped, whatever the outcome.
   absl::StatusOr<SegmentLocation> AppendUnsettled(std::string_view key, std::string_view value);
   // Several records in one contiguous range of one segment, with one write
-  // (and, with `sync`, one shared fdatasync): the pages of one message cost
-  // one system call instead of one each. All or nothing: on an error no
+  // (direct: one per 4 MiB of staging buffer) and, with `sync`, one shared
+  // fdatasync: the pages of one message cost one system call instead of one
+  // each. All or nothing: on an error no
   // location is returned and none is live. Each location is settled on its
   // own.
   absl::StatusOr<std::vector<SegmentLocation>> AppendUnsettled(

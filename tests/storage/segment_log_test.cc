@@ -499,6 +499,45 @@ TEST(SegmentLog, BatchesAreOneWriteOfContiguousRecords) {
   }
 }
 
+// A direct batch larger than the 4 MiB staging buffer goes through it in
+// several writes; records straddle the writes' boundaries and read back, also
+// after a reopen.
+TEST(SegmentLog, DirectBatchesLargerThanTheStagingBufferReadBack) {
+  Fixture f;
+  SegmentLogOptions o = f.Options(64 << 20);
+  o.direct_io = true;
+  std::vector<std::string> keys, values;
+  for (int i = 0; i < 7; ++i) {
+    keys.push_back("page-" + std::to_string(i));
+    values.push_back(Bytes((1 << 20) + 12345 * i, char(i)));  // ~7.2 MiB in all
+  }
+  std::vector<SegmentRecord> records;
+  for (int i = 0; i < 7; ++i) records.push_back({keys[i], values[i]});
+  std::vector<SegmentLocation> locs;
+  {
+    auto log = SegmentLog::Open(o);
+    ASSERT_TRUE(log.ok()) << log.status();
+    auto got = (*log)->AppendUnsettled(records);
+    ASSERT_TRUE(got.ok()) << got.status();
+    locs = *got;
+    uint64_t at = 0;
+    for (int i = 0; i < 7; ++i) {
+      EXPECT_EQ(locs[i].offset, at) << i;
+      at += locs[i].RecordBytes(keys[i].size());
+      EXPECT_EQ(*(*log)->Read(locs[i], keys[i]), values[i]) << i;
+      (*log)->Settle(locs[i]);
+    }
+    const SegmentLogStats st = (*log)->Stats();
+    EXPECT_EQ(st.writes, (at + (4u << 20) - 1) / (4u << 20));  // 2
+    EXPECT_EQ(st.writes, 2u);
+    EXPECT_EQ(st.appended_bytes, at);
+    EXPECT_EQ(std::filesystem::file_size(f.dir.path() + "/segments/00000000.seg"), at);
+  }
+  auto log = SegmentLog::Open(o);
+  ASSERT_TRUE(log.ok()) << log.status();
+  for (int i = 6; i >= 0; --i) EXPECT_EQ(*(*log)->Read(locs[i], keys[i]), values[i]) << i;
+}
+
 // More records than one pwritev takes (IOV_MAX iovecs, three per record).
 TEST(SegmentLog, BatchesBeyondOneSystemCallsIovecsReadBack) {
   Fixture f;
