@@ -195,10 +195,14 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
       }
     }
     if (!stored.ok()) {
-      // The store takes a run of one block's pages all or none: name the run.
+      // A store that takes a run of one block's pages all or none failed the
+      // whole run: name it. Otherwise the page it stopped at.
       const size_t first = results.size();
       size_t last = first;
-      while (last + 1 < keys.size() && keys[last + 1] == keys[first]) ++last;
+      while (service_->store().StoresRunsTogether() && last + 1 < keys.size() &&
+             keys[last + 1] == keys[first]) {
+        ++last;
+      }
       return base::Annotate(
           stored, last == first
                       ? absl::StrCat("pages[", index_ + first, "]")

@@ -91,6 +91,9 @@ class PageStore {
     }
     return absl::OkStatus();
   }
+  // Whether PutPages stores a run of one block's pages together (so that an
+  // error names the run, not one page of it).
+  virtual bool StoresRunsTogether() const { return false; }
 
   // The page of a committed block. kNotFound when the block is unknown or
   // not committed (the same answer as for another tenant's block),

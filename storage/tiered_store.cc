@@ -413,6 +413,8 @@ absl::Status TieredStore::PutPages(std::span<const PutPageRequest> requests,
   return absl::OkStatus();
 }
 
+bool TieredStore::StoresRunsTogether() const { return home().InRecordDatabase(); }
+
 absl::Status TieredStore::PutBlockPages(std::span<const PutPageRequest> group,
                                         std::vector<PutPageResult>* results) {
   if (!options_.memory_only) QAQKV_RETURN_IF_ERROR(CheckFreeSpace());
@@ -510,7 +512,8 @@ absl::Status TieredStore::PutBlockPagesLocked(std::span<const PutPageRequest> gr
     }
   }
   // Each page's result as if the pages came one at a time; `records[k]` is
-  // the block's record once the k-th new page is stored.
+  // the block's record once the k-th new page is stored (write-back queues
+  // each page with it; the other modes store the final record only).
   out->assign(group.size(), PutPageResult{});
   std::vector<size_t> fresh;
   std::vector<BlockRecord> records;
@@ -525,7 +528,7 @@ absl::Status TieredStore::PutBlockPagesLocked(std::span<const PutPageRequest> gr
       record.committed = record.LayersPresent() == record.num_layers;
       (*out)[i] = PutPageResult{record.committed, false, true};
       fresh.push_back(i);
-      records.push_back(record);
+      if (write_back_ != nullptr) records.push_back(record);
       fresh_bytes += group[i].page.size();
     }
   }

@@ -184,6 +184,8 @@ class TieredStore final : public PageStore {
   // for all of them, all or none.
   absl::Status PutPages(std::span<const PutPageRequest> requests,
                         std::vector<PutPageResult>* results) override;
+  // With a disk tier; memory-only stores page by page (PutPages).
+  bool StoresRunsTogether() const override;
   absl::StatusOr<PageBuffer> GetPage(std::string_view tenant, const BlockKey& block,
                                      uint32_t layer) override;
   absl::StatusOr<size_t> Lookup(std::string_view tenant, std::span<const BlockKey> chain,
@@ -339,6 +341,7 @@ class TieredStore final : public PageStore {
   void ReleaseTotal(uint64_t bytes);
 
   PageTier& home() { return *tiers_.back(); }
+  const PageTier& home() const { return *tiers_.back(); }
   // Puts `buffer` into every tier in front of the home tier (caches; a
   // cache that cannot take it simply does not have it).
   void CacheAbove(size_t tier, std::string_view page_key, const PageBuffer& buffer);

@@ -252,6 +252,24 @@ TEST_F(ContractTest, StreamThatHitsTheQuotaTakesBackItsPartialBlocks) {
   EXPECT_EQ(Stats(*stub_).tenant_bytes(), quota - 16);
 }
 
+// Memory-only, the store takes a message's pages one by one: the error names
+// the page it stopped at, not a run, and the stream still takes back the
+// partial block.
+TEST_F(ContractTest, MemoryOnlyQuotaErrorNamesThePageItStoppedAt) {
+  const TestBlock a = NewBlock(format_, 33);
+  const TestBlock b = NewBlock(format_, 34);
+  const uint64_t quota = a.bytes() + b.pages[0].size() + b.pages[1].size() + 16;
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--memory-only", absl::StrCat("--tenant-quota-bytes=", quota)}));
+  const PutResult put = PutPages(*stub_, {PutMessage({a}, &format_), PutMessage({b})});
+  ASSERT_EQ(put.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << StatusText(put.status);
+  EXPECT_THAT(put.status.error_message(), HasSubstr("pages[6]: tenant quota"));
+  EXPECT_THAT(put.status.error_message(), ::testing::Not(HasSubstr("stored together")));
+  EXPECT_EQ(Stats(*stub_).tenant_bytes(), a.bytes());
+  EXPECT_EQ(Lookup(*stub_, {a.key, b.key}).committed_prefix, 1u);
+}
+
 TEST_F(ContractTest, CancelledStreamTakesBackItsPartialBlocks) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   const TestBlock done = NewBlock(format_, 41);
