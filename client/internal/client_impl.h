@@ -29,12 +29,14 @@ namespace qaqkv::client {
 namespace v1 = ::qaqkv::v1;
 
 // Pages are batched into messages of about this size: large enough to
-// amortize what each message costs the server (a hop to a store thread, a
-// segment write, a RocksDB batch: 4 MiB ran disk-mode puts about a fifth
-// faster than 1 MiB, docs/performance.md), small enough to keep the
-// pipeline flowing. A message holds a batch and at most one more page, so
-// the batch is also at most half the message limit.
-inline constexpr size_t kMaxBatchBytes = size_t{4} << 20;
+// amortize per-message cost, small enough to keep the pipeline flowing
+// (the server parses a message once all of it has arrived). 4 MiB ran
+// disk-mode puts at 4 clients a fifth faster, with fewer store-thread hops,
+// segment writes and RocksDB batches a block, but memory-only puts at one
+// client 20-30% slower (docs/performance.md, stop 32). A message holds a
+// batch and at most one more page, so the batch is also at most half the
+// message limit.
+inline constexpr size_t kMaxBatchBytes = size_t{1} << 20;
 inline size_t BatchBytes(size_t max_message_bytes) {
   return std::min(kMaxBatchBytes, max_message_bytes / 2);
 }
