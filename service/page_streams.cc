@@ -46,6 +46,13 @@ class StreamBase {
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
 
+// A message of at least this many page bytes is a batching client's: the
+// block run it ends with is held for the next message (PutPagesReactor).
+// The C++ client fills messages of about 1 MiB.
+constexpr uint64_t kHoldFromMessageBytes = 512u << 10;
+// The most page bytes a stream holds back between messages.
+constexpr uint64_t kMaxHeldBytes = 16u << 20;
+
 class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest>,
                               private StreamBase {
  public:
@@ -61,10 +68,21 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      // The client half-closed: answer what committed. Or it went away
-      // (cancelled, or past its deadline): take back what it left partial.
-      End(ctx_->IsCancelled() ? absl::CancelledError("client cancelled the stream")
-                              : absl::OkStatus());
+      // The client went away (cancelled, or past its deadline): take back
+      // what it left partial; held pages were never stored.
+      if (ctx_->IsCancelled()) {
+        End(absl::CancelledError("client cancelled the stream"));
+        return;
+      }
+      // The client half-closed: store the pages still held, then answer
+      // what committed.
+      if (held_.empty()) {
+        End(absl::OkStatus());
+      } else if (base::ThreadPool* writers = service_->store_writers()) {
+        writers->Submit([this] { End(StoreHeld()); });
+      } else {
+        End(StoreHeld());
+      }
       return;
     }
     if (base::ThreadPool* writers = service_->store_writers()) {
@@ -84,6 +102,14 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
     BlockKey block;
     uint32_t layer;
     uint64_t bytes;
+  };
+  // A received, validated page on its way to the store: `put` points into
+  // `owned`, the stream's tenant and its format.
+  struct Pending {
+    storage::PutPageRequest put;
+    std::shared_ptr<const std::string> owned;
+    std::string block_key;  // as the client sent it, for committed_blocks
+    int64_t index = 0;      // in the stream, for errors
   };
 
   void End(absl::Status s) {
@@ -162,55 +188,113 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
       }
     }
     // The received bytes move into the buffers the DRAM tier keeps: no copy.
-    std::vector<std::shared_ptr<const std::string>> owned(req_.pages_size());
-    std::vector<storage::PutPageRequest> puts(req_.pages_size());
+    std::vector<Pending> batch = std::move(held_);
+    held_.clear();
+    held_bytes_ = 0;
+    uint64_t message_bytes = 0;
     for (int i = 0; i < req_.pages_size(); ++i) {
       v1::Page& page = *req_.mutable_pages(i);
-      owned[i] = std::make_shared<const std::string>(std::move(*page.mutable_data()));
-      storage::PutPageRequest& put = puts[i];
+      Pending& p = batch.emplace_back();
+      p.owned = std::make_shared<const std::string>(std::move(*page.mutable_data()));
+      p.block_key = std::move(*page.mutable_block_key());
+      p.index = index_ + i;
+      storage::PutPageRequest& put = p.put;
       put.tenant = tenant_;
       put.block = keys[i];
       put.layer = page.layer();
       put.num_layers = num_layers;
       put.descriptor = format_->descriptor;
-      put.page = *owned[i];
-      put.owned = owned[i];
+      put.page = *p.owned;
+      put.owned = p.owned;
       put.checksum_verified = true;  // ValidatePage checked it above
+      message_bytes += p.owned->size();
     }
-    // One call for the message: the store writes a block's pages together.
+    index_ += req_.pages_size();
+    // A store that writes a block's run of pages together (one segment write,
+    // one RocksDB batch) would split a block whose pages straddle two
+    // messages into two writes: the client fills messages of about 1 MiB
+    // whatever the block size. So the run at the end of a full message is
+    // held until the next message (or the stream's end) completes it.
+    // Nothing is acknowledged before the stream ends, so holding changes no
+    // promise; small messages (a client sending as it goes) store at once.
+    size_t keep = batch.size();
+    if (service_->store().StoresRunsTogether() && message_bytes >= kHoldFromMessageBytes) {
+      size_t tail = batch.size();
+      uint64_t tail_bytes = 0;
+      while (tail > 0 && batch[tail - 1].put.block == batch.back().put.block) {
+        --tail;
+        tail_bytes += batch[tail].put.page.size();
+      }
+      // A run that completes its block (with the layers stored before, by
+      // this stream or another) is stored now: no later page can join it,
+      // and the block commits with this message as it would unheld.
+      absl::flat_hash_set<uint32_t> layers;
+      for (size_t i = tail; i < batch.size(); ++i) layers.insert(batch[i].put.layer);
+      absl::StatusOr<storage::BlockRecord> record =
+          service_->store().GetBlock(tenant_, batch.back().put.block);
+      if (record.ok()) {
+        for (uint32_t l = 0; l < num_layers; ++l) {
+          if (record->HasLayer(l)) layers.insert(l);
+        }
+      }
+      const bool complete = layers.size() >= num_layers || (record.ok() && record->committed);
+      if (!complete && tail_bytes <= kMaxHeldBytes) keep = tail;
+    }
+    for (size_t i = keep; i < batch.size(); ++i) {
+      held_bytes_ += batch[i].put.page.size();
+      held_.push_back(std::move(batch[i]));
+    }
+    batch.resize(keep);
+    return Store(batch);
+  }
+
+  // The pages held back from the last message, now that the stream ended.
+  absl::Status StoreHeld() {
+    std::vector<Pending> batch = std::move(held_);
+    held_.clear();
+    held_bytes_ = 0;
+    return Store(batch);
+  }
+
+  // One call for the pages: the store writes a block's run of them together.
+  absl::Status Store(std::span<const Pending> batch) {
+    if (batch.empty()) return absl::OkStatus();
+    std::vector<storage::PutPageRequest> puts;
+    puts.reserve(batch.size());
+    for (const Pending& p : batch) puts.push_back(p.put);
     std::vector<storage::PutPageResult> results;
     const absl::Status stored = service_->store().PutPages(puts, &results);
     for (size_t i = 0; i < results.size(); ++i) {
       const storage::PutPageResult& result = results[i];
+      const Pending& p = batch[i];
       if (result.stored) {
-        written_.push_back({keys[i], puts[i].layer, owned[i]->size()});
+        written_.push_back({p.put.block, p.put.layer, p.owned->size()});
       } else {
         resp_->set_pages_existing(resp_->pages_existing() + 1);
       }
-      bytes_in_ += owned[i]->size();
+      bytes_in_ += p.owned->size();
       resp_->set_pages_stored(resp_->pages_stored() + 1);
-      resp_->set_bytes_stored(resp_->bytes_stored() + owned[i]->size());
-      if (result.committed && committed_.insert(keys[i]).second) {
-        resp_->add_committed_blocks(req_.pages(static_cast<int>(i)).block_key());
+      resp_->set_bytes_stored(resp_->bytes_stored() + p.owned->size());
+      if (result.committed && committed_.insert(p.put.block).second) {
+        resp_->add_committed_blocks(p.block_key);
       }
     }
+    service_->metrics().AddPagesIn(results.size());
     if (!stored.ok()) {
       // A store that takes a run of one block's pages all or none failed the
       // whole run: name it. Otherwise the page it stopped at.
       const size_t first = results.size();
       size_t last = first;
-      while (service_->store().StoresRunsTogether() && last + 1 < keys.size() &&
-             keys[last + 1] == keys[first]) {
+      while (service_->store().StoresRunsTogether() && last + 1 < batch.size() &&
+             batch[last + 1].put.block == batch[first].put.block) {
         ++last;
       }
       return base::Annotate(
           stored, last == first
-                      ? absl::StrCat("pages[", index_ + first, "]")
-                      : absl::StrCat("pages[", index_ + first, "] to pages[", index_ + last,
-                                     "] (one block's pages, stored together)"));
+                      ? absl::StrCat("pages[", batch[first].index, "]")
+                      : absl::StrCat("pages[", batch[first].index, "] to pages[",
+                                     batch[last].index, "] (one block's pages, stored together)"));
     }
-    service_->metrics().AddPagesIn(req_.pages_size());
-    index_ += req_.pages_size();
     return absl::OkStatus();
   }
 
@@ -220,6 +304,8 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
   std::optional<Format> format_;
   absl::flat_hash_set<BlockKey> committed_;  // blocks committed during the stream
   std::vector<Written> written_;
+  std::vector<Pending> held_;  // the run a full message ended with (Process)
+  uint64_t held_bytes_ = 0;
   int64_t index_ = 0;  // pages seen before this message, for messages
 };
 

@@ -2,6 +2,9 @@
 // sessions, concurrent clients and message size limits. Each test starts
 // qaqkv-server as a child process on loopback with RocksDB in a temporary
 // directory (service_fixture.h); pages are encoded by the kernels.
+#include <cstdlib>
+#include <cstring>
+
 #include "tests/service/service_fixture.h"
 
 namespace qaqkv::service::testing {
@@ -404,6 +407,100 @@ TEST_F(ServiceTest, GetPagesMessagesFitMaxMessageBytes) {
   const GetResult got = GetPages(*stub_, Keys(blocks));
   ASSERT_GRPC_OK(got.status);
   ExpectSamePages(got.pages, LayerMajor(blocks, 0, 4));
+}
+
+// A block whose pages straddle two full messages (the C++ client fills
+// messages of about 1 MiB whatever the block size) is still one segment
+// write: the server holds the run a full message ends with until the next
+// message or the stream's end. Held pages are stored before the stream is
+// acknowledged, and a cancelled stream never stores them.
+TEST_F(ServiceTest, BlockRunsAcrossFullMessagesAreWrittenOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--metrics-listen=127.0.0.1:0"}));
+  const std::string log = server_.Log();
+  const size_t at = log.find("metrics on port ");
+  ASSERT_NE(at, std::string::npos) << log;
+  httplib::Client http("127.0.0.1", std::atoi(log.c_str() + at + std::strlen("metrics on port ")));
+  auto segment_writes = [&]() -> double {
+    auto res = http.Get("/metrics");
+    return res && res->status == 200
+               ? Sample(res->body, "qaqkv_segment_writes_total").value_or(-1)
+               : -1;
+  };
+  const v1::BlockFormat format = MakeFormat("fp16", BigGeometry());  // 4 layers of 256 KiB
+  const TestBlock a = NewBlock(format, 141), b = NewBlock(format, 142), c = NewBlock(format, 143);
+  ASSERT_GE(b.pages[0].size(), 256u << 10);
+
+  // a's four layers and b's first two (1.5 MiB), then b's last two and c's
+  // four (1.5 MiB): three blocks, three segment writes (b's halves stored as
+  // they came would be four).
+  v1::PutPagesRequest m1, m2;
+  *m1.mutable_format() = format;
+  for (uint32_t l = 0; l < 4; ++l) *m1.add_pages() = PageOf(a, l);
+  for (uint32_t l = 0; l < 2; ++l) *m1.add_pages() = PageOf(b, l);
+  for (uint32_t l = 2; l < 4; ++l) *m2.add_pages() = PageOf(b, l);
+  for (uint32_t l = 0; l < 4; ++l) *m2.add_pages() = PageOf(c, l);
+  const PutResult put = PutPages(*stub_, {m1, m2});
+  ASSERT_GRPC_OK(put.status);
+  EXPECT_THAT(put.response.committed_blocks(), ElementsAre(a.key, b.key, c.key));
+  EXPECT_EQ(put.response.pages_stored(), 12u);
+  EXPECT_EQ(segment_writes(), 3.0);
+  ExpectSamePages(GetPages(*stub_, {a.key, b.key, c.key}).pages, LayerMajor({a, b, c}, 0, 4));
+
+  // A stream that ends with a held run stores it before it is acknowledged
+  // (the block stays incomplete: two of its four layers).
+  const TestBlock d = NewBlock(format, 144), e = NewBlock(format, 145);
+  v1::PutPagesRequest m3;
+  *m3.mutable_format() = format;
+  for (uint32_t l = 0; l < 4; ++l) *m3.add_pages() = PageOf(d, l);
+  for (uint32_t l = 0; l < 2; ++l) *m3.add_pages() = PageOf(e, l);
+  const PutResult tail = PutPages(*stub_, {m3});
+  ASSERT_GRPC_OK(tail.status);
+  EXPECT_THAT(tail.response.committed_blocks(), ElementsAre(d.key));
+  EXPECT_EQ(tail.response.pages_stored(), 6u);
+  EXPECT_EQ(segment_writes(), 5.0);
+  EXPECT_EQ(Stats(*stub_).tenant_bytes(),
+            Bytes({a, b, c, d}) + e.pages[0].size() + e.pages[1].size());
+
+  // Cancelled after a full message: the complete block before the held run
+  // is stored and stays; the held run never reaches the store.
+  const TestBlock f = NewBlock(format, 146), g = NewBlock(format, 147);
+  v1::PutPagesRequest m4;
+  *m4.mutable_format() = format;
+  for (uint32_t l = 0; l < 4; ++l) *m4.add_pages() = PageOf(f, l);
+  for (uint32_t l = 0; l < 2; ++l) *m4.add_pages() = PageOf(g, l);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  v1::PutPagesResponse resp;
+  std::unique_ptr<grpc::ClientWriter<v1::PutPagesRequest>> stream = stub_->PutPages(&ctx, &resp);
+  ASSERT_TRUE(stream->Write(m4));
+  ASSERT_TRUE(PollUntil([&] { return Lookup(*stub_, {f.key}).committed_prefix == 1; }));
+  ctx.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  const uint64_t before = Bytes({a, b, c, d, f}) + e.pages[0].size() + e.pages[1].size();
+  ASSERT_TRUE(PollUntil([&] { return Stats(*stub_).tenant_bytes() == before; }))
+      << Stats(*stub_).tenant_bytes();
+  EXPECT_EQ(segment_writes(), 6.0);
+  EXPECT_EQ(Lookup(*stub_, {g.key}).committed_prefix, 0u);
+
+  // A run that completes a block stored in part before (e's first two
+  // layers, above) is not held: e commits with the message, and stays after
+  // the stream is cancelled.
+  const TestBlock h = NewBlock(format, 148);
+  v1::PutPagesRequest m5;
+  *m5.mutable_format() = format;
+  for (uint32_t l = 0; l < 4; ++l) *m5.add_pages() = PageOf(h, l);
+  for (uint32_t l = 2; l < 4; ++l) *m5.add_pages() = PageOf(e, l);
+  grpc::ClientContext ctx2;
+  SetDeadline(&ctx2);
+  std::unique_ptr<grpc::ClientWriter<v1::PutPagesRequest>> stream2 =
+      stub_->PutPages(&ctx2, &resp);
+  ASSERT_TRUE(stream2->Write(m5));
+  ASSERT_TRUE(PollUntil([&] { return Lookup(*stub_, {e.key}).committed_prefix == 1; }));
+  ctx2.TryCancel();
+  EXPECT_EQ(stream2->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(Lookup(*stub_, {h.key, e.key}).committed_prefix, 2u);
+  EXPECT_EQ(Stats(*stub_).tenant_bytes(), Bytes({a, b, c, d, e, f, h}));
+  EXPECT_EQ(segment_writes(), 8.0);
 }
 
 }  // namespace
