@@ -106,6 +106,8 @@ absl::Status ValidateOptions(const ClientOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("options.retry.multiplier: ", r.multiplier, " not in [1, 100]"));
   }
+  static_assert(limits::kMinClientMaxMessageBytes >= 2 * kBatchBytes,
+                "a message holds a batch of pages and one more page");
   if (o.max_message_bytes < limits::kMinClientMaxMessageBytes ||
       o.max_message_bytes > size_t{INT_MAX}) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -42,7 +42,6 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPutTo(internal::Endpoin
                                                                       &context, &response));
     std::vector<internal::OutPage> batch;
     size_t batch_bytes = 0;
-    const size_t batch_limit = BatchBytes(options_.max_message_bytes);
     bool first = true;    // the first message must carry the format
     bool broken = false;  // a Write failed: the stream is dead, Finish says why
     auto flush = [&] {
@@ -64,11 +63,11 @@ absl::StatusOr<v1::PutPagesResponse> Client::Impl::StreamPutTo(internal::Endpoin
       if (!*more) break;
       // Key, layer and field tags: small, but thousands of tiny pages add up.
       const size_t size = page.data.size() + 32;
-      if (!batch.empty() && batch_bytes + size > batch_limit) flush();
+      if (!batch.empty() && batch_bytes + size > kBatchBytes) flush();
       if (broken) break;
       batch.push_back(std::move(page));
       batch_bytes += size;
-      if (batch_bytes >= batch_limit) flush();
+      if (batch_bytes >= kBatchBytes) flush();
     }
     if (!local.ok()) {
       // Our own failure (e.g. encoding): end the stream without committing

@@ -3,7 +3,6 @@
 #ifndef QAQKV_CLIENT_INTERNAL_CLIENT_IMPL_H_
 #define QAQKV_CLIENT_INTERNAL_CLIENT_IMPL_H_
 
-#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -30,16 +29,10 @@ namespace v1 = ::qaqkv::v1;
 
 // Pages are batched into messages of about this size: large enough to
 // amortize per-message cost, small enough to keep the pipeline flowing
-// (the server parses a message once all of it has arrived). 4 MiB ran
-// disk-mode puts at 4 clients a fifth faster, with fewer store-thread hops,
-// segment writes and RocksDB batches a block, but memory-only puts at one
-// client 20-30% slower (docs/performance.md, stop 32). A message holds a
-// batch and at most one more page, so the batch is also at most half the
-// message limit.
-inline constexpr size_t kMaxBatchBytes = size_t{1} << 20;
-inline size_t BatchBytes(size_t max_message_bytes) {
-  return std::min(kMaxBatchBytes, max_message_bytes / 2);
-}
+// (the server parses a message once all of it has arrived; 4 MiB cost puts
+// at one client a fifth, docs/performance.md). A server with a disk tier
+// still writes a block split over two messages in one piece (kvcache.proto).
+inline constexpr size_t kBatchBytes = size_t{1} << 20;
 
 // The only place a grpc::Status becomes an absl::Status: same code number,
 // same message.
