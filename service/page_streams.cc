@@ -47,7 +47,7 @@ class StreamBase {
 };
 
 // A message of at least this many page bytes is a batching client's: the
-// block run it ends with is held for the next message (PutPagesReactor).
+// block run it ends with is held for the next message (PutPagesReactor::Prepare).
 // The C++ client fills messages of about 1 MiB.
 constexpr uint64_t kHoldFromMessageBytes = 512u << 10;
 // The most page bytes a stream holds back between messages.
@@ -85,13 +85,23 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
       }
       return;
     }
+    // Checking the message is CPU work on gRPC's thread; a message whose
+    // pages are all held back reads the next one from here.
+    if (absl::Status s = Prepare(); !s.ok()) {
+      End(s);
+      return;
+    }
+    if (to_store_.empty()) {
+      ReadNext();
+      return;
+    }
     if (base::ThreadPool* writers = service_->store_writers()) {
       // Off gRPC's thread: the write may wait on RocksDB. The task's last
       // act is StartRead or Finish; after it, OnDone may delete `this`.
-      writers->Submit([this] { Step(); });
+      writers->Submit([this] { StoreThenReadNext(); });
       return;
     }
-    Step();
+    StoreThenReadNext();
   }
 
   void OnDone() override { delete this; }
@@ -131,17 +141,25 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
     written_.clear();
   }
 
-  // Stores the message just read, then reads the next one (or ends).
-  void Step() {
-    if (absl::Status s = Process(); !s.ok()) {
-      End(s);
-      return;
-    }
+  void ReadNext() {
     req_.Clear();
     StartRead(&req_);
   }
 
-  absl::Status Process() {
+  // Stores what Prepare set aside, then reads the next message (or ends).
+  void StoreThenReadNext() {
+    const absl::Status s = Store(to_store_);
+    to_store_.clear();
+    if (!s.ok()) {
+      End(s);
+      return;
+    }
+    ReadNext();
+  }
+
+  // Checks the message just read and sets `to_store_` to the pages to store
+  // now (with any held from the message before); holds the rest.
+  absl::Status Prepare() {
     if (req_.has_format()) {
       QAQKV_ASSIGN_OR_RETURN(Format format, ValidateFormat(req_.format(), "format"));
       if (!format_.has_value()) {
@@ -245,7 +263,8 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
       held_.push_back(std::move(batch[i]));
     }
     batch.resize(keep);
-    return Store(batch);
+    to_store_ = std::move(batch);
+    return absl::OkStatus();
   }
 
   // The pages held back from the last message, now that the stream ended.
@@ -304,7 +323,8 @@ class PutPagesReactor final : public grpc::ServerReadReactor<v1::PutPagesRequest
   std::optional<Format> format_;
   absl::flat_hash_set<BlockKey> committed_;  // blocks committed during the stream
   std::vector<Written> written_;
-  std::vector<Pending> held_;  // the run a full message ended with (Process)
+  std::vector<Pending> held_;  // the run a full message ended with (Prepare)
+  std::vector<Pending> to_store_;  // Prepare's pages to store now
   uint64_t held_bytes_ = 0;
   int64_t index_ = 0;  // pages seen before this message, for messages
 };
