@@ -80,7 +80,9 @@ https_status() { local r; r=$(https "$1" "$2" "$3"); echo "${r%%$'\n'*}"; }
 # corrupt.py DIR: flips one byte in the middle of every page stored in the
 # segment files of DIR (storage/segment_log.h: records of a 24-byte header
 # "QSG1", u32 key length, u64 value length, u64 hash; then the key; then
-# the value, a page that starts "QAQP" and ends with its XXH3-64 trailer).
+# the value, a page that starts "QAQP" and ends with its XXH3-64 trailer;
+# written with O_DIRECT, the server's default, each record is padded with
+# zeros to a multiple of 4 KiB).
 # Prints how many pages it hit.
 cat >"$tmp/corrupt.py" <<'EOF'
 import os, struct, sys
@@ -98,6 +100,8 @@ for name in sorted(os.listdir(d)):
             b[v + vlen // 2] ^= 0xFF
             hit += 1
         off = v + vlen
+        if b[off:off + 4] != b"QSG1":
+            off = (off + 4095) // 4096 * 4096  # direct I/O pads records to 4 KiB
     with open(path, "r+b") as f:
         f.write(b)
 print(hit)
